@@ -1,0 +1,27 @@
+# The two commands of the quickstart are `make run` and `make test`; each sets up what is missing first.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $$p && break; \
+	done)
+VENV := .venv/bin
+MISSION ?= missions/product_launch.yaml
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-unit bench
+
+setup:
+	@$(or $(PYTHON),python3) controlplane/_setup.py
+
+run: setup
+	$(VENV)/controlplane run $(MISSION)
+
+test: setup
+	$(VENV)/python -m pytest tests
+
+test-unit: setup
+	$(VENV)/python -m pytest tests/unit
+
+bench: setup
+	$(VENV)/python benchmarks/bench_serving.py --quick --json runs/bench_serving.json
+	$(VENV)/python benchmarks/bench_scheduling.py --quick --json runs/bench_scheduling.json
+	$(VENV)/python benchmarks/bench_memory.py --quick --json runs/bench_memory.json

@@ -1,0 +1,1 @@
+"""controlplane: a control plane for fleets of LLM agents on Ray."""
