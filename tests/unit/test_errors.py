@@ -1,0 +1,44 @@
+import pickle
+
+import pytest
+
+from controlplane._errors import (
+    AccessDenied,
+    BackpressureError,
+    BudgetExceeded,
+    ControlPlaneError,
+    MissionNotFound,
+    ReplicaUnavailable,
+    SetupError,
+    SpecError,
+)
+
+EXAMPLES = [
+    SpecError(where="m.yaml: agents[1].resources.num_gpus", value=0.5, why="the cluster has 0 GPUs", fix="set 0"),
+    SetupError(what="The default model is missing", fix="run `make setup`"),
+    ReplicaUnavailable(model="default", why="circuit open"),
+    BackpressureError(scope="agent 'writer'", limit="requests/min", retry_after_s=1.5),
+    BudgetExceeded(scope="mission 'm'", budget="max_tokens", limit=100, used=120),
+    AccessDenied(agent="writer", resource="legal", granted=["shared", "writer"]),
+    MissionNotFound(mission_id="m-1", known=["m-2"]),
+]
+
+
+@pytest.mark.parametrize("error", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_errors_survive_pickling_between_processes(error):
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.fields == error.fields
+    assert isinstance(copy, ControlPlaneError)
+
+
+def test_spec_error_names_where_value_why_and_fix():
+    message = str(EXAMPLES[0])
+    for part in ("agents[1].resources.num_gpus", "0.5", "the cluster has 0 GPUs", "Fix: set 0"):
+        assert part in message
+
+
+def test_only_backpressure_is_retryable():
+    assert [type(e).__name__ for e in EXAMPLES if e.retryable] == ["BackpressureError"]
+    assert EXAMPLES[3].retry_after_s == 1.5
