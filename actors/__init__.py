@@ -1,0 +1,3 @@
+"""actors: filled in by its part of wave 1."""
+
+__all__: list[str] = []
