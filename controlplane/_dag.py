@@ -1,0 +1,89 @@
+"""The task DAG: dependency checks, cycle finding (printed as the cycle), order and critical path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class Dag:
+    """Tasks and their dependencies, in declaration order. Pure data: no Ray, no clock."""
+
+    def __init__(self, deps: Mapping[str, Sequence[str]]) -> None:
+        self.deps: dict[str, tuple[str, ...]] = {t: tuple(d) for t, d in deps.items()}
+        self.dependents: dict[str, list[str]] = {t: [] for t in self.deps}
+        for task, needs in self.deps.items():
+            for need in needs:
+                if need in self.dependents:
+                    self.dependents[need].append(task)
+
+    def unknown_deps(self) -> list[tuple[str, int, str]]:
+        """(task, index, dep) for each dependency that names no task."""
+        return [(t, i, d) for t, needs in self.deps.items() for i, d in enumerate(needs) if d not in self.deps]
+
+    def find_cycle(self) -> list[str] | None:
+        """A cycle as a closed path, e.g. ['a', 'b', 'a'], or None when the graph is acyclic."""
+        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+        for root in self.deps:
+            if state.get(root):
+                continue
+            path, stack = [root], [iter(self.deps[root])]
+            state[root] = 1
+            while stack:
+                nxt = next(stack[-1], None)
+                if nxt is None:
+                    state[path.pop()] = 2
+                    stack.pop()
+                elif nxt not in self.deps or state.get(nxt) == 2:
+                    continue
+                elif state.get(nxt) == 1:
+                    return path[path.index(nxt):] + [nxt]
+                else:
+                    state[nxt] = 1
+                    path.append(nxt)
+                    stack.append(iter(self.deps[nxt]))
+        return None
+
+    def topological_order(self) -> list[str]:
+        """Tasks with every dependency first; ties keep declaration order. Assumes no cycle."""
+        left = {t: len(d) for t, d in self.deps.items()}
+        order, ready = [], [t for t, n in left.items() if n == 0]
+        while ready:
+            task = ready.pop(0)
+            order.append(task)
+            for child in self.dependents[task]:
+                left[child] -= 1
+                if left[child] == 0:
+                    ready.append(child)
+        return order
+
+    def descendants(self, task: str) -> list[str]:
+        """Every task that depends on `task`, directly or not, in topological order."""
+        seen: set[str] = set()
+        todo = list(self.dependents[task])
+        while todo:
+            t = todo.pop()
+            if t not in seen:
+                seen.add(t)
+                todo.extend(self.dependents[t])
+        return [t for t in self.topological_order() if t in seen]
+
+    def critical_path_s(self, duration_s: Mapping[str, float]) -> float:
+        """The longest chain of durations: no schedule can finish faster."""
+        finish: dict[str, float] = {}
+        for task in self.topological_order():
+            finish[task] = duration_s[task] + max((finish[d] for d in self.deps[task]), default=0.0)
+        return max(finish.values(), default=0.0)
+
+    def width(self) -> int:
+        """The most tasks on one level (level = longest dependency chain above the task)."""
+        level: dict[str, int] = {}
+        for task in self.topological_order():
+            level[task] = 1 + max((level[d] for d in self.deps[task]), default=-1)
+        counts: dict[int, int] = {}
+        for lv in level.values():
+            counts[lv] = counts.get(lv, 0) + 1
+        return max(counts.values(), default=0)
+
+
+def format_cycle(cycle: Sequence[str]) -> str:
+    return " -> ".join(cycle)

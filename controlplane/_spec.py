@@ -1,0 +1,203 @@
+"""The mission spec: pydantic models loaded from YAML, checked across fields before anything starts.
+
+Every problem becomes a `SpecError` whose `where` is the file and the YAML path
+(`missions/x.yaml: tasks[2].depends_on[0]`), so the user can go straight to the line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controlplane._errors import SpecError
+
+TOOLS = ("memory.post", "memory.search")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Model):
+    """What Ray reserves for one agent actor."""
+
+    num_cpus: float = Field(0.25, ge=0, description="Logical CPUs reserved for the agent actor.")
+    num_gpus: float = Field(0, ge=0, description="GPUs for the agent actor; fractions such as 0.25 share a GPU.")
+
+
+class MemoryAccess(_Model):
+    """The memory namespaces an agent may read and write."""
+
+    read: list[str] = Field(default_factory=lambda: ["shared"], description="Namespaces the agent may search.")
+    write: list[str] = Field(default_factory=lambda: ["shared"], description="Namespaces the agent may post to.")
+
+
+class AgentSpec(_Model):
+    """One agent: a role played by one Ray actor."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique agent name; the actor is `<mission>:<name>`.")
+    role: str = Field(description="The role, e.g. 'copywriter'; tasks may name a role instead of an agent.")
+    instructions: str = Field("", description="Goal and backstory, given to the model as the system prompt.")
+    model: str = Field("default", description="The router model this agent calls.")
+    tools: list[Literal["memory.post", "memory.search"]] = Field(
+        default_factory=list, description="Built-in tools the agent may use.")
+    memory: MemoryAccess = Field(default_factory=MemoryAccess, description="Namespaces it may read and write.")
+    resources: Resources = Field(default_factory=Resources, description="Ray resources for the agent actor.")
+    max_concurrency: int = Field(1, ge=1, le=64, description="Tasks this agent may run at once.")
+    max_tokens: int = Field(256, ge=1, le=8192, description="Output tokens per model call.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+    memory_k: int = Field(3, ge=0, le=20, description="Memory hits added to the prompt when it has memory.search.")
+
+
+class TaskSpec(_Model):
+    """One node of the mission DAG."""
+
+    id: str = Field(pattern=NAME_PATTERN, description="Unique task id.")
+    description: str = Field(min_length=1, description="What the agent must do.")
+    agent: str | None = Field(None, description="The agent that runs it (or give `role`).")
+    role: str | None = Field(None, description="Any agent with this role may run it (instead of `agent`).")
+    depends_on: list[str] = Field(default_factory=list, description="Task ids whose results it needs.")
+    expected_output: str | dict[str, Any] | None = Field(
+        None, description="A text description, or a JSON schema for structured output.")
+    retries: int = Field(1, ge=0, le=10, description="Extra attempts after a failure, with backoff.")
+    timeout_s: float = Field(120.0, gt=0, description="Wall time allowed per attempt.")
+    fallback_agent: str | None = Field(None, description="Agent that takes the task when retries run out.")
+
+    @model_validator(mode="after")
+    def _agent_or_role(self) -> TaskSpec:
+        if (self.agent is None) == (self.role is None):
+            raise ValueError(f"give exactly one of `agent` or `role` (agent={self.agent!r}, role={self.role!r})")
+        return self
+
+
+class Budgets(_Model):
+    """Hard caps; a mission that reaches one stops gracefully and keeps its partial results."""
+
+    max_tokens: int | None = Field(None, ge=1, description="Prompt + completion tokens over the mission.")
+    max_llm_calls: int | None = Field(None, ge=1, description="Model calls over the mission.")
+    max_wall_s: float | None = Field(None, gt=0, description="Wall time of the mission in seconds.")
+
+
+class ConflictPolicy(_Model):
+    """How the supervisor settles a contradiction the memory actor reports."""
+
+    policy: Literal["resolver", "majority", "priority"] = Field(
+        "priority", description="resolver: an agent critiques and synthesises; majority: most agents on the "
+        "topic win; priority: the agent whose role ranks first wins.")
+    resolver_agent: str | None = Field(None, description="The agent that resolves (policy resolver).")
+    role_priority: list[str] = Field(default_factory=list, description="Roles, highest priority first.")
+
+
+class Policies(_Model):
+    """Mission-wide failure, retry and conflict behaviour."""
+
+    on_failure: Literal["fail_mission", "skip_dependents"] = Field(
+        "fail_mission", description="After retries and fallback: stop the mission, or skip what depends on it.")
+    retry_backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry; doubles each attempt.")
+    retry_backoff_max_s: float = Field(10.0, ge=0, description="Upper bound of the retry wait.")
+    conflicts: ConflictPolicy = Field(default_factory=ConflictPolicy, description="Conflict resolution.")
+    log_content: bool = Field(False, description="Log prompts and outputs (off: they stay out of logs).")
+
+
+class PlannerSpec(_Model):
+    """The LLM planner used with `plan: auto`."""
+
+    model: str = Field("default", description="Router model for the planner call.")
+    max_tasks: int = Field(9, ge=1, le=50, description="Upper bound on generated tasks.")
+    max_tokens: int = Field(512, ge=16, description="Output tokens for the planner call.")
+
+
+class MissionSpec(_Model):
+    """A mission: a goal, the agents, and either declared tasks or `plan: auto`."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Mission name; the mission id starts with it.")
+    goal: str = Field(min_length=1, description="What the mission must achieve.")
+    agents: list[AgentSpec] = Field(min_length=1, description="The agents.")
+    tasks: list[TaskSpec] = Field(default_factory=list, description="The DAG; empty with `plan: auto`.")
+    plan: Literal["declared", "auto"] = Field("declared", description="`auto`: the planner writes the tasks.")
+    planner: PlannerSpec = Field(default_factory=PlannerSpec, description="Planner settings for `plan: auto`.")
+    budgets: Budgets = Field(default_factory=Budgets, description="Hard caps.")
+    policies: Policies = Field(default_factory=Policies, description="Failure, retry and conflict policies.")
+    serving: str | None = Field(None, description="Serving config YAML (relative to the mission file); "
+                                "default: the serving package's default.yaml.")
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> MissionSpec:
+        from controlplane._validate import check_mission
+
+        check_mission(self)
+        return self
+
+    def agent(self, name: str) -> AgentSpec:
+        return next(a for a in self.agents if a.name == name)
+
+
+def load_mission(path: str | Path) -> MissionSpec:
+    """Read and validate a mission YAML file; any problem raises `SpecError` naming file and YAML path."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(where=str(path), value=str(path), why="no such file",
+                        fix="give the path of a mission YAML file, e.g. missions/product_launch.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(where=where, value=str(getattr(exc, "problem", exc)), why="the file is not valid YAML",
+                        fix="fix the YAML syntax at that line") from None
+    if not isinstance(data, dict):
+        raise SpecError(where=str(path), value=type(data).__name__, why="a mission must be a YAML mapping",
+                        fix="start the file with `name:`, `goal:`, `agents:` and `tasks:`")
+    spec = parse_mission(data, source=str(path))
+    if spec.serving and not Path(spec.serving).is_absolute():
+        spec = spec.model_copy(update={"serving": str((path.parent / spec.serving).resolve())})
+    return spec
+
+
+def parse_mission(data: dict[str, Any], *, source: str = "<mission>") -> MissionSpec:
+    """Validate a mission given as a dict; errors name `source` and the YAML path."""
+    try:
+        return MissionSpec.model_validate(data)
+    except SpecError as exc:
+        raise SpecError(where=f"{source}: {exc.where}", value=exc.value, why=exc.why, fix=exc.fix) from None
+    except ValidationError as exc:
+        raise _to_spec_error(exc, data, source) from None
+
+
+def yaml_path(loc: tuple[Any, ...], data: Any = None) -> str:
+    """('agents', 2, 'resources') -> 'agents[2].resources'; list items get their name when they have one."""
+    out, node = "", data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            label = (node.get("name") or node.get("id")) if isinstance(node, dict) else None
+            if label:
+                out += f"({label})"
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "<top level>"
+
+
+_FIXES = {
+    "missing": "add the field",
+    "extra_forbidden": "remove it, or check its spelling against the mission spec in the README",
+    "literal_error": "use one of the allowed values",
+    "string_pattern_mismatch": "use letters, digits, '_', '.' and '-' only, starting with a letter or digit",
+}
+
+
+def _to_spec_error(exc: ValidationError, data: dict[str, Any], source: str) -> SpecError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in ("str", "dict[str,any]", "none")))
+    more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
+    value = "<missing>" if first["type"] == "missing" else first.get("input")
+    fix = _FIXES.get(first["type"], "correct the value")
+    return SpecError(where=f"{source}: {yaml_path(loc, data)}", value=value,
+                     why=first["msg"].removeprefix("Value error, ") + more, fix=fix)

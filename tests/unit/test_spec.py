@@ -1,0 +1,109 @@
+import pytest
+import yaml
+
+from controlplane import MissionSpec, SpecError, load_mission
+from controlplane._spec import parse_mission, yaml_path
+from controlplane._validate import check_resources
+
+from _mission_data import mission
+
+
+def _with(path, value):
+    data = mission()
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+BAD = [
+    # (data, where contains, why contains)
+    (_with(("tasks", 1, "depends_on"), ["final"]), "tasks[1](review).depends_on", "cycle"),
+    (_with(("tasks", 0, "agent"), "ghost"), "tasks[0](draft).agent", "known agents: writer, checker, checker2"),
+    (_with(("tasks", 1, "role"), "judge"), "tasks[1](review).role", "known roles: copywriter, reviewer"),
+    (_with(("tasks", 1, "depends_on"), ["nope"]), "tasks[1](review).depends_on[0]", "known tasks: draft, review"),
+    (_with(("tasks", 0, "depends_on"), ["draft"]), "tasks[0](draft).depends_on[0]", "itself"),
+    (_with(("tasks", 0, "fallback_agent"), "ghost"), "tasks[0](draft).fallback_agent", "known agents"),
+    (_with(("tasks", 0, "retries"), -1), "tasks[0](draft).retries", "greater than or equal to 0"),
+    (_with(("agents", 1, "resources"), {"num_gpus": -0.5}), "agents[1](checker).resources.num_gpus",
+     "greater than or equal"),
+    (_with(("agents", 0, "tools"), ["web.browse"]), "agents[0](writer).tools[0]", "memory.post"),
+    (_with(("agents", 0, "colour"), "red"), "agents[0](writer).colour", "Extra inputs"),
+    (_with(("agents", 2, "name"), "writer"), "agents[2].name", "used twice"),
+    (_with(("tasks", 2, "id"), "draft"), "tasks[2].id", "used twice"),
+    (_with(("tasks", 0, "role"), "copywriter"), "tasks[0](draft)", "exactly one of `agent` or `role`"),
+    (mission(tasks=[]), "tasks", "needs tasks"),
+    (mission(plan="auto"), "plan", "exclude each other"),
+    (mission(policies={"conflicts": {"policy": "resolver"}}), "policies.conflicts.resolver_agent", "needs an agent"),
+    (mission(policies={"conflicts": {"role_priority": ["boss"]}}), "role_priority[0]", "known roles"),
+    (mission(policies={"on_failure": "panic"}), "policies.on_failure", "fail_mission"),
+    ({k: v for k, v in mission().items() if k != "goal"}, "goal", "Field required"),
+]
+
+
+@pytest.mark.parametrize(("data", "where", "why"), BAD, ids=[b[1] for b in BAD])
+def test_bad_specs_name_path_value_and_fix(data, where, why):
+    with pytest.raises(SpecError) as info:
+        parse_mission(data, source="m.yaml")
+    err = info.value
+    assert err.where.startswith("m.yaml: ") and where in err.where, err.where
+    assert why in err.why, err.why
+    assert err.fix and "Fix:" in str(err)
+
+
+def test_cycle_is_printed_as_the_cycle():
+    data = _with(("tasks", 0, "depends_on"), ["final"])
+    with pytest.raises(SpecError) as info:
+        parse_mission(data)
+    assert info.value.value == "draft -> final -> review -> draft"
+
+
+def test_load_mission_names_the_file_and_resolves_serving(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission(serving="scripted.yaml")))
+    spec = load_mission(path)
+    assert isinstance(spec, MissionSpec)
+    assert spec.serving == str(tmp_path / "scripted.yaml")
+    path.write_text(yaml.safe_dump(_with(("tasks", 0, "agent"), "ghost")))
+    with pytest.raises(SpecError, match=r"m\.yaml: tasks\[0\]\(draft\)\.agent: 'ghost' is invalid"):
+        load_mission(path)
+
+
+def test_load_mission_bad_yaml_and_missing_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\n  goal: [unclosed\n")
+    with pytest.raises(SpecError, match=r"bad\.yaml:\d+"):
+        load_mission(path)
+    with pytest.raises(SpecError, match="no such file"):
+        load_mission(tmp_path / "missing.yaml")
+    path.write_text("- just a list\n")
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        load_mission(path)
+
+
+def test_defaults_and_structured_output():
+    spec = parse_mission(_with(("tasks", 0, "expected_output"), {"type": "object"}))
+    assert spec.tasks[0].expected_output == {"type": "object"}
+    assert spec.agents[0].max_concurrency == 1 and spec.agents[0].resources.num_gpus == 0
+    assert spec.policies.on_failure == "fail_mission"
+
+
+def test_gpus_the_cluster_cannot_place_name_the_cluster_gpus():
+    spec = parse_mission(_with(("agents", 1, "resources"), {"num_gpus": 0.5}))
+    with pytest.raises(SpecError) as info:
+        check_resources(spec, cluster_gpus=0, cluster_cpus=8, source="m.yaml")
+    assert "agents[1](checker).resources.num_gpus" in info.value.where
+    assert "the cluster has 0 GPUs" in info.value.why
+    check_resources(spec, cluster_gpus=1, cluster_cpus=8)
+    many = parse_mission(mission(agents=[{"name": f"a{i}", "role": "r", "resources": {"num_gpus": 0.5}}
+                                         for i in range(3)],
+                                 tasks=[{"id": "t", "description": "d", "role": "r"}]))
+    with pytest.raises(SpecError, match="1.5 GPUs together"):
+        check_resources(many, cluster_gpus=1, cluster_cpus=8)
+
+
+def test_yaml_path_labels_list_items():
+    data = mission()
+    assert yaml_path(("agents", 1, "resources", "num_gpus"), data) == "agents[1](checker).resources.num_gpus"
+    assert yaml_path((), data) == "<top level>"
