@@ -1,3 +1,24 @@
-"""memory: filled in by its part of wave 1."""
+"""memory: the agents' shared context bus. A FAISS-backed Ray actor per mission with post, search,
+subscribe, per-agent namespaces, durable writes and contradiction detection."""
 
-__all__: list[str] = []
+from memory._actor import MemoryActor, start_memory_actor
+from memory._config import MemoryConfig
+from memory._conflicts import Judge, RouterJudge
+from memory._types import CONFLICT_TOPIC, Conflict, Entry, Hit, NewEntry, PostEvent, Receipt, SearchFilters, Verdict
+
+__all__ = [
+    "CONFLICT_TOPIC",
+    "Conflict",
+    "Entry",
+    "Hit",
+    "Judge",
+    "MemoryActor",
+    "MemoryConfig",
+    "NewEntry",
+    "PostEvent",
+    "Receipt",
+    "RouterJudge",
+    "SearchFilters",
+    "Verdict",
+    "start_memory_actor",
+]

@@ -1,0 +1,49 @@
+"""MemoryConfig: where the memory actor keeps its data, and its index, limits and judge settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class MemoryConfig(BaseModel):
+    """Settings of one mission's memory actor. Every threshold of the bus is here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: str = Field(description="Directory or fsspec URL (file://, or any filesystem with append) for the "
+                                      "write-ahead log and the index snapshots. Reused on restart.")
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces that exist from the start; "
+                                                                    "every namespace named in a grant exists too.")
+    exact_below: int = Field(default=50_000, ge=1, description="A namespace with fewer entries than this uses an "
+                                                              "exact flat index; from this size on, HNSW.")
+    hnsw_m: int = Field(default=32, ge=4, description="HNSW graph degree (M) above `exact_below`.")
+    hnsw_ef_search: int = Field(default=128, ge=8, description="HNSW efSearch; raised to k when k is larger.")
+    max_text_chars: int = Field(default=8_000, ge=1, description="Longest text accepted in one entry.")
+    max_k: int = Field(default=1_000, ge=1, description="Largest k a search may ask for.")
+    max_batch: int = Field(default=10_000, ge=1, description="Most entries in one post, and queries in one search.")
+    embedding_batch_size: int = Field(default=64, ge=1, description="Texts per forward pass of the embedding model.")
+    embedding_model_path: str | None = Field(default=None, description="Folder of a sentence-transformers model; "
+                                                                       "None uses the bundled all-MiniLM-L6-v2.")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPU share the actor asks Ray for; with CUDA present "
+                                                          "the embedding model runs on it.")
+    cpu_threads: int | None = Field(default=None, ge=1, description="FAISS and torch threads in the actor; None "
+                                                                    "uses every core (Ray's default is 1).")
+    snapshot_every_writes: int = Field(default=1_000, ge=1, description="Write a snapshot and start a new log "
+                                                                        "segment after this many logged writes.")
+    max_restarts: int = Field(default=-1, ge=-1, description="Ray restarts of the actor after a crash; -1 forever.")
+    conflict_similarity: float = Field(default=0.8, ge=-1.0, le=1.0, description="Cosine at or above which a new "
+                                       "finding and another agent's finding on the same topic go to the judge.")
+    max_judge_calls_per_post: int = Field(default=3, ge=0, description="Most candidates of one new entry sent to "
+                                                                       "the judge, the most similar first.")
+    judge_model: str | None = Field(default=None, description="Router model that judges candidate pairs with a "
+                                                              "guided choice; None turns contradiction checks off.")
+    judge_max_tokens: int = Field(default=4, ge=1, description="max_tokens of a judge call.")
+    judge_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one judge call.")
+    app_name: str = Field(default="controlplane", description="Serve application name of the router.")
+
+    @model_validator(mode="after")
+    def _check_namespaces(self) -> MemoryConfig:
+        for name in self.namespaces:
+            if not name or name == "*":
+                raise ValueError(f"namespaces: {name!r} is not a namespace name; use a non-empty name other than '*'")
+        return self

@@ -1,0 +1,275 @@
+"""MemoryStore: the memory bus without Ray. Entries, per-namespace indexes, ACL, TTL and durability.
+
+Every change is a log record: it is validated first, appended and fsynced, and only then applied, so
+a failed call leaves nothing behind and recovery replays exactly what was acknowledged. Methods take
+the time as `now_s`; expired entries are deleted (and the deletion logged) at the start of each call.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import logging
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from controlplane._errors import AccessDenied, SpecError
+from memory._acl import SUPERVISOR, AccessControl
+from memory._config import MemoryConfig
+from memory._durable import Durable
+from memory._index import NamespaceIndex
+from memory._types import Entry, Hit, NewEntry, SearchFilters
+from memory._validate import check_entries, check_k, check_namespace, check_vectors
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryStore:
+    """One mission's memory. Not thread-safe: the actor calls it from its event loop only."""
+
+    def __init__(self, config: MemoryConfig, *, dim: int) -> None:
+        self.config = config
+        self.dim = dim
+        self.acl = AccessControl()
+        self.entries: dict[int, Entry] = {}
+        self.indexes: dict[str, NamespaceIndex] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.counters: Counter[str] = Counter()
+        self._by_topic: dict[tuple[str, str], set[int]] = {}
+        self._expiry: list[tuple[float, int]] = []
+        self._seq = 0
+        self._next_id = 1
+        self._since_snapshot = 0
+        self._durable = Durable(config.data_dir)
+        self._recover()
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    def grant(self, agent_id: str, read: list[str], write: list[str]) -> None:
+        """Give an agent read and write namespaces (replacing earlier grants); names become known namespaces."""
+        for name in [*read, *write]:
+            if not name or name == "*":
+                raise SpecError(where=f"memory.grant({agent_id!r})", value=name, why="it is not a namespace name",
+                                fix="grant non-empty namespace names other than '*' (the supervisor reads all)")
+        self._commit({"op": "grant", "agent_id": agent_id, "read": sorted(read), "write": sorted(write)})
+
+    def check_post(self, entries: list[NewEntry], *, as_agent: str) -> None:
+        """Everything `post` checks before the (costly) embedding: sizes, namespaces, access."""
+        check_entries(entries, self.config, self.known_namespaces())
+        for entry in entries:
+            if entry.agent_id != as_agent:
+                self.acl.denials[(as_agent, "post-as", entry.agent_id)] += 1
+                raise AccessDenied(agent=as_agent, resource=f"post as agent {entry.agent_id!r}", granted=[as_agent])
+            self.acl.check_write(as_agent, entry.namespace)
+
+    def post(self, entries: list[NewEntry], vectors: object, *, as_agent: str, now_s: float) -> list[Entry]:
+        """Store all entries with their vectors, or none. Returns the stored entries."""
+        self.expire(now_s)
+        if not entries:
+            return []
+        self.check_post(entries, as_agent=as_agent)
+        array = check_vectors(vectors, self.dim, where="memory.post: vectors", rows=len(entries),
+                              max_rows=self.config.max_batch)
+        stored = [
+            Entry(**entry.model_dump(), id=self._next_id + n, version=self._seq + 1, created_at_s=now_s,
+                  expires_at_s=None if entry.ttl_s is None else now_s + entry.ttl_s)
+            for n, entry in enumerate(entries)
+        ]
+        self._commit({"op": "post", "entries": [e.model_dump() for e in stored],
+                      "vectors": base64.b64encode(array.tobytes()).decode()})
+        return stored
+
+    def delete(self, ids: list[int], *, as_agent: str, now_s: float) -> int:
+        """Delete entries the agent may write; all or none. Returns how many existed."""
+        self.expire(now_s)
+        present = [i for i in ids if i in self.entries]
+        for entry_id in present:
+            self.acl.check_write(as_agent, self.entries[entry_id].namespace)
+        if present:
+            self._commit({"op": "delete", "ids": present, "reason": "delete"})
+        return len(present)
+
+    def expire(self, now_s: float) -> list[int]:
+        """Delete every entry whose TTL has run out by `now_s`; returns their ids."""
+        due = []
+        while self._expiry and self._expiry[0][0] <= now_s:
+            _, entry_id = heapq.heappop(self._expiry)
+            if entry_id in self.entries:
+                due.append(entry_id)
+        if due:
+            self._commit({"op": "delete", "ids": due, "reason": "expired"})
+        return due
+
+    def subscribe(self, key: str, topics: list[str], as_agent: str, blob: str) -> None:
+        """Record a subscription (the actor's handle, pickled into `blob`) so it survives a restart."""
+        self._commit({"op": "subscribe", "key": key, "topics": sorted(topics), "as_agent": as_agent, "blob": blob})
+
+    def unsubscribe(self, key: str) -> None:
+        if key in self.subscriptions:
+            self._commit({"op": "unsubscribe", "key": key})
+
+    def snapshot(self) -> None:
+        """Write a snapshot now and start a new log segment."""
+        state = {"seq": self._seq, "next_id": self._next_id, "acl": self.acl.state(),
+                 "entries": [e.model_dump() for e in self.entries.values()],
+                 "index_state": {ns: index.state() for ns, index in self.indexes.items()},
+                 "subscriptions": self.subscriptions}
+        self._durable.write_snapshot(self._seq, state, {ns: index.index for ns, index in self.indexes.items()})
+        self._since_snapshot = 0
+
+    def close(self) -> None:
+        self._durable.close()
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def known_namespaces(self) -> set[str]:
+        return set(self.config.namespaces) | self.acl.namespaces()
+
+    def check_search(self, *, k: int, namespace: str, as_agent: str) -> None:
+        """Everything `search` checks before the queries are embedded."""
+        check_k(k, self.config)
+        check_namespace(namespace, self.known_namespaces(), where="memory.search: namespace")
+        self.acl.check_read(as_agent, namespace)
+
+    def search(self, queries: object, *, k: int, namespace: str, as_agent: str,
+               filters: SearchFilters | None, now_s: float) -> list[list[Hit]]:
+        """Top-k hits per query vector in one namespace, best first."""
+        self.check_search(k=k, namespace=namespace, as_agent=as_agent)
+        array = check_vectors(queries, self.dim, where="memory.search: queries", max_rows=self.config.max_batch)
+        self.expire(now_s)
+        index = self.indexes.get(namespace)
+        if index is None:
+            return [[] for _ in range(len(array))]
+        allowed = None
+        if filters is not None:
+            allowed = [i for i in index.ids() if filters.matches(self.entries[i])]
+        results = index.search(array, k, allowed)
+        return [[Hit(score=score, entry=self.entries[i]) for score, i in hits] for hits in results]
+
+    def get(self, entry_id: int, *, as_agent: str, now_s: float) -> Entry | None:
+        """The entry, or None when it does not exist (never written, deleted or expired)."""
+        self.expire(now_s)
+        entry = self.entries.get(entry_id)
+        if entry is not None:
+            self.acl.check_read(as_agent, entry.namespace)
+        return entry
+
+    def list_entries(self, *, namespace: str, as_agent: str, filters: SearchFilters | None,
+                     limit: int, now_s: float) -> list[Entry]:
+        """Entries of a namespace in id order (oldest first), up to `limit`."""
+        check_namespace(namespace, self.known_namespaces(), where="memory.list: namespace")
+        self.acl.check_read(as_agent, namespace)
+        self.expire(now_s)
+        index = self.indexes.get(namespace)
+        ids = sorted(index.ids()) if index else []
+        chosen = (self.entries[i] for i in ids if filters is None or filters.matches(self.entries[i]))
+        return [entry for _, entry in zip(range(limit), chosen)]
+
+    def topic_neighbours(self, entry: Entry) -> list[tuple[float, Entry]]:
+        """Cosine of `entry` to every other agent's live entry on its mission and topic, in any namespace."""
+        others = sorted(i for i in self._by_topic.get((entry.mission_id, entry.topic), ())
+                        if self.entries[i].agent_id != entry.agent_id)
+        if not others or entry.id not in self.entries:
+            return []
+        vector = self.indexes[entry.namespace].vectors_of([entry.id])[0]
+        pairs = []
+        for namespace in sorted({self.entries[i].namespace for i in others}):
+            ids = [i for i in others if self.entries[i].namespace == namespace]
+            scores = self.indexes[namespace].vectors_of(ids) @ vector
+            pairs.extend((float(s), self.entries[i]) for s, i in zip(scores, ids))
+        return pairs
+
+    def readable_by(self, agent_id: str, namespace: str) -> bool:
+        return self.acl.can_read(agent_id, namespace)
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes, index kinds, counters and access denials, for status and the audit trail."""
+        return {
+            "entries": len(self.entries), "version": self._seq,
+            "namespaces": {ns: {"entries": len(ix), "index": ix.kind} for ns, ix in sorted(self.indexes.items())},
+            "denials": [{"agent": a, "mode": m, "namespace": ns, "count": c}
+                        for (a, m, ns), c in sorted(self.acl.denials.items())],
+            **dict(self.counters),
+        }
+
+    # ---- log ----------------------------------------------------------------------------------
+
+    def _commit(self, record: dict[str, Any]) -> None:
+        record = {"seq": self._seq + 1, **record}
+        try:
+            self._durable.append(record)
+        except BaseException:
+            # A half-written line must not sit in front of later records: continue in a fresh segment.
+            self._durable.open_segment(self._seq + 1)
+            raise
+        self._apply(record)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.config.snapshot_every_writes:
+            self.snapshot()
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        self._seq = record["seq"]
+        op = record["op"]
+        if op == "post":
+            vectors = np.frombuffer(base64.b64decode(record["vectors"]), dtype=np.float32).reshape(-1, self.dim)
+            self._apply_post([Entry(**e) for e in record["entries"]], vectors)
+        elif op == "delete":
+            self._apply_delete(record["ids"])
+        elif op == "grant":
+            self.acl.grant(record["agent_id"], record["read"], record["write"])
+        elif op == "subscribe":
+            self.subscriptions[record["key"]] = {k: record[k] for k in ("topics", "as_agent", "blob")}
+        elif op == "unsubscribe":
+            self.subscriptions.pop(record["key"], None)
+
+    def _apply_post(self, entries: list[Entry], vectors: np.ndarray) -> None:
+        by_namespace: dict[str, list[int]] = {}
+        for row, entry in enumerate(entries):
+            self._remember(entry)
+            by_namespace.setdefault(entry.namespace, []).append(row)
+        for namespace, rows in by_namespace.items():
+            ids = np.array([entries[r].id for r in rows], dtype=np.int64)
+            self._index(namespace).add(ids, vectors[rows])
+        self._next_id = max(self._next_id, max(e.id for e in entries) + 1)
+
+    def _apply_delete(self, ids: list[int]) -> None:
+        by_namespace: dict[str, list[int]] = {}
+        for entry_id in ids:
+            entry = self.entries.pop(entry_id, None)
+            if entry is not None:
+                by_namespace.setdefault(entry.namespace, []).append(entry_id)
+                self._by_topic[(entry.mission_id, entry.topic)].discard(entry_id)
+        for namespace, gone in by_namespace.items():
+            self.indexes[namespace].remove(gone)
+
+    def _remember(self, entry: Entry) -> None:
+        self.entries[entry.id] = entry
+        self._by_topic.setdefault((entry.mission_id, entry.topic), set()).add(entry.id)
+        if entry.expires_at_s is not None:
+            heapq.heappush(self._expiry, (entry.expires_at_s, entry.id))
+
+    def _index(self, namespace: str) -> NamespaceIndex:
+        if namespace not in self.indexes:
+            self.indexes[namespace] = NamespaceIndex(self.dim, exact_below=self.config.exact_below,
+                                                     hnsw_m=self.config.hnsw_m, hnsw_ef_search=self.config.hnsw_ef_search)
+        return self.indexes[namespace]
+
+    def _recover(self) -> None:
+        snapshot, records = self._durable.load()
+        if snapshot is not None:
+            state = snapshot.state
+            self._seq, self._next_id = state["seq"], state["next_id"]
+            self.acl.restore(state["acl"])
+            self.subscriptions = state["subscriptions"]
+            for data in state["entries"]:
+                self._remember(Entry(**data))
+            for namespace, index_state in state["index_state"].items():
+                self._index(namespace).restore(snapshot.indexes[namespace], index_state)
+        for record in records:
+            self._apply(record)
+        self._durable.open_segment(self._seq + 1)
+        if snapshot is not None or records:
+            logger.info("memory recovered %d entries from %s (snapshot at %d, %d log records)",
+                        len(self.entries), self.config.data_dir, snapshot.seq if snapshot else 0, len(records))

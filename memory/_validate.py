@@ -1,0 +1,85 @@
+"""Checks of caller input. Each failure is a SpecError naming the field, the value, why and the fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+
+import numpy as np
+
+from controlplane._errors import SpecError
+from memory._config import MemoryConfig
+from memory._types import CONFLICT_TOPIC, NewEntry
+
+UNIT_NORM_TOLERANCE = 1e-3
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_entries(entries: list[NewEntry], config: MemoryConfig, known: Collection[str]) -> None:
+    """Reject a post before anything is embedded or written."""
+    if len(entries) > config.max_batch:
+        raise SpecError(where="memory.post: entries", value=len(entries),
+                        why=f"a post holds at most max_batch={config.max_batch} entries",
+                        fix="split the post, or raise MemoryConfig.max_batch")
+    for n, entry in enumerate(entries):
+        where = f"memory.post: entries[{n}]"
+        if not entry.text.strip():
+            raise SpecError(where=f"{where}.text", value=entry.text, why="the text is empty",
+                            fix="post a non-empty text")
+        if len(entry.text) > config.max_text_chars:
+            raise SpecError(where=f"{where}.text", value=_short(entry.text),
+                            why=f"it has {len(entry.text)} characters, over max_text_chars={config.max_text_chars}",
+                            fix="split the text into several entries, or raise MemoryConfig.max_text_chars")
+        check_namespace(entry.namespace, known, where=f"{where}.namespace")
+        if entry.topic == CONFLICT_TOPIC:
+            raise SpecError(where=f"{where}.topic", value=entry.topic,
+                            why="the topic 'conflicts' is reserved for conflict events", fix="use another topic")
+        try:
+            json.dumps(entry.metadata)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(where=f"{where}.metadata", value=_short(repr(entry.metadata)),
+                            why=f"it is not JSON-serialisable ({exc})",
+                            fix="use only str, int, float, bool, None, lists and dicts") from None
+
+
+def check_namespace(namespace: str, known: Collection[str], *, where: str) -> None:
+    if namespace not in known:
+        raise SpecError(where=where, value=namespace, why=f"unknown namespace; known: {sorted(known) or 'none'}",
+                        fix="grant it to an agent with MemoryActor.grant, or list it in MemoryConfig.namespaces")
+
+
+def check_k(k: int, config: MemoryConfig) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= config.max_k:
+        raise SpecError(where="memory.search: k", value=k, why=f"k must be an integer from 1 to max_k={config.max_k}",
+                        fix="ask for fewer results, or raise MemoryConfig.max_k")
+
+
+def check_vectors(vectors: object, dim: int, *, where: str, rows: int | None = None, max_rows: int) -> np.ndarray:
+    """A (n, dim) float32 array of finite unit vectors; a single vector becomes one row."""
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise SpecError(where=where, value=type(vectors).__name__, why="it is not a numeric array",
+                        fix=f"pass a float32 numpy array of shape (n, {dim})") from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise SpecError(where=where, value=f"shape {tuple(np.shape(vectors))}",
+                        why=f"the index holds {dim}-dimensional vectors", fix=f"pass an array of shape (n, {dim})")
+    if rows is not None and array.shape[0] != rows:
+        raise SpecError(where=where, value=f"{array.shape[0]} vectors", why=f"there are {rows} entries",
+                        fix="pass one vector per entry")
+    if not 1 <= array.shape[0] <= max_rows:
+        raise SpecError(where=where, value=f"{array.shape[0]} vectors", why=f"from 1 to max_batch={max_rows} are allowed",
+                        fix="split the call, or raise MemoryConfig.max_batch")
+    if not np.isfinite(array).all():
+        raise SpecError(where=where, value="non-finite values", why="vectors must be finite", fix="drop NaN/inf rows")
+    norms = np.linalg.norm(array, axis=1)
+    if np.abs(norms - 1.0).max() > UNIT_NORM_TOLERANCE:
+        raise SpecError(where=where, value=f"norms {float(norms.min()):.4f}..{float(norms.max()):.4f}",
+                        why="scores are cosines, so vectors must have unit length",
+                        fix="normalise: v / np.linalg.norm(v, axis=1, keepdims=True)")
+    return np.ascontiguousarray(array)
