@@ -1,3 +1,23 @@
-"""serving: filled in by its part of wave 1."""
+"""serving: vLLM replicas on Ray Serve behind an agent-aware batching router.
 
-__all__: list[str] = []
+`deploy(config)` starts the app and returns a `RouterClient`; actors call `await client.chat(ChatRequest)`.
+People and other frameworks use the OpenAI-compatible HTTP API on Serve's port.
+"""
+
+from serving._config import ServingConfig, load_serving_config
+from serving._deploy import RouterClient, app_builder, build_app, deploy
+from serving._types import ChatMessage, ChatRequest, ChatResult, Identity, Usage
+
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResult",
+    "Identity",
+    "RouterClient",
+    "ServingConfig",
+    "Usage",
+    "app_builder",
+    "build_app",
+    "deploy",
+    "load_serving_config",
+]

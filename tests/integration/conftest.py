@@ -49,3 +49,52 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def http_port() -> int:
     return free_port()
+
+
+# --- serving: ONE Serve app for the whole session (Serve LLM start-up takes ~60-80 s) ---------------
+REMOTE_KEY_ENV = "CONTROLPLANE_TEST_REMOTE_KEY"
+
+
+def serving_test_config(http_port: int) -> dict:
+    """Models of the shared test app; tests of every part use `default`, `scripted`, `scripted-slow`."""
+    return {
+        "router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
+        "models": {
+            "default": {"kind": "vllm", "max_context_tokens": 2048, "kv_cache_space_gb": 1,
+                        "replicas": {"num_cpus": 1}},
+            "scripted": {"kind": "scripted", "latency_s": 0.0,
+                         "replies": [{"match": "(?i)capital of france", "text": "Paris"},
+                                     {"match": "(?i)json please", "text": '{"answer": "yes"}'}]},
+            "scripted-slow": {"kind": "scripted", "latency_s": 0.2},
+            # A model with its own tight limit, for 429 tests.
+            "scripted-limited": {"kind": "scripted", "limits": {"rpm": 2}},
+            # The router's own HTTP API as a remote OpenAI-compatible backend.
+            "remote": {"kind": "openai", "base_url": f"http://127.0.0.1:{http_port}/v1",
+                       "remote_model": "scripted", "api_key_env": REMOTE_KEY_ENV},
+            # A backend that is down (nothing listens on port 9): its breaker opens, `scripted` answers.
+            "down": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "remote_model": "x",
+                     "breaker": {"failure_threshold": 2, "open_s": 30}, "fallback": "scripted"},
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def router(ray_cluster, http_port):
+    """The RouterClient of the shared Serve app `controlplane` (models: see serving_test_config)."""
+    import os
+
+    from ray import serve
+
+    from serving import ServingConfig, deploy
+
+    os.environ.setdefault(REMOTE_KEY_ENV, "test-key")
+    client = deploy(ServingConfig.model_validate(serving_test_config(http_port)), app_name="controlplane",
+                    http_port=http_port)
+    yield client
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def router_base_url(router, http_port) -> str:
+    """The OpenAI-compatible base URL of the shared app, e.g. for `openai.OpenAI(base_url=...)`."""
+    return f"http://127.0.0.1:{http_port}/v1"

@@ -1,0 +1,139 @@
+"""Building and deploying the Serve application, and the picklable client for actors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+from ray.exceptions import RayTaskError
+
+from controlplane._model_cache import default_model_path
+from serving._config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec, load_serving_config
+from serving._replicas import ScriptedReplica
+from serving._router import Router
+from serving._types import ChatRequest, ChatResult
+
+logger = logging.getLogger(__name__)
+
+ROUTER_DEPLOYMENT = "Router"
+AFFINITY_ROUTER = "serving._affinity_router:AffinityRequestRouter"
+
+
+def _serve_options(spec: VLLMModelSpec | ScriptedModelSpec, busy_at: int) -> dict[str, Any]:
+    replicas = spec.replicas
+    return {
+        "autoscaling_config": {"min_replicas": replicas.min_replicas, "max_replicas": replicas.max_replicas,
+                               "initial_replicas": max(1, replicas.min_replicas),
+                               "target_ongoing_requests": replicas.target_ongoing_requests},
+        "max_ongoing_requests": replicas.max_ongoing_requests,
+        "request_router_config": {"request_router_class": AFFINITY_ROUTER,
+                                  "request_router_kwargs": {"busy_at": busy_at}},
+    }
+
+
+def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
+    from ray.serve.llm import LLMConfig, build_llm_deployment
+
+    from serving._vllm_replica import VLLMReplica
+
+    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, **spec.engine_kwargs}
+    if spec.gpu_memory_utilization is not None:
+        engine_kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
+    if spec.load_format is not None:
+        engine_kwargs["load_format"] = spec.load_format
+    bundle = {"CPU": spec.replicas.num_cpus, **({"GPU": spec.replicas.num_gpus} if spec.replicas.num_gpus else {})}
+    env = {"HF_HUB_OFFLINE": "1", **spec.env}
+    if spec.kv_cache_space_gb is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.kv_cache_space_gb:g}"
+    llm_config = LLMConfig(
+        model_loading_config={"model_id": name, "model_source": spec.model_path or str(default_model_path())},
+        engine_kwargs=engine_kwargs, placement_group_config={"bundles": [bundle]},
+        runtime_env={"env_vars": env}, log_engine_metrics=False)
+    return build_llm_deployment(llm_config, deployment_cls=VLLMReplica, name_prefix="vllm:",
+                                override_serve_options=_serve_options(spec, busy_at))
+
+
+def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
+    """The Serve application: one router deployment in front of one deployment per local model."""
+    config.check_env()
+    busy_at = config.router.affinity_busy_at
+    handles = {}
+    for name, spec in config.models.items():
+        if isinstance(spec, VLLMModelSpec):
+            handles[name] = _vllm_deployment(name, spec, busy_at)
+        elif isinstance(spec, ScriptedModelSpec):
+            options = _serve_options(spec, busy_at)
+            handles[name] = serve.deployment(ScriptedReplica, name=f"scripted:{name}", **options,
+                                             ray_actor_options={"num_cpus": spec.replicas.num_cpus}).bind(
+                [rule.model_dump() for rule in spec.replies], spec.latency_s)
+    keys = {spec.api_key_env: os.environ[spec.api_key_env] for spec in config.models.values()
+            if isinstance(spec, OpenAIModelSpec) and spec.api_key_env}
+    return Router.options(name=router_name, ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": keys}}).bind(
+        config.model_dump(mode="json"), handles)
+
+
+def app_builder(args: dict[str, Any]):
+    """`serve run serving:app_builder config=PATH` (or a Serve config file's import_path)."""
+    return build_app(load_serving_config(args.get("config")))
+
+
+def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane", http_port: int | None = None,
+           route_prefix: str = "/") -> RouterClient:
+    """Start Serve if needed (HTTP on `http_port`, default 8000) and deploy the app; idempotent."""
+    import ray
+
+    config = config or load_serving_config()
+    application = build_app(config)
+    if not ray.is_initialized():
+        ray.init()
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port or 8000})
+    serve.run(application, name=app_name, route_prefix=route_prefix)
+    logger.info("serving app %r is running with models %s", app_name, sorted(config.models))
+    return RouterClient(app_name)
+
+
+class RouterClient:
+    """The handle API. Picklable: pass it into actors; it finds the router by app name."""
+
+    def __init__(self, app_name: str = "controlplane") -> None:
+        self.app_name = app_name
+        self._handle = None
+
+    def __reduce__(self):
+        return (RouterClient, (self.app_name,))
+
+    @property
+    def handle(self):
+        if self._handle is None:
+            self._handle = serve.get_deployment_handle(ROUTER_DEPLOYMENT, self.app_name)
+        return self._handle
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError."""
+        try:
+            return await self.handle.chat.remote(request)
+        except RayTaskError as exc:
+            raise exc.cause from None
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
+        """Text deltas as they come, then the ChatResult."""
+        try:
+            async for item in self.handle.options(stream=True).chat_stream.remote(request):
+                yield item
+        except RayTaskError as exc:
+            raise exc.cause from None
+
+    async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
+        """Accounting rows per (mission, agent, model)."""
+        return await self.handle.usage.remote(mission_id)
+
+    async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
+        """Give a mission its own hard token cap (BudgetExceeded once reached); None = the config's."""
+        await self.handle.set_mission_budget.remote(mission_id, token_budget)
+
+    async def breaker_state(self, model: str) -> str:
+        """`closed`, `open` or `half_open`."""
+        return await self.handle.breaker_state.remote(model)

@@ -1,0 +1,142 @@
+"""The OpenAI-compatible HTTP surface: request parsing, identity, replies and error bodies."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from controlplane._errors import BackpressureError, BudgetExceeded, ControlPlaneError, ReplicaUnavailable, SpecError
+from serving._core import Call
+from serving._types import ChatMessage, Identity, Priority
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    stream: bool = False
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | None = None
+    guided_choice: list[str] | None = None
+    mission_id: str | None = None
+    agent_id: str | None = None
+    priority: Priority | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class ChatBody(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionBody(_Body):
+    prompt: str
+
+
+def error_response(status: int, message: str, *, type_: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_from_exception(exc: Exception) -> JSONResponse:
+    if isinstance(exc, BackpressureError):
+        return error_response(429, str(exc), type_="rate_limit_error",
+                              headers={"Retry-After": str(max(1, round(exc.retry_after_s + 0.5)))})
+    if isinstance(exc, BudgetExceeded):
+        return error_response(429, str(exc), type_="budget_exceeded")
+    if isinstance(exc, SpecError):
+        if exc.where == "model":
+            return error_response(404, str(exc), type_="not_found_error", param="model")
+        return error_response(400, str(exc), type_="invalid_request_error", param=exc.where)
+    if isinstance(exc, ReplicaUnavailable):
+        return error_response(503, str(exc), type_="service_unavailable")
+    if isinstance(exc, ControlPlaneError):
+        return error_response(500, str(exc), type_="server_error")
+    raise exc
+
+
+def parse_body(raw: bytes, cls: type[_Body]) -> _Body:
+    try:
+        data = json.loads(raw or b"null")
+    except json.JSONDecodeError as exc:
+        raise SpecError(where="body", value=raw[:80].decode(errors="replace"), why=f"not JSON ({exc.msg})",
+                        fix="send a JSON object") from None
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        raise SpecError(where=field, value=error.get("input"), why=error["msg"],
+                        fix="see https://platform.openai.com/docs/api-reference/chat") from None
+
+
+def _constraints(body: _Body) -> dict[str, Any]:
+    structured = body.structured_outputs or {}
+    schema = structured.get("json") or body.guided_json
+    if body.response_format and body.response_format.get("type") == "json_schema":
+        schema = body.response_format.get("json_schema", {}).get("schema")
+    return {"json_schema": schema, "choice": structured.get("choice") or body.guided_choice}
+
+
+def to_call(body: _Body, headers: Any, default_max_tokens: int) -> Call:
+    identity = Identity(
+        mission_id=headers.get("x-mission-id") or body.mission_id or "default",
+        agent_id=headers.get("x-agent-id") or body.agent_id or "anonymous",
+        priority=headers.get("x-priority") or body.priority or "normal",
+    )
+    payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
+                               "temperature": body.temperature, **_constraints(body)}
+    if isinstance(body, ChatBody):
+        payload["messages"] = [m.model_dump() for m in body.messages]
+    else:
+        payload["prompt"] = body.prompt
+    return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s)
+
+
+def _usage(final: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt_tokens": final["prompt_tokens"], "completion_tokens": final["completion_tokens"],
+            "total_tokens": final["prompt_tokens"] + final["completion_tokens"],
+            "ttft_s": final["ttft_s"], "latency_s": final["latency_s"]}
+
+
+def reply_json(call: Call, text: str, final: dict[str, Any]) -> dict[str, Any]:
+    chat = "messages" in call.body
+    choice: dict[str, Any] = {"index": 0, "finish_reason": final["finish_reason"]}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+            "model": final["model"], "choices": [choice], "usage": _usage(final)}
+
+
+def sse_chunk(call: Call, request_id: str, event: dict[str, Any], include_usage: bool) -> str:
+    chat = "messages" in call.body
+    chunk: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk" if chat else "text_completion",
+                             "created": int(time.time()), "model": event.get("model", call.model)}
+    if event.get("done"):
+        choice = {"index": 0, "finish_reason": event["finish_reason"]}
+        choice.update({"delta": {}} if chat else {"text": ""})
+        chunk["choices"] = [choice]
+        if include_usage:
+            chunk["usage"] = _usage(event)
+    else:
+        choice = {"index": 0, "finish_reason": None}
+        choice.update({"delta": {"role": "assistant", "content": event["delta"]}} if chat else {"text": event["delta"]})
+        chunk["choices"] = [choice]
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def sse_error(exc: Exception) -> str:
+    response = error_from_exception(exc)
+    return f"data: {response.body.decode()}\n\n"

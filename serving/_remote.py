@@ -1,0 +1,62 @@
+"""A remote OpenAI-compatible backend, called from the router process over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from serving._config import OpenAIModelSpec
+
+
+def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {"model": spec.remote_model, "max_tokens": call["max_tokens"],
+                            "temperature": call.get("temperature", 0.0), "stream": True,
+                            "stream_options": {"include_usage": True}}
+    if call.get("json_schema") is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "output", "schema": call["json_schema"]}}
+    if call.get("choice"):
+        body["structured_outputs"] = {"choice": call["choice"]}
+    if "prompt" in call:
+        return "completions", {**body, "prompt": call["prompt"]}
+    return "chat/completions", {**body, "messages": call["messages"]}
+
+
+class RemoteBackend:
+    def __init__(self, spec: OpenAIModelSpec) -> None:
+        headers = {}
+        if spec.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ[spec.api_key_env]}"
+        self._spec = spec
+        self._client = httpx.AsyncClient(base_url=spec.base_url.rstrip("/") + "/", headers=headers,
+                                         timeout=httpx.Timeout(None, connect=5.0))
+
+    async def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]:
+        path, body = _body(self._spec, call)
+        finish_reason, usage = "stop", {}
+        try:
+            async with self._client.stream("POST", path, json=body) as response:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode(errors="replace")
+                    yield {"done": True, "error": {"status": response.status_code, "message": text[:500]}}
+                    return
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[len("data: "):])
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices", []):
+                        text = choice.get("text") if "prompt" in call else (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield {"delta": text}
+                        finish_reason = choice.get("finish_reason") or finish_reason
+        except httpx.HTTPError as exc:
+            yield {"done": True, "error": {"status": 503, "message": f"{type(exc).__name__}: {exc}"}}
+            return
+        yield {"done": True, "finish_reason": finish_reason,
+               "prompt_tokens": usage.get("prompt_tokens", 0),
+               "completion_tokens": usage.get("completion_tokens", 0)}

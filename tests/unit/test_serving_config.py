@@ -1,0 +1,48 @@
+"""The serving config: the shipped default, and clear errors for bad files."""
+
+import pytest
+
+from controlplane import SetupError, SpecError
+from serving import ServingConfig, load_serving_config
+from serving._config import parse_serving_config
+
+
+def test_shipped_default_is_the_default_model_on_vllm():
+    config = load_serving_config()
+    assert list(config.models) == ["default"]
+    assert config.models["default"].kind == "vllm"
+    assert config.models["default"].replicas.max_replicas == 1
+
+
+def test_unknown_kind_names_the_field(tmp_path):
+    path = tmp_path / "serving.yaml"
+    path.write_text("models:\n  m:\n    kind: tgi\n")
+    with pytest.raises(SpecError) as info:
+        load_serving_config(path)
+    assert "models.m" in str(info.value) and str(path) in str(info.value)
+
+
+def test_fallback_must_name_a_model():
+    with pytest.raises(SpecError, match="fallback"):
+        parse_serving_config({"models": {"a": {"kind": "scripted", "fallback": "nope"}}})
+
+
+def test_min_replicas_above_max_quotes_both():
+    with pytest.raises(SpecError, match="min_replicas=3 exceeds max_replicas=2"):
+        parse_serving_config({"models": {"a": {"kind": "vllm", "replicas": {"min_replicas": 3, "max_replicas": 2}}}})
+
+
+def test_missing_file_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        load_serving_config(tmp_path / "missing.yaml")
+
+
+def test_missing_api_key_env_var_is_named(monkeypatch):
+    monkeypatch.delenv("CP_TEST_MISSING_KEY", raising=False)
+    config = ServingConfig.model_validate({"models": {"gpt": {
+        "kind": "openai", "base_url": "https://example.invalid/v1", "remote_model": "gpt-x",
+        "api_key_env": "CP_TEST_MISSING_KEY"}}})
+    with pytest.raises(SetupError, match=r"\$CP_TEST_MISSING_KEY"):
+        config.check_env()
+    monkeypatch.setenv("CP_TEST_MISSING_KEY", "k")
+    config.check_env()

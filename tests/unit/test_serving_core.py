@@ -1,0 +1,110 @@
+"""The router's control path on fake backends (no Ray): checks, fallback, deadlines, accounting."""
+
+import asyncio
+
+import pytest
+
+from controlplane import BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError
+from serving import Identity, ServingConfig
+from serving._core import Call, RouterCore
+
+
+class FakeBackend:
+    def __init__(self, *, text="hi there", fail_status=None, delay_s=0.0):
+        self.text, self.fail_status, self.delay_s, self.calls = text, fail_status, delay_s, 0
+
+    async def stream(self, call, affinity_key):
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail_status:
+            yield {"done": True, "error": {"status": self.fail_status, "message": "backend says no"}}
+            return
+        yield {"delta": self.text}
+        yield {"done": True, "finish_reason": "stop", "prompt_tokens": 7, "completion_tokens": 2}
+
+
+def config(**router):
+    return ServingConfig.model_validate({"router": router, "models": {
+        "main": {"kind": "scripted", "fallback": "spare", "breaker": {"failure_threshold": 2, "open_s": 5},
+                 "max_context_tokens": 100},
+        "spare": {"kind": "scripted"}}})
+
+
+def call(model="main", max_tokens=10, content="hello", **kwargs):
+    return Call(model=model, body={"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens},
+                **kwargs)
+
+
+async def run(core, the_call):
+    return [event async for event in core.stream(the_call)]
+
+
+def test_reply_and_accounting():
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()})
+    events = asyncio.run(run(core, call(identity=Identity(mission_id="m", agent_id="a"))))
+    assert events[0] == {"delta": "hi there"}
+    assert events[-1]["model"] == "main" and events[-1]["completion_tokens"] == 2
+    assert core.ledger.snapshot("m")[0]["prompt_tokens"] == 7
+    assert core.used_tokens("m") == 9
+
+
+@pytest.mark.parametrize(("the_call", "where", "status_text"), [
+    (call(model="nope"), "model", "no such model"),
+    (call(max_tokens=100), "max_tokens", "context limit of 100"),
+    (call(content="x" * 400), "messages", "context limit of 100"),
+])
+def test_bad_calls_are_refused_before_any_work(the_call, where, status_text):
+    backend = FakeBackend()
+    core = RouterCore(config(), {"main": backend, "spare": FakeBackend()})
+    with pytest.raises(SpecError, match=status_text) as info:
+        asyncio.run(run(core, the_call))
+    assert info.value.where == where and backend.calls == 0
+    assert core.ledger.snapshot() == []
+
+
+def test_failures_open_the_breaker_and_the_fallback_answers():
+    now = [0.0]
+    main, spare = FakeBackend(fail_status=503), FakeBackend(text="from spare")
+    core = RouterCore(config(), {"main": main, "spare": spare}, clock=lambda: now[0])
+    for _ in range(2):
+        with pytest.raises(ReplicaUnavailable):
+            asyncio.run(run(core, call()))
+    assert core.breaker_state("main") == "open"
+    events = asyncio.run(run(core, call()))
+    assert events[-1]["model"] == "spare" and main.calls == 2
+    now[0] = 5.0  # half-open: the next call probes main, which has recovered
+    main.fail_status = None
+    assert asyncio.run(run(core, call()))[-1]["model"] == "main"
+    assert core.breaker_state("main") == "closed"
+
+
+def test_client_errors_do_not_open_the_breaker():
+    core = RouterCore(config(), {"main": FakeBackend(fail_status=400), "spare": FakeBackend()})
+    for _ in range(3):
+        with pytest.raises(SpecError, match="backend says no"):
+            asyncio.run(run(core, call()))
+    assert core.breaker_state("main") == "closed"
+
+
+def test_timeout_is_a_backend_failure():
+    core = RouterCore(config(), {"main": FakeBackend(delay_s=1.0), "spare": FakeBackend()})
+    with pytest.raises(ReplicaUnavailable, match="timeout_s=0.05"):
+        asyncio.run(run(core, call(timeout_s=0.05)))
+    assert core.ledger.snapshot()[0]["errors"] == 1
+
+
+def test_mission_budget_hard_cap():
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()})
+    core.set_mission_budget("m", 30)
+    ident = Identity(mission_id="m")
+    asyncio.run(run(core, call(identity=ident)))  # estimated 12 + 10, used 9
+    with pytest.raises(BudgetExceeded):
+        asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 22 > 30
+
+
+def test_agent_rpm_limit():
+    core = RouterCore(config(agent={"rpm": 1}), {"main": FakeBackend(), "spare": FakeBackend()})
+    asyncio.run(run(core, call()))
+    with pytest.raises(BackpressureError, match="rpm=1"):
+        asyncio.run(run(core, call()))
