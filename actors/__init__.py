@@ -1,3 +1,23 @@
-"""actors: filled in by its part of wave 1."""
+"""actors: the Ray shells of the mission runtime (supervisor, agents) and the driver helpers."""
 
-__all__: list[str] = []
+from actors._agent import AgentActor
+from actors._launch import (
+    MISSION_NAMESPACE,
+    find_supervisor,
+    follow,
+    new_mission_id,
+    running_missions,
+    start_mission,
+)
+from actors._supervisor import SupervisorActor
+
+__all__ = [
+    "MISSION_NAMESPACE",
+    "AgentActor",
+    "SupervisorActor",
+    "find_supervisor",
+    "follow",
+    "new_mission_id",
+    "running_missions",
+    "start_mission",
+]

@@ -95,3 +95,14 @@ def decide_resolver(topic: str, existing: Finding, new: Finding, *, resolver: st
     return ConflictDecision(topic=topic, policy="resolver", winner=None, text=synthesis,
                             reason=f"resolver agent {resolver!r} critiqued both findings and wrote a synthesis",
                             agents=(existing.agent, new.agent))
+
+
+def assign_sides(scores: Mapping[str, tuple[float, float]]) -> dict[str, Literal["existing", "new"]]:
+    """Each agent's side, from (similarity to the existing finding, similarity to the new one) of its post.
+
+    An agent whose post is exactly as close to both takes no side."""
+    out: dict[str, Literal["existing", "new"]] = {}
+    for agent, (s_existing, s_new) in scores.items():
+        if s_existing != s_new:
+            out[agent] = "existing" if s_existing > s_new else "new"
+    return out

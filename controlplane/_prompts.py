@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from controlplane._spec import AgentSpec, TaskSpec
 
 CONTEXT_CHARS_PER_DEP = 600
 MEMORY_CHARS_PER_HIT = 300
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepResult:
+    """What one agent step returns to the supervisor."""
+
+    output: Any
+    """The answer: text, or the parsed object for a JSON-schema task."""
+    prompt_tokens: int
+    """Prompt tokens of the model call."""
+    completion_tokens: int
+    """Completion tokens of the model call."""
+    attempt: int
+    """The attempt this result belongs to."""
+    started_at_s: float
+    """Unix time the step began."""
+    ended_at_s: float
+    """Unix time the step ended."""
+    model_latency_s: float
+    """Seconds spent in the router call."""
+    memory_hits: int = 0
+    """Memory hits put into the prompt."""
+    posted: int = 0
+    """Entries posted to memory."""
 
 
 def _clip(text: str, limit: int) -> str:

@@ -66,6 +66,8 @@ class TaskSpec(_Model):
     retries: int = Field(1, ge=0, le=10, description="Extra attempts after a failure, with backoff.")
     timeout_s: float = Field(120.0, gt=0, description="Wall time allowed per attempt.")
     fallback_agent: str | None = Field(None, description="Agent that takes the task when retries run out.")
+    topic: str | None = Field(None, description="Memory topic its finding is posted on (default: the task id); "
+                              "findings of different agents on one topic are checked for contradictions.")
 
     @model_validator(mode="after")
     def _agent_or_role(self) -> TaskSpec:
@@ -122,6 +124,8 @@ class MissionSpec(_Model):
     planner: PlannerSpec = Field(default_factory=PlannerSpec, description="Planner settings for `plan: auto`.")
     budgets: Budgets = Field(default_factory=Budgets, description="Hard caps.")
     policies: Policies = Field(default_factory=Policies, description="Failure, retry and conflict policies.")
+    memory: dict[str, Any] = Field(default_factory=dict, description="memory.MemoryConfig fields for the "
+                                   "mission's memory actor, e.g. judge_model; data_dir defaults under the run dir.")
     serving: str | None = Field(None, description="Serving config YAML (relative to the mission file); "
                                 "default: the serving package's default.yaml.")
 

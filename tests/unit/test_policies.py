@@ -31,3 +31,9 @@ def test_resolver_task_names_both_sides_and_decision_keeps_synthesis():
     d = decide_resolver("launch date", OLD, NEW, resolver="editor", synthesis="Launch in Q3")
     assert d.winner is None and d.text == "Launch in Q3" and "'editor'" in d.reason
     assert d.to_dict()["agents"] == ("researcher", "legal")
+
+
+def test_assign_sides_uses_the_closer_finding_and_ignores_exact_ties():
+    from controlplane._policies import assign_sides
+
+    assert assign_sides({"a": (0.9, 0.2), "b": (0.1, 0.7), "c": (0.5, 0.5)}) == {"a": "existing", "b": "new"}

@@ -1,0 +1,7 @@
+"""`python -m controlplane ...`, e.g. under `ray job submit --working-dir . -- python -m controlplane run ...`."""
+
+import sys
+
+from controlplane._cli import main
+
+sys.exit(main())
