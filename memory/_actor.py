@@ -126,8 +126,9 @@ class MemoryActor:
         self._store.snapshot()
 
     async def stats(self) -> dict[str, Any]:
-        """Entries, index kinds, denials, judge counters and pending contradiction checks."""
-        return {**self._store.stats(), "pending_checks": len(self._tasks)}
+        """Entries, index kinds, denials, judge counters, pending background work, and where the actor runs."""
+        return {**self._store.stats(), "pending_tasks": len(self._tasks), "pid": os.getpid(),
+                "device": self._embedder.device, "gpu_ids": ray.get_runtime_context().get_accelerator_ids().get("GPU", [])}
 
     def _publish(self, topic: str, event: PostEvent | Conflict, *namespaces: str) -> None:
         for key, sub in list(self._store.subscriptions.items()):
