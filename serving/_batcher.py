@@ -23,6 +23,10 @@ class Batcher:
         self._ready = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        """Serve calls made so far (each carries one batch)."""
+        self.calls = 0
+        """Router calls moved in those batches."""
 
     async def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]:
         """The events of one call, once it has gone out in some batch."""
@@ -54,6 +58,8 @@ class Batcher:
         keys = Counter(key for _, key, _ in batch if key is not None)
         affinity_key = keys.most_common(1)[0][0] if keys else None
         queues = [events for _, _, events in batch]
+        self.batches += 1
+        self.calls += len(batch)
         finished: set[int] = set()
         try:
             async for events in self._handle.run_batch.remote([call for call, _, _ in batch],

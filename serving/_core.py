@@ -112,9 +112,28 @@ class RouterCore:
             name = fallback
 
     async def stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
-        """`{"delta"}` events, then a final event with the model, usage and timings."""
+        """`{"delta"}` events, then a final event with the model, usage and timings.
+
+        A backend that fails before its first event hands the call to its fallback model, if any.
+        """
         self.check(call)
-        model = self._pick_model(call.model)
+        model, tried = self._pick_model(call.model), []
+        while True:
+            started = False
+            try:
+                async for event in self._attempt(model, call):
+                    started = True
+                    yield event
+                return
+            except ReplicaUnavailable:
+                fallback = self.config.models[model].fallback
+                tried.append(model)
+                if started or fallback is None or fallback in tried:
+                    raise
+                logger.warning("model %r failed; its fallback %r takes the call", model, fallback)
+                model = self._pick_model(fallback)
+
+    async def _attempt(self, model: str, call: Call) -> AsyncIterator[dict[str, Any]]:
         ident = call.identity
         scopes = [f"agent:{ident.mission_id}/{ident.agent_id}", f"mission:{ident.mission_id}", f"model:{model}"]
         est_tokens = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
@@ -153,30 +172,37 @@ class RouterCore:
         except Exception:
             breaker.abandon(self._clock())
             raise
-        ttft_s = None
+        key = prefix_key(call.body["messages"]) if "messages" in call.body else None
+        events = self._backends[model].stream(call.body, key)
         try:
-            key = prefix_key(call.body["messages"]) if "messages" in call.body else None
-            events = self._backends[model].stream(call.body, key)
-            while True:
-                try:
-                    event = await asyncio.wait_for(anext(events), max(0.0, deadline_s - self._clock()))
-                except asyncio.TimeoutError:
-                    breaker.record_failure(self._clock())
-                    raise ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
-                                             fix="raise timeout_s, or add replicas") from None
-                if "error" in event:
-                    self._raise_backend_error(model, event["error"])
-                if ttft_s is None and event.get("delta"):
-                    ttft_s = self._clock() - start_s
-                if event.get("done"):
-                    breaker.record_success(self._clock())
-                    latency_s = self._clock() - start_s
-                    yield {**event, "model": model, "backend": self.config.models[model].kind,
-                           "ttft_s": latency_s if ttft_s is None else ttft_s, "latency_s": latency_s}
-                    return
+            async for event in self._timed(model, events, start_s, deadline_s, timeout_s):
                 yield event
         finally:
+            await events.aclose()
             gate.release()
+
+    async def _timed(self, model: str, events: AsyncIterator[dict[str, Any]], start_s: float, deadline_s: float,
+                     timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+        """The backend's events within the deadline, with errors raised and timings added."""
+        breaker, ttft_s = self._breakers[model], None
+        while True:
+            try:
+                event = await asyncio.wait_for(anext(events), max(0.0, deadline_s - self._clock()))
+            except asyncio.TimeoutError:
+                breaker.record_failure(self._clock())
+                raise ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
+                                         fix="raise timeout_s, or add replicas") from None
+            if "error" in event:
+                self._raise_backend_error(model, event["error"])
+            if ttft_s is None and event.get("delta"):
+                ttft_s = self._clock() - start_s
+            if event.get("done"):
+                breaker.record_success(self._clock())
+                latency_s = self._clock() - start_s
+                yield {**event, "model": model, "backend": self.config.models[model].kind,
+                       "ttft_s": latency_s if ttft_s is None else ttft_s, "latency_s": latency_s}
+                return
+            yield event
 
     def _raise_backend_error(self, model: str, error: dict[str, Any]) -> None:
         status, message = error["status"], error["message"]

@@ -130,6 +130,10 @@ class RouterClient:
         """Accounting rows per (mission, agent, model)."""
         return await self.handle.usage.remote(mission_id)
 
+    async def batch_stats(self) -> dict[str, dict[str, int]]:
+        """Per local model: Serve calls made to replicas (`batches`) and router calls they carried."""
+        return await self.handle.batch_stats.remote()
+
     async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
         """Give a mission its own hard token cap (BudgetExceeded once reached); None = the config's."""
         await self.handle.set_mission_budget.remote(mission_id, token_budget)

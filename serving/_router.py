@@ -76,6 +76,7 @@ class Router:
         backends = {name: RemoteBackend(spec) if isinstance(spec, OpenAIModelSpec)
                     else Batcher(handles[name], max_size=router.batch_max_size, wait_s=router.batch_wait_s)
                     for name, spec in self._config.models.items()}
+        self._batchers = {name: backend for name, backend in backends.items() if isinstance(backend, Batcher)}
         self._core = RouterCore(self._config, backends, on_record=_Metrics().record)
 
     # The handle API (actors call these through RouterClient; no HTTP hop).
@@ -99,6 +100,9 @@ class Router:
 
     async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
         return self._core.ledger.snapshot(mission_id)
+
+    async def batch_stats(self) -> dict[str, dict[str, int]]:
+        return {name: {"batches": b.batches, "calls": b.calls} for name, b in self._batchers.items()}
 
     async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
         self._core.set_mission_budget(mission_id, token_budget)

