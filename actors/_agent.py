@@ -28,8 +28,11 @@ class AgentActor:
         self.memory = memory
         self.log_content = log_content
 
-    def ready(self) -> str:
-        return self.agent.name
+    def ready(self) -> dict[str, Any]:
+        """Where Ray placed this agent: node and GPU ids (logical GPUs included)."""
+        context = ray.get_runtime_context()
+        return {"agent": self.agent.name, "node_id": context.get_node_id(),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
     async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any]) -> StepResult:
         """One step of `task`. Raises on failure (the supervisor retries or falls back)."""

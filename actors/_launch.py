@@ -26,12 +26,13 @@ def memory_needed(spec: MissionSpec) -> bool:
 
 def start_memory(spec: MissionSpec, mission_id: str, overrides: dict[str, Any]) -> Any:
     """The mission's memory actor, named `<mission_id>:memory`, its namespaces granted from the spec."""
-    from memory import MemoryConfig, start_memory_actor
+    from memory import MemoryActor, MemoryConfig
 
     from actors._supervisor import default_memory_dir
 
-    settings = {"data_dir": default_memory_dir(mission_id), **spec.memory, **overrides}
-    return start_memory_actor(MemoryConfig(**settings), mission_id=mission_id)
+    config = MemoryConfig(**{"data_dir": default_memory_dir(mission_id), **spec.memory, **overrides})
+    return MemoryActor.options(name=f"{mission_id}:memory", namespace=MISSION_NAMESPACE, num_gpus=config.num_gpus,
+                               max_restarts=config.max_restarts).remote(config)
 
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,

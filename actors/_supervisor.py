@@ -51,6 +51,7 @@ class SupervisorActor:
         self.phase = MissionStatus.STARTING
         self.agents: dict[str, Any] = {}
         self.memory: Any = None
+        self.placement: dict[str, Any] = {}
         self.control = {"tokens": 0, "llm_calls": 0}
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
@@ -115,7 +116,7 @@ class SupervisorActor:
                 "usage": {"tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
                           "tokens_by_agent": dict(self.budget.tokens_by_agent)},
                 "control_plane": dict(self.control), "conflicts": list(self.conflicts.decisions),
-                "plan": self.plan_info, "budgets": self.spec.budgets.model_dump()}
+                "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement}
 
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
@@ -163,8 +164,11 @@ class SupervisorActor:
                 num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency,
             ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
                      memory=self.memory, log_content=self.spec.policies.log_content)
-        await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
-                               AGENT_START_TIMEOUT_S)
+        placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
+                                        AGENT_START_TIMEOUT_S)
+        self.placement = {p["agent"]: p for p in placed}
+        self.log.emit(time.time(), "mission", "placed", message=f"{len(placed)} agents ready",
+                      data={"gpu_ids": {p["agent"]: p["gpu_ids"] for p in placed}})
 
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
