@@ -129,7 +129,7 @@ def offline_tok_s(model_dir: str, n_requests: int, max_tokens: int) -> float:
 def measure(mode: str, levels: tuple[int, ...], direct, router) -> dict[str, float]:
     figures: dict[str, float] = {}
     max_tokens, per_client = MAX_TOKENS[mode], REQUESTS_PER_CLIENT[mode]
-    print(f"{'path':8} {'conc':>5} {'tok/s':>9} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'ITL ms':>8}")
+    print(f"{'path':8} {'conc':>5} {'tok/s':>9} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'ITL ms':>8}", flush=True)
     for concurrency in levels:
         reps: dict[str, list[dict[str, float]]] = {"direct": [], "router": []}
         for _ in range(REPS[mode]):
@@ -139,7 +139,7 @@ def measure(mode: str, levels: tuple[int, ...], direct, router) -> dict[str, flo
             row = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             figures.update({f"{path}_{key}_c{concurrency}": value for key, value in row.items()})
             print(f"{path:8} {concurrency:>5} {row['tok_s']:>9.1f} {row['ttft_p50_ms']:>12.1f} "
-                  f"{row['ttft_p99_ms']:>12.1f} {row['itl_ms']:>8.1f}")
+                  f"{row['ttft_p99_ms']:>12.1f} {row['itl_ms']:>8.1f}", flush=True)
     return figures
 
 

@@ -1,5 +1,8 @@
 """The batching half of the router: calls to one local model that arrive together move to a
-replica as one Serve call (`run_batch`), whose event stream is split back per call."""
+replica as one Serve call (`run_batch`), whose event stream is split back per call.
+
+Like Nagle's algorithm: while earlier batches are still running, a new batch waits up to
+`wait_s` to fill; when nothing is running, a call goes out at once (no added latency when idle)."""
 
 from __future__ import annotations
 
@@ -44,8 +47,8 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             await self._ready.wait()
-            if self._wait_s and len(self._pending) < self._max_size:
-                await asyncio.sleep(self._wait_s)
+            if self._wait_s and self._sends and len(self._pending) < self._max_size:
+                await asyncio.sleep(self._wait_s)  # busy: let a batch form; idle: send at once
             batch, self._pending = self._pending[:self._max_size], self._pending[self._max_size:]
             if not self._pending:
                 self._ready.clear()

@@ -17,6 +17,7 @@ from serving._breaker import CircuitBreaker
 from serving._config import ServingConfig
 from serving._gate import Gate
 from serving._limits import Admission, ScopeLimits
+from serving._stream import within
 from serving._types import Identity
 
 logger = logging.getLogger(__name__)
@@ -175,19 +176,18 @@ class RouterCore:
         key = prefix_key(call.body["messages"]) if "messages" in call.body else None
         events = self._backends[model].stream(call.body, key)
         try:
-            async for event in self._timed(model, events, start_s, deadline_s, timeout_s):
+            async for event in self._timed(model, within(events, deadline_s - self._clock()), start_s, timeout_s):
                 yield event
         finally:
-            await events.aclose()
             gate.release()
 
-    async def _timed(self, model: str, events: AsyncIterator[dict[str, Any]], start_s: float, deadline_s: float,
+    async def _timed(self, model: str, events: AsyncIterator[dict[str, Any]], start_s: float,
                      timeout_s: float) -> AsyncIterator[dict[str, Any]]:
-        """The backend's events within the deadline, with errors raised and timings added."""
+        """The backend's events, with errors and timeouts raised and timings added."""
         breaker, ttft_s = self._breakers[model], None
         while True:
             try:
-                event = await asyncio.wait_for(anext(events), max(0.0, deadline_s - self._clock()))
+                event = await anext(events)
             except asyncio.TimeoutError:
                 breaker.record_failure(self._clock())
                 raise ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",

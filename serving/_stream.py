@@ -1,0 +1,53 @@
+"""Reading a backend's event stream under a deadline, merging the text deltas that are ready together.
+
+One pump task and one timer per call (not one task per event), and fewer, larger events downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+_TIMEOUT = object()
+
+
+def merge_ready(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive `delta` events become one; other events keep their place."""
+    merged: list[dict[str, Any]] = []
+    for item in items:
+        if "delta" in item and merged and "delta" in merged[-1]:
+            merged[-1] = {"delta": merged[-1]["delta"] + item["delta"]}
+        else:
+            merged.append(item)
+    return merged
+
+
+async def within(events: AsyncIterator[dict[str, Any]], timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+    """The events, merged where ready together; asyncio.TimeoutError once `timeout_s` has passed."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                queue.put_nowait(event)
+        except Exception as exc:  # surfaced as the call's error event
+            queue.put_nowait({"done": True, "error": {"status": 500, "message": repr(exc)}})
+
+    task = loop.create_task(pump())
+    timer = loop.call_later(max(0.0, timeout_s), queue.put_nowait, _TIMEOUT)
+    try:
+        while True:
+            items = [await queue.get()]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            if items[0] is _TIMEOUT or (_TIMEOUT in items and not any(i is not _TIMEOUT and i.get("done") for i in items)):
+                raise asyncio.TimeoutError
+            for event in merge_ready([i for i in items if i is not _TIMEOUT]):
+                yield event
+                if event.get("done"):
+                    return
+    finally:
+        timer.cancel()
+        task.cancel()
