@@ -31,13 +31,13 @@ class MemoryConfig(BaseModel):
     snapshot_every_writes: int = Field(default=1_000, ge=1, description="Write a snapshot and start a new log "
                                                                         "segment after this many logged writes.")
     max_restarts: int = Field(default=-1, ge=-1, description="Ray restarts of the actor after a crash; -1 forever.")
-    conflict_similarity: float = Field(default=0.8, ge=-1.0, le=1.0, description="Cosine at or above which a new "
+    conflict_similarity: float = Field(default=0.7, ge=-1.0, le=1.0, description="Cosine at or above which a new "
                                        "finding and another agent's finding on the same topic go to the judge.")
     max_judge_calls_per_post: int = Field(default=3, ge=0, description="Most candidates of one new entry sent to "
                                                                        "the judge, the most similar first.")
     judge_model: str | None = Field(default=None, description="Router model that judges candidate pairs with a "
                                                               "guided choice; None turns contradiction checks off.")
-    judge_max_tokens: int = Field(default=4, ge=1, description="max_tokens of a judge call.")
+    judge_max_tokens: int = Field(default=8, ge=1, description="max_tokens of a judge call.")
     judge_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one judge call.")
     app_name: str = Field(default="controlplane", description="Serve application name of the router.")
 

@@ -72,6 +72,9 @@ class RouterJudge:
 
 
 def parse_verdict(text: str) -> Verdict:
-    """The verdict in a guided-choice reply; anything else counts as 'unrelated' (no conflict raised)."""
+    """The verdict in a guided-choice reply. Anything else is a ValueError: the caller counts it as a
+    judge error and raises no conflict."""
     verdict = text.strip().strip("'\".").lower()
-    return verdict if verdict in VERDICTS else "unrelated"  # type: ignore[return-value]
+    if verdict not in VERDICTS:
+        raise ValueError(f"the judge replied {text[:40]!r}, not one of {list(VERDICTS)}")
+    return verdict  # type: ignore[return-value]

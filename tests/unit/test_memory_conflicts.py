@@ -31,11 +31,14 @@ def test_prefilter_limit():
     assert select_candidates(new, scored, threshold=0.5, limit=0) == []
 
 
-@pytest.mark.parametrize("text, verdict", [
-    ("contradict", "contradict"), (" Agree\n", "agree"), ("'unrelated'", "unrelated"), ("maybe", "unrelated"),
-])
+@pytest.mark.parametrize("text, verdict", [("contradict", "contradict"), (" Agree\n", "agree"), ("'unrelated'", "unrelated")])
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
+
+
+def test_an_off_choice_reply_is_an_error_not_a_verdict():
+    with pytest.raises(ValueError, match="not one of"):
+        parse_verdict("maybe")
 
 
 def test_judge_prompt_names_both_agents_and_texts():
