@@ -71,6 +71,14 @@ class VLLMModelSpec(_ModelBase):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine args.")
     env: dict[str, str] = Field(default_factory=dict, description="Env vars of the replica process.")
 
+    @model_validator(mode="after")
+    def _gpu_share(self) -> VLLMModelSpec:
+        share = self.replicas.num_gpus
+        if 0 < share < 1 and (self.gpu_memory_utilization is None or self.gpu_memory_utilization > share):
+            raise ValueError(f"replicas.num_gpus={share:g} shares a GPU, so gpu_memory_utilization="
+                             f"{self.gpu_memory_utilization} must be set to at most {share:g} (e.g. {share * 0.9:.2f})")
+        return self
+
 
 class ScriptedRule(_Spec):
     match: str = Field(description="Regex searched in the last user message.")
@@ -106,7 +114,6 @@ class RouterSpec(_Spec):
     mission: MissionLimitSpec = Field(default_factory=MissionLimitSpec, description="Limits of each mission.")
     affinity_busy_at: int = Field(8, ge=1, description="A preferred replica running this many "
                                   "calls counts as busy.")
-    log_prompts: bool = Field(False, description="Log prompts and outputs at DEBUG.")
 
 
 class ServingConfig(_Spec):

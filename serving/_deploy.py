@@ -48,6 +48,8 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
     env = {"HF_HUB_OFFLINE": "1", **spec.env}
     if spec.kv_cache_space_gb is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.kv_cache_space_gb:g}"
+    if 0 < spec.replicas.num_gpus < 1:  # else vLLM's Ray worker asks for a whole GPU and never fits
+        env.setdefault("VLLM_RAY_PER_WORKER_GPUS", f"{spec.replicas.num_gpus:g}")
     llm_config = LLMConfig(
         model_loading_config={"model_id": name, "model_source": spec.model_path or str(default_model_path())},
         engine_kwargs=engine_kwargs, placement_group_config={"bundles": [bundle]},

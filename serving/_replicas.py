@@ -13,7 +13,6 @@ A call is a dict: `messages` (or `prompt` for /v1/completions), `max_tokens`, `t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any

@@ -137,3 +137,17 @@ def test_bad_input_gets_openai_errors_and_leaves_no_state(router_base_url, route
 def test_handle_api_raises_typed_errors(router):
     with pytest.raises(SpecError, match="no such model"):
         asyncio.run(router.chat(ask("no-such-model", "x", "it-typed")))
+
+
+def test_missing_remote_api_key_is_a_startup_error_naming_the_env_var(router, monkeypatch):
+    from ray import serve
+
+    from controlplane import SetupError
+    from serving import ServingConfig, deploy
+
+    monkeypatch.delenv("CP_IT_MISSING_KEY", raising=False)
+    config = ServingConfig.model_validate({"models": {"gpt": {
+        "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "remote_model": "x", "api_key_env": "CP_IT_MISSING_KEY"}}})
+    with pytest.raises(SetupError, match=r"\$CP_IT_MISSING_KEY"):
+        deploy(config, app_name="missing-key", route_prefix="/missing-key")
+    assert "missing-key" not in serve.status().applications

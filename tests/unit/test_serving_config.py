@@ -46,3 +46,11 @@ def test_missing_api_key_env_var_is_named(monkeypatch):
         config.check_env()
     monkeypatch.setenv("CP_TEST_MISSING_KEY", "k")
     config.check_env()
+
+
+def test_fractional_gpu_needs_a_matching_memory_fraction():
+    with pytest.raises(SpecError, match="num_gpus=0.5 shares a GPU"):
+        parse_serving_config({"models": {"a": {"kind": "vllm", "replicas": {"num_gpus": 0.5}}}})
+    config = parse_serving_config({"models": {"a": {"kind": "vllm", "gpu_memory_utilization": 0.45,
+                                                    "replicas": {"num_gpus": 0.5}}}})
+    assert config.models["a"].replicas.num_gpus == 0.5
