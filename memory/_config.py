@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class MemoryConfig(BaseModel):
@@ -40,6 +42,14 @@ class MemoryConfig(BaseModel):
     judge_max_tokens: int = Field(default=8, ge=1, description="max_tokens of a judge call.")
     judge_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one judge call.")
     app_name: str = Field(default="controlplane", description="Serve application name of the router.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: str) -> str:
+        """A relative path means relative to where the config is made, not to the actor's working directory."""
+        if not value:
+            raise ValueError("data_dir is empty; give a directory or an fsspec URL")
+        return value if "://" in value else os.path.abspath(os.path.expanduser(value))
 
     @model_validator(mode="after")
     def _check_namespaces(self) -> MemoryConfig:
