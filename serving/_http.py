@@ -22,6 +22,7 @@ class _Body(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    n: int = Field(1, ge=1, le=1, description="One choice per request is supported.")
     stream: bool = False
     response_format: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
@@ -87,12 +88,20 @@ def _constraints(body: _Body) -> dict[str, Any]:
     return {"json_schema": schema, "choice": structured.get("choice") or body.guided_choice}
 
 
+def _identity(body: _Body, headers: Any) -> Identity:
+    fields = {"mission_id": headers.get("x-mission-id") or body.mission_id or "default",
+              "agent_id": headers.get("x-agent-id") or body.agent_id or "anonymous",
+              "priority": headers.get("x-priority") or body.priority or "normal"}
+    try:
+        return Identity(**fields)
+    except ValidationError as exc:
+        name = str(exc.errors()[0]["loc"][0])
+        raise SpecError(where=f"x-{name.replace('_', '-')} header or {name} field", value=fields[name],
+                        why=exc.errors()[0]["msg"], fix="priority is one of control, normal, bulk") from None
+
+
 def to_call(body: _Body, headers: Any, default_max_tokens: int) -> Call:
-    identity = Identity(
-        mission_id=headers.get("x-mission-id") or body.mission_id or "default",
-        agent_id=headers.get("x-agent-id") or body.agent_id or "anonymous",
-        priority=headers.get("x-priority") or body.priority or "normal",
-    )
+    identity = _identity(body, headers)
     payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
                                "temperature": body.temperature, **_constraints(body)}
     if isinstance(body, ChatBody):

@@ -6,8 +6,8 @@ batches them continuously) and streams back lists of events tagged with each cal
 
 A call is a dict: `messages` (or `prompt` for /v1/completions), `max_tokens`, `temperature`,
 `json_schema`, `choice`. Events: `{"i", "delta"}`, then one final `{"i", "done": True,
-"finish_reason", "prompt_tokens", "completion_tokens"}` or `{"i", "done": True, "error": {"status",
-"message"}}`.
+"finish_reason", "prompt_tokens", "completion_tokens", "replica"}` or
+`{"i", "done": True, "error": {"status", "message"}}`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+
+from ray import serve
 
 from serving._scripted import ScriptedEngine, count_tokens, truncate
 
@@ -52,6 +54,11 @@ async def fan_in(streams: list[AsyncIterator[dict[str, Any]]]) -> AsyncIterator[
             task.cancel()
 
 
+def replica_id() -> str:
+    """This Serve replica's id; final events carry it, so routing can be observed."""
+    return serve.get_replica_context().replica_id.unique_id
+
+
 def error_event(status: int, message: str) -> dict[str, Any]:
     return {"done": True, "error": {"status": status, "message": message}}
 
@@ -76,6 +83,6 @@ class ScriptedReplica:
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
         yield {"delta": text}
-        yield {"done": True, "finish_reason": finish_reason,
+        yield {"done": True, "finish_reason": finish_reason, "replica": replica_id(),
                "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
                "completion_tokens": count_tokens(text)}

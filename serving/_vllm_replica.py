@@ -9,7 +9,7 @@ from typing import Any
 from ray.serve.llm import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
-from serving._replicas import error_event, fan_in
+from serving._replicas import error_event, fan_in, replica_id
 
 
 def _structured(call: dict[str, Any]) -> dict[str, Any] | None:
@@ -61,6 +61,6 @@ class VLLMReplica(LLMServer):
                     if text:
                         yield {"delta": text}
                     finish_reason = choice.get("finish_reason") or finish_reason
-        yield {"done": True, "finish_reason": finish_reason,
+        yield {"done": True, "finish_reason": finish_reason, "replica": replica_id(),
                "prompt_tokens": usage.get("prompt_tokens", 0),
                "completion_tokens": usage.get("completion_tokens", 0)}

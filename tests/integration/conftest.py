@@ -66,6 +66,8 @@ def serving_test_config(http_port: int) -> dict:
                          "replies": [{"match": "(?i)capital of france", "text": "Paris"},
                                      {"match": "(?i)json please", "text": '{"answer": "yes"}'}]},
             "scripted-slow": {"kind": "scripted", "latency_s": 0.2},
+            # Two replicas, for prefix-affinity routing tests.
+            "scripted-pair": {"kind": "scripted", "replicas": {"min_replicas": 2, "max_replicas": 2, "num_cpus": 0}},
             # A model with its own tight limit, for 429 tests.
             "scripted-limited": {"kind": "scripted", "limits": {"rpm": 2}},
             # The router's own HTTP API as a remote OpenAI-compatible backend.

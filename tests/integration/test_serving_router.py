@@ -151,3 +151,23 @@ def test_missing_remote_api_key_is_a_startup_error_naming_the_env_var(router, mo
     with pytest.raises(SetupError, match=r"\$CP_IT_MISSING_KEY"):
         deploy(config, app_name="missing-key", route_prefix="/missing-key")
     assert "missing-key" not in serve.status().applications
+
+
+def test_prefix_affinity_routes_a_shared_prefix_to_one_replica(router):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("scripted:scripted-pair", "controlplane").options(stream=True)
+
+    async def replica_for(key: str) -> str:
+        call = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4}
+        events = [e async for batch in handle.run_batch.remote([call], affinity_key=key) for e in batch]
+        return events[-1]["replica"]
+
+    async def observe():
+        same = [await replica_for("planner-prefix") for _ in range(8)]
+        spread = {await replica_for(f"role-{i}") for i in range(16)}
+        return same, spread
+
+    same, spread = asyncio.run(observe())
+    assert len(set(same)) == 1  # one prefix, one replica: its prefix cache stays warm
+    assert len(spread) == 2  # different prefixes use both replicas

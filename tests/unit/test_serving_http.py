@@ -26,6 +26,7 @@ def test_identity_from_headers_beats_body_fields_and_defaults_apply():
     (body(max_tokens=-1), "max_tokens"),
     (body(max_tokens=10**9), "max_tokens"),
     (body(messages=[{"role": "robot", "content": "x"}]), "messages.0.role"),
+    (body(n=3), "n"),
 ])
 def test_malformed_bodies_name_the_field(raw, field):
     with pytest.raises(SpecError) as info:
@@ -55,3 +56,9 @@ def test_error_statuses():
     unknown = error_from_exception(SpecError(where="model", value="x", why="no such model", fix="f"))
     assert unknown.status_code == 404
     assert error_from_exception(ReplicaUnavailable(model="m", why="down")).status_code == 503
+
+
+def test_bad_priority_header_names_the_header():
+    with pytest.raises(SpecError, match="x-priority header") as info:
+        to_call(parse_body(body(), ChatBody), {"x-priority": "urgent"}, 8)
+    assert info.value.value == "urgent"
