@@ -44,7 +44,8 @@ class ConflictDecision:
     """The two agents in conflict (existing, new)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready: the agents pair becomes a list."""
+        return {**asdict(self), "agents": list(self.agents)}
 
 
 def decide_priority(topic: str, existing: Finding, new: Finding, role_priority: Sequence[str]) -> ConflictDecision:

@@ -30,7 +30,7 @@ def test_resolver_task_names_both_sides_and_decision_keeps_synthesis():
     assert "Launch in May" in text and "Launch in October" in text and "researcher" in text
     d = decide_resolver("launch date", OLD, NEW, resolver="editor", synthesis="Launch in Q3")
     assert d.winner is None and d.text == "Launch in Q3" and "'editor'" in d.reason
-    assert d.to_dict()["agents"] == ("researcher", "legal")
+    assert d.to_dict()["agents"] == ["researcher", "legal"]
 
 
 def test_assign_sides_uses_the_closer_finding_and_ignores_exact_ties():

@@ -1,0 +1,30 @@
+"""Fractional GPUs: four agents at num_gpus=0.25 share the session cluster's one logical GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actors import follow, start_mission
+from controlplane import load_mission
+from controlplane._validate import check_resources
+
+MISSION = Path(__file__).parents[2] / "missions" / "testing" / "scripted_gpus.yaml"
+
+
+def test_four_agents_at_a_quarter_gpu_share_one_gpu(router, ray_cluster):
+    import ray
+
+    spec = load_mission(MISSION)
+    check_resources(spec, cluster_gpus=ray.cluster_resources()["GPU"], cluster_cpus=ray.cluster_resources()["CPU"])
+    handle = start_mission(spec, router=router)
+    try:
+        result = follow(handle, timeout_s=120)
+    finally:
+        ray.kill(handle)
+    assert result["status"] == "succeeded", result["reason"]
+    assert {a["gpu_ids"][0] for a in result["agents"].values()} == {"0"}
+    assert sorted(result["agents"]) == ["gpu-a", "gpu-b", "gpu-c", "gpu-d"]
+    workers = [t for t in result["tasks"] if t["id"].startswith("w")]
+    assert len({t["agent"] for t in workers}) == 4  # the role's tasks spread over all four agents
+    assert max(t["started_at"] for t in workers) < min(t["ended_at"] for t in workers)
+
