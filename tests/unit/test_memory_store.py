@@ -202,3 +202,14 @@ def test_topic_neighbours_are_other_agents_on_the_same_mission_and_topic(store):
     store.post([new("c2", agent="carol", namespace="notes", topic="other")], vectors[2:3], as_agent="carol", now_s=3.0)
     neighbours = store.topic_neighbours(a)
     assert [(e.text, round(s, 5)) for s, e in neighbours] == [("c1", round(float(vectors[0] @ vectors[1]), 5))]
+
+
+def test_an_fsspec_url_works_as_data_dir():
+    config = MemoryConfig(data_dir="memory://memory-store-test/mem", snapshot_every_writes=2)
+    store = MemoryStore(config, dim=DIM)
+    store.grant("alice", read=[], write=["research"])
+    stored = store.post([new("a"), new("b")], unit(2), as_agent="alice", now_s=1.0)  # snapshot at seq 2
+    store.post([new("c")], unit(1, 1), as_agent="alice", now_s=2.0)                   # log tail
+    again = reopen(store)
+    assert sorted(e.text for e in again.entries.values()) == ["a", "b", "c"]
+    assert again.get(stored[1].id, as_agent="alice", now_s=3.0).text == "b"
