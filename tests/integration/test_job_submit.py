@@ -1,0 +1,89 @@
+"""`ray job submit --working-dir . -- python -m controlplane run ...` against its own `ray start --head`.
+
+The cluster has token auth on (Ray 2.60's default for `ray start`), so the client sets RAY_AUTH_MODE=token.
+It runs on non-default ports with its own temp dir, and only its own processes are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import free_port, wait_for
+
+ROOT = Path(__file__).parents[2]
+RAY = str(Path(os.sys.executable).parent / "ray")
+
+
+@pytest.fixture
+def head_cluster():
+    """A `ray start --head` cluster with one logical GPU; yields (env, dashboard URL)."""
+    temp_dir = f"/tmp/cpjob-{uuid.uuid4().hex[:6]}"
+    # As in an activated venv: the job's `python` is the project's.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+        "RAY_AUTH_MODE": "token", "PATH": f"{Path(RAY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
+                                            "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                            "metrics-export-port", "node-manager-port", "object-manager-port",
+                                            "runtime-env-agent-port")}
+    cmd = [RAY, "start", "--head", "--num-cpus", "8", "--num-gpus", "1", "--temp-dir", temp_dir,
+           "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--min-worker-port", "0",
+           "--max-worker-port", "0", *[a for name, p in ports.items() for a in (f"--{name}", str(p))]]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield env, f"http://127.0.0.1:{ports['dashboard-port']}"
+    finally:
+        _stop_processes_of(temp_dir)
+
+
+def _stop_processes_of(temp_dir: str) -> None:
+    """Stop the processes of this cluster only (their command lines name its temp dir), by pid."""
+    def ours() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    for proc in ours():
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    _, alive = psutil.wait_procs(ours(), timeout=15)
+    for proc in alive:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not ours(), timeout_s=30, what=f"the processes of {temp_dir} to exit")
+
+
+def test_ray_job_submit_runs_a_mission_with_fractional_gpus(head_cluster, tmp_path):
+    env, dashboard = head_cluster
+    runs = tmp_path / "runs"
+    cmd = [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
+           "python", "-m", "controlplane", "run", "missions/testing/scripted_gpus.yaml", "--runs-dir", str(runs),
+           "--mission-id", "jobsubmit-1", "--http-port", str(free_port())]
+    job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "mission jobsubmit-1 succeeded" in job.stdout
+    ours = job.stdout[job.stdout.index("mission jobsubmit-1:"):job.stdout.index("mission jobsubmit-1 succeeded")]
+    assert "task w1 running on gpu-" in ours and "\x1b[" not in ours  # not a TTY: plain lines, no ANSI
+    result = json.loads((runs / "jobsubmit-1" / "result.json").read_text())
+    assert result["status"] == "succeeded"
+    assert {a["gpu_ids"][0] for a in result["agents"].values()} == {"0"} and len(result["agents"]) == 4
+    events = (runs / "jobsubmit-1" / "events.jsonl").read_text().splitlines()
+    assert json.loads(events[-1])["status"] == "succeeded"
+    assert "| gpu-a |" in (runs / "jobsubmit-1" / "report.md").read_text()
