@@ -57,8 +57,9 @@ def serving_config(gpu: bool, model_dir: str | None):
     if gpu:
         model.update(load_format="dummy", kv_cache_space_gb=None, gpu_memory_utilization=0.85,
                      replicas={**model["replicas"], "num_gpus": 1}, engine_kwargs={"enforce_eager": False})
-    return ServingConfig.model_validate({"router": {"max_in_flight_per_model": 1024, "max_queue": 4096,
-                                                   "agent": {"max_in_flight": 1024}}, "models": {"default": model}})
+    router = {"max_in_flight_per_model": 1024, "max_queue": 4096, "agent": {"max_in_flight": 1024},
+              "stream_interval_s": 0.05 if gpu else 0.0}
+    return ServingConfig.model_validate({"router": router, "models": {"default": model}})
 
 
 async def direct_call(handle, index: int, max_tokens: int) -> Sample:

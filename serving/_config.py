@@ -109,6 +109,9 @@ class RouterSpec(_Spec):
     request_timeout_s: float = Field(120.0, gt=0, description="Default deadline of a call.")
     batch_max_size: int = Field(32, ge=1, description="Most calls moved to a replica as one batch.")
     batch_wait_s: float = Field(0.002, ge=0, description="How long a batch waits to fill.")
+    stream_interval_s: float = Field(0.0, ge=0, description="Send streamed text at most once per this "
+                                     "interval after the first delta; 0 = as it comes. Raise it (e.g. 0.05) "
+                                     "for hundreds of concurrent streams on a GPU.")
     agent: LimitSpec = Field(default_factory=lambda: LimitSpec(max_in_flight=16),
                              description="Limits of each agent.")
     mission: MissionLimitSpec = Field(default_factory=MissionLimitSpec, description="Limits of each mission.")

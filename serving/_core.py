@@ -66,7 +66,13 @@ class RouterCore:
                        for name, spec in config.models.items()}
 
     def breaker_state(self, model: str) -> str:
+        self._known(model)
         return self._breakers[model].state(self._clock())
+
+    def _known(self, model: str) -> None:
+        if model not in self.config.models:
+            raise SpecError(where="model", value=model, why=f"no such model; known: {sorted(self.config.models)}",
+                            fix="use one of the known model names")
 
     def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
         """A mission's own hard cap on tokens (the mission spec's budget); None = the config's."""
@@ -80,11 +86,8 @@ class RouterCore:
 
     def check(self, call: Call) -> None:
         """Refuse a call that can never succeed: unknown model, absurd sizes."""
-        spec = self.config.models.get(call.model)
-        if spec is None:
-            raise SpecError(where="model", value=call.model, why=f"no such model; known: {sorted(self.config.models)}",
-                            fix="use one of the known model names")
-        limit = spec.max_context_tokens
+        self._known(call.model)
+        limit = self.config.models[call.model].max_context_tokens
         if call.body["max_tokens"] >= limit:
             raise SpecError(where="max_tokens", value=call.body["max_tokens"],
                             why=f"it must be below the context limit of {limit} tokens of model {call.model!r}",
@@ -176,7 +179,8 @@ class RouterCore:
         key = prefix_key(call.body["messages"]) if "messages" in call.body else None
         events = self._backends[model].stream(call.body, key)
         try:
-            async for event in self._timed(model, within(events, deadline_s - self._clock()), start_s, timeout_s):
+            async for event in self._timed(model, within(events, deadline_s - self._clock(),
+                                                            self.config.router.stream_interval_s), start_s, timeout_s):
                 yield event
         finally:
             gate.release()

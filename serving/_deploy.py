@@ -83,15 +83,16 @@ def app_builder(args: dict[str, Any]):
 
 
 def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane", http_port: int | None = None,
-           route_prefix: str = "/") -> RouterClient:
-    """Start Serve if needed (HTTP on `http_port`, default 8000) and deploy the app; idempotent."""
+           route_prefix: str = "/", http_host: str = "127.0.0.1") -> RouterClient:
+    """Start Serve if needed (HTTP on `http_host`:`http_port`, default 127.0.0.1:8000) and deploy the app;
+    idempotent. A Serve instance that is already running keeps its HTTP options."""
     import ray
 
     config = config or load_serving_config()
     application = build_app(config)
     if not ray.is_initialized():
         ray.init()
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port or 8000})
+    serve.start(http_options={"host": http_host, "port": http_port or 8000})
     serve.run(application, name=app_name, route_prefix=route_prefix)
     logger.info("serving app %r is running with models %s", app_name, sorted(config.models))
     return RouterClient(app_name)

@@ -24,6 +24,7 @@ class _Body(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     n: int = Field(1, ge=1, le=1, description="One choice per request is supported.")
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
     guided_json: dict[str, Any] | None = None

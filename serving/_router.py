@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,8 +18,6 @@ from serving._config import OpenAIModelSpec, ServingConfig
 from serving._core import Call, RouterCore
 from serving._remote import RemoteBackend
 from serving._types import ChatRequest, ChatResult, Identity, Usage
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_HTTP_MAX_TOKENS = 256
 app = FastAPI(title="controlplane router")
@@ -133,7 +130,7 @@ class Router:
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
         if body.stream:
-            include_usage = bool((await request.json()).get("stream_options", {}).get("include_usage"))
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(self._sse(call, first, events, include_usage), media_type="text/event-stream")
         parts, final = [], first
         try:

@@ -23,8 +23,13 @@ def merge_ready(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-async def within(events: AsyncIterator[dict[str, Any]], timeout_s: float) -> AsyncIterator[dict[str, Any]]:
-    """The events, merged where ready together; asyncio.TimeoutError once `timeout_s` has passed."""
+async def within(events: AsyncIterator[dict[str, Any]], timeout_s: float,
+                 interval_s: float = 0.0) -> AsyncIterator[dict[str, Any]]:
+    """The events, merged where ready together; asyncio.TimeoutError once `timeout_s` has passed.
+
+    With `interval_s`, text after the first delta is sent at most once per interval (fewer, larger
+    messages for many fast streams); the first delta always goes at once.
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -37,9 +42,13 @@ async def within(events: AsyncIterator[dict[str, Any]], timeout_s: float) -> Asy
 
     task = loop.create_task(pump())
     timer = loop.call_later(max(0.0, timeout_s), queue.put_nowait, _TIMEOUT)
+    next_send_s = 0.0
     try:
         while True:
             items = [await queue.get()]
+            wait_s = next_send_s - loop.time()
+            if wait_s > 0 and items[0] is not _TIMEOUT and not items[0].get("done"):
+                await asyncio.sleep(wait_s)
             while not queue.empty():
                 items.append(queue.get_nowait())
             if items[0] is _TIMEOUT or (_TIMEOUT in items and not any(i is not _TIMEOUT and i.get("done") for i in items)):
@@ -48,6 +57,8 @@ async def within(events: AsyncIterator[dict[str, Any]], timeout_s: float) -> Asy
                 yield event
                 if event.get("done"):
                     return
+            if interval_s:
+                next_send_s = loop.time() + interval_s
     finally:
         timer.cancel()
         task.cancel()

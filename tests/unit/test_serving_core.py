@@ -116,3 +116,9 @@ def test_agent_rpm_limit():
     asyncio.run(run(core, call()))
     with pytest.raises(BackpressureError, match="rpm=1"):
         asyncio.run(run(core, call()))
+
+
+def test_breaker_state_of_an_unknown_model_is_a_spec_error():
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()})
+    with pytest.raises(SpecError, match="no such model"):
+        core.breaker_state("nope")

@@ -52,3 +52,21 @@ def test_a_failing_stream_becomes_an_error_event():
 
     events = asyncio.run(collect(broken(), 5.0))
     assert events[-1]["error"]["status"] == 500 and "replica died" in events[-1]["error"]["message"]
+
+
+def test_interval_batches_text_after_the_first_delta():
+    async def drip():
+        for text in "abcdefghij":
+            yield {"delta": text}
+            await asyncio.sleep(0.01)
+        yield {"done": True}
+
+    fast = asyncio.run(collect(drip(), 5.0))
+    slow = asyncio.run(collect_interval(drip(), 0.045))
+    assert "".join(e.get("delta", "") for e in slow) == "abcdefghij"
+    assert slow[0] == {"delta": "a"}  # the first token is not held back
+    assert len(slow) < len(fast) - 3
+
+
+async def collect_interval(events, interval_s):
+    return [event async for event in within(events, 5.0, interval_s)]
