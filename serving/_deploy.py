@@ -92,10 +92,22 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
     application = build_app(config)
     if not ray.is_initialized():
         ray.init()
+    client = RouterClient(app_name)
+    if _running_config(app_name) == config.model_dump(mode="json"):
+        logger.info("serving app %r already runs this config; left as it is", app_name)
+        return client
     serve.start(http_options={"host": http_host, "port": http_port or 8000})
     serve.run(application, name=app_name, route_prefix=route_prefix)
     logger.info("serving app %r is running with models %s", app_name, sorted(config.models))
-    return RouterClient(app_name)
+    return client
+
+
+def _running_config(app_name: str) -> dict[str, Any] | None:
+    """The config of the router of a RUNNING app of that name, if there is one."""
+    app = serve.status().applications.get(app_name)  # empty when Serve is not started
+    if app is None or app.status != "RUNNING" or ROUTER_DEPLOYMENT not in app.deployments:
+        return None
+    return serve.get_deployment_handle(ROUTER_DEPLOYMENT, app_name).running_config.remote().result(timeout_s=30)
 
 
 class RouterClient:

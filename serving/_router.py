@@ -95,6 +95,10 @@ class Router:
                 parts.append(event["delta"])
                 yield event["delta"]
 
+    async def running_config(self) -> dict[str, Any]:
+        """The serving config this router runs (deploy() compares it to skip needless redeploys)."""
+        return self._config.model_dump(mode="json")
+
     async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
         return self._core.ledger.snapshot(mission_id)
 

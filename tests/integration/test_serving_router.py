@@ -171,3 +171,18 @@ def test_prefix_affinity_routes_a_shared_prefix_to_one_replica(router):
     same, spread = asyncio.run(observe())
     assert len(set(same)) == 1  # one prefix, one replica: its prefix cache stays warm
     assert len(spread) == 2  # different prefixes use both replicas
+
+
+def test_deploy_again_with_the_same_config_leaves_the_app_running(router, http_port):
+    import time
+
+    from serving import ServingConfig, deploy
+    from tests.integration.conftest import serving_test_config
+
+    before = asyncio.run(router.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))
+    start = time.monotonic()
+    client = deploy(ServingConfig.model_validate(serving_test_config(http_port)), app_name="controlplane",
+                    http_port=http_port)
+    assert time.monotonic() - start < 10  # no vLLM restart (that takes a minute)
+    after = asyncio.run(client.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))
+    assert after.text == before.text
