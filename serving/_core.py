@@ -213,7 +213,8 @@ class RouterCore:
         now_s = self._clock()
         if status == 429:
             self._breakers[model].record_success(now_s)
-            raise BackpressureError(scope=f"model:{model}", limit="the backend's rate limit", retry_after_s=1.0)
+            raise BackpressureError(scope=f"model:{model}", limit="the backend's rate limit",
+                                    retry_after_s=error.get("retry_after_s", 1.0))
         if status < 500:
             self._breakers[model].record_success(now_s)
             raise SpecError(where=f"request to model {model!r}", value=status, why=message,

@@ -42,7 +42,10 @@ class RemoteBackend:
             async with self._client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode(errors="replace")
-                    yield {"done": True, "error": {"status": response.status_code, "message": text[:500]}}
+                    error = {"status": response.status_code, "message": text[:500]}
+                    if response.headers.get("retry-after", "").replace(".", "", 1).isdigit():
+                        error["retry_after_s"] = float(response.headers["retry-after"])
+                    yield {"done": True, "error": error}
                     return
                 async for line in response.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":

@@ -122,3 +122,15 @@ def test_breaker_state_of_an_unknown_model_is_a_spec_error():
     core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()})
     with pytest.raises(SpecError, match="no such model"):
         core.breaker_state("nope")
+
+
+def test_a_backend_429_is_backpressure_with_its_retry_after():
+    class Limited(FakeBackend):
+        async def stream(self, call, affinity_key):
+            yield {"done": True, "error": {"status": 429, "message": "slow down", "retry_after_s": 7.0}}
+
+    core = RouterCore(config(), {"main": Limited(), "spare": FakeBackend()})
+    with pytest.raises(BackpressureError) as info:
+        asyncio.run(run(core, call()))
+    assert info.value.retry_after_s == 7.0
+    assert core.breaker_state("main") == "closed"
