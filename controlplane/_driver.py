@@ -38,7 +38,20 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
                             why=f"the serving config ({spec.serving or 'serving/default.yaml'}) has no such model; "
                                 f"known models: {', '.join(known)}",
                             fix="use a known model, or add it to the serving config named by `serving:`")
+    _check_memory_settings(spec, path)
     return spec, serving
+
+
+def _check_memory_settings(spec: MissionSpec, path: str) -> None:
+    from memory import MemoryConfig
+    from pydantic import ValidationError
+
+    try:
+        MemoryConfig(**{"data_dir": ".", **spec.memory})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise SpecError(where=f"{path}: memory.{'.'.join(map(str, first['loc']))}", value=first.get("input"),
+                        why=first["msg"], fix="use the fields of memory.MemoryConfig (see the README)") from None
 
 
 def _init_ray(address: str | None, verbose: bool) -> bool:
