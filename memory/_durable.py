@@ -86,6 +86,11 @@ class Durable:
         self.segment_first_seq = first_seq
         self._sync_dir()
 
+    def ensure_open(self, first_seq: int) -> None:
+        """Open a new segment unless one is open (after a failure closed it)."""
+        if self._file is None:
+            self.open_segment(first_seq)
+
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and make it durable before returning."""
         self._file.write(encode_record(record))

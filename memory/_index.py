@@ -7,7 +7,8 @@ so equal inputs give equal outputs.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faiss
@@ -15,6 +16,10 @@ import numpy as np
 
 FLAT = "flat"
 HNSW = "hnsw"
+SERIAL_BELOW_QUERIES = 16
+"""Searches of fewer queries run on one thread: splitting one query's scan across threads costs more in
+synchronisation than it saves, badly on a busy machine (100k x 384 flat, 2 shared cores: 24 ms on 2
+threads, 6 ms on 1)."""
 
 
 class NamespaceIndex:
@@ -73,7 +78,8 @@ class NamespaceIndex:
         k_eff = min(k, self.index.ntotal)
         if k_eff == 0:
             return [[] for _ in range(len(queries))]
-        scores, rows_found = self.index.search(queries, k_eff, params=self._params(selector, k_eff))
+        with _threads(1 if len(queries) < SERIAL_BELOW_QUERIES else None):
+            scores, rows_found = self.index.search(queries, k_eff, params=self._params(selector, k_eff))
         return [self._ordered(s, r, k) for s, r in zip(scores, rows_found)]
 
     def vectors_of(self, ids: list[int]) -> np.ndarray:
@@ -99,15 +105,8 @@ class NamespaceIndex:
 
     def _append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         start = self.index.ntotal
-        if self.kind == HNSW:
-            # HNSW insertion in parallel depends on thread timing; one thread keeps the graph reproducible.
-            threads = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
-                self.index.add(vectors)
-            finally:
-                faiss.omp_set_num_threads(threads)
-        else:
+        # HNSW insertion in parallel depends on thread timing; one thread keeps the graph reproducible.
+        with _threads(1 if self.kind == HNSW else None):
             self.index.add(vectors)
         self._ids = np.concatenate([self._ids, ids.astype(np.int64)])
         self._row_of.update({int(i): start + n for n, i in enumerate(ids)})
@@ -143,3 +142,17 @@ class NamespaceIndex:
         pairs = [(float(s), int(self._ids[r])) for s, r in zip(scores, rows) if r >= 0 and r not in self._dead]
         pairs.sort(key=lambda pair: (-pair[0], pair[1]))
         return pairs[:k]
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run FAISS on `n` OpenMP threads inside the block (None: leave the setting alone)."""
+    if n is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)

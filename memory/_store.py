@@ -207,7 +207,13 @@ class MemoryStore:
         self._apply(record)
         self._since_snapshot += 1
         if self._since_snapshot >= self.config.snapshot_every_writes:
-            self.snapshot()
+            try:
+                self.snapshot()
+            except Exception:
+                # The write is already durable in the log; a failed snapshot is retried at the next write.
+                logger.exception("memory snapshot at seq %d in %s failed; the log still holds every write",
+                                 self._seq, self.config.data_dir)
+                self._durable.ensure_open(self._seq + 1)
 
     def _apply(self, record: dict[str, Any]) -> None:
         self._seq = record["seq"]

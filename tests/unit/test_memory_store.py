@@ -213,3 +213,19 @@ def test_an_fsspec_url_works_as_data_dir():
     again = reopen(store)
     assert sorted(e.text for e in again.entries.values()) == ["a", "b", "c"]
     assert again.get(stored[1].id, as_agent="alice", now_s=3.0).text == "b"
+
+
+def test_a_failed_snapshot_does_not_fail_the_durable_write(tmp_path, monkeypatch):
+    config = MemoryConfig(data_dir=str(tmp_path / "mem"), snapshot_every_writes=2)
+    store = MemoryStore(config, dim=DIM)
+    store.grant("alice", read=[], write=["research"])
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store._durable, "write_snapshot", disk_full)
+    stored = store.post([new("a")], unit(1), as_agent="alice", now_s=1.0)  # the 2nd write: its snapshot fails
+    store.post([new("b")], unit(1, 1), as_agent="alice", now_s=2.0)
+    monkeypatch.undo()
+    again = reopen(store)
+    assert sorted(e.text for e in again.entries.values()) == ["a", "b"] and stored[0].id in again.entries
