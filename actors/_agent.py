@@ -28,8 +28,15 @@ class AgentActor:
         self.memory = memory
         self.log_content = log_content
 
-    def ready(self) -> dict[str, Any]:
-        """Where Ray placed this agent: node and GPU ids (logical GPUs included)."""
+    async def ready(self) -> dict[str, Any]:
+        """Where Ray placed this agent: node and GPU ids (logical GPUs included).
+
+        Also warms this process's path to the router (a cheap call that runs no model), so the first
+        task does not pay for setting up the Serve handle."""
+        try:
+            await self.router.breaker_state(self.agent.model)
+        except Exception as exc:  # an unknown model or a router hiccup shows up on the first real call
+            logger.info("agent %s: router warm-up failed: %s", self.agent.name, exc)
         context = ray.get_runtime_context()
         return {"agent": self.agent.name, "node_id": context.get_node_id(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}

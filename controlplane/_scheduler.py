@@ -79,6 +79,8 @@ class Scheduler:
         self._queues: dict[str, deque[str]] = {}
         self._retry_heap: list[tuple[float, int, str]] = []
         self._seq = 0
+        self._open = len(self.tasks)
+        self._running_ids: set[str] = set()
         self.stopped: tuple[MissionStatus, str] | None = None
         for task in tasks:
             if not task.depends_on:
@@ -87,7 +89,7 @@ class Scheduler:
     # -- queries ---------------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
-        return self.stopped is not None or all(r.status in TERMINAL for r in self.tasks.values())
+        return self.stopped is not None or self._open == 0
 
     def status(self) -> MissionStatus:
         if self.stopped is not None:
@@ -118,11 +120,11 @@ class Scheduler:
 
     def expired(self, now_s: float) -> list[str]:
         """Running tasks past their deadline (the supervisor aborts them and reports a failure)."""
-        return [t for t, r in self.tasks.items() if r.status == TaskStatus.RUNNING and r.deadline_s <= now_s]
+        return sorted(t for t in self._running_ids if self.tasks[t].deadline_s <= now_s)
 
     def next_wakeup_s(self) -> float | None:
         """The earliest deadline or retry time, or None when only results can change anything."""
-        times = [r.deadline_s for r in self.tasks.values() if r.status == TaskStatus.RUNNING]
+        times = [self.tasks[t].deadline_s for t in self._running_ids]
         if self._retry_heap:
             times.append(self._retry_heap[0][0])
         finite = [t for t in times if t != float("inf")]
@@ -156,7 +158,7 @@ class Scheduler:
         if record is None:
             return False
         self._release(record)
-        record.status, record.ended_at_s = TaskStatus.SUCCEEDED, now_s
+        self._finish(record, TaskStatus.SUCCEEDED, now_s)
         record.output = result.get("output")
         record.prompt_tokens += int(result.get("prompt_tokens", 0))
         record.completion_tokens += int(result.get("completion_tokens", 0))
@@ -194,7 +196,7 @@ class Scheduler:
                              attempt=attempt, message=f"{error}; {record.agent} gave up, fallback agent takes it")
             self._make_ready(task_id, now_s)
         else:
-            record.status, record.ended_at_s = TaskStatus.FAILED, now_s
+            self._finish(record, TaskStatus.FAILED, now_s)
             self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
                              message=error)
             self._apply_failure_policy(task_id, now_s)
@@ -202,12 +204,11 @@ class Scheduler:
 
     def stop(self, status: MissionStatus, reason: str, now_s: float) -> list[str]:
         """End the mission: every unfinished task is cancelled. Returns the tasks that were running."""
-        running = [t for t, r in self.tasks.items() if r.status == TaskStatus.RUNNING]
+        running = sorted(self._running_ids)
         for task_id, record in self.tasks.items():
             if record.status not in TERMINAL:
-                if record.status == TaskStatus.RUNNING:
-                    self._release(record)
-                record.status, record.ended_at_s = TaskStatus.CANCELLED, now_s
+                self._release(record)
+                self._finish(record, TaskStatus.CANCELLED, now_s)
                 self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, message=reason)
         self._queues.clear()
         self._retry_heap.clear()
@@ -223,7 +224,7 @@ class Scheduler:
         for child in self.dag.descendants(task_id):
             record = self.tasks[child]
             if record.status not in TERMINAL:
-                record.status, record.ended_at_s = TaskStatus.SKIPPED, now_s
+                self._finish(record, TaskStatus.SKIPPED, now_s)
                 self.events.emit(now_s, "task", record.status, task=child,
                                  message=f"depends on failed task {task_id!r} (policy skip_dependents)")
 
@@ -254,6 +255,7 @@ class Scheduler:
         if record.started_at_s is None:
             record.started_at_s = now_s
         self.running[agent] += 1
+        self._running_ids.add(task_id)
         self._last_assigned[agent] = self._assign_count
         self._assign_count += 1
         self.events.emit(now_s, "task", record.status, task=task_id, agent=agent, attempt=record.attempts)
@@ -262,7 +264,12 @@ class Scheduler:
     def _release(self, record: TaskRecord) -> None:
         if record.agent is not None and record.status == TaskStatus.RUNNING:
             self.running[record.agent] -= 1
+            self._running_ids.discard(record.spec.id)
         record.deadline_s = float("inf")
+
+    def _finish(self, record: TaskRecord, status: TaskStatus, now_s: float) -> None:
+        record.status, record.ended_at_s = status, now_s
+        self._open -= 1
 
     def _current(self, task_id: str, attempt: int) -> TaskRecord | None:
         record = self.tasks.get(task_id)
