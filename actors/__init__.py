@@ -12,8 +12,8 @@ from actors._launch import (
 from actors._supervisor import SupervisorActor
 
 __all__ = [
-    "MISSION_NAMESPACE",
     "AgentActor",
+    "MISSION_NAMESPACE",
     "SupervisorActor",
     "find_supervisor",
     "follow",

@@ -1,0 +1,43 @@
+"""The CLI refuses a bad spec before anything starts (unit tests refuse ray.init, so starting would fail)."""
+
+import pytest
+import yaml
+
+from controlplane._cli import EXIT_USAGE, build_parser, main
+
+from _mission_data import mission
+
+
+def test_invalid_spec_exits_2_with_the_message_and_starts_nothing(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    data = mission()
+    data["tasks"][0]["agent"] = "ghost"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "bad.yaml: tasks[0](draft).agent: 'ghost' is invalid" in err and "known agents" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_the_serving_config_lacks_is_refused(tmp_path, capsys):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission(agents=[{"name": "writer", "role": "w", "model": "gpt-9"},
+                                                   {"name": "checker", "role": "reviewer"}])))
+    assert main(["run", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "agents[0](writer).model: 'gpt-9' is invalid" in err and "known models: default" in err
+
+
+def test_bad_memory_settings_are_refused(tmp_path, capsys):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission(memory={"exact_below": 0})))
+    assert main(["run", str(path)]) == EXIT_USAGE
+    assert "memory.exact_below" in capsys.readouterr().err
+
+
+def test_subcommands_and_options():
+    args = build_parser().parse_args(["run", "m.yaml", "--address", "auto", "--runs-dir", "/tmp/r", "--plain"])
+    assert (args.command, args.address, args.runs_dir, args.plain) == ("run", "auto", "/tmp/r", True)
+    assert build_parser().parse_args(["status", "m-1", "--json"]).json
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["explode"])

@@ -1,0 +1,41 @@
+import json
+
+from controlplane._progress import PlainProgress, event_line
+from controlplane._report import per_agent, render_report, write_run_dir
+
+
+def result():
+    task = {"id": "a", "agent": "w", "status": "succeeded", "output": {"k": 1}, "attempts": 2, "error": None,
+            "tokens": {"prompt": 5, "completion": 7}, "started_at": 10.0, "ended_at": 12.5, "depends_on": []}
+    failed = dict(task, id="b", status="failed", output=None, error="boom", attempts=1)
+    return {"mission_id": "m-1", "goal": "g", "status": "failed", "reason": "task 'b' failed", "wall_s": 3.0,
+            "tasks": [task, failed], "usage": {"tokens": 24, "llm_calls": 3},
+            "control_plane": {"tokens": 0, "llm_calls": 0},
+            "conflicts": [{"topic": "date", "policy": "priority", "winner": "w", "reason": "ranks above"}],
+            "plan": {"repairs": ["removed self-dependency"]}}
+
+
+def test_run_dir_has_result_events_and_report(tmp_path):
+    out = write_run_dir(tmp_path, result(), [{"seq": 0, "status": "running"}, {"seq": 1, "status": "failed"}])
+    assert out == tmp_path / "m-1"
+    assert json.loads((out / "result.json").read_text())["tasks"][0]["output"] == {"k": 1}
+    assert [json.loads(line)["seq"] for line in (out / "events.jsonl").read_text().splitlines()] == [0, 1]
+    report = (out / "report.md").read_text()
+    assert "| w | 2 | 24 | 5.0 |" in report  # per-agent tokens and busy time
+    assert "_failed: boom_" in report and "removed self-dependency" in report and "ranks above" in report
+
+
+def test_per_agent_sums_tokens_and_busy_time():
+    assert per_agent(result()) == {"w": {"tasks": 2, "tokens": 24, "busy_s": 5.0}}
+    assert render_report(result()).startswith("# Mission m-1")
+
+
+def test_plain_progress_lines_have_no_ansi(capsys):
+    progress = PlainProgress()
+    progress.update([{"time_s": 100.0, "kind": "task", "task": "a", "status": "running", "agent": "w",
+                      "attempt": 2}, {"time_s": 101.5, "kind": "mission", "status": "succeeded"}], {})
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["[    0.0s] task a running on w (attempt 2)", "[    1.5s] mission succeeded"]
+    assert "\x1b[" not in out
+    assert event_line({"time_s": 5, "kind": "budget", "status": "exceeded", "message": "why"}, 0) == \
+        "[    5.0s] budget exceeded - why"
