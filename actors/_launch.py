@@ -11,6 +11,7 @@ import ray
 
 from controlplane._errors import MissionNotFound
 from controlplane._spec import MissionSpec
+from controlplane._validate import check_resources
 
 MISSION_NAMESPACE = "controlplane"
 """Ray namespace of supervisors and agents, so `status` and `cancel` find them from any driver."""
@@ -37,9 +38,12 @@ def start_memory(spec: MissionSpec, mission_id: str, overrides: dict[str, Any]) 
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
                   memory_config: dict[str, Any] | None = None) -> Any:
-    """Create the detached SupervisorActor named after the mission id and start it; returns its handle."""
+    """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
+    the mission id and start it; returns its handle."""
     from actors._supervisor import SupervisorActor
 
+    resources = ray.cluster_resources()
+    check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
     handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached").remote(
         spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_config=memory_config)

@@ -66,7 +66,7 @@ class SupervisorActor:
     # -- API -------------------------------------------------------------------------------------------
     async def start(self) -> str:
         """Start the mission (idempotent); returns the mission id."""
-        if self._main is None:
+        if self._main is None and not self._done.is_set():
             self._main = asyncio.get_running_loop().create_task(self._run())
         return self.mission_id
 
@@ -74,7 +74,11 @@ class SupervisorActor:
         """Stop the mission: running steps are cancelled, agents killed, state kept. Returns the final status."""
         if self._cancel_reason is None:
             self._cancel_reason = reason
-        if self._main is not None and self.phase in (MissionStatus.STARTING, MissionStatus.PLANNING):
+        if self._main is None:  # never started: nothing runs, just record it
+            self.final, self.ended_s = (MissionStatus.CANCELLED, reason), time.time()
+            self.log.emit(self.ended_s, "mission", MissionStatus.CANCELLED, message=reason)
+            self._done.set()
+        elif self.phase in (MissionStatus.STARTING, MissionStatus.PLANNING):
             self._main.cancel()
         self._wake.set()
         await self._done.wait()

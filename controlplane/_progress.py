@@ -47,12 +47,12 @@ class PlainProgress:
 class LiveProgress:
     """A rich live panel: tasks by state, busy agents, tokens, elapsed time and the latest events."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, console: Any = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.title = title
-        self.console = Console()
+        self.console = console or Console()
         self.live = Live(console=self.console, refresh_per_second=4, transient=False)
         self.recent: deque[str] = deque(maxlen=8)
         self.start_s: float | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from actors import follow, start_mission
 from controlplane import load_mission
 from controlplane._validate import check_resources
@@ -28,3 +30,17 @@ def test_four_agents_at_a_quarter_gpu_share_one_gpu(router, ray_cluster):
     assert len({t["agent"] for t in workers}) == 4  # the role's tasks spread over all four agents
     assert max(t["started_at"] for t in workers) < min(t["ended_at"] for t in workers)
 
+
+
+def test_more_gpus_than_the_cluster_has_are_refused_before_any_actor_starts(ray_cluster):
+    import ray
+
+    from actors import running_missions
+    from controlplane import SpecError, parse_mission
+
+    agents = [{"name": f"g{i}", "role": "worker", "resources": {"num_gpus": 0.25}} for i in range(5)]
+    spec = parse_mission({"name": "toomany", "goal": "g", "agents": agents,
+                          "tasks": [{"id": "t", "role": "worker", "description": "d"}]})
+    with pytest.raises(SpecError, match="1.25 GPUs together but the cluster has 1"):
+        start_mission(spec, router=None, mission_id="toomany-1")
+    assert "toomany-1" not in running_missions() and ray.cluster_resources()["GPU"] == 1

@@ -39,3 +39,18 @@ def test_plain_progress_lines_have_no_ansi(capsys):
     assert "\x1b[" not in out
     assert event_line({"time_s": 5, "kind": "budget", "status": "exceeded", "message": "why"}, 0) == \
         "[    5.0s] budget exceeded - why"
+
+
+def test_live_progress_shows_states_busy_agents_tokens_and_time():
+    from rich.console import Console
+
+    from controlplane._progress import LiveProgress
+
+    console = Console(record=True, force_terminal=True, width=120)
+    with LiveProgress("mission m-1", console=console) as live:
+        live.update([{"time_s": 1.0, "kind": "task", "task": "a", "status": "running", "agent": "w"}],
+                    {"status": "running", "elapsed_s": 4.2, "tokens": 321, "llm_calls": 3,
+                     "tasks": {"running": 2, "pending": 5}, "busy_agents": {"w": 1, "v": 2}})
+    text = console.export_text()
+    assert "mission m-1" in text and "busy agents: v x2, w" in text and "321" in text and "4.2 s" in text
+    assert "task a running on w" in text
