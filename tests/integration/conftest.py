@@ -10,12 +10,19 @@ import socket
 import time
 from collections.abc import Callable
 
+from pathlib import Path
+
 import pytest
 
 
+HERE = Path(__file__).parent
+
+
 def pytest_collection_modifyitems(items):
+    # This hook sees the whole session's items, not only this directory's.
     for item in items:
-        item.add_marker(pytest.mark.integration)
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def free_port() -> int:

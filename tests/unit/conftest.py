@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 
@@ -13,6 +15,11 @@ def _no_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
 
 
+HERE = Path(__file__).parent
+
+
 def pytest_collection_modifyitems(items):
+    # This hook sees the whole session's items, not only this directory's.
     for item in items:
-        item.add_marker(pytest.mark.unit)
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.unit)
