@@ -63,9 +63,11 @@ def test_no_acknowledged_write_is_lost_when_the_actor_is_killed_mid_stream(ray_c
         for i, entry_id in acknowledged.items():
             assert stored.get(entry_id) == entry(i).text, f"acknowledged post {i} (id {entry_id}) was lost"
         # The index was rebuilt too, not only the entries: each finding is its own nearest neighbour.
+        # (A post that died unacknowledged may have been stored before its retry: a duplicate, same text.)
         hits = ray.get(actor.search.remote([entry(i).text for i in (3, 42)], k=1, namespace="alice",
                                            as_agent="alice"))
-        assert [h[0].entry.id for h in hits] == [acknowledged[3], acknowledged[42]]
+        assert [h[0].entry.text for h in hits] == [entry(3).text, entry(42).text]
+        assert all(h[0].score > 0.999 for h in hits)
         # The subscription survived the restarts.
         ray.get(actor.post.remote([entry(999)], as_agent="alice"))
         wait_for(lambda: any(e.entry.text == entry(999).text for e in ray.get(inbox.received.remote())),
