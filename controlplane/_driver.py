@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def run_command(args: argparse.Namespace) -> int:
         router = deploy(serving, http_port=args.http_port)
         mission_id = args.mission_id or new_mission_id(spec.name)
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
+        _record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
               f"cancel: `controlplane cancel {mission_id}`", flush=True)
         handle = start_mission(spec, router=router, mission_id=mission_id, memory_config={"data_dir": memory_dir})
@@ -109,17 +111,41 @@ def run_command(args: argparse.Namespace) -> int:
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(result["status"], EXIT_FAILED)
 
 
-def _connect(address: str | None) -> bool:
-    """Join the running cluster; False when there is none."""
+ADDRESS_FILE = "ray_address"
+
+
+def _record_address(runs_dir: str, mission_id: str, address: str) -> None:
+    """Remember the mission's cluster, so `status` and `cancel` find it even with several clusters about."""
+    folder = Path(runs_dir) / mission_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ADDRESS_FILE).write_text(address + "\n")
+
+
+def _connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
+    """Join the mission's cluster (--address, else the one `run` recorded, else auto); False when none."""
     import ray
 
     from actors import MISSION_NAMESPACE
 
+    recorded = Path(runs_dir) / mission_id / ADDRESS_FILE
+    if address is None and recorded.is_file():
+        address = recorded.read_text().strip()
+        if not _reachable(address):  # that cluster is gone (a local Ray ends with its `run`)
+            return False
     try:
         ray.init(address=address or "auto", namespace=MISSION_NAMESPACE, log_to_driver=False)
     except ConnectionError:
         return False
     return True
+
+
+def _reachable(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2.0):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _recorded(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
@@ -133,29 +159,36 @@ def _recorded_ids(runs_dir: str) -> list[str]:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    summary = _recorded_summary(args.runs_dir, args.mission_id) or _live_summary(args)
+    print(json.dumps(summary, indent=2) if args.json else _format_summary(summary))
+    return EXIT_OK
+
+
+def _recorded_summary(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
+    """The summary of a finished mission from its result.json, or None."""
+    recorded = _recorded(runs_dir, mission_id)
+    if recorded is None:
+        return None
+    counts: dict[str, int] = {}
+    for task in recorded["tasks"]:
+        counts[task["status"]] = counts.get(task["status"], 0) + 1
+    return {"mission_id": recorded["mission_id"], "status": recorded["status"], "reason": recorded["reason"],
+            "tasks": counts, "busy_agents": {}, "tokens": recorded["usage"]["tokens"],
+            "llm_calls": recorded["usage"]["llm_calls"], "elapsed_s": recorded["wall_s"], "done": True}
+
+
+def _live_summary(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
     from actors import find_supervisor
 
-    summary = None
-    if _connect(args.address):
-        try:
-            handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
-            summary = ray.get(handle.summary.remote())
-        except MissionNotFound:
-            summary = None
-    if summary is None:
-        recorded = _recorded(args.runs_dir, args.mission_id)
-        if recorded is None:
-            raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
-        counts: dict[str, int] = {}
-        for task in recorded["tasks"]:
-            counts[task["status"]] = counts.get(task["status"], 0) + 1
-        summary = {"mission_id": recorded["mission_id"], "status": recorded["status"], "reason": recorded["reason"],
-                   "tasks": counts, "busy_agents": {}, "tokens": recorded["usage"]["tokens"],
-                   "llm_calls": recorded["usage"]["llm_calls"], "elapsed_s": recorded["wall_s"], "done": True}
-    print(json.dumps(summary, indent=2) if args.json else _format_summary(summary))
-    return EXIT_OK
+    if not _connect(args.address, args.runs_dir, args.mission_id):
+        ended = _recorded_summary(args.runs_dir, args.mission_id)  # it may have ended meanwhile
+        if ended is not None:
+            return ended
+        raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
+    handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
+    return ray.get(handle.summary.remote())
 
 
 def _format_summary(s: dict[str, Any]) -> str:
@@ -171,7 +204,11 @@ def cancel_command(args: argparse.Namespace) -> int:
 
     from actors import find_supervisor
 
-    if not _connect(args.address):
+    if not _connect(args.address, args.runs_dir, args.mission_id):
+        ended = _recorded_summary(args.runs_dir, args.mission_id)
+        if ended is not None:
+            print(f"mission {args.mission_id} already ended: {ended['status']}")
+            return EXIT_OK
         raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
     handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
     status = ray.get(handle.cancel.remote("cancelled by `controlplane cancel`"))

@@ -41,3 +41,18 @@ def test_subcommands_and_options():
     assert build_parser().parse_args(["status", "m-1", "--json"]).json
     with pytest.raises(SystemExit):
         build_parser().parse_args(["explode"])
+
+
+def test_status_and_cancel_of_an_ended_mission_use_its_record_without_a_cluster(tmp_path, capsys):
+    import json
+
+    folder = tmp_path / "m-9"
+    folder.mkdir()
+    (folder / "ray_address").write_text("127.0.0.1:9\n")  # that cluster is gone: nothing listens there
+    (folder / "result.json").write_text(json.dumps({
+        "mission_id": "m-9", "status": "cancelled", "reason": "by user", "wall_s": 2.0,
+        "usage": {"tokens": 3, "llm_calls": 1}, "tasks": [{"status": "cancelled"}]}))
+    assert main(["status", "m-9", "--runs-dir", str(tmp_path)]) == 0
+    assert "m-9: cancelled (by user)" in capsys.readouterr().out
+    assert main(["cancel", "m-9", "--runs-dir", str(tmp_path)]) == 0
+    assert "already ended: cancelled" in capsys.readouterr().out
