@@ -73,6 +73,8 @@ def _init_ray(address: str | None, verbose: bool) -> bool:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        _use_token_auth()
     import ray
 
     from actors import find_supervisor, follow, new_mission_id, start_mission
@@ -121,6 +123,14 @@ def _record_address(runs_dir: str, mission_id: str, address: str) -> None:
     (folder / ADDRESS_FILE).write_text(address + "\n")
 
 
+def _use_token_auth() -> None:
+    """Ray 2.60 clusters started by `ray start` or `ray.init()` require the token from Ray's token file;
+    a joining client sends it only with RAY_AUTH_MODE=token, read when Ray is imported. Default to that
+    when the file exists; call before `import ray`."""
+    if (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
     """Join the mission's cluster (--address, else the one `run` recorded, else auto); False when none."""
     import ray
@@ -159,6 +169,7 @@ def _recorded_ids(runs_dir: str) -> list[str]:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    _use_token_auth()
     summary = _recorded_summary(args.runs_dir, args.mission_id) or _live_summary(args)
     print(json.dumps(summary, indent=2) if args.json else _format_summary(summary))
     return EXIT_OK
@@ -200,6 +211,7 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 
 def cancel_command(args: argparse.Namespace) -> int:
+    _use_token_auth()
     import ray
 
     from actors import find_supervisor
