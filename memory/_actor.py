@@ -44,9 +44,20 @@ class MemoryActor:
         self._judge = judge or (RouterJudge(model=config.judge_model, app_name=config.app_name,
                                             max_tokens=config.judge_max_tokens, timeout_s=config.judge_timeout_s)
                                 if config.judge_model else None)
-        self._subscribers = {key: ray.cloudpickle.loads(base64.b64decode(sub["blob"]))
-                             for key, sub in self._store.subscriptions.items()}
+        self._subscribers = self._restore_subscribers()
         self._tasks: set[asyncio.Task] = set()
+
+    def _restore_subscribers(self) -> dict[str, Any]:
+        """The logged subscribers' handles. One that no longer unpickles (its actor lived in an earlier
+        cluster, e.g. a data_dir reused across runs) is dropped for good rather than failing the start."""
+        restored = {}
+        for key, sub in list(self._store.subscriptions.items()):
+            try:
+                restored[key] = ray.cloudpickle.loads(base64.b64decode(sub["blob"]))
+            except Exception:
+                logger.warning("memory subscription %s belongs to a cluster that is gone; dropping it", key)
+                self._store.unsubscribe(key)
+        return restored
 
     async def grant(self, agent_id: str, read: list[str], write: list[str]) -> None:
         """Grant an agent namespaces to read and write. The supervisor reads everything without a grant."""
