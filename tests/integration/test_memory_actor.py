@@ -8,23 +8,10 @@ import ray
 from controlplane._errors import AccessDenied, SpecError
 from memory import MemoryConfig, NewEntry, PostEvent, start_memory_actor
 from memory._embed import Embedder
+from tests.integration._inbox import Inbox
 from tests.integration.conftest import wait_for
 
 TOPICS = ["pricing", "launch", "hiring", "security", "marketing"]
-
-
-@ray.remote(num_cpus=0)
-class Inbox:
-    """A subscriber: keeps what the memory actor pushes."""
-
-    def __init__(self):
-        self.events = []
-
-    def on_memory_event(self, event):
-        self.events.append(event)
-
-    def received(self):
-        return self.events
 
 
 def entry(text, agent="alice", namespace="alice", topic="pricing", **kw):

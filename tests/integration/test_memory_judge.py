@@ -5,6 +5,7 @@ import pytest
 import ray
 
 from memory import Conflict, MemoryConfig, NewEntry, start_memory_actor
+from tests.integration._inbox import Inbox
 from tests.integration.conftest import wait_for
 
 JUDGE_APP = "memory-judge"
@@ -12,18 +13,6 @@ JUDGE_RULES = [  # regexes on the judge prompt, which quotes both findings
     {"match": r"(?s)launch is planned for May.*launch is planned for October", "text": "contradict"},
     {"match": r"(?s)launch is planned for May.*on track for May", "text": "agree"},
 ]
-
-
-@ray.remote(num_cpus=0)
-class Inbox:
-    def __init__(self):
-        self.events = []
-
-    def on_memory_event(self, event):
-        self.events.append(event)
-
-    def received(self):
-        return self.events
 
 
 @pytest.fixture(scope="module")

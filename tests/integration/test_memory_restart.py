@@ -4,19 +4,8 @@ import ray
 from ray.exceptions import RayActorError
 
 from memory import MemoryConfig, NewEntry, start_memory_actor
+from tests.integration._inbox import Inbox
 from tests.integration.conftest import wait_for
-
-
-@ray.remote(num_cpus=0)
-class Inbox:
-    def __init__(self):
-        self.events = []
-
-    def on_memory_event(self, event):
-        self.events.append(event)
-
-    def received(self):
-        return self.events
 
 
 def entry(i):
