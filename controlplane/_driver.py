@@ -50,9 +50,8 @@ def _check_memory_settings(spec: MissionSpec, path: str) -> None:
     try:
         MemoryConfig(**{"data_dir": ".", **spec.memory})
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise SpecError(where=f"{path}: memory.{'.'.join(map(str, first['loc']))}", value=first.get("input"),
-                        why=first["msg"], fix="use the fields of memory.MemoryConfig (see the README)") from None
+        raise SpecError.from_validation(exc, where=f"{path}: memory.",
+                                        fix="use the fields of memory.MemoryConfig (see the README)") from None
 
 
 def _init_ray(address: str | None, verbose: bool) -> bool:

@@ -53,6 +53,13 @@ class SpecError(ControlPlaneError):
             where=where, value=value, why=why, fix=fix,
         )
 
+    @classmethod
+    def from_validation(cls, exc: Any, *, where: str, fix: str) -> SpecError:
+        """The first error of a pydantic ValidationError; `where` is prefixed to its field path."""
+        first = exc.errors(include_url=False)[0]
+        return cls(where=f"{where}{'.'.join(map(str, first['loc']))}", value=first.get("input"),
+                   why=first["msg"], fix=fix)
+
 
 class SetupError(ControlPlaneError):
     """The environment lacks something the user must install or build."""

@@ -202,9 +202,7 @@ def _parse(model: type, value: Any, where: str) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise SpecError(where=f"{where}.{'.'.join(map(str, first['loc']))}", value=first.get("input"),
-                        why=first["msg"], fix=f"pass a valid {model.__name__}") from None
+        raise SpecError.from_validation(exc, where=f"{where}.", fix=f"pass a valid {model.__name__}") from None
 
 
 def _filters(filters: SearchFilters | dict | None) -> SearchFilters | None:

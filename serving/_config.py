@@ -147,10 +147,8 @@ def parse_serving_config(data: Any, *, where: str = "<config>") -> ServingConfig
     try:
         return ServingConfig.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        path = ".".join(str(part) for part in error["loc"])
-        raise SpecError(where=f"{where}: {path}", value=error.get("input"), why=error["msg"],
-                        fix="see the `serving` section of the README for the config fields") from None
+        raise SpecError.from_validation(exc, where=f"{where}: ",
+                                        fix="see the `serving` section of the README for the config fields") from None
 
 
 def load_serving_config(path: str | Path | None = None) -> ServingConfig:

@@ -42,3 +42,20 @@ def test_spec_error_names_where_value_why_and_fix():
 def test_only_backpressure_is_retryable():
     assert [type(e).__name__ for e in EXAMPLES if e.retryable] == ["BackpressureError"]
     assert EXAMPLES[3].retry_after_s == 1.5
+
+
+def test_spec_error_from_a_pydantic_error_names_the_field_path_and_value():
+    from pydantic import BaseModel, ValidationError
+
+    class Inner(BaseModel):
+        k: int
+
+    class Outer(BaseModel):
+        inner: Inner
+
+    try:
+        Outer.model_validate({"inner": {"k": "many"}})
+    except ValidationError as exc:
+        error = SpecError.from_validation(exc, where="cfg.yaml: ", fix="give k a number")
+    assert error.where == "cfg.yaml: inner.k" and error.value == "many"
+    assert "Fix: give k a number" in str(error)
