@@ -9,7 +9,7 @@ from typing import Any
 
 import ray
 
-from controlplane._errors import MissionNotFound
+from controlplane.errors import MissionNotFound
 from controlplane._spec import MissionSpec
 from controlplane._validate import check_resources
 

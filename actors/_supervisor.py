@@ -22,7 +22,7 @@ from actors._agent import AgentActor
 from actors._conflicts import ConflictDesk
 from actors._metrics import MissionMetrics
 from controlplane._budget import BudgetTracker
-from controlplane._errors import AccessDenied, BudgetExceeded, SpecError
+from controlplane.errors import AccessDenied, BudgetExceeded, SpecError
 from controlplane._events import EventLog, MissionStatus
 from controlplane._planner import plan_schema, planner_messages, repair_plan
 from controlplane._scheduler import Assignment, Scheduler

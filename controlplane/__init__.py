@@ -6,7 +6,7 @@ imports Ray at import time. The Ray shells live in `actors/`.
 
 from controlplane._budget import BudgetTracker
 from controlplane._dag import Dag
-from controlplane._errors import (
+from controlplane.errors import (
     AccessDenied,
     BackpressureError,
     BudgetExceeded,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controlplane._errors import BudgetExceeded
+from controlplane.errors import BudgetExceeded
 from controlplane._spec import Budgets
 
 

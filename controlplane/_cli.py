@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from controlplane._errors import ControlPlaneError, SetupError, SpecError
+from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
 

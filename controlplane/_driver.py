@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane._cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
-from controlplane._errors import MissionNotFound, SpecError
+from controlplane.errors import MissionNotFound, SpecError
 from controlplane._progress import make_progress
 from controlplane._report import write_run_dir
 from controlplane._spec import MissionSpec, load_mission

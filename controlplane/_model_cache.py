@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from controlplane._errors import SetupError
+from controlplane.errors import SetupError
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from controlplane._errors import SpecError
+from controlplane.errors import SpecError
 
 TOOLS = ("memory.post", "memory.search")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from controlplane._dag import Dag, format_cycle
-from controlplane._errors import SpecError
+from controlplane.errors import SpecError
 
 if TYPE_CHECKING:
     from controlplane._spec import MissionSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from controlplane._errors import AccessDenied
+from controlplane.errors import AccessDenied
 
 SUPERVISOR = "supervisor"
 

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
-from controlplane._errors import SpecError
+from controlplane.errors import SpecError
 from memory._acl import SUPERVISOR
 from memory._config import MemoryConfig
 from memory._conflicts import Judge, RouterJudge, select_candidates

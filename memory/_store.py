@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from controlplane._errors import AccessDenied, SpecError
+from controlplane.errors import AccessDenied, SpecError
 from memory._acl import SUPERVISOR, AccessControl
 from memory._config import MemoryConfig
 from memory._durable import Durable

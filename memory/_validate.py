@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from controlplane._errors import SpecError
+from controlplane.errors import SpecError
 from memory._config import MemoryConfig
 from memory._types import CONFLICT_TOPIC, NewEntry
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from controlplane._errors import SetupError, SpecError
+from controlplane.errors import SetupError, SpecError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 

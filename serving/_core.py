@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controlplane._errors import BackpressureError, ReplicaUnavailable, SpecError
+from controlplane.errors import BackpressureError, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
 from serving._affinity import prefix_key
 from serving._breaker import CircuitBreaker

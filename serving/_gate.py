@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from controlplane._errors import BackpressureError
+from controlplane.errors import BackpressureError
 from serving._pqueue import BoundedPriorityQueue
 
 

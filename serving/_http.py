@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controlplane._errors import BackpressureError, BudgetExceeded, ControlPlaneError, ReplicaUnavailable, SpecError
+from controlplane.errors import BackpressureError, BudgetExceeded, ControlPlaneError, ReplicaUnavailable, SpecError
 from serving._core import Call
 from serving._types import ChatMessage, Identity, Priority
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controlplane._errors import BackpressureError, BudgetExceeded
+from controlplane.errors import BackpressureError, BudgetExceeded
 
 
 class TokenBucket:

@@ -10,7 +10,7 @@ import heapq
 import itertools
 from typing import Generic, TypeVar
 
-from controlplane._errors import BackpressureError
+from controlplane.errors import BackpressureError
 
 T = TypeVar("T")
 

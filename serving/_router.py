@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
-from controlplane._errors import ControlPlaneError
+from controlplane.errors import ControlPlaneError
 from serving import _http
 from serving._batcher import Batcher
 from serving._config import OpenAIModelSpec, ServingConfig

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import ray
 
-from controlplane._errors import AccessDenied, SpecError
+from controlplane.errors import AccessDenied, SpecError
 from memory import MemoryConfig, NewEntry, PostEvent, start_memory_actor
 from memory._embed import Embedder
 from tests.integration._inbox import Inbox

@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 
-from controlplane._errors import (
+from controlplane.errors import (
     AccessDenied,
     BackpressureError,
     BudgetExceeded,

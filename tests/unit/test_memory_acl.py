@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 
-from controlplane._errors import AccessDenied
+from controlplane.errors import AccessDenied
 from memory._acl import AccessControl
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlplane._errors import AccessDenied, SpecError
+from controlplane.errors import AccessDenied, SpecError
 from memory._config import MemoryConfig
 from memory._store import MemoryStore
 from memory._types import NewEntry, SearchFilters
