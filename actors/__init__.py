@@ -2,13 +2,13 @@
 
 from actors._agent import AgentActor
 from actors._launch import (
-    MISSION_NAMESPACE,
     find_supervisor,
     follow,
     new_mission_id,
     running_missions,
     start_mission,
 )
+from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
 
 __all__ = [

@@ -8,8 +8,8 @@ from typing import Any
 
 import ray
 
-from controlplane._prompts import StepResult, as_text, build_messages, output_schema, parse_output
-from controlplane._spec import AgentSpec, TaskSpec
+from controlplane._core.prompts import StepResult, as_text, build_messages, output_schema, parse_output
+from controlplane.config.mission import AgentSpec, TaskSpec
 
 logger = logging.getLogger(__name__)
 POST_CHARS = 2000

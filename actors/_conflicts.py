@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from controlplane._policies import (ConflictDecision, Finding, assign_sides, decide_majority, decide_priority,
+from controlplane._core.conflicts import (ConflictDecision, Finding, assign_sides, decide_majority, decide_priority,
                                     decide_resolver, resolver_task)
-from controlplane._spec import TaskSpec
-
-if TYPE_CHECKING:
-    from actors._supervisor import SupervisorActor
+from controlplane.config import MissionSpec, TaskSpec
 
 logger = logging.getLogger(__name__)
 MAJORITY_K = 50
@@ -24,8 +22,12 @@ MAJORITY_K = 50
 class ConflictDesk:
     """Queue of conflict events; each is settled in its own asyncio task so the loop never waits on it."""
 
-    def __init__(self, supervisor: SupervisorActor) -> None:
-        self.sup = supervisor
+    def __init__(self, spec: MissionSpec, *, mission_id: str, emit: Callable[..., Any], agent: Callable[[str], Any],
+                 memory: Callable[[], Any], charge: Callable[..., None]) -> None:
+        """`emit` records an event, `agent(name)` gives an agent's handle, `memory()` the memory actor's,
+        `charge(agent, tokens=)` books a resolver's tokens."""
+        self._spec, self._mission_id = spec, mission_id
+        self._emit, self._agent, self._memory, self._charge = emit, agent, memory, charge
         self.decisions: list[dict[str, Any]] = []
         self._queued: list[Any] = []
         self._running: set[asyncio.Task] = set()
@@ -36,7 +38,7 @@ class ConflictDesk:
     def settle(self, now_s: float) -> None:
         while self._queued:
             conflict = self._queued.pop(0)
-            self.sup.log.emit(now_s, "conflict", "detected", agent=conflict.new.agent_id,
+            self._emit(now_s, "conflict", "detected", agent=conflict.new.agent_id,
                               message=f"topic {conflict.topic!r}: {conflict.existing.agent_id} vs "
                                       f"{conflict.new.agent_id} (similarity {conflict.similarity:.2f})")
             task = asyncio.ensure_future(self._resolve(conflict))
@@ -49,12 +51,12 @@ class ConflictDesk:
             await asyncio.wait(set(self._running), timeout=timeout_s)
 
     def _finding(self, entry: Any) -> Finding:
-        roles = {a.name: a.role for a in self.sup.spec.agents}
+        roles = {a.name: a.role for a in self._spec.agents}
         return Finding(agent=entry.agent_id, role=roles.get(entry.agent_id, ""), text=entry.text,
                        entry_id=str(entry.id))
 
     async def _resolve(self, conflict: Any) -> None:
-        policy = self.sup.spec.policies.conflicts
+        policy = self._spec.policies.conflicts
         existing, new = self._finding(conflict.existing), self._finding(conflict.new)
         try:
             if policy.policy == "priority":
@@ -65,21 +67,21 @@ class ConflictDesk:
             else:
                 decision = await self._ask_resolver(conflict.topic, existing, new, policy.resolver_agent or "")
         except Exception as exc:
-            logger.exception("mission %s: conflict on %r not settled", self.sup.mission_id, conflict.topic)
-            self.sup.log.emit(time.time(), "conflict", "unresolved", message=f"{type(exc).__name__}: {exc}")
+            logger.exception("mission %s: conflict on %r not settled", self._mission_id, conflict.topic)
+            self._emit(time.time(), "conflict", "unresolved", message=f"{type(exc).__name__}: {exc}")
             return
         self._record(decision)
 
     def _record(self, decision: ConflictDecision) -> None:
         self.decisions.append(decision.to_dict())
-        self.sup.log.emit(time.time(), "conflict", "resolved", agent=decision.winner, message=decision.reason,
+        self._emit(time.time(), "conflict", "resolved", agent=decision.winner, message=decision.reason,
                           data=decision.to_dict())
 
     async def _sides(self, conflict: Any) -> dict[str, Any]:
         """Which of the two findings each other agent's post on the topic is closer to."""
-        hits = await self.sup.memory.search.remote(
+        hits = await self._memory().search.remote(
             [conflict.existing.text, conflict.new.text], k=MAJORITY_K, namespace=conflict.new.namespace,
-            as_agent="supervisor", filters={"mission_id": self.sup.mission_id, "topic": conflict.topic})
+            as_agent="supervisor", filters={"mission_id": self._mission_id, "topic": conflict.topic})
         near_old = {h.entry.id: h.score for h in hits[0]}
         near_new = {h.entry.id: h.score for h in hits[1]}
         scores: dict[str, tuple[float, float]] = {}
@@ -92,6 +94,6 @@ class ConflictDesk:
         n = len(self.decisions) + len(self._running)
         task = TaskSpec(id=f"resolve-{n}", agent=resolver, description=resolver_task(topic, existing, new),
                         retries=0, topic=f"{topic}-resolution")
-        result = await self.sup.agents[resolver].run.remote(task, 1, {})
-        self.sup.budget.charge(resolver, tokens=result.prompt_tokens + result.completion_tokens)
+        result = await self._agent(resolver).run.remote(task, 1, {})
+        self._charge(resolver, tokens=result.prompt_tokens + result.completion_tokens)
         return decide_resolver(topic, existing, new, resolver=resolver, synthesis=str(result.output))

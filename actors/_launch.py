@@ -9,44 +9,25 @@ from typing import Any
 
 import ray
 
+from actors._names import MISSION_NAMESPACE
+from actors._supervisor import SupervisorActor
 from controlplane.errors import MissionNotFound
-from controlplane._spec import MissionSpec
-from controlplane._validate import check_resources
-
-MISSION_NAMESPACE = "controlplane"
-"""Ray namespace of supervisors and agents, so `status` and `cancel` find them from any driver."""
-
+from controlplane.config.mission import MissionSpec
+from controlplane._core.placement import check_resources
 
 def new_mission_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def memory_needed(spec: MissionSpec) -> bool:
-    return any(a.tools for a in spec.agents)
-
-
-def start_memory(spec: MissionSpec, mission_id: str, overrides: dict[str, Any]) -> Any:
-    """The mission's memory actor, named `<mission_id>:memory`, its namespaces granted from the spec."""
-    from memory import MemoryActor, MemoryConfig
-
-    from actors._supervisor import default_memory_dir
-
-    config = MemoryConfig(**{"data_dir": default_memory_dir(mission_id), **spec.memory, **overrides})
-    return MemoryActor.options(name=f"{mission_id}:memory", namespace=MISSION_NAMESPACE, num_gpus=config.num_gpus,
-                               max_restarts=config.max_restarts).remote(config)
-
-
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
-                  memory_config: dict[str, Any] | None = None) -> Any:
+                  memory_dir: str | None = None) -> Any:
     """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
     the mission id and start it; returns its handle."""
-    from actors._supervisor import SupervisorActor
-
     resources = ray.cluster_resources()
     check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
     handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached").remote(
-        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_config=memory_config)
+        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir)
     ray.get(handle.start.remote())
     return handle
 

@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayTaskError
 
 from actors._agent import AgentActor
 from actors._conflicts import ConflictDesk
+from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
-from controlplane._budget import BudgetTracker
-from controlplane.errors import AccessDenied, BudgetExceeded, SpecError
-from controlplane._events import EventLog, MissionStatus
-from controlplane._planner import plan_schema, planner_messages, repair_plan
-from controlplane._scheduler import Assignment, Scheduler
-from controlplane._spec import MissionSpec, TaskSpec
+from controlplane._core.budget import BudgetTracker
+from controlplane.errors import is_retryable
+from controlplane._core.events import EventLog, MissionStatus
+from controlplane._core.planner import plan_schema, planner_messages, repair_plan
+from controlplane._core.scheduler import Assignment, Scheduler
+from controlplane.config.mission import MissionSpec, TaskSpec
 
 logger = logging.getLogger(__name__)
-NOT_RETRYABLE = (SpecError, BudgetExceeded, AccessDenied)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
 
@@ -39,9 +37,9 @@ class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str,
-                 memory_config: dict[str, Any] | None = None) -> None:
+                 memory_dir: str | None = None) -> None:
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
-        self.memory_config = memory_config or {}
+        self.memory_dir = memory_dir
         self.log = EventLog(mission_id)
         self.started_s = time.time()
         self.ended_s: float | None = None
@@ -55,7 +53,8 @@ class SupervisorActor:
         self.control = {"tokens": 0, "llm_calls": 0}
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
-        self.conflicts = ConflictDesk(self)
+        self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
+                                      charge=self.budget.charge, mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
@@ -155,10 +154,8 @@ class SupervisorActor:
             self._done.set()
 
     async def _start_actors(self) -> None:
-        from actors._launch import memory_needed, start_memory
-
         if memory_needed(self.spec):
-            self.memory = start_memory(self.spec, self.mission_id, self.memory_config)
+            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir)
             await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write)
                                    for a in self.spec.agents))
             await self.memory.subscribe.remote(ray.get_runtime_context().current_actor, ["conflicts"])
@@ -201,6 +198,12 @@ class SupervisorActor:
         self.log.emit(time.time(), "plan", "planned", agent="planner", data=self.plan_info,
                       message=f"{len(plan.tasks)} tasks, {len(self.plan_info['repairs'])} repairs")
         return plan.tasks
+
+    def _agent(self, name: str) -> Any:
+        return self.agents[name]
+
+    def _memory(self) -> Any:
+        return self.memory
 
     def charge_control(self, tokens: int) -> None:
         self.control["tokens"] += tokens
@@ -266,7 +269,7 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            retryable = isinstance(exc, RayActorError) or not isinstance(cause, NOT_RETRYABLE)
+            retryable = is_retryable(cause)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
             self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(),
                                   retryable=retryable)
@@ -297,6 +300,3 @@ class SupervisorActor:
             except Exception:
                 logger.exception("mission %s: could not kill an actor", self.mission_id)
 
-
-def default_memory_dir(mission_id: str) -> str:
-    return str(Path(tempfile.gettempdir()) / "controlplane-memory" / mission_id)

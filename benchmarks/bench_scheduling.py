@@ -83,7 +83,7 @@ def raw_agents(router, data: dict) -> dict:
             return True
 
         async def run(self, task, *deps):
-            from controlplane._prompts import build_messages, output_schema, parse_output
+            from controlplane._core.prompts import build_messages, output_schema, parse_output
             from serving import ChatMessage, ChatRequest, Identity
 
             messages = build_messages(self.agent, goal=self.goal, task=task,
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
 
-    from serving import ServingConfig, deploy
+    from controlplane.config import ServingConfig
+    from serving import deploy
 
     n_tasks = OVERHEAD_TASKS_QUICK if args.quick else OVERHEAD_TASKS
     reps = REPS_QUICK if args.quick else REPS

@@ -52,7 +52,7 @@ def prompt(index: int) -> list[dict[str, str]]:
 
 
 def serving_config(gpu: bool, model_dir: str | None):
-    from serving import ServingConfig
+    from controlplane.config import ServingConfig
 
     model = {"kind": "vllm", "max_context_tokens": 2048, "model_path": model_dir,
              "replicas": {"num_cpus": 1, "max_ongoing_requests": 1024, "target_ongoing_requests": 256}}

@@ -2,6 +2,6 @@
 
 import sys
 
-from controlplane._cli import main
+from controlplane.cli import main
 
 sys.exit(main())

@@ -3,14 +3,15 @@
     ControlPlaneError
     ├── SpecError              the user fixes a mission spec or a config file
     ├── SetupError             the user fixes the environment (missing model, missing extra)
-    ├── ReplicaUnavailable     the operator fixes the cluster (no replica, backend down, breaker open)
+    ├── ReplicaUnavailable     the operator fixes the cluster (no replica, backend down, breaker open); retryable
     ├── BackpressureError      a retry later may help (rate limit, full queue); carries retry_after_s
     ├── BudgetExceeded         a hard cap was reached (mission tokens, calls, wall time)
     ├── AccessDenied           an agent touched what its spec does not grant
     └── MissionNotFound        no mission of that id is running or recorded
 
 Errors take keyword fields and build their own message, so the message always names the
-value, why it is wrong and the fix. Ray pickles exceptions between processes; `__reduce__`
+value, why it is wrong and the fix. `retryable` on the class is the only switch that decides a retry
+(`is_retryable`). Ray pickles exceptions between processes; `__reduce__`
 rebuilds them from their fields.
 """
 
@@ -36,6 +37,12 @@ class ControlPlaneError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def is_retryable(error: BaseException) -> bool:
+    """The one switch that decides a retry: a controlplane error's class says; anything else (a crash, a dead
+    actor, a malformed reply) may succeed on another attempt."""
+    return error.retryable if isinstance(error, ControlPlaneError) else True
 
 
 def _rebuild(cls: type[ControlPlaneError], message: str, fields: dict[str, Any]) -> ControlPlaneError:
@@ -69,7 +76,9 @@ class SetupError(ControlPlaneError):
 
 
 class ReplicaUnavailable(ControlPlaneError):
-    """No healthy backend can serve a model right now; the operator must act."""
+    """No healthy backend can serve a model right now; the operator must act, though a replica may come back."""
+
+    retryable = True
 
     def __init__(self, *, model: str, why: str, fix: str = "check the replicas with `serve status`") -> None:
         super().__init__(f"Model {model!r} is unavailable: {why}. Fix: {fix}", model=model, why=why, fix=fix)

@@ -2,8 +2,8 @@
 subscribe, per-agent namespaces, durable writes and contradiction detection."""
 
 from memory._actor import MemoryActor, start_memory_actor
-from memory._config import MemoryConfig
-from memory._conflicts import Judge, RouterJudge
+from controlplane.config.memory import MemoryConfig
+from memory._contradictions import Judge, RouterJudge
 from memory._types import CONFLICT_TOPIC, Conflict, Entry, Hit, NewEntry, PostEvent, Receipt, SearchFilters, Verdict
 
 __all__ = [

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from controlplane.errors import SpecError
 from memory._acl import SUPERVISOR
-from memory._config import MemoryConfig
-from memory._conflicts import Judge, RouterJudge, select_candidates
+from controlplane.config.memory import MemoryConfig
+from memory._contradictions import Judge, RouterJudge, select_candidates
 from memory._embed import Embedder
 from memory._store import MemoryStore
 from memory._types import CONFLICT_TOPIC, Conflict, Entry, Hit, NewEntry, PostEvent, Receipt, SearchFilters
@@ -187,11 +187,15 @@ class MemoryActor:
         task.add_done_callback(self._tasks.discard)
 
 
-def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | None = None) -> Any:
+def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | None = None,
+                       namespace: str | None = None) -> Any:
     """Start (or find) the mission's memory actor, named f"{mission_id}:memory", with the config's GPU share
-    and restart policy."""
+    and restart policy, in Ray namespace `namespace` (None: the driver's)."""
+    if config.data_dir is None:
+        raise SpecError(where="memory.data_dir", value=None, why="the memory actor needs a place for its log",
+                        fix="set data_dir to a directory or an fsspec URL")
     return MemoryActor.options(
-        name=f"{mission_id}:memory", get_if_exists=True,
+        name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True,
         num_gpus=config.num_gpus, max_restarts=config.max_restarts,
     ).remote(config, judge)
 

@@ -17,11 +17,11 @@ import numpy as np
 
 from controlplane.errors import AccessDenied, SpecError
 from memory._acl import SUPERVISOR, AccessControl
-from memory._config import MemoryConfig
+from controlplane.config.memory import MemoryConfig
 from memory._durable import Durable
 from memory._index import NamespaceIndex
 from memory._types import Entry, Hit, NewEntry, SearchFilters
-from memory._validate import check_entries, check_k, check_namespace, check_vectors
+from memory._checks import check_entries, check_k, check_namespace, check_vectors
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 People and other frameworks use the OpenAI-compatible HTTP API on Serve's port.
 """
 
-from serving._config import ServingConfig, load_serving_config
+from serving._config import load_serving_config
 from serving._deploy import RouterClient, app_builder, build_app, deploy
 from serving._types import ChatMessage, ChatRequest, ChatResult, Identity, Usage
 
@@ -14,7 +14,6 @@ __all__ = [
     "ChatResult",
     "Identity",
     "RouterClient",
-    "ServingConfig",
     "Usage",
     "app_builder",
     "build_app",

@@ -14,7 +14,7 @@ from controlplane.errors import BackpressureError, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
 from serving._affinity import prefix_key
 from serving._breaker import CircuitBreaker
-from serving._config import ServingConfig
+from controlplane.config import ServingConfig
 from serving._gate import Gate
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within

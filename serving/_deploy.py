@@ -11,8 +11,9 @@ from ray import serve
 from ray.exceptions import RayTaskError
 
 from controlplane._model_cache import default_model_path
-from serving._config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec, load_serving_config
-from serving._replicas import ScriptedReplica
+from controlplane.config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec
+from serving._config import load_serving_config
+from serving._backends.scripted import ScriptedReplica
 from serving._router import Router
 from serving._types import ChatRequest, ChatResult
 
@@ -40,7 +41,7 @@ def _serve_options(spec: VLLMModelSpec | ScriptedModelSpec, busy_at: int) -> dic
 def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
     from ray.serve.llm import LLMConfig, build_llm_deployment
 
-    from serving._vllm_replica import VLLMReplica
+    from serving._backends.vllm import VLLMReplica
 
     engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, **spec.engine_kwargs}
     if spec.gpu_memory_utilization is not None:

@@ -14,9 +14,9 @@ from ray.util import metrics
 from controlplane.errors import ControlPlaneError
 from serving import _http
 from serving._batcher import Batcher
-from serving._config import OpenAIModelSpec, ServingConfig
+from controlplane.config import OpenAIModelSpec, ServingConfig
 from serving._core import Call, RouterCore
-from serving._remote import RemoteBackend
+from serving._backends.remote import RemoteBackend
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
 DEFAULT_HTTP_MAX_TOKENS = 256

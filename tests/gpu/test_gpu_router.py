@@ -6,7 +6,8 @@ import asyncio
 import pytest
 import ray
 
-from serving import ChatMessage, ChatRequest, Identity, ServingConfig, deploy
+from controlplane.config import ServingConfig
+from serving import ChatMessage, ChatRequest, Identity, deploy
 
 REPLICA_SHARE = 0.3
 AGENT_SHARE = 0.2

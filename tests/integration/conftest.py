@@ -94,7 +94,8 @@ def router(ray_cluster, http_port):
 
     from ray import serve
 
-    from serving import ServingConfig, deploy
+    from controlplane.config import ServingConfig
+    from serving import deploy
 
     os.environ.setdefault(REMOTE_KEY_ENV, "test-key")
     client = deploy(ServingConfig.model_validate(serving_test_config(http_port)), app_name="controlplane",

@@ -41,7 +41,7 @@ def test_reduced_demo_runs_to_success_on_the_real_model(router, tmp_path):
     import ray
 
     spec = parse_mission(reduced_demo(), source=str(DEMO))
-    handle = start_mission(spec, router=router, memory_config={"data_dir": str(tmp_path / "memory")})
+    handle = start_mission(spec, router=router, memory_dir=str(tmp_path / "memory"))
     try:
         result = follow(handle, timeout_s=600)
     finally:

@@ -20,7 +20,8 @@ def judge_app(router, http_port):
     """A second Serve app beside the shared one, with a scripted judge model behind the real router."""
     from ray import serve
 
-    from serving import ServingConfig, deploy
+    from controlplane.config import ServingConfig
+    from serving import deploy
 
     config = ServingConfig.model_validate({"models": {"judge": {"kind": "scripted", "replies": JUDGE_RULES}}})
     deploy(config, app_name=JUDGE_APP, http_port=http_port, route_prefix=f"/{JUDGE_APP}")

@@ -41,7 +41,7 @@ def _findings_posted(handle) -> bool:
 def test_supervisor_settles_a_reported_conflict_and_records_why(router, policy, tmp_path):
     mission_id = f"conflicts-{policy['policy']}"
     handle = start_mission(parse_mission(mission(policy)), router=router, mission_id=mission_id,
-                           memory_config={"data_dir": str(tmp_path / "memory")})
+                           memory_dir=str(tmp_path / "memory"))
     try:
         wait_for(lambda: _findings_posted(handle), timeout_s=300, what="the four findings")
         memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)

@@ -8,7 +8,7 @@ import pytest
 
 from actors import follow, start_mission
 from controlplane import load_mission
-from controlplane._validate import check_resources
+from controlplane._core.placement import check_resources
 
 MISSION = Path(__file__).parents[2] / "missions" / "testing" / "scripted_gpus.yaml"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controlplane import AgentSpec, TaskSpec
-from controlplane._prompts import build_messages
+from controlplane._core.prompts import build_messages
 
 from _missions import agent, by_id, run, task
 

@@ -143,7 +143,8 @@ def test_missing_remote_api_key_is_a_startup_error_naming_the_env_var(router, mo
     from ray import serve
 
     from controlplane import SetupError
-    from serving import ServingConfig, deploy
+    from controlplane.config import ServingConfig
+    from serving import deploy
 
     monkeypatch.delenv("CP_IT_MISSING_KEY", raising=False)
     config = ServingConfig.model_validate({"models": {"gpt": {
@@ -176,7 +177,8 @@ def test_prefix_affinity_routes_a_shared_prefix_to_one_replica(router):
 def test_deploy_again_with_the_same_config_leaves_the_app_running(router, http_port):
     import time
 
-    from serving import ServingConfig, deploy
+    from controlplane.config import ServingConfig
+    from serving import deploy
     from tests.integration.conftest import serving_test_config
 
     before = asyncio.run(router.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))

@@ -1,4 +1,6 @@
-from controlplane import BudgetExceeded, BudgetTracker, Budgets
+from controlplane import BudgetExceeded
+from controlplane._core.budget import BudgetTracker
+from controlplane.config import Budgets
 
 
 def test_token_call_and_wall_budgets():

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from controlplane._cli import EXIT_USAGE, build_parser, main
+from controlplane.cli import EXIT_USAGE, build_parser, main
 
 from _mission_data import mission
 

@@ -1,5 +1,5 @@
-from controlplane import Dag
-from controlplane._dag import format_cycle
+from controlplane._core.dag import Dag
+from controlplane.config._graph import format_cycle
 
 
 def test_find_cycle_returns_the_closed_path():

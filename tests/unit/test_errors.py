@@ -11,6 +11,7 @@ from controlplane.errors import (
     ReplicaUnavailable,
     SetupError,
     SpecError,
+    is_retryable,
 )
 
 EXAMPLES = [
@@ -39,9 +40,10 @@ def test_spec_error_names_where_value_why_and_fix():
         assert part in message
 
 
-def test_only_backpressure_is_retryable():
-    assert [type(e).__name__ for e in EXAMPLES if e.retryable] == ["BackpressureError"]
+def test_retryable_on_the_class_is_the_one_switch_for_retries():
+    assert [type(e).__name__ for e in EXAMPLES if is_retryable(e)] == ["ReplicaUnavailable", "BackpressureError"]
     assert EXAMPLES[3].retry_after_s == 1.5
+    assert is_retryable(ValueError("a malformed reply")) and is_retryable(RuntimeError("the actor died"))
 
 
 def test_spec_error_from_a_pydantic_error_names_the_field_path_and_value():

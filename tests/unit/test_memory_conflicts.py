@@ -1,6 +1,6 @@
 import pytest
 
-from memory._conflicts import judge_prompt, parse_verdict, select_candidates
+from memory._contradictions import judge_prompt, parse_verdict, select_candidates
 from memory._types import Entry
 
 

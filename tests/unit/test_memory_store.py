@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from controlplane.errors import AccessDenied, SpecError
-from memory._config import MemoryConfig
+from controlplane.config.memory import MemoryConfig
 from memory._store import MemoryStore
 from memory._types import NewEntry, SearchFilters
 

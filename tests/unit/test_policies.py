@@ -1,4 +1,4 @@
-from controlplane._policies import (Finding, backoff_s, decide_majority, decide_priority, decide_resolver,
+from controlplane._core.conflicts import (Finding, backoff_s, decide_majority, decide_priority, decide_resolver,
                                     resolver_task)
 
 OLD = Finding(agent="researcher", role="market researcher", text="Launch in May")
@@ -34,6 +34,6 @@ def test_resolver_task_names_both_sides_and_decision_keeps_synthesis():
 
 
 def test_assign_sides_uses_the_closer_finding_and_ignores_exact_ties():
-    from controlplane._policies import assign_sides
+    from controlplane._core.conflicts import assign_sides
 
     assert assign_sides({"a": (0.9, 0.2), "b": (0.1, 0.7), "c": (0.5, 0.5)}) == {"a": "existing", "b": "new"}

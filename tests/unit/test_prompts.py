@@ -1,7 +1,7 @@
 import pytest
 
 from controlplane import AgentSpec, TaskSpec
-from controlplane._prompts import build_messages, output_schema, parse_output
+from controlplane._core.prompts import build_messages, output_schema, parse_output
 
 AGENT = AgentSpec(name="cw", role="copywriter", instructions="Write crisp copy.")
 

@@ -1,7 +1,7 @@
 import json
 
-from controlplane._progress import PlainProgress, event_line
-from controlplane._report import per_agent, render_report, write_run_dir
+from controlplane.cli.progress import PlainProgress, event_line
+from controlplane.cli.report import per_agent, render_report, write_run_dir
 
 
 def result():
@@ -44,7 +44,7 @@ def test_plain_progress_lines_have_no_ansi(capsys):
 def test_live_progress_shows_states_busy_agents_tokens_and_time():
     from rich.console import Console
 
-    from controlplane._progress import LiveProgress
+    from controlplane.cli.progress import LiveProgress
 
     console = Console(record=True, force_terminal=True, width=120)
     with LiveProgress("mission m-1", console=console) as live:

@@ -1,5 +1,6 @@
-from controlplane import EventLog, MissionStatus, Scheduler, TaskStatus
-from controlplane._spec import parse_mission
+from controlplane._core.events import EventLog, MissionStatus, TaskStatus
+from controlplane._core.scheduler import Scheduler
+from controlplane.config.mission import parse_mission
 
 from _mission_data import mission
 

@@ -3,8 +3,9 @@
 import pytest
 
 from controlplane import SetupError, SpecError
-from serving import ServingConfig, load_serving_config
-from serving._config import parse_serving_config
+from controlplane.config import ServingConfig
+from serving import load_serving_config
+from controlplane.config.serving import parse_serving_config
 
 
 def test_shipped_default_is_the_default_model_on_vllm():

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from controlplane import BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError
-from serving import Identity, ServingConfig
+from controlplane.config import ServingConfig
+from serving import Identity
 from serving._core import Call, RouterCore
 
 

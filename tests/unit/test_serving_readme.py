@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 import serving
-from serving._config import parse_serving_config
+from controlplane.config.serving import parse_serving_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 import json
 
-from serving._scripted import ScriptedEngine, count_tokens, truncate
+from serving._backends.scripted import ScriptedEngine, count_tokens, truncate
 
 ENGINE = ScriptedEngine([{"match": "(?i)capital", "text": "Paris"}, {"match": "json", "text": '{"ok": true}'}])
 

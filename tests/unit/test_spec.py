@@ -2,8 +2,8 @@ import pytest
 import yaml
 
 from controlplane import MissionSpec, SpecError, load_mission
-from controlplane._spec import parse_mission, yaml_path
-from controlplane._validate import check_resources
+from controlplane.config.mission import parse_mission, yaml_path
+from controlplane._core.placement import check_resources
 
 from _mission_data import mission
 

@@ -24,7 +24,7 @@ def test_readme_mission_example_is_a_valid_spec_using_every_top_level_field():
 
 
 def test_readme_commands_parse():
-    from controlplane._cli import build_parser
+    from controlplane.cli import build_parser
 
     commands = re.findall(r"^(?:RAY_AUTH_MODE=token ray job submit.*?-- \\\n\s+python -m )?controlplane (.+?)(?:\s+#.*)?$",
                           _section(), re.M)

@@ -11,9 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from controlplane.cli._codes import EXIT_FAILED, EXIT_USAGE
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,12 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "run":  # `run` gets Ray's logging config (driver and actors) in _driver._init_ray
+    if args.command != "run":  # `run` gets Ray's logging config (driver and actors) in connect.init_ray
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from controlplane import _driver
+    from controlplane.cli import missions, run
 
-    handlers = {"run": _driver.run_command, "status": _driver.status_command, "cancel": _driver.cancel_command}
+    handlers = {"run": run.run_command, "status": missions.status_command, "cancel": missions.cancel_command}
     try:
         return handlers[args.command](args)
     except (SpecError, SetupError) as exc:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane._spec import AgentSpec, TaskSpec
+from controlplane.config.mission import AgentSpec, TaskSpec
 
 MAX_DEPS = 3
 MAX_DESCRIPTION_CHARS = 240

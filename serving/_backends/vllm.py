@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.serve.llm import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
-from serving._replicas import error_event, fan_in, replica_id
+from serving._backends.base import OpenAIStreamReader, error_event, fan_in, replica_id
 
 
 def _structured(call: dict[str, Any]) -> dict[str, Any] | None:
@@ -43,24 +42,14 @@ class VLLMReplica(LLMServer):
 
     async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         method, request = self._openai_request(call)
-        finish_reason, usage = "stop", {}
+        reader = OpenAIStreamReader(completions=method == "completions")
         async for item in getattr(self.engine, method)(request):
             if not isinstance(item, str):  # an ErrorResponse before the stream started
                 yield error_event(item.error.code, item.error.message)
                 return
             for line in item.splitlines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[len("data: "):])
-                if "error" in chunk:
-                    yield error_event(chunk["error"].get("code") or 500, chunk["error"]["message"])
-                    return
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices", []):
-                    text = choice.get("text") if method == "completions" else choice["delta"].get("content")
-                    if text:
-                        yield {"delta": text}
-                    finish_reason = choice.get("finish_reason") or finish_reason
-        yield {"done": True, "finish_reason": finish_reason, "replica": replica_id(),
-               "prompt_tokens": usage.get("prompt_tokens", 0),
-               "completion_tokens": usage.get("completion_tokens", 0)}
+                for event in reader.read(line):
+                    yield event
+                    if event.get("done"):
+                        return
+        yield reader.done(replica=replica_id())

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from serving._config import OpenAIModelSpec
+from serving._backends.base import OpenAIStreamReader
+from controlplane.config import OpenAIModelSpec
 
 
 def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -37,7 +37,7 @@ class RemoteBackend:
 
     async def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]:
         path, body = _body(self._spec, call)
-        finish_reason, usage = "stop", {}
+        reader = OpenAIStreamReader(completions="prompt" in call)
         try:
             async with self._client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
@@ -48,18 +48,11 @@ class RemoteBackend:
                     yield {"done": True, "error": error}
                     return
                 async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[len("data: "):])
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices", []):
-                        text = choice.get("text") if "prompt" in call else (choice.get("delta") or {}).get("content")
-                        if text:
-                            yield {"delta": text}
-                        finish_reason = choice.get("finish_reason") or finish_reason
+                    for event in reader.read(line):
+                        yield event
+                        if event.get("done"):
+                            return
         except httpx.HTTPError as exc:
             yield {"done": True, "error": {"status": 503, "message": f"{type(exc).__name__}: {exc}"}}
             return
-        yield {"done": True, "finish_reason": finish_reason,
-               "prompt_tokens": usage.get("prompt_tokens", 0),
-               "completion_tokens": usage.get("completion_tokens", 0)}
+        yield reader.done()

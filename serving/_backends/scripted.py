@@ -5,10 +5,13 @@ It runs inside a real replica behind the real router; only the text generation i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+
+from serving._backends.base import fan_in, replica_id
 
 
 def count_tokens(text: str) -> int:
@@ -42,3 +45,28 @@ def truncate(text: str, max_tokens: int) -> tuple[str, str]:
     if count_tokens(text) <= max_tokens:
         return text, "stop"
     return " ".join(words[:max_tokens]), "length"
+
+
+class ScriptedReplica:
+    """A replica whose engine is the scripted one: real Serve, real batching, scripted text."""
+
+    def __init__(self, replies: list[dict[str, str]], latency_s: float) -> None:
+        self._engine = ScriptedEngine(replies)
+        self._latency_s = latency_s
+
+    async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
+                        ) -> AsyncIterator[list[dict[str, Any]]]:
+        """`affinity_key` is read by the affinity request router, which picks this replica."""
+        async for events in fan_in([self._one(call) for call in calls]):
+            yield events
+
+    async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        messages = call.get("messages") or [{"role": "user", "content": call["prompt"]}]
+        text = self._engine.reply(messages, choice=call.get("choice"), json_schema=call.get("json_schema"))
+        text, finish_reason = truncate(text, call["max_tokens"])
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        yield {"delta": text}
+        yield {"done": True, "finish_reason": finish_reason, "replica": replica_id(),
+               "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
+               "completion_tokens": count_tokens(text)}

@@ -8,7 +8,7 @@ from collections.abc import Collection
 import numpy as np
 
 from controlplane.errors import SpecError
-from memory._config import MemoryConfig
+from controlplane.config.memory import MemoryConfig
 from memory._types import CONFLICT_TOPIC, NewEntry
 
 UNIT_NORM_TOLERANCE = 1e-3

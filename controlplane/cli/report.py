@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from controlplane._prompts import as_text
+from controlplane._core.prompts import as_text
 
 OUTPUT_CHARS_IN_REPORT = 400
 

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane._dag import Dag
-from controlplane._events import TERMINAL, EventLog, MissionStatus, TaskStatus
-from controlplane._policies import backoff_s
-from controlplane._spec import AgentSpec, Policies, TaskSpec
+from controlplane._core.dag import Dag
+from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
+from controlplane._core.conflicts import backoff_s
+from controlplane.config.mission import AgentSpec, Policies, TaskSpec
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,8 +12,9 @@ class MemoryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data_dir: str = Field(description="Directory or fsspec URL (file://, or any filesystem with append) for the "
-                                      "write-ahead log and the index snapshots. Reused on restart.")
+    data_dir: str | None = Field(None, description="Directory or fsspec URL (file://, or any filesystem with append) "
+                                 "for the write-ahead log and the index snapshots. Reused on restart. None: the "
+                                 "mission's run directory (`runs/<mission-id>/memory`).")
     namespaces: list[str] = Field(default_factory=list, description="Namespaces that exist from the start; "
                                                                     "every namespace named in a grant exists too.")
     exact_below: int = Field(default=50_000, ge=1, description="A namespace with fewer entries than this uses an "
@@ -45,8 +46,10 @@ class MemoryConfig(BaseModel):
 
     @field_validator("data_dir")
     @classmethod
-    def _absolute_data_dir(cls, value: str) -> str:
+    def _absolute_data_dir(cls, value: str | None) -> str | None:
         """A relative path means relative to where the config is made, not to the actor's working directory."""
+        if value is None:
+            return None
         if not value:
             raise ValueError("data_dir is empty; give a directory or an fsspec URL")
         return value if "://" in value else os.path.abspath(os.path.expanduser(value))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane._spec import AgentSpec, TaskSpec
+from controlplane.config.mission import AgentSpec, TaskSpec
 
 CONTEXT_CHARS_PER_DEP = 600
 MEMORY_CHARS_PER_HIT = 300

@@ -1,8 +1,9 @@
-"""Replica deployments. Each exposes `run_batch(calls)`: the router moves a batch of calls to a
+"""What every backend shares. A replica exposes `run_batch(calls)`: the router moves a batch of calls to a
 replica as ONE Serve call; the replica fans the batch into its engine concurrently (vLLM then
 batches them continuously) and streams back lists of events tagged with each call's index.
+A remote backend streams the same events for one call.
 
-`VLLMReplica` lives in `_vllm_replica` so that importing `serving` does not import vLLM.
+`VLLMReplica` lives in `vllm.py` so that importing `serving` does not import vLLM.
 
 A call is a dict: `messages` (or `prompt` for /v1/completions), `max_tokens`, `temperature`,
 `json_schema`, `choice`. Events: `{"i", "delta"}`, then one final `{"i", "done": True,
@@ -13,13 +14,12 @@ A call is a dict: `messages` (or `prompt` for /v1/completions), `max_tokens`, `t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
-
-from serving._scripted import ScriptedEngine, count_tokens, truncate
 
 logger = logging.getLogger(__name__)
 
@@ -63,26 +63,32 @@ def error_event(status: int, message: str) -> dict[str, Any]:
     return {"done": True, "error": {"status": status, "message": message}}
 
 
-class ScriptedReplica:
-    """A replica whose engine is the scripted one: real Serve, real batching, scripted text."""
+class OpenAIStreamReader:
+    """Turns the `data:` lines of an OpenAI SSE stream (chat or completions) into backend events."""
 
-    def __init__(self, replies: list[dict[str, str]], latency_s: float) -> None:
-        self._engine = ScriptedEngine(replies)
-        self._latency_s = latency_s
+    def __init__(self, *, completions: bool) -> None:
+        self._completions = completions
+        self._finish_reason = "stop"
+        self._usage: dict[str, Any] = {}
 
-    async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
-                        ) -> AsyncIterator[list[dict[str, Any]]]:
-        """`affinity_key` is read by the affinity request router, which picks this replica."""
-        async for events in fan_in([self._one(call) for call in calls]):
-            yield events
+    def read(self, line: str) -> list[dict[str, Any]]:
+        """The events of one line; an error chunk becomes a final error event."""
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            return []
+        chunk = json.loads(line[len("data: "):])
+        if "error" in chunk:
+            return [error_event(chunk["error"].get("code") or 500, chunk["error"]["message"])]
+        self._usage = chunk.get("usage") or self._usage
+        events = []
+        for choice in chunk.get("choices", []):
+            text = choice.get("text") if self._completions else (choice.get("delta") or {}).get("content")
+            if text:
+                events.append({"delta": text})
+            self._finish_reason = choice.get("finish_reason") or self._finish_reason
+        return events
 
-    async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        messages = call.get("messages") or [{"role": "user", "content": call["prompt"]}]
-        text = self._engine.reply(messages, choice=call.get("choice"), json_schema=call.get("json_schema"))
-        text, finish_reason = truncate(text, call["max_tokens"])
-        if self._latency_s:
-            await asyncio.sleep(self._latency_s)
-        yield {"delta": text}
-        yield {"done": True, "finish_reason": finish_reason, "replica": replica_id(),
-               "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
-               "completion_tokens": count_tokens(text)}
+    def done(self, **extra: Any) -> dict[str, Any]:
+        """The final event, with the usage the stream reported."""
+        return {"done": True, "finish_reason": self._finish_reason, **extra,
+                "prompt_tokens": self._usage.get("prompt_tokens", 0),
+                "completion_tokens": self._usage.get("completion_tokens", 0)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controlplane.errors import BudgetExceeded
-from controlplane._spec import Budgets
+from controlplane.config.mission import Budgets
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from controlplane.config._graph import find_cycle
+
 
 class Dag:
     """Tasks and their dependencies, in declaration order. Pure data: no Ray, no clock."""
@@ -22,26 +24,7 @@ class Dag:
 
     def find_cycle(self) -> list[str] | None:
         """A cycle as a closed path, e.g. ['a', 'b', 'a'], or None when the graph is acyclic."""
-        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-        for root in self.deps:
-            if state.get(root):
-                continue
-            path, stack = [root], [iter(self.deps[root])]
-            state[root] = 1
-            while stack:
-                nxt = next(stack[-1], None)
-                if nxt is None:
-                    state[path.pop()] = 2
-                    stack.pop()
-                elif nxt not in self.deps or state.get(nxt) == 2:
-                    continue
-                elif state.get(nxt) == 1:
-                    return path[path.index(nxt):] + [nxt]
-                else:
-                    state[nxt] = 1
-                    path.append(nxt)
-                    stack.append(iter(self.deps[nxt]))
-        return None
+        return find_cycle(self.deps)
 
     def topological_order(self) -> list[str]:
         """Tasks with every dependency first; ties keep declaration order. Assumes no cycle."""
@@ -83,7 +66,3 @@ class Dag:
         for lv in level.values():
             counts[lv] = counts.get(lv, 0) + 1
         return max(counts.values(), default=0)
-
-
-def format_cycle(cycle: Sequence[str]) -> str:
-    return " -> ".join(cycle)

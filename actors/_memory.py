@@ -1,0 +1,25 @@
+"""The mission's memory actor, started by its supervisor."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from actors._names import MISSION_NAMESPACE
+from controlplane.config import MissionSpec
+
+
+def memory_needed(spec: MissionSpec) -> bool:
+    return any(a.tools for a in spec.agents)
+
+
+def start_memory(spec: MissionSpec, mission_id: str, memory_dir: str | None) -> Any:
+    """The mission's memory actor. Its data lives where the spec says, else in `memory_dir` (the run directory's
+    `memory/`), else in a temporary directory."""
+    from memory import start_memory_actor
+
+    data_dir = (spec.memory.data_dir or memory_dir
+                or str(Path(tempfile.gettempdir()) / "controlplane-memory" / mission_id))
+    return start_memory_actor(spec.memory.model_copy(update={"data_dir": data_dir}), mission_id=mission_id,
+                              namespace=MISSION_NAMESPACE)

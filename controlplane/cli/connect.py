@@ -1,0 +1,72 @@
+"""Joining a Ray cluster from the CLI: start a local one, join one, or find the one a mission ran on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+LOCAL_MIN_CPUS = 16
+
+
+def init_ray(address: str | None, verbose: bool) -> bool:
+    """Join a cluster (--address or $RAY_ADDRESS) or start a local Ray; True when it started a local one."""
+    import ray
+
+    from actors import MISSION_NAMESPACE
+
+    common = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
+              "logging_config": ray.LoggingConfig(log_level="INFO")}
+    local = not (address or os.environ.get("RAY_ADDRESS"))
+    if local:
+        ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), include_dashboard=False, **common)
+    else:
+        ray.init(address=address, **common)
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    return local
+
+
+ADDRESS_FILE = "ray_address"
+
+
+def record_address(runs_dir: str, mission_id: str, address: str) -> None:
+    """Remember the mission's cluster, so `status` and `cancel` find it even with several clusters about."""
+    folder = Path(runs_dir) / mission_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ADDRESS_FILE).write_text(address + "\n")
+
+
+def use_token_auth() -> None:
+    """Ray 2.60 clusters started by `ray start` or `ray.init()` require the token from Ray's token file;
+    a joining client sends it only with RAY_AUTH_MODE=token, read when Ray is imported. Default to that
+    when the file exists; call before `import ray`."""
+    if (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
+    """Join the mission's cluster (--address, else the one `run` recorded, else auto); False when none."""
+    import ray
+
+    from actors import MISSION_NAMESPACE
+
+    recorded = Path(runs_dir) / mission_id / ADDRESS_FILE
+    if address is None and recorded.is_file():
+        address = recorded.read_text().strip()
+        if not reachable(address):  # that cluster is gone (a local Ray ends with its `run`)
+            return False
+    try:
+        ray.init(address=address or "auto", namespace=MISSION_NAMESPACE, log_to_driver=False)
+    except ConnectionError:
+        return False
+    return True
+
+
+def reachable(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2.0):
+            return True
+    except (OSError, ValueError):
+        return False

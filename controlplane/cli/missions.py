@@ -1,0 +1,82 @@
+"""`controlplane status|cancel`: find a mission live on its cluster, or recorded in its run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from controlplane.cli._codes import EXIT_OK
+from controlplane.cli.connect import connect, use_token_auth
+from controlplane.errors import MissionNotFound
+
+
+def _recorded(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
+    path = Path(runs_dir) / mission_id / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _recorded_ids(runs_dir: str) -> list[str]:
+    root = Path(runs_dir)
+    return sorted(p.name for p in root.iterdir() if (p / "result.json").is_file()) if root.is_dir() else []
+
+
+def status_command(args: argparse.Namespace) -> int:
+    use_token_auth()
+    summary = _recorded_summary(args.runs_dir, args.mission_id) or _live_summary(args)
+    print(json.dumps(summary, indent=2) if args.json else _format_summary(summary))
+    return EXIT_OK
+
+
+def _recorded_summary(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
+    """The summary of a finished mission from its result.json, or None."""
+    recorded = _recorded(runs_dir, mission_id)
+    if recorded is None:
+        return None
+    counts: dict[str, int] = {}
+    for task in recorded["tasks"]:
+        counts[task["status"]] = counts.get(task["status"], 0) + 1
+    return {"mission_id": recorded["mission_id"], "status": recorded["status"], "reason": recorded["reason"],
+            "tasks": counts, "busy_agents": {}, "tokens": recorded["usage"]["tokens"],
+            "llm_calls": recorded["usage"]["llm_calls"], "elapsed_s": recorded["wall_s"], "done": True}
+
+
+def _live_summary(args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+
+    from actors import find_supervisor
+
+    if not connect(args.address, args.runs_dir, args.mission_id):
+        ended = _recorded_summary(args.runs_dir, args.mission_id)  # it may have ended meanwhile
+        if ended is not None:
+            return ended
+        raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
+    handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
+    return ray.get(handle.summary.remote())
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    tasks = ", ".join(f"{n} {state}" for state, n in s["tasks"].items() if n) or "no tasks yet"
+    busy = ", ".join(sorted(s["busy_agents"])) or "none"
+    reason = f" ({s['reason']})" if s.get("reason") else ""
+    return (f"mission {s['mission_id']}: {s['status']}{reason}\n  tasks: {tasks}\n  busy agents: {busy}\n"
+            f"  tokens: {s['tokens']} in {s['llm_calls']} model calls; elapsed {s['elapsed_s']:.1f} s")
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    use_token_auth()
+    import ray
+
+    from actors import find_supervisor
+
+    if not connect(args.address, args.runs_dir, args.mission_id):
+        ended = _recorded_summary(args.runs_dir, args.mission_id)
+        if ended is not None:
+            print(f"mission {args.mission_id} already ended: {ended['status']}")
+            return EXIT_OK
+        raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
+    handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
+    status = ray.get(handle.cancel.remote("cancelled by `controlplane cancel`"))
+    print(f"mission {args.mission_id}: {status}")
+    return EXIT_OK

@@ -1,0 +1,55 @@
+"""Every schema a user writes: the mission, the serving config and the memory settings. Pure pydantic."""
+
+from controlplane.config.memory import MemoryConfig
+from controlplane.config.mission import (
+    AgentSpec,
+    Budgets,
+    ConflictPolicy,
+    MemoryAccess,
+    MissionSpec,
+    PlannerSpec,
+    Policies,
+    Resources,
+    TaskSpec,
+    load_mission,
+    parse_mission,
+)
+from controlplane.config.serving import (
+    BreakerSpec,
+    LimitSpec,
+    MissionLimitSpec,
+    OpenAIModelSpec,
+    ReplicaSpec,
+    RouterSpec,
+    ScriptedModelSpec,
+    ScriptedRule,
+    ServingConfig,
+    VLLMModelSpec,
+    parse_serving_config,
+)
+
+__all__ = [
+    "AgentSpec",
+    "BreakerSpec",
+    "Budgets",
+    "ConflictPolicy",
+    "LimitSpec",
+    "MemoryAccess",
+    "MemoryConfig",
+    "MissionLimitSpec",
+    "MissionSpec",
+    "OpenAIModelSpec",
+    "PlannerSpec",
+    "Policies",
+    "ReplicaSpec",
+    "Resources",
+    "RouterSpec",
+    "ScriptedModelSpec",
+    "ScriptedRule",
+    "ServingConfig",
+    "TaskSpec",
+    "VLLMModelSpec",
+    "load_mission",
+    "parse_mission",
+    "parse_serving_config",
+]

