@@ -11,9 +11,10 @@ import ray
 
 from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
-from controlplane.errors import MissionNotFound
-from controlplane.config.mission import MissionSpec
 from controlplane._core.placement import check_resources
+from controlplane.config.mission import MissionSpec
+from controlplane.errors import MissionNotFound
+
 
 def new_mission_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"

@@ -21,11 +21,11 @@ from actors._conflicts import ConflictDesk
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
 from controlplane._core.budget import BudgetTracker
-from controlplane.errors import is_retryable
 from controlplane._core.events import EventLog, MissionStatus
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.scheduler import Assignment, Scheduler
 from controlplane.config.mission import MissionSpec, TaskSpec
+from controlplane.errors import is_retryable
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05

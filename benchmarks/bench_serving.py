@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     levels = GPU_CONCURRENCY if args.gpu else CPU_CONCURRENCY
 
     import ray
+    import vllm
     from ray import serve
 
-    import vllm
     from controlplane._model_cache import default_model_path
     from serving import deploy
 

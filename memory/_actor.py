@@ -16,9 +16,9 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
+from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 from memory._acl import SUPERVISOR
-from controlplane.config.memory import MemoryConfig
 from memory._contradictions import Judge, RouterJudge, select_candidates
 from memory._embed import Embedder
 from memory._store import MemoryStore

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from controlplane.errors import AccessDenied, SpecError
-from memory._acl import SUPERVISOR, AccessControl
 from controlplane.config.memory import MemoryConfig
+from controlplane.errors import AccessDenied, SpecError
+from memory._acl import AccessControl
+from memory._checks import check_entries, check_k, check_namespace, check_vectors
 from memory._durable import Durable
 from memory._index import NamespaceIndex
 from memory._types import Entry, Hit, NewEntry, SearchFilters
-from memory._checks import check_entries, check_k, check_namespace, check_vectors
 
 logger = logging.getLogger(__name__)
 

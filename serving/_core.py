@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from controlplane.config import ServingConfig
 from controlplane.errors import BackpressureError, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
 from serving._affinity import prefix_key
 from serving._breaker import CircuitBreaker
-from controlplane.config import ServingConfig
 from serving._gate import Gate
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within

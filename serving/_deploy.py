@@ -12,8 +12,8 @@ from ray.exceptions import RayTaskError
 
 from controlplane._model_cache import default_model_path
 from controlplane.config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec
-from serving._config import load_serving_config
 from serving._backends.scripted import ScriptedReplica
+from serving._config import load_serving_config
 from serving._router import Router
 from serving._types import ChatRequest, ChatResult
 

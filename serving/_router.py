@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
+from controlplane.config import OpenAIModelSpec, ServingConfig
 from controlplane.errors import ControlPlaneError
 from serving import _http
-from serving._batcher import Batcher
-from controlplane.config import OpenAIModelSpec, ServingConfig
-from serving._core import Call, RouterCore
 from serving._backends.remote import RemoteBackend
+from serving._batcher import Batcher
+from serving._core import Call, RouterCore
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
 DEFAULT_HTTP_MAX_TOKENS = 256

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane._core.conflicts import backoff_s
 from controlplane._core.dag import Dag
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
-from controlplane._core.conflicts import backoff_s
 from controlplane.config.mission import AgentSpec, Policies, TaskSpec
 
 

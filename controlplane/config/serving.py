@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from controlplane.errors import SetupError, SpecError
 
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

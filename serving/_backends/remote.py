@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from serving._backends.base import OpenAIStreamReader
 from controlplane.config import OpenAIModelSpec
+from serving._backends.base import OpenAIStreamReader
 
 
 def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:

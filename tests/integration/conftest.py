@@ -9,11 +9,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-
 from pathlib import Path
 
 import pytest
-
 
 HERE = Path(__file__).parent
 

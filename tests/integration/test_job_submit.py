@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import free_port, wait_for
 
 ROOT = Path(__file__).parents[2]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from _missions import agent, by_id, run, task
 
 from controlplane import AgentSpec, TaskSpec
 from controlplane._core.prompts import build_messages
-
-from _missions import agent, by_id, run, task
 
 
 def test_independent_tasks_run_in_parallel_across_agents(router):
