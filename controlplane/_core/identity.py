@@ -33,6 +33,7 @@ PRIORITY_ORDER: tuple[Priority, ...] = ("control", "normal", "bulk")
 
 _KEY_CONTEXT = b"controlplane mission key v1\x00"
 _TOKEN_VERSION = 1
+MAX_TOKEN_CHARS = 16_384
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,20 +81,25 @@ def mint_token(mission_key: bytes, *, mission_id: str, agent_id: str, grants: di
 
 def verify_token(root_secret: bytes, token: str, *, now_s: float) -> Claims:
     """The token's claims, or IdentityError when it is malformed, forged or expired."""
-    payload, _ = _split(token)
-    mission_id = _decode_claims(payload).get("m")
+    payload, signature = _split(token)
+    raw = _decode_claims(payload)
+    mission_id = raw.get("m")
     if not isinstance(mission_id, str):
         raise _malformed("its claims name no mission")
-    return verify_with_mission_key(mission_key(root_secret, mission_id), token, now_s=now_s)
+    return _verified(mission_key(root_secret, mission_id), payload, signature, raw, now_s)
 
 
 def verify_with_mission_key(key: bytes, token: str, *, now_s: float) -> Claims:
     """As `verify_token`, for a holder of one mission's key (its supervisor)."""
     payload, signature = _split(token)
+    return _verified(key, payload, signature, None, now_s)
+
+
+def _verified(key: bytes, payload: str, signature: bytes, raw: dict[str, Any] | None, now_s: float) -> Claims:
     if not hmac.compare_digest(_sign(key, payload), signature):
         raise IdentityError(why="the token's signature does not match its claims (forged, edited, or signed "
                                 "for another mission)", fix="use the token the mission's supervisor issued, unchanged")
-    claims = _claims_of(_decode_claims(payload))
+    claims = _claims_of(raw if raw is not None else _decode_claims(payload))
     if now_s >= claims.expires_at_s:
         raise IdentityError(why=f"the token of agent {claims.agent_id!r} in mission {claims.mission_id!r} expired "
                                 f"at {claims.expires_at_s:.0f} (now {now_s:.0f})",
@@ -135,6 +141,8 @@ def _sign(key: bytes, payload: str) -> bytes:
 def _split(token: str) -> tuple[str, bytes]:
     if not isinstance(token, str) or token.count(".") != 1:
         raise _malformed("a token is two base64url parts joined by one '.'")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _malformed(f"it has {len(token)} characters, more than {MAX_TOKEN_CHARS}")
     payload, signature = token.split(".")
     try:
         return payload, base64.urlsafe_b64decode(_padded(signature))

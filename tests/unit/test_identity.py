@@ -79,7 +79,8 @@ def test_an_expired_token_is_refused_and_says_when_it_expired():
     assert verify_token(ROOT, token, now_s=NOW - 0.001).agent_id == "writer"
 
 
-@pytest.mark.parametrize("token", ["", "abc", "a.b.c", "!!!.???", "e30.AAAA", f"{'x' * 10}.{'y' * 43}", None])
+@pytest.mark.parametrize("token", ["", "abc", "a.b.c", "!!!.???", "e30.AAAA", f"{'x' * 10}.{'y' * 43}", None,
+                                   "e" * 20_000 + ".x"])
 def test_malformed_tokens_are_refused_as_malformed(token):
     with pytest.raises(IdentityError, match="malformed"):
         verify_token(ROOT, token, now_s=NOW)
