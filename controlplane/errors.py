@@ -126,3 +126,10 @@ class MissionNotFound(ControlPlaneError):
             f"No mission {mission_id!r} is running or recorded; known: {sorted(known) or 'none'}",
             mission_id=mission_id, known=list(known),
         )
+
+
+class IdentityError(ControlPlaneError):
+    """A capability token or API key was missing, forged, expired, or asked beyond its scope."""
+
+    def __init__(self, *, why: str, fix: str) -> None:
+        super().__init__(f"Identity refused: {why}. Fix: {fix}", why=why, fix=fix)
