@@ -105,3 +105,34 @@ def _result(sched: Scheduler, now: float, details: dict[tuple[str, int], Attempt
             "control_plane": {"tokens": 0, "llm_calls": 0}, "conflicts": [],
             "plan": {"mode": "declared", "repairs": [], "fallback": False},
             "budgets": {"max_tokens": 2 * tokens + 1, "max_llm_calls": None, "max_wall_s": 3600.0}}
+
+
+def launch_run(waves: int = 4) -> SyntheticRun:
+    """A readable product-launch run: research fans out, the copywriter queues behind the busy `default`
+    model, one research attempt fails once and is retried, a designer works beside them."""
+    names = ["planner", "researcher", "copywriter", "designer", "reviewer"]
+    agents = [agent("planner"), agent("researcher", max_concurrency=3), agent("copywriter", max_concurrency=2),
+              agent("designer", max_concurrency=2), agent("reviewer")]
+    tasks = [task("plan", "planner")]
+    for w in range(waves):
+        tasks += [task(f"research{w}", "researcher", "plan"), task(f"draft{w}", "copywriter", f"research{w}"),
+                  task(f"visual{w}", "designer", "plan"), task(f"review{w}", "reviewer", f"draft{w}", f"visual{w}")]
+    tasks.append(task("final", "planner", *(f"review{w}" for w in range(waves))))
+    seconds = {"planner": 2.0, "researcher": 3.0, "copywriter": 9.0, "designer": 4.0, "reviewer": 1.5}
+    queued = {"copywriter": 5.5}
+    models = {"designer": "small", "reviewer": "small"}
+
+    def plan(task_id: str, agent_name: str, attempt: int) -> Step:
+        n = int(task_id[-1]) if task_id[-1].isdigit() else 0
+        duration_s = seconds[agent_name] * (1 + 0.15 * n)
+        if (task_id, attempt) == ("research1", 1):
+            return Step(duration_s=1.2, error="ReplicaUnavailable: model 'default' timed out")
+        queue_s = queued.get(agent_name, 0.2) * (1 + 0.15 * n)
+        tools_s = {"web.search": 0.8} if agent_name == "researcher" else {}
+        detail = AttemptDetail(queue_s=queue_s, model_s=duration_s - queue_s - sum(tools_s.values()) - 0.3,
+                               tools_s=tools_s, model=models.get(agent_name, "default"), usd=0.0004 * duration_s,
+                               input_tokens=int(120 * duration_s), output_tokens=int(40 * duration_s))
+        return Step(duration_s=duration_s, detail=detail)
+
+    assert set(names) == {a.name for a in agents}
+    return simulate(tasks, agents, plan)

@@ -17,6 +17,7 @@ from controlplane._core.timeline import (AgentStats, AttemptDetail, Bar, Timelin
 
 PLOT_W, LABEL_W, LANE_H, BAR_H, AXIS_H = 1000, 140, 14, 10, 22
 OPEN_TABLE_ROWS = 100
+MAX_LANES = 12
 SEGMENT_LABELS = {"wait": "waiting (deps met, no free agent)", "queue": "queued at the router", "model": "model",
                   "tool": "tool", "other": "agent's own work", "backoff": "retry backoff"}
 CSS = """
@@ -88,15 +89,19 @@ def _headline(timeline: Timeline) -> str:
 
 
 def _lanes(bars: Sequence[Bar]) -> dict[int, int]:
-    """A lane per bar (by index) so that the running parts of one agent's bars never overlap."""
-    ends: list[float] = []
-    out = {}
-    for i, bar in sorted(enumerate(bars), key=lambda ib: (ib[1].start_s, ib[1].task)):
-        lane = next((n for n, end in enumerate(ends) if end <= bar.start_s + 1e-9), len(ends))
-        if lane == len(ends):
-            ends.append(0.0)
-        ends[lane] = bar.finish_s
-        out[i] = lane
+    """A lane per bar (by index) so that one agent's bars never overlap, waiting included; when the waits
+    would need more than MAX_LANES lanes, only the running parts are kept apart (waits may hide)."""
+    for begin in (lambda b: b.ready_s, lambda b: b.start_s):
+        ends: list[float] = []
+        out = {}
+        for i, bar in sorted(enumerate(bars), key=lambda ib: (begin(ib[1]), ib[1].task)):
+            lane = next((n for n, end in enumerate(ends) if end <= begin(bar) + 1e-9), len(ends))
+            if lane == len(ends):
+                ends.append(0.0)
+            ends[lane] = bar.finish_s
+            out[i] = lane
+        if len(ends) <= MAX_LANES:
+            break
     return out
 
 
@@ -183,7 +188,8 @@ def _chart(metric: str, title: str, values: Mapping[str, float], fmt: str,
         y = 20 + i * 18
         rows.append(f'<text x="0" y="{y + 10}">{escape(agent)}</text><rect class="chart-bar" '
                     f'data-agent="{escape(agent)}" x="110" y="{y}" width="{value / top * width:.1f}" height="12"/>'
-                    f'<text x="{114 + value / top * width:.1f}" y="{y + 10}">{format(value, fmt)}</text>')
+                    f'<text x="{116 + max(value, (maxima or {}).get(agent, 0.0)) / top * width:.1f}" y="{y + 10}">'
+                    f'{format(value, fmt)}</text>')
         if maxima:
             rows.append(f'<rect class="chart-max" x="{110 + maxima[agent] / top * width:.1f}" y="{y}" '
                         f'width="2" height="12"/>')
