@@ -40,7 +40,7 @@ body.only-critical .bar:not(.critical){opacity:.15}
 .chart .chart-bar{fill:#4c6ef5}.chart .chart-max{fill:#c92a2a}
 .meter{background:#eef;width:300px;height:10px;display:inline-block;vertical-align:middle}
 .meter div{background:#4c6ef5;height:10px}.meter .over{background:#c92a2a}
-#detail{white-space:pre;font-family:monospace;background:#f8f9fa;padding:6px;min-height:1.4em}
+#detail{white-space:pre-wrap;font-family:monospace;background:#f8f9fa;padding:6px;min-height:1.4em}
 """
 JS = """
 (function () {
