@@ -9,6 +9,7 @@ failures and budget. Stable hooks for tests: `#bottleneck`, `#gantt .bar[data-at
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -107,8 +108,9 @@ def _lanes(bars: Sequence[Bar]) -> dict[int, int]:
 
 def _gantt(timeline: Timeline) -> str:
     critical = set(timeline.critical_path)
-    span_s = max((b.finish_s for b in timeline.bars), default=0.0) or 1.0
-    scale = PLOT_W / span_s
+    origin_s = timeline.startup_s
+    span_s = max(max((b.finish_s for b in timeline.bars), default=0.0) - origin_s, 1e-3)
+    scale = _Scale(origin_s=origin_s, px_per_s=PLOT_W / span_s)
     by_agent: dict[str, list[Bar]] = {}
     for bar in timeline.bars:
         by_agent.setdefault(bar.agent, []).append(bar)
@@ -124,7 +126,8 @@ def _gantt(timeline: Timeline) -> str:
                       if s.kind == "wait"]
             bars.append(_bar(bar, top, scale, bar.task in critical))
         y += height
-    return (f"<h2>Timeline</h2><p class=\"legend\">{_legend()}<label><input type=\"checkbox\" id=\"only-critical\">"
+    return (f"<h2>Timeline</h2><p class=\"muted\">0 s is when the first task became ready, "
+            f"{origin_s:.1f} s after the mission started (agents starting, planning).</p><p class=\"legend\">{_legend()}<label><input type=\"checkbox\" id=\"only-critical\">"
             f" critical path only</label></p><svg id=\"gantt\" width=\"{LABEL_W + PLOT_W + 10}\" height=\"{y + 4}\" "
             f"role=\"img\" aria-label=\"timeline\">{_axis(span_s, scale, y)}{''.join(labels)}"
             f"<g class=\"waits\">{''.join(waits)}</g><g class=\"bars\">{''.join(bars)}</g></svg>"
@@ -136,29 +139,40 @@ def _legend() -> str:
                    for kind, label in SEGMENT_LABELS.items())
 
 
-def _axis(span_s: float, scale: float, bottom: float) -> str:
+@dataclass(frozen=True, kw_only=True)
+class _Scale:
+    """Seconds since the mission started to x pixels."""
+
+    origin_s: float
+    px_per_s: float
+
+    def x(self, t_s: float) -> float:
+        return LABEL_W + (t_s - self.origin_s) * self.px_per_s
+
+
+def _axis(span_s: float, scale: _Scale, bottom: float) -> str:
     step = next(s for s in (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 1e9)
                 if span_s / s <= 12)
     out, t = [], 0.0
     while t <= span_s + 1e-9:
-        x = LABEL_W + t * scale
+        x = scale.x(scale.origin_s + t)
         out.append(f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" y1="{AXIS_H - 4}" y2="{bottom}"/>'
                    f'<text x="{x + 2:.1f}" y="12">{t:g} s</text>')
         t += step
     return "".join(out)
 
 
-def _rect(kind: str, start_s: float, end_s: float, scale: float, top: float, height: float) -> str:
-    width = max(0.5, (end_s - start_s) * scale)
-    return (f'<rect class="seg seg-{kind}" x="{LABEL_W + start_s * scale:.1f}" y="{top:.1f}" '
+def _rect(kind: str, start_s: float, end_s: float, scale: _Scale, top: float, height: float) -> str:
+    width = max(0.5, (end_s - start_s) * scale.px_per_s)
+    return (f'<rect class="seg seg-{kind}" x="{scale.x(start_s):.1f}" y="{top:.1f}" '
             f'width="{width:.1f}" height="{height:g}"/>')
 
 
-def _bar(bar: Bar, top: float, scale: float, critical: bool) -> str:
+def _bar(bar: Bar, top: float, scale: _Scale, critical: bool) -> str:
     classes = "bar" + (" critical" if critical else "") + (" failed" if bar.outcome not in ("succeeded", "running")
                                                            else "")
     parts = [_rect(s.kind, s.start_s, s.end_s, scale, top, BAR_H) for s in bar.segments if s.kind != "wait"]
-    x0, x1 = LABEL_W + bar.start_s * scale, LABEL_W + bar.finish_s * scale
+    x0, x1 = scale.x(bar.start_s), scale.x(bar.finish_s)
     outline = f'<rect class="outline" x="{x0:.1f}" y="{top:.1f}" width="{max(0.5, x1 - x0):.1f}" height="{BAR_H}"/>'
     spent = ", ".join(f"{SEGMENT_LABELS[s.kind]} {s.duration_s:.2f} s" for s in bar.segments)
     d = bar.detail

@@ -15,6 +15,7 @@ from typing import Any
 
 ATTEMPT_ENDS = frozenset({"succeeded", "failed", "retrying", "fallback", "cancelled"})
 QUEUEING_PARTS = frozenset({"wait", "queue", "gap"})
+MIN_WAIT_S = 1e-3  # shorter waits are the supervisor's own hop, not waiting for an agent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +199,8 @@ def _bar(task: str, run: Mapping[str, Any], outcome: str, end_s: float, detail: 
     spent = [("queue", detail.queue_s), ("model", detail.model_s), ("tool", detail.tool_s)]
     total = sum(s for _, s in spent)
     scale = running_s / total if total > running_s > 0 else 1.0
-    segments = [Segment(kind="wait", start_s=run["ready_s"], end_s=start_s)] if start_s > run["ready_s"] else []
+    waited_s = start_s - run["ready_s"]
+    segments = [Segment(kind="wait", start_s=run["ready_s"], end_s=start_s)] if waited_s >= MIN_WAIT_S else []
     at = start_s
     for kind, seconds in spent:
         if seconds > 0:
