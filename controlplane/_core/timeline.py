@@ -10,7 +10,7 @@ failed attempt, before the retry became ready).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 ATTEMPT_ENDS = frozenset({"succeeded", "failed", "retrying", "fallback", "cancelled"})
@@ -216,7 +216,7 @@ def _with_backoff(bar: Bar, until_s: float) -> Bar:
     if until_s <= bar.end_s:
         return bar
     backoff = Segment(kind="backoff", start_s=bar.end_s, end_s=until_s)
-    return Bar(**{**bar.__dict__, "segments": (*bar.segments, backoff)})
+    return replace(bar, segments=(*bar.segments, backoff))
 
 
 def _critical_path(bars: Sequence[Bar], deps: Mapping[str, Sequence[str]], first_ready: Mapping[str, float]

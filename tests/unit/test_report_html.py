@@ -62,7 +62,7 @@ def test_one_bar_per_attempt_with_the_critical_path_marked():
     assert sorted((a["data-task"], a["data-attempt"]) for a in bars) == sorted(
         [("plan", "1"), ("research", "1"), ("research", "2"), ("draft", "1"), ("visuals", "1"), ("review", "1")])
     assert {a["data-task"] for a in page.having("critical")} == {"plan", "research", "draft", "review"}
-    assert [a for a in bars if a["data-task"] == "research" and a["data-attempt"] == "1"][0]["data-outcome"] == \
+    assert next(a for a in bars if (a["data-task"], a["data-attempt"]) == ("research", "1"))["data-outcome"] == \
         "retrying"
     assert [a.get("data-task") for t, a in page.tags if t == "li" and "data-task" in a] == \
         ["plan", "research", "draft", "review"]

@@ -2,8 +2,14 @@
 
 import pytest
 
-from controlplane._core.timeline import (AttemptDetail, agent_stats, build_timeline, deps_from_result,
-                                         find_bottleneck, name_bottleneck)
+from controlplane._core.timeline import (
+    AttemptDetail,
+    agent_stats,
+    build_timeline,
+    deps_from_result,
+    find_bottleneck,
+    name_bottleneck,
+)
 from tests._synthetic_run import Step, agent, simulate, task
 
 
@@ -34,7 +40,7 @@ def test_a_busy_agent_puts_its_waiting_task_on_the_path_as_waiting():
     run = simulate([task("a", "w1"), task("b", "w1")], [agent("w1")], lambda t, a, n: work(4.0 if t == "a" else 1.0))
     timeline = timeline_of(run)
     b = next(bar for bar in timeline.bars if bar.task == "b")
-    assert [s.kind for s in b.segments][0] == "wait" and b.segments[0].duration_s == pytest.approx(4.0)
+    assert b.segments[0].kind == "wait" and b.segments[0].duration_s == pytest.approx(4.0)
     assert timeline.critical_path == ("b",)
     assert find_bottleneck(timeline).part == "wait"
 
@@ -96,8 +102,8 @@ def test_a_slow_tool_is_named_by_its_name():
                                                                                          "calc": 0.5}))
     found = find_bottleneck(timeline_of(run))
     assert (found.kind, found.name) == ("agent", "w")  # ties go to the agent
-    assert (found.part, found.sentence) == ("tool", "w: 100% of the critical path, 80% of it running the tool "
-                                                    "`web.search` (work)")
+    assert found.part == "tool"
+    assert found.sentence == "w: 100% of the critical path, 80% of it running the tool `web.search` (work)"
 
 
 def test_detail_passed_in_wins_and_overreported_time_is_scaled_to_the_attempt():
