@@ -5,7 +5,7 @@ from pathlib import Path
 
 import ray
 
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

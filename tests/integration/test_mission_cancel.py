@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import ray
-from _missions import agent, task
-from conftest import wait_for
 
 from actors import MISSION_NAMESPACE, follow, start_mission
 from controlplane import parse_mission
+from tests.helpers import agent, task, wait_for
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

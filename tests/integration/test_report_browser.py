@@ -15,7 +15,7 @@ import pytest
 
 from controlplane._core.report_html import render_report_html
 from controlplane._core.timeline import build_timeline, deps_from_result, find_bottleneck
-from tests._synthetic_run import launch_run
+from tests.helpers.synthetic_run import launch_run
 
 pytestmark = pytest.mark.integration
 

@@ -179,7 +179,7 @@ def test_deploy_again_with_the_same_config_leaves_the_app_running(router, http_p
 
     from controlplane.config import ServingConfig
     from serving import deploy
-    from tests.integration.conftest import serving_test_config
+    from tests.fixtures.serving import serving_test_config
 
     before = asyncio.run(router.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))
     start = time.monotonic()

@@ -2,9 +2,9 @@
 
 import pytest
 import yaml
-from _mission_data import mission
 
 from controlplane.cli import EXIT_USAGE, build_parser, main
+from tests.helpers import mission
 
 
 def test_invalid_spec_exits_2_with_the_message_and_starts_nothing(tmp_path, capsys):

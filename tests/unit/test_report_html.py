@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 from controlplane._core.report_html import render_report_html
 from controlplane._core.timeline import AttemptDetail, build_timeline, deps_from_result
-from tests._synthetic_run import Step, agent, simulate, task
+from tests.helpers.synthetic_run import Step, agent, simulate, task
 
 
 class Elements(HTMLParser):

@@ -1,8 +1,7 @@
-from _mission_data import mission
-
 from controlplane._core.events import EventLog, MissionStatus, TaskStatus
 from controlplane._core.scheduler import Scheduler
 from controlplane.config.mission import parse_mission
+from tests.helpers import mission
 
 
 def make(data=None):

@@ -1,10 +1,10 @@
 import pytest
 import yaml
-from _mission_data import mission
 
 from controlplane import MissionSpec, SpecError, load_mission
 from controlplane._core.placement import check_resources
 from controlplane.config.mission import parse_mission, yaml_path
+from tests.helpers import mission
 
 
 def _with(path, value):

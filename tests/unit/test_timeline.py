@@ -10,7 +10,7 @@ from controlplane._core.timeline import (
     find_bottleneck,
     name_bottleneck,
 )
-from tests._synthetic_run import Step, agent, simulate, task
+from tests.helpers.synthetic_run import Step, agent, simulate, task
 
 
 def work(seconds: float, *, queue_s: float = 0.0, model: str = "default", tools_s=None, usd: float = 0.0) -> Step:

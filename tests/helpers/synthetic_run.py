@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from controlplane._core.timeline import ATTEMPT_ENDS, AttemptDetail
 from controlplane._core.events import EventLog
 from controlplane._core.scheduler import Scheduler
+from controlplane._core.timeline import ATTEMPT_ENDS, AttemptDetail
 from controlplane.config.mission import AgentSpec, Policies, TaskSpec
 
 START_S = 1_000.0
