@@ -222,8 +222,10 @@ class SupervisorActor:
                 pause_s = 0.1
             took = time.perf_counter() - t0
             if took > SLOW_TICK_S:
-                logger.warning("mission %s: slow tick %.3f s with %d tasks in flight", self.mission_id, took,
-                               self.sched.in_flight())
+                logger.warning("mission %s: slow supervisor tick, %.3f s with %d tasks in flight; likely cause: "
+                               "the supervisor's process is short of CPU (many tasks finishing at once, or a busy "
+                               "node). Fix: give the supervisor a node with spare CPU (cluster.yaml head), or lower "
+                               "agents' max_concurrency", self.mission_id, took, self.sched.in_flight())
             if self.sched.finished:
                 break
             wakes = [t for t in (self.sched.next_wakeup_s(), self.budget.wall_deadline_s()) if t is not None]
