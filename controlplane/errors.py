@@ -117,3 +117,20 @@ class MissionNotFound(ControlPlaneError):
             f"No mission {mission_id!r} is running or recorded; known: {sorted(known) or 'none'}",
             mission_id=mission_id, known=list(known),
         )
+
+
+class ToolError(ControlPlaneError):
+    """A tool call failed at run time: the tool raised, timed out, or returned what the model cannot read."""
+
+    def __init__(self, *, tool: str, why: str, fix: str) -> None:
+        super().__init__(f"Tool {tool!r} failed: {why}. Fix: {fix}", tool=tool, why=why, fix=fix)
+
+
+class AgentStopped(ControlPlaneError):
+    """An agent's tool-calling loop hit a bound: max_steps, max_tool_calls, a repeated call, or invalid answers."""
+
+    def __init__(self, *, agent: str, task: str, cause: str, why: str, fix: str) -> None:
+        super().__init__(
+            f"Agent {agent!r} stopped task {task!r} ({cause}): {why}. Fix: {fix}",
+            agent=agent, task=task, cause=cause, why=why, fix=fix,
+        )
