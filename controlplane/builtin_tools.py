@@ -19,10 +19,15 @@ import operator
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 WORKSPACE_ENV = "CONTROLPLANE_WORKSPACE"
-MAX_EXPRESSION_CHARS = 200
+MAX_EXPRESSION_CHARS = 100
+# Only arithmetic characters, bounded: under guided decoding a small model cannot write "120 EUR" or ramble.
+# (xgrammar 0.2.8 fails to compile bounded repetitions above about 128.)
+EXPRESSION_PATTERN = rf"^[0-9+\-*/%()., a-z]{{1,{MAX_EXPRESSION_CHARS}}}$"
 MAX_EXPONENT = 100
 MAX_MAGNITUDE = 10**300
 MAX_FILE_BYTES = 1_000_000
@@ -35,7 +40,7 @@ _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos,
 _FUNCTIONS: dict[str, Callable[..., Any]] = {"abs": abs, "round": round, "min": min, "max": max, "sqrt": math.sqrt}
 
 
-def calculator(expression: str) -> int | float:
+def calculator(expression: Annotated[str, Field(pattern=EXPRESSION_PATTERN)]) -> int | float:
     """Evaluate arithmetic: numbers, + - * / // % **, parentheses, abs, round, min, max, sqrt.
 
     Args:

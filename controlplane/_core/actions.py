@@ -2,8 +2,9 @@
 
 - native: OpenAI `tools` in the request and `tool_calls` in the reply (vLLM's tool parser, or a remote API);
 - constrained: guided JSON over a union schema, `{"tool": <name>, "arguments": {...}}` or `{"final": <answer>}`,
-  which any model can follow. Every array is bounded and every tool name is an enum, so a 135M model
-  under guided decoding cannot loop inside the JSON.
+  which any model can follow. Every array and free string is bounded and every tool name is an enum: under
+  guided decoding (xgrammar enforces maxItems, maxLength, pattern, enum, anyOf and $defs) a 135M model then
+  closes its JSON instead of running on until max_tokens cuts it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from controlplane._core.tools import ToolSpec
 
 MAX_ARRAY_ITEMS = 10
+MAX_STRING_CHARS = 1000
+_STRING_SHAPES = ("maxLength", "enum", "const", "pattern", "format")
 _DEF_KEYS = ("$defs", "definitions")
 _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.DOTALL)
 _WIRE_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -69,7 +72,8 @@ def final_value_schema(expected_output: str | Mapping[str, Any] | None) -> dict[
     return dict(expected_output) if isinstance(expected_output, Mapping) else {"type": "string"}
 
 
-def action_schema(tools: Sequence[ToolSpec], final: Mapping[str, Any]) -> dict[str, Any]:
+def action_schema(tools: Sequence[ToolSpec], final: Mapping[str, Any], *,
+                  max_string_chars: int = MAX_STRING_CHARS) -> dict[str, Any]:
     """The union a constrained reply must match: one branch per tool (its arguments checked by the grammar),
     and `{"final": ...}`. Tools' `$defs` are hoisted to the root, renamed so they cannot collide."""
     defs: dict[str, Any] = {}
@@ -78,25 +82,28 @@ def action_schema(tools: Sequence[ToolSpec], final: Mapping[str, Any]) -> dict[s
                 for i, tool in enumerate(tools)]
     branches.append(_object({"final": _hoist(dict(final), "final_", defs)}))
     schema = branches[0] if len(branches) == 1 else {"anyOf": branches}
-    return bound_arrays(schema | ({"$defs": defs} if defs else {}))
+    return bound_schema(schema | ({"$defs": defs} if defs else {}), max_string_chars=max_string_chars)
 
 
-def final_only_schema(final: Mapping[str, Any]) -> dict[str, Any]:
+def final_only_schema(final: Mapping[str, Any], *, max_string_chars: int = MAX_STRING_CHARS) -> dict[str, Any]:
     """The schema of a reply that must be the final answer (the repair turn)."""
     defs: dict[str, Any] = {}
     schema = _object({"final": _hoist(dict(final), "final_", defs)})
-    return bound_arrays(schema | ({"$defs": defs} if defs else {}))
+    return bound_schema(schema | ({"$defs": defs} if defs else {}), max_string_chars=max_string_chars)
 
 
-def bound_arrays(schema: Any, max_items: int = MAX_ARRAY_ITEMS) -> Any:
-    """A copy of `schema` in which every array without `maxItems` gets one."""
+def bound_schema(schema: Any, *, max_items: int = MAX_ARRAY_ITEMS, max_string_chars: int = MAX_STRING_CHARS) -> Any:
+    """A copy of `schema` in which every array gets a `maxItems` and every free string a `maxLength`."""
     if isinstance(schema, list):
-        return [bound_arrays(item, max_items) for item in schema]
+        return [bound_schema(item, max_items=max_items, max_string_chars=max_string_chars) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    bounded = {key: bound_arrays(value, max_items) for key, value in schema.items()}
+    bounded = {key: bound_schema(value, max_items=max_items, max_string_chars=max_string_chars)
+               for key, value in schema.items()}
     if bounded.get("type") == "array" and "maxItems" not in bounded:
         bounded["maxItems"] = max_items
+    if bounded.get("type") == "string" and not any(key in bounded for key in _STRING_SHAPES):
+        bounded["maxLength"] = max_string_chars
     return bounded
 
 
@@ -157,7 +164,7 @@ def parse_constrained(text: str, *, step: int) -> list[RawCall] | FinalAnswer | 
     try:
         reply = json.loads(text)
     except json.JSONDecodeError as exc:
-        return BadReply(why=f"your reply is not valid JSON ({exc.msg}, character {exc.pos})")
+        return BadReply(why=f"your reply is not valid JSON ({exc})")
     if isinstance(reply, dict) and "final" in reply and "tool" not in reply:
         return FinalAnswer(value=reply["final"])
     if isinstance(reply, dict) and isinstance(reply.get("tool"), str) and set(reply) <= {"tool", "arguments"}:
@@ -183,7 +190,7 @@ def _json_arguments(raw: str) -> tuple[Any, str | None]:
     try:
         return json.loads(raw or "{}"), None
     except json.JSONDecodeError as exc:
-        return raw, f"the arguments are not valid JSON ({exc.msg}, character {exc.pos})"
+        return raw, f"the arguments are not valid JSON ({exc})"
 
 
 def native_assistant_message(text: str, calls: Sequence[RawCall], wire: Mapping[str, str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controlplane._core.actions import (
+    MAX_STRING_CHARS,
     BadReply,
     FinalAnswer,
     RawCall,
@@ -56,6 +57,7 @@ from controlplane.errors import ToolError
 ToolStyle = Literal["native", "constrained"]
 StopCause = Literal["max_steps", "max_tool_calls", "loop", "invalid_output", "invalid_reply"]
 MAX_REPAIRS = 1
+LAST_STEP_MESSAGE = "This is your last step: give your final answer now."
 FIXES: dict[str, str] = {
     "max_steps": "raise the agent's max_steps, or split the task so it needs fewer steps",
     "max_tool_calls": "raise the agent's max_tool_calls, or split the task",
@@ -75,6 +77,8 @@ class LoopLimits:
     """Tool calls the model may ask for, denied ones included."""
     loop_repeat_limit: int = 3
     """The same call (tool and arguments) this many times ends the task."""
+    final_on_last_step: bool = True
+    """The last step offers no tools and asks for the answer, so a weak model ends with one instead of stopping."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,7 +247,9 @@ class AgentLoop:
     def __init__(self, *, agent: str, task: str | None, messages: Sequence[Mapping[str, Any]],
                  known_tools: Mapping[str, ToolSpec], allow: Sequence[str], approve_patterns: Sequence[str] = (),
                  limits: LoopLimits = LoopLimits(), expected_output: str | Mapping[str, Any] | None = None,
-                 tool_style: ToolStyle = "constrained") -> None:
+                 tool_style: ToolStyle = "constrained", max_string_chars: int = MAX_STRING_CHARS) -> None:
+        """`max_string_chars` bounds free strings in the constrained grammar. A token holds at least one
+        character, so `max_tokens - 32` guarantees a string closes before max_tokens cuts the reply."""
         self.agent, self.task, self.limits, self.style = agent, task, limits, tool_style
         self.steps = self.tool_calls = self.repairs = 0
         self._known, self._allow, self._approve = dict(known_tools), list(allow), list(approve_patterns)
@@ -252,7 +258,8 @@ class AgentLoop:
         self._by_wire = {wire: name for name, wire in self._wire.items()}
         self._schema = dict(expected_output) if isinstance(expected_output, Mapping) else None
         final = final_value_schema(expected_output)
-        self._action_schema, self._final_schema = action_schema(self._offered, final), final_only_schema(final)
+        self._action_schema = action_schema(self._offered, final, max_string_chars=max_string_chars)
+        self._final_schema = final_only_schema(final, max_string_chars=max_string_chars)
         self._messages = [dict(message) for message in messages]
         if tool_style == "constrained":
             self._add_to_system(constrained_instructions(self._offered, structured=self._schema is not None))
@@ -276,12 +283,16 @@ class AgentLoop:
         return [tool.name for tool in self._offered]
 
     def next_request(self) -> LoopRequest:
+        """The next router call. Before the last step (final_on_last_step) it appends LAST_STEP_MESSAGE once."""
         self._expect("model")
+        last = self.limits.final_on_last_step and self.steps + 1 >= self.limits.max_steps
+        if last and not self._final_only and self._messages[-1].get("content") != LAST_STEP_MESSAGE:
+            self._messages.append({"role": "user", "content": LAST_STEP_MESSAGE})
+        final_only = self._final_only or last
         messages = list(self._messages)
         if self.style == "constrained":
-            return LoopRequest(messages=messages,
-                               json_schema=self._final_schema if self._final_only else self._action_schema)
-        if self._final_only or not self._offered:
+            return LoopRequest(messages=messages, json_schema=self._final_schema if final_only else self._action_schema)
+        if final_only or not self._offered:
             return LoopRequest(messages=messages, json_schema=self._schema)
         return LoopRequest(messages=messages, tools=[tool.openai_tool(self._wire[tool.name]) for tool in self._offered])
 
@@ -398,7 +409,7 @@ class AgentLoop:
             try:
                 value = json.loads(strip_fence(value))
             except json.JSONDecodeError as exc:
-                return None, f"it is not JSON ({exc.msg}, character {exc.pos})"
+                return None, f"it is not JSON ({exc})"
         return value, schema_errors(self._schema, value)
 
     def _repair(self, why: str, *, cause: StopCause) -> Decision:

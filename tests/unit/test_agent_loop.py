@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from controlplane import EventLog
 from controlplane._core.agent_loop import (
+    LAST_STEP_MESSAGE,
     AgentLoop,
     Finished,
     LoopLimits,
@@ -253,6 +254,21 @@ def test_max_steps_stops_a_model_that_never_answers():
     assert len(decisions) == 3 and isinstance(decisions[-1], Stopped) and decisions[-1].cause == "max_steps"
     assert "max_steps=3" in decisions[-1].reason and "raise the agent's max_steps" in decisions[-1].fix
     assert loop.summary().tool_calls == 2
+
+
+def test_the_last_step_asks_for_the_answer_so_a_weak_model_ends_with_one():
+    loop = make_loop(limits=LoopLimits(max_steps=2))
+    assert "anyOf" in loop.next_request().json_schema
+    loop.on_tool_results(run_calls(loop.on_reply(json.dumps({"tool": "calculator",
+                                                             "arguments": {"expression": "1"}})).calls))
+    last = loop.next_request()
+    assert set(last.json_schema["properties"]) == {"final"} and last.messages[-1]["content"] == LAST_STEP_MESSAGE
+    assert loop.next_request().messages == last.messages
+    assert loop.on_reply(json.dumps({"final": "one"})).output == "one"
+    native = make_loop(style="native", limits=LoopLimits(max_steps=1))
+    assert native.next_request().tools is None
+    keep_tools = make_loop(style="native", limits=LoopLimits(max_steps=1, final_on_last_step=False))
+    assert keep_tools.next_request().tools
 
 
 def test_max_tool_calls_counts_parallel_calls():
