@@ -15,7 +15,6 @@ import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from functools import lru_cache
 from typing import Any, Literal
 
 import jsonschema
@@ -208,7 +207,7 @@ def _strip_titles(node: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """One text per value: sorted keys, no spaces (the basis of digests and validator caching)."""
+    """One text per value: sorted keys, no spaces (the basis of argument digests)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
@@ -217,18 +216,28 @@ def arguments_digest(arguments: Any) -> str:
     return hashlib.sha256(canonical_json(arguments).encode()).hexdigest()
 
 
-@lru_cache(maxsize=512)
-def _validator(schema_json: str) -> jsonschema.protocols.Validator:
-    schema = json.loads(schema_json)
-    return jsonschema.validators.validator_for(schema)(schema)
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], jsonschema.protocols.Validator]] = {}
+MAX_CACHED_VALIDATORS = 1024
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    """One validator per schema object; the cache holds the schema, so its id cannot be reused meanwhile."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    if len(_VALIDATORS) >= MAX_CACHED_VALIDATORS:
+        _VALIDATORS.clear()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
 
 
 def schema_errors(schema: Mapping[str, Any], instance: Any) -> str | None:
     """What is wrong with `instance` under `schema`, in words a model can act on; None when it is valid."""
-    validator = _validator(canonical_json(schema))
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (list(e.absolute_path), e.message))
-    if not errors:
+    validator = _validator(schema)
+    if validator.is_valid(instance):
         return None
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (list(e.absolute_path), e.message))
     described = [f"at {_json_path(error.absolute_path)}: {error.message}" for error in errors[:MAX_SCHEMA_ERRORS]]
     more = len(errors) - len(described)
     return "; ".join(described) + (f"; and {more} more" if more > 0 else "")
@@ -284,12 +293,14 @@ def authorize(agent: str, tool_name: str, arguments: Any, *, allow: Sequence[str
     def answer(decision: Decision, reason: str = "") -> Authorization:
         return Authorization(decision=decision, agent=agent, tool=tool_name, arguments_digest=digest, reason=reason)
 
-    usable = sorted(name for name in known_tools if allowed(allow, name))
+    def usable() -> str:
+        return ", ".join(sorted(name for name in known_tools if allowed(allow, name))) or "none"
+
     if tool_name not in known_tools:
-        return answer("denied", f"there is no tool named {tool_name!r}; your tools are: {', '.join(usable) or 'none'}")
+        return answer("denied", f"there is no tool named {tool_name!r}; your tools are: {usable()}")
     if not allowed(allow, tool_name):
         return answer("denied", f"agent {agent!r} may not use tool {tool_name!r} (not in its tools allow-list); "
-                                f"its tools are: {', '.join(usable) or 'none'}")
+                                f"its tools are: {usable()}")
     if known_tools[tool_name].approval == "required" or allowed(approve_patterns, tool_name):
         return answer("needs_approval", f"tool {tool_name!r} needs a human approval before it runs")
     return answer("allowed")

@@ -396,3 +396,13 @@ def test_an_agent_with_no_tools_gets_the_output_schema_directly():
     assert request.tools is None and request.json_schema == PRICE
     constrained = make_loop(allow=[]).next_request()
     assert constrained.json_schema["required"] == ["final"] and "Tools:" not in constrained.messages[0]["content"]
+
+
+def test_the_summary_crosses_process_boundaries():
+    import pickle
+
+    loop = make_loop(style="native")
+    play(loop, [("", [native_call("x", "shell.exec", {"cmd": "ls"})]), ("done", None)])
+    summary = loop.summary()
+    assert pickle.loads(pickle.dumps(summary)) == summary
+    assert [r.decision for r in summary.step_records] == ["RunTools", "Finished"]

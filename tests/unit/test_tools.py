@@ -263,3 +263,21 @@ def test_a_python_agent_without_an_async_run_is_a_spec_error(tmp_path, monkeypat
         load_python_agent(f"{name}:Agent", where="agents[1](coder).entrypoint")
     assert why in str(caught.value) and "agents[1](coder).entrypoint" in str(caught.value)
     assert "Fix: " in str(caught.value)
+
+
+def test_new_errors_survive_pickling_between_processes():
+    from controlplane.errors import AgentStopped
+
+    for error in (ToolError(tool="calc", why="it raised ValueError: x", fix="check it"),
+                  AgentStopped(agent="a", task="t", cause="loop", why="same call 3 times", fix="raise it")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error) and copy.fields == error.fields
+        assert not copy.retryable
+
+
+def test_the_pure_tool_modules_do_not_import_ray():
+    import subprocess
+
+    code = ("import sys, controlplane._core.agent_loop, controlplane._core.builtins, controlplane.builtin_tools, "
+            "controlplane.config._tools; print('ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
