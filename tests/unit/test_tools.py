@@ -278,6 +278,7 @@ def test_new_errors_survive_pickling_between_processes():
 def test_the_pure_tool_modules_do_not_import_ray():
     import subprocess
 
-    code = ("import sys, controlplane._core.agent_loop, controlplane._core.builtins, controlplane.builtin_tools, "
-            "controlplane.config._tools; print('ray' in sys.modules)")
+    modules = ["controlplane._core.agent_loop", "controlplane._core.builtins", "controlplane.builtin_tools",
+               "controlplane.config._tools"]
+    code = f"import sys, {', '.join(modules)}; print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
