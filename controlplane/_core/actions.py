@@ -173,15 +173,20 @@ def parse_constrained(text: str, *, step: int) -> list[RawCall] | FinalAnswer | 
 
 
 def parse_native(tool_calls: Sequence[Any], *, names_by_wire: Mapping[str, str], step: int) -> list[RawCall]:
-    """Read OpenAI `tool_calls` (dicts, or objects with `model_dump`); arguments arrive as JSON text."""
-    calls = []
+    """Read OpenAI `tool_calls` (dicts, or objects with `model_dump`); arguments arrive as JSON text.
+
+    A missing or repeated id becomes `call_<step>_<n>`, so every result answers exactly one call."""
+    calls: list[RawCall] = []
     for n, call in enumerate(tool_calls):
         call = call.model_dump() if hasattr(call, "model_dump") else call
         function = call.get("function") or {}
         wire = function.get("name") or ""
         raw = function.get("arguments")
         arguments, error = (raw, None) if not isinstance(raw, str) else _json_arguments(raw)
-        calls.append(RawCall(id=call.get("id") or f"call_{step}_{n}", name=names_by_wire.get(wire, wire),
+        call_id = call.get("id")
+        if not call_id or any(seen.id == call_id for seen in calls):
+            call_id = f"call_{step}_{n}"
+        calls.append(RawCall(id=call_id, name=names_by_wire.get(wire, wire),
                              arguments={} if arguments is None else arguments, error=error))
     return calls
 

@@ -140,6 +140,18 @@ def test_native_parallel_calls_run_together_and_results_keep_the_call_order():
     assert loop.summary().tool_calls == 2
 
 
+def test_native_calls_with_missing_or_repeated_ids_get_their_own():
+    loop = make_loop(style="native")
+    loop.next_request()
+    decision = loop.on_reply("", [native_call("", "calculator", {"expression": "1"}),
+                                  native_call("same", "calculator", {"expression": "2"}),
+                                  native_call("same", "calculator", {"expression": "3"})])
+    assert [call.id for call in decision.calls] == ["call_1_0", "same", "call_1_2"]
+    loop.on_tool_results(run_calls(decision.calls))
+    assert [m["tool_call_id"] for m in loop.messages[-3:]] == ["call_1_0", "same", "call_1_2"]
+    assert [c["id"] for c in loop.messages[-4]["tool_calls"]] == ["call_1_0", "same", "call_1_2"]
+
+
 def test_native_wire_names_map_back_to_the_mission_names():
     loop = make_loop(style="native")
     loop.next_request()
