@@ -18,6 +18,7 @@ the last `max_delay_s`. `log.head` is rewritten atomically after every flush.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -39,7 +40,10 @@ HEAD = "log.head"
 
 
 class MissionLogWriter:
-    """The one writer of a mission's log. Thread-safe; continues an existing log after its last record."""
+    """The one writer of a mission's log; continues an existing log after its last record.
+
+    Thread-safe. `append` only chains the record and queues it; one background thread does every write
+    and fsync, so a caller never waits for the disk except on a commit record (or `wait_durable`)."""
 
     def __init__(self, uri: str, *, actor: str = "supervisor", max_records: int = 64, max_delay_s: float = 0.02,
                  clock: Callable[[], float] = time.time) -> None:
@@ -55,13 +59,16 @@ class MissionLogWriter:
                                   fix="keep the log as evidence and start the mission again under a new id")
         self.last: Record | None = records[-1] if records else None
         self.flushes = 0
+        self.flush_s = 0.0  # wall time spent in flushes (write, fsync, head), for metrics and the benchmark
         self._durable: Record | None = self.last
         self._pending: list[Record] = []
         self._oldest_s = 0.0
+        self._urgent = False
+        self._failure: BaseException | None = None
         self._file: Any = None
         self._cond = threading.Condition()
         self._closed = False
-        self._flusher = threading.Thread(target=self._flush_when_due, name="mission-log-flusher", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="mission-log-flusher", daemon=True)
         self._flusher.start()
 
     @property
@@ -70,8 +77,10 @@ class MissionLogWriter:
         return None if self._durable is None else Head.of(self._durable)
 
     def append(self, kind: str, data: Mapping[str, Any], *, actor: str | None = None, time_s: float | None = None,
-               commit: bool | None = None) -> Record:
-        """Chain one record onto the log. Durable on return when `commit` (default: the kind's own rule)."""
+               commit: bool | None = None, wait: bool = True) -> Record:
+        """Chain one record onto the log. A commit record (`commit`, default: `Record.commit`) is flushed at
+        once, and with `wait` this returns only once it is durable (async callers: `wait=False`, then
+        `await writer.durable(record)`)."""
         with self._cond:
             if self._closed:
                 raise MissionLogError(uri=self.uri, seq=None, why="the writer is closed",
@@ -82,57 +91,83 @@ class MissionLogWriter:
             if not self._pending:
                 self._oldest_s = time.monotonic()
             self._pending.append(record)
-            if (record.commit if commit is None else commit) or len(self._pending) >= self.max_records:
-                self._flush_locked()
-            else:
-                self._cond.notify()
+            urgent = record.commit if commit is None else commit
+            self._urgent = self._urgent or urgent or len(self._pending) >= self.max_records
+            self._cond.notify_all()
+        if urgent and wait:
+            self.wait_durable(record.seq)
         return record
+
+    def wait_durable(self, seq: int) -> None:
+        """Block until record `seq` is durable; MissionLogError if the flush that should write it failed."""
+        with self._cond:
+            while self._durable is None or self._durable.seq < seq:
+                if self._failure is not None:
+                    raise MissionLogError(uri=self.uri, seq=seq, why=f"it could not be written ({self._failure!r})",
+                                          fix="check the log's storage; the writer keeps retrying")
+                self._cond.wait()
+
+    async def durable(self, record: Record) -> None:
+        """`wait_durable` for asyncio code: the event loop runs on while the disk syncs."""
+        if self._durable is None or self._durable.seq < record.seq:
+            await asyncio.get_running_loop().run_in_executor(None, self.wait_durable, record.seq)
 
     def flush(self) -> None:
         """Make every appended record durable now."""
         with self._cond:
-            self._flush_locked()
+            self._urgent = True
+            self._cond.notify_all()
+            last = self.last
+        if last is not None:
+            self.wait_durable(last.seq)
 
     def close(self) -> None:
+        """Flush what is queued and stop the writer."""
         with self._cond:
-            self._flush_locked()
             self._closed = True
-            self._cond.notify()
-            self._end_segment()
+            self._cond.notify_all()
         self._flusher.join()
+        self._end_segment()
 
-    def _flush_when_due(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if not self._pending:
-                    self._cond.wait()
-                    continue
-                wait_s = self._oldest_s + self.max_delay_s - time.monotonic()
-                if wait_s > 0:
-                    self._cond.wait(wait_s)
-                    continue
-                try:
-                    self._flush_locked()
-                except Exception:  # the next append or commit retries, and raises to its caller
-                    logger.exception("mission log %s: background flush failed", self.uri)
-                    self._cond.wait(self.max_delay_s)
+    def _flush_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due():
+                    if self._closed and not self._pending:
+                        return
+                    self._cond.wait(None if not self._pending else
+                                    max(0.0, self._oldest_s + self.max_delay_s - time.monotonic()))
+                batch, self._pending, self._urgent = self._pending, [], False
+            self._write_batch(batch)
 
-    def _flush_locked(self) -> None:
+    def _due(self) -> bool:
         if not self._pending:
-            return
-        data = "".join(r.to_line() + "\n" for r in self._pending).encode()
+            return False
+        return self._urgent or self._closed or time.monotonic() - self._oldest_s >= self.max_delay_s
+
+    def _write_batch(self, batch: list[Record]) -> None:
+        started = time.perf_counter()
+        data = "".join(r.to_line() + "\n" for r in batch).encode()
         try:
             if self.local:
-                self._append_local(data)
+                self._append_local(data, batch[0].seq)
             else:
-                self.fs.pipe_file(_join(self.root, SEGMENTS, _segment_name(self._pending[0].seq)), data)
-        except BaseException:
-            self._end_segment()  # the next flush rewrites the whole batch into a new segment
-            raise
-        self._durable = self._pending[-1]
-        self._pending = []
-        self.flushes += 1
-        self._write_head(Head.of(self._durable))
+                self.fs.pipe_file(_join(self.root, SEGMENTS, _segment_name(batch[0].seq)), data)
+            self._write_head(Head.of(batch[-1]))
+        except Exception as exc:
+            logger.exception("mission log %s: flush of records %d..%d failed; retrying", self.uri, batch[0].seq,
+                             batch[-1].seq)
+            self._end_segment()  # the retry rewrites the whole batch into a new segment
+            with self._cond:
+                self._pending, self._failure, self._urgent = batch + self._pending, exc, True
+                self._cond.notify_all()
+                self._cond.wait(max(self.max_delay_s, 0.1))
+            return
+        with self._cond:
+            self._durable, self._failure = batch[-1], None
+            self.flushes += 1
+            self.flush_s += time.perf_counter() - started
+            self._cond.notify_all()
 
     def _end_segment(self) -> None:
         if self._file is not None:
@@ -142,15 +177,16 @@ class MissionLogWriter:
                 logger.exception("mission log %s: closing a failed segment", self.uri)
             self._file = None
 
-    def _append_local(self, data: bytes) -> None:
+    def _append_local(self, data: bytes, first_seq: int) -> None:
         if self._file is None:
-            self._file = open(_join(self.root, SEGMENTS, _segment_name(self._pending[0].seq)), "ab")
+            self._file = open(_join(self.root, SEGMENTS, _segment_name(first_seq)), "ab")
             _fsync_dir(_join(self.root, SEGMENTS))
         self._file.write(data)
         self._file.flush()
         os.fsync(self._file.fileno())
 
     def _write_head(self, head: Head) -> None:
+        """Atomic replace, not fsync'd: a head lost in a power cut is an older head, still a true prefix."""
         body = json.dumps(head.to_dict()).encode()
         path = _join(self.root, HEAD)
         if not self.local:
@@ -159,9 +195,7 @@ class MissionLogWriter:
         tmp = path + ".tmp"
         with open(tmp, "wb") as out:
             out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)  # a lost rename leaves an older head: still a true prefix of the log
+        os.replace(tmp, path)
 
 
 class DurableEventLog(EventLog):

@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from controlplane._events import Event
@@ -87,13 +87,15 @@ class Record:
     """The previous record's hash (`GENESIS_HASH` for seq 0)."""
     hash: str
     """SHA-256 of the canonical JSON of every other field."""
+    line: str | None = field(default=None, compare=False, repr=False)
+    """The JSON line as made, so a flush does not serialise the record again."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "line"}
 
     def to_line(self) -> str:
-        """The record as one line of the log file (without the newline)."""
-        return canonical(self.to_dict())
+        """The record as one line of the log file (without the newline); any JSON object of the fields will do."""
+        return self.line or canonical(self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Record:
@@ -173,11 +175,16 @@ def check_kind(kind: str, data: Mapping[str, Any]) -> None:
 def make_record(prev: Record | None, *, time_s: float, actor: str, kind: str, data: Mapping[str, Any]) -> Record:
     """The record that follows `prev` (None: the first record). `data` must be JSON (TypeError otherwise)."""
     check_kind(kind, data)
-    clean = json.loads(canonical(dict(data)))  # tuples become lists: the stored record hashes as it reads back
-    seq = 0 if prev is None else prev.seq + 1
+    data_json = canonical(dict(data))
+    seq, time_s = (0 if prev is None else prev.seq + 1), float(time_s)
     prev_hash = GENESIS_HASH if prev is None else prev.hash
-    return Record(seq=seq, time_s=time_s, actor=actor, kind=kind, data=clean, prev_hash=prev_hash,
-                  hash=record_hash(seq=seq, time_s=time_s, actor=actor, kind=kind, data=clean, prev_hash=prev_hash))
+    # canonical() of the body, spliced from the data's JSON so the data is serialised once
+    body = (f'{{"actor":{canonical(actor)},"data":{data_json},"kind":{canonical(kind)},'
+            f'"prev_hash":{canonical(prev_hash)},"seq":{seq},"time_s":{canonical(time_s)}}}')
+    hash_ = hashlib.sha256(body.encode()).hexdigest()
+    # json.loads copies the data: a caller changing its dict later cannot change the record
+    return Record(seq=seq, time_s=time_s, actor=actor, kind=kind, data=json.loads(data_json), prev_hash=prev_hash,
+                  hash=hash_, line=f'{body[:-1]},"hash":"{hash_}"}}')
 
 
 def verify(records: Sequence[Record], *, expected_head: Head | None = None) -> VerifyResult:

@@ -147,3 +147,21 @@ def test_scheduler_events_become_records_with_their_attempt_key():
                                                                          "message": "3 succeeded"})
     plan = log.emit(0.5, "plan", "planned", agent="planner", data={"tasks": []})
     assert event_record(plan, mission_id="m1")[0] == "mission.plan"
+
+
+def test_the_hash_is_over_the_canonical_body_whatever_the_inputs_look_like():
+    odd = {"z": [1, ("a", "b")], "a": {"y": 1.5, "x": "é\n\"q\""}, "n": None}
+    record = make_record(None, time_s=7, actor="a\"gent", kind="task.ready", data={"task": "t", **odd})
+    assert record.time_s == 7.0 and isinstance(record.time_s, float)
+    assert record.hash == record_hash(seq=0, time_s=7.0, actor='a"gent', kind="task.ready", data=record.data,
+                                      prev_hash=GENESIS_HASH)
+    import json
+
+    assert Record.from_dict(json.loads(record.to_line())) == record
+
+
+def test_a_caller_changing_its_data_later_does_not_change_the_record():
+    data = {"task": "t", "list": [1]}
+    record = make_record(None, time_s=1.0, actor="s", kind="task.ready", data=data)
+    data["list"].append(2)
+    assert record.data["list"] == [1] and verify([record]).ok
