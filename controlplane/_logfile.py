@@ -65,6 +65,7 @@ class MissionLogWriter:
         self._oldest_s = 0.0
         self._urgent = False
         self._failure: BaseException | None = None
+        self._failures = 0
         self._file: Any = None
         self._cond = threading.Condition()
         self._closed = False
@@ -93,16 +94,22 @@ class MissionLogWriter:
             self._pending.append(record)
             urgent = record.commit if commit is None else commit
             self._urgent = self._urgent or urgent or len(self._pending) >= self.max_records
+            failures = self._failures
             self._cond.notify_all()
         if urgent and wait:
-            self.wait_durable(record.seq)
+            self._wait(record.seq, failures)
         return record
 
     def wait_durable(self, seq: int) -> None:
-        """Block until record `seq` is durable; MissionLogError if the flush that should write it failed."""
+        """Block until record `seq` is durable; MissionLogError if a flush fails meanwhile (the writer retries)."""
+        with self._cond:
+            failures = self._failures
+        self._wait(seq, failures)
+
+    def _wait(self, seq: int, failures: int) -> None:
         with self._cond:
             while self._durable is None or self._durable.seq < seq:
-                if self._failure is not None:
+                if self._failures > failures:
                     raise MissionLogError(uri=self.uri, seq=seq, why=f"it could not be written ({self._failure!r})",
                                           fix="check the log's storage; the writer keeps retrying")
                 self._cond.wait()
@@ -159,12 +166,18 @@ class MissionLogWriter:
                              batch[-1].seq)
             self._end_segment()  # the retry rewrites the whole batch into a new segment
             with self._cond:
-                self._pending, self._failure, self._urgent = batch + self._pending, exc, True
+                self._failure, self._failures = exc, self._failures + 1
                 self._cond.notify_all()
+                if self._closed:  # nobody will append again: give up rather than hang the close
+                    logger.error("mission log %s: records %d..%d were not written", self.uri, batch[0].seq,
+                                 batch[-1].seq + len(self._pending))
+                    self._pending = []
+                    return
+                self._pending, self._urgent = batch + self._pending, True
                 self._cond.wait(max(self.max_delay_s, 0.1))
             return
         with self._cond:
-            self._durable, self._failure = batch[-1], None
+            self._durable = batch[-1]
             self.flushes += 1
             self.flush_s += time.perf_counter() - started
             self._cond.notify_all()

@@ -186,3 +186,22 @@ def test_durable_event_log_writes_every_event(tmp_path):
     assert [r.kind for r in records] == ["task.dispatch", "task.succeeded"]
     assert records[1].data["attempt_key"] == "m1/a/1" and records[1].time_s == 2.0
     assert [e.status for e in log.events] == ["running", "succeeded"]
+
+
+def test_a_failing_store_fails_the_commit_and_the_writer_retries(tmp_path, monkeypatch):
+    writer = MissionLogWriter(str(tmp_path), max_delay_s=0.01)
+    real, calls = writer._append_local, []
+
+    def flaky(data, first_seq):
+        calls.append(first_seq)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        real(data, first_seq)
+
+    monkeypatch.setattr(writer, "_append_local", flaky)
+    succeeded = {"task": "a", "agent": "w", "attempt": 1, "attempt_key": "m1/a/1", "output": "x"}
+    with pytest.raises(MissionLogError, match="disk full"):
+        writer.append("task.succeeded", succeeded)
+    writer.flush()  # the retry writes the same batch
+    writer.close()
+    assert [r.kind for r in read_log(str(tmp_path))] == ["task.succeeded"] and verify_log(str(tmp_path)).ok
