@@ -95,7 +95,8 @@ class MissionLogWriter:
             urgent = record.commit if commit is None else commit
             self._urgent = self._urgent or urgent or len(self._pending) >= self.max_records
             failures = self._failures
-            self._cond.notify_all()
+            if self._urgent or len(self._pending) == 1:  # otherwise the flusher already waits for this batch
+                self._cond.notify_all()
         if urgent and wait:
             self._wait(record.seq, failures)
         return record
@@ -260,14 +261,14 @@ def verify_log(uri: str, *, expected_head: Head | None = None) -> VerifyResult:
     """Check a stored log against its own head file and `expected_head` (e.g. the one in result.json)."""
     try:
         records = read_log(uri)
-        heads = [h for h in (read_head(uri), expected_head) if h is not None]
+        own_head = read_head(uri)
     except MissionLogError as exc:
         return VerifyResult(ok=False, first_bad_seq=exc.seq, reason=exc.why)
-    for head in sorted(heads, key=lambda h: -h.seq) or [None]:
-        result = verify(records, expected_head=head)
-        if not result.ok:
-            return result
-    return VerifyResult(ok=True, first_bad_seq=None, reason="", records=len(records))
+    result = verify(records)
+    for head in (own_head, expected_head):
+        if result.ok and head is not None:
+            result = verify(records, expected_head=head)
+    return result
 
 
 def _read_segment(uri: str, content: bytes, name: str) -> list[Record]:

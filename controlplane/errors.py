@@ -149,6 +149,9 @@ class OutputTruncated(ControlPlaneError):
     """A structured output was cut off by max_tokens into invalid JSON; a retry with more room may succeed."""
 
     retryable = True
+    task: str
+    max_tokens: int
+    finish_reason: str
 
     def __init__(self, *, task: str, max_tokens: int, finish_reason: str = "length") -> None:
         super().__init__(
@@ -172,6 +175,9 @@ class ToolCallInDoubt(ControlPlaneError):
 
 class MissionLogError(ControlPlaneError):
     """A mission log cannot be read or continued: a corrupt record, or a broken hash chain."""
+
+    seq: int | None
+    why: str
 
     def __init__(self, *, uri: str, seq: int | None, why: str,
                  fix: str = "run `controlplane audit verify` on the run to see the first bad record") -> None:

@@ -78,9 +78,9 @@ class MemoryStore:
         if not rows:
             return []
         stored = [
-            Entry(**entries[row].model_dump(), id=self._next_id + n, version=self._seq + 1, created_at_s=now_s,
-                  expires_at_s=None if entries[row].ttl_s is None else now_s + entries[row].ttl_s)
-            for n, row in enumerate(rows)
+            Entry(**entry.model_dump(), id=self._next_id + n, version=self._seq + 1, created_at_s=now_s,
+                  expires_at_s=None if entry.ttl_s is None else now_s + entry.ttl_s)
+            for n, entry in enumerate(entries[row] for row in rows)
         ]
         self._commit({"op": "post", "entries": [e.model_dump() for e in stored],
                       "vectors": base64.b64encode(array[rows].tobytes()).decode()})

@@ -238,8 +238,9 @@ class Scheduler:
         Call on a new Scheduler before any dispatch. Finished tasks keep their outputs and are never run
         again; attempts that were in flight come back as assignments under their recorded attempt numbers
         (the supervisor relaunches them); retries wait for their recorded times; the rest become ready
-        when their dependencies are done. Emits events only for what the log does not hold yet: the failure
-        policy of a failed task whose consequences were cut off (skipped dependents, or the mission stopped)."""
+        when their dependencies are done. Emits events only for what the log does not hold yet: each relaunch
+        (a `running` event marked `resumed`), and the failure policy of a failed task whose consequences were
+        cut off (skipped dependents, or the mission stopped)."""
         self._queues.clear()
         self._retry_heap.clear()
         self._open = len(self.tasks)
@@ -264,7 +265,11 @@ class Scheduler:
         for task_id, record in self.tasks.items():
             if record.status == TaskStatus.FAILED and self.stopped is None:
                 self._apply_failure_policy(task_id, now_s)
-        return [a for a in relaunch if self.tasks[a.task].status == TaskStatus.RUNNING]
+        relaunch = [a for a in relaunch if self.tasks[a.task].status == TaskStatus.RUNNING]
+        for a in relaunch:
+            self.events.emit(now_s, "task", TaskStatus.RUNNING, task=a.task, agent=a.agent, attempt=a.attempt,
+                             data={"deadline_s": a.deadline_s, "changes": a.changes, "resumed": True})
+        return relaunch
 
     # -- internals -------------------------------------------------------------------------------------
     def _retry_policy(self, record: TaskRecord) -> RetryPolicy:

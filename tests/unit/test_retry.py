@@ -4,14 +4,13 @@ and a structured output cut off by max_tokens gets more room or a repair turn, n
 import inspect
 
 import pytest
+from _mission_data import mission
 
 import controlplane.errors as errors
 from controlplane._core.retry import GiveUp, Retry, RetryPolicy, is_retryable, retry_decision
 from controlplane._events import EventLog, TaskStatus
 from controlplane._scheduler import Scheduler
 from controlplane._spec import parse_mission
-
-from _mission_data import mission
 
 POLICY = RetryPolicy(retries=3, backoff_s=0.5, backoff_max_s=3.0, max_tokens_cap=1024)
 
