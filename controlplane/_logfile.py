@@ -30,8 +30,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from controlplane._core.events import Event, EventLog
 from controlplane._core.mission_log import Head, Record, VerifyResult, event_record, make_record, verify
-from controlplane._events import Event, EventLog
 from controlplane.errors import MissionLogError
 
 logger = logging.getLogger(__name__)

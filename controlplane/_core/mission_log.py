@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from controlplane._events import Event
+from controlplane._core.events import Event
 
 FORMAT = 1
 GENESIS_HASH = "0" * 64

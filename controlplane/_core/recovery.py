@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane._core.events import EventLog, TaskStatus
 from controlplane._core.mission_log import FINAL_MISSION_STATUSES, Record
-from controlplane._events import EventLog, TaskStatus
-from controlplane._scheduler import Assignment, Scheduler, TaskRecord
-from controlplane._spec import AgentSpec, Policies, TaskSpec
+from controlplane._core.scheduler import Assignment, Scheduler, TaskRecord
+from controlplane.config.mission import AgentSpec, Policies, TaskSpec
 
 
 @dataclass(kw_only=True)

@@ -1,6 +1,6 @@
 """Retries that follow the cause. Pure: the time is passed in.
 
-The error class's `retryable` (controlplane/errors.py) is the one switch. Errors from outside the tree
+The error class's `retryable` (controlplane.errors.is_retryable) is the one switch. Errors from outside the tree
 (a user's Python code, Ray's RayActorError for a dead agent) carry no `retryable` and are retried.
 A caller unwraps Ray's RayTaskError (`exc.cause`) before asking.
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane._policies import backoff_s
-from controlplane.errors import OutputTruncated
+from controlplane._core.conflicts import backoff_s
+from controlplane.errors import OutputTruncated, is_retryable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,11 +51,6 @@ class GiveUp:
 
     reason: str
     """Why not, in words."""
-
-
-def is_retryable(error: BaseException) -> bool:
-    """The error class's `retryable`; True for errors outside controlplane's tree."""
-    return bool(getattr(type(error), "retryable", True))
 
 
 def retry_decision(error: BaseException, attempt: int, policy: RetryPolicy, now_s: float) -> Retry | GiveUp:

@@ -4,7 +4,7 @@ also after a restart (from the log alone, or from a snapshot), and after the ent
 import numpy as np
 import pytest
 
-from memory._config import MemoryConfig
+from controlplane.config.memory import MemoryConfig
 from memory._store import MemoryStore
 from memory._types import NewEntry
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from controlplane._core.events import EventLog
 from controlplane._core.mission_log import (
     GENESIS_HASH,
     Head,
@@ -16,7 +17,6 @@ from controlplane._core.mission_log import (
     record_hash,
     verify,
 )
-from controlplane._events import EventLog
 
 
 def chain(n=6):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane._events import EventLog
+from controlplane._core.events import EventLog
 from controlplane._logfile import DurableEventLog, MissionLogWriter, read_head, read_log, verify_log
 from controlplane.errors import MissionLogError
 

@@ -4,14 +4,14 @@ every interrupted attempt again under the same attempt key; tool calls with side
 import random
 
 import pytest
-from _mission_data import mission
 
+from controlplane._core.events import EventLog, MissionStatus, TaskStatus
 from controlplane._core.mission_log import attempt_key, digest, make_record, verify
 from controlplane._core.recovery import Execute, Refuse, Replay, ToolCallJournal, rebuild_scheduler, replay
-from controlplane._events import EventLog, MissionStatus, TaskStatus
+from controlplane._core.scheduler import Scheduler
 from controlplane._logfile import DurableEventLog
-from controlplane._scheduler import Scheduler
-from controlplane._spec import parse_mission
+from controlplane.config.mission import parse_mission
+from tests.helpers import mission
 
 MID = "m1"
 

@@ -4,13 +4,13 @@ and a structured output cut off by max_tokens gets more room or a repair turn, n
 import inspect
 
 import pytest
-from _mission_data import mission
 
 import controlplane.errors as errors
-from controlplane._core.retry import GiveUp, Retry, RetryPolicy, is_retryable, retry_decision
-from controlplane._events import EventLog, TaskStatus
-from controlplane._scheduler import Scheduler
-from controlplane._spec import parse_mission
+from controlplane._core.events import EventLog, TaskStatus
+from controlplane._core.retry import GiveUp, Retry, RetryPolicy, retry_decision
+from controlplane._core.scheduler import Scheduler
+from controlplane.config.mission import parse_mission
+from tests.helpers import mission
 
 POLICY = RetryPolicy(retries=3, backoff_s=0.5, backoff_max_s=3.0, max_tokens_cap=1024)
 
@@ -26,6 +26,7 @@ EXAMPLES = {
     errors.OutputTruncated: dict(task="t", max_tokens=256),
     errors.ToolCallInDoubt: dict(tool="t", call_key="k", args_digest="sha256:0"),
     errors.MissionLogError: dict(uri="u", seq=1, why="w"),
+    errors.IdentityError: dict(why="forged token", fix="f"),
 }
 
 
@@ -47,7 +48,7 @@ def test_errors_from_outside_the_tree_are_retried_like_a_dead_actor():
     class RayActorError(Exception):  # Ray's class, without importing Ray
         pass
 
-    assert is_retryable(RayActorError()) and is_retryable(ValueError("user code"))
+    assert errors.is_retryable(RayActorError()) and errors.is_retryable(ValueError("user code"))
     decision = retry_decision(RayActorError("the actor died"), 1, POLICY, now_s=10.0)
     assert decision == Retry(at_s=10.5, reason="RayActorError: backoff 0.5 s before attempt 2")
 

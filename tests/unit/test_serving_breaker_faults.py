@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
+from controlplane.config import ServingConfig
 from controlplane.errors import DeadlineExceeded, ReplicaUnavailable
-from serving import ServingConfig
 from serving._core import Call, RouterCore
 
 
