@@ -58,14 +58,15 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "tool.result": ("call_key", "tool", "outcome", "result_digest", "duration_s"),
     "tool.decision": ("call_key", "tool", "decision", "reason"),
     "acl.denial": ("agent", "resource", "mode"),
-    "approval": ("approval_id", "subject", "decision"),
+    "approval.request": ("id", "call_id", "agent", "tool", "arg_digest", "deadline_s", "status"),
+    "approval.decision": ("id", "call_id", "status", "decided_by"),
 }
 
 # Records the writer makes durable before `append` returns: each one is acted on at once, outside the log.
 COMMIT_KINDS = frozenset({
     "mission.start", "mission.plan", "mission.cancel", "task.succeeded", "task.retry", "task.fallback",
     "task.failed", "task.delegate", "conflict.decision", "budget.exceeded", "tool.intent", "tool.result",
-    "approval"})
+    "approval.request", "approval.decision"})
 FINAL_MISSION_STATUSES = frozenset({"succeeded", "failed", "cancelled", "budget_exceeded"})
 
 

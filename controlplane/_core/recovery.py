@@ -164,6 +164,8 @@ class RecoveredState:
     cancel_reason: str | None = None
     """Set when a cancel was recorded: finish stopping, do not resume the work."""
     conflicts: list[dict[str, Any]] = field(default_factory=list)
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Approval id -> its latest record (`Approval` fields, controlplane._core.approvals), in request order."""
     budget: Budget = field(default_factory=Budget)
     tools: ToolCallJournal = field(default_factory=ToolCallJournal)
     last: Record | None = None
@@ -202,6 +204,8 @@ def apply(state: RecoveredState, record: Record) -> None:
         state.conflicts.append(dict(record.data))
     elif record.kind == "budget.charge":
         _charge(state.budget, record.data)
+    elif area == "approval":
+        state.approvals[record.data["id"]] = {**state.approvals.get(record.data["id"], {}), **record.data}
     state.last = record
 
 

@@ -156,6 +156,25 @@ def test_a_failure_whose_policy_was_cut_off_is_applied_on_resume():
     assert {e.task for e in events.events if e.status == "cancelled"} == {"join", *(f"w{i}" for i in range(6))}
 
 
+def test_approvals_are_recovered_with_their_decisions():
+    from dataclasses import asdict
+
+    from controlplane._core.approvals import ApprovalDesk
+
+    desk, writer = ApprovalDesk(), ListWriter()
+    first = desk.request("m1/t/1/call/0", agent="a0", tool="send_email", arg_digest="sha256:1", now_s=1.0,
+                         timeout_s=60.0)
+    writer.append("approval.request", asdict(first))
+    second = desk.request("m1/t/1/call/1", agent="a0", tool="send_email", arg_digest="sha256:2", now_s=2.0,
+                          timeout_s=60.0)
+    writer.append("approval.request", asdict(second))
+    writer.append("approval.decision", asdict(desk.approve(first.id, by="ana", now_s=3.0, reason="ok")))
+    approvals = replay(writer.records).approvals
+    assert list(approvals) == [first.id, second.id]
+    assert approvals[first.id]["status"] == "approved" and approvals[first.id]["decided_by"] == "ana"
+    assert approvals[second.id]["status"] == "pending"
+
+
 def test_a_cancel_and_a_final_status_are_recovered():
     writer = ListWriter()
     writer.append("mission.cancel", {"reason": "stop it", "by": "cli"})
