@@ -150,7 +150,9 @@ class RecoveredState:
     mission_id: str | None = None
     name: str | None = None
     spec: dict[str, Any] | None = None
-    """The mission spec as `MissionSpec.model_dump()` (from `mission.start`)."""
+    """The mission spec as `MissionSpec.model_dump(mode="json")` (from `mission.start`)."""
+    started_s: float | None = None
+    """When `mission.start` was written: wall-time budgets count from here, across restarts."""
     plan: list[dict[str, Any]] | None = None
     """Task specs of the plan (`mission.plan`); None: the spec's declared tasks."""
     delegated: list[dict[str, Any]] = field(default_factory=list)
@@ -213,6 +215,7 @@ def _apply_mission(state: RecoveredState, record: Record) -> None:
     data = record.data
     if record.kind == "mission.start":
         state.mission_id, state.name, state.spec = data["mission_id"], data["name"], data["spec"]
+        state.started_s = record.time_s
     elif record.kind == "mission.plan":
         state.plan = list(data["tasks"])
     elif record.kind == "mission.cancel":

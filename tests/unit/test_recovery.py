@@ -99,7 +99,7 @@ def test_a_log_cut_anywhere_resumes_without_rerunning_finished_tasks(seed):
         succeeded = [r.data["task"] for r in records if r.kind == "task.succeeded"]
         assert len(succeeded) == len(set(succeeded)), f"cut {cut}: a task succeeded twice"
         final = replay(records)
-        assert final.finished
+        assert final.finished and final.spec["name"] == spec.name and final.started_s == full[0].time_s
         for task, record in sched.tasks.items():  # the log alone reproduces the live counters and outputs
             mirror = final.tasks[task]
             assert (mirror.attempts, mirror.round_attempts, mirror.output, str(mirror.status)) == (
