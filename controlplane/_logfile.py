@@ -213,16 +213,21 @@ class MissionLogWriter:
 
 
 class DurableEventLog(EventLog):
-    """An EventLog whose every event is also appended to the mission log (drop-in for the supervisor)."""
+    """An EventLog whose every event is also appended to the mission log (drop-in for the supervisor).
+
+    `emit` never waits for the disk: commit records are flushed at once in the background, and the log's
+    order makes any durable record's predecessors durable too. Before acting outside the supervisor on a
+    transition (running a tool, answering `result`), `await self.writer.durable(self.last_record)`."""
 
     def __init__(self, mission_id: str, writer: MissionLogWriter) -> None:
         super().__init__(mission_id)
         self.writer = writer
+        self.last_record: Record | None = None
 
     def emit(self, now_s: float, kind: str, status: str, **fields: Any) -> Event:
         event = super().emit(now_s, kind, status, **fields)
         record_kind, data = event_record(event, mission_id=self.mission_id)
-        self.writer.append(record_kind, data, actor=_actor_of(event), time_s=now_s)
+        self.last_record = self.writer.append(record_kind, data, actor=_actor_of(event), time_s=now_s, wait=False)
         return event
 
 

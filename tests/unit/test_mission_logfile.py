@@ -186,6 +186,7 @@ def test_durable_event_log_writes_every_event(tmp_path):
     assert [r.kind for r in records] == ["task.dispatch", "task.succeeded"]
     assert records[1].data["attempt_key"] == "m1/a/1" and records[1].time_s == 2.0
     assert [e.status for e in log.events] == ["running", "succeeded"]
+    assert log.last_record == records[1]
 
 
 def test_a_failing_store_fails_the_commit_and_the_writer_retries(tmp_path, monkeypatch):
