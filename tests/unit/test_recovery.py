@@ -22,7 +22,7 @@ class ListWriter:
     def __init__(self, records=()):
         self.records = list(records)
 
-    def append(self, kind, data, *, actor=None, time_s=None, commit=None):
+    def append(self, kind, data, *, actor=None, time_s=None, commit=None, wait=True):
         prev = self.records[-1] if self.records else None
         record = make_record(prev, time_s=time_s or 0.0, actor=actor or "supervisor", kind=kind, data=data)
         self.records.append(record)
