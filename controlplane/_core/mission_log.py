@@ -232,7 +232,8 @@ def _check_head(records: Sequence[Record], head: Head) -> str | None:
 
 # -- the scheduler's events as records ------------------------------------------------------------------
 _EVENT_KINDS = {("task", "running"): "task.dispatch", ("task", "retrying"): "task.retry",
-                ("plan", "planned"): "mission.plan", ("conflict", "resolved"): "conflict.decision"}
+                ("plan", "planned"): "mission.plan", ("conflict", "resolved"): "conflict.decision",
+                ("task", "delegated"): "task.delegate"}
 
 
 def event_record(event: Event, *, mission_id: str) -> tuple[str, dict[str, Any]]:

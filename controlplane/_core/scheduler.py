@@ -57,13 +57,16 @@ class TaskRecord:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    delegated_by: str | None = None
+    """The task whose agent added this one with `delegate`; None for planned tasks."""
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.spec.id, "agent": self.agent, "status": str(self.status), "output": self.output,
                 "attempts": self.attempts, "error": self.error,
                 "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
-                "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on}
+                "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on,
+                "delegated_by": self.delegated_by}
 
 
 class Scheduler:
@@ -218,6 +221,25 @@ class Scheduler:
             self._apply_failure_policy(task_id, now_s)
         return True
 
+    def add_task(self, spec: TaskSpec, *, delegated_by: str, now_s: float) -> None:
+        """Add a delegated task to the running DAG; it needs nothing, so it is ready at once.
+
+        Raises ValueError for an id in use or a target no agent serves (the caller checks delegation bounds)."""
+        if spec.id in self.tasks:
+            raise ValueError(f"task id {spec.id!r} is already in the mission")
+        target = spec.agent or f"role:{spec.role}"
+        if not self._targets(target):
+            raise ValueError(f"no agent serves {target!r}")
+        self.tasks[spec.id] = TaskRecord(spec=spec, delegated_by=delegated_by)
+        self.dag.deps[spec.id] = ()
+        self.dag.dependents[spec.id] = []
+        self._left[spec.id] = 0
+        self._open += 1
+        self.events.emit(now_s, "task", "delegated", task=spec.id, agent=spec.agent or spec.role,
+                         message=f"added by {delegated_by}", data={"parent": delegated_by,
+                                                                    "task": spec.model_dump(mode="json")})
+        self._make_ready(spec.id, now_s)
+
     def stop(self, status: MissionStatus, reason: str, now_s: float) -> list[str]:
         """End the mission: every unfinished task is cancelled. Returns the tasks that were running."""
         running = sorted(self._running_ids)
@@ -309,8 +331,14 @@ class Scheduler:
         if not quiet:
             self.events.emit(now_s, "task", record.status, task=task_id, agent=record.spec.agent)
 
+    def _targets(self, target: str) -> list[str]:
+        """The agents that may take a task of this target (`role:<role>` or an agent's name)."""
+        if target.startswith("role:"):
+            return self.roles.get(target[5:], [])
+        return [target] if target in self.agents else []
+
     def _free_agent(self, target: str) -> str | None:
-        names = self.roles[target[5:]] if target.startswith("role:") else [target]
+        names = self._targets(target)
         free = [n for n in names if self.running[n] < self.agents[n].max_concurrency]
         return min(free, key=lambda n: (self.running[n], self._last_assigned[n])) if free else None
 
