@@ -59,6 +59,10 @@ class TaskRecord:
     completion_tokens: int = 0
     delegated_by: str | None = None
     """The task whose agent added this one with `delegate`; None for planned tasks."""
+    model_calls: int = 0
+    tool_calls: int = 0
+    loop: dict[str, Any] | None = None
+    """The last attempt's tool-loop transcript (names and digests, never arguments)."""
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,7 +70,8 @@ class TaskRecord:
                 "attempts": self.attempts, "error": self.error,
                 "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
                 "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on,
-                "delegated_by": self.delegated_by}
+                "delegated_by": self.delegated_by, "model_calls": self.model_calls, "tool_calls": self.tool_calls,
+                "loop": self.loop}
 
 
 class Scheduler:
@@ -168,6 +173,9 @@ class Scheduler:
         self._release(record)
         self._finish(record, TaskStatus.SUCCEEDED, now_s)
         record.output = result.get("output")
+        record.model_calls += int(result.get("model_calls", 0))
+        record.tool_calls += int(result.get("tool_calls", 0))
+        record.loop = result.get("loop")
         record.prompt_tokens += int(result.get("prompt_tokens", 0))
         record.completion_tokens += int(result.get("completion_tokens", 0))
         record.error = None
