@@ -59,6 +59,10 @@ class TaskRecord:
     completion_tokens: int = 0
     delegated_by: str | None = None
     """The task whose agent added this one with `delegate`; None for planned tasks."""
+    model_calls: int = 0
+    tool_calls: int = 0
+    loop: dict[str, Any] | None = None
+    """The successful attempt's tool-loop transcript (names and digests, no content), if it ran the loop."""
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,7 +70,8 @@ class TaskRecord:
                 "attempts": self.attempts, "error": self.error,
                 "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
                 "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on,
-                "delegated_by": self.delegated_by}
+                "delegated_by": self.delegated_by, "model_calls": self.model_calls, "tool_calls": self.tool_calls,
+                "loop": self.loop}
 
 
 class Scheduler:
@@ -170,6 +175,9 @@ class Scheduler:
         record.output = result.get("output")
         record.prompt_tokens += int(result.get("prompt_tokens", 0))
         record.completion_tokens += int(result.get("completion_tokens", 0))
+        record.model_calls += int(result.get("model_calls", 0))
+        record.tool_calls += int(result.get("tool_calls", 0))
+        record.loop = result.get("loop")
         record.error = None
         tokens = int(result.get("prompt_tokens", 0)) + int(result.get("completion_tokens", 0))
         self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
