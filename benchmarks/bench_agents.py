@@ -131,24 +131,20 @@ async def mcp_overhead(calls: int, reps: int) -> dict[str, float]:
         arguments = [{"topic": topics[i % len(topics)]} for i in range(calls)]
         batches = [arguments[i:i + 2] for i in range(0, calls, 2)]  # 2 calls per task: never a repeat-limit stop
 
-        async def through_loop() -> float:
-            started = time.perf_counter()
+        async def paired() -> tuple[float, float]:
+            """Each batch through the loop, then the same calls direct: load drifts hit both paths alike."""
+            looped_s = direct_s = 0.0
             for batch in batches:
+                started = time.perf_counter()
                 await loop_calls(runner, "facts.lookup", batch)
-            return time.perf_counter() - started
+                middle = time.perf_counter()
+                for a in batch:
+                    await client.call_tool("lookup", a)
+                looped_s, direct_s = looped_s + middle - started, direct_s + time.perf_counter() - middle
+            return looped_s, direct_s
 
-        async def direct() -> float:
-            started = time.perf_counter()
-            for a in arguments:
-                await client.call_tool("lookup", a)
-            return time.perf_counter() - started
-
-        await through_loop()
-        await direct()
-        looped, raw = [], []
-        for _ in range(reps):  # interleaved, so load drifts hit both paths alike
-            looped.append(await through_loop())
-            raw.append(await direct())
+        await paired()
+        looped, raw = map(list, zip(*[await paired() for _ in range(reps)]))
     per_call = [(l_s - r_s) / calls * 1000 for l_s, r_s in zip(looped, raw)]
     return {"mcp_call_overhead_ms": statistics.median(per_call), "mcp_calls_measured": calls,
             "mcp_direct_ms_per_call": statistics.median(raw) / calls * 1000}
