@@ -164,11 +164,31 @@ class AgentActor:
                           started: float) -> StepResult:
         assert self._python is not None
         ctx = AgentContext(actor=self, task=task, attempt=attempt, context=context, runner=runner)
+        before = await self._router_spend()
         output = await self._python(task, ctx)
-        return StepResult(output=output, prompt_tokens=ctx.usage["prompt_tokens"],
-                          completion_tokens=ctx.usage["completion_tokens"], attempt=attempt, started_at_s=started,
-                          ended_at_s=time.time(), model_latency_s=ctx.usage["model_s"],
-                          model_calls=ctx.usage["model_calls"], tool_calls=ctx.usage["tool_calls"])
+        # Calls an outside client (LangGraph, the Agents SDK) made through ctx.openai_base_url reach the router
+        # under this agent's identity: its ledger holds them, and ctx.chat's calls too.
+        spent = {key: value - before.get(key, 0) for key, value in (await self._router_spend()).items()}
+        return StepResult(output=output, prompt_tokens=max(ctx.usage["prompt_tokens"], spent["prompt_tokens"]),
+                          completion_tokens=max(ctx.usage["completion_tokens"], spent["completion_tokens"]),
+                          attempt=attempt, started_at_s=started, ended_at_s=time.time(),
+                          model_latency_s=ctx.usage["model_s"],
+                          model_calls=max(ctx.usage["model_calls"], spent["calls"]), tool_calls=ctx.usage["tool_calls"])
+
+    async def _router_spend(self) -> dict[str, int]:
+        """This agent's calls and tokens in the router's ledger so far (one mission's rows, summed over models).
+        Tasks that run at once on one agent (max_concurrency > 1) share the difference."""
+        totals = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        try:
+            rows = await self.router.usage(self.mission_id)
+        except Exception as exc:  # accounting must not fail the task; the ctx.chat counts remain
+            logger.info("agent %s: router usage unavailable: %s", self.agent.name, exc)
+            return totals
+        for row in rows:
+            if row["agent_id"] == self.agent.name:
+                for key in totals:
+                    totals[key] += int(row[key])
+        return totals
 
     # -- tools -----------------------------------------------------------------------------------------
     def _runner(self, task: TaskSpec, attempt: int) -> ToolRunner:

@@ -62,7 +62,7 @@ class TaskRecord:
     model_calls: int = 0
     tool_calls: int = 0
     loop: dict[str, Any] | None = None
-    """The last attempt's tool-loop transcript (names and digests, never arguments)."""
+    """The successful attempt's tool-loop transcript (names and digests, no content), if it ran the loop."""
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,11 +173,11 @@ class Scheduler:
         self._release(record)
         self._finish(record, TaskStatus.SUCCEEDED, now_s)
         record.output = result.get("output")
+        record.prompt_tokens += int(result.get("prompt_tokens", 0))
+        record.completion_tokens += int(result.get("completion_tokens", 0))
         record.model_calls += int(result.get("model_calls", 0))
         record.tool_calls += int(result.get("tool_calls", 0))
         record.loop = result.get("loop")
-        record.prompt_tokens += int(result.get("prompt_tokens", 0))
-        record.completion_tokens += int(result.get("completion_tokens", 0))
         record.error = None
         tokens = int(result.get("prompt_tokens", 0)) + int(result.get("completion_tokens", 0))
         self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
