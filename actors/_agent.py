@@ -19,10 +19,11 @@ from controlplane._core.agent_loop import AgentLoop
 from controlplane._core.builtins import MEMORY_POST_TOOL, MEMORY_SEARCH_TOOL, delegate_tool
 from controlplane._core.entrypoints import load_python_agent, python_agent_run
 from controlplane._core.loop_types import Finished, LoopEvent, LoopLimits, RunTools, Stopped
+from controlplane._core.mission_log import attempt_key
 from controlplane._core.prompts import StepResult, as_text, build_messages
 from controlplane._core.tools import ToolSpec, allowed, tool_from_decl
-from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.config._tools import ToolDecl
+from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.errors import AgentStopped
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class AgentActor:
         self._python = python_agent_run(load_python_agent(agent.entrypoint, where=f"agents({agent.name}).entrypoint")
                                         ) if agent.kind == "python" and agent.entrypoint else None
         self._mcp_specs: dict[str, ToolSpec] = {}
+        self._posts: dict[str, int] = {}  # attempt key -> the last memory post's sequence number
 
     async def ready(self) -> dict[str, Any]:
         """Where Ray placed this agent: node and GPU ids (logical GPUs included).
@@ -213,8 +215,11 @@ class AgentActor:
             return 0
         from memory import NewEntry
 
+        key = attempt_key(self.mission_id, task.id, attempt)
+        sequence = self._posts[key] = self._posts.get(key, -1) + 1  # a rerun attempt repeats its keys
         entry = NewEntry(mission_id=self.mission_id, agent_id=self.agent.name, task_id=task.id,
                          namespace=self.agent.memory.write[0], topic=topic or task.topic or task.id,
-                         text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role})
+                         text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role},
+                         idempotency_key=f"{key}/post/{sequence}")
         receipts = await self.memory.post.remote([entry], as_agent=self.agent.name)
         return len(receipts)
