@@ -14,6 +14,7 @@ from typing import Any
 import ray
 
 from actors._context import AgentContext
+from actors._tool_journal import JournaledToolRunner
 from actors._tools import Builtin, ToolRunner
 from controlplane._core.agent_loop import AgentLoop
 from controlplane._core.builtins import MEMORY_POST_TOOL, MEMORY_SEARCH_TOOL, delegate_tool
@@ -183,8 +184,10 @@ class AgentActor:
             spec = delegate_tool(self._delegate_targets)
             builtins[spec.name] = (spec, lambda args: self.supervisor.delegate.remote(task.id, args["to"],
                                                                                     args["description"]))
-        return ToolRunner(functions=self._functions, builtins=builtins, mcp=self.mcp, mcp_specs=self._mcp_specs,
-                          workspace=self._workspace)
+        return JournaledToolRunner(
+            functions=self._functions, builtins=builtins, mcp=self.mcp, mcp_specs=self._mcp_specs,
+            workspace=self._workspace, supervisor=self.supervisor, task=task.id,
+            attempt_key=attempt_key(self.mission_id, task.id, attempt), call_prefix=f"{self.mission_id}/{task.id}")
 
     async def _memory_search(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         hits = await self._search(args["query"], int(args.get("k", 3)))
