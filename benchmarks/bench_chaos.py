@@ -166,7 +166,8 @@ def main() -> int:
         "router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
         "models": {"scripted-50ms": {"kind": "scripted", "latency_s": LATENCY_S}}}), app_name="chaos")
     root = tempfile.mkdtemp(prefix="bench-chaos-")
-    print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls, {os.cpu_count()} cores, no GPU; runs in {root}")
+    print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls, {os.cpu_count()} cores, no GPU; "
+          f"runs in {root}")
     figures = {**run_r1(router, root, size["r1_tasks"]), **run_r2_r3(router, root, size["r2_tasks"])}
     print(f"summary: lost {figures['r1_tasks_lost']}, duplicated {figures['r1_tasks_duplicated']}, makespan x"
           f"{figures['r1_makespan_ratio_vs_no_kill']} under agent kills; supervisor resume <= "
