@@ -397,7 +397,7 @@ class SupervisorActor:
     def charge(self, agent: str, *, tokens: int, calls: int = 1) -> None:
         """Book usage against the budget, and in the log (a resumed mission starts from what was used)."""
         self.budget.charge(agent, tokens=tokens, calls=calls)
-        self.log.emit(time.time(), "budget", "charge", agent=agent, data={"tokens": tokens, "calls": calls})
+        self.writer.append("budget.charge", {"agent": agent, "tokens": tokens, "calls": calls}, wait=False)
 
     async def _loop(self) -> None:
         assert self.sched is not None
