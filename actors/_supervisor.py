@@ -22,7 +22,7 @@ from actors._durable import MissionJournal, Start, budget_fields, default_run_di
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
-from actors._tool_journal import verdict_of
+from actors._tool_journal import ToolJournalDesk
 from controlplane._core.budget import BudgetTracker
 from controlplane._core.builtins import check_delegation
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
@@ -81,7 +81,7 @@ class SupervisorActor:
         self._metrics_at = 0.0
         self._failed_ticks = 0
         self._stored_result: dict[str, Any] | None = None
-        self.tool_calls = self.opened.state.tools
+        self.tool_desk = ToolJournalDesk(self.writer, self.opened.state.tools)
         self._take_over()
 
     def _take_over(self) -> None:
@@ -169,20 +169,11 @@ class SupervisorActor:
     async def tool_intent(self, **intent: Any) -> dict[str, Any]:
         """Before a side-effecting tool call (actors._tool_journal): replay its recorded result, refuse a call
         in doubt, or make its intent durable and let it run. `intent` holds the `tool.intent` record's fields."""
-        decision = self.tool_calls.decide(intent["call_key"], args_digest=intent["args_digest"])
-        verdict = verdict_of(decision)
-        if verdict["action"] == "execute":
-            record = self.writer.append("tool.intent", intent, actor=self._agent_of(intent["attempt_key"]),
-                                        wait=False)
-            await self.writer.durable(record)
-            self.tool_calls.apply(record)
-        return verdict
+        return await self.tool_desk.intent(actor=self._agent_of(intent["attempt_key"]), **intent)
 
     async def tool_result(self, **result: Any) -> None:
         """After a side-effecting tool call: its result, durable before the agent goes on."""
-        record = self.writer.append("tool.result", result, wait=False)
-        await self.writer.durable(record)
-        self.tool_calls.apply(record)
+        await self.tool_desk.result(actor="agent", **result)
 
     def _agent_of(self, attempt_key: str) -> str:
         task = attempt_key.split("/")[-2] if attempt_key.count("/") >= 2 else ""

@@ -21,6 +21,7 @@ from actors._tools import ToolRunner
 from controlplane._core.loop_types import ToolCall, ToolResult
 from controlplane._core.mission_log import digest
 from controlplane._core.recovery import Execute, Refuse, Replay, ToolCallJournal
+from controlplane._logfile import MissionLogWriter
 from controlplane.errors import ToolCallInDoubt
 
 
@@ -54,8 +55,31 @@ class JournaledToolRunner(ToolRunner):
         return result
 
 
+class ToolJournalDesk:
+    """The supervisor's side: answers `tool_intent` from the journal and makes intents and results durable."""
+
+    def __init__(self, writer: MissionLogWriter, journal: ToolCallJournal) -> None:
+        """`journal` holds the calls recorded so far (a resumed mission's come from the log)."""
+        self.writer, self.journal = writer, journal
+
+    async def intent(self, *, actor: str, **intent: Any) -> dict[str, Any]:
+        """Replay a recorded result, refuse a call in doubt, or record the intent (durably) and let it run."""
+        verdict = verdict_of(self.journal.decide(intent["call_key"], args_digest=intent["args_digest"]))
+        if verdict["action"] == "execute":
+            await self._record("tool.intent", intent, actor=actor)
+        return verdict
+
+    async def result(self, *, actor: str, **result: Any) -> None:
+        await self._record("tool.result", result, actor=actor)
+
+    async def _record(self, kind: str, data: dict[str, Any], *, actor: str) -> None:
+        record = self.writer.append(kind, data, actor=actor, wait=False)
+        await self.writer.durable(record)
+        self.journal.apply(record)
+
+
 def verdict_of(decision: Replay | Execute | Refuse) -> dict[str, Any]:
-    """The supervisor's answer to `tool_intent`, as plain data for the agent."""
+    """The answer to `tool_intent`, as plain data for the agent."""
     if isinstance(decision, Replay):
         return {"action": "replay", "result": decision.result, "outcome": decision.outcome}
     if isinstance(decision, Refuse):
