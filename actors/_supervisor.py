@@ -91,6 +91,11 @@ class SupervisorActor:
             self.final, self.ended_s = (MissionStatus(state.status), state.reason), time.time()
             self._stored_result = self.opened.result
             self._done.set()
+            if self._stored_result is None:  # it died between its final status and result.json: write it now
+                state_tasks = state.task_specs(self.spec.tasks)
+                self.sched, _ = rebuild_scheduler(state, state_tasks, self.spec.agents, self.spec.policies,
+                                                  EventLog(self.mission_id), time.time())
+                ray.get_runtime_context().current_actor.start.remote()
         elif self.opened.start in (Start.RESUME, Start.CANCELLING):
             self._cancel_reason = state.cancel_reason
             logger.warning("mission %s: continuing from its log (%d records, %d tasks done)", self.mission_id,
@@ -102,6 +107,8 @@ class SupervisorActor:
         """Start the mission (idempotent); returns the mission id."""
         if self._main is None and not self._done.is_set():
             self._main = asyncio.get_running_loop().create_task(self._run())
+        elif self._done.is_set() and self._stored_result is None:
+            await self._finish()
         return self.mission_id
 
     async def cancel(self, reason: str = "cancelled by user") -> str:
