@@ -68,7 +68,7 @@ def test_supervisor_killed_mid_mission_resumes_without_rerunning_completed_tasks
     run_dir, n = str(tmp_path / "sup-kill"), 10
     handle = start_mission(chain_spec("supkill", n), router=chaos_router, mission_id="supkill-1", run_dir=run_dir)
     try:
-        wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=120, what="three tasks done")
+        wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=300, what="three tasks done")
         ray.kill(handle, no_restart=False)  # Ray restarts it; it continues from its log
         waited = collect_with_cli(run_dir)  # the driver does not follow: the result is collected from storage
         assert waited.returncode == 0, waited.stdout + waited.stderr
@@ -84,7 +84,7 @@ def test_agent_killed_mid_mission_is_restarted_and_its_attempt_retried(chaos_rou
     handle = start_mission(chain_spec("agentkill", n), router=chaos_router, mission_id="agentkill-1",
                            run_dir=run_dir)
     try:
-        wait_for(lambda: succeeded_count(run_dir) >= 2, timeout_s=120, what="two tasks done")
+        wait_for(lambda: succeeded_count(run_dir) >= 2, timeout_s=300, what="two tasks done")
         ray.kill(ray.get_actor("agentkill-1:a", namespace=MISSION_NAMESPACE), no_restart=False)
         ray.kill(ray.get_actor("agentkill-1:b", namespace=MISSION_NAMESPACE), no_restart=True)  # replaced
         wait_for(lambda: read_result(run_dir) is not None, timeout_s=240, what="the mission to end")
