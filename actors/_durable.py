@@ -48,7 +48,10 @@ class Opened:
 
 
 def default_run_dir(mission_id: str) -> str:
-    return str(Path(tempfile.gettempdir()) / "controlplane-runs" / mission_id)
+    """A new temporary run directory, for missions started without one (tests, notebooks)."""
+    root = Path(tempfile.gettempdir()) / "controlplane-runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"{mission_id}-", dir=root)
 
 
 def open_mission(run_dir: str) -> Opened:

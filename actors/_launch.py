@@ -34,7 +34,8 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     resources = ray.cluster_resources()
     check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
-    check_mission_id(mission_id, run_dir or default_run_dir(mission_id), resume=resume)
+    run_dir = run_dir or default_run_dir(mission_id)
+    check_mission_id(mission_id, run_dir, resume=resume)
     handle = SupervisorActor.options(
         name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached", max_restarts=-1, max_task_retries=-1,
     ).remote(spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
