@@ -164,7 +164,9 @@ def main() -> int:
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     router = deploy(ServingConfig.model_validate({
         "router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
-        "models": {"scripted-50ms": {"kind": "scripted", "latency_s": LATENCY_S}}}), app_name="chaos")
+        "models": {"scripted-50ms": {"kind": "scripted", "latency_s": LATENCY_S,
+                                                     "replies": [{"match": ".", "text": '{"final": "done"}'}]}}}),
+        app_name="chaos")
     root = tempfile.mkdtemp(prefix="bench-chaos-")
     print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls, {os.cpu_count()} cores, no GPU; "
           f"runs in {root}")

@@ -29,7 +29,8 @@ def chaos_router(ray_cluster):
     from serving import deploy
 
     config = {"router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
-              "models": {"scripted-slow": {"kind": "scripted", "latency_s": 0.3}}}
+              "models": {"scripted-slow": {"kind": "scripted", "latency_s": 0.3,
+                                                "replies": [{"match": ".", "text": '{"final": "done"}'}]}}}
     client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=free_port())
     yield client
     serve.shutdown()
