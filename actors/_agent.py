@@ -14,15 +14,17 @@ from typing import Any
 import ray
 
 from actors._context import AgentContext
+from actors._tool_journal import JournaledToolRunner
 from actors._tools import Builtin, ToolRunner
 from controlplane._core.agent_loop import AgentLoop
 from controlplane._core.builtins import MEMORY_POST_TOOL, MEMORY_SEARCH_TOOL, delegate_tool
 from controlplane._core.entrypoints import load_python_agent, python_agent_run
 from controlplane._core.loop_types import Finished, LoopEvent, LoopLimits, RunTools, Stopped
+from controlplane._core.mission_log import attempt_key
 from controlplane._core.prompts import StepResult, as_text, build_messages
 from controlplane._core.tools import ToolSpec, allowed, tool_from_decl
-from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.config._tools import ToolDecl
+from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.errors import AgentStopped
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class AgentActor:
         self._python = python_agent_run(load_python_agent(agent.entrypoint, where=f"agents({agent.name}).entrypoint")
                                         ) if agent.kind == "python" and agent.entrypoint else None
         self._mcp_specs: dict[str, ToolSpec] = {}
+        self._posts: dict[str, int] = {}  # attempt key -> the last memory post's sequence number
 
     async def ready(self) -> dict[str, Any]:
         """Where Ray placed this agent: node and GPU ids (logical GPUs included).
@@ -201,8 +204,10 @@ class AgentActor:
             spec = delegate_tool(self._delegate_targets)
             builtins[spec.name] = (spec, lambda args: self.supervisor.delegate.remote(task.id, args["to"],
                                                                                     args["description"]))
-        return ToolRunner(functions=self._functions, builtins=builtins, mcp=self.mcp, mcp_specs=self._mcp_specs,
-                          workspace=self._workspace)
+        return JournaledToolRunner(
+            functions=self._functions, builtins=builtins, mcp=self.mcp, mcp_specs=self._mcp_specs,
+            workspace=self._workspace, supervisor=self.supervisor, task=task.id,
+            attempt_key=attempt_key(self.mission_id, task.id, attempt), call_prefix=f"{self.mission_id}/{task.id}")
 
     async def _memory_search(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         hits = await self._search(args["query"], int(args.get("k", 3)))
@@ -233,8 +238,11 @@ class AgentActor:
             return 0
         from memory import NewEntry
 
+        key = attempt_key(self.mission_id, task.id, attempt)
+        sequence = self._posts[key] = self._posts.get(key, -1) + 1  # a rerun attempt repeats its keys
         entry = NewEntry(mission_id=self.mission_id, agent_id=self.agent.name, task_id=task.id,
                          namespace=self.agent.memory.write[0], topic=topic or task.topic or task.id,
-                         text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role})
+                         text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role},
+                         idempotency_key=f"{key}/post/{sequence}")
         receipts = await self.memory.post.remote([entry], as_agent=self.agent.name)
         return len(receipts)

@@ -53,9 +53,15 @@ class ConflictDesk:
             task.add_done_callback(self._running.discard)
 
     async def drain(self, timeout_s: float) -> None:
+        """Settle what is queued and wait for the checks running; those still running after `timeout_s` are
+        cancelled and recorded as unresolved, never dropped."""
         self.settle(time.time())
         if self._running:
             await asyncio.wait(set(self._running), timeout=timeout_s)
+        for task in list(self._running):
+            task.cancel()
+            self._emit(time.time(), "conflict", "unresolved",
+                       message=f"still being settled when the mission ended (after {timeout_s:g} s)")
 
     def _finding(self, entry: Any) -> Finding:
         roles = {a.name: a.role for a in self._spec.agents}

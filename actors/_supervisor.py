@@ -14,18 +14,22 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
 from actors._agent import AgentActor, delegate_targets
 from actors._conflicts import ConflictDesk
+from actors._durable import MissionJournal, Start, budget_fields, default_run_dir, open_mission
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
+from actors._tool_journal import ToolJournalDesk
 from controlplane._core.budget import BudgetTracker
 from controlplane._core.builtins import check_delegation
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
+from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.scheduler import Assignment, Scheduler
+from controlplane._rundir import write_run_dir
 from controlplane.config.mission import MissionSpec, TaskSpec
 from controlplane.errors import ToolError
 
@@ -33,6 +37,8 @@ logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
 MCP_STOP_TIMEOUT_S = 15.0
+MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
+FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
 
 
 @ray.remote(num_cpus=0)
@@ -40,11 +46,16 @@ class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str,
-                 memory_dir: str | None = None, router_url: str | None = None) -> None:
+                 memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None) -> None:
+        """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
+        when it already holds a log, the mission continues from it (see actors._durable)."""
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.memory_dir = memory_dir
-        self.log = EventLog(mission_id)
-        self.started_s = time.time()
+        self.run_dir = run_dir or default_run_dir(mission_id)
+        self.opened = open_mission(self.run_dir)
+        self.writer = self.opened.writer
+        self.log: EventLog = MissionJournal(mission_id, self.writer)
+        self.started_s = self.opened.state.started_s or time.time()
         self.ended_s: float | None = None
         self.budget = BudgetTracker(spec.budgets, start_s=self.started_s)
         self.sched: Scheduler | None = None
@@ -61,29 +72,54 @@ class SupervisorActor:
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
-                                      charge=self.budget.charge, mission_id=mission_id)
+                                      charge=self.charge, mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._main: asyncio.Task | None = None
         self._metrics_at = 0.0
+        self._failed_ticks = 0
+        self._stored_result: dict[str, Any] | None = None
+        self.tool_desk = ToolJournalDesk(self.writer, self.opened.state.tools)
+        self._take_over()
+
+    def _take_over(self) -> None:
+        """Act on the log found at start: serve a finished mission, or continue one (after a restart)."""
+        state = self.opened.state
+        if self.opened.start == Start.FINISHED:
+            self.final, self.ended_s = (MissionStatus(state.status), state.reason), time.time()
+            self._stored_result = self.opened.result
+            self._done.set()
+            if self._stored_result is None:  # it died between its final status and result.json: write it now
+                state_tasks = state.task_specs(self.spec.tasks)
+                self.sched, _ = rebuild_scheduler(state, state_tasks, self.spec.agents, self.spec.policies,
+                                                  EventLog(self.mission_id), time.time())
+                ray.get_runtime_context().current_actor.start.remote()
+        elif self.opened.start in (Start.RESUME, Start.CANCELLING):
+            self._cancel_reason = state.cancel_reason
+            logger.warning("mission %s: continuing from its log (%d records, %d tasks done)", self.mission_id,
+                           state.last.seq + 1 if state.last else 0, len(state.completed()))
+            ray.get_runtime_context().current_actor.start.remote()  # runs once __init__ has returned
 
     # -- API -------------------------------------------------------------------------------------------
     async def start(self) -> str:
         """Start the mission (idempotent); returns the mission id."""
         if self._main is None and not self._done.is_set():
             self._main = asyncio.get_running_loop().create_task(self._run())
+        elif self._done.is_set() and self._stored_result is None:
+            await self._finish()
         return self.mission_id
 
     async def cancel(self, reason: str = "cancelled by user") -> str:
         """Stop the mission: running steps are cancelled, agents killed, state kept. Returns the final status."""
-        if self._cancel_reason is None:
+        if self._cancel_reason is None and not self._done.is_set():
             self._cancel_reason = reason
-        if self._main is None:  # never started: nothing runs, just record it
+            await self.writer.durable(self.writer.append("mission.cancel", {"reason": reason}, wait=False))
+        if self._main is None and not self._done.is_set():  # never started: nothing runs, just record it
             self.final, self.ended_s = (MissionStatus.CANCELLED, reason), time.time()
             self.log.emit(self.ended_s, "mission", MissionStatus.CANCELLED, message=reason)
-            self._done.set()
+            await self._finish()
         elif self.phase in (MissionStatus.STARTING, MissionStatus.PLANNING):
             self._main.cancel()
         self._wake.set()
@@ -116,7 +152,10 @@ class SupervisorActor:
         return [e.to_dict() for e in self.log.since(cursor)]
 
     async def result(self) -> dict[str, Any]:
-        """The full record: status, every task (output, attempts, tokens, times), usage, conflicts, plan."""
+        """The full record: status, every task (output, attempts, tokens, times), usage, conflicts, plan; once
+        ended, `log_head` (seq and hash of the mission log's last record, for `controlplane audit verify`)."""
+        if self._stored_result is not None:
+            return self._stored_result
         status = self.status()
         return {"mission_id": self.mission_id, "name": self.spec.name, "goal": self.spec.goal,
                 "status": str(status), "reason": self.final[1] if self.final else "",
@@ -126,12 +165,27 @@ class SupervisorActor:
                 "usage": {"tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
                           "tokens_by_agent": dict(self.budget.tokens_by_agent)},
                 "control_plane": dict(self.control), "conflicts": list(self.conflicts.decisions),
-                "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement}
+                "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement,
+                "run_dir": self.run_dir}
 
     async def on_agent_events(self, events: list[dict[str, Any]]) -> None:
         """Tool events from agents (denials, invalid calls, failures), recorded as they happen."""
         for fields in events:
             self.log.emit(time.time(), **fields)
+
+    async def tool_intent(self, **intent: Any) -> dict[str, Any]:
+        """Before a side-effecting tool call (actors._tool_journal): replay its recorded result, refuse a call
+        in doubt, or make its intent durable and let it run. `intent` holds the `tool.intent` record's fields."""
+        return await self.tool_desk.intent(actor=self._agent_of(intent["attempt_key"]), **intent)
+
+    async def tool_result(self, **result: Any) -> None:
+        """After a side-effecting tool call: its result, durable before the agent goes on."""
+        await self.tool_desk.result(actor="agent", **result)
+
+    def _agent_of(self, attempt_key: str) -> str:
+        task = attempt_key.split("/")[-2] if attempt_key.count("/") >= 2 else ""
+        record = self.sched.tasks.get(task) if self.sched is not None else None
+        return (record.agent if record is not None else None) or "agent"
 
     async def delegate(self, parent: str, to: str, description: str) -> Any:
         """Add a child task for agent or role `to` to the running DAG, wait for it, and return its output.
@@ -180,13 +234,22 @@ class SupervisorActor:
 
     # -- the mission -----------------------------------------------------------------------------------
     async def _run(self) -> None:
-        self.log.emit(time.time(), "mission", MissionStatus.STARTING, message=f"{len(self.spec.agents)} agents")
+        resuming = self.opened.start != Start.FRESH
+        if not resuming:
+            await self.writer.durable(self.writer.append("mission.start", {
+                "mission_id": self.mission_id, "name": self.spec.name, "format": 1,
+                "spec": self.spec.model_dump(mode="json")}, time_s=self.started_s, wait=False))
+        self.log.emit(time.time(), "mission", MissionStatus.STARTING, message=f"{len(self.spec.agents)} agents"
+                      + (" (resumed from the mission log)" if resuming else ""))
         try:
             await self._start_actors()
-            tasks = await self._plan()
-            self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
-            self.phase = MissionStatus.RUNNING
-            self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
+            if resuming:
+                self._resume()
+            else:
+                tasks = await self._plan()
+                self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
+                self.phase = MissionStatus.RUNNING
+                self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
             await self._loop()
             await self.conflicts.drain(timeout_s=60.0)
             self.final = (self.sched.status(), self.sched.reason())
@@ -202,7 +265,50 @@ class SupervisorActor:
                 self.metrics.states(self.sched.counts())
             self.log.emit(self.ended_s, "mission", self.final[0] if self.final else MissionStatus.FAILED,
                           message=self.final[1] if self.final else "")
+            await self._finish()
+
+    def _resume(self) -> None:
+        """Continue from the log: finished tasks keep their outputs, in-flight attempts run again under their
+        attempt numbers, budget used and conflict decisions carry over."""
+        state = self.opened.state
+        tasks = state.task_specs(self.spec.tasks)
+        if state.plan is not None:
+            self.plan_info = {"mode": "auto", "repairs": [], "fallback": False, "tasks": state.plan, "resumed": True}
+        self.sched, relaunch = rebuild_scheduler(state, tasks, self.spec.agents, self.spec.policies, self.log,
+                                                 time.time())
+        for agent, tokens in state.budget.tokens_by_agent.items():
+            self.budget.charge(agent, tokens=tokens, calls=0)
+        self.budget.llm_calls = state.budget.llm_calls
+        self.conflicts.decisions.extend(state.conflicts)
+        self.phase = MissionStatus.RUNNING
+        self.log.emit(time.time(), "mission", MissionStatus.RUNNING,
+                      message=f"resumed: {len(state.completed())} of {len(tasks)} tasks already done, "
+                              f"{len(relaunch)} relaunched")
+        for assignment in relaunch:
+            self._launch(assignment)
+
+    async def _finish(self) -> None:
+        """Make the log durable, write the run directory (result.json with the log's head), end in a while."""
+        try:
+            await asyncio.to_thread(self.writer.flush)
+            head = self.writer.head
+            result = await self.result()
+            result["log_head"] = None if head is None else head.to_dict()
+            self._stored_result = result
+            events = [e.to_dict() for e in self.log.since(0)]
+            await asyncio.to_thread(write_run_dir, self.run_dir, result, events)
+            await asyncio.to_thread(self.writer.close)
+        except Exception:
+            logger.exception("mission %s: could not write its run directory %s", self.mission_id, self.run_dir)
+        finally:
             self._done.set()
+            asyncio.get_running_loop().call_later(FINISHED_GRACE_S, self._end_self)
+
+    def _end_self(self) -> None:
+        try:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        except Exception:
+            logger.exception("mission %s: the finished supervisor could not end itself", self.mission_id)
 
     async def _start_actors(self) -> None:
         if self.spec.mcp_servers:
@@ -217,14 +323,7 @@ class SupervisorActor:
                                    for a in self.spec.agents))
             await self.memory.subscribe.remote(ray.get_runtime_context().current_actor, ["conflicts"])
         for a in self.spec.agents:
-            self.agents[a.name] = AgentActor.options(
-                name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
-                num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency,
-            ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
-                     memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
-                     tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
-                     delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
-                     log_content=self.spec.policies.log_content)
+            self.agents[a.name] = self._agent_actor(a.name)
         placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
                                         AGENT_START_TIMEOUT_S)
         self.placement = {p["agent"]: p for p in placed}
@@ -253,11 +352,34 @@ class SupervisorActor:
             notes.append(f"planner call failed ({type(exc).__name__}: {exc})")
         plan = repair_plan(raw, self.spec.agents, self.spec.goal, p.max_tasks)
         self.plan_info = {"mode": "auto", "repairs": notes + plan.repairs, "fallback": plan.fallback,
-                          "tasks": [t.model_dump(include={"id", "agent", "description", "depends_on"})
-                                    for t in plan.tasks]}
+                          "tasks": [t.model_dump(mode="json") for t in plan.tasks]}
         self.log.emit(time.time(), "plan", "planned", agent="planner", data=self.plan_info,
                       message=f"{len(plan.tasks)} tasks, {len(self.plan_info['repairs'])} repairs")
         return plan.tasks
+
+    def _agent_actor(self, name: str) -> Any:
+        """The agent's actor: the live one of that name (re-attached after a supervisor restart), else a new one.
+
+        Detached, so it outlives a supervisor that dies; Ray restarts it when it dies, and the attempt it was
+        running fails (no task retries at the actor) and is retried by the scheduler."""
+        a = next(agent for agent in self.spec.agents if agent.name == name)
+        return AgentActor.options(
+            name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
+            num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, lifetime="detached",
+            get_if_exists=True, max_restarts=-1, max_task_retries=0,
+        ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
+                 memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
+                 tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
+                 delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
+                 log_content=self.spec.policies.log_content)
+
+    def _replace_agent(self, name: str) -> None:
+        """After an agent's actor died for good (killed without restart): start a new one under its name."""
+        try:
+            ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
+        except ValueError:
+            logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
+            self.agents[name] = self._agent_actor(name)
 
     def _agent(self, name: str) -> Any:
         return self.agents[name]
@@ -268,7 +390,12 @@ class SupervisorActor:
     def charge_control(self, tokens: int) -> None:
         self.control["tokens"] += tokens
         self.control["llm_calls"] += 1
-        self.budget.charge("control-plane", tokens=tokens)
+        self.charge("control-plane", tokens=tokens)
+
+    def charge(self, agent: str, *, tokens: int, calls: int = 1) -> None:
+        """Book usage against the budget, and in the log (a resumed mission starts from what was used)."""
+        self.budget.charge(agent, tokens=tokens, calls=calls)
+        self.writer.append("budget.charge", {"agent": agent, "tokens": tokens, "calls": calls}, wait=False)
 
     async def _loop(self) -> None:
         assert self.sched is not None
@@ -277,7 +404,11 @@ class SupervisorActor:
             pause_s = 0.0
             try:
                 self._tick(time.time())
+                self._failed_ticks = 0
             except Exception:
+                self._failed_ticks += 1
+                if self._failed_ticks >= MAX_FAILED_TICKS:
+                    raise  # the mission fails with this error rather than spin
                 logger.exception("mission %s: supervisor tick failed; the loop goes on", self.mission_id)
                 pause_s = 0.1
             took = time.perf_counter() - t0
@@ -302,7 +433,7 @@ class SupervisorActor:
             return self._stop(MissionStatus.CANCELLED, self._cancel_reason, now)
         exceeded = self.budget.exceeded(now)
         if exceeded is not None:
-            self.log.emit(now, "budget", "exceeded", message=str(exceeded))
+            self.log.emit(now, "budget", "exceeded", message=str(exceeded), data=budget_fields(exceeded))
             return self._stop(MissionStatus.BUDGET_EXCEEDED, str(exceeded), now)
         for task_id in sched.expired(now):
             attempt, future = self._attempts.pop(task_id)
@@ -331,11 +462,13 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
+            if isinstance(exc, RayActorError):
+                self._replace_agent(a.agent)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
             self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause)
         else:
             tokens = result.prompt_tokens + result.completion_tokens
-            self.budget.charge(a.agent, tokens=tokens)
+            self.charge(a.agent, tokens=tokens)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
             self.sched.on_success(a.task, a.attempt, asdict(result), time.time())
         finally:

@@ -207,3 +207,13 @@ class MissionLogError(ControlPlaneError):
                  fix: str = "run `controlplane audit verify` on the run to see the first bad record") -> None:
         where = f"record {seq}" if seq is not None else "the log"
         super().__init__(f"Mission log {uri}: {where} is bad: {why}. Fix: {fix}", uri=uri, seq=seq, why=why, fix=fix)
+
+
+class MissionIdInUse(ControlPlaneError):
+    """A mission id is taken: its mission is running, or its run directory holds a finished mission."""
+
+    retryable = False
+
+    def __init__(self, *, mission_id: str, why: str, fix: str) -> None:
+        super().__init__(f"Mission id {mission_id!r} cannot be used: {why}. Fix: {fix}",
+                         mission_id=mission_id, why=why, fix=fix)

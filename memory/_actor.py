@@ -78,7 +78,7 @@ class MemoryActor:
             self._publish(entry.topic, PostEvent(topic=entry.topic, entry=entry), entry.namespace)
         if self._judge is not None and self._config.max_judge_calls_per_post > 0:
             self._spawn(self._check_conflicts(stored))
-        return [Receipt(id=e.id, version=e.version) for e in stored]
+        return self._store.receipts(parsed, stored)
 
     async def search(self, queries: str | list[str], *, k: int = 5, namespace: str, as_agent: str,
                      filters: SearchFilters | dict | None = None) -> list[list[Hit]]:
@@ -195,8 +195,8 @@ def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | 
         raise SpecError(where="memory.data_dir", value=None, why="the memory actor needs a place for its log",
                         fix="set data_dir to a directory or an fsspec URL")
     return MemoryActor.options(
-        name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True,
-        num_gpus=config.num_gpus, max_restarts=config.max_restarts,
+        name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True, lifetime="detached",
+        num_gpus=config.num_gpus, max_restarts=config.max_restarts, max_task_retries=-1,
     ).remote(config, judge)
 
 

@@ -8,10 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from controlplane._core.recovery import replay
+from controlplane._logfile import read_log
+from controlplane._rundir import run_uri
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
 from controlplane.cli.progress import make_progress
-from controlplane.cli.report import write_run_dir
 from controlplane.config import MissionSpec, load_mission
 from controlplane.errors import SpecError
 
@@ -47,17 +49,23 @@ def run_command(args: argparse.Namespace) -> int:
     from actors import find_supervisor, follow, new_mission_id, start_mission
     from serving import deploy
 
-    spec, serving = preflight(args.mission)
+    resuming = getattr(args, "command", "run") == "resume"
+    if resuming:
+        spec, serving, mission_id, run_dir = _from_log(args.run)
+    else:
+        spec, serving = preflight(args.mission)
+        mission_id = args.mission_id or new_mission_id(spec.name)
+        run_dir = run_uri(_local_or_url(args.state_uri or args.runs_dir), mission_id)
     local = init_ray(args.address, args.verbose)
     try:
         router = deploy(serving, http_port=args.http_port)
-        mission_id = args.mission_id or new_mission_id(spec.name)
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
-              f"cancel: `controlplane cancel {mission_id}`", flush=True)
+              f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}", flush=True)
         handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
-                               router_url=f"http://127.0.0.1:{args.http_port or 8000}/v1")
+                               router_url=f"http://127.0.0.1:{args.http_port or 8000}/v1", run_dir=run_dir,
+                               resume=resuming)
         try:
             with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:
                 result = follow(handle, progress.update)
@@ -65,8 +73,8 @@ def run_command(args: argparse.Namespace) -> int:
             print("interrupted: cancelling the mission", flush=True)
             ray.get(find_supervisor(mission_id).cancel.remote("interrupted by the driver (Ctrl-C)"))
             result = follow(handle)
-        events = result.pop("events")
-        out = write_run_dir(args.runs_dir, result, events)
+        result.pop("events")  # the supervisor wrote the run directory itself
+        out = result.get("run_dir", run_dir)
         ray.kill(handle)
     finally:
         if local:
@@ -76,3 +84,20 @@ def run_command(args: argparse.Namespace) -> int:
           f"{result['usage']['tokens']} tokens in {result['usage']['llm_calls']} model calls, "
           f"{result['wall_s']:.1f} s; wrote {out}/", flush=True)
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(result["status"], EXIT_FAILED)
+
+
+def _local_or_url(where: str) -> str:
+    return where if "://" in where else str(Path(where).resolve())
+
+
+def _from_log(run: str) -> tuple[MissionSpec, Any, str, str]:
+    """The spec, serving config, mission id and run directory of the mission logged in `run`."""
+    from serving import load_serving_config
+
+    run_dir = _local_or_url(run)
+    state = replay(read_log(run_dir))
+    if state.spec is None or state.mission_id is None:
+        raise SpecError(where=run, value=run_dir, why="it holds no mission log with a mission.start record",
+                        fix="pass the run directory of a mission started by this version of controlplane")
+    spec = MissionSpec.model_validate(state.spec)
+    return spec, load_serving_config(spec.serving), state.mission_id, run_dir
