@@ -133,3 +133,8 @@ class IdentityError(ControlPlaneError):
 
     def __init__(self, *, why: str, fix: str) -> None:
         super().__init__(f"Identity refused: {why}. Fix: {fix}", why=why, fix=fix)
+
+
+class ScopeDenied(IdentityError):
+    """Valid credentials that ask beyond their scope (another agent or mission, a higher priority, a supervisor's
+    action); the HTTP API answers 403 where a missing or bad credential gets 401."""
