@@ -41,32 +41,33 @@ class AgentActor:
         return {"agent": self.agent.name, "node_id": context.get_node_id(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
-    async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any]) -> StepResult:
-        """One step of `task`. Raises on failure (the supervisor retries or falls back)."""
-        from serving import ChatMessage, ChatRequest, Identity
+    async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any], token: str) -> StepResult:
+        """One step of `task`, under the capability token the supervisor issued for it (the router and memory
+        take the agent's identity from it). Raises on failure (the supervisor retries or falls back)."""
+        from serving import ChatMessage, ChatRequest
 
         started = time.time()
-        hits = await self._recall(task)
+        hits = await self._recall(task, token)
         messages = build_messages(self.agent, goal=self.goal, task=task, context=context, memory_hits=hits)
         if self.log_content:
             logger.info("agent %s task %s prompt: %s", self.agent.name, task.id, messages)
         request = ChatRequest(
             model=self.agent.model, messages=[ChatMessage(**m) for m in messages],
             max_tokens=self.agent.max_tokens, temperature=self.agent.temperature,
-            json_schema=output_schema(task), timeout_s=task.timeout_s,
-            identity=Identity(mission_id=self.mission_id, agent_id=self.agent.name, priority="normal"))
+            json_schema=output_schema(task), timeout_s=task.timeout_s, token=token)
         called = time.time()
         reply = await self.router.chat(request)
         latency = time.time() - called
         output = parse_output(task, reply.text)
         if self.log_content:
             logger.info("agent %s task %s output: %s", self.agent.name, task.id, reply.text)
-        posted = await self._post(task, output)
+        posted = await self._post(task, output, token)
         return StepResult(output=output, prompt_tokens=reply.usage.prompt_tokens,
-                          completion_tokens=reply.usage.completion_tokens, attempt=attempt, started_at_s=started,
-                          ended_at_s=time.time(), model_latency_s=latency, memory_hits=len(hits), posted=posted)
+                          completion_tokens=reply.usage.completion_tokens, usd=reply.usage.usd, attempt=attempt,
+                          started_at_s=started, ended_at_s=time.time(), model_latency_s=latency,
+                          memory_hits=len(hits), posted=posted)
 
-    async def _recall(self, task: TaskSpec) -> list[str]:
+    async def _recall(self, task: TaskSpec, token: str) -> list[str]:
         if self.memory is None or "memory.search" not in self.agent.tools or self.agent.memory_k == 0:
             return []
         from memory import SearchFilters
@@ -74,13 +75,13 @@ class AgentActor:
         scored = []
         for namespace in self.agent.memory.read:
             found = await self.memory.search.remote(
-                task.description, k=self.agent.memory_k, namespace=namespace, as_agent=self.agent.name,
+                task.description, k=self.agent.memory_k, namespace=namespace, token=token,
                 filters=SearchFilters(mission_id=self.mission_id))
             scored += [(hit.score, f"{hit.entry.agent_id}: {hit.entry.text}") for hit in found[0]]
         scored.sort(key=lambda pair: -pair[0])
         return [text for _, text in scored[: self.agent.memory_k]]
 
-    async def _post(self, task: TaskSpec, output: Any) -> int:
+    async def _post(self, task: TaskSpec, output: Any, token: str) -> int:
         if self.memory is None or "memory.post" not in self.agent.tools or not self.agent.memory.write:
             return 0
         from memory import NewEntry
@@ -88,5 +89,5 @@ class AgentActor:
         entry = NewEntry(mission_id=self.mission_id, agent_id=self.agent.name, task_id=task.id,
                          namespace=self.agent.memory.write[0], topic=task.topic or task.id,
                          text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role})
-        receipts = await self.memory.post.remote([entry], as_agent=self.agent.name)
+        receipts = await self.memory.post.remote([entry], token=token)
         return len(receipts)

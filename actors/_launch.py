@@ -11,9 +11,11 @@ import ray
 
 from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
+from controlplane._core.identity import mission_key
 from controlplane._core.placement import check_resources
 from controlplane.config.mission import MissionSpec
 from controlplane.errors import MissionNotFound
+from serving._secrets import load_or_create_root_secret, secret_file_env
 
 
 def new_mission_id(name: str) -> str:
@@ -23,12 +25,17 @@ def new_mission_id(name: str) -> str:
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
                   memory_dir: str | None = None) -> Any:
     """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
-    the mission id and start it; returns its handle."""
+    the mission id and start it; returns its handle. The supervisor gets the mission's key, derived here from
+    the cluster root secret, which never leaves this process."""
     resources = ray.cluster_resources()
     check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
-    handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached").remote(
-        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir)
+    key = mission_key(load_or_create_root_secret(), mission_id)
+    env = secret_file_env()  # paths only: the memory actor the supervisor starts finds the same root secret
+    handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached",
+                                     **({"runtime_env": {"env_vars": env}} if env else {})).remote(
+        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
+        mission_key=key)
     ray.get(handle.start.remote())
     return handle
 

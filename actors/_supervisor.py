@@ -3,6 +3,10 @@
 The loop: stop on cancel or budget -> time out expired attempts -> settle conflicts -> dispatch ready
 tasks -> sleep until a result, a deadline, or a signal. Each tick sits in its own try/except, so one
 bad task or one bug in a tick never kills the loop. Every transition goes to the one event stream.
+
+The supervisor holds its mission's key (never the cluster root secret): it mints a capability token for each
+dispatch, arms the router's hard token and USD caps at the start, and reads the mission's usage back from the
+router, which charges every call (failed, cancelled, planner and judge calls too).
 """
 
 from __future__ import annotations
@@ -20,26 +24,32 @@ from actors._agent import AgentActor
 from actors._conflicts import ConflictDesk
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
-from controlplane._core.budget import BudgetTracker
+from controlplane._core.budget import BudgetTracker, summarize_usage
 from controlplane._core.events import EventLog, MissionStatus
+from controlplane._core.identity import MissionTokens
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.scheduler import Assignment, Scheduler
-from controlplane.config.mission import MissionSpec, TaskSpec
-from controlplane.errors import is_retryable
+from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
+from controlplane.errors import BudgetExceeded, is_retryable
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
+TOKEN_MARGIN_S = 60.0
+"""An agent's token outlives its task's timeout by this much (queueing at the router, the memory post)."""
+CONTROL_TOKEN_TTL_S = 600.0
+USAGE_TIMEOUT_S = 10.0
 
 
 @ray.remote(num_cpus=0)
 class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
-    def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str,
+    def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str, mission_key: bytes,
                  memory_dir: str | None = None) -> None:
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.memory_dir = memory_dir
+        self.tokens = MissionTokens(mission_key, mission_id)
         self.log = EventLog(mission_id)
         self.started_s = time.time()
         self.ended_s: float | None = None
@@ -50,11 +60,15 @@ class SupervisorActor:
         self.agents: dict[str, Any] = {}
         self.memory: Any = None
         self.placement: dict[str, Any] = {}
-        self.control = {"tokens": 0, "llm_calls": 0}
+        self.usage = summarize_usage([])
+        """The mission's usage as the router last reported it (final once the mission has ended)."""
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
-                                      charge=self.budget.charge, mission_id=mission_id)
+                                      count_call=self.budget.count_call, supervisor_token=self._control_token,
+                                      agent_token=lambda name, timeout_s: self._agent_token(spec.agent(name),
+                                                                                           timeout_s),
+                                      mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
@@ -97,28 +111,30 @@ class SupervisorActor:
         return self.sched.status() if self.sched is not None and self.phase == MissionStatus.RUNNING else self.phase
 
     async def summary(self) -> dict[str, Any]:
-        """Where the mission stands: status, tasks by state, busy agents, tokens, elapsed time."""
+        """Where the mission stands: status, tasks by state, busy agents, tokens and USD, elapsed time."""
         counts = self.sched.counts() if self.sched else {}
+        usage = await self._usage()
         return {"mission_id": self.mission_id, "name": self.spec.name, "status": str(self.status()),
                 "reason": self.final[1] if self.final else "", "tasks": counts,
                 "busy_agents": {a: n for a, n in (self.sched.running if self.sched else {}).items() if n},
-                "tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
+                "tokens": usage["tokens"], "usd": usage["usd"], "llm_calls": usage["llm_calls"],
                 "elapsed_s": round((self.ended_s or time.time()) - self.started_s, 3), "done": self._done.is_set()}
 
     async def events_since(self, cursor: int) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.log.since(cursor)]
 
     async def result(self) -> dict[str, Any]:
-        """The full record: status, every task (output, attempts, tokens, times), usage, conflicts, plan."""
+        """The full record: status, every task (output, attempts, tokens, USD, times), usage (tokens and USD per
+        agent and for the mission, from the router), conflicts, plan."""
         status = self.status()
+        usage = dict(await self._usage())
+        control = usage.pop("control_plane")
         return {"mission_id": self.mission_id, "name": self.spec.name, "goal": self.spec.goal,
                 "status": str(status), "reason": self.final[1] if self.final else "",
                 "started_at": self.started_s, "ended_at": self.ended_s,
                 "wall_s": (self.ended_s or time.time()) - self.started_s,
                 "tasks": [r.to_dict() for r in self.sched.tasks.values()] if self.sched else [],
-                "usage": {"tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
-                          "tokens_by_agent": dict(self.budget.tokens_by_agent)},
-                "control_plane": dict(self.control), "conflicts": list(self.conflicts.decisions),
+                "usage": usage, "control_plane": control, "conflicts": list(self.conflicts.decisions),
                 "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement}
 
     async def on_memory_event(self, event: Any) -> None:
@@ -147,18 +163,52 @@ class SupervisorActor:
         finally:
             self.ended_s = time.time()
             self._teardown()
+            await self._usage()  # the final figures: read once more before the mission counts as done
             if self.sched is not None:
                 self.metrics.states(self.sched.counts())
             self.log.emit(self.ended_s, "mission", self.final[0] if self.final else MissionStatus.FAILED,
                           message=self.final[1] if self.final else "")
             self._done.set()
 
+    # -- identity and budgets ----------------------------------------------------------------------------
+    def _control_token(self, agent_id: str = "supervisor") -> str:
+        return self.tokens.control(agent_id, now_s=time.time(), ttl_s=CONTROL_TOKEN_TTL_S)
+
+    def _agent_token(self, agent: AgentSpec, timeout_s: float) -> str:
+        """A token for one dispatch: the agent's memory namespaces and tools, expiring after the task's timeout."""
+        return self.tokens.agent(agent.name, now_s=time.time(), ttl_s=timeout_s + TOKEN_MARGIN_S,
+                                 read=agent.memory.read, write=agent.memory.write, tools=agent.tools)
+
+    async def _arm_budgets(self) -> None:
+        """The router's hard token and USD caps of this mission and of each capped agent."""
+        budgets, token = self.spec.budgets, self._control_token()
+        if budgets.max_tokens is not None or budgets.max_usd is not None:
+            await self.router.set_budget(token, max_tokens=budgets.max_tokens, max_usd=budgets.max_usd)
+        for agent in self.spec.agents:
+            if agent.budget is not None:
+                await self.router.set_budget(token, agent.name, max_tokens=agent.budget.max_tokens,
+                                             max_usd=agent.budget.max_usd)
+
+    async def _usage(self) -> dict[str, Any]:
+        """The mission's usage from the router; the last one seen when the router does not answer."""
+        if not self._done.is_set():
+            try:
+                rows = await asyncio.wait_for(self.router.usage(self.mission_id), USAGE_TIMEOUT_S)
+                self.usage = summarize_usage(rows)
+            except Exception as exc:
+                logger.warning("mission %s: the router's usage is unavailable (%s); showing the last seen",
+                               self.mission_id, exc)
+        return self.usage
+
     async def _start_actors(self) -> None:
+        await self._arm_budgets()
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir)
-            await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write)
+            token = self._control_token()
+            await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
                                    for a in self.spec.agents))
-            await self.memory.subscribe.remote(ray.get_runtime_context().current_actor, ["conflicts"])
+            await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token,
+                                               namespace=self.namespace)
         for a in self.spec.agents:
             self.agents[a.name] = AgentActor.options(
                 name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
@@ -174,7 +224,7 @@ class SupervisorActor:
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
             return list(self.spec.tasks)
-        from serving import ChatMessage, ChatRequest, Identity
+        from serving import ChatMessage, ChatRequest
 
         self.phase = MissionStatus.PLANNING
         self.log.emit(time.time(), "mission", MissionStatus.PLANNING, agent="planner")
@@ -183,12 +233,12 @@ class SupervisorActor:
             model=p.model, max_tokens=p.max_tokens,
             messages=[ChatMessage(**m) for m in planner_messages(self.spec.goal, self.spec.agents, p.max_tasks)],
             json_schema=plan_schema([a.name for a in self.spec.agents], p.max_tasks),
-            identity=Identity(mission_id=self.mission_id, agent_id="planner", priority="control"))
+            token=self._control_token("planner"), priority="control")
         raw, notes = "", []
         try:
+            self.budget.count_call()
             reply = await self.router.chat(request)
             raw = reply.text
-            self.charge_control(reply.usage.prompt_tokens + reply.usage.completion_tokens)
         except Exception as exc:
             notes.append(f"planner call failed ({type(exc).__name__}: {exc})")
         plan = repair_plan(raw, self.spec.agents, self.spec.goal, p.max_tasks)
@@ -204,11 +254,6 @@ class SupervisorActor:
 
     def _memory(self) -> Any:
         return self.memory
-
-    def charge_control(self, tokens: int) -> None:
-        self.control["tokens"] += tokens
-        self.control["llm_calls"] += 1
-        self.budget.charge("control-plane", tokens=tokens)
 
     async def _loop(self) -> None:
         assert self.sched is not None
@@ -257,7 +302,8 @@ class SupervisorActor:
 
     def _launch(self, a: Assignment) -> None:
         spec = self.sched.tasks[a.task].spec
-        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task))
+        token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
+        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token)
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
 
     async def _await(self, a: Assignment, ref: Any) -> None:
@@ -269,13 +315,17 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
+            if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
+                self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause))
+                self._stop(MissionStatus.BUDGET_EXCEEDED, str(cause), time.time())
+                return
             retryable = is_retryable(cause)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
             self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(),
                                   retryable=retryable)
         else:
             tokens = result.prompt_tokens + result.completion_tokens
-            self.budget.charge(a.agent, tokens=tokens)
+            self.budget.count_call()
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
             self.sched.on_success(a.task, a.attempt, asdict(result), time.time())
         finally:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 from ray.exceptions import RayTaskError
 
-from controlplane._model_cache import default_model_path
 from controlplane._core.identity import MissionTokens, mission_key
+from controlplane._model_cache import default_model_path
 from controlplane.config import ScriptedModelSpec, ServingConfig, VLLMModelSpec
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
-from serving._keys import API_KEYS_ENV
-from serving._secrets import ROOT_SECRET_ENV, load_or_create_root_secret
 from serving._router import Router
+from serving._secrets import load_or_create_root_secret, secret_file_env
 from serving._types import ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
@@ -82,12 +80,6 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
     env = {**ROUTER_ENV, **secret_file_env()}
     return Router.options(name=router_name, ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}}).bind(
         config.model_dump(mode="json"), handles)
-
-
-def secret_file_env() -> dict[str, str]:
-    """The driver's choice of root secret and API key files ($CONTROLPLANE_ROOT_SECRET_FILE,
-    $CONTROLPLANE_API_KEYS_FILE), for the runtime_env of the processes that verify credentials. Paths only."""
-    return {name: os.environ[name] for name in (ROOT_SECRET_ENV, API_KEYS_ENV) if os.environ.get(name)}
 
 
 def app_builder(args: dict[str, Any]):

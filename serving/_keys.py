@@ -24,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controlplane._core.identity import RESERVED_AGENT_NAMES, narrow_priority
 from controlplane.errors import ScopeDenied, SpecError
+from serving._secrets import API_KEYS_ENV
 from serving._types import Identity, Priority
 
 KEY_PREFIX = "cp-"
-API_KEYS_ENV = "CONTROLPLANE_API_KEYS_FILE"
 DEFAULT_API_KEYS_PATH = Path("~/.controlplane/api_keys.json")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -82,7 +82,8 @@ class Router:
                     for name, spec in self._config.models.items()}
         self._batchers = {name: backend for name, backend in backends.items() if isinstance(backend, Batcher)}
         self._core = RouterCore(self._config, backends, on_record=_Metrics().record)
-        self._auth = Authenticator(root_secret=load_or_create_root_secret(), keys=ApiKeyStore(router.auth.api_keys_file),
+        self._auth = Authenticator(root_secret=load_or_create_root_secret(),
+                                   keys=ApiKeyStore(router.auth.api_keys_file),
                                    allow_anonymous=router.auth.allow_anonymous)
 
     def _handle_call(self, request: ChatRequest) -> Call:

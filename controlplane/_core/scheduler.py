@@ -52,12 +52,13 @@ class TaskRecord:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usd: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.spec.id, "agent": self.agent, "status": str(self.status), "output": self.output,
                 "attempts": self.attempts, "error": self.error,
-                "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+                "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens}, "usd": self.usd,
                 "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on}
 
 
@@ -162,11 +163,12 @@ class Scheduler:
         record.output = result.get("output")
         record.prompt_tokens += int(result.get("prompt_tokens", 0))
         record.completion_tokens += int(result.get("completion_tokens", 0))
+        record.usd += float(result.get("usd", 0.0))
         record.error = None
         tokens = int(result.get("prompt_tokens", 0)) + int(result.get("completion_tokens", 0))
+        latency_s = round(now_s - (record.details.get("attempt_start_s") or now_s), 4)
         self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
-                         data={"tokens": tokens, "latency_s": round(now_s - (record.details.get("attempt_start_s")
-                                                                          or now_s), 4)})
+                         data={"tokens": tokens, "usd": float(result.get("usd", 0.0)), "latency_s": latency_s})
         for child in self.dag.dependents[task_id]:
             self._left[child] -= 1
             if self._left[child] == 0 and self.tasks[child].status == TaskStatus.PENDING:

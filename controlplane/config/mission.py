@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic_core import PydanticCustomError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from controlplane.config._graph import find_cycle, format_cycle
 from controlplane.config.memory import MemoryConfig
