@@ -28,4 +28,5 @@ def test_readme_memory_example_runs(ray_cluster, tmp_path, monkeypatch):
         assert [e.entry.topic for e in events] == ["launch"]
         assert (tmp_path / "runs/demo/memory").is_dir()
     finally:
-        ray.kill(ray.get_actor("demo:memory"))
+        for name in ("demo:memory", "inbox"):
+            ray.kill(ray.get_actor(name))
