@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     "identity_calls_per_rep": IDENTITY_CALLS[mode], "model": "scripted (router's ScriptedEngine)"})
     print(f"{'figure':<44}{'value':>14}")
     for key, value in figures.items():
-        print(f"{key:<44}{value if isinstance(value, str) else round(float(value), 4):>14}")
+        shown = round(value, 4) if isinstance(value, float) else value
+        print(f"{key:<44}{shown!s:>14}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -90,8 +90,9 @@ class MemoryActor:
 
     def _caller(self, token: str) -> str:
         """The ACL name of the token's bearer."""
+        claims = self._verified(token)
         try:
-            return principal_of(self._verified(token))
+            return principal_of(claims)
         except ScopeDenied:
             self._store.counters["identity_refused"] += 1
             raise

@@ -44,9 +44,10 @@ class _Metrics:
         tags = {"mission_id": identity.mission_id, "agent_id": identity.agent_id, "model": model}
         self.calls.inc(1, {**tags, "outcome": "ok" if final else "error"})
         if final:
-            self.prompt.inc(final["prompt_tokens"], tags)
-            self.completion.inc(final["completion_tokens"], tags)
-            self.usd.inc(final["usd"], tags)
+            for counter, value in ((self.prompt, final["prompt_tokens"]), (self.completion, final["completion_tokens"]),
+                                   (self.usd, final["usd"])):
+                if value > 0:  # Ray's Counter.inc refuses 0 (a free model, an empty completion)
+                    counter.inc(value, tags)
             self.ttft.observe(final["ttft_s"], {"model": model})
             self.latency.observe(final["latency_s"], {"model": model})
 
