@@ -23,10 +23,11 @@ def new_mission_id(name: str) -> str:
 
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
-                  memory_dir: str | None = None) -> Any:
+                  memory_dir: str | None = None, router_url: str | None = None) -> Any:
     """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
-    the mission id and start it; returns its handle. The supervisor gets the mission's key, derived here from
-    the cluster root secret, which never leaves this process."""
+    the mission id and start it; returns its handle. `router_url` is the router's OpenAI base URL
+    (`http://host:port/v1`), given to python agents as `ctx.openai_base_url`. The supervisor gets the mission's
+    key, derived here from the cluster root secret, which never leaves this process."""
     resources = ray.cluster_resources()
     check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
@@ -35,7 +36,7 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached",
                                      **({"runtime_env": {"env_vars": env}} if env else {})).remote(
         spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
-        mission_key=key)
+        router_url=router_url, mission_key=key)
     ray.get(handle.start.remote())
     return handle
 

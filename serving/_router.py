@@ -46,7 +46,7 @@ class _Metrics:
         if final:
             for counter, value in ((self.prompt, final["prompt_tokens"]), (self.completion, final["completion_tokens"]),
                                    (self.usd, final["usd"])):
-                if value > 0:  # Ray's Counter.inc refuses 0 (a free model, an empty completion)
+                if value > 0:  # Ray's Counter refuses 0 (a free model, an empty reply)
                     counter.inc(value, tags)
             self.ttft.observe(final["ttft_s"], {"model": model})
             self.latency.observe(final["latency_s"], {"model": model})

@@ -14,7 +14,8 @@ PUBLIC = {
         "AccessDenied", "AgentSpec", "BackpressureError", "BudgetExceeded", "ControlPlaneError", "MissionNotFound",
         "MissionSpec", "ReplicaUnavailable", "SetupError", "SpecError", "TaskSpec", "load_mission", "parse_mission"],
     "controlplane.config": [
-        "AgentBudget", "AgentSpec", "AuthSpec", "BreakerSpec", "Budgets", "ConflictPolicy", "LimitSpec", "MemoryAccess", "MemoryConfig",
+        "AgentBudget", "AgentSpec", "AuthSpec", "BreakerSpec", "Budgets", "ConflictPolicy", "LimitSpec", "MemoryAccess",
+        "MemoryConfig",
         "MissionLimitSpec", "MissionSpec", "OpenAIModelSpec", "PlannerSpec", "Policies", "ReplicaSpec", "Resources",
         "RouterSpec", "ScriptedModelSpec", "ScriptedRule", "ServingConfig", "TaskSpec", "VLLMModelSpec",
         "load_mission", "parse_mission", "parse_serving_config"],

@@ -87,10 +87,10 @@ def test_client_errors_do_not_open_the_breaker():
     assert core.breaker_state("main") == "closed"
 
 
-def test_timeout_is_a_backend_failure():
-    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend(delay_s=1.0)})
+def test_the_routers_own_timeout_is_a_backend_failure():
+    core = RouterCore(config(request_timeout_s=0.05), {"main": FakeBackend(), "spare": FakeBackend(delay_s=1.0)})
     with pytest.raises(ReplicaUnavailable, match="timeout_s=0.05"):
-        asyncio.run(run(core, call(model="spare", timeout_s=0.05)))
+        asyncio.run(run(core, call(model="spare")))
     assert core.ledger.snapshot()[0]["errors"] == 1
 
 
