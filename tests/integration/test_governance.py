@@ -95,7 +95,7 @@ CAP_TOKENS = 600
 def test_twenty_parallel_tasks_against_a_tight_token_cap_never_overshoot_it(router):
     # Each call reserves its worst case (prompt bound + 64) before it runs, so at most two fit at once; the
     # others wait (backpressure, retried) until the cap cannot fit another call, and the mission stops.
-    data = {"agents": [agent("crowd", model="scripted-slow", max_concurrency=20, max_tokens=64)],
+    data = {"agents": [agent("crowd", model="scripted-slow", max_concurrency=20, max_tokens=64, tool_style="native")],
             "budgets": {"max_tokens": CAP_TOKENS}, "policies": {"retry_backoff_s": 0.05, "retry_backoff_max_s": 0.5},
             "tasks": [task(f"t{i}", "crowd", retries=10) for i in range(20)]}
     result = run_mission(router, data, mission_id="it-gov-overshoot")
@@ -111,8 +111,8 @@ def test_twenty_parallel_tasks_against_a_tight_token_cap_never_overshoot_it(rout
 
 
 def test_an_agents_own_cap_refuses_its_calls_and_usd_is_reported_per_agent(router):
-    data = {"agents": [agent("capped", model="scripted-priced", budget={"max_tokens": 50}),
-                       agent("paid", model="scripted-priced", max_tokens=16)],
+    data = {"agents": [agent("capped", model="scripted-priced", budget={"max_tokens": 50}, tool_style="native"),
+                       agent("paid", model="scripted-priced", max_tokens=16, tool_style="native")],
             "policies": {"on_failure": "skip_dependents"},
             "tasks": [task("small", "capped", retries=3), task("priced", "paid")]}
     result = run_mission(router, data, mission_id="it-gov-usd")
