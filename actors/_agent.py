@@ -44,6 +44,7 @@ class _Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usd: float = 0.0
     model_calls: int = 0
     model_s: float = 0.0
     tools_s: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -51,6 +52,7 @@ class _Usage:
     def add_reply(self, reply: Any, latency_s: float) -> None:
         self.prompt_tokens += reply.usage.prompt_tokens
         self.completion_tokens += reply.usage.completion_tokens
+        self.usd += reply.usage.usd
         self.model_calls += 1
         self.model_s += latency_s
 
@@ -92,18 +94,19 @@ class AgentActor:
         return {"agent": self.agent.name, "node_id": context.get_node_id(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
-    async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any]) -> StepResult:
-        """One attempt of `task`. Raises on failure (the supervisor retries or falls back)."""
+    async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any], token: str) -> StepResult:
+        """One attempt of `task`, under the capability token the supervisor issued for it: the router and memory
+        take the agent's identity from it. Raises on failure (the supervisor retries or falls back)."""
         started = time.time()
-        runner = self._runner(task, attempt)
+        runner = self._runner(task, attempt, token)
         if self._python is not None:
-            return await self._run_python(task, attempt, context, runner, started)
-        return await self._run_loop(task, attempt, context, runner, started)
+            return await self._run_python(task, attempt, context, runner, started, token)
+        return await self._run_loop(task, attempt, context, runner, started, token)
 
     # -- kind: llm -------------------------------------------------------------------------------------
     async def _run_loop(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,
-                        started: float) -> StepResult:
-        hits = await self._recall(task) if self.agent.fixed_memory else []
+                        started: float, token: str) -> StepResult:
+        hits = await self._recall(task, token) if self.agent.fixed_memory else []
         loop = AgentLoop(
             agent=self.agent.name, task=task.id,
             messages=build_messages(self.agent, goal=self.goal, task=task, context=context, memory_hits=hits),
@@ -117,8 +120,8 @@ class AgentActor:
         while True:
             request = loop.next_request()
             called = time.time()
-            reply = await self.chat(request.messages, json_schema=request.json_schema, tools=request.tools,
-                                    timeout_s=task.timeout_s)
+            reply = await self.chat(request.messages, token=token, json_schema=request.json_schema,
+                                    tools=request.tools, timeout_s=task.timeout_s)
             usage.add_reply(reply, time.time() - called)
             decision = loop.on_reply(reply.text, getattr(reply, "tool_calls", None), reply.finish_reason,
                                      latency_s=time.time() - called)
@@ -133,24 +136,25 @@ class AgentActor:
                                    fix=decision.fix)
             elif isinstance(decision, Finished):
                 break
-        posted = await self._post(task, decision.output, attempt) if self.agent.fixed_memory else 0
+        posted = await self._post(task, decision.output, attempt, token) if self.agent.fixed_memory else 0
         summary = loop.summary()
         return StepResult(output=decision.output, prompt_tokens=usage.prompt_tokens,
-                          completion_tokens=usage.completion_tokens, attempt=attempt, started_at_s=started,
+                          completion_tokens=usage.completion_tokens, usd=usage.usd, attempt=attempt,
+                          started_at_s=started,
                           ended_at_s=time.time(), model_latency_s=usage.model_s, memory_hits=len(hits),
                           posted=posted, model_calls=usage.model_calls, tool_calls=summary.tool_calls,
                           tools_s=usage.tools_s, loop=dataclasses.asdict(summary))
 
-    async def chat(self, messages: list[dict[str, Any]], *, json_schema: dict[str, Any] | None = None,
+    async def chat(self, messages: list[dict[str, Any]], *, token: str, json_schema: dict[str, Any] | None = None,
                    tools: list[dict[str, Any]] | None = None, timeout_s: float | None = None,
                    max_tokens: int | None = None) -> Any:
-        """One router call under this agent's identity."""
-        from serving import ChatRequest, Identity
+        """One router call under the identity of `token` (this agent's, for the task at hand)."""
+        from serving import ChatRequest
 
         fields: dict[str, Any] = {
             "model": self.agent.model, "messages": messages, "max_tokens": max_tokens or self.agent.max_tokens,
             "temperature": self.agent.temperature, "json_schema": json_schema, "timeout_s": timeout_s,
-            "identity": Identity(mission_id=self.mission_id, agent_id=self.agent.name, priority="normal")}
+            "token": token}
         if tools:
             fields["tools"] = tools
         if self.log_content:
@@ -164,24 +168,25 @@ class AgentActor:
 
     # -- kind: python ----------------------------------------------------------------------------------
     async def _run_python(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,
-                          started: float) -> StepResult:
+                          started: float, token: str) -> StepResult:
         assert self._python is not None
-        ctx = AgentContext(actor=self, task=task, attempt=attempt, context=context, runner=runner)
+        ctx = AgentContext(actor=self, task=task, attempt=attempt, context=context, runner=runner, token=token)
         before = await self._router_spend()
         output = await self._python(task, ctx)
         # Calls an outside client (LangGraph, the Agents SDK) made through ctx.openai_base_url reach the router
         # under this agent's identity: its ledger holds them, and ctx.chat's calls too.
         spent = {key: value - before.get(key, 0) for key, value in (await self._router_spend()).items()}
-        return StepResult(output=output, prompt_tokens=max(ctx.usage["prompt_tokens"], spent["prompt_tokens"]),
-                          completion_tokens=max(ctx.usage["completion_tokens"], spent["completion_tokens"]),
-                          attempt=attempt, started_at_s=started, ended_at_s=time.time(),
-                          model_latency_s=ctx.usage["model_s"],
-                          model_calls=max(ctx.usage["model_calls"], spent["calls"]), tool_calls=ctx.usage["tool_calls"])
+        return StepResult(output=output, prompt_tokens=max(ctx.usage["prompt_tokens"], int(spent["prompt_tokens"])),
+                          completion_tokens=max(ctx.usage["completion_tokens"], int(spent["completion_tokens"])),
+                          usd=max(ctx.usage["usd"], spent["usd"]), attempt=attempt, started_at_s=started,
+                          ended_at_s=time.time(), model_latency_s=ctx.usage["model_s"],
+                          model_calls=max(ctx.usage["model_calls"], int(spent["calls"])),
+                          tool_calls=ctx.usage["tool_calls"])
 
-    async def _router_spend(self) -> dict[str, int]:
-        """This agent's calls and tokens in the router's ledger so far (one mission's rows, summed over models).
+    async def _router_spend(self) -> dict[str, float]:
+        """This agent's calls, tokens and USD in the router's ledger so far (one mission's rows, summed over models).
         Tasks that run at once on one agent (max_concurrency > 1) share the difference."""
-        totals = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        totals = {"calls": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0, "usd": 0.0}
         try:
             rows = await self.router.usage(self.mission_id)
         except Exception as exc:  # accounting must not fail the task; the ctx.chat counts remain
@@ -190,16 +195,16 @@ class AgentActor:
         for row in rows:
             if row["agent_id"] == self.agent.name:
                 for key in totals:
-                    totals[key] += int(row[key])
+                    totals[key] += float(row.get(key, 0))
         return totals
 
     # -- tools -----------------------------------------------------------------------------------------
-    def _runner(self, task: TaskSpec, attempt: int) -> ToolRunner:
+    def _runner(self, task: TaskSpec, attempt: int, token: str) -> ToolRunner:
         builtins: dict[str, tuple[ToolSpec, Builtin]] = {}
         if self.memory is not None:
-            builtins[MEMORY_SEARCH_TOOL.name] = (MEMORY_SEARCH_TOOL, self._memory_search)
+            builtins[MEMORY_SEARCH_TOOL.name] = (MEMORY_SEARCH_TOOL, lambda args: self._memory_search(args, token))
             builtins[MEMORY_POST_TOOL.name] = (
-                MEMORY_POST_TOOL, lambda args: self._memory_post(task, args, attempt))
+                MEMORY_POST_TOOL, lambda args: self._memory_post(task, args, attempt, token))
         if self.supervisor is not None and self._delegate_targets:
             spec = delegate_tool(self._delegate_targets)
             builtins[spec.name] = (spec, lambda args: self.supervisor.delegate.remote(task.id, args["to"],
@@ -209,31 +214,32 @@ class AgentActor:
             workspace=self._workspace, supervisor=self.supervisor, task=task.id,
             attempt_key=attempt_key(self.mission_id, task.id, attempt), call_prefix=f"{self.mission_id}/{task.id}")
 
-    async def _memory_search(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        hits = await self._search(args["query"], int(args.get("k", 3)))
+    async def _memory_search(self, args: dict[str, Any], token: str) -> list[dict[str, Any]]:
+        hits = await self._search(args["query"], int(args.get("k", 3)), token)
         return [{"agent": agent, "text": text, "score": round(score, 3)} for score, agent, text in hits]
 
-    async def _memory_post(self, task: TaskSpec, args: dict[str, Any], attempt: int) -> dict[str, Any]:
-        posted = await self._post(task, args["text"], attempt, topic=args.get("topic"))
+    async def _memory_post(self, task: TaskSpec, args: dict[str, Any], attempt: int, token: str) -> dict[str, Any]:
+        posted = await self._post(task, args["text"], attempt, token, topic=args.get("topic"))
         return {"posted": posted, "namespace": self.agent.memory.write[0] if self.agent.memory.write else None}
 
-    async def _search(self, query: str, k: int) -> list[tuple[float, str, str]]:
+    async def _search(self, query: str, k: int, token: str) -> list[tuple[float, str, str]]:
         from memory import SearchFilters
 
         scored: list[tuple[float, str, str]] = []
         for namespace in self.agent.memory.read:
-            found = await self.memory.search.remote(query, k=k, namespace=namespace, as_agent=self.agent.name,
+            found = await self.memory.search.remote(query, k=k, namespace=namespace, token=token,
                                                     filters=SearchFilters(mission_id=self.mission_id))
             scored += [(hit.score, hit.entry.agent_id, hit.entry.text) for hit in found[0]]
         scored.sort(key=lambda hit: -hit[0])
         return scored[:k]
 
-    async def _recall(self, task: TaskSpec) -> list[str]:
+    async def _recall(self, task: TaskSpec, token: str) -> list[str]:
         if self.memory is None or self.agent.memory_k == 0:
             return []
-        return [f"{agent}: {text}" for _, agent, text in await self._search(task.description, self.agent.memory_k)]
+        hits = await self._search(task.description, self.agent.memory_k, token)
+        return [f"{agent}: {text}" for _, agent, text in hits]
 
-    async def _post(self, task: TaskSpec, output: Any, attempt: int, *, topic: str | None = None) -> int:
+    async def _post(self, task: TaskSpec, output: Any, attempt: int, token: str, *, topic: str | None = None) -> int:
         if self.memory is None or not self.agent.memory.write:
             return 0
         from memory import NewEntry
@@ -244,5 +250,5 @@ class AgentActor:
                          namespace=self.agent.memory.write[0], topic=topic or task.topic or task.id,
                          text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role},
                          idempotency_key=f"{key}/post/{sequence}")
-        receipts = await self.memory.post.remote([entry], as_agent=self.agent.name)
+        receipts = await self.memory.post.remote([entry], token=token)
         return len(receipts)

@@ -1,7 +1,8 @@
 """`ctx`, what a `kind: python` agent's `async def run(task, ctx)` gets: the governed parts of the control plane.
 
-Its model calls go through the router under the agent's identity, its tool calls through the same door
-(`authorize()`) and schema check as the built-in loop's, its memory through the agent's grants.
+Its model calls go through the router under the agent's identity (the task's capability token), its tool calls
+through the same door (`authorize()`) and schema check as the built-in loop's, its memory through the agent's
+grants.
 """
 
 from __future__ import annotations
@@ -52,25 +53,27 @@ class AgentMemory:
         self._ctx = ctx
 
     async def search(self, query: str, k: int = 3) -> list[dict[str, Any]]:
-        return await self._ctx._actor._memory_search({"query": query, "k": k})
+        return await self._ctx._actor._memory_search({"query": query, "k": k}, self._ctx._token)
 
     async def post(self, text: str, topic: str | None = None) -> dict[str, Any]:
-        return await self._ctx._actor._memory_post(self._ctx.task, {"text": text, "topic": topic}, self._ctx.attempt)
+        return await self._ctx._actor._memory_post(self._ctx.task, {"text": text, "topic": topic}, self._ctx.attempt,
+                                                   self._ctx._token)
 
 
 class AgentContext:
     """The governed parts of the control plane for one task of a python agent."""
 
     def __init__(self, *, actor: AgentActor, task: TaskSpec, attempt: int, context: dict[str, Any],
-                 runner: ToolRunner) -> None:
-        self._actor = actor
+                 runner: ToolRunner, token: str) -> None:
+        self._actor, self._token = actor, token
         self.task, self.attempt = task, attempt
         self.agent = actor.agent
         self.mission_id = actor.mission_id
         self.goal = actor.goal
         self.context = context
         """The outputs of the task's dependencies, by task id."""
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "model_calls": 0, "model_s": 0.0, "tool_calls": 0}
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0, "model_calls": 0, "model_s": 0.0,
+                      "tool_calls": 0}
         self.tools = AgentTools(self, runner)
         self.memory = AgentMemory(self)
 
@@ -78,10 +81,11 @@ class AgentContext:
                    max_tokens: int | None = None) -> Any:
         """A router call as this agent (its model, limits, budget and priority); returns the ChatResult."""
         started = time.time()
-        reply = await self._actor.chat(messages, json_schema=json_schema, max_tokens=max_tokens,
+        reply = await self._actor.chat(messages, token=self._token, json_schema=json_schema, max_tokens=max_tokens,
                                        timeout_s=self.task.timeout_s)
         self.usage["prompt_tokens"] += reply.usage.prompt_tokens
         self.usage["completion_tokens"] += reply.usage.completion_tokens
+        self.usage["usd"] += reply.usage.usd
         self.usage["model_calls"] += 1
         self.usage["model_s"] += time.time() - started
         return reply
@@ -95,8 +99,16 @@ class AgentContext:
         return self._actor.router_url
 
     @property
+    def openai_api_key(self) -> str:
+        """The credential of an outside client's calls: this task's capability token, sent as the bearer key, so
+        the router counts them as this agent's (`openai.OpenAI(base_url=ctx.openai_base_url,
+        api_key=ctx.openai_api_key)`). It expires with the task."""
+        return self._token
+
+    @property
     def openai_headers(self) -> dict[str, str]:
-        """Headers that make an outside client's calls count as this agent's."""
+        """Headers naming this agent; the token (`openai_api_key`) is what the router believes, and these must
+        agree with it."""
         return {"x-mission-id": self.mission_id, "x-agent-id": self.agent.name}
 
     @property

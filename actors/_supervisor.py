@@ -3,6 +3,10 @@
 The loop: stop on cancel or budget -> time out expired attempts -> settle conflicts -> dispatch ready
 tasks -> sleep until a result, a deadline, or a signal. Each tick sits in its own try/except, so one
 bad task or one bug in a tick never kills the loop. Every transition goes to the one event stream.
+
+The supervisor holds its mission's key (never the cluster root secret): it mints a capability token for each
+dispatch, arms the router's hard token and USD caps at the start, and reads the mission's usage back from the
+router, which charges every call (failed, cancelled, planner and judge calls too).
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
 from actors._tool_journal import ToolJournalDesk
-from controlplane._core.budget import BudgetTracker
+from controlplane._core.budget import BudgetTracker, summarize_usage
 from controlplane._core.builtins import check_delegation
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
+from controlplane._core.identity import MissionTokens
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.scheduler import Assignment, Scheduler
 from controlplane._rundir import write_run_dir
-from controlplane.config.mission import MissionSpec, TaskSpec
-from controlplane.errors import ToolError
+from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
+from controlplane.errors import BudgetExceeded, ToolError
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
@@ -39,18 +44,23 @@ AGENT_START_TIMEOUT_S = 300.0
 MCP_STOP_TIMEOUT_S = 15.0
 MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
+TOKEN_MARGIN_S = 60.0
+"""An agent's token outlives its task's timeout by this much (queueing at the router, the memory post)."""
+CONTROL_TOKEN_TTL_S = 600.0
+USAGE_TIMEOUT_S = 10.0
 
 
 @ray.remote(num_cpus=0)
 class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
-    def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str,
+    def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str, mission_key: bytes,
                  memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None) -> None:
         """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
         when it already holds a log, the mission continues from it (see actors._durable)."""
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.memory_dir = memory_dir
+        self.tokens = MissionTokens(mission_key, mission_id)
         self.run_dir = run_dir or default_run_dir(mission_id)
         self.opened = open_mission(self.run_dir)
         self.writer = self.opened.writer
@@ -68,11 +78,16 @@ class SupervisorActor:
         self._depth: dict[str, int] = {}
         self._delegated: dict[str, asyncio.Future] = {}
         self.placement: dict[str, Any] = {}
-        self.control = {"tokens": 0, "llm_calls": 0}
+        self.usage = summarize_usage([])
+        """The mission's usage as the router last reported it (final once the mission has ended)."""
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
-                                      charge=self.charge, mission_id=mission_id)
+                                      count_call=lambda: self.count_calls("control-plane"),
+                                      supervisor_token=self._control_token,
+                                      agent_token=lambda name, timeout_s: self._agent_token(spec.agent(name),
+                                                                                           timeout_s),
+                                      mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
@@ -140,31 +155,33 @@ class SupervisorActor:
         return self.sched.status() if self.sched is not None and self.phase == MissionStatus.RUNNING else self.phase
 
     async def summary(self) -> dict[str, Any]:
-        """Where the mission stands: status, tasks by state, busy agents, tokens, elapsed time."""
+        """Where the mission stands: status, tasks by state, busy agents, tokens and USD, elapsed time."""
         counts = self.sched.counts() if self.sched else {}
+        usage = await self._usage()
         return {"mission_id": self.mission_id, "name": self.spec.name, "status": str(self.status()),
                 "reason": self.final[1] if self.final else "", "tasks": counts,
                 "busy_agents": {a: n for a, n in (self.sched.running if self.sched else {}).items() if n},
-                "tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
+                "tokens": usage["tokens"], "usd": usage["usd"], "llm_calls": usage["llm_calls"],
                 "elapsed_s": round((self.ended_s or time.time()) - self.started_s, 3), "done": self._done.is_set()}
 
     async def events_since(self, cursor: int) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.log.since(cursor)]
 
     async def result(self) -> dict[str, Any]:
-        """The full record: status, every task (output, attempts, tokens, times), usage, conflicts, plan; once
-        ended, `log_head` (seq and hash of the mission log's last record, for `controlplane audit verify`)."""
+        """The full record: status, every task (output, attempts, tokens, USD, times), usage (tokens and USD per
+        agent and for the mission, from the router), conflicts, plan; once ended, `log_head` (seq and hash of the
+        mission log's last record, for `controlplane audit verify`)."""
         if self._stored_result is not None:
             return self._stored_result
         status = self.status()
+        usage = dict(await self._usage())
+        control = usage.pop("control_plane")
         return {"mission_id": self.mission_id, "name": self.spec.name, "goal": self.spec.goal,
                 "status": str(status), "reason": self.final[1] if self.final else "",
                 "started_at": self.started_s, "ended_at": self.ended_s,
                 "wall_s": (self.ended_s or time.time()) - self.started_s,
                 "tasks": [r.to_dict() for r in self.sched.tasks.values()] if self.sched else [],
-                "usage": {"tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
-                          "tokens_by_agent": dict(self.budget.tokens_by_agent)},
-                "control_plane": dict(self.control), "conflicts": list(self.conflicts.decisions),
+                "usage": usage, "control_plane": control, "conflicts": list(self.conflicts.decisions),
                 "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement,
                 "run_dir": self.run_dir}
 
@@ -261,6 +278,7 @@ class SupervisorActor:
         finally:
             self.ended_s = time.time()
             await self._teardown()
+            await self._usage()  # the final figures: read once more before the mission counts as done
             if self.sched is not None:
                 self.metrics.states(self.sched.counts())
             self.log.emit(self.ended_s, "mission", self.final[0] if self.final else MissionStatus.FAILED,
@@ -276,8 +294,6 @@ class SupervisorActor:
             self.plan_info = {"mode": "auto", "repairs": [], "fallback": False, "tasks": state.plan, "resumed": True}
         self.sched, relaunch = rebuild_scheduler(state, tasks, self.spec.agents, self.spec.policies, self.log,
                                                  time.time())
-        for agent, tokens in state.budget.tokens_by_agent.items():
-            self.budget.charge(agent, tokens=tokens, calls=0)
         self.budget.llm_calls = state.budget.llm_calls
         self.conflicts.decisions.extend(state.conflicts)
         self.phase = MissionStatus.RUNNING
@@ -310,7 +326,38 @@ class SupervisorActor:
         except Exception:
             logger.exception("mission %s: the finished supervisor could not end itself", self.mission_id)
 
+    # -- identity and budgets ----------------------------------------------------------------------------
+    def _control_token(self, agent_id: str = "supervisor") -> str:
+        return self.tokens.control(agent_id, now_s=time.time(), ttl_s=CONTROL_TOKEN_TTL_S)
+
+    def _agent_token(self, agent: AgentSpec, timeout_s: float) -> str:
+        """A token for one dispatch: the agent's memory namespaces and tools, expiring after the task's timeout."""
+        return self.tokens.agent(agent.name, now_s=time.time(), ttl_s=timeout_s + TOKEN_MARGIN_S,
+                                 read=agent.memory.read, write=agent.memory.write, tools=agent.tools)
+
+    async def _arm_budgets(self) -> None:
+        """The router's hard token and USD caps of this mission and of each capped agent."""
+        budgets, token = self.spec.budgets, self._control_token()
+        if budgets.max_tokens is not None or budgets.max_usd is not None:
+            await self.router.set_budget(token, max_tokens=budgets.max_tokens, max_usd=budgets.max_usd)
+        for agent in self.spec.agents:
+            if agent.budget is not None:
+                await self.router.set_budget(token, agent.name, max_tokens=agent.budget.max_tokens,
+                                             max_usd=agent.budget.max_usd)
+
+    async def _usage(self) -> dict[str, Any]:
+        """The mission's usage from the router; the last one seen when the router does not answer."""
+        if not self._done.is_set():
+            try:
+                rows = await asyncio.wait_for(self.router.usage(self.mission_id), USAGE_TIMEOUT_S)
+                self.usage = summarize_usage(rows)
+            except Exception as exc:
+                logger.warning("mission %s: the router's usage is unavailable (%s); showing the last seen",
+                               self.mission_id, exc)
+        return self.usage
+
     async def _start_actors(self) -> None:
+        await self._arm_budgets()
         if self.spec.mcp_servers:
             self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(
                 list(self.spec.mcp_servers))
@@ -319,9 +366,11 @@ class SupervisorActor:
                           f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir)
-            await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write)
+            token = self._control_token()
+            await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
                                    for a in self.spec.agents))
-            await self.memory.subscribe.remote(ray.get_runtime_context().current_actor, ["conflicts"])
+            await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token,
+                                               namespace=self.namespace)
         for a in self.spec.agents:
             self.agents[a.name] = self._agent_actor(a.name)
         placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
@@ -333,7 +382,7 @@ class SupervisorActor:
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
             return list(self.spec.tasks)
-        from serving import ChatMessage, ChatRequest, Identity
+        from serving import ChatMessage, ChatRequest
 
         self.phase = MissionStatus.PLANNING
         self.log.emit(time.time(), "mission", MissionStatus.PLANNING, agent="planner")
@@ -342,12 +391,12 @@ class SupervisorActor:
             model=p.model, max_tokens=p.max_tokens,
             messages=[ChatMessage(**m) for m in planner_messages(self.spec.goal, self.spec.agents, p.max_tasks)],
             json_schema=plan_schema([a.name for a in self.spec.agents], p.max_tasks),
-            identity=Identity(mission_id=self.mission_id, agent_id="planner", priority="control"))
+            token=self._control_token("planner"), priority="control")
         raw, notes = "", []
         try:
+            self.count_calls("planner")
             reply = await self.router.chat(request)
             raw = reply.text
-            self.charge_control(reply.usage.prompt_tokens + reply.usage.completion_tokens)
         except Exception as exc:
             notes.append(f"planner call failed ({type(exc).__name__}: {exc})")
         plan = repair_plan(raw, self.spec.agents, self.spec.goal, p.max_tasks)
@@ -387,14 +436,10 @@ class SupervisorActor:
     def _memory(self) -> Any:
         return self.memory
 
-    def charge_control(self, tokens: int) -> None:
-        self.control["tokens"] += tokens
-        self.control["llm_calls"] += 1
-        self.charge("control-plane", tokens=tokens)
-
-    def charge(self, agent: str, *, tokens: int, calls: int = 1) -> None:
-        """Book usage against the budget, and in the log (a resumed mission starts from what was used)."""
-        self.budget.charge(agent, tokens=tokens, calls=calls)
+    def count_calls(self, agent: str, *, calls: int = 1, tokens: int = 0) -> None:
+        """Count model calls against max_llm_calls, and log them (a resumed mission starts from what was used).
+        Tokens and USD are charged by the router, whose ledger is the authority for those caps."""
+        self.budget.count_call(calls)
         self.writer.append("budget.charge", {"agent": agent, "tokens": tokens, "calls": calls}, wait=False)
 
     async def _loop(self) -> None:
@@ -450,7 +495,8 @@ class SupervisorActor:
 
     def _launch(self, a: Assignment) -> None:
         spec = self.sched.tasks[a.task].spec
-        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task))
+        token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
+        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token)
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
 
     async def _await(self, a: Assignment, ref: Any) -> None:
@@ -464,11 +510,16 @@ class SupervisorActor:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
             if isinstance(exc, RayActorError):
                 self._replace_agent(a.agent)
+            if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
+                self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
+                              data=budget_fields(cause))
+                self._stop(MissionStatus.BUDGET_EXCEEDED, str(cause), time.time())
+                return
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
             self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause)
         else:
             tokens = result.prompt_tokens + result.completion_tokens
-            self.charge(a.agent, tokens=tokens)
+            self.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
             self.sched.on_success(a.task, a.attempt, asdict(result), time.time())
         finally:

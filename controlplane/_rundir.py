@@ -83,11 +83,17 @@ def render_report(result: Mapping[str, Any]) -> str:
              f"- **Goal:** {result['goal']}",
              f"- **Status:** {result['status']} ({result.get('reason') or 'all tasks done'})",
              f"- **Wall time:** {result.get('wall_s', 0):.1f} s",
-             f"- **Tokens:** {result['usage']['tokens']} in {result['usage']['llm_calls']} model calls "
-             f"(control plane: {result['control_plane']['tokens']} tokens in {result['control_plane']['llm_calls']})",
-             "", "## Agents", "", "| Agent | Tasks | Tokens | Busy time (s) |", "|---|---:|---:|---:|"]
-    for name, row in sorted(per_agent(result).items()):
-        lines.append(f"| {name} | {row['tasks']:.0f} | {row['tokens']:.0f} | {row['busy_s']:.1f} |")
+             f"- **Tokens:** {result['usage']['tokens']} (${result['usage'].get('usd', 0.0):.4f}) in "
+             f"{result['usage']['llm_calls']} model calls (control plane: {result['control_plane']['tokens']} "
+             f"tokens in {result['control_plane']['llm_calls']})",
+             "", "## Agents", "", "Tokens and USD as the router charged them (failed calls included).", "",
+             "| Agent | Tasks | Tokens | USD | Busy time (s) |", "|---|---:|---:|---:|---:|"]
+    charged = result["usage"].get("by_agent", {})
+    rows = per_agent(result)
+    for name in sorted(rows.keys() | charged.keys()):
+        row, usage = rows.get(name, {"tasks": 0, "busy_s": 0.0}), charged.get(name, {"tokens": 0, "usd": 0.0})
+        lines.append(f"| {name} | {row['tasks']:.0f} | {usage['tokens']:.0f} | {usage['usd']:.4f} | "
+                     f"{row['busy_s']:.1f} |")
     lines += ["", "## Tasks", "", "| Task | Agent | Status | Attempts | Tokens | Time (s) |",
               "|---|---|---|---:|---:|---:|"]
     for task in result["tasks"]:

@@ -217,3 +217,8 @@ class MissionIdInUse(ControlPlaneError):
     def __init__(self, *, mission_id: str, why: str, fix: str) -> None:
         super().__init__(f"Mission id {mission_id!r} cannot be used: {why}. Fix: {fix}",
                          mission_id=mission_id, why=why, fix=fix)
+
+
+class ScopeDenied(IdentityError):
+    """Valid credentials that ask beyond their scope (another agent or mission, a higher priority, a supervisor's
+    action); the HTTP API answers 403 where a missing or bad credential gets 401."""

@@ -16,6 +16,7 @@ from serving._accounting import Ledger
 from serving._affinity import prefix_key
 from serving._breaker import CircuitBreaker
 from serving._gate import Gate
+from serving._keys import KeyScope
 from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
@@ -37,6 +38,8 @@ class Call:
     """messages or prompt, max_tokens, temperature, json_schema, choice."""
     identity: Identity = field(default_factory=Identity)
     timeout_s: float | None = None
+    key: KeyScope | None = None
+    """The API key the call came with: its rpm/tpm limits are one more admission scope."""
 
 
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -97,6 +100,7 @@ class RouterCore:
         for name, spec in config.models.items():
             self._admission.set_limits(f"model:{name}", ScopeLimits(rpm=spec.limits.rpm, tpm=spec.limits.tpm),
                                        clock())
+        self._key_limits: dict[str, ScopeLimits] = {}
         self._breakers = {name: CircuitBreaker(**spec.breaker.model_dump()) for name, spec in config.models.items()}
         self._gates = {name: Gate(slots=spec.limits.max_in_flight or router.max_in_flight_per_model,
                                   max_queue=router.max_queue, scope=f"model:{name}")
@@ -177,6 +181,8 @@ class RouterCore:
         scopes = [f"agent:{ident.mission_id}/{ident.agent_id}", f"mission:{ident.mission_id}", f"model:{model}"]
         est_tokens = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
         start_s = self._clock()
+        if call.key is not None:
+            scopes.append(self._key_scope(call.key, start_s))
         reservation = self._reserve(model, call, start_s)
         try:
             self._admission.admit(scopes, est_tokens, start_s)
@@ -201,6 +207,14 @@ class RouterCore:
             used = charge.prompt_tokens + charge.completion_tokens
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._account(model, ident, final, charge)
+
+    def _key_scope(self, key: KeyScope, now_s: float) -> str:
+        """The admission scope of an API key, with the key's limits (reset only when they change)."""
+        scope, limits = f"key:{key.id}", ScopeLimits(rpm=key.rpm, tpm=key.tpm)
+        if self._key_limits.get(scope) != limits:
+            self._key_limits[scope] = limits
+            self._admission.set_limits(scope, limits, now_s)
+        return scope
 
     def _reserve(self, model: str, call: Call, now_s: float) -> Reservation:
         context_limit = self.config.models[model].max_context_tokens

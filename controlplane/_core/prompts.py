@@ -23,6 +23,8 @@ class StepResult:
     """Prompt tokens of the model call."""
     completion_tokens: int
     """Completion tokens of the model call."""
+    usd: float = 0.0
+    """What the model call cost, as the router charged it."""
     attempt: int
     """The attempt this result belongs to."""
     started_at_s: float

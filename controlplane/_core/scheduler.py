@@ -57,6 +57,7 @@ class TaskRecord:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usd: float = 0.0
     delegated_by: str | None = None
     """The task whose agent added this one with `delegate`; None for planned tasks."""
     model_calls: int = 0
@@ -68,7 +69,7 @@ class TaskRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.spec.id, "agent": self.agent, "status": str(self.status), "output": self.output,
                 "attempts": self.attempts, "error": self.error,
-                "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+                "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens}, "usd": self.usd,
                 "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on,
                 "delegated_by": self.delegated_by, "model_calls": self.model_calls, "tool_calls": self.tool_calls,
                 "loop": self.loop}
@@ -178,13 +179,14 @@ class Scheduler:
         record.model_calls += int(result.get("model_calls", 0))
         record.tool_calls += int(result.get("tool_calls", 0))
         record.loop = result.get("loop")
+        record.usd += float(result.get("usd", 0.0))
         record.error = None
         tokens = int(result.get("prompt_tokens", 0)) + int(result.get("completion_tokens", 0))
+        latency_s = round(now_s - (record.details.get("attempt_start_s") or now_s), 4)
         self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
-                         data={"tokens": tokens, "output": record.output,
+                         data={"tokens": tokens, "output": record.output, "usd": float(result.get("usd", 0.0)),
                                "prompt_tokens": int(result.get("prompt_tokens", 0)),
-                               "completion_tokens": int(result.get("completion_tokens", 0)),
-                               "latency_s": round(now_s - (record.details.get("attempt_start_s") or now_s), 4)})
+                               "completion_tokens": int(result.get("completion_tokens", 0)), "latency_s": latency_s})
         for child in self.dag.dependents[task_id]:
             self._left[child] -= 1
             if self._left[child] == 0 and self.tasks[child].status == TaskStatus.PENDING:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,32 @@ from controlplane.config import MissionSpec, load_mission
 from controlplane.errors import SpecError
 
 logger = logging.getLogger(__name__)
+API_KEY_FILE = "api_key"
+API_KEY_TTL_S = 24 * 3600.0
+
+
+def mission_api_key(keys_file: str | None, runs_dir: str, mission_id: str,
+                    max_wall_s: float | None) -> tuple[Path, str]:
+    """A key of the router's HTTP API for this mission only, written to runs/<id>/api_key (mode 0600), so other
+    tools can call models under the mission's budgets while it runs. Returns (path, key id); revoke it after."""
+    from serving._keys import ApiKeyStore
+
+    now_s = time.time()
+    clear_key, scope = ApiKeyStore(keys_file).create(f"run-{mission_id}", kind="mission", scope_id=mission_id,
+                                                     now_s=now_s, expires_at_s=now_s + (max_wall_s or API_KEY_TTL_S))
+    path = Path(runs_dir) / mission_id / API_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(clear_key + "\n")
+    return path, scope.id
+
+
+def revoke_api_key(keys_file: str | None, path: Path, key_id: str) -> None:
+    from serving._keys import ApiKeyStore
+
+    ApiKeyStore(keys_file).revoke(key_id, now_s=time.time())
+    path.unlink(missing_ok=True)
 
 
 def preflight(path: str) -> tuple[MissionSpec, Any]:
@@ -61,8 +88,11 @@ def run_command(args: argparse.Namespace) -> int:
         router = deploy(serving, http_port=args.http_port)
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
+        keys_file = serving.router.auth.api_keys_file
+        key_path, key_id = mission_api_key(keys_file, args.runs_dir, mission_id, spec.budgets.max_wall_s)
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
-              f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}", flush=True)
+              f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API key of the mission "
+              f"(revoked at its end): {key_path}", flush=True)
         handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
                                router_url=f"http://127.0.0.1:{args.http_port or 8000}/v1", run_dir=run_dir,
                                resume=resuming)
@@ -73,6 +103,8 @@ def run_command(args: argparse.Namespace) -> int:
             print("interrupted: cancelling the mission", flush=True)
             ray.get(find_supervisor(mission_id).cancel.remote("interrupted by the driver (Ctrl-C)"))
             result = follow(handle)
+        finally:
+            revoke_api_key(keys_file, key_path, key_id)
         result.pop("events")  # the supervisor wrote the run directory itself
         out = result.get("run_dir", run_dir)
         ray.kill(handle)
@@ -81,7 +113,8 @@ def run_command(args: argparse.Namespace) -> int:
             ray.shutdown()
     print(f"mission {mission_id} {result['status']}"
           f"{': ' + result['reason'] if result['reason'] else ''}; "
-          f"{result['usage']['tokens']} tokens in {result['usage']['llm_calls']} model calls, "
+          f"{result['usage']['tokens']} tokens (${result['usage']['usd']:.4f}) in {result['usage']['llm_calls']} "
+          "model calls, "
           f"{result['wall_s']:.1f} s; wrote {out}/", flush=True)
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(result["status"], EXIT_FAILED)
 

@@ -28,6 +28,7 @@ EXAMPLES = {
     errors.MissionLogError: dict(uri="u", seq=1, why="w"),
     errors.MissionIdInUse: dict(mission_id="m", why="w", fix="f"),
     errors.IdentityError: dict(why="forged token", fix="f"),
+    errors.ScopeDenied: dict(why="x-agent-id outside the key's scope", fix="f"),
     errors.ToolError: dict(tool="t", why="it raised", fix="f"),
     errors.AgentStopped: dict(agent="a", task="t", cause="loop", why="w", fix="f"),
 }
