@@ -1,4 +1,4 @@
-"""`controlplane run|status|cancel` and `python -m controlplane`. One small function per subcommand.
+"""`controlplane run|status|cancel|approvals|approve|deny|stop` and `python -m controlplane`. One small function per subcommand.
 
 Exit codes: 0 success, 1 mission failed or budget exceeded (or nothing found), 2 bad spec/usage/setup,
 3 mission cancelled.
@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from controlplane.cli import governance
 from controlplane.cli._codes import EXIT_FAILED, EXIT_USAGE
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--runs-dir", default="runs", help="where finished missions are recorded")
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+    governance.add_parsers(sub)
     return parser
 
 
@@ -43,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from controlplane.cli import missions, run
 
-    handlers = {"run": run.run_command, "status": missions.status_command, "cancel": missions.cancel_command}
+    handlers = {"run": run.run_command, "status": missions.status_command, "cancel": missions.cancel_command,
+                **governance.HANDLERS}
     try:
         return handlers[args.command](args)
     except (SpecError, SetupError) as exc:
