@@ -26,6 +26,7 @@ EXAMPLES = {
     errors.OutputTruncated: dict(task="t", max_tokens=256),
     errors.ToolCallInDoubt: dict(tool="t", call_key="k", args_digest="sha256:0"),
     errors.MissionLogError: dict(uri="u", seq=1, why="w"),
+    errors.ApprovalDenied: dict(subject="s", approval_id="ap-1", decided_by="timeout", reason=None),
     errors.IdentityError: dict(why="forged token", fix="f"),
     errors.ToolError: dict(tool="t", why="it raised", fix="f"),
     errors.AgentStopped: dict(agent="a", task="t", cause="loop", why="w", fix="f"),
