@@ -27,8 +27,8 @@ from controlplane._core.builtins import check_delegation
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.scheduler import Assignment, Scheduler
-from controlplane.config.mission import MissionSpec, TaskSpec
 from controlplane._core.tools import arguments_digest
+from controlplane.config.mission import MissionSpec, TaskSpec
 from controlplane.errors import ApprovalDenied, ToolError
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""`controlplane run|status|cancel|approvals|approve|deny|stop` and `python -m controlplane`. One small function per subcommand.
+"""`controlplane run|status|cancel|approvals|approve|deny|stop` and `python -m controlplane`. One small function per
+subcommand.
 
 Exit codes: 0 success, 1 mission failed or budget exceeded (or nothing found), 2 bad spec/usage/setup,
 3 mission cancelled.
