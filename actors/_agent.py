@@ -19,7 +19,7 @@ from actors._tools import Builtin, ToolRunner
 from controlplane._core.agent_loop import AgentLoop
 from controlplane._core.builtins import MEMORY_POST_TOOL, MEMORY_SEARCH_TOOL, delegate_tool
 from controlplane._core.entrypoints import load_python_agent, python_agent_run
-from controlplane._core.loop_types import Finished, LoopEvent, LoopLimits, RunTools, Stopped
+from controlplane._core.loop_types import Finished, LoopEvent, LoopLimits, RunTools, Stopped, ToolCall, ToolResult
 from controlplane._core.mission_log import attempt_key
 from controlplane._core.prompts import StepResult, as_text, build_messages
 from controlplane._core.tools import ToolSpec, allowed, tool_from_decl
@@ -64,8 +64,10 @@ class AgentActor:
     def __init__(self, *, mission_id: str, goal: str, agent: AgentSpec, router: Any, memory: Any = None,
                  supervisor: Any = None, tools: list[ToolDecl] | None = None, mcp: Any = None,
                  workspace: str | None = None, delegate_targets: list[str] | None = None,
-                 router_url: str | None = None, log_content: bool = False) -> None:
+                 router_url: str | None = None, log_content: bool = False, approve: list[str] | None = None) -> None:
+        """`approve`: the mission's `policies.approve` globs; those calls wait for the supervisor's approval."""
         self.mission_id, self.goal, self.agent = mission_id, goal, agent
+        self._approve = list(approve or [])
         self.router, self.memory, self.supervisor, self.mcp = router, memory, supervisor, mcp
         self.router_url, self.log_content = router_url, log_content
         if workspace:
@@ -110,7 +112,8 @@ class AgentActor:
         loop = AgentLoop(
             agent=self.agent.name, task=task.id,
             messages=build_messages(self.agent, goal=self.goal, task=task, context=context, memory_hits=hits),
-            known_tools=runner.specs(), allow=self.agent.tools, expected_output=task.expected_output,
+            known_tools=runner.specs(), allow=self.agent.tools, approve_patterns=self._approve,
+            expected_output=task.expected_output,
             tool_style=self.agent.tool_style or "constrained",
             max_string_chars=max(16, self.agent.max_tokens - GRAMMAR_SLACK_TOKENS),
             limits=LoopLimits(max_steps=task.max_steps or self.agent.max_steps,
@@ -127,7 +130,8 @@ class AgentActor:
                                      latency_s=time.time() - called)
             self._emit(decision.events)
             if isinstance(decision, RunTools):
-                results = await asyncio.gather(*(runner.run(call) for call in decision.calls))
+                results = await asyncio.gather(*(self._run_tool(runner, call, task, attempt)
+                                                 for call in decision.calls))
                 for result in results:
                     usage.tools_s[result.name] = usage.tools_s.get(result.name, 0.0) + result.duration_s
                 self._emit(loop.on_tool_results(results))
@@ -160,6 +164,26 @@ class AgentActor:
         if self.log_content:
             logger.info("agent %s prompt: %s", self.agent.name, messages[-1])
         return await self.router.chat(ChatRequest.model_validate(fields))
+
+    async def _run_tool(self, runner: ToolRunner, call: ToolCall, task: TaskSpec, attempt: int) -> ToolResult:
+        """Run an authorized call; one that needs approval first waits (no model call meanwhile) for a person."""
+        if call.authorization.decision == "needs_approval":
+            refusal = await self.approval_refusal(call, task, attempt)
+            if refusal is not None:
+                return ToolResult.failure(call, refusal)
+        return await runner.run(call)
+
+    async def approval_refusal(self, call: ToolCall, task: TaskSpec, attempt: int) -> str | None:
+        """None once the supervisor's approval says yes; otherwise why not, for the model to read."""
+        if self.supervisor is None:
+            return f"tool {call.name!r} needs a human approval and this agent has no supervisor to ask"
+        approval = await self.supervisor.request_approval.remote(
+            call.id, agent=self.agent.name, tool=call.name, arg_digest=call.authorization.arguments_digest,
+            task=task.id, attempt=attempt)
+        if approval["status"] == "approved":
+            return None
+        return (f"tool {call.name!r} was not approved (approval {approval['id']} denied by {approval['decided_by']}: "
+                f"{approval['reason'] or 'no reason given'}); do without it or answer that it was refused")
 
     def _emit(self, events: list[LoopEvent]) -> None:
         """Tool events (denials, invalid calls, failures) reach the mission's event stream as they happen."""

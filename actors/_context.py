@@ -34,16 +34,23 @@ class AgentTools:
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
         arguments = dict(arguments or {})
         specs = self._runner.specs()
-        verdict = authorize(self._ctx.agent.name, name, arguments, allow=self._ctx.agent.tools, known_tools=specs)
-        if verdict.decision != "allowed":
+        actor = self._ctx._actor
+        verdict = authorize(self._ctx.agent.name, name, arguments, allow=self._ctx.agent.tools, known_tools=specs,
+                            approve_patterns=actor._approve)
+        if verdict.decision == "denied":
             self._ctx.emit("denied", verdict.reason, verdict.event_data())
             raise AccessDenied(agent=self._ctx.agent.name, resource=f"tool {name}", granted=self.names())
         invalid = validate_arguments(specs[name], arguments)
         if invalid:
             raise ToolError(tool=name, why=invalid, fix="call it with arguments that match its schema")
         self._ctx.usage["tool_calls"] += 1
-        return await self._runner.invoke(ToolCall(id=f"py-{self._ctx.usage['tool_calls']}", tool=specs[name],
-                                                  arguments=arguments, authorization=verdict))
+        call = ToolCall(id=f"py-{self._ctx.usage['tool_calls']}", tool=specs[name], arguments=arguments,
+                        authorization=verdict)
+        if verdict.decision == "needs_approval":
+            refusal = await actor.approval_refusal(call, self._ctx.task, self._ctx.attempt)
+            if refusal is not None:
+                raise ToolError(tool=name, why=refusal, fix="go on without it, or ask for it to be approved")
+        return await self._runner.invoke(call)
 
 
 class AgentMemory:

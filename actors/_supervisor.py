@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors._agent import AgentActor, delegate_targets
+from actors._approvals import ApprovalGate
 from actors._conflicts import ConflictDesk
 from actors._durable import MissionJournal, Start, budget_fields, default_run_dir, open_mission
 from actors._mcp import McpHostActor
@@ -34,9 +35,10 @@ from controlplane._core.identity import MissionTokens
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.scheduler import Assignment, Scheduler
+from controlplane._core.tools import arguments_digest
 from controlplane._rundir import write_run_dir
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
-from controlplane.errors import BudgetExceeded, ToolError
+from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
@@ -48,6 +50,8 @@ TOKEN_MARGIN_S = 60.0
 """An agent's token outlives its task's timeout by this much (queueing at the router, the memory post)."""
 CONTROL_TOKEN_TTL_S = 600.0
 USAGE_TIMEOUT_S = 10.0
+CANCEL_GRACE_S = 1.0
+"""How long a cancelled agent step may take to cancel its tool calls and model calls before the agent is killed."""
 
 
 @ray.remote(num_cpus=0)
@@ -89,6 +93,8 @@ class SupervisorActor:
                                                                                            timeout_s),
                                       mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
+        self._cancelled_refs: list[Any] = []
+        self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s)
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -243,6 +249,35 @@ class SupervisorActor:
                                            f"{record.status}: {record.error or 'no result'}",
                                            fix="do this part yourself, or delegate a smaller task"))
 
+    async def request_approval(self, call_id: str, *, agent: str, tool: str, arg_digest: str, task: str,
+                               attempt: int) -> dict[str, Any]:
+        """Called by an agent whose tool call needs a human approval; returns the decided `Approval` as a dict.
+
+        The task's timeout does not run while it waits; a timeout of the approval itself is a denial."""
+        self._extend_deadline(task, attempt, self.spec.policies.approval_timeout_s)
+        asked = time.time()
+        try:
+            approval = await self.approvals.wait(f"{task}#{attempt}:{call_id}", agent=agent, tool=tool,
+                                                 arg_digest=arg_digest, task=task)
+        finally:
+            self._extend_deadline(task, attempt, (time.time() - asked) - self.spec.policies.approval_timeout_s)
+        return asdict(approval)
+
+    async def approvals_pending(self) -> list[dict[str, Any]]:
+        """What waits for a decision, oldest first."""
+        return self.approvals.pending()
+
+    async def decide_approval(self, approval_id: str, approve: bool, by: str, reason: str | None = None
+                              ) -> dict[str, Any]:
+        """Approve or deny `approval_id` (`ap-<n>`); deciding twice the same way is a no-op."""
+        return asdict(self.approvals.decide(approval_id, approve=approve, by=by, reason=reason))
+
+    def _extend_deadline(self, task: str, attempt: int, seconds: float) -> None:
+        record = self.sched.tasks.get(task) if self.sched is not None else None
+        if record is not None and record.attempts == attempt:
+            record.deadline_s += seconds
+            self._wake.set()
+
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
         if getattr(event, "kind", None) == "conflict":
@@ -268,7 +303,8 @@ class SupervisorActor:
                 self.phase = MissionStatus.RUNNING
                 self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
             await self._loop()
-            await self.conflicts.drain(timeout_s=60.0)
+            if self._cancel_reason is None:
+                await self.conflicts.drain(timeout_s=60.0)
             self.final = (self.sched.status(), self.sched.reason())
         except asyncio.CancelledError:
             self.final = (MissionStatus.CANCELLED, self._cancel_reason or "cancelled")
@@ -404,6 +440,8 @@ class SupervisorActor:
                           "tasks": [t.model_dump(mode="json") for t in plan.tasks]}
         self.log.emit(time.time(), "plan", "planned", agent="planner", data=self.plan_info,
                       message=f"{len(plan.tasks)} tasks, {len(self.plan_info['repairs'])} repairs")
+        if self.spec.policies.approve_plan:
+            await self._approve_plan()
         return plan.tasks
 
     def _agent_actor(self, name: str) -> Any:
@@ -420,7 +458,7 @@ class SupervisorActor:
                  memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
                  tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
                  delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
-                 log_content=self.spec.policies.log_content)
+                 log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve))
 
     def _replace_agent(self, name: str) -> None:
         """After an agent's actor died for good (killed without restart): start a new one under its name."""
@@ -429,6 +467,15 @@ class SupervisorActor:
         except ValueError:
             logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
             self.agents[name] = self._agent_actor(name)
+
+    async def _approve_plan(self) -> None:
+        """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
+        approval = await self.approvals.wait("plan", agent="planner", tool="plan",
+                                             arg_digest=arguments_digest(self.plan_info["tasks"]))
+        self.plan_info["approval"] = asdict(approval)
+        if approval.status != "approved":
+            raise ApprovalDenied(subject="the plan", approval_id=approval.id, decided_by=approval.decided_by or "",
+                                 reason=approval.reason)
 
     def _agent(self, name: str) -> Any:
         return self.agents[name]
@@ -504,7 +551,8 @@ class SupervisorActor:
         try:
             result = await ref
         except asyncio.CancelledError:
-            ray.cancel(ref)
+            ray.cancel(ref)  # raises CancelledError inside the agent's step: its tool and model calls stop
+            self._cancelled_refs.append(ref)
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
@@ -536,17 +584,28 @@ class SupervisorActor:
                 entry[1].cancel()
 
     async def _teardown(self) -> None:
+        """Cancel what runs, give cancelled steps CANCEL_GRACE_S to stop their calls, then kill the agents at
+        once (a sync in-process tool's thread dies with its process); MCP servers stop last."""
         for _, future in self._attempts.values():
             future.cancel()
         self._attempts.clear()
         for waiter in self._delegated.values():
             waiter.cancel()
+        self.approvals.deny_all(self._cancel_reason or "the mission ended")
+        await asyncio.sleep(0)  # the cancelled _await tasks run their ray.cancel
+        if self._cancelled_refs:
+            await asyncio.wait([asyncio.wrap_future(ref.future()) for ref in self._cancelled_refs],
+                               timeout=CANCEL_GRACE_S)
+        self._kill(list(self.agents.values()))
         if self.mcp is not None:  # its servers are child processes: stop them before the actor goes
             try:
                 await asyncio.wait_for(self.mcp.stop.remote(), MCP_STOP_TIMEOUT_S)
             except Exception:
                 logger.exception("mission %s: MCP servers did not stop cleanly", self.mission_id)
-        for handle in [*self.agents.values(), *(h for h in (self.memory, self.mcp) if h is not None)]:
+        self._kill([h for h in (self.memory, self.mcp) if h is not None])
+
+    def _kill(self, handles: list[Any]) -> None:
+        for handle in handles:
             try:
                 ray.kill(handle)
             except Exception:

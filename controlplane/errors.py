@@ -222,3 +222,16 @@ class MissionIdInUse(ControlPlaneError):
 class ScopeDenied(IdentityError):
     """Valid credentials that ask beyond their scope (another agent or mission, a higher priority, a supervisor's
     action); the HTTP API answers 403 where a missing or bad credential gets 401."""
+
+
+class ApprovalDenied(ControlPlaneError):
+    """A call or a plan that needed a human approval was denied, or waited past its timeout."""
+
+    retryable = False
+
+    def __init__(self, *, subject: str, approval_id: str, decided_by: str, reason: str | None) -> None:
+        super().__init__(
+            f"{subject} was not approved: approval {approval_id} was denied by {decided_by} "
+            f"({reason or 'no reason given'}). Fix: approve it with `controlplane approve RUN {approval_id}` while "
+            "it waits, raise policies.approval_timeout_s, or change the mission so it does not need it",
+            subject=subject, approval_id=approval_id, decided_by=decided_by, reason=reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -132,9 +133,16 @@ class RouterClient:
         return self._handle
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError."""
+        """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError.
+
+        Cancelling the caller cancels the request in the router too (Serve does not on its own), so the router
+        can abort the generation: the kill switch relies on it."""
+        response = self.handle.chat.remote(request)
         try:
-            return await self.handle.chat.remote(request)
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
         except RayTaskError as exc:
             raise exc.cause from None
 

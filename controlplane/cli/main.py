@@ -1,4 +1,5 @@
-"""`controlplane run|status|cancel|keys` and `python -m controlplane`. One small function per subcommand.
+"""`controlplane run|resume|status|cancel|wait|result|logs|audit|keys|approvals|approve|deny|stop` and
+`python -m controlplane`. One small function per subcommand.
 
 Exit codes: 0 success, 1 mission failed or budget exceeded (or nothing found), 2 bad spec/usage/setup,
 3 mission cancelled.
@@ -11,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from controlplane.cli import keys
+from controlplane.cli import governance, keys
 from controlplane.cli._codes import EXIT_FAILED, EXIT_USAGE
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
     keys.add_parser(sub)
+    governance.add_parsers(sub)
     return parser
 
 
@@ -77,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"run": run.run_command, "resume": run.run_command, "status": missions.status_command,
                 "cancel": missions.cancel_command, "wait": audit.wait_command, "result": audit.result_command,
-                "logs": audit.logs_command, "audit": audit.audit_verify_command, "keys": keys.keys_command}
+                "logs": audit.logs_command, "audit": audit.audit_verify_command, "keys": keys.keys_command,
+                **governance.HANDLERS}
     if args.command == "audit" and args.audit_command == "show":
         handlers["audit"] = audit.audit_show_command
     try:

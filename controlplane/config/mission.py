@@ -130,6 +130,12 @@ class Policies(_Model):
     retry_backoff_max_s: float = Field(10.0, ge=0, description="Upper bound of the retry wait.")
     conflicts: ConflictPolicy = Field(default_factory=ConflictPolicy, description="Conflict resolution.")
     log_content: bool = Field(False, description="Log prompts and outputs (off: they stay out of logs).")
+    approve: list[str] = Field(default_factory=list, description="Tool names or globs (`files.*`) whose every call "
+                               "waits for a human approval, beside tools declared with `approval: required`.")
+    approve_plan: bool = Field(False, description="With `plan: auto`: the planner's tasks wait for a human approval "
+                               "before any of them runs; a denial fails the mission.")
+    approval_timeout_s: float = Field(300.0, gt=0, le=86_400, description="How long a call or plan waits for a "
+                                      "decision before it counts as denied.")
 
 
 class PlannerSpec(_Model):

@@ -27,8 +27,8 @@ PUBLIC = {
         "CONFLICT_TOPIC", "Conflict", "Entry", "Hit", "Judge", "MemoryActor", "MemoryConfig", "NewEntry",
         "PostEvent", "Receipt", "RouterJudge", "SearchFilters", "Verdict", "start_memory_actor"],
     "actors": [
-        "AgentActor", "MISSION_NAMESPACE", "SupervisorActor", "find_supervisor", "follow", "new_mission_id",
-        "running_missions", "start_mission"],
+        "AgentActor", "MISSION_NAMESPACE", "SupervisorActor", "approvals", "approve", "deny", "find_supervisor",
+        "follow", "new_mission_id", "running_missions", "start_mission", "stop_all"],
 }
 
 
