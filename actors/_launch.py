@@ -12,6 +12,7 @@ import ray
 from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
 from controlplane._core.placement import check_resources
+from controlplane._tracing import TracingConfig
 from controlplane.config.mission import MissionSpec
 from controlplane.errors import MissionNotFound
 
@@ -21,14 +22,17 @@ def new_mission_id(name: str) -> str:
 
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
-                  memory_dir: str | None = None) -> Any:
+                  memory_dir: str | None = None, tracing: TracingConfig | None = None) -> Any:
     """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
-    the mission id and start it; returns its handle."""
+    the mission id and start it; returns its handle. With `tracing`, the mission is one trace: its supervisor,
+    agents and router calls send their spans to that config's file and OTLP endpoint (content in spans only
+    with `policies.log_content`)."""
     resources = ray.cluster_resources()
     check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
     handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached").remote(
-        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir)
+        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
+        tracing=tracing)
     ray.get(handle.start.remote())
     return handle
 

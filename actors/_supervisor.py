@@ -20,10 +20,13 @@ from actors._agent import AgentActor
 from actors._conflicts import ConflictDesk
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
+from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing, request_trace
+from controlplane import _tracing
 from controlplane._core.budget import BudgetTracker
 from controlplane._core.events import EventLog, MissionStatus
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.scheduler import Assignment, Scheduler
+from controlplane._tracing import TracingConfig
 from controlplane.config.mission import MissionSpec, TaskSpec
 from controlplane.errors import is_retryable
 
@@ -37,9 +40,11 @@ class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str,
-                 memory_dir: str | None = None) -> None:
+                 memory_dir: str | None = None, tracing: TracingConfig | None = None) -> None:
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.memory_dir = memory_dir
+        self.tracing = mission_tracing(tracing, log_content=spec.policies.log_content)
+        configure_process(self.tracing, "controlplane.supervisor")
         self.log = EventLog(mission_id)
         self.started_s = time.time()
         self.ended_s: float | None = None
@@ -117,9 +122,17 @@ class SupervisorActor:
                 "wall_s": (self.ended_s or time.time()) - self.started_s,
                 "tasks": [r.to_dict() for r in self.sched.tasks.values()] if self.sched else [],
                 "usage": {"tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
-                          "tokens_by_agent": dict(self.budget.tokens_by_agent)},
+                          "tokens_by_agent": dict(self.budget.tokens_by_agent), **self._usd()},
                 "control_plane": dict(self.control), "conflicts": list(self.conflicts.decisions),
                 "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement}
+
+    def _usd(self) -> dict[str, Any]:
+        """Dollars of the agents' model calls, in all and by agent (tasks carry their own)."""
+        by_agent: dict[str, float] = {}
+        for record in (self.sched.tasks.values() if self.sched else []):
+            if record.agent is not None:
+                by_agent[record.agent] = by_agent.get(record.agent, 0.0) + record.usd
+        return {"usd": round(sum(by_agent.values()), 8), "usd_by_agent": {a: round(u, 8) for a, u in by_agent.items()}}
 
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
@@ -130,6 +143,7 @@ class SupervisorActor:
     # -- the mission -----------------------------------------------------------------------------------
     async def _run(self) -> None:
         self.log.emit(time.time(), "mission", MissionStatus.STARTING, message=f"{len(self.spec.agents)} agents")
+        trace = MissionTrace(self.mission_id, self.spec.name)
         try:
             await self._start_actors()
             tasks = await self._plan()
@@ -146,6 +160,8 @@ class SupervisorActor:
             self.final = (MissionStatus.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             self.ended_s = time.time()
+            trace.end(str(self.final[0]) if self.final else "failed", self.final[1] if self.final else "")
+            await MissionTrace.flush(self.agents.values(), self.router)
             self._teardown()
             if self.sched is not None:
                 self.metrics.states(self.sched.counts())
@@ -164,7 +180,7 @@ class SupervisorActor:
                 name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
                 num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency,
             ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
-                     memory=self.memory, log_content=self.spec.policies.log_content)
+                     memory=self.memory, log_content=self.spec.policies.log_content, tracing=self.tracing)
         placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
                                         AGENT_START_TIMEOUT_S)
         self.placement = {p["agent"]: p for p in placed}
@@ -183,7 +199,8 @@ class SupervisorActor:
             model=p.model, max_tokens=p.max_tokens,
             messages=[ChatMessage(**m) for m in planner_messages(self.spec.goal, self.spec.agents, p.max_tasks)],
             json_schema=plan_schema([a.name for a in self.spec.agents], p.max_tasks),
-            identity=Identity(mission_id=self.mission_id, agent_id="planner", priority="control"))
+            identity=Identity(mission_id=self.mission_id, agent_id="planner", priority="control"),
+            **request_trace(self.tracing))
         raw, notes = "", []
         try:
             reply = await self.router.chat(request)
@@ -259,7 +276,8 @@ class SupervisorActor:
 
     def _launch(self, a: Assignment) -> None:
         spec = self.sched.tasks[a.task].spec
-        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task))
+        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task),
+                                              trace=_tracing.inject())
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
 
     async def _await(self, a: Assignment, ref: Any) -> None:
@@ -274,7 +292,7 @@ class SupervisorActor:
             retryable = is_retryable(cause)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
             self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(),
-                                  retryable=retryable)
+                                  retryable=retryable, detail=detail_of(cause))
         else:
             tokens = result.prompt_tokens + result.completion_tokens
             self.budget.charge(a.agent, tokens=tokens)

@@ -11,6 +11,7 @@ from ray import serve
 from ray.exceptions import RayTaskError
 
 from controlplane._model_cache import default_model_path
+from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
@@ -77,7 +78,8 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
                 [rule.model_dump() for rule in spec.replies], spec.latency_s)
     keys = {spec.api_key_env: os.environ[spec.api_key_env] for spec in config.models.values()
             if isinstance(spec, OpenAIModelSpec) and spec.api_key_env}
-    env = {**ROUTER_ENV, **keys}
+    otlp = {ENDPOINT_ENV: os.environ[ENDPOINT_ENV]} if os.environ.get(ENDPOINT_ENV) else {}
+    env = {**ROUTER_ENV, **keys, **otlp}  # the router's own OTLP endpoint: for HTTP callers outside a mission
     return Router.options(name=router_name, ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}}).bind(
         config.model_dump(mode="json"), handles)
 
@@ -163,3 +165,7 @@ class RouterClient:
     async def breaker_state(self, model: str) -> str:
         """`closed`, `open` or `half_open`."""
         return await self.handle.breaker_state.remote(model)
+
+    async def flush_traces(self) -> bool:
+        """Export the router's queued spans now (to each mission's traces file and OTLP endpoint)."""
+        return await self.handle.flush_traces.remote()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane._core.timeline import AttemptDetail
 from controlplane.config.mission import AgentSpec, TaskSpec
 
 CONTEXT_CHARS_PER_DEP = 600
@@ -35,6 +36,8 @@ class StepResult:
     """Memory hits put into the prompt."""
     posted: int = 0
     """Entries posted to memory."""
+    detail: AttemptDetail = field(default_factory=AttemptDetail)
+    """Where the attempt's time and money went: router queue, model and tool seconds, dollars, tokens, model."""
 
 
 def _clip(text: str, limit: int) -> str:

@@ -1,4 +1,4 @@
-"""`controlplane run|status|cancel` and `python -m controlplane`. One small function per subcommand.
+"""`controlplane run|status|cancel|report` and `python -m controlplane`. One small function per subcommand.
 
 Exit codes: 0 success, 1 mission failed or budget exceeded (or nothing found), 2 bad spec/usage/setup,
 3 mission cancelled.
@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--runs-dir", default="runs", help="where finished missions are recorded")
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+            cmd.add_argument("--watch", action="store_true",
+                             help="follow the mission live: its critical path, slowest agent and bottleneck")
+            cmd.add_argument("--interval", type=float, default=2.0, help="seconds between --watch updates")
+    report = sub.add_parser("report", help="render a run's report.html again from its run directory")
+    report.add_argument("run", help="a mission id under --runs-dir, or a run directory")
+    report.add_argument("--runs-dir", default="runs", help="where <mission-id>/ was written (default: runs/)")
     return parser
 
 
@@ -41,9 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run":  # `run` gets Ray's logging config (driver and actors) in connect.init_ray
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from controlplane.cli import missions, run
+    from controlplane.cli import missions, report, run
 
-    handlers = {"run": run.run_command, "status": missions.status_command, "cancel": missions.cancel_command}
+    handlers = {"run": run.run_command, "status": missions.status_command, "cancel": missions.cancel_command,
+                "report": report.report_command}
     try:
         return handlers[args.command](args)
     except (SpecError, SetupError) as exc:

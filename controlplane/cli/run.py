@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from controlplane._tracing import TracingConfig
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
 from controlplane.cli.progress import make_progress
-from controlplane.cli.report import write_run_dir
+from controlplane.cli.report import TRACES_FILE, write_run_dir
 from controlplane.config import MissionSpec, load_mission
 from controlplane.errors import SpecError
 
@@ -39,6 +40,13 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
     return spec, serving
 
 
+def mission_tracing_config(runs_dir: str, mission_id: str, spec: MissionSpec) -> TracingConfig:
+    """Spans always to `<runs_dir>/<mission_id>/traces.jsonl`, and over OTLP/HTTP when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set; prompts and outputs in spans only with `policies.log_content`."""
+    path = (Path(runs_dir) / mission_id / TRACES_FILE).resolve()
+    return TracingConfig(service_name="controlplane", file_path=str(path), content=spec.policies.log_content)
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.address or os.environ.get("RAY_ADDRESS"):
         use_token_auth()
@@ -56,7 +64,8 @@ def run_command(args: argparse.Namespace) -> int:
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
               f"cancel: `controlplane cancel {mission_id}`", flush=True)
-        handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir)
+        tracing = mission_tracing_config(args.runs_dir, mission_id, spec)
+        handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir, tracing=tracing)
         try:
             with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:
                 result = follow(handle, progress.update)
