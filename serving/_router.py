@@ -43,10 +43,11 @@ class _Metrics:
     def record(self, model: str, identity: Identity, final: dict[str, Any] | None) -> None:
         tags = {"mission_id": identity.mission_id, "agent_id": identity.agent_id, "model": model}
         self.calls.inc(1, {**tags, "outcome": "ok" if final else "error"})
-        if final:
-            self.prompt.inc(final["prompt_tokens"], tags)
-            self.completion.inc(final["completion_tokens"], tags)
-            self.usd.inc(final["usd"], tags)
+        if final:  # Ray's Counter.inc refuses 0 (a free model's dollars, an empty completion)
+            for counter, value in ((self.prompt, final["prompt_tokens"]), (self.completion, final["completion_tokens"]),
+                                   (self.usd, final["usd"])):
+                if value > 0:
+                    counter.inc(value, tags)
             self.ttft.observe(final["ttft_s"], {"model": model})
             self.latency.observe(final["latency_s"], {"model": model})
 
@@ -86,7 +87,7 @@ class Router:
         self._tracing = RouterTracing(os.environ.get(ENDPOINT_ENV) or None)
 
     def __del__(self) -> None:  # Serve calls it when the replica shuts down: flush the spans still queued
-        self._tracing.shutdown()
+        RouterTracing.shutdown()
 
     def _traced(self, call: Call, carrier: dict[str, str], sink: Any = None) -> AsyncIterator[dict[str, Any]]:
         """The call's events, recorded on a `chat` span that continues the caller's trace (see _trace_sinks)."""
