@@ -50,7 +50,7 @@ def test_attempt_events_carry_the_detail_of_successes_and_failures():
                                ended_at_s=4.0, model_latency_s=3.0, detail=detail))
     sched.on_success(b.task, b.attempt, result, 4.0)
     ends = {(e.task, e.status): e.data for e in log.events if e.status in ("retrying", "succeeded")}
-    assert ends[("a", "retrying")] == {"queue_s": 4.0, "usd": 0.01, "model": "default"}
+    assert AttemptDetail.from_data(ends[("a", "retrying")]) == failed
     assert AttemptDetail.from_data(ends[("b", "succeeded")]) == detail
     assert ends[("b", "succeeded")]["tokens"] == 180
     assert sched.tasks["a"].to_dict()["usd"] == 0.01 and sched.tasks["b"].to_dict()["usd"] == 0.003
