@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
-from controlplane._core.events import EventLog
 from controlplane._core.agent_loop import LAST_STEP_MESSAGE, AgentLoop
 from controlplane._core.builtins import builtin_tools, check_delegation
+from controlplane._core.events import EventLog
 from controlplane._core.loop_types import Finished, LoopLimits, Repair, RunTools, Stopped, ToolCall, ToolResult
 from controlplane._core.tools import ToolSpec, tool_from_function
 from controlplane.builtin_tools import calculator, word_count
