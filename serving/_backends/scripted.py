@@ -31,12 +31,36 @@ class ScriptedEngine:
             return matched if matched in choice else choice[0]
         if json_schema is not None:
             if matched is None:
-                return json.dumps({})
+                return json.dumps(minimal_instance(json_schema, json_schema, f"scripted reply to: {last_user[:80]}"))
             json.loads(matched)
             return matched
         if matched is not None:
             return matched
         return f"scripted reply to: {last_user[:80]}"
+
+
+def minimal_instance(schema: Mapping[str, Any], root: Mapping[str, Any], text: str) -> Any:
+    """The smallest value the schema accepts, strings filled with `text`; of a union, the branch with a `final`
+    answer (an agent's constrained action), so an unscripted step ends its task instead of looping."""
+    if "$ref" in schema:
+        defs = root.get("$defs") or root.get("definitions") or {}
+        return minimal_instance(defs[schema["$ref"].rsplit("/", 1)[-1]], root, text)
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        final = [b for b in branches if "final" in (b.get("properties") or {})]
+        return minimal_instance((final or branches)[0], root, text)
+    if "const" in schema or "enum" in schema:
+        return schema.get("const", (schema.get("enum") or [None])[0])
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: minimal_instance(props.get(name, {}), root, text) for name in schema.get("required", [])}
+    if kind == "array":
+        return [minimal_instance(schema.get("items") or {}, root, text) for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return text[: schema.get("maxLength", len(text))] or "x"
+    return {"integer": 0, "number": 0, "boolean": False, "null": None}.get(kind)
 
 
 def truncate(text: str, max_tokens: int) -> tuple[str, str]:

@@ -30,3 +30,20 @@ def test_truncate_counts_words():
     assert truncate("a b c d", 2) == ("a b", "length")
     assert truncate("a b", 2) == ("a b", "stop")
     assert count_tokens("a b  c") == 3
+
+
+def test_an_unscripted_json_reply_is_the_smallest_valid_instance_and_ends_an_agents_turn():
+    import jsonschema
+
+    from controlplane._core.actions import action_schema, final_value_schema
+    from controlplane._core.builtins import MEMORY_SEARCH_TOOL
+
+    schema = action_schema([MEMORY_SEARCH_TOOL], final_value_schema(None), max_string_chars=40)
+    reply = json.loads(ScriptedEngine([]).reply([{"role": "user", "content": "Plan the launch"}], json_schema=schema))
+    jsonschema.validate(reply, schema)
+    assert set(reply) == {"final"} and reply["final"].startswith("scripted reply to: Plan")
+    price = {"type": "object", "required": ["amount", "tags"],
+             "properties": {"amount": {"type": "number"}, "tags": {"type": "array", "minItems": 1,
+                                                                   "items": {"type": "string", "maxLength": 3}}}}
+    assert json.loads(ScriptedEngine([]).reply([{"role": "user", "content": "x"}], json_schema=price)) == {
+        "amount": 0, "tags": ["scr"]}
