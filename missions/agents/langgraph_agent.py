@@ -45,7 +45,7 @@ def governed_read_file(ctx: Any) -> StructuredTool:
 
 def build_graph(ctx: Any, task: Any) -> Any:
     """The compiled graph for one task."""
-    llm = ChatOpenAI(model=ctx.model, base_url=ctx.openai_base_url, api_key="unused",
+    llm = ChatOpenAI(model=ctx.model, base_url=ctx.openai_base_url, api_key=ctx.openai_api_key,
                      default_headers=ctx.openai_headers, max_tokens=MAX_TOKENS, temperature=0.0, max_retries=0)
 
     def lookup(state: MessagesState) -> dict[str, list[Any]]:

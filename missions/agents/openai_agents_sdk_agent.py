@@ -29,7 +29,7 @@ MAX_TURNS = 3
 def build_agent(ctx: Any) -> Agent:
     """The SDK agent for one task: the router as its model, the mission's calculator as its tool."""
     set_tracing_disabled(True)
-    client = AsyncOpenAI(base_url=ctx.openai_base_url, api_key="unused", default_headers=ctx.openai_headers,
+    client = AsyncOpenAI(base_url=ctx.openai_base_url, api_key=ctx.openai_api_key, default_headers=ctx.openai_headers,
                          max_retries=0)
 
     @function_tool
