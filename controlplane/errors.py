@@ -133,3 +133,20 @@ class IdentityError(ControlPlaneError):
 
     def __init__(self, *, why: str, fix: str) -> None:
         super().__init__(f"Identity refused: {why}. Fix: {fix}", why=why, fix=fix)
+
+
+class ToolError(ControlPlaneError):
+    """A tool call failed at run time: the tool raised, timed out, or returned what the model cannot read."""
+
+    def __init__(self, *, tool: str, why: str, fix: str) -> None:
+        super().__init__(f"Tool {tool!r} failed: {why}. Fix: {fix}", tool=tool, why=why, fix=fix)
+
+
+class AgentStopped(ControlPlaneError):
+    """An agent's tool-calling loop hit a bound: max_steps, max_tool_calls, a repeated call, or invalid answers."""
+
+    def __init__(self, *, agent: str, task: str, cause: str, why: str, fix: str) -> None:
+        super().__init__(
+            f"Agent {agent!r} stopped task {task!r} ({cause}): {why}. Fix: {fix}",
+            agent=agent, task=task, cause=cause, why=why, fix=fix,
+        )
