@@ -7,6 +7,9 @@
     ├── BackpressureError      a retry later may help (rate limit, full queue); carries retry_after_s
     ├── BudgetExceeded         a hard cap was reached (mission tokens, calls, wall time)
     ├── AccessDenied           an agent touched what its spec does not grant
+    ├── IdentityError          a capability token or API key is missing, forged, expired or out of scope
+    ├── ToolError              a tool raised, timed out, or returned what the model cannot read
+    ├── AgentStopped           an agent's tool loop hit a bound (max_steps, a repeated call, invalid answers)
     └── MissionNotFound        no mission of that id is running or recorded
 
 Errors take keyword fields and build their own message, so the message always names the

@@ -105,18 +105,18 @@ class FunctionTool:
 
 
 def tool_from_function(fn: Callable[..., Any], *, name: str | None = None, description: str | None = None,
-                       **options: Any) -> FunctionTool:
+                       where: str = "", **options: Any) -> FunctionTool:
     """A tool from a sync or async function: schema from its type hints, description from its docstring.
 
     `options` are the other ToolSpec fields (timeout_s, num_cpus, approval, ...). Parameters documented in a
-    Google-style `Args:` section get those lines as their descriptions.
+    Google-style `Args:` section get those lines as their descriptions. `where` (the YAML path) leads errors.
     """
     tool = name if name else str(getattr(fn, "__name__", ""))
     if not re.match(TOOL_NAME_PATTERN, tool):
-        raise SpecError(where=f"tool {tool!r}", value=tool, why="a tool name is 1-64 letters, digits, '_', '.' "
-                        "or '-', starting with a letter or digit", fix="pass `name=` with such a name")
+        raise SpecError(where=_at(where, f"tool {tool!r}"), value=tool, why="a tool name is 1-64 letters, digits, "
+                        "'_', '.' or '-', starting with a letter or digit", fix="pass `name=` with such a name")
     summary, parameter_docs = _parse_docstring(inspect.getdoc(fn) or "")
-    model = _arguments_model(fn, tool, parameter_docs)
+    model = _arguments_model(fn, where, tool, parameter_docs)
     spec = ToolSpec(name=tool, description=description if description is not None else summary,
                     parameters=_strip_titles(model.model_json_schema()), **options)
     return FunctionTool(spec=spec, fn=fn, arguments_model=model)
@@ -128,7 +128,7 @@ def load_tool(import_path: str, *, where: str, name: str | None = None, **option
     if not callable(found):
         raise SpecError(where=where, value=import_path, why=f"it is a {type(found).__name__}, not a function",
                         fix="point at a function defined with `def` or `async def`")
-    return tool_from_function(found, name=name, **options)
+    return tool_from_function(found, name=name, where=where, **options)
 
 
 def tool_from_decl(decl: ToolDecl, *, where: str) -> FunctionTool:
@@ -141,17 +141,21 @@ def tool_from_decl(decl: ToolDecl, *, where: str) -> FunctionTool:
                      max_result_chars=decl.max_result_chars)
 
 
-def _arguments_model(fn: Callable[..., Any], tool: str, docs: Mapping[str, str]) -> type[BaseModel]:
+def _at(where: str, detail: str) -> str:
+    return f"{where} ({detail})" if where else detail
+
+
+def _arguments_model(fn: Callable[..., Any], where: str, tool: str, docs: Mapping[str, str]) -> type[BaseModel]:
     try:
         signature = inspect.signature(fn)
         hints = typing.get_type_hints(fn, include_extras=True)
     except (TypeError, ValueError, NameError) as exc:
-        raise SpecError(where=f"tool {tool!r}", value=getattr(fn, "__qualname__", repr(fn)),
+        raise SpecError(where=_at(where, f"tool {tool!r}"), value=getattr(fn, "__qualname__", repr(fn)),
                         why=f"its signature cannot be read ({exc})",
                         fix="define it with `def` and annotations whose names are imported at module level") from None
     fields: dict[str, Any] = {}
     for index, parameter in enumerate(signature.parameters.values()):
-        _check_parameter(parameter, hints, tool)
+        _check_parameter(parameter, hints, _at(where, f"tool {tool!r} parameter {parameter.name!r}"))
         default = ... if parameter.default is parameter.empty else parameter.default
         # Positional field names avoid clashes with BaseModel's own attributes (`json`, `schema`, `model_*`).
         fields[f"arg{index}"] = (hints[parameter.name], Field(default, alias=parameter.name,
@@ -159,8 +163,7 @@ def _arguments_model(fn: Callable[..., Any], tool: str, docs: Mapping[str, str])
     return create_model(f"{tool}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def _check_parameter(parameter: inspect.Parameter, hints: Mapping[str, Any], tool: str) -> None:
-    where = f"tool {tool!r} parameter {parameter.name!r}"
+def _check_parameter(parameter: inspect.Parameter, hints: Mapping[str, Any], where: str) -> None:
     if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD, parameter.POSITIONAL_ONLY):
         raise SpecError(where=where, value=str(parameter), why="*args, **kwargs and positional-only parameters "
                         "cannot become named JSON arguments", fix="declare each argument as a named parameter")

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
-from controlplane import EventLog
+from controlplane._core.events import EventLog
 from controlplane._core.agent_loop import LAST_STEP_MESSAGE, AgentLoop
 from controlplane._core.builtins import builtin_tools, check_delegation
 from controlplane._core.loop_types import Finished, LoopLimits, Repair, RunTools, Stopped, ToolCall, ToolResult

@@ -122,6 +122,14 @@ def test_a_bad_tool_name_is_refused():
         tool_from_function(ship, name="has space")
 
 
+def test_a_declared_tool_with_a_bad_signature_names_the_yaml_path_tool_and_parameter(tmp_path, monkeypatch):
+    _write_module(tmp_path, monkeypatch, "tools_untyped_mod", "def lookup(key):\n    return key\n")
+    with pytest.raises(SpecError) as caught:
+        load_tool("tools_untyped_mod:lookup", where="m.yaml: tools[1](lookup).function")
+    assert str(caught.value).startswith("m.yaml: tools[1](lookup).function (tool 'lookup' parameter 'key'): 'key' "
+                                        "is invalid: it has no type annotation")
+
+
 def test_load_tool_by_import_path():
     tool = load_tool("controlplane.builtin_tools:calculator", where="tools[0]", name="calc", max_result_chars=100)
     assert tool.spec.name == "calc" and tool.spec.max_result_chars == 100
