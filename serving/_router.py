@@ -16,7 +16,9 @@ from controlplane.errors import ControlPlaneError
 from serving import _http
 from serving._backends.remote import RemoteBackend
 from serving._batcher import Batcher
-from serving._core import Call, RouterCore
+from serving._constrained import ConstrainedBackend
+from serving._core import Backend, Call, RouterCore
+from serving._tool_calls import ReplyAssembler
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
 DEFAULT_HTTP_MAX_TOKENS = 256
@@ -49,12 +51,14 @@ class _Metrics:
 
 def _call_of(request: ChatRequest) -> Call:
     body = request.model_dump(include={"max_tokens", "temperature", "json_schema", "choice"})
-    body["messages"] = [m.model_dump() for m in request.messages]
+    body.update(request.tool_body())
+    body["messages"] = [m.to_wire() for m in request.messages]
     return Call(model=request.model, body=body, identity=request.identity, timeout_s=request.timeout_s)
 
 
-def _result(text: str, final: dict[str, Any]) -> ChatResult:
-    return ChatResult(text=text, model=final["model"], backend=final["backend"],
+def _result(reply: ReplyAssembler) -> ChatResult:
+    final = reply.final
+    return ChatResult(text=reply.text, tool_calls=reply.tool_calls(), model=final["model"], backend=final["backend"],
                       usage=Usage(prompt_tokens=final["prompt_tokens"], completion_tokens=final["completion_tokens"],
                                   usd=final["usd"]),
                       ttft_s=final["ttft_s"], latency_s=final["latency_s"], finish_reason=final["finish_reason"])
@@ -77,25 +81,25 @@ class Router:
                     else Batcher(handles[name], max_size=router.batch_max_size, wait_s=router.batch_wait_s)
                     for name, spec in self._config.models.items()}
         self._batchers = {name: backend for name, backend in backends.items() if isinstance(backend, Batcher)}
-        self._core = RouterCore(self._config, backends, on_record=_Metrics().record)
+        styled: dict[str, Backend] = {
+            name: ConstrainedBackend(backend) if self._config.models[name].tool_style == "constrained" else backend
+            for name, backend in backends.items()}
+        self._core = RouterCore(self._config, styled, on_record=_Metrics().record)
 
     # The handle API (actors call these through RouterClient; no HTTP hop).
     async def chat(self, request: ChatRequest) -> ChatResult:
-        parts, final = [], None
+        reply = ReplyAssembler()
         async for event in self._core.stream(_call_of(request)):
-            if event.get("done"):
-                final = event
-            else:
-                parts.append(event["delta"])
-        return _result("".join(parts), final)
+            reply.add(event)
+        return _result(reply)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        parts = []
+        reply = ReplyAssembler()
         async for event in self._core.stream(_call_of(request)):
+            reply.add(event)
             if event.get("done"):
-                yield _result("".join(parts), event)
-            else:
-                parts.append(event["delta"])
+                yield _result(reply)
+            elif event.get("delta"):
                 yield event["delta"]
 
     async def running_config(self) -> dict[str, Any]:
@@ -140,16 +144,13 @@ class Router:
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(self._sse(call, first, events, include_usage), media_type="text/event-stream")
-        parts, final = [], first
+        reply = ReplyAssembler()
         try:
             async for event in _chain(first, events):
-                if event.get("done"):
-                    final = event
-                else:
-                    parts.append(event["delta"])
+                reply.add(event)
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
-        return JSONResponse(_http.reply_json(call, "".join(parts), final))
+        return JSONResponse(_http.reply_json(call, reply))
 
     async def _sse(self, call: Call, first: dict[str, Any], events: AsyncIterator[dict[str, Any]],
                    include_usage: bool) -> AsyncIterator[str]:

@@ -49,6 +49,7 @@ from controlplane.config import (
     parse_mission,
     parse_serving_config,
 )
+from controlplane.config.serving import ScriptedToolCall
 
 BLOCKS = all_blocks()
 LANGUAGES = {"python", "yaml", "bash", "text"}
@@ -167,6 +168,7 @@ SERVING_SHAPE = {
     ("models", "*"): fields(VLLMModelSpec, ScriptedModelSpec, OpenAIModelSpec),
     ("models", "*", "replicas"): fields(ReplicaSpec), ("models", "*", "breaker"): fields(BreakerSpec),
     ("models", "*", "limits"): fields(LimitSpec), ("models", "*", "replies", "*"): fields(ScriptedRule),
+    ("models", "*", "replies", "*", "tool_call"): fields(ScriptedToolCall),
 }
 
 
