@@ -77,9 +77,10 @@ def test_the_requests_json_schema_types_the_final_answer():
 
 
 def test_tool_history_is_flattened_into_roles_every_template_knows():
+    weather = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
     history = [*ASK,
                {"role": "assistant", "content": None, "tool_calls": [
-                   {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+                   {"id": "a", "type": "function", "function": weather},
                    {"id": "b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
                {"role": "tool", "tool_call_id": "a", "content": "sunny"},
                {"role": "tool", "tool_call_id": "b", "content": "noon"}]
