@@ -115,14 +115,14 @@ def _with_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, An
     return [{"role": "system", "content": text}, *messages]
 
 
-def constrained_call(call: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+def constrained_call(call: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """The backend call for a constrained model, and whether its reply is an action to map back.
 
     A call without tools or tool messages is returned as it is."""
     messages = call.get("messages")
     has_history = messages is not None and any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if not call.get("tools") and not has_history:
-        return dict(call), False
+        return call, False
     body = {key: value for key, value in call.items() if key not in TOOL_KEYS}
     body["messages"] = plain_messages(messages or [])
     tool_choice = call.get("tool_choice") or "auto"
@@ -224,13 +224,13 @@ class ConstrainedBackend:
         self._backend = backend
         self._new_call_id = new_call_id
 
-    async def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]:
+        """A call without tools streams straight from the backend (no added hop per event)."""
         body, is_action = constrained_call(call)
         events = self._backend.stream(body, affinity_key)
-        if not is_action:
-            async for event in events:
-                yield event
-            return
+        return self._mapped(events) if is_action else events
+
+    async def _mapped(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         reply = ConstrainedReply(self._new_call_id)
         async for event in events:
             if "error" in event:

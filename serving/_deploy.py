@@ -141,7 +141,7 @@ class RouterClient:
             raise exc.cause from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        """Text deltas as they come, then the ChatResult."""
+        """Text deltas as they come, then the ChatResult (tool calls arrive in it, whole)."""
         try:
             async for item in self.handle.options(stream=True).chat_stream.remote(request):
                 yield item
