@@ -148,7 +148,10 @@ class ToolFields(BaseModel):
         return choice
 
     def tool_body(self) -> dict[str, Any]:
-        """The tool fields the caller set, as the call dict carries them."""
+        """The tool fields the caller set, as the call dict carries them; none without tools (an empty `tools`,
+        or a tool_choice of auto or none alone, means no tools, and engines refuse them)."""
+        if not self.tools:
+            return {}
         return self.model_dump(include={"tools", "tool_choice", "parallel_tool_calls"}, exclude_none=True)
 
 

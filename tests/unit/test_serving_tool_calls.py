@@ -37,8 +37,9 @@ def test_a_request_with_tools_and_tool_messages_reaches_the_call_as_sent():
     assert call.body["messages"] == HISTORY
     assert call.body["tools"][0]["function"]["name"] == "get_weather"
     assert (call.body["tool_choice"], call.body["parallel_tool_calls"]) == ("auto", False)
-    plain = to_call(parse_body(json.dumps({"model": "m", "messages": HISTORY[:1]}).encode(), ChatBody), {}, 64)
-    assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(plain.body)
+    for no_tools in ({}, {"tools": [], "tool_choice": "auto"}, {"tool_choice": "none", "parallel_tool_calls": True}):
+        plain = to_call(parse_body(body(**no_tools), ChatBody), {}, 64)
+        assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(plain.body)  # engines refuse them alone
 
 
 @pytest.mark.parametrize(("fields", "where", "needle"), [
