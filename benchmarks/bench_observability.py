@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SPAN_LOOPS, SPAN_LOOPS_QUICK = 5_000, 2_000
 REPORT_TASKS = 1_000
 REPS = 3
-AGENTS = ["planner", "researcher", "copywriter", "reviewer", "designer", "analyst"]
+AGENTS = ["lead", "researcher", "copywriter", "reviewer", "designer", "analyst"]
 TARGET_SPAN_US = 200
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controlplane.config import ServingConfig
-from controlplane.errors import BackpressureError, ReplicaUnavailable, SpecError
+from controlplane.errors import BackpressureError, DeadlineExceeded, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
 from serving._affinity import prefix_key
 from serving._breaker import CircuitBreaker
 from serving._gate import Gate
+from serving._keys import KeyScope
 from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
@@ -39,6 +40,8 @@ class Call:
     parallel_tool_calls (see `serving._tool_calls`)."""
     identity: Identity = field(default_factory=Identity)
     timeout_s: float | None = None
+    key: KeyScope | None = None
+    """The API key the call came with: its rpm/tpm limits are one more admission scope."""
 
 
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -100,6 +103,7 @@ class RouterCore:
         for name, spec in config.models.items():
             self._admission.set_limits(f"model:{name}", ScopeLimits(rpm=spec.limits.rpm, tpm=spec.limits.tpm),
                                        clock())
+        self._key_limits: dict[str, ScopeLimits] = {}
         self._breakers = {name: CircuitBreaker(**spec.breaker.model_dump()) for name, spec in config.models.items()}
         self._gates = {name: Gate(slots=spec.limits.max_in_flight or router.max_in_flight_per_model,
                                   max_queue=router.max_queue, scope=f"model:{name}")
@@ -181,6 +185,8 @@ class RouterCore:
         scopes = [f"agent:{ident.mission_id}/{ident.agent_id}", f"mission:{ident.mission_id}", f"model:{model}"]
         est_tokens = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
         start_s = self._clock()
+        if call.key is not None:
+            scopes.append(self._key_scope(call.key, start_s))
         reservation = self._reserve(model, call, start_s)
         try:
             self._admission.admit(scopes, est_tokens, start_s)
@@ -206,6 +212,14 @@ class RouterCore:
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._account(model, ident, final, charge)
 
+    def _key_scope(self, key: KeyScope, now_s: float) -> str:
+        """The admission scope of an API key, with the key's limits (reset only when they change)."""
+        scope, limits = f"key:{key.id}", ScopeLimits(rpm=key.rpm, tpm=key.tpm)
+        if self._key_limits.get(scope) != limits:
+            self._key_limits[scope] = limits
+            self._admission.set_limits(scope, limits, now_s)
+        return scope
+
     def _reserve(self, model: str, call: Call, now_s: float) -> Reservation:
         context_limit = self.config.models[model].max_context_tokens
         try:
@@ -227,46 +241,61 @@ class RouterCore:
         self._on_record(model, ident, final)
 
     async def _run(self, model: str, call: Call, start_s: float, progress: _Progress) -> AsyncIterator[dict[str, Any]]:
+        """The call on `model`'s backend. Every call the breaker let through ends in exactly one verdict:
+        success, failure, or (cancelled, caller gone, caller's own deadline, refused) no verdict at all."""
         timeout_s = call.timeout_s or self.config.router.request_timeout_s
         deadline_s = start_s + timeout_s
-        gate, breaker = self._gates[model], self._breakers[model]
+        gate, breaker, verdict = self._gates[model], self._breakers[model], [False]
         try:
             await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()))
-        except Exception:
-            breaker.abandon(self._clock())
-            raise
-        key = prefix_key(call.body["messages"]) if "messages" in call.body else None
-        progress.dispatched = True
-        events = self._backends[model].stream(call.body, key)
-        try:
-            async for event in self._timed(model, within(events, deadline_s - self._clock(),
-                                                            self.config.router.stream_interval_s), start_s, timeout_s):
-                yield event
+            try:
+                key = prefix_key(call.body["messages"]) if "messages" in call.body else None
+                progress.dispatched = True
+                events = within(self._backends[model].stream(call.body, key), deadline_s - self._clock(),
+                                self.config.router.stream_interval_s)
+                async for event in self._timed(model, events, start_s, timeout_s, verdict):
+                    yield event
+            finally:
+                gate.release()
         finally:
-            gate.release()
+            if not verdict[0]:
+                breaker.abandon(self._clock())
 
     async def _timed(self, model: str, events: AsyncIterator[dict[str, Any]], start_s: float,
-                     timeout_s: float) -> AsyncIterator[dict[str, Any]]:
-        """The backend's events, with errors and timeouts raised and timings added."""
+                     timeout_s: float, verdict: list[bool]) -> AsyncIterator[dict[str, Any]]:
+        """The backend's events, with errors and timeouts raised and timings added. Sets `verdict[0]` once
+        the breaker has heard the outcome."""
         breaker, ttft_s = self._breakers[model], None
         while True:
             try:
                 event = await anext(events)
             except asyncio.TimeoutError:
-                breaker.record_failure(self._clock())
-                raise ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
-                                         fix="raise timeout_s, or add replicas") from None
+                raise self._timeout(model, timeout_s, verdict) from None
             if "error" in event:
+                verdict[0] = True
                 self._raise_backend_error(model, event["error"])
             if ttft_s is None and (event.get("delta") or event.get("tool_calls")):
                 ttft_s = self._clock() - start_s
             if event.get("done"):
                 breaker.record_success(self._clock())
+                verdict[0] = True
                 latency_s = self._clock() - start_s
                 yield {**event, "model": model, "backend": self.config.models[model].kind,
                        "ttft_s": latency_s if ttft_s is None else ttft_s, "latency_s": latency_s}
                 return
             yield event
+
+    def _timeout(self, model: str, timeout_s: float, verdict: list[bool]) -> Exception:
+        """The router's own limit passing is the backend's fault; a caller's shorter deadline is not."""
+        limit_s = self.config.router.request_timeout_s
+        if timeout_s < limit_s:
+            return DeadlineExceeded(what=f"The call to model {model!r}", timeout_s=timeout_s,
+                                    fix=f"raise timeout_s (the router allows up to request_timeout_s={limit_s:g}), "
+                                        "or ask for fewer tokens")
+        self._breakers[model].record_failure(self._clock())
+        verdict[0] = True
+        return ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
+                                  fix="raise timeout_s, or add replicas")
 
     def _raise_backend_error(self, model: str, error: dict[str, Any]) -> None:
         status, message = error["status"], error["message"]

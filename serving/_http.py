@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controlplane.errors import BackpressureError, BudgetExceeded, ControlPlaneError, ReplicaUnavailable, SpecError
+from controlplane.errors import (
+    AccessDenied,
+    BackpressureError,
+    BudgetExceeded,
+    ControlPlaneError,
+    IdentityError,
+    ReplicaUnavailable,
+    ScopeDenied,
+    SpecError,
+)
 from serving._core import Call
+from serving._keys import KeyScope
 from serving._tool_calls import ReplyAssembler
 from serving._types import ChatMessage, Identity, Priority, ToolFields
 
@@ -30,9 +40,9 @@ class _Body(BaseModel):
     structured_outputs: dict[str, Any] | None = None
     guided_json: dict[str, Any] | None = None
     guided_choice: list[str] | None = None
-    mission_id: str | None = None
-    agent_id: str | None = None
-    priority: Priority | None = None
+    mission_id: str | None = Field(None, description="Narrows like x-mission-id; never widens the credential.")
+    agent_id: str | None = Field(None, description="Narrows like x-agent-id; never widens the credential.")
+    priority: Priority | None = Field(None, description="Asked for like x-priority; at most the credential's.")
     timeout_s: float | None = Field(None, gt=0)
 
 
@@ -51,6 +61,10 @@ def error_response(status: int, message: str, *, type_: str, param: str | None =
 
 
 def error_from_exception(exc: Exception) -> JSONResponse:
+    if isinstance(exc, (ScopeDenied, AccessDenied)):
+        return error_response(403, str(exc), type_="permission_error")
+    if isinstance(exc, IdentityError):
+        return error_response(401, str(exc), type_="authentication_error", headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, BackpressureError):
         return error_response(429, str(exc), type_="rate_limit_error",
                               headers={"Retry-After": str(max(1, round(exc.retry_after_s + 0.5)))})
@@ -90,20 +104,20 @@ def _constraints(body: _Body) -> dict[str, Any]:
     return {"json_schema": schema, "choice": structured.get("choice") or body.guided_choice}
 
 
-def _identity(body: _Body, headers: Any) -> Identity:
-    fields = {"mission_id": headers.get("x-mission-id") or body.mission_id or "default",
-              "agent_id": headers.get("x-agent-id") or body.agent_id or "anonymous",
-              "priority": headers.get("x-priority") or body.priority or "normal"}
-    try:
-        return Identity(**fields)
-    except ValidationError as exc:
-        name = str(exc.errors()[0]["loc"][0])
-        raise SpecError(where=f"x-{name.replace('_', '-')} header or {name} field", value=fields[name],
-                        why=exc.errors()[0]["msg"], fix="priority is one of control, normal, bulk") from None
+def credentials(headers: Any, body: _Body | None = None) -> dict[str, str | None]:
+    """What the auth layer reads: the bearer, and the narrowing asks from headers (or, failing those, the body)."""
+    priority = headers.get("x-priority")
+    if priority is not None and priority not in get_args(Priority):
+        raise SpecError(where="x-priority header", value=priority, why=f"it is not one of {get_args(Priority)}",
+                        fix="send normal or bulk, or leave the header out")
+    return {"authorization": headers.get("authorization"),
+            "x-mission-id": headers.get("x-mission-id") or (body.mission_id if body else None),
+            "x-agent-id": headers.get("x-agent-id") or (body.agent_id if body else None),
+            "x-priority": headers.get("x-priority") or (body.priority if body else None)}
 
 
-def to_call(body: _Body, headers: Any, default_max_tokens: int) -> Call:
-    identity = _identity(body, headers)
+def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeyScope | None = None) -> Call:
+    """The router call of a request, under the identity its credentials gave (and its API key's limits)."""
     payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
                                "temperature": body.temperature, **_constraints(body)}
     if isinstance(body, ChatBody):
@@ -111,7 +125,7 @@ def to_call(body: _Body, headers: Any, default_max_tokens: int) -> Call:
         payload.update(body.tool_body())
     else:
         payload["prompt"] = body.prompt
-    return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s)
+    return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s, key=key)
 
 
 def _usage(final: dict[str, Any]) -> dict[str, Any]:

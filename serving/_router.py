@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,12 +13,15 @@ from ray import serve
 from ray.util import metrics
 
 from controlplane.config import OpenAIModelSpec, ServingConfig
-from controlplane.errors import ControlPlaneError
+from controlplane.errors import ControlPlaneError, SpecError
 from serving import _http
+from serving._auth import Authenticator
 from serving._backends.remote import RemoteBackend
 from serving._batcher import Batcher
 from serving._constrained import ConstrainedBackend
 from serving._core import Backend, Call, RouterCore
+from serving._keys import ApiKeyStore
+from serving._secrets import load_or_create_root_secret
 from serving._tool_calls import ReplyAssembler
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
@@ -42,18 +46,19 @@ class _Metrics:
         tags = {"mission_id": identity.mission_id, "agent_id": identity.agent_id, "model": model}
         self.calls.inc(1, {**tags, "outcome": "ok" if final else "error"})
         if final:
-            self.prompt.inc(final["prompt_tokens"], tags)
-            self.completion.inc(final["completion_tokens"], tags)
-            self.usd.inc(final["usd"], tags)
+            for counter, value in ((self.prompt, final["prompt_tokens"]), (self.completion, final["completion_tokens"]),
+                                   (self.usd, final["usd"])):
+                if value > 0:  # Ray's Counter refuses 0 (a free model, an empty reply)
+                    counter.inc(value, tags)
             self.ttft.observe(final["ttft_s"], {"model": model})
             self.latency.observe(final["latency_s"], {"model": model})
 
 
-def _call_of(request: ChatRequest) -> Call:
+def _call_of(request: ChatRequest, identity: Identity) -> Call:
     body = request.model_dump(include={"max_tokens", "temperature", "json_schema", "choice"})
     body.update(request.tool_body())
     body["messages"] = [m.to_wire() for m in request.messages]
-    return Call(model=request.model, body=body, identity=request.identity, timeout_s=request.timeout_s)
+    return Call(model=request.model, body=body, identity=identity, timeout_s=request.timeout_s)
 
 
 def _result(reply: ReplyAssembler) -> ChatResult:
@@ -85,17 +90,23 @@ class Router:
             name: ConstrainedBackend(backend) if self._config.models[name].tool_style == "constrained" else backend
             for name, backend in backends.items()}
         self._core = RouterCore(self._config, styled, on_record=_Metrics().record)
+        self._auth = Authenticator(root_secret=load_or_create_root_secret(),
+                                   keys=ApiKeyStore(router.auth.api_keys_file),
+                                   allow_anonymous=router.auth.allow_anonymous)
+
+    def _handle_call(self, request: ChatRequest) -> Call:
+        return _call_of(request, self._auth.for_handle(request.token, request.priority, now_s=time.time()))
 
     # The handle API (actors call these through RouterClient; no HTTP hop).
     async def chat(self, request: ChatRequest) -> ChatResult:
         reply = ReplyAssembler()
-        async for event in self._core.stream(_call_of(request)):
+        async for event in self._core.stream(self._handle_call(request)):
             reply.add(event)
         return _result(reply)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
         reply = ReplyAssembler()
-        async for event in self._core.stream(_call_of(request)):
+        async for event in self._core.stream(self._handle_call(request)):
             reply.add(event)
             if event.get("done"):
                 yield _result(reply)
@@ -112,18 +123,23 @@ class Router:
     async def batch_stats(self) -> dict[str, dict[str, int]]:
         return {name: {"batches": b.batches, "calls": b.calls} for name, b in self._batchers.items()}
 
-    async def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+    async def set_budget(self, token: str, agent_id: str | None = None, *, max_tokens: int | None = None,
                          max_usd: float | None = None) -> None:
-        self._core.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+        claims = self._auth.supervisor(token, action="router.set_budget", now_s=time.time())
+        self._core.set_budget(claims.mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     async def breaker_state(self, model: str) -> str:
         return self._core.breaker_state(model)
 
     # The HTTP API.
     @app.get("/v1/models")
-    async def http_models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": spec.kind}
-                                           for name, spec in self._config.models.items()]}
+    async def http_models(self, request: Request) -> JSONResponse:
+        try:
+            self._auth.for_http(_http.credentials(request.headers), now_s=time.time())
+        except ControlPlaneError as exc:
+            return _http.error_from_exception(exc)
+        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "owned_by": spec.kind}
+                                                        for name, spec in self._config.models.items()]})
 
     @app.post("/v1/chat/completions")
     async def http_chat(self, request: Request):
@@ -135,8 +151,9 @@ class Router:
 
     async def _http(self, request: Request, body_cls: type) -> JSONResponse | StreamingResponse:
         try:
-            body = _http.parse_body(await request.body(), body_cls)
-            call = _http.to_call(body, request.headers, DEFAULT_HTTP_MAX_TOKENS)
+            body = self._http_body(await request.body(), body_cls, request.headers)
+            identity, key = self._auth.for_http(_http.credentials(request.headers, body), now_s=time.time())
+            call = _http.to_call(body, identity, DEFAULT_HTTP_MAX_TOKENS, key)
             events = self._core.stream(call)
             first = await anext(events)
         except ControlPlaneError as exc:
@@ -151,6 +168,14 @@ class Router:
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
         return JSONResponse(_http.reply_json(call, reply))
+
+    def _http_body(self, raw: bytes, body_cls: type, headers: Any) -> Any:
+        """The parsed body; a caller without valid credentials learns nothing about a bad body (401 first)."""
+        try:
+            return _http.parse_body(raw, body_cls)
+        except SpecError:
+            self._auth.for_http(_http.credentials(headers), now_s=time.time())
+            raise
 
     async def _sse(self, call: Call, first: dict[str, Any], events: AsyncIterator[dict[str, Any]],
                    include_usage: bool) -> AsyncIterator[str]:

@@ -168,7 +168,11 @@ class ChatRequest(ToolFields):
                                                "schema (guided decoding).")
     choice: list[str] | None = Field(None, min_length=1, description="Constrain the reply to one "
                                      "of these strings (guided decoding).")
-    identity: Identity = Field(default_factory=Identity, description="Who makes the call.")
+    token: str | None = Field(None, repr=False, description="The caller's capability token (the supervisor "
+                              "gives each agent one); the router takes the mission and agent from it, never from "
+                              "the request.")
+    priority: Priority | None = Field(None, description="The priority asked for, at most the token's; None = "
+                                      "normal (bulk for a bulk-only token).")
     timeout_s: float | None = Field(None, gt=0, description="Give up after this long, queueing "
                                     "included; None = the router's request_timeout_s.")
 

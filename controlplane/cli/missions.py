@@ -39,7 +39,8 @@ def _recorded_summary(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
         counts[task["status"]] = counts.get(task["status"], 0) + 1
     return {"mission_id": recorded["mission_id"], "status": recorded["status"], "reason": recorded["reason"],
             "tasks": counts, "busy_agents": {}, "tokens": recorded["usage"]["tokens"],
-            "llm_calls": recorded["usage"]["llm_calls"], "elapsed_s": recorded["wall_s"], "done": True}
+            "usd": recorded["usage"].get("usd", 0.0), "llm_calls": recorded["usage"]["llm_calls"],
+            "elapsed_s": recorded["wall_s"], "done": True}
 
 
 def _live_summary(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,7 +62,8 @@ def _format_summary(s: dict[str, Any]) -> str:
     busy = ", ".join(sorted(s["busy_agents"])) or "none"
     reason = f" ({s['reason']})" if s.get("reason") else ""
     return (f"mission {s['mission_id']}: {s['status']}{reason}\n  tasks: {tasks}\n  busy agents: {busy}\n"
-            f"  tokens: {s['tokens']} in {s['llm_calls']} model calls; elapsed {s['elapsed_s']:.1f} s")
+            f"  tokens: {s['tokens']} (${s.get('usd', 0.0):.4f}) in {s['llm_calls']} model calls; "
+            f"elapsed {s['elapsed_s']:.1f} s")
 
 
 def cancel_command(args: argparse.Namespace) -> int:

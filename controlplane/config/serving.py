@@ -113,8 +113,8 @@ class ScriptedRule(_Spec):
 
     match: str = Field(description="Regex searched in the last turn's text. Tool results read "
                        "`Result of <tool>: <result>`, one line per call.")
-    turn: Literal["user", "tool"] = Field("user", description="The turn the rule answers: the last user message, "
-                                        "or tool results.")
+    turn: Literal["any", "user", "tool"] = Field("any", description="The turn the rule answers: any, the last "
+                                                 "user message only, or tool results only.")
     text: str | None = Field(None, description="The reply text. Under a JSON schema: this JSON, or "
                              '`{"final": text}` when the schema asks for a final answer (constrained tool calls).')
     tool_call: ScriptedToolCall | None = Field(None, description="Reply with this tool call instead; the rule "
@@ -141,15 +141,37 @@ class OpenAIModelSpec(_ModelBase):
     kind: Literal["openai"] = "openai"
     base_url: str = Field(description="An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.")
     remote_model: str = Field(description="The model name the remote endpoint knows.")
-    api_key_env: str | None = Field(None, description="Env var that holds the API key; None = no key.")
+    api_key_env: str | None = Field(None, description="Env var that holds the API key, read where the router "
+                                    "replica starts (never passed through Ray); None = no key.")
+    api_key_file: str | None = Field(None, description="A file (mode 0600) that holds the API key, read where the "
+                                     "router replica starts; an alternative to api_key_env.")
     tool_style: ToolStyle = Field("native", description="native: `tools` go to the remote API as they are; "
                                   "constrained: the router asks it for guided JSON (response_format) instead.")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OpenAIModelSpec:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError(f"api_key_env={self.api_key_env!r} and api_key_file={self.api_key_file!r} exclude "
+                             "each other; give one")
+        return self
 
 
 ModelSpec = Annotated[VLLMModelSpec | ScriptedModelSpec | OpenAIModelSpec, Field(discriminator="kind")]
 
 
+class AuthSpec(_Spec):
+    """Who may call the router. Capability tokens are verified with the cluster root secret
+    ($CONTROLPLANE_ROOT_SECRET_FILE, else ~/.controlplane/root_secret); API keys are looked up in the key file."""
+
+    allow_anonymous: bool = Field(False, description="Let calls without credentials (HTTP without a key, handle "
+                                  "calls without a token) run as mission `default`, agent `anonymous`, at most "
+                                  "normal priority. For local use only.")
+    api_keys_file: str | None = Field(None, description="The API key file `controlplane keys` manages; None = "
+                                      "$CONTROLPLANE_API_KEYS_FILE, else ~/.controlplane/api_keys.json.")
+
+
 class RouterSpec(_Spec):
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="Credentials the router accepts.")
     max_queue: int = Field(256, ge=1, description="Calls that may wait per model before 429.")
     max_in_flight_per_model: int = Field(64, ge=1, description="Calls running per model at once.")
     request_timeout_s: float = Field(120.0, gt=0, description="Default deadline of a call.")

@@ -98,7 +98,7 @@ class ScriptedEngine:
         kind, turn = last_turn(messages)
         native = _callable(tools, tool_choice)
         for pattern, rule in self._rules:
-            if rule.turn != kind or not pattern.search(turn):
+            if rule.turn not in ("any", kind) or not pattern.search(turn):
                 continue
             if rule.tool_call is None:
                 return ScriptedAnswer(text=_shaped(rule.text or "", choice=choice, json_schema=json_schema))

@@ -3,7 +3,8 @@
 They are the blocks marked `<!-- test: integration -->` in README.md and docs/*.md. Three substitutions
 let them share the session's cluster and Serve app: `ray.init` joins the running cluster, `serving.deploy`
 returns the session router (whose models include `default`, `scripted` and `scripted-slow`), and
-`http://127.0.0.1:8000` becomes the router's URL. A block's `id=` names its check below. Each block runs in
+`http://127.0.0.1:8000` becomes the router's URL. `$CONTROLPLANE_API_KEY` holds a key of mission `launch`
+(agent `writer`), as `controlplane keys create` would make it. A block's `id=` names its check below. Each block runs in
 a fresh directory with `missions/` linked in, and the named actors it leaves behind are killed.
 
 (This file is not named test_docs_examples.py: pytest cannot collect two test modules of one basename
@@ -91,8 +92,9 @@ def kill_new_actors(before: set[tuple[str, str]]) -> None:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
-def test_example_runs_as_written(block, router, router_base_url, tmp_path, monkeypatch):
+def test_example_runs_as_written(block, router, router_base_url, api_key, tmp_path, monkeypatch):
     monkeypatch.chdir(link_missions(tmp_path))
+    monkeypatch.setenv("CONTROLPLANE_API_KEY", api_key(f"docs-{block.id}", mission="launch", agents=["writer"]))
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: None)
     monkeypatch.setattr(serving, "deploy", lambda *args, **kwargs: router)
     code = block.code.replace(LOCAL_URL, router_base_url.removesuffix("/v1"))

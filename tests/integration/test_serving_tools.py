@@ -7,7 +7,8 @@ import json
 
 import openai
 
-from serving import ChatMessage, ChatRequest, Identity
+from serving import ChatMessage, ChatRequest
+from tests.helpers import agent_token
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city.",
@@ -16,13 +17,13 @@ WEATHER = {"type": "function", "function": {
 QUESTION = {"role": "user", "content": "What is the weather in Paris?"}
 
 
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+def client(base_url: str, api_key, name: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key=api_key(name, mission=f"it-{name}"), max_retries=0)
 
 
-def test_openai_client_runs_a_tool_loop_on_a_scripted_constrained_model(router_base_url):
-    api = client(router_base_url)
-    first = api.chat.completions.create(model="scripted-tools", max_tokens=64, tools=[WEATHER],
+def test_openai_client_runs_a_tool_loop_on_a_scripted_constrained_model(router_base_url, api_key):
+    api = client(router_base_url, api_key, "tools-loop")
+    first = api.chat.completions.create(model="scripted-weather", max_tokens=64, tools=[WEATHER],
                                         messages=[QUESTION])
     message = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls" and message.content is None
@@ -30,31 +31,31 @@ def test_openai_client_runs_a_tool_loop_on_a_scripted_constrained_model(router_b
     assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
     # The SDK's own message goes back as it is, then the tool's result: the model answers.
     messages = [QUESTION, message, {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}]
-    second = api.chat.completions.create(model="scripted-tools", max_tokens=64, tools=[WEATHER], messages=messages)
+    second = api.chat.completions.create(model="scripted-weather", max_tokens=64, tools=[WEATHER], messages=messages)
     assert second.choices[0].finish_reason == "stop"
     assert (second.choices[0].message.content, second.choices[0].message.tool_calls) == ("It is sunny in Paris.", None)
-    plain = api.chat.completions.create(model="scripted-tools", max_tokens=64, tools=[WEATHER], tool_choice="none",
+    plain = api.chat.completions.create(model="scripted-weather", max_tokens=64, tools=[WEATHER], tool_choice="none",
                                         messages=[QUESTION])
     assert plain.choices[0].message.content == "I cannot check the weather."
 
 
-def test_openai_client_streams_tool_call_deltas(router_base_url):
-    chunks = list(client(router_base_url).chat.completions.create(
-        model="scripted-tools", max_tokens=64, tools=[WEATHER], messages=[QUESTION], stream=True))
+def test_openai_client_streams_tool_call_deltas(router_base_url, api_key):
+    api = client(router_base_url, api_key, "tools-stream")
+    chunks = list(api.chat.completions.create(model="scripted-weather", max_tokens=64, tools=[WEATHER],
+                                              messages=[QUESTION], stream=True))
     deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
     assert deltas and deltas[0].index == 0 and deltas[0].id and deltas[0].function.name == "get_weather"
     assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Paris"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
-    with client(router_base_url).chat.completions.stream(model="scripted-tools", max_tokens=64, tools=[WEATHER],
-                                                         messages=[QUESTION]) as stream:
+    with api.chat.completions.stream(model="scripted-weather", max_tokens=64, tools=[WEATHER],
+                                     messages=[QUESTION]) as stream:
         final = stream.get_final_completion()  # the SDK's stream helper assembles the same call
     assert final.choices[0].message.tool_calls[0].function.arguments == '{"city": "Paris"}'
 
 
-def test_default_model_makes_a_tool_call_through_constrained_decoding(router_base_url):
-    reply = client(router_base_url).chat.completions.create(
-        model="default", max_tokens=64, tools=[WEATHER], tool_choice="required", messages=[QUESTION],
-        extra_headers={"x-mission-id": "it-tools", "x-agent-id": "smol"})
+def test_default_model_makes_a_tool_call_through_constrained_decoding(router_base_url, api_key):
+    reply = client(router_base_url, api_key, "tools-smol").chat.completions.create(
+        model="default", max_tokens=64, tools=[WEATHER], tool_choice="required", messages=[QUESTION])
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls", choice.message.content
     [call] = choice.message.tool_calls
@@ -65,13 +66,13 @@ def test_default_model_makes_a_tool_call_through_constrained_decoding(router_bas
 
 def ask_weather(model: str) -> ChatRequest:
     return ChatRequest(model=model, max_tokens=64, messages=[ChatMessage(**QUESTION)], tools=[WEATHER],
-                       identity=Identity(mission_id="it-tools", agent_id="native"))
+                       token=agent_token("it-tools-native", "native"))
 
 
 def test_native_styles_pass_tools_through(router):
     async def both():
-        return await asyncio.gather(router.chat(ask_weather("scripted-tools-native")),
-                                    router.chat(ask_weather("remote-tools")))
+        return await asyncio.gather(router.chat(ask_weather("scripted-weather-native")),
+                                    router.chat(ask_weather("remote-weather")))
 
     for result in asyncio.run(both()):
         assert result.finish_reason == "tool_calls" and result.text == ""

@@ -26,7 +26,9 @@ from tests.helpers.doc_blocks import DOC_FILES, ROOT, Block, all_blocks, link_mi
 from controlplane import load_mission
 from controlplane.cli import build_parser
 from controlplane.config import (
+    AgentBudget,
     AgentSpec,
+    AuthSpec,
     BreakerSpec,
     Budgets,
     ConflictPolicy,
@@ -158,12 +160,14 @@ def fields(*models: type[BaseModel]) -> set[str]:
 
 MISSION_SHAPE = {
     (): fields(MissionSpec), ("agents", "*"): fields(AgentSpec), ("agents", "*", "resources"): fields(Resources),
-    ("agents", "*", "memory"): fields(MemoryAccess), ("tasks", "*"): fields(TaskSpec), ("budgets",): fields(Budgets),
+    ("agents", "*", "memory"): fields(MemoryAccess), ("agents", "*", "budget"): fields(AgentBudget),
+    ("tasks", "*"): fields(TaskSpec), ("budgets",): fields(Budgets),
     ("policies",): fields(Policies), ("policies", "conflicts"): fields(ConflictPolicy),
     ("planner",): fields(PlannerSpec),
 }
 SERVING_SHAPE = {
     (): fields(ServingConfig), ("router",): fields(RouterSpec), ("router", "agent"): fields(LimitSpec),
+    ("router", "auth"): fields(AuthSpec),
     ("router", "mission"): fields(MissionLimitSpec),
     ("models", "*"): fields(VLLMModelSpec, ScriptedModelSpec, OpenAIModelSpec),
     ("models", "*", "replicas"): fields(ReplicaSpec), ("models", "*", "breaker"): fields(BreakerSpec),

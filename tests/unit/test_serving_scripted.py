@@ -10,7 +10,7 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                           "required": ["city"]}}}
 TOOL_SCRIPT = ScriptedEngine([
-    {"match": "(?i)weather", "tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+    {"match": "(?i)weather", "turn": "user", "tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}},
     {"match": "get_weather: (\\w+)", "turn": "tool", "text": "It is sunny in Paris."},
     {"match": "(?i)weather", "text": "I cannot look that up."},
 ])
@@ -43,6 +43,11 @@ def test_truncate_counts_words():
     assert truncate("a b c d", 2) == ("a b", "length")
     assert truncate("a b", 2) == ("a b", "stop")
     assert count_tokens("a b  c") == 3
+
+
+def test_a_rule_of_any_turn_reads_tool_results_too():
+    engine = ScriptedEngine([{"match": "Result of calc: 4$", "text": "four"}])
+    assert engine.reply([*user("2+2?"), {"role": "user", "content": "Result of calc: 4"}]).text == "four"
 
 
 def test_the_last_turn_is_the_tool_results_in_either_style():
