@@ -69,22 +69,20 @@ def _first_valid(candidates: Sequence[Any], schema: Mapping[str, Any]) -> Any | 
 
 def _shaped(text: str, *, choice: Sequence[str] | None, json_schema: Mapping[str, Any] | None,
             unmatched: bool = False) -> str:
-    """The reply under the request's constraint. Under a JSON schema: the text's own JSON if the schema admits
-    it, else `{"final": ...}` (an action schema's answer); no rule matched: `{}` where the schema admits it."""
+    """The reply under the request's constraint. Under a JSON schema, a rule's JSON text goes out as it is (a
+    test may script what a grammar would forbid) and other text as `{"final": text}`; an unmatched turn gives
+    `{}` where the schema admits it, else `{"final": "scripted reply to: ..."}`."""
     if choice:
         return text if text in choice else choice[0]
     if json_schema is None:
         return text
     if unmatched:
-        return json.dumps(_first_valid([{}, {"final": text}], json_schema) or {})
+        return "{}" if _first_valid([{}], json_schema) is not None else json.dumps({"final": text})
     try:
-        parsed = json.loads(text)
+        json.loads(text)
     except json.JSONDecodeError:
         return json.dumps({"final": text})
-    if _first_valid([parsed], json_schema) is not None:
-        return text
-    wrapped = _first_valid([{"final": parsed}, {"final": text}], json_schema)
-    return text if wrapped is None else json.dumps(wrapped)
+    return text
 
 
 class ScriptedEngine:
