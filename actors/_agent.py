@@ -14,8 +14,10 @@ from typing import Any
 import ray
 
 from actors._context import AgentContext
+from actors._observe import AttemptObserver, configure_process
 from actors._tool_journal import JournaledToolRunner
 from actors._tools import Builtin, ToolRunner
+from controlplane import _tracing
 from controlplane._core.agent_loop import AgentLoop
 from controlplane._core.builtins import MEMORY_POST_TOOL, MEMORY_SEARCH_TOOL, delegate_tool
 from controlplane._core.entrypoints import load_python_agent, python_agent_run
@@ -23,6 +25,7 @@ from controlplane._core.loop_types import Finished, LoopEvent, LoopLimits, RunTo
 from controlplane._core.mission_log import attempt_key
 from controlplane._core.prompts import StepResult, as_text, build_messages
 from controlplane._core.tools import ToolSpec, allowed, tool_from_decl
+from controlplane._tracing import TracingConfig
 from controlplane.config._tools import ToolDecl
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.errors import AgentStopped
@@ -64,8 +67,12 @@ class AgentActor:
     def __init__(self, *, mission_id: str, goal: str, agent: AgentSpec, router: Any, memory: Any = None,
                  supervisor: Any = None, tools: list[ToolDecl] | None = None, mcp: Any = None,
                  workspace: str | None = None, delegate_targets: list[str] | None = None,
-                 router_url: str | None = None, log_content: bool = False, approve: list[str] | None = None) -> None:
-        """`approve`: the mission's `policies.approve` globs; those calls wait for the supervisor's approval."""
+                 router_url: str | None = None, log_content: bool = False, approve: list[str] | None = None,
+                 tracing: TracingConfig | None = None) -> None:
+        """`approve`: the mission's `policies.approve` globs; those calls wait for the supervisor's approval.
+        `tracing`: where this process sends its spans (None: tracing off)."""
+        self.tracing = tracing
+        configure_process(tracing, "controlplane.agent")
         self.mission_id, self.goal, self.agent = mission_id, goal, agent
         self._approve = list(approve or [])
         self.router, self.memory, self.supervisor, self.mcp = router, memory, supervisor, mcp
@@ -96,18 +103,26 @@ class AgentActor:
         return {"agent": self.agent.name, "node_id": context.get_node_id(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
-    async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any], token: str) -> StepResult:
-        """One attempt of `task`, under the capability token the supervisor issued for it: the router and memory
-        take the agent's identity from it. Raises on failure (the supervisor retries or falls back)."""
+    async def flush_traces(self) -> None:
+        """Export this agent's queued spans (the supervisor calls it before the mission's actors are killed)."""
+        _tracing.force_flush()
+
+    async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any], token: str,
+                  trace: dict[str, str] | None = None) -> StepResult:
+        """One attempt of `task`, under the capability token the supervisor issued for it (the router and memory
+        take the agent's identity from it), in an `invoke_agent` span under the supervisor's `trace` carrier.
+        Raises on failure (the supervisor retries or falls back); the exception carries the attempt's detail."""
         started = time.time()
-        runner = self._runner(task, attempt, token)
-        if self._python is not None:
-            return await self._run_python(task, attempt, context, runner, started, token)
-        return await self._run_loop(task, attempt, context, runner, started, token)
+        with AttemptObserver(agent=self.agent.name, mission_id=self.mission_id, task_id=task.id, attempt=attempt,
+                             trace=trace, sink=self.tracing) as observer:
+            runner = self._runner(task, attempt, token)
+            if self._python is not None:
+                return await self._run_python(task, attempt, context, runner, started, token, observer)
+            return await self._run_loop(task, attempt, context, runner, started, token, observer)
 
     # -- kind: llm -------------------------------------------------------------------------------------
     async def _run_loop(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,
-                        started: float, token: str) -> StepResult:
+                        started: float, token: str, observer: AttemptObserver) -> StepResult:
         hits = await self._recall(task, token) if self.agent.fixed_memory else []
         loop = AgentLoop(
             agent=self.agent.name, task=task.id,
@@ -124,13 +139,13 @@ class AgentActor:
             request = loop.next_request()
             called = time.time()
             reply = await self.chat(request.messages, token=token, json_schema=request.json_schema,
-                                    tools=request.tools, timeout_s=task.timeout_s)
+                                    tools=request.tools, timeout_s=task.timeout_s, observer=observer)
             usage.add_reply(reply, time.time() - called)
             decision = loop.on_reply(reply.text, getattr(reply, "tool_calls", None), reply.finish_reason,
                                      latency_s=time.time() - called)
             self._emit(decision.events)
             if isinstance(decision, RunTools):
-                results = await asyncio.gather(*(self._run_tool(runner, call, task, attempt)
+                results = await asyncio.gather(*(self._run_tool(runner, call, task, attempt, observer)
                                                  for call in decision.calls))
                 for result in results:
                     usage.tools_s[result.name] = usage.tools_s.get(result.name, 0.0) + result.duration_s
@@ -147,31 +162,38 @@ class AgentActor:
                           started_at_s=started,
                           ended_at_s=time.time(), model_latency_s=usage.model_s, memory_hits=len(hits),
                           posted=posted, model_calls=usage.model_calls, tool_calls=summary.tool_calls,
-                          tools_s=usage.tools_s, loop=dataclasses.asdict(summary))
+                          tools_s=usage.tools_s, loop=dataclasses.asdict(summary), detail=observer.detail())
 
     async def chat(self, messages: list[dict[str, Any]], *, token: str, json_schema: dict[str, Any] | None = None,
                    tools: list[dict[str, Any]] | None = None, timeout_s: float | None = None,
-                   max_tokens: int | None = None) -> Any:
-        """One router call under the identity of `token` (this agent's, for the task at hand)."""
+                   max_tokens: int | None = None, observer: AttemptObserver | None = None) -> Any:
+        """One router call under the identity of `token` (this agent's, for the task at hand); `observer` puts it
+        in the attempt's trace and time split."""
         from serving import ChatRequest
 
         fields: dict[str, Any] = {
             "model": self.agent.model, "messages": messages, "max_tokens": max_tokens or self.agent.max_tokens,
             "temperature": self.agent.temperature, "json_schema": json_schema, "timeout_s": timeout_s,
-            "token": token}
+            "token": token, **(observer.request_trace() if observer is not None else {})}
         if tools:
             fields["tools"] = tools
         if self.log_content:
             logger.info("agent %s prompt: %s", self.agent.name, messages[-1])
-        return await self.router.chat(ChatRequest.model_validate(fields))
+        reply = await self.router.chat(ChatRequest.model_validate(fields))
+        if observer is not None:
+            observer.chat_done(reply)
+        return reply
 
-    async def _run_tool(self, runner: ToolRunner, call: ToolCall, task: TaskSpec, attempt: int) -> ToolResult:
+    async def _run_tool(self, runner: ToolRunner, call: ToolCall, task: TaskSpec, attempt: int,
+                        observer: AttemptObserver) -> ToolResult:
         """Run an authorized call; one that needs approval first waits (no model call meanwhile) for a person."""
         if call.authorization.decision == "needs_approval":
             refusal = await self.approval_refusal(call, task, attempt)
             if refusal is not None:
                 return ToolResult.failure(call, refusal)
-        return await runner.run(call)
+        with observer.tool(call.name, call_id=call.id,
+                           arguments=call.arguments if self.log_content else None):
+            return await runner.run(call)
 
     async def approval_refusal(self, call: ToolCall, task: TaskSpec, attempt: int) -> str | None:
         """None once the supervisor's approval says yes; otherwise why not, for the model to read."""
@@ -192,9 +214,10 @@ class AgentActor:
 
     # -- kind: python ----------------------------------------------------------------------------------
     async def _run_python(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,
-                          started: float, token: str) -> StepResult:
+                          started: float, token: str, observer: AttemptObserver) -> StepResult:
         assert self._python is not None
-        ctx = AgentContext(actor=self, task=task, attempt=attempt, context=context, runner=runner, token=token)
+        ctx = AgentContext(actor=self, task=task, attempt=attempt, context=context, runner=runner, token=token,
+                           observer=observer)
         before = await self._router_spend()
         output = await self._python(task, ctx)
         # Calls an outside client (LangGraph, the Agents SDK) made through ctx.openai_base_url reach the router
@@ -205,7 +228,7 @@ class AgentActor:
                           usd=max(ctx.usage["usd"], spent["usd"]), attempt=attempt, started_at_s=started,
                           ended_at_s=time.time(), model_latency_s=ctx.usage["model_s"],
                           model_calls=max(ctx.usage["model_calls"], int(spent["calls"])),
-                          tool_calls=ctx.usage["tool_calls"])
+                          tool_calls=ctx.usage["tool_calls"], detail=observer.detail())
 
     async def _router_spend(self) -> dict[str, float]:
         """This agent's calls, tokens and USD in the router's ledger so far (one mission's rows, summed over models).
@@ -251,8 +274,9 @@ class AgentActor:
 
         scored: list[tuple[float, str, str]] = []
         for namespace in self.agent.memory.read:
-            found = await self.memory.search.remote(query, k=k, namespace=namespace, token=token,
-                                                    filters=SearchFilters(mission_id=self.mission_id))
+            with _tracing.memory("search_memory", namespace, agent=self.agent.name, query=query):
+                found = await self.memory.search.remote(query, k=k, namespace=namespace, token=token,
+                                                        filters=SearchFilters(mission_id=self.mission_id))
             scored += [(hit.score, hit.entry.agent_id, hit.entry.text) for hit in found[0]]
         scored.sort(key=lambda hit: -hit[0])
         return scored[:k]
@@ -274,5 +298,6 @@ class AgentActor:
                          namespace=self.agent.memory.write[0], topic=topic or task.topic or task.id,
                          text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role},
                          idempotency_key=f"{key}/post/{sequence}")
-        receipts = await self.memory.post.remote([entry], token=token)
+        with _tracing.memory("update_memory", entry.namespace, agent=self.agent.name):
+            receipts = await self.memory.post.remote([entry], token=token)
         return len(receipts)

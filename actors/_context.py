@@ -71,7 +71,8 @@ class AgentContext:
     """The governed parts of the control plane for one task of a python agent."""
 
     def __init__(self, *, actor: AgentActor, task: TaskSpec, attempt: int, context: dict[str, Any],
-                 runner: ToolRunner, token: str) -> None:
+                 runner: ToolRunner, token: str, observer: Any = None) -> None:
+        self._observer = observer
         self._actor, self._token = actor, token
         self.task, self.attempt = task, attempt
         self.agent = actor.agent
@@ -89,7 +90,7 @@ class AgentContext:
         """A router call as this agent (its model, limits, budget and priority); returns the ChatResult."""
         started = time.time()
         reply = await self._actor.chat(messages, token=self._token, json_schema=json_schema, max_tokens=max_tokens,
-                                       timeout_s=self.task.timeout_s)
+                                       timeout_s=self.task.timeout_s, observer=self._observer)
         self.usage["prompt_tokens"] += reply.usage.prompt_tokens
         self.usage["completion_tokens"] += reply.usage.completion_tokens
         self.usage["usd"] += reply.usage.usd

@@ -16,6 +16,7 @@ from controlplane._core.identity import mission_key
 from controlplane._core.placement import check_resources
 from controlplane._core.recovery import replay
 from controlplane._logfile import read_log
+from controlplane._tracing import TracingConfig
 from controlplane.config.mission import MissionSpec
 from controlplane.errors import MissionIdInUse, MissionNotFound
 from serving._secrets import load_or_create_root_secret, secret_file_env
@@ -27,13 +28,15 @@ def new_mission_id(name: str) -> str:
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
                   memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
-                  resume: bool = False) -> Any:
+                  resume: bool = False, tracing: TracingConfig | None = None) -> Any:
     """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
     the mission id and start it; returns its handle. `router_url` is the router's OpenAI base URL
     (`http://host:port/v1`), given to python agents as `ctx.openai_base_url`. `run_dir` holds the mission log
     (default: a temporary directory); with `resume` the mission continues from the log there, else that log
     must not exist. Ray restarts the supervisor when it dies, and it continues from its log. The supervisor gets
-    the mission's key, derived here from the cluster root secret, which never leaves this process."""
+    the mission's key, derived here from the cluster root secret, which never leaves this process. With
+    `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
+    file and OTLP endpoint (content in spans only with `policies.log_content`)."""
     resources = ray.cluster_resources()
     check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
@@ -45,7 +48,7 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
         name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached", max_restarts=-1, max_task_retries=-1,
         **({"runtime_env": {"env_vars": env}} if env else {}),
     ).remote(spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
-             router_url=router_url, run_dir=run_dir, mission_key=key)
+             router_url=router_url, run_dir=run_dir, mission_key=key, tracing=tracing)
     ray.get(handle.start.remote())
     return handle
 

@@ -27,7 +27,9 @@ from actors._durable import MissionJournal, Start, budget_fields, default_run_di
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
+from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing, request_trace
 from actors._tool_journal import ToolJournalDesk
+from controlplane import _tracing
 from controlplane._core.budget import BudgetTracker, summarize_usage
 from controlplane._core.builtins import check_delegation
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
@@ -37,6 +39,7 @@ from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.scheduler import Assignment, Scheduler
 from controlplane._core.tools import arguments_digest
 from controlplane._rundir import write_run_dir
+from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
 
@@ -59,11 +62,14 @@ class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str, mission_key: bytes,
-                 memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None) -> None:
+                 memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
+                 tracing: TracingConfig | None = None) -> None:
         """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
         when it already holds a log, the mission continues from it (see actors._durable)."""
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.memory_dir = memory_dir
+        self.tracing = mission_tracing(tracing, log_content=spec.policies.log_content)
+        configure_process(self.tracing, "controlplane.supervisor")
         self.tokens = MissionTokens(mission_key, mission_id)
         self.run_dir = run_dir or default_run_dir(mission_id)
         self.opened = open_mission(self.run_dir)
@@ -278,6 +284,14 @@ class SupervisorActor:
             record.deadline_s += seconds
             self._wake.set()
 
+    def _usd(self) -> dict[str, Any]:
+        """Dollars of the agents' model calls, in all and by agent (tasks carry their own)."""
+        by_agent: dict[str, float] = {}
+        for record in (self.sched.tasks.values() if self.sched else []):
+            if record.agent is not None:
+                by_agent[record.agent] = by_agent.get(record.agent, 0.0) + record.usd
+        return {"usd": round(sum(by_agent.values()), 8), "usd_by_agent": {a: round(u, 8) for a, u in by_agent.items()}}
+
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
         if getattr(event, "kind", None) == "conflict":
@@ -293,6 +307,7 @@ class SupervisorActor:
                 "spec": self.spec.model_dump(mode="json")}, time_s=self.started_s, wait=False))
         self.log.emit(time.time(), "mission", MissionStatus.STARTING, message=f"{len(self.spec.agents)} agents"
                       + (" (resumed from the mission log)" if resuming else ""))
+        trace = MissionTrace(self.mission_id, self.spec.name)
         try:
             await self._start_actors()
             if resuming:
@@ -313,6 +328,8 @@ class SupervisorActor:
             self.final = (MissionStatus.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             self.ended_s = time.time()
+            trace.end(str(self.final[0]) if self.final else "failed", self.final[1] if self.final else "")
+            await MissionTrace.flush(self.agents.values(), self.router)
             await self._teardown()
             await self._usage()  # the final figures: read once more before the mission counts as done
             if self.sched is not None:
@@ -427,7 +444,7 @@ class SupervisorActor:
             model=p.model, max_tokens=p.max_tokens,
             messages=[ChatMessage(**m) for m in planner_messages(self.spec.goal, self.spec.agents, p.max_tasks)],
             json_schema=plan_schema([a.name for a in self.spec.agents], p.max_tasks),
-            token=self._control_token("planner"), priority="control")
+            token=self._control_token("planner"), priority="control", **request_trace(self.tracing))
         raw, notes = "", []
         try:
             self.count_calls("planner")
@@ -458,7 +475,8 @@ class SupervisorActor:
                  memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
                  tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
                  delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
-                 log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve))
+                 log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
+                 tracing=self.tracing)
 
     def _replace_agent(self, name: str) -> None:
         """After an agent's actor died for good (killed without restart): start a new one under its name."""
@@ -543,7 +561,8 @@ class SupervisorActor:
     def _launch(self, a: Assignment) -> None:
         spec = self.sched.tasks[a.task].spec
         token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
-        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token)
+        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token,
+                                              trace=_tracing.inject())
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
 
     async def _await(self, a: Assignment, ref: Any) -> None:
@@ -564,7 +583,8 @@ class SupervisorActor:
                 self._stop(MissionStatus.BUDGET_EXCEEDED, str(cause), time.time())
                 return
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
-            self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause)
+            self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause,
+                                  detail=detail_of(cause))
         else:
             tokens = result.prompt_tokens + result.completion_tokens
             self.count_calls(a.agent, calls=result.model_calls, tokens=tokens)

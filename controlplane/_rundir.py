@@ -3,6 +3,8 @@
     <run>/result.json    the state of every task, written by the supervisor when the mission ends
     <run>/events.jsonl   every transition, one JSON object a line
     <run>/report.md      a readable summary
+    <run>/report.html    the timeline, critical path and bottleneck (`controlplane report RUN` renders it again)
+    <run>/traces.jsonl   the mission's spans (OTLP JSON), written by its actors and the router as it runs
     <run>/log/, log.head the hash-chained mission log (controlplane._logfile)
 
 The supervisor writes it (not the driver), so a mission whose driver died still leaves its record. Readers
@@ -19,11 +21,14 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from controlplane._core.prompts import as_text
+from controlplane._core.report_html import render_report_html
 
 OUTPUT_CHARS_IN_REPORT = 400
 RESULT = "result.json"
 EVENTS = "events.jsonl"
 REPORT = "report.md"
+REPORT_HTML = "report.html"
+TRACES = "traces.jsonl"
 
 
 def run_uri(state_uri: str, mission_id: str) -> str:
@@ -32,14 +37,28 @@ def run_uri(state_uri: str, mission_id: str) -> str:
 
 
 def write_run_dir(run: str, result: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> str:
-    """Write `<run>/{events.jsonl, report.md, result.json}` (result.json last: its presence means done)."""
+    """Write `<run>/{events.jsonl, report.md, report.html, result.json}` (result.json last: its presence means
+    done)."""
     fs, root = fsspec.core.url_to_fs(str(run))
     fs.makedirs(root, exist_ok=True)
+    events = list(events)
     lines = "".join(json.dumps(event, default=str) + "\n" for event in events)
     _atomic_write(fs, f"{root}/{EVENTS}", lines.encode())
     _atomic_write(fs, f"{root}/{REPORT}", render_report(result).encode())
+    write_report_html(run, result, events)
     _atomic_write(fs, f"{root}/{RESULT}", (json.dumps(result, indent=2, default=str) + "\n").encode())
     return str(run)
+
+
+def write_report_html(run: str, result: Mapping[str, Any], events: list[Mapping[str, Any]]) -> str:
+    fs, root = fsspec.core.url_to_fs(str(run))
+    _atomic_write(fs, f"{root}/{REPORT_HTML}", render_report_html(result, events).encode())
+    return f"{str(run).rstrip('/')}/{REPORT_HTML}"
+
+
+def read_events(run: str) -> list[dict[str, Any]]:
+    fs, root = fsspec.core.url_to_fs(str(run))
+    return [json.loads(line) for line in fs.cat_file(f"{root}/{EVENTS}").decode().splitlines() if line.strip()]
 
 
 def read_result(run: str) -> dict[str, Any] | None:

@@ -159,7 +159,8 @@ class RouterCore:
             name = fallback
 
     async def stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
-        """`{"delta"}` events, then a final event with the model, usage and timings.
+        """`{"delta"}` events, then a final event with the model, usage and timings (`queue_s`: admission
+        and the model's gate, before the call went to a backend; `ttft_s`, `latency_s` from admission).
 
         A backend that fails before its first event hands the call to its fallback model, if any.
         """
@@ -251,10 +252,11 @@ class RouterCore:
             try:
                 key = prefix_key(call.body["messages"]) if "messages" in call.body else None
                 progress.dispatched = True
+                queue_s = self._clock() - start_s
                 events = within(self._backends[model].stream(call.body, key), deadline_s - self._clock(),
                                 self.config.router.stream_interval_s)
                 async for event in self._timed(model, events, start_s, timeout_s, verdict):
-                    yield event
+                    yield {**event, "queue_s": queue_s} if event.get("done") else event
             finally:
                 gate.release()
         finally:

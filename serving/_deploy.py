@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from ray.exceptions import RayTaskError
 
 from controlplane._core.identity import MissionTokens, mission_key
 from controlplane._model_cache import default_model_path
+from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import ScriptedModelSpec, ServingConfig, VLLMModelSpec
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
@@ -80,7 +82,8 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
                                              ray_actor_options={"num_cpus": spec.replicas.num_cpus}).bind(
                 [rule.model_dump() for rule in spec.replies], spec.latency_s)
     # Only paths travel: remote backends' API keys are read where the replica starts, never put in a runtime_env.
-    env = {**ROUTER_ENV, **secret_file_env()}
+    otlp = {ENDPOINT_ENV: os.environ[ENDPOINT_ENV]} if os.environ.get(ENDPOINT_ENV) else {}
+    env = {**ROUTER_ENV, **secret_file_env(), **otlp}  # the router's own OTLP endpoint: for HTTP callers outside a mission
     return Router.options(name=router_name, ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}}).bind(
         config.model_dump(mode="json"), handles)
 
@@ -177,6 +180,10 @@ class RouterClient:
     async def breaker_state(self, model: str) -> str:
         """`closed`, `open` or `half_open`."""
         return await self.handle.breaker_state.remote(model)
+
+    async def flush_traces(self) -> bool:
+        """Export the router's queued spans now (to each mission's traces file and OTLP endpoint)."""
+        return await self.handle.flush_traces.remote()
 
 
 def mission_tokens(mission_id: str, *, root_secret_file: str | None = None) -> MissionTokens:

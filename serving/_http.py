@@ -131,7 +131,7 @@ def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeySc
 def _usage(final: dict[str, Any]) -> dict[str, Any]:
     return {"prompt_tokens": final["prompt_tokens"], "completion_tokens": final["completion_tokens"],
             "total_tokens": final["prompt_tokens"] + final["completion_tokens"],
-            "ttft_s": final["ttft_s"], "latency_s": final["latency_s"]}
+            "ttft_s": final["ttft_s"], "latency_s": final["latency_s"], "queue_s": final["queue_s"]}
 
 
 def _message(reply: ReplyAssembler) -> dict[str, Any]:

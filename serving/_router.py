@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
+from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import OpenAIModelSpec, ServingConfig
 from controlplane.errors import ControlPlaneError, SpecError
 from serving import _http
@@ -23,6 +26,7 @@ from serving._core import Backend, Call, RouterCore
 from serving._keys import ApiKeyStore
 from serving._secrets import load_or_create_root_secret
 from serving._tool_calls import ReplyAssembler
+from serving._trace_sinks import RouterTracing, traced
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
 DEFAULT_HTTP_MAX_TOKENS = 256
@@ -66,7 +70,8 @@ def _result(reply: ReplyAssembler) -> ChatResult:
     return ChatResult(text=reply.text, tool_calls=reply.tool_calls(), model=final["model"], backend=final["backend"],
                       usage=Usage(prompt_tokens=final["prompt_tokens"], completion_tokens=final["completion_tokens"],
                                   usd=final["usd"]),
-                      ttft_s=final["ttft_s"], latency_s=final["latency_s"], finish_reason=final["finish_reason"])
+                      ttft_s=final["ttft_s"], latency_s=final["latency_s"], queue_s=final["queue_s"],
+                      finish_reason=final["finish_reason"])
 
 
 async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -93,20 +98,30 @@ class Router:
         self._auth = Authenticator(root_secret=load_or_create_root_secret(),
                                    keys=ApiKeyStore(router.auth.api_keys_file),
                                    allow_anonymous=router.auth.allow_anonymous)
+        self._tracing = RouterTracing(os.environ.get(ENDPOINT_ENV) or None)
 
     def _handle_call(self, request: ChatRequest) -> Call:
         return _call_of(request, self._auth.for_handle(request.token, request.priority, now_s=time.time()))
 
+    def __del__(self) -> None:  # Serve calls it when the replica shuts down: flush the spans still queued
+        RouterTracing.shutdown()
+
+    def _traced(self, call: Call, carrier: dict[str, str], sink: Any = None) -> AsyncIterator[dict[str, Any]]:
+        """The call's events, recorded on a `chat` span that continues the caller's trace (see _trace_sinks)."""
+        span = self._tracing.open(model=call.model, mission_id=call.identity.mission_id,
+                                  agent=call.identity.agent_id, body=call.body, carrier=carrier, sink=sink)
+        return traced(self._core.stream(call), span)
+
     # The handle API (actors call these through RouterClient; no HTTP hop).
     async def chat(self, request: ChatRequest) -> ChatResult:
         reply = ReplyAssembler()
-        async for event in self._core.stream(self._handle_call(request)):
+        async for event in self._traced(self._handle_call(request), request.trace, request.trace_sink):
             reply.add(event)
         return _result(reply)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
         reply = ReplyAssembler()
-        async for event in self._core.stream(self._handle_call(request)):
+        async for event in self._traced(self._handle_call(request), request.trace, request.trace_sink):
             reply.add(event)
             if event.get("done"):
                 yield _result(reply)
@@ -131,6 +146,10 @@ class Router:
     async def breaker_state(self, model: str) -> str:
         return self._core.breaker_state(model)
 
+    async def flush_traces(self) -> bool:
+        """Export the spans still queued in this replica (a mission calls it before it ends)."""
+        return await asyncio.to_thread(self._tracing.flush)
+
     # The HTTP API.
     @app.get("/v1/models")
     async def http_models(self, request: Request) -> JSONResponse:
@@ -154,7 +173,7 @@ class Router:
             body = self._http_body(await request.body(), body_cls, request.headers)
             identity, key = self._auth.for_http(_http.credentials(request.headers, body), now_s=time.time())
             call = _http.to_call(body, identity, DEFAULT_HTTP_MAX_TOKENS, key)
-            events = self._core.stream(call)
+            events = self._traced(call, RouterTracing.carrier_of(request.headers))
             first = await anext(events)
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from controlplane._tracing import TracingConfig
+
 Priority = Literal["control", "normal", "bulk"]
 
 
@@ -175,6 +177,11 @@ class ChatRequest(ToolFields):
                                       "normal (bulk for a bulk-only token).")
     timeout_s: float | None = Field(None, gt=0, description="Give up after this long, queueing "
                                     "included; None = the router's request_timeout_s.")
+    trace: dict[str, str] = Field(default_factory=dict, description="The caller's W3C trace context "
+                                  "(`traceparent`, `tracestate`): the router's `chat` span continues it.")
+    trace_sink: TracingConfig | None = Field(None, description="Where the router sends this call's spans "
+                                             "(the file, OTLP endpoint and content switch of the caller's "
+                                             "tracing config); None: the router's own OTLP endpoint, if any.")
 
 
 class Usage(BaseModel):
@@ -198,4 +205,6 @@ class ChatResult(BaseModel):
     usage: Usage = Field(description="Token counts of this call.")
     ttft_s: float = Field(description="Seconds from admission to the first generated text.")
     latency_s: float = Field(description="Seconds from admission to the end of the reply.")
+    queue_s: float = Field(0.0, description="Seconds the call waited in the router before it went to a "
+                           "replica (admission and the model's in-flight gate); latency_s - queue_s is model time.")
     finish_reason: str = Field(description="`stop`, `length` or `tool_calls`.")

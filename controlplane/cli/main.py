@@ -1,4 +1,4 @@
-"""`controlplane run|resume|status|cancel|wait|result|logs|audit|keys|approvals|approve|deny|stop` and
+"""`controlplane run|resume|status|cancel|report|wait|result|logs|audit|keys|approvals|approve|deny|stop` and
 `python -m controlplane`. One small function per subcommand.
 
 Exit codes: 0 success, 1 mission failed or budget exceeded (or nothing found), 2 bad spec/usage/setup,
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--runs-dir", default="runs", help="where finished missions are recorded")
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+            cmd.add_argument("--watch", action="store_true",
+                             help="follow the mission live: its critical path, slowest agent and bottleneck")
+            cmd.add_argument("--interval", type=float, default=2.0, help="seconds between --watch updates")
+    report = sub.add_parser("report", help="render a run's report.html again from its run directory")
+    report.add_argument("run", help="a mission id under --runs-dir, or a run directory")
+    report.add_argument("--runs-dir", default="runs", help="where <mission-id>/ was written (default: runs/)")
     keys.add_parser(sub)
     governance.add_parsers(sub)
     return parser
@@ -75,11 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run":  # `run` gets Ray's logging config (driver and actors) in connect.init_ray
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from controlplane.cli import audit, missions, run
+    from controlplane.cli import audit, missions, report, run
 
     handlers = {"run": run.run_command, "resume": run.run_command, "status": missions.status_command,
                 "cancel": missions.cancel_command, "wait": audit.wait_command, "result": audit.result_command,
                 "logs": audit.logs_command, "audit": audit.audit_verify_command, "keys": keys.keys_command,
+                "report": report.report_command,
                 **governance.HANDLERS}
     if args.command == "audit" and args.audit_command == "show":
         handlers["audit"] = audit.audit_show_command

@@ -1,17 +1,32 @@
-"""The run directory's writer and report for the CLI (they live in controlplane._rundir, which the supervisor uses)."""
+"""`controlplane report RUN`: render a run's report.html again from its run directory (result.json and
+events.jsonl). The run directory itself is written by the supervisor (controlplane._rundir)."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from controlplane._rundir import per_agent, render_report, run_uri
+from controlplane._rundir import per_agent, read_events, read_result, render_report, run_uri, write_report_html
 from controlplane._rundir import write_run_dir as _write
+from controlplane.cli._codes import EXIT_OK
+from controlplane.errors import MissionNotFound
 
-__all__ = ["per_agent", "render_report", "write_run_dir"]
+__all__ = ["per_agent", "render_report", "report_command", "write_run_dir"]
+
+
+def report_command(args: argparse.Namespace) -> int:
+    for run in (args.run, run_uri(args.runs_dir, args.run)):
+        result = read_result(run)
+        if result is not None:
+            print(f"wrote {write_report_html(run, result, read_events(run))}")
+            return EXIT_OK
+    root = Path(args.runs_dir)
+    known = sorted(d.name for d in root.iterdir() if (d / "result.json").is_file()) if root.is_dir() else []
+    raise MissionNotFound(mission_id=args.run, known=known)
 
 
 def write_run_dir(runs_dir: str | Path, result: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> Path:
-    """Write `<runs_dir>/<mission_id>/{result.json, events.jsonl, report.md}`; return the folder."""
+    """Write `<runs_dir>/<mission_id>/` as the supervisor does (result, events, report.md, report.html)."""
     return Path(_write(run_uri(str(runs_dir), str(result["mission_id"])), result, events))

@@ -11,7 +11,8 @@ from typing import Any
 
 from controlplane._core.recovery import replay
 from controlplane._logfile import read_log
-from controlplane._rundir import run_uri
+from controlplane._rundir import TRACES, run_uri
+from controlplane._tracing import TracingConfig
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
 from controlplane.cli.progress import make_progress
@@ -68,6 +69,13 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
     return spec, serving
 
 
+def mission_tracing_config(run_dir: str, spec: MissionSpec) -> TracingConfig:
+    """Spans always to `<run_dir>/traces.jsonl` (a local run directory; with a URL, OTLP only), and over OTLP/HTTP
+    when OTEL_EXPORTER_OTLP_ENDPOINT is set; prompts and outputs in spans only with `policies.log_content`."""
+    path = None if "://" in run_dir else str(Path(run_dir) / TRACES)
+    return TracingConfig(service_name="controlplane", file_path=path, content=spec.policies.log_content)
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.address or os.environ.get("RAY_ADDRESS"):
         use_token_auth()
@@ -93,9 +101,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
               f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API key of the mission "
               f"(revoked at its end): {key_path}", flush=True)
+        tracing = mission_tracing_config(run_dir, spec)
         handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
                                router_url=f"http://127.0.0.1:{args.http_port or 8000}/v1", run_dir=run_dir,
-                               resume=resuming)
+                               resume=resuming, tracing=tracing)
         try:
             with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:
                 result = follow(handle, progress.update)

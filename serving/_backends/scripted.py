@@ -71,13 +71,13 @@ def _shaped(text: str, *, choice: Sequence[str] | None, json_schema: Mapping[str
             unmatched: bool = False) -> str:
     """The reply under the request's constraint. Under a JSON schema, a rule's JSON text goes out as it is (a
     test may script what a grammar would forbid) and other text as `{"final": text}`; an unmatched turn gives
-    `{}` where the schema admits it, else `{"final": "scripted reply to: ..."}`."""
+    the schema's smallest instance (`minimal_instance`)."""
     if choice:
         return text if text in choice else choice[0]
     if json_schema is None:
         return text
     if unmatched:
-        return "{}" if _first_valid([{}], json_schema) is not None else json.dumps({"final": text})
+        return json.dumps(minimal_instance(json_schema, json_schema, text))
     try:
         json.loads(text)
     except json.JSONDecodeError:
@@ -118,6 +118,30 @@ def _callable(tools: Sequence[Mapping[str, Any]] | None, tool_choice: Any) -> se
         return set()
     names = {tool["function"]["name"] for tool in tools}
     return names & {tool_choice["function"]["name"]} if isinstance(tool_choice, Mapping) else names
+
+
+def minimal_instance(schema: Mapping[str, Any], root: Mapping[str, Any], text: str) -> Any:
+    """The smallest value the schema accepts, strings filled with `text`; of a union, the branch with a `final`
+    answer (an agent's constrained action), so an unscripted step ends its task instead of looping."""
+    if "$ref" in schema:
+        defs = root.get("$defs") or root.get("definitions") or {}
+        return minimal_instance(defs[schema["$ref"].rsplit("/", 1)[-1]], root, text)
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        final = [b for b in branches if "final" in (b.get("properties") or {})]
+        return minimal_instance((final or branches)[0], root, text)
+    if "const" in schema or "enum" in schema:
+        return schema.get("const", (schema.get("enum") or [None])[0])
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: minimal_instance(props.get(name, {}), root, text) for name in schema.get("required", [])}
+    if kind == "array":
+        return [minimal_instance(schema.get("items") or {}, root, text) for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return text[: schema.get("maxLength", len(text))] or "x"
+    return {"integer": 0, "number": 0, "boolean": False, "null": None}.get(kind)
 
 
 def truncate(text: str, max_tokens: int) -> tuple[str, str]:

@@ -22,8 +22,8 @@ import pytest
 import ray
 
 import serving
-from tests.helpers.doc_blocks import link_missions, python_blocks, run_block
 from tests.helpers import wait_for
+from tests.helpers.doc_blocks import link_missions, python_blocks, run_block
 
 BLOCKS = python_blocks("integration")
 LOCAL_URL = "http://127.0.0.1:8000"

@@ -22,7 +22,6 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from tests.helpers.doc_blocks import DOC_FILES, ROOT, Block, all_blocks, link_missions, python_blocks, run_block
 from controlplane import load_mission
 from controlplane.cli import build_parser
 from controlplane.config import (
@@ -52,6 +51,7 @@ from controlplane.config import (
     parse_serving_config,
 )
 from controlplane.config.serving import ScriptedToolCall
+from tests.helpers.doc_blocks import DOC_FILES, ROOT, Block, all_blocks, link_missions, python_blocks, run_block
 
 BLOCKS = all_blocks()
 LANGUAGES = {"python", "yaml", "bash", "text"}

@@ -17,7 +17,9 @@ def result():
 
 
 def test_run_dir_has_result_events_and_report(tmp_path):
-    out = write_run_dir(tmp_path, result(), [{"seq": 0, "status": "running"}, {"seq": 1, "status": "failed"}])
+    events = [{"seq": 0, "time_s": 10.0, "kind": "task", "task": "b", "status": "running", "agent": "w", "attempt": 1},
+              {"seq": 1, "time_s": 11.0, "kind": "task", "task": "b", "status": "failed", "agent": "w", "attempt": 1}]
+    out = write_run_dir(tmp_path, result(), events)
     assert out == tmp_path / "m-1"
     assert json.loads((out / "result.json").read_text())["tasks"][0]["output"] == {"k": 1}
     assert [json.loads(line)["seq"] for line in (out / "events.jsonl").read_text().splitlines()] == [0, 1]

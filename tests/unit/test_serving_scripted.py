@@ -111,3 +111,21 @@ def test_a_multi_turn_tool_transcript_plays_through_the_constrained_mapping():
                  {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}]
     second = asyncio.run(turn(messages))
     assert (second.text, second.tool_calls(), second.final["finish_reason"]) == ("It is sunny in Paris.", [], "stop")
+
+
+def test_an_unscripted_json_reply_is_the_smallest_valid_instance_and_ends_an_agents_turn():
+    import jsonschema
+
+    from controlplane._core.actions import action_schema, final_value_schema
+    from controlplane._core.builtins import MEMORY_SEARCH_TOOL
+
+    schema = action_schema([MEMORY_SEARCH_TOOL], final_value_schema(None), max_string_chars=40)
+    answer = ScriptedEngine([]).reply([{"role": "user", "content": "Plan the launch"}], json_schema=schema)
+    reply = json.loads(answer.text)
+    jsonschema.validate(reply, schema)
+    assert set(reply) == {"final"} and reply["final"].startswith("scripted reply to: Plan")
+    price = {"type": "object", "required": ["amount", "tags"],
+             "properties": {"amount": {"type": "number"}, "tags": {"type": "array", "minItems": 1,
+                                                                   "items": {"type": "string", "maxLength": 3}}}}
+    assert json.loads(ScriptedEngine([]).reply([{"role": "user", "content": "x"}], json_schema=price).text) == {
+        "amount": 0, "tags": ["scr"]}

@@ -86,7 +86,7 @@ def test_tools_with_a_guided_choice_are_refused_before_any_work():
 
 
 FINAL = {"done": True, "finish_reason": "tool_calls", "model": "m", "prompt_tokens": 9, "completion_tokens": 4,
-         "ttft_s": 0.1, "latency_s": 0.2}
+         "ttft_s": 0.1, "latency_s": 0.2, "queue_s": 0.0}
 SPLIT = [{"tool_calls": [{"index": 0, "id": "call_9", "type": "function",
                           "function": {"name": "get_weather", "arguments": ""}}]},
          {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
