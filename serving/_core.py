@@ -20,6 +20,7 @@ from serving._keys import KeyScope
 from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
+from serving._tool_calls import check_tool_request, message_text, tools_text
 from serving._types import Identity
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class Call:
 
     model: str
     body: dict[str, Any]
-    """messages or prompt, max_tokens, temperature, json_schema, choice."""
+    """messages or prompt, max_tokens, temperature, json_schema, choice, and tools, tool_choice,
+    parallel_tool_calls (see `serving._tool_calls`)."""
     identity: Identity = field(default_factory=Identity)
     timeout_s: float | None = None
     key: KeyScope | None = None
@@ -52,13 +54,14 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """A tokenizer-free estimate (4 characters a token) used for admission and size checks."""
     if "prompt" in body:
         return len(body["prompt"]) // 4 + 1
-    return sum(len(m["content"]) // 4 + 4 for m in body["messages"])
+    return sum(len(message_text(m)) // 4 + 4 for m in body["messages"]) + len(tools_text(body)) // 4
 
 
 def worst_case_prompt_tokens(body: dict[str, Any], context_limit: int) -> int:
     """An upper bound of the prompt's tokens, for budget reservations: a byte-level tokenizer makes at most
     one token per UTF-8 byte, plus template tokens; and the engine refuses prompt + max_tokens > its context."""
-    texts = [body["prompt"]] if "prompt" in body else [m["content"] for m in body["messages"]]
+    texts = [body["prompt"]] if "prompt" in body else [*map(message_text, body["messages"])]
+    texts += [tools_text(body)] if body.get("tools") else []
     bound = sum(len(text.encode()) + MESSAGE_OVERHEAD_TOKENS for text in texts) + PROMPT_OVERHEAD_TOKENS
     return min(bound, context_limit - body["max_tokens"])
 
@@ -126,6 +129,7 @@ class RouterCore:
     def check(self, call: Call) -> None:
         """Refuse a call that can never succeed: unknown model, absurd sizes."""
         self._known(call.model)
+        check_tool_request(call.body)
         limit = self.config.models[call.model].max_context_tokens
         if call.body["max_tokens"] >= limit:
             raise SpecError(where="max_tokens", value=call.body["max_tokens"],
@@ -272,7 +276,7 @@ class RouterCore:
             if "error" in event:
                 verdict[0] = True
                 self._raise_backend_error(model, event["error"])
-            if ttft_s is None and event.get("delta"):
+            if ttft_s is None and (event.get("delta") or event.get("tool_calls")):
                 ttft_s = self._clock() - start_s
             if event.get("done"):
                 breaker.record_success(self._clock())

@@ -47,7 +47,9 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
 
     from serving._backends.vllm import VLLMReplica
 
-    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, **spec.engine_kwargs}
+    tools = ({"enable_auto_tool_choice": True, "tool_call_parser": spec.tool_call_parser}
+             if spec.tool_style == "native" else {})
+    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, **tools, **spec.engine_kwargs}
     if spec.gpu_memory_utilization is not None:
         engine_kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
     if spec.load_format is not None:
@@ -150,7 +152,7 @@ class RouterClient:
             raise exc.cause from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        """Text deltas as they come, then the ChatResult."""
+        """Text deltas as they come, then the ChatResult (tool calls arrive in it, whole)."""
         try:
             async for item in self.handle.options(stream=True).chat_stream.remote(request):
                 yield item

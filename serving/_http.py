@@ -22,7 +22,8 @@ from controlplane.errors import (
 )
 from serving._core import Call
 from serving._keys import KeyScope
-from serving._types import ChatMessage, Identity, Priority
+from serving._tool_calls import ReplyAssembler
+from serving._types import ChatMessage, Identity, Priority, ToolFields
 
 
 class _Body(BaseModel):
@@ -45,7 +46,7 @@ class _Body(BaseModel):
     timeout_s: float | None = Field(None, gt=0)
 
 
-class ChatBody(_Body):
+class ChatBody(_Body, ToolFields):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
@@ -120,7 +121,8 @@ def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeySc
     payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
                                "temperature": body.temperature, **_constraints(body)}
     if isinstance(body, ChatBody):
-        payload["messages"] = [m.model_dump() for m in body.messages]
+        payload["messages"] = [m.to_wire() for m in body.messages]
+        payload.update(body.tool_body())
     else:
         payload["prompt"] = body.prompt
     return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s, key=key)
@@ -132,13 +134,23 @@ def _usage(final: dict[str, Any]) -> dict[str, Any]:
             "ttft_s": final["ttft_s"], "latency_s": final["latency_s"], "queue_s": final["queue_s"]}
 
 
-def reply_json(call: Call, text: str, final: dict[str, Any]) -> dict[str, Any]:
+def _message(reply: ReplyAssembler) -> dict[str, Any]:
+    """The assistant message; with tool calls and no text its content is null, as OpenAI's is."""
+    calls = reply.tool_calls()
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = [call.model_dump() for call in calls]
+    return message
+
+
+def reply_json(call: Call, reply: ReplyAssembler) -> dict[str, Any]:
     chat = "messages" in call.body
+    final = reply.final
     choice: dict[str, Any] = {"index": 0, "finish_reason": final["finish_reason"]}
     if chat:
-        choice["message"] = {"role": "assistant", "content": text}
+        choice["message"] = _message(reply)
     else:
-        choice["text"] = text
+        choice["text"] = reply.text
     return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": final["model"], "choices": [choice], "usage": _usage(final)}
@@ -154,6 +166,9 @@ def sse_chunk(call: Call, request_id: str, event: dict[str, Any], include_usage:
         chunk["choices"] = [choice]
         if include_usage:
             chunk["usage"] = _usage(event)
+    elif "tool_calls" in event:
+        chunk["choices"] = [{"index": 0, "finish_reason": None,
+                             "delta": {"role": "assistant", "tool_calls": event["tool_calls"]}}]
     else:
         choice = {"index": 0, "finish_reason": None}
         choice.update({"delta": {"role": "assistant", "content": event["delta"]}} if chat else {"text": event["delta"]})

@@ -21,9 +21,11 @@ from serving import _http
 from serving._auth import Authenticator
 from serving._backends.remote import RemoteBackend
 from serving._batcher import Batcher
-from serving._core import Call, RouterCore
+from serving._constrained import ConstrainedBackend
+from serving._core import Backend, Call, RouterCore
 from serving._keys import ApiKeyStore
 from serving._secrets import load_or_create_root_secret
+from serving._tool_calls import ReplyAssembler
 from serving._trace_sinks import RouterTracing, traced
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
@@ -58,12 +60,14 @@ class _Metrics:
 
 def _call_of(request: ChatRequest, identity: Identity) -> Call:
     body = request.model_dump(include={"max_tokens", "temperature", "json_schema", "choice"})
-    body["messages"] = [m.model_dump() for m in request.messages]
+    body.update(request.tool_body())
+    body["messages"] = [m.to_wire() for m in request.messages]
     return Call(model=request.model, body=body, identity=identity, timeout_s=request.timeout_s)
 
 
-def _result(text: str, final: dict[str, Any]) -> ChatResult:
-    return ChatResult(text=text, model=final["model"], backend=final["backend"],
+def _result(reply: ReplyAssembler) -> ChatResult:
+    final = reply.final
+    return ChatResult(text=reply.text, tool_calls=reply.tool_calls(), model=final["model"], backend=final["backend"],
                       usage=Usage(prompt_tokens=final["prompt_tokens"], completion_tokens=final["completion_tokens"],
                                   usd=final["usd"]),
                       ttft_s=final["ttft_s"], latency_s=final["latency_s"], queue_s=final["queue_s"],
@@ -87,7 +91,10 @@ class Router:
                     else Batcher(handles[name], max_size=router.batch_max_size, wait_s=router.batch_wait_s)
                     for name, spec in self._config.models.items()}
         self._batchers = {name: backend for name, backend in backends.items() if isinstance(backend, Batcher)}
-        self._core = RouterCore(self._config, backends, on_record=_Metrics().record)
+        styled: dict[str, Backend] = {
+            name: ConstrainedBackend(backend) if self._config.models[name].tool_style == "constrained" else backend
+            for name, backend in backends.items()}
+        self._core = RouterCore(self._config, styled, on_record=_Metrics().record)
         self._auth = Authenticator(root_secret=load_or_create_root_secret(),
                                    keys=ApiKeyStore(router.auth.api_keys_file),
                                    allow_anonymous=router.auth.allow_anonymous)
@@ -107,21 +114,18 @@ class Router:
 
     # The handle API (actors call these through RouterClient; no HTTP hop).
     async def chat(self, request: ChatRequest) -> ChatResult:
-        parts, final = [], None
+        reply = ReplyAssembler()
         async for event in self._traced(self._handle_call(request), request.trace, request.trace_sink):
-            if event.get("done"):
-                final = event
-            else:
-                parts.append(event["delta"])
-        return _result("".join(parts), final)
+            reply.add(event)
+        return _result(reply)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        parts = []
+        reply = ReplyAssembler()
         async for event in self._traced(self._handle_call(request), request.trace, request.trace_sink):
+            reply.add(event)
             if event.get("done"):
-                yield _result("".join(parts), event)
-            else:
-                parts.append(event["delta"])
+                yield _result(reply)
+            elif event.get("delta"):
                 yield event["delta"]
 
     async def running_config(self) -> dict[str, Any]:
@@ -176,16 +180,13 @@ class Router:
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(self._sse(call, first, events, include_usage), media_type="text/event-stream")
-        parts, final = [], first
+        reply = ReplyAssembler()
         try:
             async for event in _chain(first, events):
-                if event.get("done"):
-                    final = event
-                else:
-                    parts.append(event["delta"])
+                reply.add(event)
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
-        return JSONResponse(_http.reply_json(call, "".join(parts), final))
+        return JSONResponse(_http.reply_json(call, reply))
 
     def _http_body(self, raw: bytes, body_cls: type, headers: Any) -> Any:
         """The parsed body; a caller without valid credentials learns nothing about a bad body (401 first)."""

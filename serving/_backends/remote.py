@@ -13,6 +13,7 @@ import httpx
 from controlplane.config import OpenAIModelSpec
 from controlplane.errors import SetupError
 from serving._backends.base import OpenAIStreamReader
+from serving._tool_calls import tool_fields
 
 
 def read_api_key(spec: OpenAIModelSpec) -> str | None:
@@ -46,7 +47,7 @@ def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, A
         body["structured_outputs"] = {"choice": call["choice"]}
     if "prompt" in call:
         return "completions", {**body, "prompt": call["prompt"]}
-    return "chat/completions", {**body, "messages": call["messages"]}
+    return "chat/completions", {**body, "messages": call["messages"], **tool_fields(call)}
 
 
 class RemoteBackend:

@@ -13,6 +13,7 @@ without packages, and tests/unit has that one.)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,12 @@ def check_serving_handle(scope: dict[str, Any], tmp_path: Path) -> None:
     assert 0 < result.ttft_s <= result.latency_s
 
 
+def check_serving_tools(scope: dict[str, Any], tmp_path: Path) -> None:
+    call = scope["call"]
+    assert scope["reply"].choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+
+
 def check_memory_full(scope: dict[str, Any], tmp_path: Path) -> None:
     assert [(r.id, r.version) for r in scope["receipts"]] == [(1, 3), (2, 3)]  # as its comment says
     assert scope["hits"][0][0].entry.text == MAY
@@ -63,7 +70,7 @@ def check_memory_full(scope: dict[str, Any], tmp_path: Path) -> None:
 
 CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "readme-openai": check_openai, "readme-memory": check_readme_memory, "readme-mission": check_readme_mission,
-    "serving-handle": check_serving_handle, "memory-full": check_memory_full,
+    "serving-handle": check_serving_handle, "serving-tools": check_serving_tools, "memory-full": check_memory_full,
 }
 
 
