@@ -68,9 +68,11 @@ class AgentActor:
                  supervisor: Any = None, tools: list[ToolDecl] | None = None, mcp: Any = None,
                  workspace: str | None = None, delegate_targets: list[str] | None = None,
                  router_url: str | None = None, log_content: bool = False, approve: list[str] | None = None,
-                 tracing: TracingConfig | None = None) -> None:
+                 tracing: TracingConfig | None = None, settle_conflicts: bool = False) -> None:
         """`approve`: the mission's `policies.approve` globs; those calls wait for the supervisor's approval.
-        `tracing`: where this process sends its spans (None: tracing off)."""
+        `tracing`: where this process sends its spans (None: tracing off). `settle_conflicts`: memory posts
+        wait for their contradiction checks (`policies.conflicts.settle_before_dependents`)."""
+        self._settle_conflicts = settle_conflicts
         self.tracing = tracing
         configure_process(tracing, "controlplane.agent")
         self.mission_id, self.goal, self.agent = mission_id, goal, agent
@@ -299,5 +301,5 @@ class AgentActor:
                          text=as_text(output)[:POST_CHARS] or "(empty)", metadata={"role": self.agent.role},
                          idempotency_key=f"{key}/post/{sequence}")
         with _tracing.memory("update_memory", entry.namespace, agent=self.agent.name):
-            receipts = await self.memory.post.remote([entry], token=token)
+            receipts = await self.memory.post.remote([entry], token=token, settle_checks=self._settle_conflicts)
         return len(receipts)

@@ -1,6 +1,11 @@
 """The supervisor's conflict desk: applies the mission's conflict policy to each contradiction memory reports.
 
-The decision and its reason go into the result (`conflicts`) and the event stream.
+A decision is applied, not only recorded:
+- in memory, the overruled finding is superseded by the one that stands (a resolver's synthesis is posted
+  first, and supersedes both);
+- the dependents of the overruled task get the finding that stands as its context; while a conflict is being
+  settled, the dependents of both tasks that have not started wait (`Scheduler.hold`);
+- the decision, its reason and what was applied go into the result (`conflicts`) and the event stream.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from controlplane._core.conflicts import (
     decide_resolver,
     resolver_task,
 )
+from controlplane._core.scheduler import Scheduler
 from controlplane.config import MissionSpec, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -31,20 +37,37 @@ class ConflictDesk:
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, emit: Callable[..., Any], agent: Callable[[str], Any],
                  memory: Callable[[], Any], count_call: Callable[[], None], supervisor_token: Callable[[], str],
-                 agent_token: Callable[[str, float], str]) -> None:
+                 agent_token: Callable[[str, float], str], scheduler: Callable[[], Scheduler | None],
+                 wake: Callable[[], None]) -> None:
         """`emit` records an event, `agent(name)` gives an agent's handle, `memory()` the memory actor's,
         `count_call()` counts a resolver's model call, `supervisor_token()` and `agent_token(name, timeout_s)`
-        mint the tokens for the supervisor's memory search and the resolver's task (the router charges both
-        to the mission)."""
+        mint the tokens for the supervisor's memory calls and the resolver's task (the router charges both
+        to the mission), `scheduler()` is the mission's scheduler (None before the plan), `wake()` wakes the
+        supervisor's loop once held tasks may start."""
         self._spec, self._mission_id = spec, mission_id
         self._emit, self._agent, self._memory, self._count_call = emit, agent, memory, count_call
         self._supervisor_token, self._agent_token = supervisor_token, agent_token
+        self._scheduler, self._wake = scheduler, wake
         self.decisions: list[dict[str, Any]] = []
         self._queued: list[Any] = []
         self._running: set[asyncio.Task] = set()
 
     def queue(self, conflict: Any) -> None:
+        """Take a conflict; the dependents of both tasks wait until it is settled (when the policy says so)."""
         self._queued.append(conflict)
+        sched = self._scheduler()
+        if sched is not None and self._spec.policies.conflicts.settle_before_dependents:
+            for task_id in _tasks_of(conflict):
+                sched.hold(task_id)
+
+    def resume(self, decisions: list[dict[str, Any]]) -> None:
+        """Carry the decisions of a mission resumed from its log over, with the context they replaced."""
+        self.decisions.extend(decisions)
+        sched = self._scheduler()
+        for decision in decisions:
+            for task_id, finding in decision.get("applied", {}).get("context", {}).items():
+                if sched is not None:
+                    sched.replace_context(task_id, finding)
 
     def settle(self, now_s: float) -> None:
         while self._queued:
@@ -83,16 +106,49 @@ class ConflictDesk:
                 decision = decide_majority(conflict.topic, existing, new, sides, policy.role_priority)
             else:
                 decision = await self._ask_resolver(conflict.topic, existing, new, policy.resolver_agent or "")
+            applied = await self._apply(conflict, decision)
         except Exception as exc:
             logger.exception("mission %s: conflict on %r not settled", self._mission_id, conflict.topic)
             self._emit(time.time(), "conflict", "unresolved", message=f"{type(exc).__name__}: {exc}")
             return
-        self._record(decision)
+        finally:
+            self._release(conflict)
+        self._record({**decision.to_dict(), "applied": applied})
 
-    def _record(self, decision: ConflictDecision) -> None:
-        self.decisions.append(decision.to_dict())
-        self._emit(time.time(), "conflict", "resolved", agent=decision.winner, message=decision.reason,
-                          data=decision.to_dict())
+    async def _apply(self, conflict: Any, decision: ConflictDecision) -> dict[str, Any]:
+        """Supersede the overruled finding(s) in memory and give their tasks' dependents the one that stands."""
+        memory, token = self._memory(), self._supervisor_token()
+        if decision.winner is None:
+            from memory import NewEntry
+
+            synthesis = NewEntry(mission_id=self._mission_id, agent_id=self._spec.policies.conflicts.resolver_agent,
+                                 namespace=conflict.new.namespace, topic=conflict.topic,
+                                 text=decision.text, metadata={"resolves": [conflict.existing.id, conflict.new.id]})
+            receipts = await memory.post.remote([synthesis], token=token)
+            stands, overruled = receipts[0].id, [conflict.existing, conflict.new]
+        else:
+            won_existing = decision.winner == conflict.existing.agent_id
+            stands = conflict.existing.id if won_existing else conflict.new.id
+            overruled = [conflict.new if won_existing else conflict.existing]
+        superseded = await memory.supersede.remote([e.id for e in overruled], by=stands, token=token)
+        context = {e.task_id: decision.text for e in overruled if e.task_id}
+        sched = self._scheduler()
+        for task_id, finding in context.items():
+            if sched is not None:
+                sched.replace_context(task_id, finding)
+        return {"stands": stands, "superseded": superseded, "context": context}
+
+    def _release(self, conflict: Any) -> None:
+        sched = self._scheduler()
+        if sched is not None and self._spec.policies.conflicts.settle_before_dependents:
+            for task_id in _tasks_of(conflict):
+                sched.release(task_id, time.time())
+            self._wake()
+
+    def _record(self, decision: dict[str, Any]) -> None:
+        self.decisions.append(decision)
+        self._emit(time.time(), "conflict", "resolved", agent=decision["winner"], message=decision["reason"],
+                   data=decision)
 
     async def _sides(self, conflict: Any) -> dict[str, Any]:
         """Which of the two findings each other agent's post on the topic is closer to."""
@@ -111,6 +167,12 @@ class ConflictDesk:
         n = len(self.decisions) + len(self._running)
         task = TaskSpec(id=f"resolve-{n}", agent=resolver, description=resolver_task(topic, existing, new),
                         retries=0, topic=f"{topic}-resolution")
-        result = await self._agent(resolver).run.remote(task, 1, {}, self._agent_token(resolver, task.timeout_s))
+        result = await asyncio.wait_for(
+            self._agent(resolver).run.remote(task, 1, {}, self._agent_token(resolver, task.timeout_s)),
+            task.timeout_s)
         self._count_call()
         return decide_resolver(topic, existing, new, resolver=resolver, synthesis=str(result.output))
+
+
+def _tasks_of(conflict: Any) -> list[str]:
+    return [task_id for task_id in {conflict.existing.task_id, conflict.new.task_id} if task_id]

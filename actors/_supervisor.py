@@ -97,7 +97,7 @@ class SupervisorActor:
                                       supervisor_token=self._control_token,
                                       agent_token=lambda name, timeout_s: self._agent_token(spec.agent(name),
                                                                                            timeout_s),
-                                      mission_id=mission_id)
+                                      scheduler=lambda: self.sched, wake=self._wake_loop, mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
         self._cancelled_refs: list[Any] = []
         self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s)
@@ -298,6 +298,9 @@ class SupervisorActor:
             self.conflicts.queue(event)
             self._wake.set()
 
+    def _wake_loop(self) -> None:
+        self._wake.set()
+
     # -- the mission -----------------------------------------------------------------------------------
     async def _run(self) -> None:
         resuming = self.opened.start != Start.FRESH
@@ -348,7 +351,7 @@ class SupervisorActor:
         self.sched, relaunch = rebuild_scheduler(state, tasks, self.spec.agents, self.spec.policies, self.log,
                                                  time.time())
         self.budget.llm_calls = state.budget.llm_calls
-        self.conflicts.decisions.extend(state.conflicts)
+        self.conflicts.resume(state.conflicts)
         self.phase = MissionStatus.RUNNING
         self.log.emit(time.time(), "mission", MissionStatus.RUNNING,
                       message=f"resumed: {len(state.completed())} of {len(tasks)} tasks already done, "
@@ -476,7 +479,7 @@ class SupervisorActor:
                  tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
                  delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
                  log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
-                 tracing=self.tracing)
+                 tracing=self.tracing, settle_conflicts=self.spec.policies.conflicts.settle_before_dependents)
 
     def _replace_agent(self, name: str) -> None:
         """After an agent's actor died for good (killed without restart): start a new one under its name."""

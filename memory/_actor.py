@@ -112,11 +112,15 @@ class MemoryActor:
                             fix="grant namespaces to the mission's agents")
         self._store.grant(agent_id, list(read), list(write))
 
-    async def post(self, entries: list[NewEntry | dict], *, token: str, vectors: Any = None) -> list[Receipt]:
+    async def post(self, entries: list[NewEntry | dict], *, token: str, vectors: Any = None,
+                   settle_checks: bool = False) -> list[Receipt]:
         """Store entries atomically; the receipts come back once the write is durable. Each entry's agent and
-        mission must be the token's.
+        mission must be the token's (a supervisor token may post for any of the mission's agents; its posts are
+        decisions, never checked for contradictions).
 
-        `vectors` (n x dim unit vectors) replaces the embedding of the texts, for callers with their own."""
+        `vectors` (n x dim unit vectors) replaces the embedding of the texts, for callers with their own.
+        `settle_checks`: the receipts wait for the entries' contradiction checks, and for the delivery of any
+        conflict they raise, so the supervisor knows of a conflict before the poster's task ends."""
         as_agent = self._caller(token)
         parsed = [_parse(NewEntry, e, f"memory.post: entries[{n}]") for n, e in enumerate(entries)]
         if not parsed:
@@ -128,9 +132,18 @@ class MemoryActor:
         stored = self._store.post(parsed, vectors, as_agent=as_agent, now_s=time.time())
         for entry in stored:
             self._publish(entry.topic, PostEvent(topic=entry.topic, entry=entry), entry.namespace)
-        if self._judge is not None and self._config.max_judge_calls_per_post > 0:
-            self._spawn(self._check_conflicts(stored))
+        if self._judge is not None and self._config.max_judge_calls_per_post > 0 and as_agent != SUPERVISOR:
+            if settle_checks:
+                await self._check_conflicts(stored)
+            else:
+                self._spawn(self._check_conflicts(stored))
         return self._store.receipts(parsed, stored)
+
+    async def supersede(self, ids: list[int], *, by: int, token: str) -> list[int]:
+        """Mark entries as replaced by entry `by` after a conflict decision (see MemoryStore.supersede). Only
+        the mission's supervisor may. Returns the ids superseded now."""
+        require_supervisor(self._verified(token), action="memory.supersede")
+        return self._store.supersede(list(ids), by=by, now_s=time.time())
 
     async def search(self, queries: str | list[str], *, k: int = 5, namespace: str, token: str,
                      filters: SearchFilters | dict | None = None) -> list[list[Hit]]:
@@ -214,11 +227,14 @@ class MemoryActor:
         return {**self._store.stats(), "pending_tasks": len(self._tasks), "pid": os.getpid(),
                 "device": self._embedder.device, "gpu_ids": gpu_ids}
 
-    def _publish(self, topic: str, event: PostEvent | Conflict, *namespaces: str) -> None:
+    def _publish(self, topic: str, event: PostEvent | Conflict, *namespaces: str) -> list[asyncio.Task]:
+        """Deliver the event to each subscriber that may read it, in background tasks (returned)."""
+        out = []
         for key, sub in list(self._store.subscriptions.items()):
             wanted = topic in sub["topics"] or ("*" in sub["topics"] and topic != CONFLICT_TOPIC)
             if wanted and all(self._store.readable_by(sub["as_agent"], ns) for ns in namespaces):
-                self._spawn(self._deliver(key, event))
+                out.append(self._spawn(self._deliver(key, event)))
+        return out
 
     async def _deliver(self, key: str, event: PostEvent | Conflict) -> None:
         subscriber = self._subscribers.get(key)
@@ -233,7 +249,9 @@ class MemoryActor:
             logger.exception("memory subscriber %s failed on a %s event", key, event.kind)
 
     async def _check_conflicts(self, stored: list[Entry]) -> None:
+        """Judge each entry against its close neighbours; publish each contradiction and wait for its delivery."""
         counters = self._store.counters
+        deliveries: list[asyncio.Task] = []
         for entry in stored:
             candidates = select_candidates(entry, self._store.topic_neighbours(entry),
                                            threshold=self._config.conflict_similarity,
@@ -252,7 +270,9 @@ class MemoryActor:
                     counters["conflicts"] += 1
                     conflict = Conflict(topic=entry.topic, new=entry, existing=existing,
                                         similarity=similarity, verdict=verdict)
-                    self._publish(CONFLICT_TOPIC, conflict, entry.namespace, existing.namespace)
+                    deliveries += self._publish(CONFLICT_TOPIC, conflict, entry.namespace, existing.namespace)
+        if deliveries:
+            await asyncio.wait(deliveries)
 
     def _check_mission(self, entries: list[NewEntry], as_agent: str) -> None:
         for entry in entries:
@@ -261,10 +281,11 @@ class MemoryActor:
                 raise AccessDenied(agent=as_agent, resource=f"post to mission {entry.mission_id!r}",
                                    granted=[self.mission_id])
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | None = None,

@@ -17,7 +17,7 @@ import numpy as np
 
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import AccessDenied, SpecError
-from memory._acl import AccessControl
+from memory._acl import SUPERVISOR, AccessControl
 from memory._checks import check_entries, check_k, check_namespace, check_vectors
 from memory._durable import Durable
 from memory._index import NamespaceIndex
@@ -60,6 +60,8 @@ class MemoryStore:
         """Everything `post` checks before the (costly) embedding: sizes, namespaces, access."""
         check_entries(entries, self.config, self.known_namespaces())
         for entry in entries:
+            if as_agent == SUPERVISOR:
+                continue  # the supervisor holds the mission secret: it may write for any agent, anywhere
             if entry.agent_id != as_agent:
                 self.acl.denials[(as_agent, "post-as", entry.agent_id)] += 1
                 raise AccessDenied(agent=as_agent, resource=f"post as agent {entry.agent_id!r}", granted=[as_agent])
@@ -117,6 +119,18 @@ class MemoryStore:
         if present:
             self._commit({"op": "delete", "ids": present, "reason": "delete"})
         return len(present)
+
+    def supersede(self, ids: list[int], *, by: int, now_s: float) -> list[int]:
+        """Mark entries as replaced by entry `by` (a conflict decision): they leave search, list and conflict
+        checks; `get` returns them with `superseded_by`. Returns the ids that were live and are now superseded."""
+        self.expire(now_s)
+        if by not in self.entries:
+            raise SpecError(where="memory.supersede: by", value=by, why="no live entry has this id",
+                            fix="pass the id of the entry that stands (the winner, or the posted synthesis)")
+        live = [i for i in ids if i in self.entries and i != by and self.entries[i].superseded_by is None]
+        if live:
+            self._commit({"op": "supersede", "ids": live, "by": by})
+        return live
 
     def expire(self, now_s: float) -> list[int]:
         """Delete every entry whose TTL has run out by `now_s`; returns their ids."""
@@ -253,6 +267,8 @@ class MemoryStore:
             self._apply_post([Entry(**e) for e in record["entries"]], vectors)
         elif op == "delete":
             self._apply_delete(record["ids"])
+        elif op == "supersede":
+            self._apply_supersede(record["ids"], record["by"])
         elif op == "grant":
             self.acl.grant(record["agent_id"], record["read"], record["write"])
         elif op == "subscribe":
@@ -276,7 +292,16 @@ class MemoryStore:
             entry = self.entries.pop(entry_id, None)
             if entry is not None:
                 by_namespace.setdefault(entry.namespace, []).append(entry_id)
-                self._by_topic[(entry.mission_id, entry.topic)].discard(entry_id)
+                self._by_topic.get((entry.mission_id, entry.topic), set()).discard(entry_id)
+        for namespace, gone in by_namespace.items():
+            self.indexes[namespace].remove(gone)
+
+    def _apply_supersede(self, ids: list[int], by: int) -> None:
+        by_namespace: dict[str, list[int]] = {}
+        for entry_id in ids:
+            entry = self.entries[entry_id] = self.entries[entry_id].model_copy(update={"superseded_by": by})
+            by_namespace.setdefault(entry.namespace, []).append(entry_id)
+            self._by_topic.get((entry.mission_id, entry.topic), set()).discard(entry_id)
         for namespace, gone in by_namespace.items():
             self.indexes[namespace].remove(gone)
 
@@ -284,7 +309,8 @@ class MemoryStore:
         self.entries[entry.id] = entry
         if entry.idempotency_key is not None:
             self._posted.setdefault(entry.idempotency_key, Receipt(id=entry.id, version=entry.version))
-        self._by_topic.setdefault((entry.mission_id, entry.topic), set()).add(entry.id)
+        if entry.superseded_by is None:
+            self._by_topic.setdefault((entry.mission_id, entry.topic), set()).add(entry.id)
         if entry.expires_at_s is not None:
             heapq.heappush(self._expiry, (entry.expires_at_s, entry.id))
 

@@ -38,6 +38,9 @@ class Entry(NewEntry):
     version: int = Field(description="Store write sequence number of the write that stored it; larger is newer.")
     created_at_s: float = Field(description="Unix time the store accepted the entry.")
     expires_at_s: float | None = Field(default=None, description="Unix time it expires, from ttl_s; None never.")
+    superseded_by: int | None = Field(
+        default=None, description="Id of the entry that replaced it when the supervisor settled a conflict. A "
+                                  "superseded entry leaves search, list and conflict checks; `get` still returns it.")
 
 
 class Receipt(BaseModel):

@@ -98,6 +98,9 @@ class Scheduler:
         self._open = len(self.tasks)
         self._running_ids: set[str] = set()
         self.stopped: tuple[MissionStatus, str] | None = None
+        self._holds: dict[str, int] = {}
+        self._held_children: dict[str, list[str]] = {}
+        self._context: dict[str, Any] = {}
         for task in tasks:
             if not task.depends_on:
                 self._make_ready(task.id, now_s)
@@ -131,8 +134,9 @@ class Scheduler:
         return sum(self.running.values())
 
     def context_for(self, task_id: str) -> dict[str, Any]:
-        """The outputs of a task's dependencies, by task id."""
-        return {d: self.tasks[d].output for d in self.tasks[task_id].spec.depends_on}
+        """The outputs of a task's dependencies, by task id; a settled conflict's finding in place of an output
+        it overruled (`replace_context`)."""
+        return {d: self._context.get(d, self.tasks[d].output) for d in self.tasks[task_id].spec.depends_on}
 
     def expired(self, now_s: float) -> list[str]:
         """Running tasks past their deadline (the supervisor aborts them and reports a failure)."""
@@ -190,11 +194,42 @@ class Scheduler:
                                "completion_tokens": int(result.get("completion_tokens", 0)),
                                "latency_s": round(now_s - (record.details.get("attempt_start_s") or now_s), 4),
                                **detail})
-        for child in self.dag.dependents[task_id]:
+        if task_id in self._holds:
+            self._held_children[task_id] = list(self.dag.dependents[task_id])
+        else:
+            self._satisfy(self.dag.dependents[task_id], now_s)
+        return True
+
+    def hold(self, task_id: str) -> None:
+        """Keep the task's dependents that have not started from starting until `release` (its finding is in a
+        conflict being settled). Holds nest."""
+        if task_id not in self.tasks:
+            return
+        self._holds[task_id] = self._holds.get(task_id, 0) + 1
+        if self._holds[task_id] == 1 and self.tasks[task_id].status == TaskStatus.SUCCEEDED:
+            children = [c for c in self.dag.dependents[task_id] if self.tasks[c].status == TaskStatus.PENDING]
+            for child in children:
+                self._left[child] += 1
+            self._held_children[task_id] = children
+
+    def release(self, task_id: str, now_s: float) -> None:
+        """End one `hold`; after the last, the dependents it held back become ready as their needs allow."""
+        if task_id not in self._holds:
+            return
+        self._holds[task_id] -= 1
+        if self._holds[task_id] == 0:
+            del self._holds[task_id]
+            self._satisfy(self._held_children.pop(task_id, []), now_s)
+
+    def replace_context(self, task_id: str, finding: Any) -> None:
+        """Dependents dispatched from now on see `finding` in place of the task's output."""
+        self._context[task_id] = finding
+
+    def _satisfy(self, children: Sequence[str], now_s: float) -> None:
+        for child in children:
             self._left[child] -= 1
             if self._left[child] == 0 and self.tasks[child].status == TaskStatus.PENDING:
                 self._make_ready(child, now_s)
-        return True
 
     def on_failure(self, task_id: str, attempt: int, error: str, now_s: float, *, retryable: bool = True,
                    tokens: tuple[int, int] = (0, 0), cause: BaseException | None = None,

@@ -119,6 +119,10 @@ class ConflictPolicy(_Model):
         "topic win; priority: the agent whose role ranks first wins.")
     resolver_agent: str | None = Field(None, description="The agent that resolves (policy resolver).")
     role_priority: list[str] = Field(default_factory=list, description="Roles, highest priority first.")
+    settle_before_dependents: bool = Field(
+        True, description="A task's memory post waits for its contradiction check, and the dependents of a task "
+        "whose finding is in a conflict start only once it is settled, with the finding that stands as their "
+        "context. Off: checks run in the background, and dependents may start on the overruled finding.")
 
 
 class Policies(_Model):

@@ -13,6 +13,11 @@ async def python_agent(task: Any, ctx: Any) -> dict[str, Any]:
     return {"total": total, "capital": reply.text}
 
 
+async def context_echo(task: Any, ctx: Any) -> dict[str, Any]:
+    """A `kind: python` agent whose output is the context it was given (its dependencies' outputs)."""
+    return dict(ctx.context)
+
+
 def gpu_ids() -> list[str]:
     """The GPUs Ray gave the process this tool runs in; raises when there are none."""
     import ray

@@ -1,7 +1,9 @@
 """Conflict policies on real Ray with the real memory actor (FAISS + MiniLM).
 
-Detection (the judge) belongs to memory and is tested there; here the supervisor receives a conflict
-event exactly as the memory actor sends it, built from the agents' real posts, and must settle it.
+The first test runs the whole path: two agents post contradicting findings, the memory judge (a scripted
+model behind the real router) says so, the supervisor settles it, and the decision is applied in memory and
+in the dependent task's context. The policy tests hand the supervisor a conflict event exactly as the memory
+actor sends it, built from the agents' real posts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,36 @@ def mission(policy: dict) -> dict:
     return {"name": "conflicts", "goal": "Agree on a date", "policies": {"conflicts": policy},
             "agents": [agent(n, role=ROLES[n], **TOOLS) for n in VIEWS] + [agent("keeper", model="scripted-slow")],
             "tasks": [task(f"t{n}", n, VIEWS[n], topic="launch-date") for n in VIEWS] + keeper}
+
+
+def test_a_detected_conflict_is_settled_and_applied_before_the_dependent_starts(router, tmp_path):
+    mission_id = "conflicts-applied"
+    finder = {"model": "scripted-findings", "fixed_memory": True}
+    spec = {"name": "applied", "goal": "Agree on a launch month",
+            "policies": {"conflicts": {"policy": "priority", "role_priority": ["legal reviewer"]}},
+            "memory": {"judge_model": "scripted-findings", "conflict_similarity": 0.5},
+            "agents": [agent("a", role="market researcher", **finder), agent("b", role="legal reviewer", **finder),
+                       agent("plan", kind="python", entrypoint="tests.helpers.agent_code:context_echo")],
+            "tasks": [task("ta", "a", "Research the launch month.", topic="launch"),
+                      task("tb", "b", "Check the launch month.", deps=("ta",), topic="launch"),
+                      task("tc", "plan", "Write the plan.", deps=("ta", "tb"))]}
+    handle = start_mission(parse_mission(spec), router=router, mission_id=mission_id,
+                           memory_dir=str(tmp_path / "memory"))
+    try:
+        result = follow(handle, timeout_s=300)
+        memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)
+        token = supervisor_token(mission_id)
+        [decision] = result["conflicts"]
+        overruled = ray.get(memory.get.remote(decision["applied"]["superseded"][0], token=token))
+        hits = ray.get(memory.search.remote("When is the launch?", k=5, namespace="shared", token=token))[0]
+    finally:
+        ray.kill(handle)
+    assert result["status"] == "succeeded", result["reason"]
+    assert decision["winner"] == "b" and decision["text"] == "The launch is planned for October."
+    assert overruled.agent_id == "a" and overruled.superseded_by == decision["applied"]["stands"]
+    assert [h.entry.agent_id for h in hits] == ["b"], "the overruled finding is still found by search"
+    plan = next(t for t in result["tasks"] if t["id"] == "tc")
+    assert plan["output"] == {"ta": "The launch is planned for October.", "tb": "The launch is planned for October."}
 
 
 def _findings_posted(handle) -> bool:

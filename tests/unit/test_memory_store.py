@@ -241,3 +241,32 @@ def test_subscriptions_are_logged_by_actor_name_never_as_a_pickled_handle(store)
         "tests/other": {"topics": ["*"], "as_agent": "supervisor", "actor": "other", "namespace": "tests"}}
     logged = "".join(p.read_text() for p in Path(again.config.data_dir).rglob("*.jsonl"))
     assert '"actor":"other"' in logged and "blob" not in logged
+
+
+def test_a_superseded_entry_leaves_search_list_and_checks_but_get_returns_it_also_after_recovery(store):
+    store.grant("carol", read=[], write=["research"])
+    vectors = unit(2)
+    loser = store.post([new("May")], vectors[0:1], as_agent="alice", now_s=1.0)[0]
+    winner = store.post([new("October", agent="carol")], vectors[1:2], as_agent="carol", now_s=2.0)[0]
+    assert store.supersede([loser.id], by=winner.id, now_s=3.0) == [loser.id]
+    assert store.supersede([loser.id], by=winner.id, now_s=3.5) == []  # already superseded: nothing to log
+    for s in (store, reopen(store)):
+        hits = s.search(vectors, k=2, namespace="research", as_agent="alice", filters=None, now_s=4.0)
+        assert [[h.entry.id for h in q] for q in hits] == [[winner.id], [winner.id]]
+        listed = s.list_entries(namespace="research", as_agent="alice", filters=None, limit=10, now_s=4.0)
+        assert [e.id for e in listed] == [winner.id]
+        assert s.get(loser.id, as_agent="alice", now_s=4.0).superseded_by == winner.id
+        assert s.topic_neighbours(s.entries[winner.id]) == []
+        store = s
+
+
+def test_superseding_needs_a_live_entry_that_stands(store):
+    loser = store.post([new("May")], unit(1), as_agent="alice", now_s=1.0)[0]
+    with pytest.raises(SpecError, match="memory.supersede: by"):
+        store.supersede([loser.id], by=999, now_s=2.0)
+
+
+def test_the_supervisor_may_post_for_any_agent_in_any_namespace(store):
+    [entry] = store.post([new("synthesis", agent="bob", namespace="research")], unit(1), as_agent="supervisor",
+                         now_s=1.0)
+    assert entry.agent_id == "bob" and entry.namespace == "research"

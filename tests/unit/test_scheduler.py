@@ -178,3 +178,31 @@ def test_a_task_result_shows_its_loop_transcript_and_call_counts():
     record = sched.tasks[a.task].to_dict()
     assert (record["model_calls"], record["tool_calls"]) == (2, 1)
     assert record["loop"]["tool_records"][0]["tool"] == "calculator"
+
+
+def test_a_held_task_keeps_its_dependents_waiting_until_released_and_they_get_the_replaced_context():
+    sched, _ = make()
+    [draft] = sched.dispatch(0.0)
+    sched.hold("draft")  # a conflict on the draft's finding was reported before its result came back
+    ok(sched, draft, 1.0, out="the draft")
+    assert sched.dispatch(1.0) == []
+    sched.replace_context("draft", "the settled finding")
+    sched.release("draft", 2.0)
+    [review] = sched.dispatch(2.0)
+    assert review.task == "review" and sched.context_for("review") == {"draft": "the settled finding"}
+
+
+def test_holding_a_task_that_already_succeeded_holds_only_dependents_not_yet_started():
+    sched, _ = make(fan(2, concurrency=1, agents=3))
+    ok(sched, sched.dispatch(0.0)[0], 1.0)
+    started = {a.task: a for a in sched.dispatch(1.0)}
+    assert sorted(started) == ["w0", "w1"]
+    ok(sched, started["w0"], 2.0)
+    sched.hold("w0")
+    sched.hold("w0")  # holds nest
+    ok(sched, started["w1"], 3.0)
+    assert sched.dispatch(3.0) == []
+    sched.release("w0", 4.0)
+    assert sched.dispatch(4.0) == []
+    sched.release("w0", 5.0)
+    assert [a.task for a in sched.dispatch(5.0)] == ["join"]
