@@ -57,6 +57,19 @@ class Dag:
             finish[task] = duration_s[task] + max((finish[d] for d in self.deps[task]), default=0.0)
         return max(finish.values(), default=0.0)
 
+    def slack(self, duration: Mapping[str, float]) -> dict[str, float]:
+        """How much later each task could finish without delaying the whole DAG (0: on a critical path), from
+        each task's expected `duration`."""
+        order = self.topological_order()
+        finish: dict[str, float] = {}
+        for task in order:
+            finish[task] = duration[task] + max((finish[d] for d in self.deps[task]), default=0.0)
+        end = max(finish.values(), default=0.0)
+        latest: dict[str, float] = {}
+        for task in reversed(order):
+            latest[task] = min((latest[c] - duration[c] for c in self.dependents[task]), default=end)
+        return {task: latest[task] - finish[task] for task in order}
+
     def width(self) -> int:
         """The most tasks on one level (level = longest dependency chain above the task)."""
         level: dict[str, int] = {}
