@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from controlplane.errors import BackpressureError, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
-from serving._affinity import prefix_key
+from serving._affinity import affinity_key
 from serving._breaker import CircuitBreaker
 from controlplane.config import ServingConfig
 from serving._gate import Gate
@@ -176,7 +176,7 @@ class RouterCore:
         except Exception:
             breaker.abandon(self._clock())
             raise
-        key = prefix_key(call.body["messages"]) if "messages" in call.body else None
+        key = affinity_key(call.body, call.identity)
         events = self._backends[model].stream(call.body, key)
         try:
             async for event in self._timed(model, within(events, deadline_s - self._clock(),

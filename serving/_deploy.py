@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -132,19 +133,29 @@ class RouterClient:
         return self._handle
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError."""
+        """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError.
+        Cancelling the caller cancels the call, down to the engine."""
+        response = self.handle.chat.remote(request)
         try:
-            return await self.handle.chat.remote(request)
+            return await response
         except RayTaskError as exc:
             raise exc.cause from None
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        """Text deltas as they come, then the ChatResult."""
+        """Text deltas as they come, then the ChatResult. Closing the stream early cancels the call."""
+        response, finished = self.handle.options(stream=True).chat_stream.remote(request), False
         try:
-            async for item in self.handle.options(stream=True).chat_stream.remote(request):
+            async for item in response:
+                finished = isinstance(item, ChatResult)
                 yield item
         except RayTaskError as exc:
             raise exc.cause from None
+        finally:
+            if not finished:
+                response.cancel()
 
     async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
         """Accounting rows per (mission, agent, model)."""

@@ -8,21 +8,23 @@ import uuid
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from controlplane.errors import BackpressureError, BudgetExceeded, ControlPlaneError, ReplicaUnavailable, SpecError
 from serving._core import Call
+from serving._fields import SamplingFields, check_extra
 from serving._types import ChatMessage, Identity, Priority
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Body(SamplingFields):
+    """An OpenAI request body. Fields outside the model are checked by `serving._fields.check_extra`."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
-    n: int = Field(1, ge=1, le=1, description="One choice per request is supported.")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -31,6 +33,7 @@ class _Body(BaseModel):
     guided_choice: list[str] | None = None
     mission_id: str | None = None
     agent_id: str | None = None
+    user: str | None = Field(None, description="The end user; the agent id when no x-agent-id or agent_id is given.")
     priority: Priority | None = None
     timeout_s: float | None = Field(None, gt=0)
 
@@ -73,25 +76,37 @@ def parse_body(raw: bytes, cls: type[_Body]) -> _Body:
         raise SpecError(where="body", value=raw[:80].decode(errors="replace"), why=f"not JSON ({exc.msg})",
                         fix="send a JSON object") from None
     try:
-        return cls.model_validate(data)
+        body = cls.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
         raise SpecError(where=field, value=error.get("input"), why=error["msg"],
                         fix="see https://platform.openai.com/docs/api-reference/chat") from None
+    check_extra(body.model_extra or {})
+    return body
 
 
 def _constraints(body: _Body) -> dict[str, Any]:
     structured = body.structured_outputs or {}
+    unknown = sorted(set(structured) - {"json", "choice"})
+    if unknown:
+        raise SpecError(where=f"structured_outputs.{unknown[0]}", value=structured[unknown[0]],
+                        why="the router passes json and choice constraints only", fix="use json or choice")
     schema = structured.get("json") or body.guided_json
-    if body.response_format and body.response_format.get("type") == "json_schema":
+    kind = (body.response_format or {}).get("type", "text")
+    if kind == "json_schema":
         schema = body.response_format.get("json_schema", {}).get("schema")
+    elif kind == "json_object":
+        schema = {"type": "object"}
+    elif kind != "text":
+        raise SpecError(where="response_format.type", value=kind, why="it is not text, json_object or json_schema",
+                        fix="use one of those")
     return {"json_schema": schema, "choice": structured.get("choice") or body.guided_choice}
 
 
 def _identity(body: _Body, headers: Any) -> Identity:
     fields = {"mission_id": headers.get("x-mission-id") or body.mission_id or "default",
-              "agent_id": headers.get("x-agent-id") or body.agent_id or "anonymous",
+              "agent_id": headers.get("x-agent-id") or body.agent_id or body.user or "anonymous",
               "priority": headers.get("x-priority") or body.priority or "normal"}
     try:
         return Identity(**fields)
@@ -104,7 +119,7 @@ def _identity(body: _Body, headers: Any) -> Identity:
 def to_call(body: _Body, headers: Any, default_max_tokens: int) -> Call:
     identity = _identity(body, headers)
     payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
-                               "temperature": body.temperature, **_constraints(body)}
+                               "temperature": body.temperature, **_constraints(body), **body.sampling()}
     if isinstance(body, ChatBody):
         payload["messages"] = [m.model_dump() for m in body.messages]
     else:

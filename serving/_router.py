@@ -47,6 +47,7 @@ class _Metrics:
 
 def _call_of(request: ChatRequest) -> Call:
     body = request.model_dump(include={"max_tokens", "temperature", "json_schema", "choice"})
+    body.update(request.sampling())
     body["messages"] = [m.model_dump() for m in request.messages]
     return Call(model=request.model, body=body, identity=request.identity, timeout_s=request.timeout_s)
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving._fields import SamplingFields
+
 Priority = Literal["control", "normal", "bulk"]
 
 
@@ -27,8 +29,8 @@ class ChatMessage(BaseModel):
     content: str = Field(description="The message text.")
 
 
-class ChatRequest(BaseModel):
-    """One chat completion through the router."""
+class ChatRequest(SamplingFields):
+    """One chat completion through the router (the sampling fields are those of `SamplingFields`)."""
 
     model_config = ConfigDict(extra="forbid")
 

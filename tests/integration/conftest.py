@@ -67,12 +67,16 @@ def serving_test_config(http_port: int) -> dict:
     return {
         "router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
         "models": {
+            # Callers' timeouts must not open its breaker (the overload test) until the breaker stops
+            # counting a caller's timeout as a backend failure.
             "default": {"kind": "vllm", "max_context_tokens": 2048, "kv_cache_space_gb": 1,
-                        "replicas": {"num_cpus": 1}},
+                        "replicas": {"num_cpus": 1}, "breaker": {"failure_threshold": 1000}},
             "scripted": {"kind": "scripted", "latency_s": 0.0,
                          "replies": [{"match": "(?i)capital of france", "text": "Paris"},
                                      {"match": "(?i)json please", "text": '{"answer": "yes"}'}]},
             "scripted-slow": {"kind": "scripted", "latency_s": 0.2},
+            # Replies only after 20 s, for cancellation tests.
+            "scripted-hang": {"kind": "scripted", "latency_s": 20.0},
             # Two replicas, for prefix-affinity routing tests.
             "scripted-pair": {"kind": "scripted", "replicas": {"min_replicas": 2, "max_replicas": 2, "num_cpus": 0}},
             # A model with its own tight limit, for 429 tests.
