@@ -16,6 +16,7 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
+from controlplane._priority import run_at_normal_priority
 from controlplane.errors import SpecError
 from memory._acl import SUPERVISOR
 from controlplane.config.memory import MemoryConfig
@@ -34,6 +35,8 @@ class MemoryActor:
     def __init__(self, config: MemoryConfig, judge: Judge | None = None) -> None:
         import faiss
         import torch
+
+        run_at_normal_priority()  # before FAISS and torch start their thread pools, which inherit it
 
         threads = config.cpu_threads or os.cpu_count() or 1
         faiss.omp_set_num_threads(threads)

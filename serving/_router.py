@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
+from controlplane._priority import run_at_normal_priority
 from controlplane.errors import ControlPlaneError
 from serving import _http
 from serving._batcher import Batcher
@@ -68,6 +69,7 @@ async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
 @serve.ingress(app)
 class Router:
     def __init__(self, config: dict[str, Any], handles: dict[str, Any]) -> None:
+        run_at_normal_priority()
         self._config = ServingConfig.model_validate(config)
         self._config.check_env()
         router = self._config.router

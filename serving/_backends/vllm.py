@@ -8,6 +8,7 @@ from typing import Any
 from ray.serve.llm import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from controlplane._priority import run_at_normal_priority
 from serving._backends.base import CallRunner, OpenAIStreamReader, error_event, this_replica
 from serving._fields import SAMPLING_KEYS
 
@@ -25,6 +26,7 @@ class VLLMReplica(LLMServer):
     """ray.serve.llm's LLMServer plus a batched entry point for the router."""
 
     async def __init__(self, *args: Any, **kwargs: Any) -> None:
+        run_at_normal_priority()  # before the engine's processes start: they inherit it
         self._calls = CallRunner()
         await super().__init__(*args, **kwargs)
 
