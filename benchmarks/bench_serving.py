@@ -71,17 +71,20 @@ def _cpu_per_token(path: str, before: dict[str, float], after: dict[str, float],
     return {f"{path}_cpu_ms_per_token_c{CPU_PROFILE_LEVEL}_{role}": ms for role, ms in shown.items()}
 
 
-async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str) -> dict[str, float]:
-    """Each path at each level, repetitions interleaved across paths (same noise for all); medians."""
+async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str,
+                  only_at: dict[str, tuple[int, ...]] | None = None) -> dict[str, float]:
+    """Each path at each level (or at its `only_at` levels), repetitions interleaved across paths (same
+    noise for all); medians."""
     figures: dict[str, float] = {}
     print(f"{'path':14} {'conc':>5} {'tok/s':>9} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'ITL ms':>8} "
           f"{'tokens':>6}", flush=True)
     for call in paths.values():  # warm-up
-        await run_level(call, 4, 1, MAX_TOKENS)
+        await run_level(call, 2, 1, 16)
     for concurrency in levels:
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
+        here = {name: call for name, call in paths.items() if concurrency in (only_at or {}).get(name, levels)}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in here}
         for rep in range(REPS[mode]):
-            for name, call in paths.items():
+            for name, call in here.items():
                 before = cpu_seconds()
                 runs[name].append(await run_level(call, concurrency, PER_CLIENT[mode], MAX_TOKENS))
                 if rep == 0 and concurrency == CPU_PROFILE_LEVEL:
@@ -193,7 +196,8 @@ def phase_router(model_dir: str, levels, mode, http_port: int) -> dict[str, floa
                          "router_handle": handle_caller(client.stream),
                          "router_nobatch": handle_caller(lambda r: no_batch.chat_stream.remote(r)),
                          "direct": direct_caller(replica)}
-                figures = await measure(paths, levels, mode)
+                # direct is the wave-1 baseline at c16; batching off matters at c16 and c64
+                figures = await measure(paths, levels, mode, {"direct": (16,), "router_nobatch": (16, 64)})
             stats = await client.batch_stats()
             figures["router_calls_per_serve_call"] = stats["default"]["calls"] / max(1, stats["default"]["batches"])
             trials = 4 if mode == "quick" else 10
@@ -242,25 +246,32 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, object] = {
         "model": Path(model_dir).name, "engine": f"vllm {vllm.__version__}", "cores": os.cpu_count(), "gpu": False,
         "mode": mode, "max_tokens": MAX_TOKENS, "reps": REPS[mode], "levels": list(LEVELS),
-        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+        "load_before": _load(), "niceness": os.nice(0)}
     started = time.monotonic()
-    if "vllm" in phases:
-        figures.update(phase_vllm_server(model_dir, LEVELS, mode, _free_port(), log_dir))
+
+    def run_phase(name: str, phase, *phase_args) -> None:
+        if name not in phases:
+            return
+        figures[f"{name}_load_before"] = _load()
+        figures.update(phase(*phase_args))
+        figures[f"{name}_load_after"] = _load()
+        if args.json:  # partial results survive a later phase's failure
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=1))
+
+    run_phase("vllm", phase_vllm_server, model_dir, LEVELS, mode, _free_port(), log_dir)
     ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     try:
         http_port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        if "serve_llm" in phases:
-            figures.update(phase_serve_llm(model_dir, LEVELS, mode, http_port))
-        if "router" in phases:
-            figures.update(phase_router(model_dir, LEVELS, mode, http_port))
-        if "affinity" in phases:
-            figures.update(phase_affinity(model_dir, mode))
+        run_phase("serve_llm", phase_serve_llm, model_dir, LEVELS, mode, http_port)
+        run_phase("router", phase_router, model_dir, LEVELS, mode, http_port)
+        run_phase("affinity", phase_affinity, model_dir, mode)
     finally:
         with engines_stopped("shutdown", lambda: (serve.shutdown(), ray.shutdown())):
             pass
     figures["wall_s"] = time.monotonic() - started
-    figures["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    figures["load_after"] = _load()
     return report(figures, args.json)
 
 
@@ -310,6 +321,11 @@ def report(figures: dict, json_path: Path | None) -> int:
           f"TTFT +{show('ttft_p50_overhead_ms_c16', '.1f')} ms, batching c16/c1: "
           f"{show('batching_gain_c16_vs_c1', '.2f')}x", flush=True)
     return 0
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: the machine is shared, so every figure carries them."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _free_port() -> int:
