@@ -7,7 +7,7 @@ MISSION ?= missions/product_launch.yaml
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-unit bench
+.PHONY: setup run test test-unit lint bench
 
 setup:
 	@$(or $(PYTHON),python3) controlplane/_setup.py
@@ -20,6 +20,10 @@ test: setup
 
 test-unit: setup
 	$(VENV)/python -m pytest tests/unit
+
+lint: setup
+	$(VENV)/ruff check .
+	$(VENV)/mypy
 
 bench: setup
 	$(VENV)/python benchmarks/bench_serving.py --quick --json runs/bench_serving.json

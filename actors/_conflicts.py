@@ -11,8 +11,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controlplane._core.conflicts import (ConflictDecision, Finding, assign_sides, decide_majority, decide_priority,
-                                    decide_resolver, resolver_task)
+from controlplane._core.conflicts import (
+    ConflictDecision,
+    Finding,
+    assign_sides,
+    decide_majority,
+    decide_priority,
+    decide_resolver,
+    resolver_task,
+)
 from controlplane.config import MissionSpec, TaskSpec
 
 logger = logging.getLogger(__name__)

@@ -11,23 +11,26 @@ import ray
 
 from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
-from controlplane.errors import MissionNotFound
-from controlplane.config.mission import MissionSpec
 from controlplane._core.placement import check_resources
+from controlplane.config.mission import MissionSpec
+from controlplane.errors import MissionNotFound
+
 
 def new_mission_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
-                  memory_dir: str | None = None) -> Any:
+                  memory_dir: str | None = None, router_url: str | None = None) -> Any:
     """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
-    the mission id and start it; returns its handle."""
+    the mission id and start it; returns its handle. `router_url` is the router's OpenAI base URL
+    (`http://host:port/v1`), given to python agents as `ctx.openai_base_url`."""
     resources = ray.cluster_resources()
     check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
     mission_id = mission_id or new_mission_id(spec.name)
     handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached").remote(
-        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir)
+        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
+        router_url=router_url)
     ray.get(handle.start.remote())
     return handle
 

@@ -16,20 +16,23 @@ from typing import Any
 import ray
 from ray.exceptions import RayTaskError
 
-from actors._agent import AgentActor
+from actors._agent import AgentActor, delegate_targets
 from actors._conflicts import ConflictDesk
+from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
 from controlplane._core.budget import BudgetTracker
-from controlplane.errors import is_retryable
-from controlplane._core.events import EventLog, MissionStatus
+from controlplane._core.builtins import check_delegation
+from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.scheduler import Assignment, Scheduler
 from controlplane.config.mission import MissionSpec, TaskSpec
+from controlplane.errors import ToolError
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
+MCP_STOP_TIMEOUT_S = 15.0
 
 
 @ray.remote(num_cpus=0)
@@ -37,7 +40,7 @@ class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str,
-                 memory_dir: str | None = None) -> None:
+                 memory_dir: str | None = None, router_url: str | None = None) -> None:
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.memory_dir = memory_dir
         self.log = EventLog(mission_id)
@@ -49,6 +52,10 @@ class SupervisorActor:
         self.phase = MissionStatus.STARTING
         self.agents: dict[str, Any] = {}
         self.memory: Any = None
+        self.mcp: Any = None
+        self.router_url = router_url
+        self._depth: dict[str, int] = {}
+        self._delegated: dict[str, asyncio.Future] = {}
         self.placement: dict[str, Any] = {}
         self.control = {"tokens": 0, "llm_calls": 0}
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
@@ -121,6 +128,50 @@ class SupervisorActor:
                 "control_plane": dict(self.control), "conflicts": list(self.conflicts.decisions),
                 "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement}
 
+    async def on_agent_events(self, events: list[dict[str, Any]]) -> None:
+        """Tool events from agents (denials, invalid calls, failures), recorded as they happen."""
+        for fields in events:
+            self.log.emit(time.time(), **fields)
+
+    async def delegate(self, parent: str, to: str, description: str) -> Any:
+        """Add a child task for agent or role `to` to the running DAG, wait for it, and return its output.
+
+        Called by an agent's `delegate` tool; a refusal or the child's failure raises, and the calling model
+        reads it as the tool's error."""
+        if self.sched is None or parent not in self.sched.tasks:
+            raise ToolError(tool="delegate", why=f"task {parent!r} is not running in this mission",
+                            fix="delegate only from a running task")
+        depth = self._depth.get(parent, 0)
+        refused = check_delegation(depth=depth, max_depth=self.spec.delegation.max_depth,
+                                   task_count=len(self.sched.tasks), max_tasks=self.spec.delegation.max_tasks)
+        if refused:
+            raise ToolError(tool="delegate", why=refused, fix="do this part yourself")
+        parent_spec = self.sched.tasks[parent].spec
+        child_id = f"{parent}.d{sum(1 for t in self.sched.tasks.values() if t.delegated_by == parent) + 1}"
+        target = {"agent": to} if to in self.agents else {"role": to}
+        child = TaskSpec(id=child_id, description=description, timeout_s=parent_spec.timeout_s,
+                         topic=f"{parent_spec.topic or parent}-{child_id}", **target)
+        self.sched.add_task(child, delegated_by=parent, now_s=time.time())
+        self._depth[child_id] = depth + 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._delegated[child_id] = waiter
+        self._wake.set()
+        return await waiter
+
+    def _settle_delegated(self, task_id: str) -> None:
+        """Hand a finished child task's outcome to the agent that delegated it."""
+        waiter = self._delegated.get(task_id)
+        record = self.sched.tasks[task_id] if self.sched is not None else None
+        if waiter is None or waiter.done() or record is None or record.status not in TERMINAL:
+            return
+        del self._delegated[task_id]
+        if record.status == TaskStatus.SUCCEEDED:
+            waiter.set_result(record.output)
+        else:
+            waiter.set_exception(ToolError(tool="delegate", why=f"the delegated task {task_id!r} "
+                                           f"{record.status}: {record.error or 'no result'}",
+                                           fix="do this part yourself, or delegate a smaller task"))
+
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
         if getattr(event, "kind", None) == "conflict":
@@ -146,7 +197,7 @@ class SupervisorActor:
             self.final = (MissionStatus.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             self.ended_s = time.time()
-            self._teardown()
+            await self._teardown()
             if self.sched is not None:
                 self.metrics.states(self.sched.counts())
             self.log.emit(self.ended_s, "mission", self.final[0] if self.final else MissionStatus.FAILED,
@@ -154,6 +205,12 @@ class SupervisorActor:
             self._done.set()
 
     async def _start_actors(self) -> None:
+        if self.spec.mcp_servers:
+            self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(
+                list(self.spec.mcp_servers))
+            tools = await self.mcp.start.remote()
+            self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
+                          f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir)
             await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write)
@@ -164,7 +221,10 @@ class SupervisorActor:
                 name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
                 num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency,
             ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
-                     memory=self.memory, log_content=self.spec.policies.log_content)
+                     memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
+                     tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
+                     delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
+                     log_content=self.spec.policies.log_content)
         placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
                                         AGENT_START_TIMEOUT_S)
         self.placement = {p["agent"]: p for p in placed}
@@ -222,8 +282,10 @@ class SupervisorActor:
                 pause_s = 0.1
             took = time.perf_counter() - t0
             if took > SLOW_TICK_S:
-                logger.warning("mission %s: slow tick %.3f s with %d tasks in flight", self.mission_id, took,
-                               self.sched.in_flight())
+                logger.warning("mission %s: slow supervisor tick, %.3f s with %d tasks in flight; likely cause: "
+                               "the supervisor's process is short of CPU (many tasks finishing at once, or a busy "
+                               "node). Fix: give the supervisor a node with spare CPU (cluster.yaml head), or lower "
+                               "agents' max_concurrency", self.mission_id, took, self.sched.in_flight())
             if self.sched.finished:
                 break
             wakes = [t for t in (self.sched.next_wakeup_s(), self.budget.wall_deadline_s()) if t is not None]
@@ -269,10 +331,8 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            retryable = is_retryable(cause)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
-            self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(),
-                                  retryable=retryable)
+            self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause)
         else:
             tokens = result.prompt_tokens + result.completion_tokens
             self.budget.charge(a.agent, tokens=tokens)
@@ -282,6 +342,7 @@ class SupervisorActor:
             current = self._attempts.get(a.task)
             if current is not None and current[0] == a.attempt:
                 del self._attempts[a.task]
+            self._settle_delegated(a.task)
             self._wake.set()
 
     def _stop(self, status: MissionStatus, reason: str, now: float) -> None:
@@ -290,11 +351,18 @@ class SupervisorActor:
             if entry is not None:
                 entry[1].cancel()
 
-    def _teardown(self) -> None:
+    async def _teardown(self) -> None:
         for _, future in self._attempts.values():
             future.cancel()
         self._attempts.clear()
-        for handle in [*self.agents.values(), *([self.memory] if self.memory is not None else [])]:
+        for waiter in self._delegated.values():
+            waiter.cancel()
+        if self.mcp is not None:  # its servers are child processes: stop them before the actor goes
+            try:
+                await asyncio.wait_for(self.mcp.stop.remote(), MCP_STOP_TIMEOUT_S)
+            except Exception:
+                logger.exception("mission %s: MCP servers did not stop cleanly", self.mission_id)
+        for handle in [*self.agents.values(), *(h for h in (self.memory, self.mcp) if h is not None)]:
             try:
                 ray.kill(handle)
             except Exception:

@@ -49,8 +49,6 @@ def router_config(model_dir: str, *, batching: bool = True, replicas: int = 1):
 
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir,
              "kv_cache_space_gb": KV_CACHE_GB,
-             # A caller's timeout must not open the breaker in the overload test (the breaker fix lands apart).
-             "breaker": {"failure_threshold": 100000},
              "replicas": {"min_replicas": replicas, "max_replicas": replicas, "num_cpus": 1,
                           "max_ongoing_requests": 1024, "target_ongoing_requests": 256}}
     router = {"max_in_flight_per_model": 1024, "max_queue": 4096, "agent": {"max_in_flight": 1024},
@@ -235,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     import ray
+    import vllm
     from ray import serve
 
-    import vllm
     from controlplane._model_cache import default_model_path
 
     model_dir = args.model_dir or str(default_model_path())

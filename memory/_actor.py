@@ -17,9 +17,9 @@ import ray
 from pydantic import ValidationError
 
 from controlplane._priority import run_at_normal_priority
+from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 from memory._acl import SUPERVISOR
-from controlplane.config.memory import MemoryConfig
 from memory._contradictions import Judge, RouterJudge, select_candidates
 from memory._embed import Embedder
 from memory._store import MemoryStore

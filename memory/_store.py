@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from controlplane.errors import AccessDenied, SpecError
-from memory._acl import SUPERVISOR, AccessControl
 from controlplane.config.memory import MemoryConfig
+from controlplane.errors import AccessDenied, SpecError
+from memory._acl import AccessControl
+from memory._checks import check_entries, check_k, check_namespace, check_vectors
 from memory._durable import Durable
 from memory._index import NamespaceIndex
-from memory._types import Entry, Hit, NewEntry, SearchFilters
-from memory._checks import check_entries, check_k, check_namespace, check_vectors
+from memory._types import Entry, Hit, NewEntry, Receipt, SearchFilters
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class MemoryStore:
         self.counters: Counter[str] = Counter()
         self._by_topic: dict[tuple[str, str], set[int]] = {}
         self._expiry: list[tuple[float, int]] = []
+        self._posted: dict[str, Receipt] = {}  # idempotency key -> first receipt; kept after a delete
         self._seq = 0
         self._next_id = 1
         self._since_snapshot = 0
@@ -65,21 +66,47 @@ class MemoryStore:
             self.acl.check_write(as_agent, entry.namespace)
 
     def post(self, entries: list[NewEntry], vectors: object, *, as_agent: str, now_s: float) -> list[Entry]:
-        """Store all entries with their vectors, or none. Returns the stored entries."""
+        """Store all new entries with their vectors, or none. Returns the newly stored entries: an entry whose
+        `idempotency_key` was stored before (or earlier in this post) is not stored again; see `receipts`."""
         self.expire(now_s)
         if not entries:
             return []
         self.check_post(entries, as_agent=as_agent)
         array = check_vectors(vectors, self.dim, where="memory.post: vectors", rows=len(entries),
                               max_rows=self.config.max_batch)
+        rows = self._new_rows(entries)
+        if not rows:
+            return []
         stored = [
             Entry(**entry.model_dump(), id=self._next_id + n, version=self._seq + 1, created_at_s=now_s,
                   expires_at_s=None if entry.ttl_s is None else now_s + entry.ttl_s)
-            for n, entry in enumerate(entries)
+            for n, entry in enumerate(entries[row] for row in rows)
         ]
         self._commit({"op": "post", "entries": [e.model_dump() for e in stored],
-                      "vectors": base64.b64encode(array.tobytes()).decode()})
+                      "vectors": base64.b64encode(array[rows].tobytes()).decode()})
         return stored
+
+    def receipts(self, entries: list[NewEntry], stored: list[Entry]) -> list[Receipt]:
+        """One receipt per posted entry, in order: for a keyed entry the receipt of the key's first post."""
+        unkeyed = iter(e for e in stored if e.idempotency_key is None)
+        out = []
+        for entry in entries:
+            if entry.idempotency_key is not None:
+                out.append(self._posted[entry.idempotency_key])
+            else:
+                new = next(unkeyed)
+                out.append(Receipt(id=new.id, version=new.version))
+        return out
+
+    def _new_rows(self, entries: list[NewEntry]) -> list[int]:
+        rows, keys = [], set()
+        for row, entry in enumerate(entries):
+            key = entry.idempotency_key
+            if key is None or (key not in self._posted and key not in keys):
+                rows.append(row)
+                if key is not None:
+                    keys.add(key)
+        return rows
 
     def delete(self, ids: list[int], *, as_agent: str, now_s: float) -> int:
         """Delete entries the agent may write; all or none. Returns how many existed."""
@@ -115,7 +142,8 @@ class MemoryStore:
         state = {"seq": self._seq, "next_id": self._next_id, "acl": self.acl.state(),
                  "entries": [e.model_dump() for e in self.entries.values()],
                  "index_state": {ns: index.state() for ns, index in self.indexes.items()},
-                 "subscriptions": self.subscriptions}
+                 "subscriptions": self.subscriptions,
+                 "posted": {key: [r.id, r.version] for key, r in self._posted.items()}}
         self._durable.write_snapshot(self._seq, state, {ns: index.index for ns, index in self.indexes.items()})
         self._since_snapshot = 0
 
@@ -252,6 +280,8 @@ class MemoryStore:
 
     def _remember(self, entry: Entry) -> None:
         self.entries[entry.id] = entry
+        if entry.idempotency_key is not None:
+            self._posted.setdefault(entry.idempotency_key, Receipt(id=entry.id, version=entry.version))
         self._by_topic.setdefault((entry.mission_id, entry.topic), set()).add(entry.id)
         if entry.expires_at_s is not None:
             heapq.heappush(self._expiry, (entry.expires_at_s, entry.id))
@@ -269,6 +299,7 @@ class MemoryStore:
             self._seq, self._next_id = state["seq"], state["next_id"]
             self.acl.restore(state["acl"])
             self.subscriptions = state["subscriptions"]
+            self._posted = {key: Receipt(id=i, version=v) for key, (i, v) in state.get("posted", {}).items()}
             for data in state["entries"]:
                 self._remember(Entry(**data))
             for namespace, index_state in state["index_state"].items():

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controlplane.errors import BackpressureError, ReplicaUnavailable, SpecError
+from controlplane.config import ServingConfig
+from controlplane.errors import BackpressureError, DeadlineExceeded, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
 from serving._affinity import affinity_key
 from serving._breaker import CircuitBreaker
-from controlplane.config import ServingConfig
 from serving._gate import Gate
+from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
 from serving._types import Identity
@@ -38,11 +39,43 @@ class Call:
     timeout_s: float | None = None
 
 
+MESSAGE_OVERHEAD_TOKENS = 8
+"""Chat-template tokens around one message, at most (role markers, separators)."""
+PROMPT_OVERHEAD_TOKENS = 32
+"""Template tokens per prompt, at most (a default system prompt, the generation prompt)."""
+
+
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """A tokenizer-free estimate (4 characters a token) used for admission and size checks."""
     if "prompt" in body:
         return len(body["prompt"]) // 4 + 1
     return sum(len(m["content"]) // 4 + 4 for m in body["messages"])
+
+
+def worst_case_prompt_tokens(body: dict[str, Any], context_limit: int) -> int:
+    """An upper bound of the prompt's tokens, for budget reservations: a byte-level tokenizer makes at most
+    one token per UTF-8 byte, plus template tokens; and the engine refuses prompt + max_tokens > its context."""
+    texts = [body["prompt"]] if "prompt" in body else [m["content"] for m in body["messages"]]
+    bound = sum(len(text.encode()) + MESSAGE_OVERHEAD_TOKENS for text in texts) + PROMPT_OVERHEAD_TOKENS
+    return min(bound, context_limit - body["max_tokens"])
+
+
+@dataclass
+class _Progress:
+    """How far a call got, to charge a failed one: the prompt once dispatched, plus what it generated."""
+
+    dispatched: bool = False
+    deltas: int = 0
+    chars: int = 0
+
+    def seen(self, event: dict[str, Any]) -> None:
+        self.deltas += 1
+        self.chars += len(event.get("delta", ""))
+
+    def usage(self, body: dict[str, Any]) -> dict[str, int]:
+        if not self.dispatched:
+            return {"prompt_tokens": 0, "completion_tokens": 0}
+        return {"prompt_tokens": estimate_prompt_tokens(body), "completion_tokens": max(self.deltas, self.chars // 4)}
 
 
 class RouterCore:
@@ -51,12 +84,16 @@ class RouterCore:
                  on_record: Callable[[str, Identity, dict[str, Any] | None], None] | None = None) -> None:
         self.config = config
         self.ledger = Ledger()
+        self.budgets = BudgetLedger(mission_max_tokens=config.router.mission.token_budget,
+                                    mission_max_usd=config.router.mission.usd_budget)
+        self._prices = {name: ModelPrice(**spec.price.model_dump()) for name, spec in config.models.items()}
         self._backends = backends
         self._clock = clock
         self._on_record = on_record or (lambda model, identity, final: None)
         router = config.router
         self._admission = Admission({"agent": ScopeLimits(**router.agent.model_dump()),
-                                     "mission": ScopeLimits(**router.mission.model_dump())})
+                                     "mission": ScopeLimits(**router.mission.model_dump(
+                                         exclude={"token_budget", "usd_budget"}))})
         for name, spec in config.models.items():
             self._admission.set_limits(f"model:{name}", ScopeLimits(rpm=spec.limits.rpm, tpm=spec.limits.tpm),
                                        clock())
@@ -74,15 +111,13 @@ class RouterCore:
             raise SpecError(where="model", value=model, why=f"no such model; known: {sorted(self.config.models)}",
                             fix="use one of the known model names")
 
-    def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
-        """A mission's own hard cap on tokens (the mission spec's budget); None = the config's."""
-        limits = ScopeLimits(**self.config.router.mission.model_dump())
-        if token_budget is not None:
-            limits.token_budget = token_budget
-        self._admission.set_limits(f"mission:{mission_id}", limits, self._clock())
+    def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+                   max_usd: float | None = None) -> None:
+        """Hard caps of a mission (agent_id None) or of one of its agents; None = uncapped."""
+        self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     def used_tokens(self, mission_id: str) -> int:
-        return self._admission.used_tokens(f"mission:{mission_id}")
+        return self.budgets.spend(mission_id).tokens
 
     def check(self, call: Call) -> None:
         """Refuse a call that can never succeed: unknown model, absurd sizes."""
@@ -142,71 +177,107 @@ class RouterCore:
         scopes = [f"agent:{ident.mission_id}/{ident.agent_id}", f"mission:{ident.mission_id}", f"model:{model}"]
         est_tokens = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
         start_s = self._clock()
+        reservation = self._reserve(model, call, start_s)
         try:
             self._admission.admit(scopes, est_tokens, start_s)
         except Exception:
+            self.budgets.release(reservation, prompt_tokens=0, completion_tokens=0)
             self._breakers[model].abandon(start_s)
             raise
         final: dict[str, Any] | None = None
+        progress = _Progress()
         try:
-            async for event in self._run(model, call, start_s):
+            async for event in self._run(model, call, start_s, progress):
                 if event.get("done"):
-                    final = event
+                    charge = self.budgets.settle(reservation, prompt_tokens=event["prompt_tokens"],
+                                                 completion_tokens=event["completion_tokens"])
+                    event = final = {**event, "usd": charge.usd}
+                else:
+                    progress.seen(event)
                 yield event
         finally:
-            used = final["prompt_tokens"] + final["completion_tokens"] if final else 0
+            if final is None:
+                charge = self.budgets.release(reservation, **progress.usage(call.body))
+            used = charge.prompt_tokens + charge.completion_tokens
             self._admission.release(scopes, est_tokens, used, self._clock())
-            self._account(model, ident, final)
+            self._account(model, ident, final, charge)
 
-    def _account(self, model: str, ident: Identity, final: dict[str, Any] | None) -> None:
+    def _reserve(self, model: str, call: Call, now_s: float) -> Reservation:
+        context_limit = self.config.models[model].max_context_tokens
+        try:
+            return self.budgets.reserve(call.identity.mission_id, call.identity.agent_id,
+                                        prompt_tokens=worst_case_prompt_tokens(call.body, context_limit),
+                                        max_tokens=call.body["max_tokens"], price=self._prices[model])
+        except Exception:
+            self._breakers[model].abandon(now_s)
+            raise
+
+    def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge) -> None:
         if final is None:
-            self.ledger.record_error(ident.mission_id, ident.agent_id, model)
+            self.ledger.record_error(ident.mission_id, ident.agent_id, model, prompt_tokens=charge.prompt_tokens,
+                                     completion_tokens=charge.completion_tokens, usd=charge.usd)
         else:
             self.ledger.record(ident.mission_id, ident.agent_id, model, prompt_tokens=final["prompt_tokens"],
                                completion_tokens=final["completion_tokens"], ttft_s=final["ttft_s"],
-                               latency_s=final["latency_s"])
+                               latency_s=final["latency_s"], usd=charge.usd)
         self._on_record(model, ident, final)
 
-    async def _run(self, model: str, call: Call, start_s: float) -> AsyncIterator[dict[str, Any]]:
+    async def _run(self, model: str, call: Call, start_s: float, progress: _Progress) -> AsyncIterator[dict[str, Any]]:
+        """The call on `model`'s backend. Every call the breaker let through ends in exactly one verdict:
+        success, failure, or (cancelled, caller gone, caller's own deadline, refused) no verdict at all."""
         timeout_s = call.timeout_s or self.config.router.request_timeout_s
         deadline_s = start_s + timeout_s
-        gate, breaker = self._gates[model], self._breakers[model]
+        gate, breaker, verdict = self._gates[model], self._breakers[model], [False]
         try:
             await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()))
-        except Exception:
-            breaker.abandon(self._clock())
-            raise
-        key = affinity_key(call.body, call.identity)
-        events = self._backends[model].stream(call.body, key)
-        try:
-            async for event in self._timed(model, within(events, deadline_s - self._clock(),
-                                                            self.config.router.stream_interval_s), start_s, timeout_s):
-                yield event
+            try:
+                key = affinity_key(call.body, call.identity)
+                progress.dispatched = True
+                events = within(self._backends[model].stream(call.body, key), deadline_s - self._clock(),
+                                self.config.router.stream_interval_s)
+                async for event in self._timed(model, events, start_s, timeout_s, verdict):
+                    yield event
+            finally:
+                gate.release()
         finally:
-            gate.release()
+            if not verdict[0]:
+                breaker.abandon(self._clock())
 
     async def _timed(self, model: str, events: AsyncIterator[dict[str, Any]], start_s: float,
-                     timeout_s: float) -> AsyncIterator[dict[str, Any]]:
-        """The backend's events, with errors and timeouts raised and timings added."""
+                     timeout_s: float, verdict: list[bool]) -> AsyncIterator[dict[str, Any]]:
+        """The backend's events, with errors and timeouts raised and timings added. Sets `verdict[0]` once
+        the breaker has heard the outcome."""
         breaker, ttft_s = self._breakers[model], None
         while True:
             try:
                 event = await anext(events)
             except asyncio.TimeoutError:
-                breaker.record_failure(self._clock())
-                raise ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
-                                         fix="raise timeout_s, or add replicas") from None
+                raise self._timeout(model, timeout_s, verdict) from None
             if "error" in event:
+                verdict[0] = True
                 self._raise_backend_error(model, event["error"])
             if ttft_s is None and event.get("delta"):
                 ttft_s = self._clock() - start_s
             if event.get("done"):
                 breaker.record_success(self._clock())
+                verdict[0] = True
                 latency_s = self._clock() - start_s
                 yield {**event, "model": model, "backend": self.config.models[model].kind,
                        "ttft_s": latency_s if ttft_s is None else ttft_s, "latency_s": latency_s}
                 return
             yield event
+
+    def _timeout(self, model: str, timeout_s: float, verdict: list[bool]) -> Exception:
+        """The router's own limit passing is the backend's fault; a caller's shorter deadline is not."""
+        limit_s = self.config.router.request_timeout_s
+        if timeout_s < limit_s:
+            return DeadlineExceeded(what=f"The call to model {model!r}", timeout_s=timeout_s,
+                                    fix=f"raise timeout_s (the router allows up to request_timeout_s={limit_s:g}), "
+                                        "or ask for fewer tokens")
+        self._breakers[model].record_failure(self._clock())
+        verdict[0] = True
+        return ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
+                                  fix="raise timeout_s, or add replicas")
 
     def _raise_backend_error(self, model: str, error: dict[str, Any]) -> None:
         status, message = error["status"], error["message"]

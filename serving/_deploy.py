@@ -13,8 +13,8 @@ from ray.exceptions import RayTaskError
 
 from controlplane._model_cache import default_model_path
 from controlplane.config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec
-from serving._config import load_serving_config
 from serving._backends.scripted import ScriptedReplica
+from serving._config import load_serving_config
 from serving._router import Router
 from serving._types import ChatRequest, ChatResult
 
@@ -165,9 +165,11 @@ class RouterClient:
         """Per local model: Serve calls made to replicas (`batches`) and router calls they carried."""
         return await self.handle.batch_stats.remote()
 
-    async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
-        """Give a mission its own hard token cap (BudgetExceeded once reached); None = the config's."""
-        await self.handle.set_mission_budget.remote(mission_id, token_budget)
+    async def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+                         max_usd: float | None = None) -> None:
+        """Hard token and USD caps of a mission (agent_id None) or one of its agents; None = uncapped. A call
+        that cannot fit its worst case (prompt + max_tokens) is refused with BudgetExceeded."""
+        await self.handle.set_budget.remote(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     async def breaker_state(self, model: str) -> str:
         """`closed`, `open` or `half_open`."""

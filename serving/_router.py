@@ -12,12 +12,12 @@ from ray import serve
 from ray.util import metrics
 
 from controlplane._priority import run_at_normal_priority
+from controlplane.config import OpenAIModelSpec, ServingConfig
 from controlplane.errors import ControlPlaneError
 from serving import _http
-from serving._batcher import Batcher
-from controlplane.config import OpenAIModelSpec, ServingConfig
-from serving._core import Call, RouterCore
 from serving._backends.remote import RemoteBackend
+from serving._batcher import Batcher
+from serving._core import Call, RouterCore
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
 DEFAULT_HTTP_MAX_TOKENS = 256
@@ -32,6 +32,7 @@ class _Metrics:
         self.calls = metrics.Counter("controlplane_router_calls", "Model calls", tag_keys=(*tags, "outcome"))
         self.prompt = metrics.Counter("controlplane_router_prompt_tokens", "Prompt tokens", tag_keys=tags)
         self.completion = metrics.Counter("controlplane_router_completion_tokens", "Completion tokens", tag_keys=tags)
+        self.usd = metrics.Counter("controlplane_router_usd", "Cost of completed calls in USD", tag_keys=tags)
         bounds = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
         self.ttft = metrics.Histogram("controlplane_router_ttft_s", "Time to first token", bounds, tag_keys=("model",))
         self.latency = metrics.Histogram("controlplane_router_latency_s", "Call latency", bounds, tag_keys=("model",))
@@ -40,8 +41,10 @@ class _Metrics:
         tags = {"mission_id": identity.mission_id, "agent_id": identity.agent_id, "model": model}
         self.calls.inc(1, {**tags, "outcome": "ok" if final else "error"})
         if final:
-            self.prompt.inc(final["prompt_tokens"], tags)
-            self.completion.inc(final["completion_tokens"], tags)
+            for counter, value in ((self.prompt, final["prompt_tokens"]), (self.completion, final["completion_tokens"]),
+                                   (self.usd, final["usd"])):
+                if value > 0:  # Ray's Counter refuses 0 (a free model, an empty reply)
+                    counter.inc(value, tags)
             self.ttft.observe(final["ttft_s"], {"model": model})
             self.latency.observe(final["latency_s"], {"model": model})
 
@@ -55,7 +58,8 @@ def _call_of(request: ChatRequest) -> Call:
 
 def _result(text: str, final: dict[str, Any]) -> ChatResult:
     return ChatResult(text=text, model=final["model"], backend=final["backend"],
-                      usage=Usage(prompt_tokens=final["prompt_tokens"], completion_tokens=final["completion_tokens"]),
+                      usage=Usage(prompt_tokens=final["prompt_tokens"], completion_tokens=final["completion_tokens"],
+                                  usd=final["usd"]),
                       ttft_s=final["ttft_s"], latency_s=final["latency_s"], finish_reason=final["finish_reason"])
 
 
@@ -108,8 +112,9 @@ class Router:
     async def batch_stats(self) -> dict[str, dict[str, int]]:
         return {name: {"batches": b.batches, "calls": b.calls} for name, b in self._batchers.items()}
 
-    async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
-        self._core.set_mission_budget(mission_id, token_budget)
+    async def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+                         max_usd: float | None = None) -> None:
+        self._core.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     async def breaker_state(self, model: str) -> str:
         return self._core.breaker_state(model)

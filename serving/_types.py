@@ -50,6 +50,7 @@ class ChatRequest(SamplingFields):
 class Usage(BaseModel):
     prompt_tokens: int = Field(description="Tokens in the prompt.")
     completion_tokens: int = Field(description="Tokens generated.")
+    usd: float = Field(0.0, description="What the call cost, at the model's price in the serving config.")
 
     @property
     def total_tokens(self) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controlplane.errors import BudgetExceeded
 from controlplane.config.mission import Budgets
+from controlplane.errors import BudgetExceeded
 
 
 @dataclass

@@ -56,7 +56,8 @@ def run_command(args: argparse.Namespace) -> int:
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
               f"cancel: `controlplane cancel {mission_id}`", flush=True)
-        handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir)
+        handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
+                               router_url=f"http://127.0.0.1:{args.http_port or 8000}/v1")
         try:
             with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:
                 result = follow(handle, progress.update)

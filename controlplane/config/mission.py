@@ -13,10 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controlplane.config._graph import find_cycle, format_cycle
+from controlplane.config._tools import AgentActing, DelegationLimits, McpServerDecl, ToolDecl, check_tools
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 
-TOOLS = ("memory.post", "memory.search")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -38,21 +38,19 @@ class MemoryAccess(_Model):
     write: list[str] = Field(default_factory=lambda: ["shared"], description="Namespaces the agent may post to.")
 
 
-class AgentSpec(_Model):
-    """One agent: a role played by one Ray actor."""
+class AgentSpec(AgentActing):
+    """One agent: a role played by one Ray actor. It acts through its tools (see `AgentActing`)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique agent name; the actor is `<mission>:<name>`.")
     role: str = Field(description="The role, e.g. 'copywriter'; tasks may name a role instead of an agent.")
     instructions: str = Field("", description="Goal and backstory, given to the model as the system prompt.")
     model: str = Field("default", description="The router model this agent calls.")
-    tools: list[Literal["memory.post", "memory.search"]] = Field(
-        default_factory=list, description="Built-in tools the agent may use.")
     memory: MemoryAccess = Field(default_factory=MemoryAccess, description="Namespaces it may read and write.")
     resources: Resources = Field(default_factory=Resources, description="Ray resources for the agent actor.")
     max_concurrency: int = Field(1, ge=1, le=64, description="Tasks this agent may run at once.")
     max_tokens: int = Field(256, ge=1, le=8192, description="Output tokens per model call.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
-    memory_k: int = Field(3, ge=0, le=20, description="Memory hits added to the prompt when it has memory.search.")
+    memory_k: int = Field(3, ge=0, le=20, description="Memory hits put into the prompt with `fixed_memory`.")
 
 
 class TaskSpec(_Model):
@@ -70,6 +68,8 @@ class TaskSpec(_Model):
     fallback_agent: str | None = Field(None, description="Agent that takes the task when retries run out.")
     topic: str | None = Field(None, description="Memory topic its finding is posted on (default: the task id); "
                               "findings of different agents on one topic are checked for contradictions.")
+    max_steps: int | None = Field(None, ge=1, le=100, description="Overrides the agent's max_steps for this task.")
+    max_tool_calls: int | None = Field(None, ge=0, le=1000, description="Overrides the agent's max_tool_calls.")
 
     @model_validator(mode="after")
     def _agent_or_role(self) -> TaskSpec:
@@ -130,6 +130,14 @@ class MissionSpec(_Model):
                                  "judge_model; data_dir defaults under the run dir.")
     serving: str | None = Field(None, description="Serving config YAML (relative to the mission file); "
                                 "default: the serving package's default.yaml.")
+    tools: list[ToolDecl] = Field(default_factory=list, description="Python function tools the agents may "
+                                  "call, by import path; agents list the ones they may use.")
+    mcp_servers: list[McpServerDecl] = Field(default_factory=list, description="MCP servers started once per "
+                                             "mission; their tools are `<server>.<tool>`.")
+    workspace: str | None = Field(None, description="The folder the file tools may read (relative to the mission "
+                                  "file); nothing outside it is reachable.")
+    delegation: DelegationLimits = Field(default_factory=DelegationLimits, description="Bounds on tasks agents "
+                                         "add with the `delegate` tool.")
 
     @model_validator(mode="after")
     def _cross_check(self) -> MissionSpec:
@@ -145,6 +153,7 @@ def check_mission(spec: MissionSpec) -> None:
     _check_unique(spec)
     _check_tasks(spec)
     _check_policies(spec)
+    check_tools(agents=spec.agents, tools=spec.tools, mcp_servers=spec.mcp_servers)
     if spec.plan == "declared" and not spec.tasks:
         raise SpecError(where="tasks", value=[], why="a mission needs tasks, or `plan: auto`",
                         fix="declare tasks, or set `plan: auto` to let the planner write them")
@@ -227,9 +236,9 @@ def load_mission(path: str | Path) -> MissionSpec:
         raise SpecError(where=str(path), value=type(data).__name__, why="a mission must be a YAML mapping",
                         fix="start the file with `name:`, `goal:`, `agents:` and `tasks:`")
     spec = parse_mission(data, source=str(path))
-    if spec.serving and not Path(spec.serving).is_absolute():
-        spec = spec.model_copy(update={"serving": str((path.parent / spec.serving).resolve())})
-    return spec
+    relative = {field: str((path.parent / value).resolve()) for field in ("serving", "workspace")
+                if (value := getattr(spec, field)) and not Path(value).is_absolute()}
+    return spec.model_copy(update=relative) if relative else spec
 
 
 def parse_mission(data: dict[str, Any], *, source: str = "<mission>") -> MissionSpec:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from controlplane.errors import SetupError, SpecError
 
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +47,14 @@ class LimitSpec(_Spec):
 
 class MissionLimitSpec(LimitSpec):
     token_budget: int | None = Field(None, ge=1, description="Hard cap on a mission's total tokens.")
+    usd_budget: float | None = Field(None, gt=0, description="Hard cap on a mission's total cost in USD.")
+
+
+class PriceSpec(_Spec):
+    """What a model's tokens cost; 0 = free (local models)."""
+
+    input_usd_per_1m: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
+    output_usd_per_1m: float = Field(0.0, ge=0, description="USD per million completion tokens.")
 
 
 class _ModelBase(_Spec):
@@ -53,6 +62,7 @@ class _ModelBase(_Spec):
     breaker: BreakerSpec = Field(default_factory=BreakerSpec, description="Circuit breaker settings.")
     limits: LimitSpec = Field(default_factory=LimitSpec, description="Limits of this backend as a whole.")
     max_context_tokens: int = Field(2048, ge=16, description="Prompt + max_tokens may not exceed this.")
+    price: PriceSpec = Field(default_factory=PriceSpec, description="Price per million tokens, for USD budgets.")
 
 
 class VLLMModelSpec(_ModelBase):

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
+from controlplane.config import OpenAIModelSpec
 from serving._backends.base import OpenAIStreamReader
 from serving._fields import SAMPLING_KEYS
-from controlplane.config import OpenAIModelSpec
 
 
 def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import free_port, wait_for
+from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).parents[2]
 RAY = str(Path(os.sys.executable).parent / "ray")

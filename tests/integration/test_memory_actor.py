@@ -8,8 +8,7 @@ import ray
 from controlplane.errors import AccessDenied, SpecError
 from memory import MemoryConfig, NewEntry, PostEvent, start_memory_actor
 from memory._embed import Embedder
-from tests.integration._inbox import Inbox
-from tests.integration.conftest import wait_for
+from tests.helpers import new_inbox, wait_for
 
 TOPICS = ["pricing", "launch", "hiring", "security", "marketing"]
 
@@ -125,7 +124,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(mem, call, field):
 
 
 def test_subscribers_get_posts_on_their_topics_pushed(mem):
-    inbox, bobs_inbox = Inbox.remote(), Inbox.remote()
+    inbox, bobs_inbox = new_inbox(), new_inbox()
     ray.get(mem.subscribe.remote(inbox, ["launch"]))
     ray.get(mem.subscribe.remote(bobs_inbox, ["launch"], as_agent="bob"))
     ray.get(mem.post.remote([entry("pricing news", topic="pricing"), entry("launch news", topic="launch")],

@@ -5,8 +5,7 @@ import pytest
 import ray
 
 from memory import Conflict, MemoryConfig, NewEntry, start_memory_actor
-from tests.integration._inbox import Inbox
-from tests.integration.conftest import wait_for
+from tests.helpers import new_inbox, wait_for
 
 JUDGE_APP = "memory-judge"
 JUDGE_RULES = [  # regexes on the judge prompt, which quotes both findings
@@ -38,7 +37,7 @@ def start(tmp_path, mission, **judge):
                                mission_id=mission)
     for agent in ("amy", "ben"):
         ray.get(actor.grant.remote(agent, read=[], write=[agent]))
-    inbox = Inbox.remote()
+    inbox = new_inbox()
     ray.get(actor.subscribe.remote(inbox, ["conflicts"]))
     return actor, inbox
 

@@ -4,8 +4,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from memory import MemoryConfig, NewEntry, start_memory_actor
-from tests.integration._inbox import Inbox
-from tests.integration.conftest import wait_for
+from tests.helpers import new_inbox, wait_for
 
 
 def entry(i):
@@ -29,7 +28,7 @@ def test_no_acknowledged_write_is_lost_when_the_actor_is_killed_mid_stream(ray_c
     actor = start_memory_actor(config, mission_id="memory-restart")
     try:
         ray.get(actor.grant.remote("alice", read=[], write=["alice"]))
-        inbox = Inbox.remote()
+        inbox = new_inbox()
         ray.get(actor.subscribe.remote(inbox, ["stream"]))
         first_pid = ray.get(actor.stats.remote())["pid"]
         acknowledged: dict[int, int] = {}

@@ -12,9 +12,7 @@ import ray
 from actors import MISSION_NAMESPACE, follow, start_mission
 from controlplane import parse_mission
 from memory import Conflict
-
-from _missions import agent, task
-from conftest import wait_for
+from tests.helpers import agent, task, wait_for
 
 TOOLS = {"tools": ["memory.post", "memory.search"]}
 VIEWS = {"a": "Launch in May", "b": "Launch in October", "c": "Launch in May as well", "d": "Launch in late May"}

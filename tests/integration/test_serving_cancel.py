@@ -11,7 +11,7 @@ import pytest
 
 from controlplane import ReplicaUnavailable
 from serving import ChatMessage, ChatRequest, Identity
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 
 ABORT_WITHIN_S = 1.0
 

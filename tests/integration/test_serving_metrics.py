@@ -5,7 +5,7 @@ import asyncio
 import httpx
 
 from serving import ChatMessage, ChatRequest, Identity
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 
 
 def test_usage_reaches_ray_metrics(router):

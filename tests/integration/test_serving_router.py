@@ -94,10 +94,10 @@ def test_concurrent_calls_are_batched(router):
 
 
 def test_mission_budget_is_a_hard_cap(router):
-    asyncio.run(router.set_mission_budget("it-budget", 40))
-    asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=8)))
+    asyncio.run(router.set_budget("it-budget", max_tokens=100))
+    asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=8)))  # worst case 5 + 40 + 8
     with pytest.raises(BudgetExceeded):
-        asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=36)))  # 5 used + ~41 > 40
+        asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=60)))  # used + 45 + 60 > 100
 
 
 def test_usage_is_accounted_per_mission_agent_model(router_base_url, router):
@@ -179,7 +179,7 @@ def test_deploy_again_with_the_same_config_leaves_the_app_running(router, http_p
 
     from controlplane.config import ServingConfig
     from serving import deploy
-    from tests.integration.conftest import serving_test_config
+    from tests.fixtures.serving import serving_test_config
 
     before = asyncio.run(router.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))
     start = time.monotonic()

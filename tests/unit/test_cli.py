@@ -4,8 +4,7 @@ import pytest
 import yaml
 
 from controlplane.cli import EXIT_USAGE, build_parser, main
-
-from _mission_data import mission
+from tests.helpers import mission
 
 
 def test_invalid_spec_exits_2_with_the_message_and_starts_nothing(tmp_path, capsys):

@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlplane.errors import AccessDenied, SpecError
 from controlplane.config.memory import MemoryConfig
+from controlplane.errors import AccessDenied, SpecError
 from memory._store import MemoryStore
 from memory._types import NewEntry, SearchFilters
 

@@ -4,8 +4,8 @@ import pytest
 
 from controlplane import SetupError, SpecError
 from controlplane.config import ServingConfig
-from serving import load_serving_config
 from controlplane.config.serving import parse_serving_config
+from serving import load_serving_config
 
 
 def test_shipped_default_is_the_default_model_on_vllm():

@@ -87,10 +87,10 @@ def test_client_errors_do_not_open_the_breaker():
     assert core.breaker_state("main") == "closed"
 
 
-def test_timeout_is_a_backend_failure():
-    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend(delay_s=1.0)})
+def test_the_routers_own_timeout_is_a_backend_failure():
+    core = RouterCore(config(request_timeout_s=0.05), {"main": FakeBackend(), "spare": FakeBackend(delay_s=1.0)})
     with pytest.raises(ReplicaUnavailable, match="timeout_s=0.05"):
-        asyncio.run(run(core, call(model="spare", timeout_s=0.05)))
+        asyncio.run(run(core, call(model="spare")))
     assert core.ledger.snapshot()[0]["errors"] == 1
 
 
@@ -105,11 +105,11 @@ def test_no_fallback_and_breaker_open_fails_fast():
 
 def test_mission_budget_hard_cap():
     core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()})
-    core.set_mission_budget("m", 30)
+    core.set_budget("m", max_tokens=60)
     ident = Identity(mission_id="m")
-    asyncio.run(run(core, call(identity=ident)))  # estimated 12 + 10, used 9
+    asyncio.run(run(core, call(identity=ident)))  # worst case 5 + 8 + 32 + 10 = 55, used 9
     with pytest.raises(BudgetExceeded):
-        asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 22 > 30
+        asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 45 + 20 > 60
 
 
 def test_agent_rpm_limit():

@@ -2,10 +2,9 @@ import pytest
 import yaml
 
 from controlplane import MissionSpec, SpecError, load_mission
-from controlplane.config.mission import parse_mission, yaml_path
 from controlplane._core.placement import check_resources
-
-from _mission_data import mission
+from controlplane.config.mission import parse_mission, yaml_path
+from tests.helpers import mission
 
 
 def _with(path, value):

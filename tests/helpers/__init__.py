@@ -1,0 +1,105 @@
+"""What tests share besides fixtures: polling, ports, mission builders, a memory subscriber.
+
+Submodules: `synthetic_run` (a mission on a simulated clock) and `otlp_receiver` (a test OTLP/HTTP server).
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+def wait_for(condition: Callable[[], object], *, timeout_s: float = 60.0, interval_s: float = 0.1,
+             what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy and return its value; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mission(**changes: Any) -> dict[str, Any]:
+    """A small valid mission as a dict, for tests to copy and break."""
+    data = {
+        "name": "launch",
+        "goal": "Launch a product",
+        "agents": [
+            {"name": "writer", "role": "copywriter", "tools": ["memory.search", "memory.post"]},
+            {"name": "checker", "role": "reviewer"},
+            {"name": "checker2", "role": "reviewer"},
+        ],
+        "tasks": [
+            {"id": "draft", "description": "Write a draft", "agent": "writer"},
+            {"id": "review", "description": "Review the draft", "role": "reviewer", "depends_on": ["draft"]},
+            {"id": "final", "description": "Finalise", "agent": "writer", "depends_on": ["review"]},
+        ],
+    }
+    data = copy.deepcopy(data)
+    data.update(changes)
+    return data
+
+
+def agent(name: str, role: str = "worker", model: str = "scripted", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "role": role, "model": model, **extra}
+
+
+def task(tid: str, who: str, description: str = "", deps: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    return {"id": tid, "agent": who, "description": description or f"Do {tid}", "depends_on": list(deps), **extra}
+
+
+def run_mission(router: Any, data: dict[str, Any], *, timeout_s: float = 120.0, **kwargs: Any) -> dict[str, Any]:
+    """Start the mission on the shared router and follow it to the end; returns the result with events."""
+    import ray
+
+    from actors import follow, start_mission
+    from controlplane import parse_mission
+
+    spec = parse_mission({"name": "itest", "goal": "Test the runtime", **data})
+    handle = start_mission(spec, router=router, **kwargs)
+    try:
+        return follow(handle, timeout_s=timeout_s)
+    finally:
+        ray.kill(handle)
+
+
+def by_id(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["id"]: t for t in result["tasks"]}
+
+
+_INBOX: Any = None
+
+
+def new_inbox() -> Any:
+    """A memory subscriber actor that keeps what the memory actor pushes to it (`.received.remote()`)."""
+    global _INBOX
+    if _INBOX is None:
+        import ray
+
+        @ray.remote(num_cpus=0)
+        class Inbox:
+            def __init__(self) -> None:
+                self.events: list[Any] = []
+
+            def on_memory_event(self, event: Any) -> None:
+                self.events.append(event)
+
+            def received(self) -> list[Any]:
+                return self.events
+
+        _INBOX = Inbox
+    return _INBOX.remote()
