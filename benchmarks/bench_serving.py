@@ -7,7 +7,8 @@ In one run, one engine at a time, each started and stopped by the benchmark, sam
   3. this router over HTTP, over the handle API, with batching off (a second router on the same replica),
      and `direct` (one Serve call per request to the replica, no router); then cancellation and overload;
   4. two replicas on a shared-prefix workload: prefix affinity against load-based routing, cold and warm.
-Streaming chat, 64 output tokens with ignore_eos, c = 1, 16, 64, a warm-up, then repetitions (medians).
+Streaming chat with ignore_eos, 64 output tokens (32 in --quick), c = 1, 16, 64 (--quick: the peers at 1 and 16,
+batching on/off at 64), a warm-up, then repetitions (medians). Every process runs at niceness 0.
 
     python benchmarks/bench_serving.py [--quick] [--json PATH] [--only PHASES]
 """
@@ -36,7 +37,12 @@ from benchmarks._serving_load import (KV_CACHE_GB, MAX_MODEL_LEN, Call, cpu_seco
                                       vllm_server, wait_http)
 
 LEVELS = (1, 16, 64)
-MAX_TOKENS = 64
+MAX_TOKENS = {"quick": 32, "full": 64}
+ONLY_AT = {  # the levels each path runs at; the required keys need c16 everywhere, c64 for batching on/off
+    "quick": {"vllm_server": (1, 16), "serve_llm": (1, 16), "router_http": (1, 16), "direct": (16,),
+              "router_nobatch": (16, 64)},
+    "full": {"direct": (16,), "router_nobatch": (16, 64)},
+}
 REPS = {"quick": 1, "full": 3}
 PER_CLIENT = {"quick": 1, "full": 2}
 APP = "bench-router"
@@ -69,8 +75,7 @@ def _cpu_per_token(path: str, before: dict[str, float], after: dict[str, float],
     return {f"{path}_cpu_ms_per_token_c{CPU_PROFILE_LEVEL}_{role}": ms for role, ms in shown.items()}
 
 
-async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str,
-                  only_at: dict[str, tuple[int, ...]] | None = None) -> dict[str, float]:
+async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str) -> dict[str, float]:
     """Each path at each level (or at its `only_at` levels), repetitions interleaved across paths (same
     noise for all); medians."""
     figures: dict[str, float] = {}
@@ -79,12 +84,12 @@ async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str,
     for call in paths.values():  # warm-up
         await run_level(call, 2, 1, 16)
     for concurrency in levels:
-        here = {name: call for name, call in paths.items() if concurrency in (only_at or {}).get(name, levels)}
+        here = {name: call for name, call in paths.items() if concurrency in ONLY_AT[mode].get(name, levels)}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in here}
         for rep in range(REPS[mode]):
             for name, call in here.items():
                 before = cpu_seconds()
-                runs[name].append(await run_level(call, concurrency, PER_CLIENT[mode], MAX_TOKENS))
+                runs[name].append(await run_level(call, concurrency, PER_CLIENT[mode], MAX_TOKENS[mode]))
                 if rep == 0 and concurrency == CPU_PROFILE_LEVEL:
                     figures.update(_cpu_per_token(name, before, cpu_seconds(), runs[name][-1]))
         for name, rows in runs.items():
@@ -194,8 +199,7 @@ def phase_router(model_dir: str, levels, mode, http_port: int) -> dict[str, floa
                          "router_handle": handle_caller(client.stream),
                          "router_nobatch": handle_caller(lambda r: no_batch.chat_stream.remote(r)),
                          "direct": direct_caller(replica)}
-                # direct is the wave-1 baseline at c16; batching off matters at c16 and c64
-                figures = await measure(paths, levels, mode, {"direct": (16,), "router_nobatch": (16, 64)})
+                figures = await measure(paths, levels, mode)
             stats = await client.batch_stats()
             figures["router_calls_per_serve_call"] = stats["default"]["calls"] / max(1, stats["default"]["batches"])
             trials = 4 if mode == "quick" else 10
@@ -227,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--only", default=",".join(PHASES), help=f"comma-separated phases of {PHASES}")
     parser.add_argument("--model-dir", help="checkpoint; default: the converted SmolLM2-135M-Instruct")
+    parser.add_argument("--append", action="store_true", help="add to the figures already in --json (phases run "
+                        "as separate invocations)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     phases = args.only.split(",")
@@ -243,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {
         "model": Path(model_dir).name, "engine": f"vllm {vllm.__version__}", "cores": os.cpu_count(), "gpu": False,
-        "mode": mode, "max_tokens": MAX_TOKENS, "reps": REPS[mode], "levels": list(LEVELS),
+        "mode": mode, "max_tokens": MAX_TOKENS[mode], "reps": REPS[mode], "levels": list(LEVELS),
         "load_before": _load(), "niceness": os.nice(0)}
+    if args.append and args.json and args.json.exists():
+        figures = {**json.loads(args.json.read_text()), **figures}
     started = time.monotonic()
 
     def run_phase(name: str, phase, *phase_args) -> None:
@@ -258,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(figures, indent=1))
 
     run_phase("vllm", phase_vllm_server, model_dir, LEVELS, mode, _free_port(), log_dir)
+    if not set(phases) & {"serve_llm", "router", "affinity"}:
+        figures["load_after"] = _load()
+        return report(figures, args.json)
     ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     try:
         http_port = _free_port()
@@ -306,7 +317,7 @@ def report(figures: dict, json_path: Path | None) -> int:
         return "n/a" if value is None else format(value, fmt)
 
     print(f"serving | {figures['model']} on {figures['engine']}, {figures['cores']} cores, gpu=False, "
-          f"{figures['mode']}, load {figures['load_before']} -> {figures['load_after']} | "
+          f"{figures['mode']}, {figures['max_tokens']} tokens, load {figures['load_before']} -> {figures['load_after']} | "
           f"router(HTTP)/vLLM server tok/s c16: {show('throughput_ratio_vs_vllm_server_c16', '.3f')}x (>= 0.95) | "
           f"TTFT p50 vs vLLM server c16: {show('ttft_p50_overhead_ms_vs_vllm_server_c16', '+.1f')} ms (<= 30) | "
           f"router/Serve LLM c16: {show('throughput_ratio_vs_serve_llm_c16', '.3f')}x (>= 1.1) | "
