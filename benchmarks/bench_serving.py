@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(phases) & {"serve_llm", "router", "affinity"}:
         figures["load_after"] = _load()
         return report(figures, args.json)
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+    _start_ray()
     try:
         http_port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
@@ -330,6 +330,21 @@ def report(figures: dict, json_path: Path | None) -> int:
           f"TTFT +{show('ttft_p50_overhead_ms_c16', '.1f')} ms, batching c16/c1: "
           f"{show('batching_gain_c16_vs_c1', '.2f')}x", flush=True)
     return 0
+
+
+def _start_ray(attempts: int = 3) -> None:
+    """ray.init, retried: on a machine at load 50 the raylet can miss Ray's fixed 30 s start-up window."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for a node that timed out during startup
+            ray.shutdown()
+            if attempt == attempts - 1:
+                raise
+            print(f"  ray.init failed ({exc}); retrying", flush=True)
 
 
 def _load() -> str:
