@@ -334,6 +334,7 @@ def report(figures: dict, json_path: Path | None) -> int:
 
 def _start_ray(attempts: int = 3) -> None:
     """ray.init, retried: on a machine at load 50 the raylet can miss Ray's fixed 30 s start-up window."""
+    import psutil
     import ray
 
     for attempt in range(attempts):
@@ -342,9 +343,13 @@ def _start_ray(attempts: int = 3) -> None:
             return
         except Exception as exc:  # Ray raises a bare Exception for a node that timed out during startup
             ray.shutdown()
+            leftovers = psutil.Process().children(recursive=True)  # its GCS and raylet live on otherwise
+            for proc in leftovers:
+                proc.kill()
+            psutil.wait_procs(leftovers, timeout=10)
             if attempt == attempts - 1:
                 raise
-            print(f"  ray.init failed ({exc}); retrying", flush=True)
+            print(f"  ray.init failed ({exc}); killed {len(leftovers)} leftover processes; retrying", flush=True)
 
 
 def _load() -> str:
