@@ -332,7 +332,7 @@ def report(figures: dict, json_path: Path | None) -> int:
     return 0
 
 
-def _start_ray(attempts: int = 3) -> None:
+def _start_ray(attempts: int = 6) -> None:
     """ray.init, retried: on a machine at load 50 the raylet can miss Ray's fixed 30 s start-up window."""
     import psutil
     import ray
@@ -350,6 +350,7 @@ def _start_ray(attempts: int = 3) -> None:
             if attempt == attempts - 1:
                 raise
             print(f"  ray.init failed ({exc}); killed {len(leftovers)} leftover processes; retrying", flush=True)
+            time.sleep(30)
 
 
 def _load() -> str:
