@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from controlplane import DeadlineExceeded
+from controlplane.errors import DeadlineExceeded
 from serving import ChatMessage, ChatRequest, Identity
 from tests.helpers import wait_for
 
