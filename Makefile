@@ -29,3 +29,5 @@ bench: setup
 	$(VENV)/python benchmarks/bench_serving.py --quick --json runs/bench_serving.json
 	$(VENV)/python benchmarks/bench_scheduling.py --quick --json runs/bench_scheduling.json
 	$(VENV)/python benchmarks/bench_memory.py --quick --json runs/bench_memory.json
+	$(VENV)/python benchmarks/bench_agents.py --quick --json runs/bench_agents.json
+	$(VENV)/python benchmarks/bench_governance.py --quick --json runs/bench_governance.json

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import ray
@@ -66,7 +67,7 @@ class McpConnection:
             return streamable_http_client(self.decl.url, http_client=httpx2.AsyncClient(headers=self.decl.headers))
         from mcp import StdioServerParameters
 
-        return StdioServerParameters(command=self.decl.command or "", args=list(self.decl.args),
+        return StdioServerParameters(command=_program(self.decl.command or ""), args=list(self.decl.args),
                                      env=dict(self.decl.env) or None)
 
     async def stop(self) -> None:
@@ -132,3 +133,9 @@ class McpHostActor:
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self._connections.values()), return_exceptions=True)
+
+
+def _program(command: str) -> str:
+    """`python`/`python3` is this interpreter, so a server written in Python sees the control plane's packages
+    (the `mcp` SDK) whether or not the virtualenv is on PATH."""
+    return sys.executable if command in ("python", "python3") else command

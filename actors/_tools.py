@@ -54,8 +54,17 @@ class ToolRunner:
             tool = self._functions[name]
             return await (tool.invoke(call.arguments) if tool.spec.in_process else self._as_ray_task(tool, call))
         if name in self._mcp_specs:
-            return await self._mcp.call.remote(name, call.arguments)
+            return await self._mcp_call(name, call.arguments)
         raise ToolError(tool=name, why="no runner knows it", fix="declare it under `tools:` or `mcp_servers:`")
+
+    async def _mcp_call(self, name: str, arguments: dict[str, Any]) -> Any:
+        """A call on the MCP host; cancelling the wait cancels the call there too (its session call is cancelled)."""
+        ref = self._mcp.call.remote(name, arguments)
+        try:
+            return await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
 
     async def _as_ray_task(self, tool: FunctionTool, call: ToolCall) -> Any:
         """A tool with resources runs where Ray finds them (a GPU tool on a GPU node); a timeout cancels it."""

@@ -76,7 +76,7 @@ async def _warm_every_replica(streaming, replicas: list[str]) -> None:
         keys.setdefault(preferred(f"warm-{i}", replicas), f"warm-{i}")
         if len(keys) == len(replicas):
             break
-    for replica, key in keys.items():
+    for key in keys.values():
         for messages in workload("warm")[:AGENTS]:
             await _one(streaming, messages, key)
 

@@ -9,6 +9,8 @@ import time
 
 import httpx
 
+from benchmarks._serving_load import agent_tokens
+
 LONG_TOKENS = 1500
 
 
@@ -22,11 +24,11 @@ async def _engine_idle_s(replica, start: float, timeout_s: float = 30, others: i
 
 
 def _long_request(index: int, **fields):
-    from serving import ChatMessage, ChatRequest, Identity
+    from serving import ChatMessage, ChatRequest
 
     return ChatRequest(model="default", max_tokens=LONG_TOKENS, ignore_eos=True,
                        messages=[ChatMessage(role="user", content=f"Tell a very long story, number {index}.")],
-                       identity=Identity(mission_id="bench-cancel", agent_id=f"a{index}"), **fields)
+                       token=agent_tokens("bench-cancel")[index % 64], **fields)
 
 
 async def _cancel_handle_stream(client, replica, index: int) -> float:
@@ -42,7 +44,8 @@ async def _disconnect_http(base_url: str, replica, index: int) -> float:
             "messages": [{"role": "user", "content": f"Tell a very long story, number {index}."}]}
     async with httpx.AsyncClient(timeout=60) as http:
         async with http.stream("POST", f"{base_url}/chat/completions", json=body,
-                               headers={"x-agent-id": f"h{index}"}) as response:
+                               headers={"authorization": f"Bearer {agent_tokens('bench-cancel')[index % 64]}"}
+                               ) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
                     break
@@ -65,9 +68,9 @@ async def cancel_to_abort(client, replica, base_url: str, *, trials: int) -> dic
 
 
 async def _probe(client) -> float:
-    from serving import ChatMessage, ChatRequest, Identity
+    from serving import ChatMessage, ChatRequest
 
-    request = ChatRequest(model="default", max_tokens=8, identity=Identity(mission_id="bench-probe"),
+    request = ChatRequest(model="default", max_tokens=8, token=agent_tokens("bench-probe", 1)[0],
                           messages=[ChatMessage(role="user", content="Say hi.")])
     start = time.perf_counter()
     await client.chat(request)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -44,12 +45,22 @@ def prompt(index: int) -> list[dict[str, str]]:
             {"role": "user", "content": f"Write three sentences about {TOPICS[index % len(TOPICS)]}."}]
 
 
+@functools.cache
+def agent_tokens(mission_id: str = "bench", agents: int = 64) -> tuple[str, ...]:
+    """Capability tokens of `agents` agents of one mission, minted once: the router verifies one per call."""
+    from serving import mission_tokens
+
+    tokens = mission_tokens(mission_id)
+    return tuple(tokens.agent(f"agent-{n}", now_s=time.time(), ttl_s=24 * 3600) for n in range(agents))
+
+
 def http_caller(client: httpx.AsyncClient, base_url: str, model: str) -> Call:
-    """Streaming chat with `ignore_eos` against an OpenAI-compatible server; each worker names itself."""
+    """Streaming chat with `ignore_eos` against an OpenAI-compatible server; each worker sends its own agent's
+    token as the bearer (the router's credential; the peers ignore it)."""
     async def call(index: int, max_tokens: int) -> Sample:
         body = {"model": model, "messages": prompt(index), "max_tokens": max_tokens, "temperature": 0.0,
                 "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
-        headers = {"x-mission-id": "bench", "x-agent-id": f"agent-{index % 64}"}
+        headers = {"authorization": f"Bearer {agent_tokens()[index % 64]}"}
         start, first, tokens = time.perf_counter(), None, 0
         async with client.stream("POST", f"{base_url}/chat/completions", json=body, headers=headers) as response:
             if response.status_code != 200:
@@ -72,12 +83,11 @@ def http_caller(client: httpx.AsyncClient, base_url: str, model: str) -> Call:
 
 def handle_caller(stream: Callable[..., object], *, model: str = "default") -> Call:
     """Streaming chat through a router's handle API (`RouterClient.stream`, or a Router handle's chat_stream)."""
-    from serving import ChatMessage, ChatRequest, ChatResult, Identity
+    from serving import ChatMessage, ChatRequest, ChatResult
 
     async def call(index: int, max_tokens: int) -> Sample:
         request = ChatRequest(model=model, max_tokens=max_tokens, ignore_eos=True,
-                              messages=[ChatMessage(**m) for m in prompt(index)],
-                              identity=Identity(mission_id="bench", agent_id=f"agent-{index % 64}"))
+                              messages=[ChatMessage(**m) for m in prompt(index)], token=agent_tokens()[index % 64])
         start, first, result = time.perf_counter(), None, None
         async for item in stream(request):
             if isinstance(item, ChatResult):

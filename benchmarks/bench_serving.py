@@ -32,9 +32,20 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _serving_affinity as affinity  # noqa: E402
-from benchmarks._serving_load import (KV_CACHE_GB, MAX_MODEL_LEN, Call, cpu_seconds, direct_caller,  # noqa: E402
-                                      engine_env, engines_stopped, handle_caller, http_caller, run_level,
-                                      vllm_server, wait_http)
+from benchmarks._serving_load import (  # noqa: E402
+    KV_CACHE_GB,
+    MAX_MODEL_LEN,
+    Call,
+    cpu_seconds,
+    direct_caller,
+    engine_env,
+    engines_stopped,
+    handle_caller,
+    http_caller,
+    run_level,
+    vllm_server,
+    wait_http,
+)
 
 LEVELS = (1, 16, 64)
 MAX_TOKENS = {"quick": 32, "full": 64}
@@ -140,10 +151,11 @@ def build_router_app(model_dir: str):
 
     from serving._deploy import ROUTER_DEPLOYMENT, ROUTER_ENV, _vllm_deployment
     from serving._router import Router
+    from serving._secrets import secret_file_env
 
     on, off = router_config(model_dir), router_config(model_dir, batching=False)
     replica = _vllm_deployment("default", on.models["default"], on.router.affinity_busy_at)
-    options = {"ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": ROUTER_ENV}}}
+    options = {"ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": {**ROUTER_ENV, **secret_file_env()}}}}
     no_batch = serve.deployment(NoBatchRouter, name="RouterNoBatch", **options).bind(
         off.model_dump(mode="json"), replica)
     return Router.options(name=ROUTER_DEPLOYMENT, **options).bind(
@@ -152,26 +164,34 @@ def build_router_app(model_dir: str):
 
 class NoBatchRouter:
     """The router's core with batching off (batch_max_size 1: one Serve call per call), handle API only.
-    One app may hold one FastAPI ingress, so this is not the Router class itself."""
+    One app may hold one FastAPI ingress, so this is not the Router class itself. It checks each call's token
+    as the router does."""
 
     def __init__(self, config: dict, replica) -> None:
         from controlplane.config import ServingConfig
+        from serving._auth import Authenticator
         from serving._batcher import Batcher
         from serving._core import RouterCore
+        from serving._keys import ApiKeyStore
+        from serving._secrets import load_or_create_root_secret
 
         config = ServingConfig.model_validate(config)
         batcher = Batcher(replica, max_size=config.router.batch_max_size, wait_s=config.router.batch_wait_s)
         self._core = RouterCore(config, {"default": batcher})
+        self._auth = Authenticator(root_secret=load_or_create_root_secret(),
+                                   keys=ApiKeyStore(config.router.auth.api_keys_file))
 
     async def chat_stream(self, request):
         from serving._router import _call_of, _result
+        from serving._tool_calls import ReplyAssembler
 
-        parts = []
-        async for event in self._core.stream(_call_of(request)):
+        identity = self._auth.for_handle(request.token, request.priority, now_s=time.time())
+        reply = ReplyAssembler()
+        async for event in self._core.stream(_call_of(request, identity)):
+            reply.add(event)
             if event.get("done"):
-                yield _result("".join(parts), event)
-            else:
-                parts.append(event["delta"])
+                yield _result(reply)
+            elif event.get("delta"):
                 yield event["delta"]
 
 
@@ -317,7 +337,8 @@ def report(figures: dict, json_path: Path | None) -> int:
         return "n/a" if value is None else format(value, fmt)
 
     print(f"serving | {figures['model']} on {figures['engine']}, {figures['cores']} cores, gpu=False, "
-          f"{figures['mode']}, {figures['max_tokens']} tokens, load {figures['load_before']} -> {figures['load_after']} | "
+          f"{figures['mode']}, {figures['max_tokens']} tokens, "
+          f"load {figures['load_before']} -> {figures['load_after']} | "
           f"router(HTTP)/vLLM server tok/s c16: {show('throughput_ratio_vs_vllm_server_c16', '.3f')}x (>= 0.95) | "
           f"TTFT p50 vs vLLM server c16: {show('ttft_p50_overhead_ms_vs_vllm_server_c16', '+.1f')} ms (<= 30) | "
           f"router/Serve LLM c16: {show('throughput_ratio_vs_serve_llm_c16', '.3f')}x (>= 1.1) | "

@@ -59,6 +59,8 @@ class _NoSpan:
     def set_attributes(self, attributes: Mapping[str, Any]) -> None: ...
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None: ...
     def record_exception(self, exception: BaseException) -> None: ...
+    def set_status(self, status: Any, description: str | None = None) -> None: ...
+    def end(self, end_time: int | None = None) -> None: ...
     def is_recording(self) -> bool:
         return False
 
@@ -161,8 +163,9 @@ def _span(name: str, kind: trace.SpanKind, attributes: Mapping[str, Any],
                                                attributes={k: v for k, v in attributes.items() if v is not None})
 
 
-def _content(span: Any, key: str, value: Any) -> None:
-    if _state is not None and _state.config.content and value is not None:
+def _content(span: Any, key: str, value: Any, content: bool | None = None) -> None:
+    wanted = _state is not None and (_state.config.content if content is None else content)
+    if wanted and value is not None:
         span.set_attribute(key, value if isinstance(value, str) else json.dumps(value, default=str))
 
 
@@ -194,15 +197,36 @@ def chat(model: str, *, agent: str | None = None, mission_id: str | None = None,
     if _state is None:
         return _NO_OP
     cm = _span(f"chat {model}", trace.SpanKind.CLIENT,
-               {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.agent.name": agent,
-                "gen_ai.conversation.id": mission_id, "gen_ai.provider.name": PROVIDER_NAME,
-                "gen_ai.request.max_tokens": max_tokens, "gen_ai.request.temperature": temperature}, parent)
+               _chat_attributes(model, agent, mission_id, max_tokens, temperature), parent)
     return _with_content(cm, "gen_ai.input.messages", messages)
 
 
+def start_chat(model: str, *, agent: str | None = None, mission_id: str | None = None,
+               max_tokens: int | None = None, temperature: float | None = None, messages: Any = None,
+               parent: Mapping[str, str] | None = None, content: bool | None = None) -> Any:
+    """Like `chat`, but the span is not made current and the caller ends it (`span.end()`): for a call that
+    ends in another task, such as a streamed reply. `content` overrides this process's setting for the call."""
+    if _state is None:
+        return NO_SPAN
+    span = _state.tracer.start_span(f"chat {model}", context=extract(parent), kind=trace.SpanKind.CLIENT,
+                                    attributes={k: v for k, v in _chat_attributes(
+                                        model, agent, mission_id, max_tokens, temperature).items() if v is not None})
+    _content(span, "gen_ai.input.messages", messages, content)
+    return span
+
+
+def _chat_attributes(model: str, agent: str | None, mission_id: str | None, max_tokens: int | None,
+                     temperature: float | None) -> dict[str, Any]:
+    return {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.agent.name": agent,
+            "gen_ai.conversation.id": mission_id, "gen_ai.provider.name": PROVIDER_NAME,
+            "gen_ai.request.max_tokens": max_tokens, "gen_ai.request.temperature": temperature}
+
+
 def record_chat_result(span: Any, *, input_tokens: int, output_tokens: int, finish_reasons: Sequence[str] = (),
-                       response_model: str | None = None, usd: float | None = None, output: Any = None) -> None:
-    """Usage, finish reasons and cost of a finished model call (`output` only with content on)."""
+                       response_model: str | None = None, usd: float | None = None, output: Any = None,
+                       content: bool | None = None) -> None:
+    """Usage, finish reasons and cost of a finished model call (`output` only with content on; `content`
+    overrides this process's setting for the call)."""
     if not span.is_recording():
         return
     span.set_attributes({"gen_ai.usage.input_tokens": input_tokens, "gen_ai.usage.output_tokens": output_tokens,
@@ -211,7 +235,7 @@ def record_chat_result(span: Any, *, input_tokens: int, output_tokens: int, fini
         span.set_attribute("gen_ai.response.model", response_model)
     if usd is not None:
         span.set_attribute("controlplane.usage.usd", usd)
-    _content(span, "gen_ai.output.messages", output)
+    _content(span, "gen_ai.output.messages", output, content)
 
 
 def execute_tool(tool: str, *, agent: str | None = None, call_id: str | None = None, arguments: Any = None,
@@ -241,13 +265,14 @@ def memory(operation: str, namespace: str, *, agent: str | None = None, query: s
     return _with_content(cm, "gen_ai.retrieval.query.text", query)
 
 
-def queue_wait(waited_s: float, *, model: str, span: Any = None) -> None:
-    """The router's queue wait of a call, as an event on `span` (default: the current span)."""
+def queue_wait(waited_s: float, *, model: str, span: Any = None, timestamp_ns: int | None = None) -> None:
+    """The router's queue wait of a call, as an event on `span` (default: the current span), stamped when the
+    wait ended (`timestamp_ns`, default now)."""
     if _state is None:
         return
     target = span if span is not None else trace.get_current_span()
     target.add_event("controlplane.router.queue_wait", {"controlplane.queue.wait_s": waited_s,
-                                                       "gen_ai.request.model": model})
+                                                       "gen_ai.request.model": model}, timestamp=timestamp_ns)
 
 
 def _with_content(cm: Any, key: str, value: Any) -> Any:

@@ -207,3 +207,31 @@ class MissionLogError(ControlPlaneError):
                  fix: str = "run `controlplane audit verify` on the run to see the first bad record") -> None:
         where = f"record {seq}" if seq is not None else "the log"
         super().__init__(f"Mission log {uri}: {where} is bad: {why}. Fix: {fix}", uri=uri, seq=seq, why=why, fix=fix)
+
+
+class MissionIdInUse(ControlPlaneError):
+    """A mission id is taken: its mission is running, or its run directory holds a finished mission."""
+
+    retryable = False
+
+    def __init__(self, *, mission_id: str, why: str, fix: str) -> None:
+        super().__init__(f"Mission id {mission_id!r} cannot be used: {why}. Fix: {fix}",
+                         mission_id=mission_id, why=why, fix=fix)
+
+
+class ScopeDenied(IdentityError):
+    """Valid credentials that ask beyond their scope (another agent or mission, a higher priority, a supervisor's
+    action); the HTTP API answers 403 where a missing or bad credential gets 401."""
+
+
+class ApprovalDenied(ControlPlaneError):
+    """A call or a plan that needed a human approval was denied, or waited past its timeout."""
+
+    retryable = False
+
+    def __init__(self, *, subject: str, approval_id: str, decided_by: str, reason: str | None) -> None:
+        super().__init__(
+            f"{subject} was not approved: approval {approval_id} was denied by {decided_by} "
+            f"({reason or 'no reason given'}). Fix: approve it with `controlplane approve RUN {approval_id}` while "
+            "it waits, raise policies.approval_timeout_s, or change the mission so it does not need it",
+            subject=subject, approval_id=approval_id, decided_by=decided_by, reason=reason)

@@ -129,9 +129,11 @@ class MemoryStore:
             self._commit({"op": "delete", "ids": due, "reason": "expired"})
         return due
 
-    def subscribe(self, key: str, topics: list[str], as_agent: str, blob: str) -> None:
-        """Record a subscription (the actor's handle, pickled into `blob`) so it survives a restart."""
-        self._commit({"op": "subscribe", "key": key, "topics": sorted(topics), "as_agent": as_agent, "blob": blob})
+    def subscribe(self, key: str, topics: list[str], as_agent: str, *, actor: str, namespace: str) -> None:
+        """Record a subscription by the subscriber's actor name (never a pickled handle), so it survives a
+        restart: the actor looks the name up again."""
+        self._commit({"op": "subscribe", "key": key, "topics": sorted(topics), "as_agent": as_agent,
+                      "actor": actor, "namespace": namespace})
 
     def unsubscribe(self, key: str) -> None:
         if key in self.subscriptions:
@@ -254,7 +256,7 @@ class MemoryStore:
         elif op == "grant":
             self.acl.grant(record["agent_id"], record["read"], record["write"])
         elif op == "subscribe":
-            self.subscriptions[record["key"]] = {k: record[k] for k in ("topics", "as_agent", "blob")}
+            self.subscriptions[record["key"]] = {k: v for k, v in record.items() if k not in ("seq", "op", "key")}
         elif op == "unsubscribe":
             self.subscriptions.pop(record["key"], None)
 

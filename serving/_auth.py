@@ -4,9 +4,10 @@ API key (people and other frameworks, HTTP API). Headers narrow inside what the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
-from controlplane._core.identity import narrow_priority, verify_token
-from controlplane.errors import IdentityError
+from controlplane._core.identity import Claims, narrow_priority, require_supervisor, verify_token
+from controlplane.errors import IdentityError, ScopeDenied
 from serving._keys import KEY_PREFIX, ApiKeyStore, KeyScope, narrow_identity
 from serving._types import Identity, Priority
 
@@ -22,16 +23,20 @@ def identity_from_token(root_secret: bytes, token: str | None, requested_priorit
                     priority=narrow_priority(claims.priority, requested_priority))
 
 
-def identity_from_headers(headers: Mapping[str, str], *, root_secret: bytes, keys: ApiKeyStore,
+def identity_from_headers(headers: Mapping[str, str | None], *, root_secret: bytes, keys: ApiKeyStore,
                           allow_anonymous: bool, now_s: float) -> tuple[Identity, KeyScope | None]:
     """The identity of an HTTP call, and its API key's scope (None for a token or anonymous call).
 
-    `Authorization: Bearer cp-...` is an API key; any other bearer value is a capability token."""
-    requested_priority = headers.get("x-priority")
+    `Authorization: Bearer cp-...` is an API key; any other bearer value is a capability token. Priority
+    `control` is never granted over HTTP, whatever the credential."""
+    requested_priority = cast("Priority | None", headers.get("x-priority"))
+    if requested_priority == "control":
+        raise ScopeDenied(why="priority 'control' is never granted over the HTTP API (it is the supervisor's, "
+                              "through the handle API)", fix="ask for normal or bulk")
     bearer = _bearer(headers.get("authorization"))
     if bearer is None:
         if allow_anonymous:
-            return Identity(), None
+            return Identity(priority=narrow_priority("normal", requested_priority)), None
         raise IdentityError(why="the request has no `Authorization: Bearer <key>` header",
                             fix="create a key with `controlplane keys create` and send it as the API key")
     if not bearer.startswith(KEY_PREFIX):
@@ -47,10 +52,37 @@ def identity_from_headers(headers: Mapping[str, str], *, root_secret: bytes, key
                            x_mission_id=headers.get("x-mission-id")), scope
 
 
-def _same(headers: Mapping[str, str], name: str, value: str) -> None:
+class Authenticator:
+    """The router's door: every call's identity from its credentials, with one root secret and one key file."""
+
+    def __init__(self, *, root_secret: bytes, keys: ApiKeyStore, allow_anonymous: bool = False) -> None:
+        self._root = root_secret
+        self._keys = keys
+        self.allow_anonymous = allow_anonymous
+
+    def for_handle(self, token: str | None, requested_priority: Priority | None, *, now_s: float) -> Identity:
+        """A handle call's identity: its token's, or the anonymous one where the config allows it."""
+        if not token and self.allow_anonymous:
+            return Identity(priority=narrow_priority("normal", requested_priority))
+        return identity_from_token(self._root, token, requested_priority, now_s=now_s)
+
+    def for_http(self, headers: Mapping[str, str | None], *, now_s: float) -> tuple[Identity, KeyScope | None]:
+        return identity_from_headers(headers, root_secret=self._root, keys=self._keys,
+                                     allow_anonymous=self.allow_anonymous, now_s=now_s)
+
+    def supervisor(self, token: str | None, *, action: str, now_s: float) -> Claims:
+        """The claims of a supervisor's token, for actions only a mission's supervisor may take."""
+        if not token:
+            raise IdentityError(why=f"{action} carries no capability token", fix="pass the supervisor's token")
+        claims = verify_token(self._root, token, now_s=now_s)
+        require_supervisor(claims, action=action)
+        return claims
+
+
+def _same(headers: Mapping[str, str | None], name: str, value: str) -> None:
     if headers.get(name) not in (None, value):
-        raise IdentityError(why=f"{name} {headers[name]!r} differs from the capability token's {value!r}",
-                            fix=f"drop the {name} header; the token says who calls")
+        raise ScopeDenied(why=f"{name} {headers[name]!r} differs from the capability token's {value!r}",
+                          fix=f"drop the {name} header; the token says who calls")
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -16,9 +16,11 @@ from serving._accounting import Ledger
 from serving._affinity import affinity_key
 from serving._breaker import CircuitBreaker
 from serving._gate import Gate
+from serving._keys import KeyScope
 from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
+from serving._tool_calls import check_tool_request, message_text, tools_text
 from serving._types import Identity
 
 logger = logging.getLogger(__name__)
@@ -34,9 +36,12 @@ class Call:
 
     model: str
     body: dict[str, Any]
-    """messages or prompt, max_tokens, temperature, json_schema, choice."""
+    """messages or prompt, max_tokens, temperature, json_schema, choice, and tools, tool_choice,
+    parallel_tool_calls (see `serving._tool_calls`)."""
     identity: Identity = field(default_factory=Identity)
     timeout_s: float | None = None
+    key: KeyScope | None = None
+    """The API key the call came with: its rpm/tpm limits are one more admission scope."""
 
 
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -49,13 +54,14 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """A tokenizer-free estimate (4 characters a token) used for admission and size checks."""
     if "prompt" in body:
         return len(body["prompt"]) // 4 + 1
-    return sum(len(m["content"]) // 4 + 4 for m in body["messages"])
+    return sum(len(message_text(m)) // 4 + 4 for m in body["messages"]) + len(tools_text(body)) // 4
 
 
 def worst_case_prompt_tokens(body: dict[str, Any], context_limit: int) -> int:
     """An upper bound of the prompt's tokens, for budget reservations: a byte-level tokenizer makes at most
     one token per UTF-8 byte, plus template tokens; and the engine refuses prompt + max_tokens > its context."""
-    texts = [body["prompt"]] if "prompt" in body else [m["content"] for m in body["messages"]]
+    texts = [body["prompt"]] if "prompt" in body else [*map(message_text, body["messages"])]
+    texts += [tools_text(body)] if body.get("tools") else []
     bound = sum(len(text.encode()) + MESSAGE_OVERHEAD_TOKENS for text in texts) + PROMPT_OVERHEAD_TOKENS
     return min(bound, context_limit - body["max_tokens"])
 
@@ -97,6 +103,7 @@ class RouterCore:
         for name, spec in config.models.items():
             self._admission.set_limits(f"model:{name}", ScopeLimits(rpm=spec.limits.rpm, tpm=spec.limits.tpm),
                                        clock())
+        self._key_limits: dict[str, ScopeLimits] = {}
         self._breakers = {name: CircuitBreaker(**spec.breaker.model_dump()) for name, spec in config.models.items()}
         self._gates = {name: Gate(slots=spec.limits.max_in_flight or router.max_in_flight_per_model,
                                   max_queue=router.max_queue, scope=f"model:{name}")
@@ -122,6 +129,7 @@ class RouterCore:
     def check(self, call: Call) -> None:
         """Refuse a call that can never succeed: unknown model, absurd sizes."""
         self._known(call.model)
+        check_tool_request(call.body)
         limit = self.config.models[call.model].max_context_tokens
         if call.body["max_tokens"] >= limit:
             raise SpecError(where="max_tokens", value=call.body["max_tokens"],
@@ -151,7 +159,8 @@ class RouterCore:
             name = fallback
 
     async def stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
-        """`{"delta"}` events, then a final event with the model, usage and timings.
+        """`{"delta"}` events, then a final event with the model, usage and timings (`queue_s`: admission
+        and the model's gate, before the call went to a backend; `ttft_s`, `latency_s` from admission).
 
         A backend that fails before its first event hands the call to its fallback model, if any.
         """
@@ -177,6 +186,8 @@ class RouterCore:
         scopes = [f"agent:{ident.mission_id}/{ident.agent_id}", f"mission:{ident.mission_id}", f"model:{model}"]
         est_tokens = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
         start_s = self._clock()
+        if call.key is not None:
+            scopes.append(self._key_scope(call.key, start_s))
         reservation = self._reserve(model, call, start_s)
         try:
             self._admission.admit(scopes, est_tokens, start_s)
@@ -201,6 +212,14 @@ class RouterCore:
             used = charge.prompt_tokens + charge.completion_tokens
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._account(model, ident, final, charge)
+
+    def _key_scope(self, key: KeyScope, now_s: float) -> str:
+        """The admission scope of an API key, with the key's limits (reset only when they change)."""
+        scope, limits = f"key:{key.id}", ScopeLimits(rpm=key.rpm, tpm=key.tpm)
+        if self._key_limits.get(scope) != limits:
+            self._key_limits[scope] = limits
+            self._admission.set_limits(scope, limits, now_s)
+        return scope
 
     def _reserve(self, model: str, call: Call, now_s: float) -> Reservation:
         context_limit = self.config.models[model].max_context_tokens
@@ -233,10 +252,11 @@ class RouterCore:
             try:
                 key = affinity_key(call.body, call.identity)
                 progress.dispatched = True
+                queue_s = self._clock() - start_s
                 events = within(self._backends[model].stream(call.body, key), deadline_s - self._clock(),
                                 self.config.router.stream_interval_s)
                 async for event in self._timed(model, events, start_s, timeout_s, verdict):
-                    yield event
+                    yield {**event, "queue_s": queue_s} if event.get("done") else event
             finally:
                 gate.release()
         finally:
@@ -256,7 +276,7 @@ class RouterCore:
             if "error" in event:
                 verdict[0] = True
                 self._raise_backend_error(model, event["error"])
-            if ttft_s is None and event.get("delta"):
+            if ttft_s is None and (event.get("delta") or event.get("tool_calls")):
                 ttft_s = self._clock() - start_s
             if event.get("done"):
                 breaker.record_success(self._clock())

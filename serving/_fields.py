@@ -35,13 +35,13 @@ class SamplingFields(BaseModel):
 SAMPLING_KEYS = tuple(SamplingFields.model_fields)
 """The call dict's sampling keys: the same names in the OpenAI body and in vLLM's request."""
 
+TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+"""OpenAI tool calling (`serving._types.ToolFields`): chat completions only."""
+
 ROUTER_FIELDS = ("model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "stream",
                  "stream_options", "response_format", "structured_outputs", "guided_json", "guided_choice",
-                 "mission_id", "agent_id", "priority", "timeout_s", "user")
+                 *TOOL_FIELDS, "mission_id", "agent_id", "priority", "timeout_s", "user")
 """Fields the router reads itself (see the docs table for what each does)."""
-
-LEFT_TO_TOOLS = ("tools", "tool_choice", "parallel_tool_calls")
-"""Tool calling is added by the agents' tools work; until then these are accepted and not used."""
 
 # field -> (the values accepted, why others are refused, the fix)
 ONLY_DEFAULT: dict[str, tuple[tuple[Any, ...], str, str]] = {
@@ -71,7 +71,10 @@ ONLY_DEFAULT: dict[str, tuple[tuple[Any, ...], str, str]] = {
 def check_extra(extra: dict[str, Any]) -> None:
     """Refuse (SpecError, a 400) any field that is neither read nor passed on, naming it and the fix."""
     for name, value in extra.items():
-        if name in LEFT_TO_TOOLS:
+        if name in TOOL_FIELDS:  # a chat body reads them; here they came with a completion
+            if value is not None:
+                raise SpecError(where=name, value=value, why="tool calling needs a conversation; a completion "
+                                "has a prompt only", fix=f"send {name} to /v1/chat/completions, or leave it out")
             continue
         if name in ONLY_DEFAULT:
             accepted, why, fix = ONLY_DEFAULT[name]

@@ -23,11 +23,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controlplane._core.identity import RESERVED_AGENT_NAMES, narrow_priority
-from controlplane.errors import IdentityError, SpecError
+from controlplane.errors import ScopeDenied, SpecError
+from serving._secrets import API_KEYS_ENV
 from serving._types import Identity, Priority
 
 KEY_PREFIX = "cp-"
-API_KEYS_ENV = "CONTROLPLANE_API_KEYS_FILE"
 DEFAULT_API_KEYS_PATH = Path("~/.controlplane/api_keys.json")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -98,7 +98,7 @@ def _mission_in(scope: KeyScope, requested: str | None) -> str:
     if scope.kind == "team" and requested.startswith(f"{scope.scope_id}/") and len(requested) > len(scope.scope_id) + 1:
         return requested
     allowed = f"{scope.scope_id!r} or {scope.scope_id}/<mission>" if scope.kind == "team" else repr(scope.scope_id)
-    raise IdentityError(why=f"x-mission-id {requested!r} is outside API key {scope.name!r}, which covers {allowed}",
+    raise ScopeDenied(why=f"x-mission-id {requested!r} is outside API key {scope.name!r}, which covers {allowed}",
                         fix="drop the header, or use a key for that mission")
 
 
@@ -106,10 +106,10 @@ def _agent_in(scope: KeyScope, requested: str | None) -> str:
     if requested is None:
         return scope.agents[0] if scope.agents else scope.name
     if requested in RESERVED_AGENT_NAMES:
-        raise IdentityError(why=f"x-agent-id {requested!r} is reserved for the control plane",
+        raise ScopeDenied(why=f"x-agent-id {requested!r} is reserved for the control plane",
                             fix="use your own agent name")
     if scope.agents is not None and requested not in scope.agents:
-        raise IdentityError(why=f"x-agent-id {requested!r} is outside API key {scope.name!r}, which allows "
+        raise ScopeDenied(why=f"x-agent-id {requested!r} is outside API key {scope.name!r}, which allows "
                                 f"{list(scope.agents)}", fix="use one of those agent ids, or a key that allows it")
     return requested
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from controlplane.errors import SetupError
 
 ROOT_SECRET_ENV = "CONTROLPLANE_ROOT_SECRET_FILE"
+API_KEYS_ENV = "CONTROLPLANE_API_KEYS_FILE"
 DEFAULT_ROOT_SECRET_PATH = Path("~/.controlplane/root_secret")
 ROOT_SECRET_BYTES = 32
 
@@ -23,6 +24,12 @@ def root_secret_path(path: str | Path | None = None) -> Path:
     """`path` if given, else $CONTROLPLANE_ROOT_SECRET_FILE, else ~/.controlplane/root_secret."""
     chosen = path if path is not None else os.environ.get(ROOT_SECRET_ENV) or DEFAULT_ROOT_SECRET_PATH
     return Path(chosen).expanduser()
+
+
+def secret_file_env() -> dict[str, str]:
+    """This process's choice of root secret and API key files, for the runtime_env of the actors that verify
+    credentials (router replicas, memory actors). Paths only: a secret itself never travels through Ray."""
+    return {name: os.environ[name] for name in (ROOT_SECRET_ENV, API_KEYS_ENV) if os.environ.get(name)}
 
 
 def load_or_create_root_secret(path: str | Path | None = None) -> bytes:

@@ -88,10 +88,12 @@ class AgentLoop:
                  tool_style: ToolStyle = "constrained", max_string_chars: int = MAX_STRING_CHARS) -> None:
         """`max_string_chars` bounds free strings in the constrained grammar. A token holds at least one
         character, so `max_tokens - 32` guarantees a string closes before max_tokens cuts the reply."""
-        self.agent, self.task, self.limits, self.style = agent, task, limits, tool_style
+        self.agent, self.task, self.limits = agent, task, limits
         self.steps = self.tool_calls = self.repairs = 0
         self._known, self._allow, self._approve = dict(known_tools), list(allow), list(approve_patterns)
         self._offered = [known_tools[name] for name in sorted(known_tools) if allowed(allow, name)]
+        # With no tool to offer there is no action to choose: the model answers plainly (or in the output schema).
+        self.style: ToolStyle = tool_style if self._offered else "native"
         self._wire = wire_names([tool.name for tool in self._offered])
         self._by_wire = {wire: name for name, wire in self._wire.items()}
         self._schema = dict(expected_output) if isinstance(expected_output, Mapping) else None
@@ -99,7 +101,7 @@ class AgentLoop:
         self._action_schema = action_schema(self._offered, final, max_string_chars=max_string_chars)
         self._final_schema = final_only_schema(final, max_string_chars=max_string_chars)
         self._messages = [dict(message) for message in messages]
-        if tool_style == "constrained":
+        if self.style == "constrained":
             self._add_to_system(constrained_instructions(self._offered, structured=self._schema is not None))
         self._state: Literal["model", "tools", "done"] = "model"
         self._final_only = False

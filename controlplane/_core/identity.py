@@ -17,16 +17,16 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from controlplane.errors import IdentityError
+from controlplane.config.mission import RESERVED_AGENT_NAMES
+from controlplane.errors import IdentityError, ScopeDenied
 
 Role = Literal["agent", "supervisor"]
 Priority = Literal["control", "normal", "bulk"]
 
-RESERVED_AGENT_NAMES = ("supervisor", "planner", "control-plane")
-"""Names a mission spec may not give an agent: the control plane's own identities use them."""
 
 PRIORITY_ORDER: tuple[Priority, ...] = ("control", "normal", "bulk")
 """Highest first."""
@@ -110,7 +110,7 @@ def _verified(key: bytes, payload: str, signature: bytes, raw: dict[str, Any] | 
 def require_supervisor(claims: Claims, *, action: str) -> None:
     """Refuse `action` (e.g. `memory.grant`) unless the claims are a supervisor's."""
     if claims.role != "supervisor":
-        raise IdentityError(why=f"{action} needs the supervisor's token; agent {claims.agent_id!r} of mission "
+        raise ScopeDenied(why=f"{action} needs the supervisor's token; agent {claims.agent_id!r} of mission "
                                 f"{claims.mission_id!r} holds an agent token",
                             fix=f"let the mission's supervisor call {action}")
 
@@ -118,7 +118,7 @@ def require_supervisor(claims: Claims, *, action: str) -> None:
 def require_mission(claims: Claims, mission_id: str) -> None:
     """Refuse claims of another mission (e.g. at a mission's own memory actor)."""
     if claims.mission_id != mission_id:
-        raise IdentityError(why=f"the token belongs to mission {claims.mission_id!r}, not {mission_id!r}",
+        raise ScopeDenied(why=f"the token belongs to mission {claims.mission_id!r}, not {mission_id!r}",
                             fix="call the services of the bearer's own mission")
 
 
@@ -129,9 +129,42 @@ def narrow_priority(ceiling: Priority, requested: Priority | None) -> Priority:
     if requested not in PRIORITY_ORDER:
         raise IdentityError(why=f"priority {requested!r} is not one of {PRIORITY_ORDER}", fix="use normal or bulk")
     if PRIORITY_ORDER.index(requested) < PRIORITY_ORDER.index(ceiling):
-        raise IdentityError(why=f"priority {requested!r} is above this identity's ceiling {ceiling!r}",
+        raise ScopeDenied(why=f"priority {requested!r} is above this identity's ceiling {ceiling!r}",
                             fix=f"ask for {ceiling!r} or lower")
     return requested
+
+
+class MissionTokens:
+    """Mints one mission's tokens with its mission key. Control identities (the supervisor, the planner, the
+    memory judge) are the reserved names and carry the supervisor role; agents never do."""
+
+    def __init__(self, key: bytes, mission_id: str) -> None:
+        self._key = key
+        self.mission_id = mission_id
+
+    def control(self, agent_id: str = "supervisor", *, now_s: float, ttl_s: float) -> str:
+        """A supervisor-role token that may ask for `control` priority, set budgets and grant memory."""
+        if agent_id not in RESERVED_AGENT_NAMES:
+            raise IdentityError(why=f"{agent_id!r} is not a control-plane identity {RESERVED_AGENT_NAMES}",
+                                fix="mint agents' tokens with MissionTokens.agent")
+        return mint_token(self._key, mission_id=self.mission_id, agent_id=agent_id, role="supervisor",
+                          priority="control", expires_at_s=_expiry(now_s, ttl_s))
+
+    def agent(self, agent_id: str, *, now_s: float, ttl_s: float, read: Sequence[str] = (),
+              write: Sequence[str] = (), tools: Sequence[str] = (), priority: Priority = "normal") -> str:
+        """An agent's token: its memory namespaces and tools as grants, at most `normal` priority."""
+        if agent_id in RESERVED_AGENT_NAMES:
+            raise IdentityError(why=f"agent name {agent_id!r} is reserved for the control plane",
+                                fix="give the agent another name")
+        grants = {"read": list(read), "write": list(write), "tools": list(tools)}
+        return mint_token(self._key, mission_id=self.mission_id, agent_id=agent_id, grants=grants,
+                          priority=priority, expires_at_s=_expiry(now_s, ttl_s))
+
+
+def _expiry(now_s: float, ttl_s: float) -> float:
+    if ttl_s <= 0:
+        raise IdentityError(why=f"ttl_s={ttl_s:g} leaves the token expired at birth", fix="give a positive ttl_s")
+    return now_s + ttl_s
 
 
 def _sign(key: bytes, payload: str) -> bytes:

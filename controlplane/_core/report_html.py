@@ -13,8 +13,17 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from controlplane._core.timeline import (AgentStats, AttemptDetail, Bar, Timeline, agent_stats, build_timeline,
-                                         deps_from_result, find_bottleneck, name_bottleneck)
+from controlplane._core.timeline import (
+    AgentStats,
+    AttemptDetail,
+    Bar,
+    Timeline,
+    agent_stats,
+    build_timeline,
+    deps_from_result,
+    find_bottleneck,
+    name_bottleneck,
+)
 
 PLOT_W, LABEL_W, LANE_H, BAR_H, AXIS_H = 1000, 140, 14, 10, 22
 OPEN_TABLE_ROWS = 100

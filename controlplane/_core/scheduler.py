@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from controlplane._core.dag import Dag
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
 from controlplane._core.retry import GiveUp, RetryPolicy, retry_decision
+from controlplane._core.timeline import AttemptDetail
 from controlplane.config.mission import AgentSpec, Policies, TaskSpec
 
 if TYPE_CHECKING:
@@ -57,16 +58,23 @@ class TaskRecord:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usd: float = 0.0
     delegated_by: str | None = None
     """The task whose agent added this one with `delegate`; None for planned tasks."""
+    model_calls: int = 0
+    tool_calls: int = 0
+    loop: dict[str, Any] | None = None
+    """The successful attempt's tool-loop transcript (names and digests, no content), if it ran the loop."""
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.spec.id, "agent": self.agent, "status": str(self.status), "output": self.output,
                 "attempts": self.attempts, "error": self.error,
                 "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+                "usd": round(self.usd, 8),
                 "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on,
-                "delegated_by": self.delegated_by}
+                "delegated_by": self.delegated_by, "model_calls": self.model_calls, "tool_calls": self.tool_calls,
+                "loop": self.loop}
 
 
 class Scheduler:
@@ -170,13 +178,18 @@ class Scheduler:
         record.output = result.get("output")
         record.prompt_tokens += int(result.get("prompt_tokens", 0))
         record.completion_tokens += int(result.get("completion_tokens", 0))
+        record.model_calls += int(result.get("model_calls", 0))
+        record.tool_calls += int(result.get("tool_calls", 0))
+        record.loop = result.get("loop")
         record.error = None
         tokens = int(result.get("prompt_tokens", 0)) + int(result.get("completion_tokens", 0))
+        detail = self._charge(record, result.get("detail"))
         self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
-                         data={"tokens": tokens, "output": record.output,
+                         data={"tokens": tokens, "output": record.output, "usd": float(result.get("usd", 0.0)),
                                "prompt_tokens": int(result.get("prompt_tokens", 0)),
                                "completion_tokens": int(result.get("completion_tokens", 0)),
-                               "latency_s": round(now_s - (record.details.get("attempt_start_s") or now_s), 4)})
+                               "latency_s": round(now_s - (record.details.get("attempt_start_s") or now_s), 4),
+                               **detail})
         for child in self.dag.dependents[task_id]:
             self._left[child] -= 1
             if self._left[child] == 0 and self.tasks[child].status == TaskStatus.PENDING:
@@ -184,10 +197,12 @@ class Scheduler:
         return True
 
     def on_failure(self, task_id: str, attempt: int, error: str, now_s: float, *, retryable: bool = True,
-                   tokens: tuple[int, int] = (0, 0), cause: BaseException | None = None) -> bool:
+                   tokens: tuple[int, int] = (0, 0), cause: BaseException | None = None,
+                   detail: Mapping[str, Any] | None = None) -> bool:
         """Retry as the cause says (controlplane._core.retry), then the fallback agent, then the failure
         policy. `cause` is the exception (its class's `retryable` decides); `retryable=False` forbids a
-        retry whatever the cause. False if the attempt is stale."""
+        retry whatever the cause. `detail` is what the failed attempt spent (`AttemptDetail` fields), when
+        the agent could say. False if the attempt is stale."""
         record = self._current(task_id, attempt)
         if record is None:
             return False
@@ -195,7 +210,7 @@ class Scheduler:
         record.error = error
         record.prompt_tokens += tokens[0]
         record.completion_tokens += tokens[1]
-        spent = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
+        spent = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1], **self._charge(record, detail)}
         decision = GiveUp(reason="the caller ruled out a retry") if not retryable else retry_decision(
             cause if cause is not None else RuntimeError(error), record.round_attempts, self._retry_policy(record),
             now_s)
@@ -294,6 +309,15 @@ class Scheduler:
         return relaunch
 
     # -- internals -------------------------------------------------------------------------------------
+    @staticmethod
+    def _charge(record: TaskRecord, detail: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Add an attempt's dollars to its task; return its detail as event data (queue/model/tool seconds...)."""
+        if not detail:
+            return {}
+        parsed = AttemptDetail.from_data(detail)
+        record.usd += parsed.usd
+        return parsed.to_data()
+
     def _retry_policy(self, record: TaskRecord) -> RetryPolicy:
         return RetryPolicy(retries=record.spec.retries, backoff_s=self.policies.retry_backoff_s,
                            backoff_max_s=self.policies.retry_backoff_max_s)

@@ -42,6 +42,13 @@ class AttemptDetail:
     def tool_s(self) -> float:
         return sum(self.tools_s.values())
 
+    def to_data(self) -> dict[str, Any]:
+        """The detail as event data: the keys `from_data` reads, zero and empty ones left out."""
+        data = {"queue_s": round(self.queue_s, 6), "model_s": round(self.model_s, 6),
+                "tools_s": {k: round(v, 6) for k, v in self.tools_s.items()}, "usd": round(self.usd, 8),
+                "model": self.model, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        return {k: v for k, v in data.items() if v not in (None, 0, 0.0, {})}
+
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> AttemptDetail:
         """Read the detail from an attempt's event data; missing keys are zero."""
@@ -347,3 +354,12 @@ def agent_stats(timeline: Timeline) -> dict[str, AgentStats]:
             usd=sum(b.detail.usd for b in bars), busy_s=sum(latencies),
             latency_p50_s=latencies[(len(latencies) - 1) // 2], latency_max_s=latencies[-1])
     return out
+
+
+def slowest_agent(timeline: Timeline) -> tuple[str, AgentStats] | None:
+    """The agent whose attempts take longest (median attempt, running ones up to now; ties: more busy time)."""
+    stats = agent_stats(timeline)
+    if not stats:
+        return None
+    name = max(stats, key=lambda a: (stats[a].latency_p50_s, stats[a].busy_s, a))
+    return name, stats[name]

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from controlplane.config._graph import find_cycle, format_cycle
 from controlplane.config._tools import AgentActing, DelegationLimits, McpServerDecl, ToolDecl, check_tools
@@ -18,6 +19,9 @@ from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RESERVED_AGENT_NAMES = ("supervisor", "planner", "control-plane", "memory-judge")
+"""Names a mission spec may not give an agent: the control plane's own identities use them (the memory
+actor's contradiction judge calls the router as `memory-judge`)."""
 
 
 class _Model(BaseModel):
@@ -38,6 +42,13 @@ class MemoryAccess(_Model):
     write: list[str] = Field(default_factory=lambda: ["shared"], description="Namespaces the agent may post to.")
 
 
+class AgentBudget(_Model):
+    """Hard caps of one agent, enforced at the router beside the mission's."""
+
+    max_tokens: int | None = Field(None, ge=1, description="Prompt + completion tokens of the agent's calls.")
+    max_usd: float | None = Field(None, gt=0, description="USD of the agent's calls, at the serving config's prices.")
+
+
 class AgentSpec(AgentActing):
     """One agent: a role played by one Ray actor. It acts through its tools (see `AgentActing`)."""
 
@@ -51,6 +62,17 @@ class AgentSpec(AgentActing):
     max_tokens: int = Field(256, ge=1, le=8192, description="Output tokens per model call.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
     memory_k: int = Field(3, ge=0, le=20, description="Memory hits put into the prompt with `fixed_memory`.")
+    budget: AgentBudget | None = Field(None, description="The agent's own token and USD caps; None = only the "
+                                       "mission's.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_AGENT_NAMES:
+            raise PydanticCustomError("reserved_name", "the name is reserved for the control plane's own identities "
+                                      "{reserved}, so an agent named so could pass for them",
+                                      {"reserved": list(RESERVED_AGENT_NAMES)})
+        return name
 
 
 class TaskSpec(_Model):
@@ -81,7 +103,10 @@ class TaskSpec(_Model):
 class Budgets(_Model):
     """Hard caps; a mission that reaches one stops gracefully and keeps its partial results."""
 
-    max_tokens: int | None = Field(None, ge=1, description="Prompt + completion tokens over the mission.")
+    max_tokens: int | None = Field(None, ge=1, description="Prompt + completion tokens over the mission, charged "
+                                   "at the router (failed, cancelled, planner and judge calls too).")
+    max_usd: float | None = Field(None, gt=0, description="USD over the mission at the serving config's prices, "
+                                  "charged at the router.")
     max_llm_calls: int | None = Field(None, ge=1, description="Model calls over the mission.")
     max_wall_s: float | None = Field(None, gt=0, description="Wall time of the mission in seconds.")
 
@@ -105,6 +130,12 @@ class Policies(_Model):
     retry_backoff_max_s: float = Field(10.0, ge=0, description="Upper bound of the retry wait.")
     conflicts: ConflictPolicy = Field(default_factory=ConflictPolicy, description="Conflict resolution.")
     log_content: bool = Field(False, description="Log prompts and outputs (off: they stay out of logs).")
+    approve: list[str] = Field(default_factory=list, description="Tool names or globs (`files.*`) whose every call "
+                               "waits for a human approval, beside tools declared with `approval: required`.")
+    approve_plan: bool = Field(False, description="With `plan: auto`: the planner's tasks wait for a human approval "
+                               "before any of them runs; a denial fails the mission.")
+    approval_timeout_s: float = Field(300.0, gt=0, le=86_400, description="How long a call or plan waits for a "
+                                      "decision before it counts as denied.")
 
 
 class PlannerSpec(_Model):
@@ -272,6 +303,7 @@ _FIXES = {
     "extra_forbidden": "remove it, or check its spelling against the mission spec in the README",
     "literal_error": "use one of the allowed values",
     "string_pattern_mismatch": "use letters, digits, '_', '.' and '-' only, starting with a letter or digit",
+    "reserved_name": "rename the agent (e.g. add a suffix: `-agent`) and the tasks that name it",
 }
 
 

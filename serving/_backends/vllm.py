@@ -11,6 +11,7 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 from controlplane._priority import run_at_normal_priority
 from serving._backends.base import CallRunner, OpenAIStreamReader, error_event, this_replica
 from serving._fields import SAMPLING_KEYS
+from serving._tool_calls import tool_fields
 
 
 def _structured(call: dict[str, Any]) -> dict[str, Any] | None:
@@ -71,7 +72,7 @@ class VLLMReplica(LLMServer):
             common["structured_outputs"] = structured
         if "prompt" in call:
             return "completions", CompletionRequest(prompt=call["prompt"], **common)
-        return "chat", ChatCompletionRequest(messages=call["messages"], **common)
+        return "chat", ChatCompletionRequest(messages=call["messages"], **tool_fields(call), **common)
 
     async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         method, request = self._openai_request(call)

@@ -1,4 +1,4 @@
-"""What tests share besides fixtures: polling, ports, mission builders, a memory subscriber.
+"""What tests share besides fixtures: polling, ports, mission builders, capability tokens, a memory subscriber.
 
 Submodules: `synthetic_run` (a mission on a simulated clock) and `otlp_receiver` (a test OTLP/HTTP server).
 """
@@ -81,11 +81,31 @@ def by_id(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["id"]: t for t in result["tasks"]}
 
 
+TOKEN_TTL_S = 3600.0
+
+
+def agent_token(mission_id: str, agent_id: str, *, ttl_s: float = TOKEN_TTL_S, **grants: Any) -> str:
+    """An agent's capability token, minted with the session's root secret (as its supervisor would)."""
+    from serving import mission_tokens
+
+    return mission_tokens(mission_id).agent(agent_id, now_s=time.time(), ttl_s=ttl_s, **grants)
+
+
+def supervisor_token(mission_id: str, *, agent_id: str = "supervisor", ttl_s: float = TOKEN_TTL_S) -> str:
+    """The mission supervisor's token (control priority; may grant memory and set budgets)."""
+    from serving import mission_tokens
+
+    return mission_tokens(mission_id).control(agent_id, now_s=time.time(), ttl_s=ttl_s)
+
+
 _INBOX: Any = None
 
 
-def new_inbox() -> Any:
-    """A memory subscriber actor that keeps what the memory actor pushes to it (`.received.remote()`)."""
+def new_inbox(name: str | None = None) -> tuple[Any, str]:
+    """A named memory subscriber actor that keeps what the memory actor pushes to it (`.received.remote()`);
+    returns (handle, name). Memory subscribes actors by name."""
+    import uuid
+
     global _INBOX
     if _INBOX is None:
         import ray
@@ -102,4 +122,5 @@ def new_inbox() -> Any:
                 return self.events
 
         _INBOX = Inbox
-    return _INBOX.remote()
+    name = name or f"inbox-{uuid.uuid4().hex[:8]}"
+    return _INBOX.options(name=name).remote(), name

@@ -110,15 +110,15 @@ def _result(sched: Scheduler, now: float, details: dict[tuple[str, int], Attempt
 def launch_run(waves: int = 4) -> SyntheticRun:
     """A readable product-launch run: research fans out, the copywriter queues behind the busy `default`
     model, one research attempt fails once and is retried, a designer works beside them."""
-    names = ["planner", "researcher", "copywriter", "designer", "reviewer"]
-    agents = [agent("planner"), agent("researcher", max_concurrency=3), agent("copywriter", max_concurrency=2),
+    names = ["lead", "researcher", "copywriter", "designer", "reviewer"]
+    agents = [agent("lead"), agent("researcher", max_concurrency=3), agent("copywriter", max_concurrency=2),
               agent("designer", max_concurrency=2), agent("reviewer")]
-    tasks = [task("plan", "planner")]
+    tasks = [task("plan", "lead")]
     for w in range(waves):
         tasks += [task(f"research{w}", "researcher", "plan"), task(f"draft{w}", "copywriter", f"research{w}"),
                   task(f"visual{w}", "designer", "plan"), task(f"review{w}", "reviewer", f"draft{w}", f"visual{w}")]
-    tasks.append(task("final", "planner", *(f"review{w}" for w in range(waves))))
-    seconds = {"planner": 2.0, "researcher": 3.0, "copywriter": 9.0, "designer": 4.0, "reviewer": 1.5}
+    tasks.append(task("final", "lead", *(f"review{w}" for w in range(waves))))
+    seconds = {"lead": 2.0, "researcher": 3.0, "copywriter": 9.0, "designer": 4.0, "reviewer": 1.5}
     queued = {"copywriter": 5.5}
     models = {"designer": "small", "reviewer": "small"}
 

@@ -3,7 +3,8 @@
 They are the blocks marked `<!-- test: integration -->` in README.md and docs/*.md. Three substitutions
 let them share the session's cluster and Serve app: `ray.init` joins the running cluster, `serving.deploy`
 returns the session router (whose models include `default`, `scripted` and `scripted-slow`), and
-`http://127.0.0.1:8000` becomes the router's URL. A block's `id=` names its check below. Each block runs in
+`http://127.0.0.1:8000` becomes the router's URL. `$CONTROLPLANE_API_KEY` holds a key of mission `launch`
+(agent `writer`), as `controlplane keys create` would make it. A block's `id=` names its check below. Each block runs in
 a fresh directory with `missions/` linked in, and the named actors it leaves behind are killed.
 
 (This file is not named test_docs_examples.py: pytest cannot collect two test modules of one basename
@@ -12,6 +13,7 @@ without packages, and tests/unit has that one.)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ import pytest
 import ray
 
 import serving
-from tests.helpers.doc_blocks import link_missions, python_blocks, run_block
 from tests.helpers import wait_for
+from tests.helpers.doc_blocks import link_missions, python_blocks, run_block
 
 BLOCKS = python_blocks("integration")
 LOCAL_URL = "http://127.0.0.1:8000"
@@ -51,6 +53,12 @@ def check_serving_handle(scope: dict[str, Any], tmp_path: Path) -> None:
     assert 0 < result.ttft_s <= result.latency_s
 
 
+def check_serving_tools(scope: dict[str, Any], tmp_path: Path) -> None:
+    call = scope["call"]
+    assert scope["reply"].choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+
+
 def check_memory_full(scope: dict[str, Any], tmp_path: Path) -> None:
     assert [(r.id, r.version) for r in scope["receipts"]] == [(1, 3), (2, 3)]  # as its comment says
     assert scope["hits"][0][0].entry.text == MAY
@@ -62,7 +70,7 @@ def check_memory_full(scope: dict[str, Any], tmp_path: Path) -> None:
 
 CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "readme-openai": check_openai, "readme-memory": check_readme_memory, "readme-mission": check_readme_mission,
-    "serving-handle": check_serving_handle, "memory-full": check_memory_full,
+    "serving-handle": check_serving_handle, "serving-tools": check_serving_tools, "memory-full": check_memory_full,
 }
 
 
@@ -84,8 +92,9 @@ def kill_new_actors(before: set[tuple[str, str]]) -> None:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
-def test_example_runs_as_written(block, router, router_base_url, tmp_path, monkeypatch):
+def test_example_runs_as_written(block, router, router_base_url, api_key, tmp_path, monkeypatch):
     monkeypatch.chdir(link_missions(tmp_path))
+    monkeypatch.setenv("CONTROLPLANE_API_KEY", api_key(f"docs-{block.id}", mission="launch", agents=["writer"]))
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: None)
     monkeypatch.setattr(serving, "deploy", lambda *args, **kwargs: router)
     code = block.code.replace(LOCAL_URL, router_base_url.removesuffix("/v1"))

@@ -1,7 +1,9 @@
 """report.html in a real browser (Debian's headless Chromium through selenium): it draws, it has one bar per
 attempt, it marks the critical path and names the bottleneck, it logs no console error and requests nothing.
 
-No Ray. Set CONTROLPLANE_REPORT_PNG=docs/img/report.png to keep the screenshot for the docs.
+The synthetic launch run needs no Ray; the last test renders the report.html that a real mission on the scripted
+engine writes into its run directory. Set CONTROLPLANE_REPORT_PNG=docs/img/report.png to keep the screenshot of
+the launch run for the docs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 
 from controlplane._core.report_html import render_report_html
 from controlplane._core.timeline import build_timeline, deps_from_result, find_bottleneck
+from tests.helpers import agent, by_id, run_mission, task
 from tests.helpers.synthetic_run import launch_run
 
 pytestmark = pytest.mark.integration
@@ -109,3 +112,36 @@ def test_report_renders_offline_with_bars_critical_path_and_bottleneck(browser, 
         target = Path(os.environ[PNG_ENV])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, target)
+
+
+def test_the_report_of_a_real_mission_marks_every_attempt_the_critical_path_and_the_bottleneck(browser, router,
+                                                                                               tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from controlplane.cli.report import write_run_dir
+
+    fan = [task(f"research{i}", f"researcher{i % 2}") for i in range(3)]
+    result = run_mission(router, {
+        "agents": [agent("researcher0"), agent("researcher1"), agent("writer", model="scripted-slow"),
+                   agent("lost", model="no-such-model"), agent("spare")],
+        "tasks": [*fan, task("draft", "writer", deps=tuple(t["id"] for t in fan)),
+                  task("polish", "writer", deps=("draft",)), task("edit", "writer", deps=("polish",)),
+                  task("probe", "lost", fallback_agent="spare")]})
+    assert result["status"] == "succeeded", result["reason"]
+    assert by_id(result)["probe"]["attempts"] == 2  # `lost` asks for an unknown model (no retry), `spare` takes it
+    events = result.pop("events")
+    folder = write_run_dir(tmp_path, result, events)
+
+    requested, errors = open_page(browser, folder / "report.html")
+    assert requested == [] and errors == []
+    attempts = [e for e in events if e.get("kind") == "task" and e["status"] == "running"]
+    bars = browser.find_elements(By.CSS_SELECTOR, "#gantt .bar[data-attempt]")
+    assert len(bars) == len(attempts) == 8  # one bar per task attempt
+    assert all(bar.rect["width"] > 0 for bar in bars)
+    timeline = build_timeline(events, deps_from_result(result))
+    critical = {b.get_attribute("data-task") for b in browser.find_elements(By.CSS_SELECTOR, "#gantt .bar.critical")}
+    assert critical == set(timeline.critical_path) and {"draft", "polish", "edit"} <= critical
+    found = find_bottleneck(timeline)
+    headline = browser.find_element(By.ID, "bottleneck")
+    assert found.sentence in headline.text and headline.get_attribute("data-name") == "writer"
+    assert browser.get_log("browser") == []

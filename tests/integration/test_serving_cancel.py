@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from controlplane.errors import DeadlineExceeded
-from serving import ChatMessage, ChatRequest, Identity
-from tests.helpers import wait_for
+from serving import ChatMessage, ChatRequest
+from tests.helpers import agent_token, wait_for
 
 ABORT_WITHIN_S = 1.0
 
@@ -29,7 +29,7 @@ def unfinished(model: str) -> int:
 
 def ask(model: str, text: str, **fields) -> ChatRequest:
     return ChatRequest(model=model, messages=[ChatMessage(role="user", content=text)],
-                       identity=Identity(mission_id="it-cancel", agent_id="tester"), **fields)
+                       token=agent_token("it-cancel", "tester"), **fields)
 
 
 def seconds_until_idle(model: str) -> float:
@@ -57,18 +57,25 @@ def test_a_timed_out_call_ends_on_the_replica(router):
     assert seconds_until_idle("scripted-hang") < ABORT_WITHIN_S
 
 
-def test_an_http_client_that_disconnects_ends_its_call(router_base_url):
+@pytest.fixture(scope="module")
+def bearer(api_key) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_key('it-cancel-http', mission='it-cancel-http')}"}
+
+
+def test_an_http_client_that_disconnects_ends_its_call(router_base_url, bearer):
     body = {"model": "scripted-hang", "stream": True, "messages": [{"role": "user", "content": "wait"}]}
     with pytest.raises(httpx.ReadTimeout):
-        with httpx.stream("POST", f"{router_base_url}/chat/completions", json=body, timeout=1.0) as response:
+        with httpx.stream("POST", f"{router_base_url}/chat/completions", json=body, headers=bearer,
+                          timeout=1.0) as response:
             response.read()
     assert seconds_until_idle("scripted-hang") < ABORT_WITHIN_S
 
 
-def test_a_disconnected_http_stream_aborts_its_vllm_request(router_base_url):
+def test_a_disconnected_http_stream_aborts_its_vllm_request(router_base_url, bearer):
     body = {"model": "default", "stream": True, "max_tokens": 1500, "ignore_eos": True,
             "messages": [{"role": "user", "content": "Count to a thousand."}]}
-    with httpx.stream("POST", f"{router_base_url}/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{router_base_url}/chat/completions", json=body, headers=bearer,
+                      timeout=60) as response:
         lines = response.iter_lines()
         for _ in range(3):
             next(lines)

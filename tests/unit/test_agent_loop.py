@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
-from controlplane._core.events import EventLog
 from controlplane._core.agent_loop import LAST_STEP_MESSAGE, AgentLoop
 from controlplane._core.builtins import builtin_tools, check_delegation
+from controlplane._core.events import EventLog
 from controlplane._core.loop_types import Finished, LoopLimits, Repair, RunTools, Stopped, ToolCall, ToolResult
 from controlplane._core.tools import ToolSpec, tool_from_function
 from controlplane.builtin_tools import calculator, word_count
@@ -397,8 +397,11 @@ def test_an_agent_with_no_tools_gets_the_output_schema_directly():
     loop = make_loop(style="native", allow=[], expected_output=PRICE)
     request = loop.next_request()
     assert request.tools is None and request.json_schema == PRICE
-    constrained = make_loop(allow=[]).next_request()
-    assert constrained.json_schema["required"] == ["final"] and "Tools:" not in constrained.messages[0]["content"]
+    plain = make_loop(allow=[])  # constrained, but nothing to choose from: a plain answer, no action grammar
+    request = plain.next_request()
+    assert request.json_schema is None and request.tools is None
+    assert "Tools:" not in request.messages[0]["content"]
+    assert isinstance(plain.on_reply("The launch is in May."), Finished)
 
 
 def test_the_summary_crosses_process_boundaries():

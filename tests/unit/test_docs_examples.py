@@ -22,11 +22,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from tests.helpers.doc_blocks import DOC_FILES, ROOT, Block, all_blocks, link_missions, python_blocks, run_block
 from controlplane import load_mission
 from controlplane.cli import build_parser
 from controlplane.config import (
+    AgentBudget,
     AgentSpec,
+    AuthSpec,
     BreakerSpec,
     Budgets,
     ConflictPolicy,
@@ -49,6 +50,8 @@ from controlplane.config import (
     parse_mission,
     parse_serving_config,
 )
+from controlplane.config.serving import ScriptedToolCall
+from tests.helpers.doc_blocks import DOC_FILES, ROOT, Block, all_blocks, link_missions, python_blocks, run_block
 
 BLOCKS = all_blocks()
 LANGUAGES = {"python", "yaml", "bash", "text"}
@@ -157,16 +160,19 @@ def fields(*models: type[BaseModel]) -> set[str]:
 
 MISSION_SHAPE = {
     (): fields(MissionSpec), ("agents", "*"): fields(AgentSpec), ("agents", "*", "resources"): fields(Resources),
-    ("agents", "*", "memory"): fields(MemoryAccess), ("tasks", "*"): fields(TaskSpec), ("budgets",): fields(Budgets),
+    ("agents", "*", "memory"): fields(MemoryAccess), ("agents", "*", "budget"): fields(AgentBudget),
+    ("tasks", "*"): fields(TaskSpec), ("budgets",): fields(Budgets),
     ("policies",): fields(Policies), ("policies", "conflicts"): fields(ConflictPolicy),
     ("planner",): fields(PlannerSpec),
 }
 SERVING_SHAPE = {
     (): fields(ServingConfig), ("router",): fields(RouterSpec), ("router", "agent"): fields(LimitSpec),
+    ("router", "auth"): fields(AuthSpec),
     ("router", "mission"): fields(MissionLimitSpec),
     ("models", "*"): fields(VLLMModelSpec, ScriptedModelSpec, OpenAIModelSpec),
     ("models", "*", "replicas"): fields(ReplicaSpec), ("models", "*", "breaker"): fields(BreakerSpec),
     ("models", "*", "limits"): fields(LimitSpec), ("models", "*", "replies", "*"): fields(ScriptedRule),
+    ("models", "*", "replies", "*", "tool_call"): fields(ScriptedToolCall),
 }
 
 

@@ -120,6 +120,27 @@ def test_priority_narrows_never_widens():
 
 
 def test_reserved_names_and_a_short_root_secret():
-    assert RESERVED_AGENT_NAMES == ("supervisor", "planner", "control-plane")
+    assert RESERVED_AGENT_NAMES == ("supervisor", "planner", "control-plane", "memory-judge")
     with pytest.raises(IdentityError, match="too few"):
         mission_key(b"short", "m1")
+
+
+def test_mission_tokens_give_control_only_to_reserved_names_and_grants_to_agents():
+    from controlplane._core.identity import MissionTokens
+
+    tokens = MissionTokens(mission_key(ROOT, "m1"), "m1")
+    planner = verify_token(ROOT, tokens.control("planner", now_s=NOW, ttl_s=30), now_s=NOW)
+    assert (planner.role, planner.priority, planner.agent_id, planner.expires_at_s) == ("supervisor", "control",
+                                                                                        "planner", NOW + 30)
+    writer = verify_token(ROOT, tokens.agent("writer", now_s=NOW, ttl_s=30, read=["shared"], write=["writer"],
+                                             tools=["memory.post"]), now_s=NOW)
+    assert (writer.role, writer.priority) == ("agent", "normal")
+    assert writer.grants == {"read": ("shared",), "write": ("writer",), "tools": ("memory.post",)}
+    with pytest.raises(IdentityError, match="reserved"):
+        tokens.agent("supervisor", now_s=NOW, ttl_s=30)
+    with pytest.raises(IdentityError, match="not a control-plane identity"):
+        tokens.control("writer", now_s=NOW, ttl_s=30)
+    with pytest.raises(IdentityError, match="expired at birth"):
+        tokens.agent("writer", now_s=NOW, ttl_s=0)
+    with pytest.raises(IdentityError, match="expired"):
+        verify_token(ROOT, tokens.agent("writer", now_s=NOW, ttl_s=30), now_s=NOW + 30)

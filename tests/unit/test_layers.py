@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("controlplane.errors",),
     ("controlplane.config",),
-    ("controlplane._core", "controlplane._logfile", "controlplane._model_cache", "controlplane._setup",
+    ("controlplane._core", "controlplane._logfile", "controlplane._model_cache", "controlplane._rundir",
+     "controlplane._setup",
      "controlplane._tracing"),
     ("serving",),
     ("memory",),

@@ -45,9 +45,9 @@ def run_with_a_retry_and_a_conflict():
                     detail=AttemptDetail(queue_s=queue, model_s=1.5, tools_s={"web.search": 0.2}, model="default",
                                          usd=0.002, input_tokens=400, output_tokens=100))
 
-    tasks = [task("plan", "planner"), task("research", "researcher", "plan"), task("draft", "copywriter", "research"),
+    tasks = [task("plan", "lead"), task("research", "researcher", "plan"), task("draft", "copywriter", "research"),
              task("visuals", "designer", "plan"), task("review", "reviewer", "draft", "visuals")]
-    run = simulate(tasks, [agent(n) for n in ("planner", "researcher", "copywriter", "designer", "reviewer")], plan)
+    run = simulate(tasks, [agent(n) for n in ("lead", "researcher", "copywriter", "designer", "reviewer")], plan)
     run.result["goal"] = "Launch <script>alert('x')</script> & win"
     run.result["conflicts"] = [{"topic": "launch date", "policy": "priority", "winner": "copywriter",
                                 "reason": "copywriter ranks above designer"}]
@@ -110,7 +110,7 @@ def test_detail_not_in_the_events_can_be_passed_in():
 
 
 def test_a_thousand_tasks_render_with_one_bar_each():
-    names = ["planner", "researcher", "copywriter", "reviewer"]
+    names = ["lead", "researcher", "copywriter", "reviewer"]
     tasks = [task(f"t{i}", names[i % 4], *([f"t{i - 4}"] if i >= 4 else [])) for i in range(1000)]
     run = simulate(tasks, [agent(n, max_concurrency=2) for n in names], lambda t, a, n: Step(duration_s=1.0))
     html = render_report_html(run.result, run.events)

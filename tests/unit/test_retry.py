@@ -26,7 +26,10 @@ EXAMPLES = {
     errors.OutputTruncated: dict(task="t", max_tokens=256),
     errors.ToolCallInDoubt: dict(tool="t", call_key="k", args_digest="sha256:0"),
     errors.MissionLogError: dict(uri="u", seq=1, why="w"),
+    errors.MissionIdInUse: dict(mission_id="m", why="w", fix="f"),
+    errors.ApprovalDenied: dict(subject="s", approval_id="ap-1", decided_by="timeout", reason=None),
     errors.IdentityError: dict(why="forged token", fix="f"),
+    errors.ScopeDenied: dict(why="x-agent-id outside the key's scope", fix="f"),
     errors.ToolError: dict(tool="t", why="it raised", fix="f"),
     errors.AgentStopped: dict(agent="a", task="t", cause="loop", why="w", fix="f"),
 }

@@ -166,3 +166,15 @@ def test_a_delegated_task_joins_the_running_dag_and_is_dispatched():
         sched.add_task(child, delegated_by="parent", now_s=4.0)
     with pytest.raises(ValueError, match="no agent serves"):
         sched.add_task(TaskSpec(id="x", description="x", role="ghost"), delegated_by="parent", now_s=4.0)
+
+
+def test_a_task_result_shows_its_loop_transcript_and_call_counts():
+    sched, _ = make()
+    a = sched.dispatch(0.0)[0]
+    loop = {"steps": 2, "tool_calls": 1, "stop_cause": None,
+            "tool_records": [{"tool": "calculator", "status": "ok", "arguments_digest": "ab12"}]}
+    assert sched.on_success(a.task, a.attempt, {"output": {"n": 2}, "model_calls": 2, "tool_calls": 1,
+                                                "loop": loop}, 1.0)
+    record = sched.tasks[a.task].to_dict()
+    assert (record["model_calls"], record["tool_calls"]) == (2, 1)
+    assert record["loop"]["tool_records"][0]["tool"] == "calculator"

@@ -73,8 +73,8 @@ def test_without_a_system_prompt_the_agent_is_the_key():
 def test_each_call_of_a_burst_goes_out_under_its_own_key():
     import asyncio
 
-    from tests.unit.test_serving_cancel import FakeReplica
     from serving._batcher import Batcher
+    from tests.unit.test_serving_cancel import FakeReplica
 
     async def burst():
         replica = FakeReplica()

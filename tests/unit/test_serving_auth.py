@@ -3,7 +3,7 @@
 import pytest
 
 from controlplane._core.identity import mint_token, mission_key
-from controlplane.errors import IdentityError
+from controlplane.errors import IdentityError, ScopeDenied
 from serving._auth import identity_from_headers, identity_from_token
 from serving._keys import ApiKeyStore
 from serving._types import Identity
@@ -57,7 +57,7 @@ def test_http_with_an_api_key_narrows_inside_its_scope(keys):
     assert identity == Identity(mission_id="launch", agent_id="writer", priority="bulk") and found == scope
     with pytest.raises(IdentityError, match="outside"):
         http({"authorization": f"Bearer {clear}", "x-agent-id": "reviewer"}, keys)
-    with pytest.raises(IdentityError, match="above"):
+    with pytest.raises(ScopeDenied, match="never granted over the HTTP API"):
         http({"authorization": f"Bearer {clear}", "x-priority": "control"}, keys)
     keys.revoke(scope.id, now_s=NOW)
     with pytest.raises(IdentityError, match="unknown, revoked or expired"):
@@ -71,3 +71,29 @@ def test_http_with_a_capability_token_refuses_headers_that_name_someone_else(key
         http({"authorization": f"Bearer {token()}", "x-agent-id": "supervisor"}, keys)
     with pytest.raises(IdentityError, match="x-mission-id"):
         http({"authorization": f"Bearer {token()}", "x-mission-id": "m2"}, keys)
+
+
+def test_the_authenticator_lets_anonymous_handle_calls_in_only_when_the_config_says_so(keys):
+    from serving._auth import Authenticator
+
+    closed, open_ = (Authenticator(root_secret=ROOT, keys=keys, allow_anonymous=flag) for flag in (False, True))
+    with pytest.raises(IdentityError, match="no capability token"):
+        closed.for_handle(None, None, now_s=NOW)
+    assert open_.for_handle(None, None, now_s=NOW) == Identity()
+    with pytest.raises(ScopeDenied):
+        open_.for_handle(None, "control", now_s=NOW)
+    assert closed.for_handle(token(), "bulk", now_s=NOW) == Identity(mission_id="m1", agent_id="writer",
+                                                                     priority="bulk")
+
+
+def test_only_a_supervisor_token_may_take_a_supervisors_action(keys):
+    from serving._auth import Authenticator
+
+    door = Authenticator(root_secret=ROOT, keys=keys)
+    claims = door.supervisor(token("supervisor", role="supervisor", priority="control"), action="set_budget",
+                             now_s=NOW)
+    assert claims.mission_id == "m1"
+    with pytest.raises(ScopeDenied, match="set_budget needs the supervisor's token"):
+        door.supervisor(token(), action="set_budget", now_s=NOW)
+    with pytest.raises(IdentityError, match="signature"):
+        door.supervisor(token("supervisor", role="supervisor", root=b"z" * 32), action="set_budget", now_s=NOW)

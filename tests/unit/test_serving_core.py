@@ -135,3 +135,18 @@ def test_a_backend_429_is_backpressure_with_its_retry_after():
         asyncio.run(run(core, call()))
     assert info.value.retry_after_s == 7.0
     assert core.breaker_state("main") == "closed"
+
+
+def test_an_api_keys_rpm_is_one_more_admission_scope_across_its_agents():
+    from serving._keys import KeyScope
+
+    now = [0.0]
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()}, clock=lambda: now[0])
+    key = KeyScope(id="k1", name="ci", kind="team", scope_id="team", rpm=2, created_at_s=0.0)
+    for agent in ("a", "b"):  # two agents of the key: the key's limit is shared
+        asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id=agent), key=key)))
+    with pytest.raises(BackpressureError, match="key:k1 is over its rpm=2"):
+        asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"), key=key)))
+    asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"))))  # the same agent, no key
+    now[0] = 30.0  # a minute's rpm refills evenly: one more call after 30 s
+    asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"), key=key)))

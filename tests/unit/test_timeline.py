@@ -64,8 +64,8 @@ def test_retries_are_separate_attempts_with_backoff_between():
 @pytest.mark.parametrize(("slots", "part"), [(1, "wait"), (4, "model")])
 def test_a_slow_agent_is_named_as_the_bottleneck(slots, part):
     # One slot: its tasks queue behind each other (waiting); four: its own model work is what is slow.
-    agents = [agent("planner"), agent("researcher"), agent("copywriter", max_concurrency=slots), agent("reviewer")]
-    tasks = [task("plan", "planner")]
+    agents = [agent("lead"), agent("researcher"), agent("copywriter", max_concurrency=slots), agent("reviewer")]
+    tasks = [task("plan", "lead")]
     for i in range(4):
         tasks += [task(f"research{i}", "researcher", "plan"), task(f"copy{i}", "copywriter", f"research{i}"),
                   task(f"review{i}", "reviewer", f"copy{i}")]
@@ -78,10 +78,10 @@ def test_a_slow_agent_is_named_as_the_bottleneck(slots, part):
 
 
 def test_an_overloaded_model_queue_is_named_as_the_bottleneck():
-    names = ["planner", "researcher", "copywriter", "reviewer"]
+    names = ["lead", "researcher", "copywriter", "reviewer"]
     tasks = [task(f"t{i}", names[i], *([f"t{i - 1}"] if i else [])) for i in range(4)]
     run = simulate(tasks, [agent(n) for n in names],
-                   lambda t, a, n: work(10.0, queue_s=7.0) if a != "planner" else work(2.0, model="small"))
+                   lambda t, a, n: work(10.0, queue_s=7.0) if a != "lead" else work(2.0, model="small"))
     found = find_bottleneck(timeline_of(run))
     assert (found.kind, found.name, found.part) == ("model", "default", "queue")
     assert found.queueing and found.share == pytest.approx(21.0 / 32.0)
