@@ -28,6 +28,7 @@ from controlplane._core.identity import (
     require_supervisor,
     verify_token,
 )
+from controlplane._priority import run_at_normal_priority
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import AccessDenied, IdentityError, ScopeDenied, SpecError
 from memory._acl import SUPERVISOR, principal_of
@@ -48,6 +49,8 @@ class MemoryActor:
     def __init__(self, config: MemoryConfig, judge: Judge | None = None, *, mission_id: str) -> None:
         import faiss
         import torch
+
+        run_at_normal_priority()  # before FAISS and torch start their thread pools, which inherit it
 
         threads = config.cpu_threads or os.cpu_count() or 1
         faiss.omp_set_num_threads(threads)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from controlplane.config import ServingConfig
 from controlplane.errors import BackpressureError, DeadlineExceeded, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
-from serving._affinity import prefix_key
+from serving._affinity import affinity_key
 from serving._breaker import CircuitBreaker
 from serving._gate import Gate
 from serving._keys import KeyScope
@@ -250,7 +250,7 @@ class RouterCore:
         try:
             await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()))
             try:
-                key = prefix_key(call.body["messages"]) if "messages" in call.body else None
+                key = affinity_key(call.body, call.identity)
                 progress.dispatched = True
                 queue_s = self._clock() - start_s
                 events = within(self._backends[model].stream(call.body, key), deadline_s - self._clock(),

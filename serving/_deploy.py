@@ -141,7 +141,7 @@ class RouterClient:
         """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError.
 
         Cancelling the caller cancels the request in the router too (Serve does not on its own), so the router
-        can abort the generation: the kill switch relies on it."""
+        aborts the generation down to the engine: the kill switch relies on it."""
         response = self.handle.chat.remote(request)
         try:
             return await response
@@ -152,12 +152,18 @@ class RouterClient:
             raise exc.cause from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        """Text deltas as they come, then the ChatResult (tool calls arrive in it, whole)."""
+        """Text deltas as they come, then the ChatResult (tool calls arrive in it, whole). Closing the stream early
+        cancels the call, down to the engine."""
+        response, finished = self.handle.options(stream=True).chat_stream.remote(request), False
         try:
-            async for item in self.handle.options(stream=True).chat_stream.remote(request):
+            async for item in response:
+                finished = isinstance(item, ChatResult)
                 yield item
         except RayTaskError as exc:
             raise exc.cause from None
+        finally:
+            if not finished:
+                response.cancel()
 
     async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
         """Accounting rows per (mission, agent, model)."""

@@ -8,7 +8,7 @@ import uuid
 from typing import Any, get_args
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from controlplane.errors import (
     AccessDenied,
@@ -21,19 +21,21 @@ from controlplane.errors import (
     SpecError,
 )
 from serving._core import Call
+from serving._fields import SamplingFields, check_extra
 from serving._keys import KeyScope
 from serving._tool_calls import ReplyAssembler
 from serving._types import ChatMessage, Identity, Priority, ToolFields
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Body(SamplingFields):
+    """An OpenAI request body. Fields outside the model are checked by `serving._fields.check_extra`."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
-    n: int = Field(1, ge=1, le=1, description="One choice per request is supported.")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -42,6 +44,8 @@ class _Body(BaseModel):
     guided_choice: list[str] | None = None
     mission_id: str | None = Field(None, description="Narrows like x-mission-id; never widens the credential.")
     agent_id: str | None = Field(None, description="Narrows like x-agent-id; never widens the credential.")
+    user: str | None = Field(None, description="The end user: asked for as the agent id, like agent_id, when "
+                             "neither x-agent-id nor agent_id is given.")
     priority: Priority | None = Field(None, description="Asked for like x-priority; at most the credential's.")
     timeout_s: float | None = Field(None, gt=0)
 
@@ -88,38 +92,52 @@ def parse_body(raw: bytes, cls: type[_Body]) -> _Body:
         raise SpecError(where="body", value=raw[:80].decode(errors="replace"), why=f"not JSON ({exc.msg})",
                         fix="send a JSON object") from None
     try:
-        return cls.model_validate(data)
+        body = cls.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
         raise SpecError(where=field, value=error.get("input"), why=error["msg"],
                         fix="see https://platform.openai.com/docs/api-reference/chat") from None
+    check_extra(body.model_extra or {})
+    return body
 
 
 def _constraints(body: _Body) -> dict[str, Any]:
     structured = body.structured_outputs or {}
+    unknown = sorted(set(structured) - {"json", "choice"})
+    if unknown:
+        raise SpecError(where=f"structured_outputs.{unknown[0]}", value=structured[unknown[0]],
+                        why="the router passes json and choice constraints only", fix="use json or choice")
     schema = structured.get("json") or body.guided_json
-    if body.response_format and body.response_format.get("type") == "json_schema":
-        schema = body.response_format.get("json_schema", {}).get("schema")
+    response_format = body.response_format or {}
+    kind = response_format.get("type", "text")
+    if kind == "json_schema":
+        schema = response_format.get("json_schema", {}).get("schema")
+    elif kind == "json_object":
+        schema = {"type": "object"}
+    elif kind != "text":
+        raise SpecError(where="response_format.type", value=kind, why="it is not text, json_object or json_schema",
+                        fix="use one of those")
     return {"json_schema": schema, "choice": structured.get("choice") or body.guided_choice}
 
 
 def credentials(headers: Any, body: _Body | None = None) -> dict[str, str | None]:
-    """What the auth layer reads: the bearer, and the narrowing asks from headers (or, failing those, the body)."""
+    """What the auth layer reads: the bearer, and the narrowing asks from headers (or, failing those, the body;
+    `user` asks for the agent id when neither x-agent-id nor agent_id does)."""
     priority = headers.get("x-priority")
     if priority is not None and priority not in get_args(Priority):
         raise SpecError(where="x-priority header", value=priority, why=f"it is not one of {get_args(Priority)}",
                         fix="send normal or bulk, or leave the header out")
     return {"authorization": headers.get("authorization"),
             "x-mission-id": headers.get("x-mission-id") or (body.mission_id if body else None),
-            "x-agent-id": headers.get("x-agent-id") or (body.agent_id if body else None),
+            "x-agent-id": headers.get("x-agent-id") or (body.agent_id or body.user if body else None),
             "x-priority": headers.get("x-priority") or (body.priority if body else None)}
 
 
 def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeyScope | None = None) -> Call:
     """The router call of a request, under the identity its credentials gave (and its API key's limits)."""
     payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
-                               "temperature": body.temperature, **_constraints(body)}
+                               "temperature": body.temperature, **_constraints(body), **body.sampling()}
     if isinstance(body, ChatBody):
         payload["messages"] = [m.to_wire() for m in body.messages]
         payload.update(body.tool_body())

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
+from controlplane._priority import run_at_normal_priority
 from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import OpenAIModelSpec, ServingConfig
 from controlplane.errors import ControlPlaneError, SpecError
@@ -60,6 +61,7 @@ class _Metrics:
 
 def _call_of(request: ChatRequest, identity: Identity) -> Call:
     body = request.model_dump(include={"max_tokens", "temperature", "json_schema", "choice"})
+    body.update(request.sampling())
     body.update(request.tool_body())
     body["messages"] = [m.to_wire() for m in request.messages]
     return Call(model=request.model, body=body, identity=identity, timeout_s=request.timeout_s)
@@ -84,6 +86,7 @@ async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
 @serve.ingress(app)
 class Router:
     def __init__(self, config: dict[str, Any], handles: dict[str, Any]) -> None:
+        run_at_normal_priority()
         self._config = ServingConfig.model_validate(config)
         self._config.check_env()
         router = self._config.router

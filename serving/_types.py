@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from controlplane._tracing import TracingConfig
+from serving._fields import SamplingFields
 
 Priority = Literal["control", "normal", "bulk"]
 
@@ -157,8 +158,9 @@ class ToolFields(BaseModel):
         return self.model_dump(include={"tools", "tool_choice", "parallel_tool_calls"}, exclude_none=True)
 
 
-class ChatRequest(ToolFields):
-    """One chat completion through the router (tool calling: see ToolFields)."""
+class ChatRequest(ToolFields, SamplingFields):
+    """One chat completion through the router (tool calling: see ToolFields; the sampling fields passed to the
+    engine: see SamplingFields)."""
 
     model_config = ConfigDict(extra="forbid")
 

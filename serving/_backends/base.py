@@ -5,11 +5,12 @@ A remote backend streams the same events for one call.
 
 `VLLMReplica` lives in `vllm.py` so that importing `serving` does not import vLLM.
 
-A call is a dict: `messages` (or `prompt` for /v1/completions), `max_tokens`, `temperature`,
-`json_schema`, `choice`, and the tool fields of `serving._tool_calls`. Events: `{"i", "delta"}` and
-`{"i", "tool_calls": [delta, ...]}` (OpenAI's streamed tool-call deltas), then one final `{"i", "done": True,
-"finish_reason", "prompt_tokens", "completion_tokens", "replica"}` or
-`{"i", "done": True, "error": {"status", "message"}}`.
+A call is a dict: `id`, `messages` (or `prompt` for /v1/completions), `max_tokens`, `temperature`,
+`json_schema`, `choice`, the sampling fields of `serving._fields` and the tool fields of `serving._tool_calls`.
+A batch's stream starts with `[{"replica"}]`; then events `{"i", "delta"}` and `{"i", "tool_calls": [delta, ...]}`
+(OpenAI's streamed tool-call deltas), then one final `{"i", "done": True, "finish_reason", "prompt_tokens",
+"completion_tokens", "replica"}` or `{"i", "done": True, "error": {"status", "message"}}`. `cancel_calls(ids)` on
+the same replica ends those calls alone (their engine requests are aborted); they get no final event.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ray import serve
@@ -25,37 +27,59 @@ from ray import serve
 logger = logging.getLogger(__name__)
 
 
-async def fan_in(streams: list[AsyncIterator[dict[str, Any]]]) -> AsyncIterator[list[dict[str, Any]]]:
-    """Run the streams concurrently; yield whatever events are ready, tagged with the stream index."""
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+class CallRunner:
+    """The calls a replica is running, each in its own task kept by call id, so that one call of a batch
+    can be cancelled alone: cancelling its task closes its engine stream, and vLLM aborts the request."""
 
-    async def pump(index: int, stream: AsyncIterator[dict[str, Any]]) -> None:
-        try:
-            async for event in stream:
-                queue.put_nowait({"i": index, **event})
-        except Exception as exc:  # one failed call must not end its batch-mates
-            logger.warning("call %d of a batch failed: %r", index, exc)
-            queue.put_nowait({"i": index, "done": True, "error": {"status": 500, "message": repr(exc)}})
-        finally:
-            queue.put_nowait(None)
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    tasks = [asyncio.create_task(pump(index, stream)) for index, stream in enumerate(streams)]
-    remaining = len(tasks)
-    try:
-        while remaining:
-            items = [await queue.get()]
-            while not queue.empty():
-                items.append(queue.get_nowait())
-            remaining -= sum(item is None for item in items)
-            events = [item for item in items if item is not None]
-            if events:
-                yield events
-    finally:
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def cancel(self, call_ids: list[str]) -> int:
+        """Cancel the named calls that still run; how many did."""
+        tasks = [self._tasks.pop(call_id) for call_id in call_ids if call_id in self._tasks]
         for task in tasks:
             task.cancel()
+        return len(tasks)
+
+    async def fan_in(self, calls: list[dict[str, Any]], one: Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]],
+                     replica: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """`[{"replica"}]` first (the batcher sends cancels there), then the events of all calls as they are
+        ready, tagged with the call's index. A call cancelled here ends without a final event."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        ids = [call.get("id") or uuid.uuid4().hex for call in calls]
+
+        async def pump(index: int) -> None:
+            try:
+                async for event in one(calls[index]):
+                    queue.put_nowait({"i": index, **event})
+            except Exception as exc:  # one failed call must not end its batch-mates
+                logger.warning("call %d of a batch failed: %r", index, exc)
+                queue.put_nowait({"i": index, **error_event(500, repr(exc))})
+            finally:
+                self._tasks.pop(ids[index], None)
+                queue.put_nowait(None)
+
+        tasks = [asyncio.create_task(pump(index)) for index in range(len(calls))]
+        self._tasks.update(zip(ids, tasks))
+        remaining = len(tasks)
+        try:
+            yield [{"replica": replica}]
+            while remaining:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                remaining -= sum(item is None for item in items)
+                events = [item for item in items if item is not None]
+                if events:
+                    yield events
+        finally:
+            self.cancel(ids)  # the whole batch was cancelled (or its caller went away)
 
 
-def replica_id() -> str:
+def this_replica() -> str:
     """This Serve replica's id; final events carry it, so routing can be observed."""
     return serve.get_replica_context().replica_id.unique_id
 

@@ -13,6 +13,7 @@ import httpx
 from controlplane.config import OpenAIModelSpec
 from controlplane.errors import SetupError
 from serving._backends.base import OpenAIStreamReader
+from serving._fields import SAMPLING_KEYS
 from serving._tool_calls import tool_fields
 
 
@@ -39,7 +40,8 @@ def read_api_key(spec: OpenAIModelSpec) -> str | None:
 def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     body: dict[str, Any] = {"model": spec.remote_model, "max_tokens": call["max_tokens"],
                             "temperature": call.get("temperature", 0.0), "stream": True,
-                            "stream_options": {"include_usage": True}}
+                            "stream_options": {"include_usage": True},
+                            **{key: call[key] for key in SAMPLING_KEYS if key in call}}
     if call.get("json_schema") is not None:
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": "output", "schema": call["json_schema"]}}

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import jsonschema
 
 from controlplane.config.serving import ScriptedRule
-from serving._backends.base import fan_in, replica_id
+from serving._backends.base import CallRunner, this_replica
 from serving._constrained import TOOL_RESULT_PREFIX, result_line, tool_names
 from serving._tool_calls import message_text
 
@@ -158,12 +158,21 @@ class ScriptedReplica:
     def __init__(self, replies: list[dict[str, Any]], latency_s: float) -> None:
         self._engine = ScriptedEngine(replies)
         self._latency_s = latency_s
+        self._calls = CallRunner()
 
     async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
                         ) -> AsyncIterator[list[dict[str, Any]]]:
         """`affinity_key` is read by the affinity request router, which picks this replica."""
-        async for events in fan_in([self._one(call) for call in calls]):
+        async for events in self._calls.fan_in(calls, self._one, this_replica()):
             yield events
+
+    async def cancel_calls(self, call_ids: list[str], replica_id: str | None = None) -> int:
+        """End these calls (`replica_id` is read by the request router, which sends this call there)."""
+        return self._calls.cancel(call_ids)
+
+    async def unfinished_calls(self) -> int:
+        """Calls this replica's engine is still working on."""
+        return len(self._calls)
 
     async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         messages = call.get("messages") or [{"role": "user", "content": call["prompt"]}]
@@ -178,6 +187,6 @@ class ScriptedReplica:
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
         yield event
-        yield {"done": True, "finish_reason": finish_reason, "replica": replica_id(),
+        yield {"done": True, "finish_reason": finish_reason, "replica": this_replica(),
                "prompt_tokens": sum(count_tokens(message_text(m)) for m in messages),
                "completion_tokens": count_tokens(text)}

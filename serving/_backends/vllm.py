@@ -8,7 +8,9 @@ from typing import Any
 from ray.serve.llm import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
-from serving._backends.base import OpenAIStreamReader, error_event, fan_in, replica_id
+from controlplane._priority import run_at_normal_priority
+from serving._backends.base import CallRunner, OpenAIStreamReader, error_event, this_replica
+from serving._fields import SAMPLING_KEYS
 from serving._tool_calls import tool_fields
 
 
@@ -24,16 +26,47 @@ def _structured(call: dict[str, Any]) -> dict[str, Any] | None:
 class VLLMReplica(LLMServer):
     """ray.serve.llm's LLMServer plus a batched entry point for the router."""
 
+    async def __init__(self, *args: Any, **kwargs: Any) -> None:
+        run_at_normal_priority()  # before the engine's processes start: they inherit it
+        self._calls = CallRunner()
+        await super().__init__(*args, **kwargs)
+
     async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
                         ) -> AsyncIterator[list[dict[str, Any]]]:
         """`affinity_key` is read by the affinity request router, which picks this replica."""
-        async for events in fan_in([self._one(call) for call in calls]):
+        async for events in self._calls.fan_in(calls, self._one, this_replica()):
             yield events
+
+    async def cancel_calls(self, call_ids: list[str], replica_id: str | None = None) -> int:
+        """End these calls and abort their engine requests (`replica_id` is read by the request router,
+        which sends this call to that replica)."""
+        return self._calls.cancel(call_ids)
+
+    async def unfinished_calls(self, replica_id: str | None = None) -> int:
+        """Requests vLLM's engine has not finished (aborted ones leave at once)."""
+        return self.engine._engine_client.get_num_unfinished_requests()
+
+    async def prefix_cache_stats(self, replica_id: str | None = None) -> dict[str, Any]:
+        """This replica's id and vLLM's prefix-cache counters (tokens queried, tokens hit) since start."""
+        from prometheus_client import REGISTRY
+
+        stats: dict[str, Any] = {"replica": this_replica(), "queries": 0.0, "hits": 0.0}
+        for metric in REGISTRY.collect():
+            if metric.name in ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits"):
+                key = metric.name.rsplit("_", 1)[1]
+                stats[key] += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+        return stats
+
+    async def reset_prefix_cache_of(self, replica_id: str | None = None) -> bool:
+        """Empty this replica's prefix cache (benchmarks of cold caches); `replica_id` picks the replica."""
+        await self.engine.reset_prefix_cache()
+        return True
 
     def _openai_request(self, call: dict[str, Any]):
         common = dict(model=self._llm_config.model_id, max_tokens=call["max_tokens"],
                       temperature=call.get("temperature", 0.0), stream=True,
-                      stream_options={"include_usage": True})
+                      stream_options={"include_usage": True},
+                      **{key: call[key] for key in SAMPLING_KEYS if key in call})
         structured = _structured(call)
         if structured is not None:
             common["structured_outputs"] = structured
@@ -53,4 +86,4 @@ class VLLMReplica(LLMServer):
                     yield event
                     if event.get("done"):
                         return
-        yield reader.done(replica=replica_id())
+        yield reader.done(replica=this_replica())

@@ -54,3 +54,38 @@ def test_busy_preferred_replica_falls_back_to_the_less_loaded_of_two():
 def test_no_key_is_plain_power_of_two():
     loads = {"r1": 10, "r2": 0}
     assert all(choose(None, ["r1", "r2"], loads, busy_at=1, rng=random.Random(s)) == "r2" for s in range(20))
+
+
+def test_the_key_is_the_stable_prefix_not_the_task_text():
+    planner = "You are the planner."
+    assert prefix_key(msgs(planner, "task A")) == prefix_key(msgs(planner, "task B " * 300))
+    assert prefix_key(msgs(planner, "x")) != prefix_key(msgs(planner + " Be brief.", "x"))
+    tools = [{"type": "function", "function": {"name": "search"}}]
+    assert prefix_key(msgs(planner, "x"), tools=tools) != prefix_key(msgs(planner, "x"))
+
+
+def test_without_a_system_prompt_the_agent_is_the_key():
+    first = [{"role": "user", "content": "task A"}]
+    later = [*first, {"role": "assistant", "content": "done"}, {"role": "user", "content": "task B"}]
+    assert prefix_key(first, agent="m/a1") == prefix_key(later, agent="m/a1") != prefix_key(first, agent="m/a2")
+
+
+def test_each_call_of_a_burst_goes_out_under_its_own_key():
+    import asyncio
+
+    from serving._batcher import Batcher
+    from tests.unit.test_serving_cancel import FakeReplica
+
+    async def burst():
+        replica = FakeReplica()
+        batcher = Batcher(replica, max_size=8, wait_s=0.01)
+        streams = [batcher.stream({"text": key, "sleep_s": 0}, key) for key in ("a", "b", "a", "b", "a")]
+        await asyncio.gather(*[collect(s) for s in streams])
+        return replica.batches
+
+    async def collect(stream):
+        return [event async for event in stream]
+
+    batches = asyncio.run(burst())
+    assert sorted(text for texts, _ in batches for text in texts) == ["a", "a", "a", "b", "b"]
+    assert all(set(texts) == {key} for texts, key in batches)  # a batch is routed by the key of each of its calls

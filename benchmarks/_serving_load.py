@@ -1,0 +1,227 @@
+"""bench_serving's load generators and peers: streaming chat over HTTP (any OpenAI server), over the
+router's handle API and straight to a replica; vLLM's own server as a child process; and the engine
+processes each phase must leave behind it dead."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+TOPICS = ["the ocean", "a bicycle", "coffee", "mountains", "a library", "rain", "trains", "the moon",
+          "bread", "chess", "winter", "a garden", "music", "bridges", "clocks", "volcanoes"]
+KV_CACHE_GB = 1
+"""VLLM_CPU_KVCACHE_SPACE of every engine (the router's default `kv_cache_space_gb`)."""
+MAX_MODEL_LEN = 2048
+"""max_model_len of every engine (the router's default `max_context_tokens`)."""
+
+
+@dataclass
+class Sample:
+    ttft_s: float
+    latency_s: float
+    tokens: int
+
+
+Call = Callable[[int, int], Awaitable[Sample]]
+"""(request index, max_tokens) -> Sample."""
+
+
+def prompt(index: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": f"Write three sentences about {TOPICS[index % len(TOPICS)]}."}]
+
+
+@functools.cache
+def agent_tokens(mission_id: str = "bench", agents: int = 64) -> tuple[str, ...]:
+    """Capability tokens of `agents` agents of one mission, minted once: the router verifies one per call."""
+    from serving import mission_tokens
+
+    tokens = mission_tokens(mission_id)
+    return tuple(tokens.agent(f"agent-{n}", now_s=time.time(), ttl_s=24 * 3600) for n in range(agents))
+
+
+def http_caller(client: httpx.AsyncClient, base_url: str, model: str) -> Call:
+    """Streaming chat with `ignore_eos` against an OpenAI-compatible server; each worker sends its own agent's
+    token as the bearer (the router's credential; the peers ignore it)."""
+    async def call(index: int, max_tokens: int) -> Sample:
+        body = {"model": model, "messages": prompt(index), "max_tokens": max_tokens, "temperature": 0.0,
+                "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
+        headers = {"authorization": f"Bearer {agent_tokens()[index % 64]}"}
+        start, first, tokens = time.perf_counter(), None, 0
+        async with client.stream("POST", f"{base_url}/chat/completions", json=body, headers=headers) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"{base_url}: HTTP {response.status_code}: {(await response.aread())[:300]!r}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise RuntimeError(f"{base_url}: error in the stream: {chunk['error']}")
+                if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+                    first = time.perf_counter()
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+        end = time.perf_counter()
+        return Sample((first or end) - start, end - start, tokens)
+
+    return call
+
+
+def handle_caller(stream: Callable[..., object], *, model: str = "default") -> Call:
+    """Streaming chat through a router's handle API (`RouterClient.stream`, or a Router handle's chat_stream)."""
+    from serving import ChatMessage, ChatRequest, ChatResult
+
+    async def call(index: int, max_tokens: int) -> Sample:
+        request = ChatRequest(model=model, max_tokens=max_tokens, ignore_eos=True,
+                              messages=[ChatMessage(**m) for m in prompt(index)], token=agent_tokens()[index % 64])
+        start, first, result = time.perf_counter(), None, None
+        async for item in stream(request):
+            if isinstance(item, ChatResult):
+                result = item
+            elif first is None:
+                first = time.perf_counter()
+        end = time.perf_counter()
+        return Sample((first or end) - start, end - start, result.usage.completion_tokens)
+
+    return call
+
+
+def direct_caller(replica_handle) -> Call:
+    """One `run_batch` Serve call per request straight to the replica deployment: no router."""
+    streaming = replica_handle.options(stream=True)
+
+    async def call(index: int, max_tokens: int) -> Sample:
+        body = {"messages": prompt(index), "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}
+        start, first, final = time.perf_counter(), None, None
+        async for events in streaming.run_batch.remote([body]):
+            for event in events:
+                if first is None and event.get("delta"):
+                    first = time.perf_counter()
+                if event.get("done"):
+                    final = event
+        if "error" in final:
+            raise RuntimeError(final["error"])
+        end = time.perf_counter()
+        return Sample((first or end) - start, end - start, final["completion_tokens"])
+
+    return call
+
+
+async def run_level(call: Call, concurrency: int, per_client: int, max_tokens: int) -> dict[str, float]:
+    """`concurrency` clients, each sending `per_client` requests one after another; tok/s over the wall time."""
+    async def client(worker: int) -> list[Sample]:
+        return [await call(worker * per_client + i, max_tokens) for i in range(per_client)]
+
+    start = time.perf_counter()
+    samples = [s for batch in await asyncio.gather(*[client(w) for w in range(concurrency)]) for s in batch]
+    wall_s = time.perf_counter() - start
+    ttfts = sorted(s.ttft_s for s in samples)
+    itls = [(s.latency_s - s.ttft_s) / (s.tokens - 1) for s in samples if s.tokens > 1]
+    return {"tok_s": sum(s.tokens for s in samples) / wall_s, "ttft_p50_ms": 1000 * statistics.median(ttfts),
+            "ttft_p99_ms": 1000 * ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+            "itl_ms": 1000 * statistics.median(itls) if itls else 0.0,
+            "tokens_per_request": statistics.median(s.tokens for s in samples), "requests": len(samples)}
+
+
+def engine_env() -> dict[str, str]:
+    return {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GB)}
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before it answered {url}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: str, port: int, log_path: Path, timeout_s: float = 900) -> Iterator[str]:
+    """vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`; `vllm serve` fails on the
+    vllm-cpu distribution name) with the router's engine settings; stopped with its whole process group."""
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+               "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port),
+               "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--disable-uvicorn-access-log"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, env={**os.environ, **engine_env()}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", timeout_s, proc)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def engine_processes() -> list[psutil.Process]:
+    """vLLM engine processes started under this process (the replicas' EngineCore and Worker children)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.name().startswith("VLLM::") or "vllm.entrypoints" in " ".join(proc.cmdline()):
+                found.append(proc)
+    return found
+
+
+@contextlib.contextmanager
+def engines_stopped(what: str, teardown: Callable[[], None], grace_s: float = 30) -> Iterator[None]:
+    """Run the block, then `teardown`; the engine processes that ran before the teardown must be gone
+    `grace_s` after it. Survivors (started by this benchmark) are killed by pid and named."""
+    try:
+        yield
+    finally:
+        engines = engine_processes()  # before the teardown: orphaned engines are no longer our children
+        teardown()
+        _, alive = psutil.wait_procs(engines, timeout=grace_s)
+        for proc in alive:
+            print(f"  {what}: engine process {proc.pid} outlived its server; killed", flush=True)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+def _label(proc: psutil.Process) -> str:
+    name = proc.name()
+    if name.startswith("VLLM::"):
+        return "engine_" + name.split("::", 1)[1].lower()
+    title = " ".join(proc.cmdline())
+    if "vllm.entrypoints" in title:
+        return "vllm_api_server"
+    if title.startswith("ray::ServeReplica:"):
+        return "replica:" + title.split(":")[-1].split(".")[0].split(" ")[0]
+    if title.startswith("ray::ProxyActor"):
+        return "serve_proxy"
+    return "other"
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process (the load generator) and each process it started, by role."""
+    totals = {"client": sum(psutil.Process().cpu_times()[:2])}
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            label = _label(proc)
+            totals[label] = totals.get(label, 0.0) + sum(proc.cpu_times()[:2])
+    return totals

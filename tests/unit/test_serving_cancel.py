@@ -1,0 +1,115 @@
+"""Cancelling one call of a batch: the batching decisions, the replica's call runner, and the batcher
+against a fake replica handle (no Ray)."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from controlplane._core.batching import SentBatch, split_batches
+from serving._backends.base import CallRunner
+from serving._batcher import Batcher
+
+
+def test_split_batches_one_key_per_batch_in_arrival_order():
+    assert split_batches(["a", "b", "a", None, "b", "a"], max_size=2) == [[0, 2], [1, 4], [3], [5]]
+
+
+def test_a_cancel_before_the_replica_is_known_is_told_once_it_is():
+    batch = SentBatch(["c1", "c2", "c3"])
+    assert batch.cancel("c2") is None
+    assert batch.located("r1") == ["c2"]
+    assert batch.cancel("c3") == "r1"
+    assert batch.located("r1") == []
+    with pytest.raises(ValueError):
+        batch.cancel("c9")
+
+
+async def slow_call(call: dict[str, Any]):
+    yield {"delta": call["text"]}
+    await asyncio.sleep(call["sleep_s"])
+    yield {"done": True}
+
+
+def test_call_runner_cancels_one_call_and_its_batch_mates_finish():
+    async def scenario():
+        runner = CallRunner()
+        calls = [{"id": "keep", "text": "a", "sleep_s": 0.05}, {"id": "drop", "text": "b", "sleep_s": 30}]
+        seen, cancelled = [], None
+        async for events in runner.fan_in(calls, slow_call, replica="r1"):
+            seen.extend(events)
+            if cancelled is None and len(runner) == 2 and any(e.get("delta") == "b" for e in seen):
+                cancelled = runner.cancel(["drop", "unknown"])
+        return seen, cancelled, len(runner)
+
+    seen, cancelled, left = asyncio.run(scenario())
+    assert seen[0] == {"replica": "r1"} and cancelled == 1 and left == 0
+    assert {"i": 0, "done": True} in seen and not any(e.get("i") == 1 and e.get("done") for e in seen)
+
+
+class FakeReplica:
+    """A replica handle: `run_batch` streams like CallRunner does, `cancel_calls` cancels there."""
+
+    def __init__(self) -> None:
+        self.runner = CallRunner()
+        self.batches: list[tuple[list[str], str | None]] = []
+        self.cancel_calls = self
+        self.run_batch = self
+
+    def options(self, **_: Any) -> "FakeReplica":
+        return self
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        if "replica_id" in kwargs:
+            return self._cancel(*args)
+        calls, key = args[0], kwargs.get("affinity_key")
+        self.batches.append(([c["text"] for c in calls], key))
+        return self.runner.fan_in(calls, slow_call, replica="r1")
+
+    async def _cancel(self, call_ids: list[str]) -> int:
+        return self.runner.cancel(call_ids)
+
+
+async def first_then_close(batcher: Batcher, text: str, key: str) -> list[dict]:
+    events = batcher.stream({"text": text, "sleep_s": 30}, key)
+    first = await anext(events)
+    await events.aclose()
+    return [first]
+
+
+def test_closing_one_callers_stream_cancels_only_its_call_on_the_replica():
+    async def scenario():
+        replica = FakeReplica()
+        batcher = Batcher(replica, max_size=8, wait_s=0.01)
+        keep = batcher.stream({"text": "k", "sleep_s": 0.2}, "agent")
+        keep_task = asyncio.create_task(anext(keep))
+        dropped = await first_then_close(batcher, "d", "agent")
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            if len(replica.runner) == 1:
+                break
+        running_after_cancel = len(replica.runner)
+        kept = [await keep_task] + [event async for event in keep]
+        return dropped, running_after_cancel, kept, batcher.cancels, replica.batches
+
+    dropped, running_after_cancel, kept, cancels, batches = asyncio.run(scenario())
+    assert dropped == [{"delta": "d"}] and cancels == 1
+    assert running_after_cancel == 1  # the other call of the same batch runs on
+    assert kept[-1] == {"done": True} and [e.get("delta") for e in kept[:-1]] == ["k"]
+    assert all(key == "agent" for _, key in batches)
+
+
+def test_a_call_cancelled_while_waiting_never_leaves():
+    async def scenario():
+        replica = FakeReplica()
+        batcher = Batcher(replica, max_size=8, wait_s=0.05)
+        busy = batcher.stream({"text": "a", "sleep_s": 0.3}, None)
+        await anext(busy)  # a batch runs, so the next call waits to fill one
+        waiting = asyncio.create_task(anext(batcher.stream({"text": "b", "sleep_s": 0}, None)))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.sleep(0.1)
+        return replica.batches
+
+    batches = asyncio.run(scenario())
+    assert len(batches) == 1
