@@ -110,13 +110,14 @@ class AgentActor:
         _tracing.force_flush()
 
     async def run(self, task: TaskSpec, attempt: int, context: dict[str, Any], token: str,
-                  trace: dict[str, str] | None = None) -> StepResult:
+                  trace: dict[str, str] | None = None, slack_s: float | None = None) -> StepResult:
         """One attempt of `task`, under the capability token the supervisor issued for it (the router and memory
-        take the agent's identity from it), in an `invoke_agent` span under the supervisor's `trace` carrier.
+        take the agent's identity from it), in an `invoke_agent` span under the supervisor's `trace` carrier;
+        its router calls carry `slack_s` (the task's slack in the DAG: the router's queue serves less first).
         Raises on failure (the supervisor retries or falls back); the exception carries the attempt's detail."""
         started = time.time()
         with AttemptObserver(agent=self.agent.name, mission_id=self.mission_id, task_id=task.id, attempt=attempt,
-                             trace=trace, sink=self.tracing) as observer:
+                             trace=trace, sink=self.tracing, slack_s=slack_s) as observer:
             runner = self._runner(task, attempt, token)
             if self._python is not None:
                 return await self._run_python(task, attempt, context, runner, started, token, observer)
@@ -176,7 +177,7 @@ class AgentActor:
         fields: dict[str, Any] = {
             "model": self.agent.model, "messages": messages, "max_tokens": max_tokens or self.agent.max_tokens,
             "temperature": self.agent.temperature, "json_schema": json_schema, "timeout_s": timeout_s,
-            "token": token, **(observer.request_trace() if observer is not None else {})}
+            "token": token, **(observer.request_fields() if observer is not None else {})}
         if tools:
             fields["tools"] = tools
         if self.log_content:

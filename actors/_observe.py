@@ -74,13 +74,14 @@ class MissionTrace:
 
 class AttemptObserver:
     """One task attempt: `with AttemptObserver(...) as obs:` opens its `invoke_agent` span (a child of the
-    supervisor's `trace` carrier). Inside, `obs.request_trace()` goes into each ChatRequest, `obs.chat_done(reply)`
+    supervisor's `trace` carrier). Inside, `obs.request_fields()` goes into each ChatRequest, `obs.chat_done(reply)`
     counts each reply, `with obs.tool(name):` times a tool. `obs.detail()` is the attempt's AttemptDetail; when
     the attempt raises, the detail rides on the exception (`detail_of` reads it in the supervisor)."""
 
     def __init__(self, *, agent: str, mission_id: str, task_id: str, attempt: int,
-                 trace: Mapping[str, str] | None, sink: TracingConfig | None) -> None:
-        self.agent, self.sink = agent, sink
+                 trace: Mapping[str, str] | None, sink: TracingConfig | None, slack_s: float | None = None) -> None:
+        """`slack_s`: the task's slack in the mission's DAG, sent with each of its router calls."""
+        self.agent, self.sink, self.slack_s = agent, sink, slack_s
         self.meter = AttemptMeter()
         self._span_cm = tracing.invoke_agent(agent, mission_id=mission_id, task_id=task_id, attempt=attempt,
                                              parent=trace)
@@ -97,8 +98,10 @@ class AttemptObserver:
             attach_detail(error, detail)
         self._span_cm.__exit__(kind, error, tb)
 
-    def request_trace(self) -> dict[str, Any]:
-        return request_trace(self.sink)
+    def request_fields(self) -> dict[str, Any]:
+        """What each ChatRequest of the attempt carries: its trace context and the task's slack."""
+        fields = request_trace(self.sink)
+        return fields if self.slack_s is None else {**fields, "slack_s": self.slack_s}
 
     def chat_done(self, reply: Any) -> None:
         """Count one router reply (a `ChatResult`)."""

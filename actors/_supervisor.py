@@ -99,6 +99,8 @@ class SupervisorActor:
                                                                                            timeout_s),
                                       scheduler=lambda: self.sched, wake=self._wake_loop, mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
+        self._slack: dict[str, float] | None = None
+        self._task_s = [0.0, 0]  # seconds and count of successful attempts, for the slack's time unit
         self._cancelled_refs: list[Any] = []
         self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s)
         self._cancel_reason: str | None = None
@@ -565,8 +567,19 @@ class SupervisorActor:
         spec = self.sched.tasks[a.task].spec
         token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
         ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token,
-                                              trace=_tracing.inject())
+                                              trace=_tracing.inject(), slack_s=self._slack_s(a.task))
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
+
+    def _slack_s(self, task_id: str) -> float:
+        """The task's slack in the DAG, in tasks (every task counted as one) times the mean task time so far;
+        a delegated task has its parent's."""
+        if self._slack is None:
+            self._slack = self.sched.dag.slack(dict.fromkeys(self.sched.dag.deps, 1.0))
+        record = self.sched.tasks[task_id]
+        while task_id not in self._slack and record.delegated_by is not None:
+            task_id, record = record.delegated_by, self.sched.tasks[record.delegated_by]
+        mean_task_s = self._task_s[0] / self._task_s[1] if self._task_s[1] else 1.0
+        return self._slack.get(task_id, 0.0) * mean_task_s
 
     async def _await(self, a: Assignment, ref: Any) -> None:
         started = time.time()
@@ -592,6 +605,8 @@ class SupervisorActor:
             tokens = result.prompt_tokens + result.completion_tokens
             self.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
+            self._task_s[0] += time.time() - started
+            self._task_s[1] += 1
             self.sched.on_success(a.task, a.attempt, asdict(result), time.time())
         finally:
             current = self._attempts.get(a.task)

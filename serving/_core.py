@@ -40,6 +40,8 @@ class Call:
     parallel_tool_calls (see `serving._tool_calls`)."""
     identity: Identity = field(default_factory=Identity)
     timeout_s: float | None = None
+    slack_s: float | None = None
+    """The task's slack in its mission's DAG (ChatRequest.slack_s); None: FIFO among the mission's calls."""
     key: KeyScope | None = None
     """The API key the call came with: its rpm/tpm limits are one more admission scope."""
 

@@ -64,7 +64,8 @@ def _call_of(request: ChatRequest, identity: Identity) -> Call:
     body.update(request.sampling())
     body.update(request.tool_body())
     body["messages"] = [m.to_wire() for m in request.messages]
-    return Call(model=request.model, body=body, identity=identity, timeout_s=request.timeout_s)
+    return Call(model=request.model, body=body, identity=identity, timeout_s=request.timeout_s,
+                slack_s=request.slack_s)
 
 
 def _result(reply: ReplyAssembler) -> ChatResult:

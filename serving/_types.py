@@ -179,6 +179,9 @@ class ChatRequest(ToolFields, SamplingFields):
                                       "normal (bulk for a bulk-only token).")
     timeout_s: float | None = Field(None, gt=0, description="Give up after this long, queueing "
                                     "included; None = the router's request_timeout_s.")
+    slack_s: float | None = Field(None, ge=0, description="How long the caller's task may wait without delaying "
+                                  "its mission (the supervisor sets it from the DAG; 0 = on the critical path). "
+                                  "Among one mission's waiting calls of a priority, less slack goes first.")
     trace: dict[str, str] = Field(default_factory=dict, description="The caller's W3C trace context "
                                   "(`traceparent`, `tracestate`): the router's `chat` span continues it.")
     trace_sink: TracingConfig | None = Field(None, description="Where the router sends this call's spans "

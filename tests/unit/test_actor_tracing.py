@@ -32,7 +32,7 @@ def test_an_attempt_is_a_child_of_the_mission_and_its_router_calls_carry_the_att
     carrier = tracing.inject()
     with AttemptObserver(agent="writer", mission_id="m-1", task_id="draft", attempt=1, trace=carrier,
                          sink=SINK) as observer:
-        fields = observer.request_trace()
+        fields = observer.request_fields()
         request = ChatRequest(model="default", messages=[ChatMessage(role="user", content="hi")], **fields)
         observer.chat_done(reply())
         with observer.tool("web.search"):
@@ -67,4 +67,4 @@ def test_without_tracing_nothing_is_added_to_requests():
     assert mission_tracing(SINK, log_content=True).content is True
     with AttemptObserver(agent="w", mission_id="m", task_id="t", attempt=1, trace=None, sink=None) as observer:
         observer.chat_done(reply())
-    assert observer.request_trace() == {} and observer.detail().queue_s == 0.5
+    assert observer.request_fields() == {} and observer.detail().queue_s == 0.5
