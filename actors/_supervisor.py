@@ -567,7 +567,9 @@ class SupervisorActor:
         spec = self.sched.tasks[a.task].spec
         token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
         ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token,
-                                              trace=_tracing.inject(), slack_s=self._slack_s(a.task))
+                                              trace=_tracing.inject(),
+                                              slack_s=self._slack_s(a.task) if self.spec.policies.critical_path_first
+                                              else None)
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
 
     def _slack_s(self, task_id: str) -> float:

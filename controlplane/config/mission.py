@@ -134,6 +134,9 @@ class Policies(_Model):
     retry_backoff_max_s: float = Field(10.0, ge=0, description="Upper bound of the retry wait.")
     conflicts: ConflictPolicy = Field(default_factory=ConflictPolicy, description="Conflict resolution.")
     log_content: bool = Field(False, description="Log prompts and outputs (off: they stay out of logs).")
+    critical_path_first: bool = Field(True, description="Each model call carries its task's slack in the DAG, "
+                                      "and the router serves a mission's waiting calls with less slack first "
+                                      "(off: first come, first served).")
     approve: list[str] = Field(default_factory=list, description="Tool names or globs (`files.*`) whose every call "
                                "waits for a human approval, beside tools declared with `approval: required`.")
     approve_plan: bool = Field(False, description="With `plan: auto`: the planner's tasks wait for a human approval "
