@@ -9,6 +9,7 @@ from typing import Any
 
 import ray
 
+from actors._cluster import head_options, read_capacity
 from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
 from controlplane.errors import MissionNotFound
@@ -21,12 +22,13 @@ def new_mission_id(name: str) -> str:
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
                   memory_dir: str | None = None) -> Any:
-    """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
-    the mission id and start it; returns its handle."""
-    resources = ray.cluster_resources()
-    check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
+    """Check the spec against what the cluster has or its autoscaler may add, then create the detached
+    SupervisorActor (on the head, when it declares the head resource) named after the mission id and start it;
+    returns its handle."""
+    check_resources(spec, read_capacity())
     mission_id = mission_id or new_mission_id(spec.name)
-    handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached").remote(
+    handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached",
+                                     **head_options("supervisor")).remote(
         spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir)
     ray.get(handle.start.remote())
     return handle

@@ -126,3 +126,15 @@ class MissionNotFound(ControlPlaneError):
             f"No mission {mission_id!r} is running or recorded; known: {sorted(known) or 'none'}",
             mission_id=mission_id, known=list(known),
         )
+
+
+class PlacementTimeout(ControlPlaneError):
+    """A mission's agents could not be reserved together in time; the operator adds resources (or the user asks
+    for fewer)."""
+
+    def __init__(self, *, mission_id: str, timeout_s: float, strategy: str, missing: str) -> None:
+        super().__init__(
+            f"Mission {mission_id!r} could not place its agents ({strategy}) within placement.timeout_s="
+            f"{timeout_s:g}: {missing}. Fix: add nodes or raise the autoscaler's max_workers, lower the agents' "
+            f"resources, use a looser placement.strategy, or raise placement.timeout_s",
+            mission_id=mission_id, timeout_s=timeout_s, strategy=strategy, missing=missing)

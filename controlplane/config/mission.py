@@ -107,6 +107,16 @@ class Policies(_Model):
     log_content: bool = Field(False, description="Log prompts and outputs (off: they stay out of logs).")
 
 
+class PlacementSpec(_Model):
+    """How the mission's agents are reserved on the cluster: together, in one placement group."""
+
+    strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "SPREAD", description="Placement-group strategy of the agents' bundles: PACK (as few nodes as possible), "
+        "SPREAD (across nodes, best effort) or STRICT_SPREAD (each agent on its own node, or wait).")
+    timeout_s: float = Field(300.0, gt=0, description="How long the mission waits for the cluster (and its "
+                             "autoscaler) to place every agent before it fails, naming what is missing.")
+
+
 class PlannerSpec(_Model):
     """The LLM planner used with `plan: auto`."""
 
@@ -130,6 +140,8 @@ class MissionSpec(_Model):
                                  "judge_model; data_dir defaults under the run dir.")
     serving: str | None = Field(None, description="Serving config YAML (relative to the mission file); "
                                 "default: the serving package's default.yaml.")
+    placement: PlacementSpec = Field(default_factory=PlacementSpec, description="Gang placement of the agents: "
+                                     "strategy and how long to wait for resources.")
 
     @model_validator(mode="after")
     def _cross_check(self) -> MissionSpec:
