@@ -14,10 +14,11 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
 from actors._agent import AgentActor
 from actors._conflicts import ConflictDesk
+from actors._gang import Gang, reserve_agents
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
 from controlplane._core.budget import BudgetTracker
@@ -30,6 +31,9 @@ from controlplane.config.mission import MissionSpec, TaskSpec
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
+AGENT_MAX_RESTARTS = 8
+"""Ray recreates an agent whose process or node died (on another node, in its placement-group bundle); the
+attempt it was running fails with RayActorError and is retried like any other failure."""
 
 
 @ray.remote(num_cpus=0)
@@ -50,6 +54,7 @@ class SupervisorActor:
         self.agents: dict[str, Any] = {}
         self.memory: Any = None
         self.placement: dict[str, Any] = {}
+        self.gang: Gang | None = None
         self.control = {"tokens": 0, "llm_calls": 0}
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
@@ -159,10 +164,12 @@ class SupervisorActor:
             await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write)
                                    for a in self.spec.agents))
             await self.memory.subscribe.remote(ray.get_runtime_context().current_actor, ["conflicts"])
+        self.gang = await reserve_agents(self.spec, self.mission_id, note=self._placement_note)
         for a in self.spec.agents:
             self.agents[a.name] = AgentActor.options(
                 name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
-                num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency,
+                num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, max_restarts=AGENT_MAX_RESTARTS,
+                **self.gang.options_for(a.name),
             ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
                      memory=self.memory, log_content=self.spec.policies.log_content)
         placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
@@ -170,6 +177,21 @@ class SupervisorActor:
         self.placement = {p["agent"]: p for p in placed}
         self.log.emit(time.time(), "mission", "placed", message=f"{len(placed)} agents ready",
                       data={"gpu_ids": {p["agent"]: p["gpu_ids"] for p in placed}})
+
+    def _placement_note(self, message: str) -> None:
+        logger.info("mission %s: %s", self.mission_id, message)
+        self.log.emit(time.time(), "mission", "waiting", message=message)
+
+    async def _replaced(self, agent: str) -> None:
+        """Record where Ray recreated an agent that died with its node."""
+        try:
+            placed = await self.agents[agent].ready.remote()
+        except Exception as exc:
+            self.log.emit(time.time(), "agent", "lost", agent=agent, message=f"not recreated: {exc}")
+            return
+        self.placement[agent] = placed
+        self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
+                      data=placed)
 
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
@@ -270,6 +292,8 @@ class SupervisorActor:
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
             retryable = is_retryable(cause)
+            if isinstance(exc, RayActorError):
+                asyncio.ensure_future(self._replaced(a.agent))
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
             self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(),
                                   retryable=retryable)
@@ -299,4 +323,6 @@ class SupervisorActor:
                 ray.kill(handle)
             except Exception:
                 logger.exception("mission %s: could not kill an actor", self.mission_id)
+        if self.gang is not None:
+            self.gang.release()
 

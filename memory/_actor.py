@@ -188,15 +188,16 @@ class MemoryActor:
 
 
 def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | None = None,
-                       namespace: str | None = None) -> Any:
+                       namespace: str | None = None, resources: dict[str, float] | None = None) -> Any:
     """Start (or find) the mission's memory actor, named f"{mission_id}:memory", with the config's GPU share
-    and restart policy, in Ray namespace `namespace` (None: the driver's)."""
+    and restart policy, in Ray namespace `namespace` (None: the driver's); `resources` are custom resources it
+    asks for (e.g. the head pin)."""
     if config.data_dir is None:
         raise SpecError(where="memory.data_dir", value=None, why="the memory actor needs a place for its log",
                         fix="set data_dir to a directory or an fsspec URL")
     return MemoryActor.options(
         name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True,
-        num_gpus=config.num_gpus, max_restarts=config.max_restarts,
+        num_gpus=config.num_gpus, max_restarts=config.max_restarts, resources=resources or None,
     ).remote(config, judge)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ray import serve
 from ray.exceptions import RayTaskError
 
+from controlplane._core.placement import head_pin
 from controlplane._model_cache import default_model_path
 from controlplane.config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec
 from serving._config import load_serving_config
@@ -78,8 +79,17 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
     keys = {spec.api_key_env: os.environ[spec.api_key_env] for spec in config.models.values()
             if isinstance(spec, OpenAIModelSpec) and spec.api_key_env}
     env = {**ROUTER_ENV, **keys}
-    return Router.options(name=router_name, ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}}).bind(
+    options = {"num_cpus": 0, "runtime_env": {"env_vars": env}, **_on_head()}
+    return Router.options(name=router_name, ray_actor_options=options).bind(
         config.model_dump(mode="json"), handles)
+
+
+def _on_head() -> dict[str, Any]:
+    """The router goes on the head when a node declares the head resource (and Ray is up to say so)."""
+    import ray
+
+    pin = head_pin(ray.cluster_resources()) if ray.is_initialized() else {}
+    return {"resources": pin} if pin else {}
 
 
 def app_builder(args: dict[str, Any]):
@@ -94,9 +104,10 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
     import ray
 
     config = config or load_serving_config()
-    application = build_app(config)
+    config.check_env()
     if not ray.is_initialized():
         ray.init()
+    application = build_app(config)
     client = RouterClient(app_name)
     if _running_config(app_name) == config.model_dump(mode="json"):
         logger.info("serving app %r already runs this config; left as it is", app_name)

@@ -15,12 +15,14 @@ def init_ray(address: str | None, verbose: bool) -> bool:
     import ray
 
     from actors import MISSION_NAMESPACE
+    from controlplane._core.placement import HEAD_RESOURCE
 
     common = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
               "logging_config": ray.LoggingConfig(log_level="INFO")}
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if local:
-        ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), include_dashboard=False, **common)
+        ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), resources={HEAD_RESOURCE: 1},
+                 include_dashboard=False, **common)
     else:
         ray.init(address=address, **common)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
