@@ -81,6 +81,11 @@ class RouterCore:
             limits.token_budget = token_budget
         self._admission.set_limits(f"mission:{mission_id}", limits, self._clock())
 
+    def set_mission_weight(self, mission_id: str, weight: float) -> None:
+        """A mission's share of each model while calls wait (default 1): weighted fair queueing between missions."""
+        for gate in self._gates.values():
+            gate.set_weight(mission_id, weight)
+
     def used_tokens(self, mission_id: str) -> int:
         return self._admission.used_tokens(f"mission:{mission_id}")
 
@@ -171,8 +176,10 @@ class RouterCore:
         timeout_s = call.timeout_s or self.config.router.request_timeout_s
         deadline_s = start_s + timeout_s
         gate, breaker = self._gates[model], self._breakers[model]
+        cost = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
         try:
-            await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()))
+            await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()),
+                               flow=call.identity.mission_id, cost=cost)
         except Exception:
             breaker.abandon(self._clock())
             raise

@@ -108,6 +108,9 @@ class Router:
     async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
         self._core.set_mission_budget(mission_id, token_budget)
 
+    async def set_mission_weight(self, mission_id: str, weight: float) -> None:
+        self._core.set_mission_weight(mission_id, weight)
+
     async def breaker_state(self, model: str) -> str:
         return self._core.breaker_state(model)
 
