@@ -15,7 +15,7 @@ def memory_needed(spec: MissionSpec) -> bool:
     return any(a.tools for a in spec.agents)
 
 
-def start_memory(spec: MissionSpec, mission_id: str, memory_dir: str | None) -> Any:
+def start_memory(spec: MissionSpec, mission_id: str, memory_dir: str | None, app_name: str | None = None) -> Any:
     """The mission's memory actor, on the head when it declares the head resource. Its data lives where the spec
     says (on a multi-node cluster: a path or fsspec URL every node sees), else in `memory_dir` (the run
     directory's `memory/`, on the driver's node), else in a temporary directory."""
@@ -23,5 +23,6 @@ def start_memory(spec: MissionSpec, mission_id: str, memory_dir: str | None) -> 
 
     data_dir = (spec.memory.data_dir or memory_dir
                 or str(Path(tempfile.gettempdir()) / "controlplane-memory" / mission_id))
-    return start_memory_actor(spec.memory.model_copy(update={"data_dir": data_dir}), mission_id=mission_id,
+    update = {"data_dir": data_dir, **({"app_name": app_name} if app_name else {})}  # the mission's router app
+    return start_memory_actor(spec.memory.model_copy(update=update), mission_id=mission_id,
                               namespace=MISSION_NAMESPACE, resources=head_options("memory actor").get("resources"))

@@ -160,7 +160,8 @@ class SupervisorActor:
 
     async def _start_actors(self) -> None:
         if memory_needed(self.spec):
-            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir)
+            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
+                                       app_name=getattr(self.router, "app_name", None))
             await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write)
                                    for a in self.spec.agents))
             await self.memory.subscribe.remote(ray.get_runtime_context().current_actor, ["conflicts"])

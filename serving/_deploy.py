@@ -13,6 +13,7 @@ from ray.exceptions import RayTaskError
 from controlplane._core.placement import head_pin
 from controlplane._model_cache import default_model_path
 from controlplane.config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec
+from serving._apps import OnConflict, choose_app, config_app_name
 from serving._config import load_serving_config
 from serving._backends.scripted import ScriptedReplica
 from serving._router import Router
@@ -98,24 +99,33 @@ def app_builder(args: dict[str, Any]):
 
 
 def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane", http_port: int | None = None,
-           route_prefix: str = "/", http_host: str = "127.0.0.1") -> RouterClient:
+           route_prefix: str = "/", http_host: str = "127.0.0.1", missions_running: int = 0,
+           on_conflict: OnConflict = "separate") -> RouterClient:
     """Start Serve if needed (HTTP on `http_host`:`http_port`, default 127.0.0.1:8000) and deploy the app;
-    idempotent. A Serve instance that is already running keeps its HTTP options."""
+    idempotent. A Serve instance that is already running keeps its HTTP options.
+
+    An app that runs another config is replaced only when `missions_running` is 0; otherwise this config joins
+    as a separate app `<app_name>-<hash>` (HTTP under `/<that name>`), or is refused (`on_conflict="refuse"`).
+    The returned client names the app the config runs in."""
     import ray
 
     config = config or load_serving_config()
     config.check_env()
     if not ray.is_initialized():
         ray.init()
+    wanted = config.model_dump(mode="json")
+    separate = config_app_name(app_name, wanted)
+    running = {name: _running_config(name) for name in (app_name, separate)}
+    choice = choose_app(app_name, wanted, running, missions_running=missions_running, on_conflict=on_conflict)
+    logger.info("serving: %s", choice.reason)
+    if choice.action == "reuse":
+        return RouterClient(choice.name)
     application = build_app(config)
-    client = RouterClient(app_name)
-    if _running_config(app_name) == config.model_dump(mode="json"):
-        logger.info("serving app %r already runs this config; left as it is", app_name)
-        return client
     serve.start(http_options={"host": http_host, "port": http_port or 8000})
-    serve.run(application, name=app_name, route_prefix=route_prefix)
-    logger.info("serving app %r is running with models %s", app_name, sorted(config.models))
-    return client
+    prefix = route_prefix if choice.name == app_name else f"/{choice.name}"
+    serve.run(application, name=choice.name, route_prefix=prefix)
+    logger.info("serving app %r is running with models %s", choice.name, sorted(config.models))
+    return RouterClient(choice.name)
 
 
 def _running_config(app_name: str) -> dict[str, Any] | None:
@@ -168,6 +178,10 @@ class RouterClient:
     async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
         """Give a mission its own hard token cap (BudgetExceeded once reached); None = the config's."""
         await self.handle.set_mission_budget.remote(mission_id, token_budget)
+
+    async def set_mission_weight(self, mission_id: str, weight: float) -> None:
+        """A mission's share of each model while calls queue (default 1; 4 gets four times a 1's share)."""
+        await self.handle.set_mission_weight.remote(mission_id, weight)
 
     async def breaker_state(self, model: str) -> str:
         """`closed`, `open` or `half_open`."""

@@ -44,13 +44,16 @@ def run_command(args: argparse.Namespace) -> int:
         use_token_auth()
     import ray
 
-    from actors import find_supervisor, follow, new_mission_id, start_mission
+    from actors import find_supervisor, follow, new_mission_id, running_missions, start_mission
     from serving import deploy
 
     spec, serving = preflight(args.mission)
     local = init_ray(args.address, args.verbose)
     try:
-        router = deploy(serving, http_port=args.http_port)
+        router = deploy(serving, http_port=args.http_port, missions_running=len(running_missions()))
+        if router.app_name != "controlplane":
+            print(f"serving: another config runs under other missions; this one runs as app {router.app_name!r}",
+                  flush=True)
         mission_id = args.mission_id or new_mission_id(spec.name)
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
