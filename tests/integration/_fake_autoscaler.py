@@ -30,6 +30,7 @@ import yaml
 RAY = str(Path(sys.executable).parent / "ray")
 GPU_TYPE = "gpu_worker"
 IDLE_TIMEOUT_MIN = 0.2
+START_ATTEMPTS = 3
 
 
 def autoscaler_config(gcs_address: str, *, gpu_max_workers: int = 2) -> dict:
@@ -91,8 +92,12 @@ def fake_autoscaling_cluster(work_dir: Path, *, head_resources: dict[str, float]
            f"--autoscaling-config={config_path}", *[a for name, p in ports.items() for a in (f"--{name}", str(p))]]
     start_env = env | {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     try:
-        started = subprocess.run(cmd, env=start_env, capture_output=True, text=True, timeout=240)
-        if started.returncode != 0:
+        for _ in range(START_ATTEMPTS):
+            started = subprocess.run(cmd, env=start_env, capture_output=True, text=True, timeout=240)
+            if started.returncode == 0:
+                break
+            stop_processes_of(temp_dir)  # Ray waits 30 s at most for its raylet: a busy machine may miss that
+        else:
             raise RuntimeError(f"ray start failed: {started.stdout[-2000:]}{started.stderr[-2000:]}")
         yield FakeCluster(address=address, env=env, config_path=config_path, temp_dir=temp_dir)
     finally:
