@@ -16,6 +16,7 @@ from serving._affinity import prefix_key
 from serving._breaker import CircuitBreaker
 from controlplane.config import ServingConfig
 from serving._gate import Gate
+from serving._leases import shared_amounts
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
 from serving._types import Identity
@@ -25,6 +26,14 @@ logger = logging.getLogger(__name__)
 
 class Backend(Protocol):
     def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class Shared(Protocol):
+    """Limits shared by every replica of the router (serving/_limiter.py: SharedLimits)."""
+
+    async def acquire(self, scope: str, amount: float) -> None: ...
+
+    def settle(self, scope: str, reserved: float, used: float) -> None: ...
 
 
 @dataclass(kw_only=True)
@@ -48,8 +57,10 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 class RouterCore:
     def __init__(self, config: ServingConfig, backends: dict[str, Backend], *,
                  clock: Callable[[], float] = time.monotonic,
-                 on_record: Callable[[str, Identity, dict[str, Any] | None], None] | None = None) -> None:
+                 on_record: Callable[[str, Identity, dict[str, Any] | None], None] | None = None,
+                 shared: Shared | None = None) -> None:
         self.config = config
+        self._shared = shared
         self.ledger = Ledger()
         self._backends = backends
         self._clock = clock
@@ -147,9 +158,11 @@ class RouterCore:
         scopes = [f"agent:{ident.mission_id}/{ident.agent_id}", f"mission:{ident.mission_id}", f"model:{model}"]
         est_tokens = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
         start_s = self._clock()
+        shared = await self._admit_shared(model, est_tokens)
         try:
             self._admission.admit(scopes, est_tokens, start_s)
         except Exception:
+            self._settle_shared(shared, est_tokens, 0)
             self._breakers[model].abandon(start_s)
             raise
         final: dict[str, Any] | None = None
@@ -161,7 +174,30 @@ class RouterCore:
         finally:
             used = final["prompt_tokens"] + final["completion_tokens"] if final else 0
             self._admission.release(scopes, est_tokens, used, self._clock())
+            self._settle_shared(shared, est_tokens, used)
             self._account(model, ident, final)
+
+    async def _admit_shared(self, model: str, est_tokens: int) -> list[str]:
+        """Take the call's share of the limits every replica shares (a model's rpm and tpm); all or none."""
+        if self._shared is None:
+            return []
+        taken: list[str] = []
+        try:
+            for scope, amount in shared_amounts(model, self.config.models[model].limits, est_tokens):
+                await self._shared.acquire(scope, amount)
+                taken.append(scope)
+        except BaseException:
+            self._settle_shared(taken, est_tokens, 0)
+            self._breakers[model].abandon(self._clock())
+            raise
+        return taken
+
+    def _settle_shared(self, scopes: list[str], est_tokens: int, used_tokens: int) -> None:
+        for scope in scopes:
+            if scope.endswith(":tpm"):
+                self._shared.settle(scope, est_tokens, used_tokens)
+            elif used_tokens == 0 and scope.endswith(":rpm"):
+                self._shared.settle(scope, 1, 0)  # refused or failed before it ran: the request is given back
 
     def _account(self, model: str, ident: Identity, final: dict[str, Any] | None) -> None:
         if final is None:

@@ -81,7 +81,7 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
             if isinstance(spec, OpenAIModelSpec) and spec.api_key_env}
     env = {**ROUTER_ENV, **keys}
     options = {"num_cpus": 0, "runtime_env": {"env_vars": env}, **_on_head()}
-    return Router.options(name=router_name, ray_actor_options=options).bind(
+    return Router.options(name=router_name, ray_actor_options=options, num_replicas=config.router.replicas).bind(
         config.model_dump(mode="json"), handles)
 
 

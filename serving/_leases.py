@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,24 +62,24 @@ class LeaseBook:
         self._buckets: dict[str, _Bucket] = {}
 
     def set_quota(self, scope: str, quota: Quota | None, now_s: float) -> None:
-        """Give a scope its bucket (full), or None to make it unlimited."""
+        """Give a scope its bucket (full), or None to make it unlimited; the same quota again changes nothing."""
         if quota is None:
             self._buckets.pop(scope, None)
-        else:
+        elif scope not in self._buckets or self._buckets[scope].quota != quota:
             self._buckets[scope] = _Bucket(quota, quota.capacity, now_s)
 
     def max_lease(self, scope: str) -> float:
         bucket = self._buckets.get(scope)
-        return math.inf if bucket is None else max(1.0, bucket.quota.capacity * self.max_lease_fraction)
+        return math.inf if bucket is None else max(1.0, math.floor(bucket.quota.capacity * self.max_lease_fraction))
 
     def grant(self, scope: str, want: float, now_s: float, *, at_least: float = 0.0) -> Lease:
-        """Up to `want` units (capped at `max_lease`) out of the bucket, or none when fewer than `at_least`
+        """Up to `want` whole units (capped at `max_lease`) out of the bucket, or none when fewer than `at_least`
         are there (a call needs its whole amount); then `retry_after_s` says when they will be."""
         bucket = self._buckets.get(scope)
         if bucket is None:
             return Lease(scope=scope, units=want)
         bucket.refill(now_s)
-        units = min(want, self.max_lease(scope), bucket.level)
+        units = float(math.floor(min(want, self.max_lease(scope), bucket.level)))  # units are requests or tokens
         if units < at_least or units <= 0:
             return Lease(scope=scope, units=0.0, retry_after_s=self._wait_s(bucket, max(at_least, 1e-9)))
         bucket.level -= units
@@ -174,3 +175,24 @@ class LeaseHolder:
     def held(self, scope: str, now_s: float) -> float:
         held = self._held.get(scope)
         return 0.0 if held is None or held.expires_at_s <= now_s else held.units
+
+
+def shared_quotas(models: dict[str, Any]) -> dict[str, Quota]:
+    """The buckets every router replica shares: each model's `limits.rpm` and `limits.tpm` (ServingConfig.models)."""
+    quotas = {}
+    for name, spec in models.items():
+        if spec.limits.rpm is not None:
+            quotas[f"model:{name}:rpm"] = Quota.per_minute(spec.limits.rpm)
+        if spec.limits.tpm is not None:
+            quotas[f"model:{name}:tpm"] = Quota.per_minute(spec.limits.tpm)
+    return quotas
+
+
+def shared_amounts(model: str, limits: Any, est_tokens: int) -> list[tuple[str, float]]:
+    """What one call of `est_tokens` takes from the shared buckets of `model` (its LimitSpec)."""
+    out: list[tuple[str, float]] = []
+    if limits.rpm is not None:
+        out.append((f"model:{model}:rpm", 1.0))
+    if limits.tpm is not None:
+        out.append((f"model:{model}:tpm", float(est_tokens)))
+    return out

@@ -49,9 +49,13 @@ class LimiterActor:
 
 def start_limiter(app_name: str, quotas: dict[str, Quota], *, max_lease_fraction: float = 0.01,
                   resources: dict[str, float] | None = None) -> Any:
-    """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica)."""
-    return LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",
-                                get_if_exists=True, resources=resources or None).remote(quotas, max_lease_fraction)
+    """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica); a
+    redeployed config's quotas replace changed ones (unchanged buckets keep their level)."""
+    limiter = LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",
+                                   get_if_exists=True, resources=resources or None).remote(quotas, max_lease_fraction)
+    for scope, quota in quotas.items():
+        limiter.set_quota.remote(scope, quota)
+    return limiter
 
 
 class SharedLimits:
@@ -79,14 +83,13 @@ class SharedLimits:
             self._holder.add(lease, self._clock())
             self._holder.take(scope, amount, self._clock())
 
-    async def settle(self, scope: str, reserved: float, used: float) -> None:
-        """After a call: units reserved but unused are kept for the next call; an overrun is charged."""
+    def settle(self, scope: str, reserved: float, used: float) -> None:
+        """After a call: units reserved but unused are kept for the next call; an overrun is charged (in the
+        background, so this never waits)."""
         if used < reserved:
             self._holder.put_back(scope, reserved - used, self._clock())
-        elif used > reserved:
-            extra = used - reserved
-            if not self._holder.take(scope, extra, self._clock()):
-                await self._limiter.charge.remote(scope, extra)
+        elif used > reserved and not self._holder.take(scope, used - reserved, self._clock()):
+            self._limiter.charge.remote(scope, used - reserved)
 
     async def _return_expired(self) -> None:
         expired = self._holder.expired(self._clock())

@@ -6,16 +6,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
+from controlplane._core.placement import head_pin
 from controlplane.errors import ControlPlaneError
 from serving import _http
 from serving._batcher import Batcher
 from controlplane.config import OpenAIModelSpec, ServingConfig
 from serving._core import Call, RouterCore
+from serving._leases import shared_quotas
+from serving._limiter import SharedLimits, start_limiter
 from serving._backends.remote import RemoteBackend
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
@@ -63,6 +67,17 @@ async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
         yield event
 
 
+def _shared(config: ServingConfig) -> SharedLimits | None:
+    """With several router replicas, the models' rpm/tpm go through the app's limiter actor (started by the first
+    replica that needs it)."""
+    quotas = shared_quotas(config.models)
+    if config.router.replicas == 1 or not quotas:
+        return None
+    limiter = start_limiter(serve.get_replica_context().app_name, quotas,
+                            resources=head_pin(ray.cluster_resources()))
+    return SharedLimits(limiter)
+
+
 @serve.deployment(max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Router:
@@ -74,7 +89,7 @@ class Router:
                     else Batcher(handles[name], max_size=router.batch_max_size, wait_s=router.batch_wait_s)
                     for name, spec in self._config.models.items()}
         self._batchers = {name: backend for name, backend in backends.items() if isinstance(backend, Batcher)}
-        self._core = RouterCore(self._config, backends, on_record=_Metrics().record)
+        self._core = RouterCore(self._config, backends, on_record=_Metrics().record, shared=_shared(self._config))
 
     # The handle API (actors call these through RouterClient; no HTTP hop).
     async def chat(self, request: ChatRequest) -> ChatResult:
