@@ -12,7 +12,7 @@ one assigned least recently.
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +82,7 @@ class Scheduler:
         self._open = len(self.tasks)
         self._running_ids: set[str] = set()
         self.stopped: tuple[MissionStatus, str] | None = None
+        self._counts = Counter({TaskStatus.PENDING: len(self.tasks)})
         for task in tasks:
             if not task.depends_on:
                 self._make_ready(task.id, now_s)
@@ -106,10 +107,8 @@ class Scheduler:
         return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
     def counts(self) -> dict[str, int]:
-        out = {str(s): 0 for s in TaskStatus}
-        for record in self.tasks.values():
-            out[str(record.status)] += 1
-        return out
+        """Tasks by state; kept as states change, so asking costs nothing at any mission size."""
+        return {str(s): self._counts[s] for s in TaskStatus}
 
     def in_flight(self) -> int:
         return sum(self.running.values())
@@ -186,7 +185,8 @@ class Scheduler:
         if retryable and record.round_attempts <= record.spec.retries:
             wait = backoff_s(record.round_attempts, base_s=self.policies.retry_backoff_s,
                              max_s=self.policies.retry_backoff_max_s)
-            record.status, record.ready_at_s = TaskStatus.RETRYING, now_s + wait
+            self._set(record, TaskStatus.RETRYING)
+            record.ready_at_s = now_s + wait
             heapq.heappush(self._retry_heap, (record.ready_at_s, attempt, task_id))
             self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
                              message=f"{error}; retry in {wait:.2f} s")
@@ -235,7 +235,8 @@ class Scheduler:
 
     def _make_ready(self, task_id: str, now_s: float) -> None:
         record = self.tasks[task_id]
-        record.status, record.ready_seq = TaskStatus.READY, self._seq
+        self._set(record, TaskStatus.READY)
+        record.ready_seq = self._seq
         self._seq += 1
         self._queues.setdefault(self._target(record), deque()).append(task_id)
         self.events.emit(now_s, "task", record.status, task=task_id, agent=record.spec.agent)
@@ -247,7 +248,8 @@ class Scheduler:
 
     def _start(self, task_id: str, agent: str, now_s: float) -> Assignment:
         record = self.tasks[task_id]
-        record.status, record.agent = TaskStatus.RUNNING, agent
+        self._set(record, TaskStatus.RUNNING)
+        record.agent = agent
         record.attempts += 1
         record.round_attempts += 1
         record.deadline_s = now_s + record.spec.timeout_s
@@ -261,6 +263,11 @@ class Scheduler:
         self.events.emit(now_s, "task", record.status, task=task_id, agent=agent, attempt=record.attempts)
         return Assignment(task=task_id, agent=agent, attempt=record.attempts, deadline_s=record.deadline_s)
 
+    def _set(self, record: TaskRecord, status: TaskStatus) -> None:
+        self._counts[record.status] -= 1
+        self._counts[status] += 1
+        record.status = status
+
     def _release(self, record: TaskRecord) -> None:
         if record.agent is not None and record.status == TaskStatus.RUNNING:
             self.running[record.agent] -= 1
@@ -268,7 +275,8 @@ class Scheduler:
         record.deadline_s = float("inf")
 
     def _finish(self, record: TaskRecord, status: TaskStatus, now_s: float) -> None:
-        record.status, record.ended_at_s = status, now_s
+        self._set(record, status)
+        record.ended_at_s = now_s
         self._open -= 1
 
     def _current(self, task_id: str, attempt: int) -> TaskRecord | None:
