@@ -25,3 +25,4 @@ bench: setup
 	$(VENV)/python benchmarks/bench_serving.py --quick --json runs/bench_serving.json
 	$(VENV)/python benchmarks/bench_scheduling.py --quick --json runs/bench_scheduling.json
 	$(VENV)/python benchmarks/bench_memory.py --quick --json runs/bench_memory.json
+	$(VENV)/python benchmarks/bench_scale.py --quick --json runs/bench_scale.json
