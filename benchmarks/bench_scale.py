@@ -297,11 +297,14 @@ def bench_limits(quick: bool) -> dict:
     config = ServingConfig.model_validate({
         "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000}, "request_timeout_s": 60},
         "models": {"limited": {"kind": "scripted", "limits": {"rpm": LIMIT_RPM}}}})
-    client = deploy(config, app_name="bench-scale-limits", http_port=_free_port())
+    port = _free_port()
+    serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1", "port": port})  # handles only
+    client = deploy(config, app_name="bench-scale-limits", http_port=port)
     try:
         replicas = sum(serve.status().applications["bench-scale-limits"].deployments["Router"].replica_states.values())
         limiter = ray.get_actor("bench-scale-limits:limiter", namespace=LIMITER_NAMESPACE)
         stamps: list[float] = []
+        refused: list[float] = []  # refusals all through the window show the clients asked for more than the limit
         window = {"from": float("inf"), "until": float("inf")}
         request = ChatRequest(model="limited", messages=[ChatMessage(role="user", content="hi")], max_tokens=4,
                               identity=Identity(mission_id="bench", agent_id="c"))
@@ -312,6 +315,7 @@ def bench_limits(quick: bool) -> dict:
                     await client.chat(request)
                     stamps.append(time.time())
                 except BackpressureError as exc:
+                    refused.append(time.time())
                     await asyncio.sleep(min(exc.retry_after_s, 0.05))
 
         async def measure_once_drained() -> None:
@@ -332,7 +336,8 @@ def bench_limits(quick: bool) -> dict:
     exact = LIMIT_RPM / 60.0 * window_s
     out = {"router_limit_error_3_replicas": round(abs(len(counted) - exact) / exact, 4),
            "router_limit_admitted": len(counted), "router_limit_exact": exact, "router_limit_window_s": window_s,
-           "router_limit_replicas": replicas, "router_limit_burst": len([t for t in stamps if t < window["from"]])}
+           "router_limit_replicas": replicas, "router_limit_burst": len([t for t in stamps if t < window["from"]]),
+           "router_limit_refused_in_window": len([t for t in refused if window["from"] <= t < window["until"]])}
     print(f"{'limit error, 3 router replicas':<36}{out['router_limit_error_3_replicas']:>10.4f}  admitted "
           f"{len(counted)} of exactly {exact:g} in {window_s:g} s ({replicas} replicas, rpm={LIMIT_RPM})")
     return out
@@ -390,7 +395,7 @@ def main() -> int:
     if {"agents", "limits"} - set(args.skip):
         import ray
 
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, namespace="bench-scale")
+        _start_ray(ray)
         try:
             for part in ("agents", "limits"):
                 if part not in args.skip:
@@ -404,6 +409,18 @@ def main() -> int:
         figures |= bench_autoscale(args.quick)
     report(figures, args.json)
     return 0
+
+
+def _start_ray(ray, attempts: int = 3) -> None:
+    """A local Ray; retried, since Ray waits only 30 s for its raylet and a busy machine may miss that."""
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, namespace="bench-scale")
+            return
+        except Exception:
+            ray.shutdown()
+            if attempt == attempts - 1:
+                raise
 
 
 def report(figures: dict, json_path: str | None) -> None:
