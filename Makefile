@@ -7,7 +7,7 @@ MISSION ?= missions/product_launch.yaml
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-unit bench
+.PHONY: setup run test test-unit lint bench
 
 setup:
 	@$(or $(PYTHON),python3) controlplane/_setup.py
@@ -21,8 +21,14 @@ test: setup
 test-unit: setup
 	$(VENV)/python -m pytest tests/unit
 
+lint: setup
+	$(VENV)/ruff check .
+	$(VENV)/mypy
+
 bench: setup
 	$(VENV)/python benchmarks/bench_serving.py --quick --json runs/bench_serving.json
 	$(VENV)/python benchmarks/bench_scheduling.py --quick --json runs/bench_scheduling.json
 	$(VENV)/python benchmarks/bench_memory.py --quick --json runs/bench_memory.json
+	$(VENV)/python benchmarks/bench_agents.py --quick --json runs/bench_agents.json
+	$(VENV)/python benchmarks/bench_governance.py --quick --json runs/bench_governance.json
 	$(VENV)/python benchmarks/bench_scale.py --quick --json runs/bench_scale.json

@@ -1,6 +1,7 @@
 """actors: the Ray shells of the mission runtime (supervisor, agents) and the driver helpers."""
 
 from actors._agent import AgentActor
+from actors._governance import approvals, approve, deny, stop_all
 from actors._launch import (
     find_supervisor,
     follow,
@@ -15,9 +16,13 @@ __all__ = [
     "AgentActor",
     "MISSION_NAMESPACE",
     "SupervisorActor",
+    "approvals",
+    "approve",
+    "deny",
     "find_supervisor",
     "follow",
     "new_mission_id",
     "running_missions",
     "start_mission",
+    "stop_all",
 ]

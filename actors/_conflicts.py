@@ -11,8 +11,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controlplane._core.conflicts import (ConflictDecision, Finding, assign_sides, decide_majority, decide_priority,
-                                    decide_resolver, resolver_task)
+from controlplane._core.conflicts import (
+    ConflictDecision,
+    Finding,
+    assign_sides,
+    decide_majority,
+    decide_priority,
+    decide_resolver,
+    resolver_task,
+)
 from controlplane.config import MissionSpec, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -23,11 +30,15 @@ class ConflictDesk:
     """Queue of conflict events; each is settled in its own asyncio task so the loop never waits on it."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, emit: Callable[..., Any], agent: Callable[[str], Any],
-                 memory: Callable[[], Any], charge: Callable[..., None]) -> None:
+                 memory: Callable[[], Any], count_call: Callable[[], None], supervisor_token: Callable[[], str],
+                 agent_token: Callable[[str, float], str]) -> None:
         """`emit` records an event, `agent(name)` gives an agent's handle, `memory()` the memory actor's,
-        `charge(agent, tokens=)` books a resolver's tokens."""
+        `count_call()` counts a resolver's model call, `supervisor_token()` and `agent_token(name, timeout_s)`
+        mint the tokens for the supervisor's memory search and the resolver's task (the router charges both
+        to the mission)."""
         self._spec, self._mission_id = spec, mission_id
-        self._emit, self._agent, self._memory, self._charge = emit, agent, memory, charge
+        self._emit, self._agent, self._memory, self._count_call = emit, agent, memory, count_call
+        self._supervisor_token, self._agent_token = supervisor_token, agent_token
         self.decisions: list[dict[str, Any]] = []
         self._queued: list[Any] = []
         self._running: set[asyncio.Task] = set()
@@ -46,9 +57,15 @@ class ConflictDesk:
             task.add_done_callback(self._running.discard)
 
     async def drain(self, timeout_s: float) -> None:
+        """Settle what is queued and wait for the checks running; those still running after `timeout_s` are
+        cancelled and recorded as unresolved, never dropped."""
         self.settle(time.time())
         if self._running:
             await asyncio.wait(set(self._running), timeout=timeout_s)
+        for task in list(self._running):
+            task.cancel()
+            self._emit(time.time(), "conflict", "unresolved",
+                       message=f"still being settled when the mission ended (after {timeout_s:g} s)")
 
     def _finding(self, entry: Any) -> Finding:
         roles = {a.name: a.role for a in self._spec.agents}
@@ -81,7 +98,7 @@ class ConflictDesk:
         """Which of the two findings each other agent's post on the topic is closer to."""
         hits = await self._memory().search.remote(
             [conflict.existing.text, conflict.new.text], k=MAJORITY_K, namespace=conflict.new.namespace,
-            as_agent="supervisor", filters={"mission_id": self._mission_id, "topic": conflict.topic})
+            token=self._supervisor_token(), filters={"mission_id": self._mission_id, "topic": conflict.topic})
         near_old = {h.entry.id: h.score for h in hits[0]}
         near_new = {h.entry.id: h.score for h in hits[1]}
         scores: dict[str, tuple[float, float]] = {}
@@ -94,6 +111,6 @@ class ConflictDesk:
         n = len(self.decisions) + len(self._running)
         task = TaskSpec(id=f"resolve-{n}", agent=resolver, description=resolver_task(topic, existing, new),
                         retries=0, topic=f"{topic}-resolution")
-        result = await self._agent(resolver).run.remote(task, 1, {})
-        self._charge(resolver, tokens=result.prompt_tokens + result.completion_tokens)
+        result = await self._agent(resolver).run.remote(task, 1, {}, self._agent_token(resolver, task.timeout_s))
+        self._count_call()
         return decide_resolver(topic, existing, new, resolver=resolver, synthesis=str(result.output))

@@ -4,6 +4,10 @@ Agents that ask for resources get one bundle each, with the spec's strategy (PAC
 Agents that ask for nothing need no reservation and are spread over the nodes. While the group waits (for
 the autoscaler, or for another mission to end) a message says what is missing; after `placement.timeout_s`
 the group is removed and `PlacementTimeout` names what was missing.
+
+The group is detached and named after the mission, like the agents: a supervisor that Ray restarts finds it
+again, so the agents it re-attaches keep their bundles and those it recreates go back into them. The supervisor
+removes it when the mission ends.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import PlacementGroup, get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from controlplane._core.placement import agent_bundles, missing_for
@@ -58,9 +62,10 @@ async def reserve_agents(spec: MissionSpec, mission_id: str, *, note: Callable[[
     if not bundles:
         return Gang(None)
     strategy, timeout_s = spec.placement.strategy, spec.placement.timeout_s
-    gang = Gang(placement_group(list(bundles.values()), strategy=strategy, name=f"{mission_id}:agents"),
-                {name: i for i, name in enumerate(bundles)})
-    ready = asyncio.ensure_future(_await_ref(gang.group.ready()))
+    group = _existing(f"{mission_id}:agents") or placement_group(
+        list(bundles.values()), strategy=strategy, name=f"{mission_id}:agents", lifetime="detached")
+    gang = Gang(group, {name: i for i, name in enumerate(bundles)})
+    ready = asyncio.ensure_future(_await_ref(group.ready()))
     deadline, wait_s = time.monotonic() + timeout_s, FIRST_NOTE_AFTER_S
     try:
         while True:
@@ -81,6 +86,14 @@ async def reserve_agents(spec: MissionSpec, mission_id: str, *, note: Callable[[
         ready.cancel()
         gang.release()
         raise
+
+
+def _existing(name: str) -> PlacementGroup | None:
+    """The mission's group when an earlier run of its supervisor reserved it (after a restart)."""
+    try:
+        return get_placement_group(name)
+    except ValueError:
+        return None
 
 
 async def _await_ref(ref: Any) -> Any:

@@ -10,28 +10,62 @@ from typing import Any
 import ray
 
 from actors._cluster import head_options, read_capacity
+from actors._durable import default_run_dir
 from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
-from controlplane.errors import MissionNotFound
-from controlplane.config.mission import MissionSpec
+from controlplane._core.identity import mission_key
 from controlplane._core.placement import check_resources
+from controlplane._core.recovery import replay
+from controlplane._logfile import read_log
+from controlplane._tracing import TracingConfig
+from controlplane.config.mission import MissionSpec
+from controlplane.errors import MissionIdInUse, MissionNotFound
+from serving._secrets import load_or_create_root_secret, secret_file_env
+
 
 def new_mission_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
-                  memory_dir: str | None = None) -> Any:
+                  memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
+                  resume: bool = False, tracing: TracingConfig | None = None) -> Any:
     """Check the spec against what the cluster has or its autoscaler may add, then create the detached
     SupervisorActor (on the head, when it declares the head resource) named after the mission id and start it;
-    returns its handle."""
+    returns its handle. `router_url` is the router's OpenAI base URL (`http://host:port/v1`, or
+    `/<app>/v1` for a separate app), given to python agents as `ctx.openai_base_url`. `run_dir` holds the mission log
+    (default: a temporary directory); with `resume` the mission continues from the log there, else that log
+    must not exist. Ray restarts the supervisor when it dies, and it continues from its log. The supervisor gets
+    the mission's key, derived here from the cluster root secret, which never leaves this process. With
+    `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
+    file and OTLP endpoint (content in spans only with `policies.log_content`)."""
     check_resources(spec, read_capacity())
     mission_id = mission_id or new_mission_id(spec.name)
-    handle = SupervisorActor.options(name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached",
-                                     **head_options("supervisor")).remote(
-        spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir)
+    run_dir = run_dir or default_run_dir(mission_id)
+    check_mission_id(mission_id, run_dir, resume=resume)
+    key = mission_key(load_or_create_root_secret(), mission_id)
+    env = secret_file_env()  # paths only: the memory actor the supervisor starts finds the same root secret
+    handle = SupervisorActor.options(
+        name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached", max_restarts=-1, max_task_retries=-1,
+        **head_options("supervisor"), **({"runtime_env": {"env_vars": env}} if env else {}),
+    ).remote(spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
+             router_url=router_url, run_dir=run_dir, mission_key=key, tracing=tracing)
     ray.get(handle.start.remote())
     return handle
+
+
+def check_mission_id(mission_id: str, run_dir: str, *, resume: bool) -> None:
+    """MissionIdInUse when a supervisor of that id runs, or the run directory's log says otherwise than `resume`."""
+    if mission_id in running_missions():
+        raise MissionIdInUse(mission_id=mission_id, why="a supervisor of that id is running on this cluster",
+                             fix=f"follow it with `controlplane wait {mission_id}`, or pick another --mission-id")
+    state = replay(read_log(run_dir))
+    if state.finished:
+        raise MissionIdInUse(mission_id=mission_id, why=f"the mission in {run_dir} already ended ({state.status})",
+                             fix=f"read it with `controlplane result {run_dir}`, or pick another --mission-id")
+    if state.spec is not None and not resume:
+        raise MissionIdInUse(mission_id=mission_id, why=f"{run_dir} holds the log of an unfinished mission",
+                             fix=f"continue it with `controlplane resume {run_dir}`, or pick another --mission-id")
 
 
 def running_missions() -> list[str]:

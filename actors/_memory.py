@@ -8,11 +8,15 @@ from typing import Any
 
 from actors._cluster import head_options
 from actors._names import MISSION_NAMESPACE
+from controlplane._core.tools import allowed
 from controlplane.config import MissionSpec
 
 
 def memory_needed(spec: MissionSpec) -> bool:
-    return any(a.tools for a in spec.agents)
+    """Some agent may use memory (a memory tool on its allow-list, or fixed recall), or contradictions are judged."""
+    return spec.memory.judge_model is not None or any(
+        a.fixed_memory or any(allowed(a.tools, name) for name in ("memory.search", "memory.post"))
+        for a in spec.agents)
 
 
 def start_memory(spec: MissionSpec, mission_id: str, memory_dir: str | None, app_name: str | None = None) -> Any:

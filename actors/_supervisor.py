@@ -3,6 +3,10 @@
 The loop: stop on cancel or budget -> time out expired attempts -> settle conflicts -> dispatch ready
 tasks -> sleep until a result, a deadline, or a signal. Each tick sits in its own try/except, so one
 bad task or one bug in a tick never kills the loop. Every transition goes to the one event stream.
+
+The supervisor holds its mission's key (never the cluster root secret): it mints a capability token for each
+dispatch, arms the router's hard token and USD caps at the start, and reads the mission's usage back from the
+router, which charges every call (failed, cancelled, planner and judge calls too).
 """
 
 from __future__ import annotations
@@ -16,36 +20,63 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors._agent import AgentActor
+from actors._agent import AgentActor, delegate_targets
+from actors._approvals import ApprovalGate
 from actors._conflicts import ConflictDesk
+from actors._durable import MissionJournal, Start, budget_fields, default_run_dir, open_mission
 from actors._gang import Gang, reserve_agents
+from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
-from controlplane._core.budget import BudgetTracker
-from controlplane.errors import is_retryable
-from controlplane._core.events import EventLog, MissionStatus
+from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing, request_trace
+from actors._tool_journal import ToolJournalDesk
+from controlplane import _tracing
+from controlplane._core.budget import BudgetTracker, summarize_usage
+from controlplane._core.builtins import check_delegation
+from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
+from controlplane._core.identity import MissionTokens
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
+from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.scheduler import Assignment, Scheduler
-from controlplane.config.mission import MissionSpec, TaskSpec
+from controlplane._core.tools import arguments_digest
+from controlplane._rundir import write_run_dir
+from controlplane._tracing import TracingConfig
+from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
+from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
-AGENT_MAX_RESTARTS = 8
-"""Ray recreates an agent whose process or node died (on another node, in its placement-group bundle); the
-attempt it was running fails with RayActorError and is retried like any other failure."""
+MCP_STOP_TIMEOUT_S = 15.0
+MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
+FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
+TOKEN_MARGIN_S = 60.0
+"""An agent's token outlives its task's timeout by this much (queueing at the router, the memory post)."""
+CONTROL_TOKEN_TTL_S = 600.0
+USAGE_TIMEOUT_S = 10.0
+CANCEL_GRACE_S = 1.0
+"""How long a cancelled agent step may take to cancel its tool calls and model calls before the agent is killed."""
 
 
 @ray.remote(num_cpus=0)
 class SupervisorActor:
     """Owns one mission's state. Query methods are idempotent; callers may retry."""
 
-    def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str,
-                 memory_dir: str | None = None) -> None:
+    def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str, mission_key: bytes,
+                 memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
+                 tracing: TracingConfig | None = None) -> None:
+        """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
+        when it already holds a log, the mission continues from it (see actors._durable)."""
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.memory_dir = memory_dir
-        self.log = EventLog(mission_id)
-        self.started_s = time.time()
+        self.tracing = mission_tracing(tracing, log_content=spec.policies.log_content)
+        configure_process(self.tracing, "controlplane.supervisor")
+        self.tokens = MissionTokens(mission_key, mission_id)
+        self.run_dir = run_dir or default_run_dir(mission_id)
+        self.opened = open_mission(self.run_dir)
+        self.writer = self.opened.writer
+        self.log: EventLog = MissionJournal(mission_id, self.writer)
+        self.started_s = self.opened.state.started_s or time.time()
         self.ended_s: float | None = None
         self.budget = BudgetTracker(spec.budgets, start_s=self.started_s)
         self.sched: Scheduler | None = None
@@ -53,35 +84,71 @@ class SupervisorActor:
         self.phase = MissionStatus.STARTING
         self.agents: dict[str, Any] = {}
         self.memory: Any = None
+        self.mcp: Any = None
+        self.router_url = router_url
+        self._depth: dict[str, int] = {}
+        self._delegated: dict[str, asyncio.Future] = {}
         self.placement: dict[str, Any] = {}
         self.gang: Gang | None = None
-        self.control = {"tokens": 0, "llm_calls": 0}
+        self.usage = summarize_usage([])
+        """The mission's usage as the router last reported it (final once the mission has ended)."""
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
-                                      charge=self.budget.charge, mission_id=mission_id)
+                                      count_call=lambda: self.count_calls("control-plane"),
+                                      supervisor_token=self._control_token,
+                                      agent_token=lambda name, timeout_s: self._agent_token(spec.agent(name),
+                                                                                           timeout_s),
+                                      mission_id=mission_id)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
+        self._cancelled_refs: list[Any] = []
+        self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s)
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._main: asyncio.Task | None = None
         self._metrics_at = 0.0
+        self._failed_ticks = 0
+        self._stored_result: dict[str, Any] | None = None
+        self.tool_desk = ToolJournalDesk(self.writer, self.opened.state.tools)
+        self._take_over()
+
+    def _take_over(self) -> None:
+        """Act on the log found at start: serve a finished mission, or continue one (after a restart)."""
+        state = self.opened.state
+        if self.opened.start == Start.FINISHED:
+            self.final, self.ended_s = (MissionStatus(state.status), state.reason), time.time()
+            self._stored_result = self.opened.result
+            self._done.set()
+            if self._stored_result is None:  # it died between its final status and result.json: write it now
+                state_tasks = state.task_specs(self.spec.tasks)
+                self.sched, _ = rebuild_scheduler(state, state_tasks, self.spec.agents, self.spec.policies,
+                                                  EventLog(self.mission_id), time.time())
+                ray.get_runtime_context().current_actor.start.remote()
+        elif self.opened.start in (Start.RESUME, Start.CANCELLING):
+            self._cancel_reason = state.cancel_reason
+            logger.warning("mission %s: continuing from its log (%d records, %d tasks done)", self.mission_id,
+                           state.last.seq + 1 if state.last else 0, len(state.completed()))
+            ray.get_runtime_context().current_actor.start.remote()  # runs once __init__ has returned
 
     # -- API -------------------------------------------------------------------------------------------
     async def start(self) -> str:
         """Start the mission (idempotent); returns the mission id."""
         if self._main is None and not self._done.is_set():
             self._main = asyncio.get_running_loop().create_task(self._run())
+        elif self._done.is_set() and self._stored_result is None:
+            await self._finish()
         return self.mission_id
 
     async def cancel(self, reason: str = "cancelled by user") -> str:
         """Stop the mission: running steps are cancelled, agents killed, state kept. Returns the final status."""
-        if self._cancel_reason is None:
+        if self._cancel_reason is None and not self._done.is_set():
             self._cancel_reason = reason
-        if self._main is None:  # never started: nothing runs, just record it
+            await self.writer.durable(self.writer.append("mission.cancel", {"reason": reason}, wait=False))
+        if self._main is None and not self._done.is_set():  # never started: nothing runs, just record it
             self.final, self.ended_s = (MissionStatus.CANCELLED, reason), time.time()
             self.log.emit(self.ended_s, "mission", MissionStatus.CANCELLED, message=reason)
-            self._done.set()
+            await self._finish()
         elif self.phase in (MissionStatus.STARTING, MissionStatus.PLANNING):
             self._main.cancel()
         self._wake.set()
@@ -102,29 +169,130 @@ class SupervisorActor:
         return self.sched.status() if self.sched is not None and self.phase == MissionStatus.RUNNING else self.phase
 
     async def summary(self) -> dict[str, Any]:
-        """Where the mission stands: status, tasks by state, busy agents, tokens, elapsed time."""
+        """Where the mission stands: status, tasks by state, busy agents, tokens and USD, elapsed time."""
         counts = self.sched.counts() if self.sched else {}
+        usage = await self._usage()
         return {"mission_id": self.mission_id, "name": self.spec.name, "status": str(self.status()),
                 "reason": self.final[1] if self.final else "", "tasks": counts,
                 "busy_agents": {a: n for a, n in (self.sched.running if self.sched else {}).items() if n},
-                "tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
+                "tokens": usage["tokens"], "usd": usage["usd"], "llm_calls": usage["llm_calls"],
                 "elapsed_s": round((self.ended_s or time.time()) - self.started_s, 3), "done": self._done.is_set()}
 
     async def events_since(self, cursor: int) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.log.since(cursor)]
 
     async def result(self) -> dict[str, Any]:
-        """The full record: status, every task (output, attempts, tokens, times), usage, conflicts, plan."""
+        """The full record: status, every task (output, attempts, tokens, USD, times), usage (tokens and USD per
+        agent and for the mission, from the router), conflicts, plan; once ended, `log_head` (seq and hash of the
+        mission log's last record, for `controlplane audit verify`)."""
+        if self._stored_result is not None:
+            return self._stored_result
         status = self.status()
+        usage = dict(await self._usage())
+        control = usage.pop("control_plane")
         return {"mission_id": self.mission_id, "name": self.spec.name, "goal": self.spec.goal,
                 "status": str(status), "reason": self.final[1] if self.final else "",
                 "started_at": self.started_s, "ended_at": self.ended_s,
                 "wall_s": (self.ended_s or time.time()) - self.started_s,
                 "tasks": [r.to_dict() for r in self.sched.tasks.values()] if self.sched else [],
-                "usage": {"tokens": self.budget.tokens, "llm_calls": self.budget.llm_calls,
-                          "tokens_by_agent": dict(self.budget.tokens_by_agent)},
-                "control_plane": dict(self.control), "conflicts": list(self.conflicts.decisions),
-                "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement}
+                "usage": usage, "control_plane": control, "conflicts": list(self.conflicts.decisions),
+                "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement,
+                "run_dir": self.run_dir}
+
+    async def on_agent_events(self, events: list[dict[str, Any]]) -> None:
+        """Tool events from agents (denials, invalid calls, failures), recorded as they happen."""
+        for fields in events:
+            self.log.emit(time.time(), **fields)
+
+    async def tool_intent(self, **intent: Any) -> dict[str, Any]:
+        """Before a side-effecting tool call (actors._tool_journal): replay its recorded result, refuse a call
+        in doubt, or make its intent durable and let it run. `intent` holds the `tool.intent` record's fields."""
+        return await self.tool_desk.intent(actor=self._agent_of(intent["attempt_key"]), **intent)
+
+    async def tool_result(self, **result: Any) -> None:
+        """After a side-effecting tool call: its result, durable before the agent goes on."""
+        await self.tool_desk.result(actor="agent", **result)
+
+    def _agent_of(self, attempt_key: str) -> str:
+        task = attempt_key.split("/")[-2] if attempt_key.count("/") >= 2 else ""
+        record = self.sched.tasks.get(task) if self.sched is not None else None
+        return (record.agent if record is not None else None) or "agent"
+
+    async def delegate(self, parent: str, to: str, description: str) -> Any:
+        """Add a child task for agent or role `to` to the running DAG, wait for it, and return its output.
+
+        Called by an agent's `delegate` tool; a refusal or the child's failure raises, and the calling model
+        reads it as the tool's error."""
+        if self.sched is None or parent not in self.sched.tasks:
+            raise ToolError(tool="delegate", why=f"task {parent!r} is not running in this mission",
+                            fix="delegate only from a running task")
+        depth = self._depth.get(parent, 0)
+        refused = check_delegation(depth=depth, max_depth=self.spec.delegation.max_depth,
+                                   task_count=len(self.sched.tasks), max_tasks=self.spec.delegation.max_tasks)
+        if refused:
+            raise ToolError(tool="delegate", why=refused, fix="do this part yourself")
+        parent_spec = self.sched.tasks[parent].spec
+        child_id = f"{parent}.d{sum(1 for t in self.sched.tasks.values() if t.delegated_by == parent) + 1}"
+        target = {"agent": to} if to in self.agents else {"role": to}
+        child = TaskSpec(id=child_id, description=description, timeout_s=parent_spec.timeout_s,
+                         topic=f"{parent_spec.topic or parent}-{child_id}", **target)
+        self.sched.add_task(child, delegated_by=parent, now_s=time.time())
+        self._depth[child_id] = depth + 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._delegated[child_id] = waiter
+        self._wake.set()
+        return await waiter
+
+    def _settle_delegated(self, task_id: str) -> None:
+        """Hand a finished child task's outcome to the agent that delegated it."""
+        waiter = self._delegated.get(task_id)
+        record = self.sched.tasks[task_id] if self.sched is not None else None
+        if waiter is None or waiter.done() or record is None or record.status not in TERMINAL:
+            return
+        del self._delegated[task_id]
+        if record.status == TaskStatus.SUCCEEDED:
+            waiter.set_result(record.output)
+        else:
+            waiter.set_exception(ToolError(tool="delegate", why=f"the delegated task {task_id!r} "
+                                           f"{record.status}: {record.error or 'no result'}",
+                                           fix="do this part yourself, or delegate a smaller task"))
+
+    async def request_approval(self, call_id: str, *, agent: str, tool: str, arg_digest: str, task: str,
+                               attempt: int) -> dict[str, Any]:
+        """Called by an agent whose tool call needs a human approval; returns the decided `Approval` as a dict.
+
+        The task's timeout does not run while it waits; a timeout of the approval itself is a denial."""
+        self._extend_deadline(task, attempt, self.spec.policies.approval_timeout_s)
+        asked = time.time()
+        try:
+            approval = await self.approvals.wait(f"{task}#{attempt}:{call_id}", agent=agent, tool=tool,
+                                                 arg_digest=arg_digest, task=task)
+        finally:
+            self._extend_deadline(task, attempt, (time.time() - asked) - self.spec.policies.approval_timeout_s)
+        return asdict(approval)
+
+    async def approvals_pending(self) -> list[dict[str, Any]]:
+        """What waits for a decision, oldest first."""
+        return self.approvals.pending()
+
+    async def decide_approval(self, approval_id: str, approve: bool, by: str, reason: str | None = None
+                              ) -> dict[str, Any]:
+        """Approve or deny `approval_id` (`ap-<n>`); deciding twice the same way is a no-op."""
+        return asdict(self.approvals.decide(approval_id, approve=approve, by=by, reason=reason))
+
+    def _extend_deadline(self, task: str, attempt: int, seconds: float) -> None:
+        record = self.sched.tasks.get(task) if self.sched is not None else None
+        if record is not None and record.attempts == attempt:
+            record.deadline_s += seconds
+            self._wake.set()
+
+    def _usd(self) -> dict[str, Any]:
+        """Dollars of the agents' model calls, in all and by agent (tasks carry their own)."""
+        by_agent: dict[str, float] = {}
+        for record in (self.sched.tasks.values() if self.sched else []):
+            if record.agent is not None:
+                by_agent[record.agent] = by_agent.get(record.agent, 0.0) + record.usd
+        return {"usd": round(sum(by_agent.values()), 8), "usd_by_agent": {a: round(u, 8) for a, u in by_agent.items()}}
 
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
@@ -134,15 +302,26 @@ class SupervisorActor:
 
     # -- the mission -----------------------------------------------------------------------------------
     async def _run(self) -> None:
-        self.log.emit(time.time(), "mission", MissionStatus.STARTING, message=f"{len(self.spec.agents)} agents")
+        resuming = self.opened.start != Start.FRESH
+        if not resuming:
+            await self.writer.durable(self.writer.append("mission.start", {
+                "mission_id": self.mission_id, "name": self.spec.name, "format": 1,
+                "spec": self.spec.model_dump(mode="json")}, time_s=self.started_s, wait=False))
+        self.log.emit(time.time(), "mission", MissionStatus.STARTING, message=f"{len(self.spec.agents)} agents"
+                      + (" (resumed from the mission log)" if resuming else ""))
+        trace = MissionTrace(self.mission_id, self.spec.name)
         try:
             await self._start_actors()
-            tasks = await self._plan()
-            self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
-            self.phase = MissionStatus.RUNNING
-            self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
+            if resuming:
+                self._resume()
+            else:
+                tasks = await self._plan()
+                self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
+                self.phase = MissionStatus.RUNNING
+                self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
             await self._loop()
-            await self.conflicts.drain(timeout_s=60.0)
+            if self._cancel_reason is None:
+                await self.conflicts.drain(timeout_s=60.0)
             self.final = (self.sched.status(), self.sched.reason())
         except asyncio.CancelledError:
             self.final = (MissionStatus.CANCELLED, self._cancel_reason or "cancelled")
@@ -151,28 +330,106 @@ class SupervisorActor:
             self.final = (MissionStatus.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             self.ended_s = time.time()
-            self._teardown()
+            trace.end(str(self.final[0]) if self.final else "failed", self.final[1] if self.final else "")
+            await MissionTrace.flush(self.agents.values(), self.router)
+            await self._teardown()
+            await self._usage()  # the final figures: read once more before the mission counts as done
             if self.sched is not None:
                 self.metrics.states(self.sched.counts())
             self.log.emit(self.ended_s, "mission", self.final[0] if self.final else MissionStatus.FAILED,
                           message=self.final[1] if self.final else "")
+            await self._finish()
+
+    def _resume(self) -> None:
+        """Continue from the log: finished tasks keep their outputs, in-flight attempts run again under their
+        attempt numbers, budget used and conflict decisions carry over."""
+        state = self.opened.state
+        tasks = state.task_specs(self.spec.tasks)
+        if state.plan is not None:
+            self.plan_info = {"mode": "auto", "repairs": [], "fallback": False, "tasks": state.plan, "resumed": True}
+        self.sched, relaunch = rebuild_scheduler(state, tasks, self.spec.agents, self.spec.policies, self.log,
+                                                 time.time())
+        self.budget.llm_calls = state.budget.llm_calls
+        self.conflicts.decisions.extend(state.conflicts)
+        self.phase = MissionStatus.RUNNING
+        self.log.emit(time.time(), "mission", MissionStatus.RUNNING,
+                      message=f"resumed: {len(state.completed())} of {len(tasks)} tasks already done, "
+                              f"{len(relaunch)} relaunched")
+        for assignment in relaunch:
+            self._launch(assignment)
+
+    async def _finish(self) -> None:
+        """Make the log durable, write the run directory (result.json with the log's head), end in a while."""
+        try:
+            await asyncio.to_thread(self.writer.flush)
+            head = self.writer.head
+            result = await self.result()
+            result["log_head"] = None if head is None else head.to_dict()
+            self._stored_result = result
+            events = [e.to_dict() for e in self.log.since(0)]
+            await asyncio.to_thread(write_run_dir, self.run_dir, result, events)
+            await asyncio.to_thread(self.writer.close)
+        except Exception:
+            logger.exception("mission %s: could not write its run directory %s", self.mission_id, self.run_dir)
+        finally:
             self._done.set()
+            asyncio.get_running_loop().call_later(FINISHED_GRACE_S, self._end_self)
+
+    def _end_self(self) -> None:
+        try:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        except Exception:
+            logger.exception("mission %s: the finished supervisor could not end itself", self.mission_id)
+
+    # -- identity and budgets ----------------------------------------------------------------------------
+    def _control_token(self, agent_id: str = "supervisor") -> str:
+        return self.tokens.control(agent_id, now_s=time.time(), ttl_s=CONTROL_TOKEN_TTL_S)
+
+    def _agent_token(self, agent: AgentSpec, timeout_s: float) -> str:
+        """A token for one dispatch: the agent's memory namespaces and tools, expiring after the task's timeout."""
+        return self.tokens.agent(agent.name, now_s=time.time(), ttl_s=timeout_s + TOKEN_MARGIN_S,
+                                 read=agent.memory.read, write=agent.memory.write, tools=agent.tools)
+
+    async def _arm_budgets(self) -> None:
+        """The router's hard token and USD caps of this mission and of each capped agent."""
+        budgets, token = self.spec.budgets, self._control_token()
+        if budgets.max_tokens is not None or budgets.max_usd is not None:
+            await self.router.set_budget(token, max_tokens=budgets.max_tokens, max_usd=budgets.max_usd)
+        for agent in self.spec.agents:
+            if agent.budget is not None:
+                await self.router.set_budget(token, agent.name, max_tokens=agent.budget.max_tokens,
+                                             max_usd=agent.budget.max_usd)
+
+    async def _usage(self) -> dict[str, Any]:
+        """The mission's usage from the router; the last one seen when the router does not answer."""
+        if not self._done.is_set():
+            try:
+                rows = await asyncio.wait_for(self.router.usage(self.mission_id), USAGE_TIMEOUT_S)
+                self.usage = summarize_usage(rows)
+            except Exception as exc:
+                logger.warning("mission %s: the router's usage is unavailable (%s); showing the last seen",
+                               self.mission_id, exc)
+        return self.usage
 
     async def _start_actors(self) -> None:
+        await self._arm_budgets()
+        if self.spec.mcp_servers:
+            self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(
+                list(self.spec.mcp_servers))
+            tools = await self.mcp.start.remote()
+            self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
+                          f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
                                        app_name=getattr(self.router, "app_name", None))
-            await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write)
+            token = self._control_token()
+            await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
                                    for a in self.spec.agents))
-            await self.memory.subscribe.remote(ray.get_runtime_context().current_actor, ["conflicts"])
+            await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token,
+                                               namespace=self.namespace)
         self.gang = await reserve_agents(self.spec, self.mission_id, note=self._placement_note)
         for a in self.spec.agents:
-            self.agents[a.name] = AgentActor.options(
-                name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
-                num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, max_restarts=AGENT_MAX_RESTARTS,
-                **self.gang.options_for(a.name),
-            ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
-                     memory=self.memory, log_content=self.spec.policies.log_content)
+            self.agents[a.name] = self._agent_actor(a.name)
         placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
                                         AGENT_START_TIMEOUT_S)
         self.placement = {p["agent"]: p for p in placed}
@@ -184,7 +441,7 @@ class SupervisorActor:
         self.log.emit(time.time(), "mission", "waiting", message=message)
 
     async def _replaced(self, agent: str) -> None:
-        """Record where Ray recreated an agent that died with its node."""
+        """Record where an agent that died (alone, or with its node) runs again."""
         try:
             placed = await self.agents[agent].ready.remote()
         except Exception as exc:
@@ -197,7 +454,7 @@ class SupervisorActor:
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
             return list(self.spec.tasks)
-        from serving import ChatMessage, ChatRequest, Identity
+        from serving import ChatMessage, ChatRequest
 
         self.phase = MissionStatus.PLANNING
         self.log.emit(time.time(), "mission", MissionStatus.PLANNING, agent="planner")
@@ -206,21 +463,61 @@ class SupervisorActor:
             model=p.model, max_tokens=p.max_tokens,
             messages=[ChatMessage(**m) for m in planner_messages(self.spec.goal, self.spec.agents, p.max_tasks)],
             json_schema=plan_schema([a.name for a in self.spec.agents], p.max_tasks),
-            identity=Identity(mission_id=self.mission_id, agent_id="planner", priority="control"))
+            token=self._control_token("planner"), priority="control", **request_trace(self.tracing))
         raw, notes = "", []
         try:
+            self.count_calls("planner")
             reply = await self.router.chat(request)
             raw = reply.text
-            self.charge_control(reply.usage.prompt_tokens + reply.usage.completion_tokens)
         except Exception as exc:
             notes.append(f"planner call failed ({type(exc).__name__}: {exc})")
         plan = repair_plan(raw, self.spec.agents, self.spec.goal, p.max_tasks)
         self.plan_info = {"mode": "auto", "repairs": notes + plan.repairs, "fallback": plan.fallback,
-                          "tasks": [t.model_dump(include={"id", "agent", "description", "depends_on"})
-                                    for t in plan.tasks]}
+                          "tasks": [t.model_dump(mode="json") for t in plan.tasks]}
         self.log.emit(time.time(), "plan", "planned", agent="planner", data=self.plan_info,
                       message=f"{len(plan.tasks)} tasks, {len(self.plan_info['repairs'])} repairs")
+        if self.spec.policies.approve_plan:
+            await self._approve_plan()
         return plan.tasks
+
+    def _agent_actor(self, name: str) -> Any:
+        """The agent's actor: the live one of that name (re-attached after a supervisor restart), else a new one,
+        in the agent's bundle of the mission's placement group.
+
+        Detached, so it outlives a supervisor that dies; Ray restarts it when it dies (when its node dies, in its
+        bundle re-placed on another node), and the attempt it was running fails (no task retries at the actor)
+        and is retried by the scheduler."""
+        a = next(agent for agent in self.spec.agents if agent.name == name)
+        placement = self.gang.options_for(a.name) if self.gang is not None else {}
+        return AgentActor.options(
+            name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
+            num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, lifetime="detached",
+            get_if_exists=True, max_restarts=-1, max_task_retries=0, **placement,
+        ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
+                 memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
+                 tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
+                 delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
+                 log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
+                 tracing=self.tracing)
+
+    def _replace_agent(self, name: str) -> None:
+        """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a
+        new one starts under its name; either way, where it now runs is recorded once it is ready."""
+        try:
+            ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
+        except ValueError:
+            logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
+            self.agents[name] = self._agent_actor(name)
+        asyncio.ensure_future(self._replaced(name))
+
+    async def _approve_plan(self) -> None:
+        """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
+        approval = await self.approvals.wait("plan", agent="planner", tool="plan",
+                                             arg_digest=arguments_digest(self.plan_info["tasks"]))
+        self.plan_info["approval"] = asdict(approval)
+        if approval.status != "approved":
+            raise ApprovalDenied(subject="the plan", approval_id=approval.id, decided_by=approval.decided_by or "",
+                                 reason=approval.reason)
 
     def _agent(self, name: str) -> Any:
         return self.agents[name]
@@ -228,10 +525,11 @@ class SupervisorActor:
     def _memory(self) -> Any:
         return self.memory
 
-    def charge_control(self, tokens: int) -> None:
-        self.control["tokens"] += tokens
-        self.control["llm_calls"] += 1
-        self.budget.charge("control-plane", tokens=tokens)
+    def count_calls(self, agent: str, *, calls: int = 1, tokens: int = 0) -> None:
+        """Count model calls against max_llm_calls, and log them (a resumed mission starts from what was used).
+        Tokens and USD are charged by the router, whose ledger is the authority for those caps."""
+        self.budget.count_call(calls)
+        self.writer.append("budget.charge", {"agent": agent, "tokens": tokens, "calls": calls}, wait=False)
 
     async def _loop(self) -> None:
         assert self.sched is not None
@@ -240,13 +538,19 @@ class SupervisorActor:
             pause_s = 0.0
             try:
                 self._tick(time.time())
+                self._failed_ticks = 0
             except Exception:
+                self._failed_ticks += 1
+                if self._failed_ticks >= MAX_FAILED_TICKS:
+                    raise  # the mission fails with this error rather than spin
                 logger.exception("mission %s: supervisor tick failed; the loop goes on", self.mission_id)
                 pause_s = 0.1
             took = time.perf_counter() - t0
             if took > SLOW_TICK_S:
-                logger.warning("mission %s: slow tick %.3f s with %d tasks in flight", self.mission_id, took,
-                               self.sched.in_flight())
+                logger.warning("mission %s: slow supervisor tick, %.3f s with %d tasks in flight; likely cause: "
+                               "the supervisor's process is short of CPU (many tasks finishing at once, or a busy "
+                               "node). Fix: give the supervisor a node with spare CPU (cluster.yaml head), or lower "
+                               "agents' max_concurrency", self.mission_id, took, self.sched.in_flight())
             if self.sched.finished:
                 break
             wakes = [t for t in (self.sched.next_wakeup_s(), self.budget.wall_deadline_s()) if t is not None]
@@ -263,7 +567,7 @@ class SupervisorActor:
             return self._stop(MissionStatus.CANCELLED, self._cancel_reason, now)
         exceeded = self.budget.exceeded(now)
         if exceeded is not None:
-            self.log.emit(now, "budget", "exceeded", message=str(exceeded))
+            self.log.emit(now, "budget", "exceeded", message=str(exceeded), data=budget_fields(exceeded))
             return self._stop(MissionStatus.BUDGET_EXCEEDED, str(exceeded), now)
         for task_id in sched.expired(now):
             attempt, future = self._attempts.pop(task_id)
@@ -280,7 +584,9 @@ class SupervisorActor:
 
     def _launch(self, a: Assignment) -> None:
         spec = self.sched.tasks[a.task].spec
-        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task))
+        token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
+        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token,
+                                              trace=_tracing.inject())
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
 
     async def _await(self, a: Assignment, ref: Any) -> None:
@@ -288,25 +594,31 @@ class SupervisorActor:
         try:
             result = await ref
         except asyncio.CancelledError:
-            ray.cancel(ref)
+            ray.cancel(ref)  # raises CancelledError inside the agent's step: its tool and model calls stop
+            self._cancelled_refs.append(ref)
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            retryable = is_retryable(cause)
             if isinstance(exc, RayActorError):
-                asyncio.ensure_future(self._replaced(a.agent))
+                self._replace_agent(a.agent)
+            if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
+                self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
+                              data=budget_fields(cause))
+                self._stop(MissionStatus.BUDGET_EXCEEDED, str(cause), time.time())
+                return
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
-            self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(),
-                                  retryable=retryable)
+            self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause,
+                                  detail=detail_of(cause))
         else:
             tokens = result.prompt_tokens + result.completion_tokens
-            self.budget.charge(a.agent, tokens=tokens)
+            self.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
             self.sched.on_success(a.task, a.attempt, asdict(result), time.time())
         finally:
             current = self._attempts.get(a.task)
             if current is not None and current[0] == a.attempt:
                 del self._attempts[a.task]
+            self._settle_delegated(a.task)
             self._wake.set()
 
     def _stop(self, status: MissionStatus, reason: str, now: float) -> None:
@@ -315,15 +627,33 @@ class SupervisorActor:
             if entry is not None:
                 entry[1].cancel()
 
-    def _teardown(self) -> None:
+    async def _teardown(self) -> None:
+        """Cancel what runs, give cancelled steps CANCEL_GRACE_S to stop their calls, then kill the agents at
+        once (a sync in-process tool's thread dies with its process); MCP servers stop last."""
         for _, future in self._attempts.values():
             future.cancel()
         self._attempts.clear()
-        for handle in [*self.agents.values(), *([self.memory] if self.memory is not None else [])]:
+        for waiter in self._delegated.values():
+            waiter.cancel()
+        self.approvals.deny_all(self._cancel_reason or "the mission ended")
+        await asyncio.sleep(0)  # the cancelled _await tasks run their ray.cancel
+        if self._cancelled_refs:
+            await asyncio.wait([asyncio.wrap_future(ref.future()) for ref in self._cancelled_refs],
+                               timeout=CANCEL_GRACE_S)
+        self._kill(list(self.agents.values()))
+        if self.mcp is not None:  # its servers are child processes: stop them before the actor goes
+            try:
+                await asyncio.wait_for(self.mcp.stop.remote(), MCP_STOP_TIMEOUT_S)
+            except Exception:
+                logger.exception("mission %s: MCP servers did not stop cleanly", self.mission_id)
+        self._kill([h for h in (self.memory, self.mcp) if h is not None])
+        if self.gang is not None:
+            self.gang.release()
+
+    def _kill(self, handles: list[Any]) -> None:
+        for handle in handles:
             try:
                 ray.kill(handle)
             except Exception:
                 logger.exception("mission %s: could not kill an actor", self.mission_id)
-        if self.gang is not None:
-            self.gang.release()
 

@@ -135,7 +135,7 @@ def bare_faiss_actor(ray, vectors: np.ndarray):
     return bare
 
 
-def bench_index(actor, vectors: np.ndarray, ids: np.ndarray, mode: str, ray) -> dict[str, float]:
+def bench_index(actor, vectors: np.ndarray, ids: np.ndarray, mode: str, ray, token: str) -> dict[str, float]:
     raw = faiss.IndexFlatIP(DIM)
     raw.add(vectors)
     bare = bare_faiss_actor(ray, vectors)
@@ -143,7 +143,7 @@ def bench_index(actor, vectors: np.ndarray, ids: np.ndarray, mode: str, ray) -> 
     batch = unit_vectors(256 * BATCHES_256[mode], seed=2)
 
     def via_actor(q):
-        return ray.get(actor.search_vectors.remote(q, k=K, namespace="bench", as_agent="bench"))
+        return ray.get(actor.search_vectors.remote(q, k=K, namespace="bench", token=token))
 
     def via_raw(q):  # raw FAISS at its best: one thread for a single query, all of them for a batch
         faiss.omp_set_num_threads(1 if len(q) < SERIAL_BELOW_QUERIES else all_threads)
@@ -193,7 +193,7 @@ def bench_raw_ray_call(ray) -> float:
     return statistics.median(float(np.percentile(run["echo"][1], 50)) for run in runs)
 
 
-def bench_embedding(actor, texts: list[str], ray) -> dict[str, float]:
+def bench_embedding(actor, texts: list[str], ray, token: str) -> dict[str, float]:
     from memory import NewEntry
     from memory._embed import Embedder
 
@@ -209,7 +209,7 @@ def bench_embedding(actor, texts: list[str], ray) -> dict[str, float]:
                    for t in texts]
         start = time.perf_counter()
         for b in range(0, len(entries), 500):
-            ray.get(actor.post.remote(entries[b:b + 500], as_agent="bench"))
+            ray.get(actor.post.remote(entries[b:b + 500], token=token))
         return len(texts) / (time.perf_counter() - start)
 
     out = {"embedding_texts_per_s": statistics.median(median_of_reps(in_process)),
@@ -229,6 +229,7 @@ def main(argv: list[str]) -> int:
     import ray
 
     from memory import MemoryConfig, NewEntry, start_memory_actor
+    from serving import mission_tokens
 
     cores = os.cpu_count() or 1
     print(f"bench_memory ({mode}): {N_VECTORS:,} x {DIM} unit vectors, flat IP index, k={K}; FAISS "
@@ -240,20 +241,24 @@ def main(argv: list[str]) -> int:
         config = MemoryConfig(data_dir=data_dir, exact_below=N_VECTORS * 2, snapshot_every_writes=10_000,
                               max_batch=LOAD_CHUNK, max_k=K)
         actor = start_memory_actor(config, mission_id="bench")
-        ray.get(actor.grant.remote("bench", read=[], write=["bench", "texts"]))
+        tokens = mission_tokens("bench")  # every memory call carries a capability token; minted once, up front
+        token = tokens.agent("bench", now_s=time.time(), ttl_s=24 * 3600)
+        ray.get(actor.grant.remote("bench", read=[], write=["bench", "texts"],
+                                   token=tokens.control(now_s=time.time(), ttl_s=600)))
         vectors = unit_vectors(N_VECTORS, seed=0)
         start = time.perf_counter()
         ids = []
         for b in range(0, N_VECTORS, LOAD_CHUNK):
             chunk = [NewEntry(mission_id="bench", agent_id="bench", namespace="bench", topic="v", text=f"v{i}")
                      for i in range(b, b + LOAD_CHUNK)]
-            ids += [r.id for r in ray.get(actor.post.remote(chunk, as_agent="bench", vectors=vectors[b:b + LOAD_CHUNK]))]
+            receipts = ray.get(actor.post.remote(chunk, token=token, vectors=vectors[b:b + LOAD_CHUNK]))
+            ids += [r.id for r in receipts]
         figures: dict[str, float | str | int] = {"load_s": time.perf_counter() - start}
         row("load 100k vectors through the actor", figures["load_s"], "s")
         figures["raw_ray_call_p50_ms"] = bench_raw_ray_call(ray)
         row("raw_ray_call_p50_ms", figures["raw_ray_call_p50_ms"], "ms")
-        figures.update(bench_index(actor, vectors, np.array(ids), mode, ray))
-        figures.update(bench_embedding(actor, real_texts(N_TEXTS), ray))
+        figures.update(bench_index(actor, vectors, np.array(ids), mode, ray, token))
+        figures.update(bench_embedding(actor, real_texts(N_TEXTS), ray, token))
         figures.update({"mode": mode, "n_vectors": N_VECTORS, "dim": DIM, "k": K, "cores": cores, "gpu": "none",
                         "index": "faiss.IndexFlatIP", "embedding_model": "all-MiniLM-L6-v2", "reps": REPS})
     finally:

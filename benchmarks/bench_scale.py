@@ -14,7 +14,7 @@
 5. Shared limits: a Serve app with 3 router replicas and a scripted model at rpm=600, driven by 24 concurrent
    clients through the handle API; admissions over a window that starts once the full bucket's burst is
    spent (and the leases taken during it with it), against the limit's exact count for that window.
-6. Autoscaling: Ray's fake multi-node provider (tests/integration/_fake_autoscaler.py); 3 actors at 0.5 GPU on a
+6. Autoscaling: Ray's fake multi-node provider (tests/helpers/fake_autoscaler.py); 3 actors at 0.5 GPU on a
    GPU-less head: seconds until 2 fake GPU nodes serve them, then until they are gone (idle timeout 12 s).
 
     python benchmarks/bench_scale.py [--quick] [--json PATH] [--skip PART ...]
@@ -34,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the fake-autoscaler cluster helper
 
 # -- settings -------------------------------------------------------------------------------------------
 SUPERVISOR_SIZES = (1_000, 10_000, 50_000)
@@ -365,7 +364,7 @@ def _free_port() -> int:
 def bench_autoscale(quick: bool) -> dict:
     import tempfile
 
-    from _fake_autoscaler import fake_autoscaling_cluster, run_driver
+    from tests.helpers.fake_autoscaler import fake_autoscaling_cluster, run_driver
 
     with tempfile.TemporaryDirectory() as work, fake_autoscaling_cluster(Path(work)) as cluster:
         figures = run_driver(cluster, "measure")

@@ -76,27 +76,30 @@ def raw_agents(router, data: dict) -> dict:
     class RawAgent:
         """The agent step without the control plane: prompt -> router -> parsed output."""
 
-        def __init__(self, agent, goal, router):
-            self.agent, self.goal, self.router = agent, goal, router
+        def __init__(self, agent, goal, router, token):
+            self.agent, self.goal, self.router, self.token = agent, goal, router, token
 
         def ready(self) -> bool:
             return True
 
         async def run(self, task, *deps):
             from controlplane._core.prompts import build_messages, output_schema, parse_output
-            from serving import ChatMessage, ChatRequest, Identity
+            from serving import ChatMessage, ChatRequest
 
             messages = build_messages(self.agent, goal=self.goal, task=task,
                                       context=dict(zip(task.depends_on, deps)))
             reply = await self.router.chat(ChatRequest(
                 model=self.agent.model, max_tokens=self.agent.max_tokens, json_schema=output_schema(task),
                 messages=[ChatMessage(**m) for m in messages],
-                identity=Identity(mission_id="raw", agent_id=self.agent.name)))
+                token=self.token))
             return parse_output(task, reply.text)
 
     spec = parse_mission(data)
-    actors = {a.name: RawAgent.options(max_concurrency=a.max_concurrency).remote(a, spec.goal, router)
-              for a in spec.agents}
+    from serving import mission_tokens
+
+    tokens = mission_tokens("raw")  # the raw path calls the same router, so it needs tokens too (minted up front)
+    actors = {a.name: RawAgent.options(max_concurrency=a.max_concurrency).remote(
+        a, spec.goal, router, tokens.agent(a.name, now_s=time.time(), ttl_s=24 * 3600)) for a in spec.agents}
     ray.get([h.ready.remote() for h in actors.values()])
     return {"spec": spec, "actors": actors}
 

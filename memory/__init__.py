@@ -1,8 +1,8 @@
 """memory: the agents' shared context bus. A FAISS-backed Ray actor per mission with post, search,
 subscribe, per-agent namespaces, durable writes and contradiction detection."""
 
-from memory._actor import MemoryActor, start_memory_actor
 from controlplane.config.memory import MemoryConfig
+from memory._actor import MemoryActor, start_memory_actor
 from memory._contradictions import Judge, RouterJudge
 from memory._types import CONFLICT_TOPIC, Conflict, Entry, Hit, NewEntry, PostEvent, Receipt, SearchFilters, Verdict
 

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 
-from controlplane.errors import AccessDenied
+from controlplane._core.identity import RESERVED_AGENT_NAMES, Claims
+from controlplane.errors import AccessDenied, ScopeDenied
 
 SUPERVISOR = "supervisor"
+
+
+def principal_of(claims: Claims) -> str:
+    """The ACL name of a verified token's bearer: a supervisor-role token reads as the supervisor (everything);
+    an agent token as its agent, which may never carry a control-plane name."""
+    if claims.role == "supervisor":
+        return SUPERVISOR
+    if claims.agent_id in RESERVED_AGENT_NAMES:
+        raise ScopeDenied(why=f"an agent token names {claims.agent_id!r}, a control-plane identity",
+                          fix="mint agents' tokens with MissionTokens.agent, which refuses reserved names")
+    return claims.agent_id
 
 
 class AccessControl:

@@ -2,12 +2,15 @@
 
 Store calls are synchronous and run on the actor's event loop, so each is atomic with respect to the
 others; only embedding (in a thread) and judge calls (in background tasks) await.
+
+Every call carries a capability token of the actor's mission. The caller's identity is the token's, never an
+argument: an agent acts as itself, a supervisor-role token as the supervisor (which reads every namespace and
+alone may grant). Which namespaces an agent may read and write is the ACL its supervisor granted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import time
@@ -16,22 +19,33 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
-from controlplane.errors import SpecError
-from memory._acl import SUPERVISOR
+from controlplane._core.identity import (
+    RESERVED_AGENT_NAMES,
+    Claims,
+    MissionTokens,
+    mission_key,
+    require_mission,
+    require_supervisor,
+    verify_token,
+)
 from controlplane.config.memory import MemoryConfig
+from controlplane.errors import AccessDenied, IdentityError, ScopeDenied, SpecError
+from memory._acl import SUPERVISOR, principal_of
 from memory._contradictions import Judge, RouterJudge, select_candidates
 from memory._embed import Embedder
 from memory._store import MemoryStore
 from memory._types import CONFLICT_TOPIC, Conflict, Entry, Hit, NewEntry, PostEvent, Receipt, SearchFilters
+from serving._secrets import load_or_create_root_secret, secret_file_env
 
 logger = logging.getLogger(__name__)
+JUDGE_TOKEN_MARGIN_S = 60.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class MemoryActor:
     """One mission's shared memory. Start with `start_memory_actor` (or `.options(name=...).remote(config)`)."""
 
-    def __init__(self, config: MemoryConfig, judge: Judge | None = None) -> None:
+    def __init__(self, config: MemoryConfig, judge: Judge | None = None, *, mission_id: str) -> None:
         import faiss
         import torch
 
@@ -39,37 +53,75 @@ class MemoryActor:
         faiss.omp_set_num_threads(threads)
         torch.set_num_threads(threads)
         self._config = config
+        self.mission_id = mission_id
+        self._root = load_or_create_root_secret()
         self._embedder = Embedder(model_path=config.embedding_model_path, batch_size=config.embedding_batch_size)
         self._store = MemoryStore(config, dim=self._embedder.dim)
         self._judge = judge or (RouterJudge(model=config.judge_model, app_name=config.app_name,
-                                            max_tokens=config.judge_max_tokens, timeout_s=config.judge_timeout_s)
+                                            max_tokens=config.judge_max_tokens, timeout_s=config.judge_timeout_s,
+                                            token=self._judge_token)
                                 if config.judge_model else None)
         self._subscribers = self._restore_subscribers()
         self._tasks: set[asyncio.Task] = set()
 
     def _restore_subscribers(self) -> dict[str, Any]:
-        """The logged subscribers' handles. One that no longer unpickles (its actor lived in an earlier
-        cluster, e.g. a data_dir reused across runs) is dropped for good rather than failing the start."""
+        """Handles of the logged subscribers, looked up by actor name. One whose actor is gone (e.g. it lived in
+        an earlier cluster that used this data_dir), or logged by an old version as a pickled handle, is dropped
+        for good rather than failing the start."""
         restored = {}
         for key, sub in list(self._store.subscriptions.items()):
-            try:
-                restored[key] = ray.cloudpickle.loads(base64.b64decode(sub["blob"]))
-            except Exception:
-                logger.warning("memory subscription %s belongs to a cluster that is gone; dropping it", key)
+            handle = _lookup(sub.get("actor"), sub.get("namespace"))
+            if handle is None:
+                logger.warning("memory subscriber %s is gone (or was logged as a pickle); dropping it", key)
                 self._store.unsubscribe(key)
+            else:
+                restored[key] = handle
         return restored
 
-    async def grant(self, agent_id: str, read: list[str], write: list[str]) -> None:
-        """Grant an agent namespaces to read and write. The supervisor reads everything without a grant."""
+    def _verified(self, token: str) -> Claims:
+        """The claims of a token of this actor's mission; IdentityError (counted) otherwise."""
+        try:
+            claims = verify_token(self._root, token, now_s=time.time())
+            require_mission(claims, self.mission_id)
+        except IdentityError:
+            self._store.counters["identity_refused"] += 1
+            raise
+        return claims
+
+    def _caller(self, token: str) -> str:
+        """The ACL name of the token's bearer."""
+        claims = self._verified(token)
+        try:
+            return principal_of(claims)
+        except ScopeDenied:
+            self._store.counters["identity_refused"] += 1
+            raise
+
+    def _judge_token(self) -> str:
+        """The memory judge's own control-plane identity, minted per judge call."""
+        tokens = MissionTokens(mission_key(self._root, self.mission_id), self.mission_id)
+        return tokens.control("memory-judge", now_s=time.time(),
+                              ttl_s=self._config.judge_timeout_s + JUDGE_TOKEN_MARGIN_S)
+
+    async def grant(self, agent_id: str, read: list[str], write: list[str], *, token: str) -> None:
+        """Grant an agent namespaces to read and write (replacing its earlier grant). Only the mission's
+        supervisor may; the supervisor reads everything without a grant."""
+        require_supervisor(self._verified(token), action="memory.grant")
+        if agent_id in RESERVED_AGENT_NAMES:
+            raise SpecError(where="memory.grant: agent_id", value=agent_id, why="it is a control-plane identity",
+                            fix="grant namespaces to the mission's agents")
         self._store.grant(agent_id, list(read), list(write))
 
-    async def post(self, entries: list[NewEntry | dict], *, as_agent: str, vectors: Any = None) -> list[Receipt]:
-        """Store entries atomically; the receipts come back once the write is durable.
+    async def post(self, entries: list[NewEntry | dict], *, token: str, vectors: Any = None) -> list[Receipt]:
+        """Store entries atomically; the receipts come back once the write is durable. Each entry's agent and
+        mission must be the token's.
 
         `vectors` (n x dim unit vectors) replaces the embedding of the texts, for callers with their own."""
+        as_agent = self._caller(token)
         parsed = [_parse(NewEntry, e, f"memory.post: entries[{n}]") for n, e in enumerate(entries)]
         if not parsed:
             return []
+        self._check_mission(parsed, as_agent)
         self._store.check_post(parsed, as_agent=as_agent)
         if vectors is None:
             vectors = await asyncio.to_thread(self._embedder.encode, [e.text for e in parsed])
@@ -78,11 +130,12 @@ class MemoryActor:
             self._publish(entry.topic, PostEvent(topic=entry.topic, entry=entry), entry.namespace)
         if self._judge is not None and self._config.max_judge_calls_per_post > 0:
             self._spawn(self._check_conflicts(stored))
-        return [Receipt(id=e.id, version=e.version) for e in stored]
+        return self._store.receipts(parsed, stored)
 
-    async def search(self, queries: str | list[str], *, k: int = 5, namespace: str, as_agent: str,
+    async def search(self, queries: str | list[str], *, k: int = 5, namespace: str, token: str,
                      filters: SearchFilters | dict | None = None) -> list[list[Hit]]:
         """Top-k hits per query text (one list per query, also for a single string), best first."""
+        as_agent = self._caller(token)
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts:
             raise SpecError(where="memory.search: queries", value=queries, why="there are no queries",
@@ -96,50 +149,70 @@ class MemoryActor:
         return self._store.search(vectors, k=k, namespace=namespace, as_agent=as_agent,
                                   filters=_filters(filters), now_s=time.time())
 
-    async def search_vectors(self, vectors: Any, *, k: int = 5, namespace: str, as_agent: str,
+    async def search_vectors(self, vectors: Any, *, k: int = 5, namespace: str, token: str,
                              filters: SearchFilters | dict | None = None) -> list[list[Hit]]:
         """Top-k hits per query vector ((n, dim) unit vectors; numpy arrays travel zero-copy)."""
-        return self._store.search(vectors, k=k, namespace=namespace, as_agent=as_agent,
+        return self._store.search(vectors, k=k, namespace=namespace, as_agent=self._caller(token),
                                   filters=_filters(filters), now_s=time.time())
 
-    async def get(self, entry_id: int, *, as_agent: str) -> Entry | None:
+    async def get(self, entry_id: int, *, token: str) -> Entry | None:
         """The entry, or None when it was never written, was deleted or has expired."""
-        return self._store.get(entry_id, as_agent=as_agent, now_s=time.time())
+        return self._store.get(entry_id, as_agent=self._caller(token), now_s=time.time())
 
-    async def list(self, *, namespace: str, as_agent: str, filters: SearchFilters | dict | None = None,
+    async def list(self, *, namespace: str, token: str, filters: SearchFilters | dict | None = None,
                    limit: int = 100) -> list[Entry]:
         """A namespace's entries, oldest first."""
-        return self._store.list_entries(namespace=namespace, as_agent=as_agent, filters=_filters(filters),
+        return self._store.list_entries(namespace=namespace, as_agent=self._caller(token), filters=_filters(filters),
                                         limit=limit, now_s=time.time())
 
-    async def delete(self, ids: list[int], *, as_agent: str) -> int:
+    async def delete(self, ids: list[int], *, token: str) -> int:
         """Delete entries (all or none; the agent must be able to write each one's namespace)."""
-        return self._store.delete(list(ids), as_agent=as_agent, now_s=time.time())
+        return self._store.delete(list(ids), as_agent=self._caller(token), now_s=time.time())
 
-    async def subscribe(self, subscriber: Any, topics: list[str], *, as_agent: str = SUPERVISOR) -> str:
-        """Push `PostEvent`s on these topics ('*' = every topic but 'conflicts') to
-        `subscriber.on_memory_event.remote(event)`, limited to namespaces `as_agent` may read. Idempotent per
-        subscriber (a new call replaces its topics); survives a restart of this actor. Returns the key."""
+    async def subscribe(self, actor_name: str, topics: list[str], *, token: str, namespace: str | None = None) -> str:
+        """Push `PostEvent`s on these topics ('*' = every topic but 'conflicts') to the actor named `actor_name`
+        (in Ray namespace `namespace`, default this actor's) as `on_memory_event.remote(event)`, limited to the
+        namespaces the token's bearer may read. Idempotent per subscriber (a new call replaces its topics);
+        survives a restart of this actor (the name is logged, never a pickled handle). Returns the key."""
+        as_agent = self._caller(token)
         if not topics or not all(isinstance(t, str) and t for t in topics):
             raise SpecError(where="memory.subscribe: topics", value=topics, why="topics must be non-empty strings",
                             fix="pass e.g. ['findings', 'conflicts'] or ['*']")
-        key = subscriber._actor_id.hex()
-        self._store.subscribe(key, topics, as_agent, base64.b64encode(ray.cloudpickle.dumps(subscriber)).decode())
-        self._subscribers[key] = subscriber
+        namespace = namespace or ray.get_runtime_context().namespace
+        handle = _lookup(actor_name, namespace)
+        if handle is None:
+            raise SpecError(where="memory.subscribe: actor_name", value=actor_name,
+                            why=f"no live actor has this name in Ray namespace {namespace!r}",
+                            fix="create the subscriber with .options(name=...) first, and pass its namespace")
+        key = f"{namespace}/{actor_name}"
+        self._store.subscribe(key, topics, as_agent, actor=actor_name, namespace=namespace)
+        self._subscribers[key] = handle
         return key
 
-    async def unsubscribe(self, key: str) -> None:
+    async def unsubscribe(self, key: str, *, token: str) -> None:
+        """End a subscription: the supervisor's, or the subscriber's own (same bearer)."""
+        as_agent = self._caller(token)
+        sub = self._store.subscriptions.get(key)
+        if sub is not None and as_agent not in (SUPERVISOR, sub["as_agent"]):
+            raise AccessDenied(agent=as_agent, resource=f"subscription {key}", granted=[])
+        self._drop(key)
+
+    def _drop(self, key: str) -> None:
         self._store.unsubscribe(key)
         self._subscribers.pop(key, None)
 
-    async def snapshot(self) -> None:
-        """Write a snapshot now (it also happens every `snapshot_every_writes` writes)."""
+    async def snapshot(self, *, token: str) -> None:
+        """Write a snapshot now (it also happens every `snapshot_every_writes` writes); the supervisor's call."""
+        require_supervisor(self._verified(token), action="memory.snapshot")
         self._store.snapshot()
 
-    async def stats(self) -> dict[str, Any]:
-        """Entries, index kinds, denials, judge counters, pending background work, and where the actor runs."""
+    async def stats(self, *, token: str) -> dict[str, Any]:
+        """Entries, index kinds, denials, refused tokens, judge counters, pending background work, and where the
+        actor runs. Any token of the mission."""
+        self._verified(token)
+        gpu_ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         return {**self._store.stats(), "pending_tasks": len(self._tasks), "pid": os.getpid(),
-                "device": self._embedder.device, "gpu_ids": ray.get_runtime_context().get_accelerator_ids().get("GPU", [])}
+                "device": self._embedder.device, "gpu_ids": gpu_ids}
 
     def _publish(self, topic: str, event: PostEvent | Conflict, *namespaces: str) -> None:
         for key, sub in list(self._store.subscriptions.items()):
@@ -155,7 +228,7 @@ class MemoryActor:
             await subscriber.on_memory_event.remote(event)
         except ray.exceptions.RayActorError:
             logger.warning("memory subscriber %s is gone; dropping its subscription", key)
-            await self.unsubscribe(key)
+            self._drop(key)
         except Exception:
             logger.exception("memory subscriber %s failed on a %s event", key, event.kind)
 
@@ -181,6 +254,13 @@ class MemoryActor:
                                         similarity=similarity, verdict=verdict)
                     self._publish(CONFLICT_TOPIC, conflict, entry.namespace, existing.namespace)
 
+    def _check_mission(self, entries: list[NewEntry], as_agent: str) -> None:
+        for entry in entries:
+            if entry.mission_id != self.mission_id:
+                self._store.acl.denials[(as_agent, "post-to-mission", entry.mission_id)] += 1
+                raise AccessDenied(agent=as_agent, resource=f"post to mission {entry.mission_id!r}",
+                                   granted=[self.mission_id])
+
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -191,14 +271,28 @@ def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | 
                        namespace: str | None = None, resources: dict[str, float] | None = None) -> Any:
     """Start (or find) the mission's memory actor, named f"{mission_id}:memory", with the config's GPU share
     and restart policy, in Ray namespace `namespace` (None: the driver's); `resources` are custom resources it
-    asks for (e.g. the head pin)."""
+    asks for (e.g. the head pin). It verifies tokens with the root secret file of this process's environment
+    (only the path travels)."""
     if config.data_dir is None:
         raise SpecError(where="memory.data_dir", value=None, why="the memory actor needs a place for its log",
                         fix="set data_dir to a directory or an fsspec URL")
+    env = secret_file_env()
     return MemoryActor.options(
-        name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True,
-        num_gpus=config.num_gpus, max_restarts=config.max_restarts, resources=resources or None,
-    ).remote(config, judge)
+        name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True, lifetime="detached",
+        num_gpus=config.num_gpus, max_restarts=config.max_restarts, max_task_retries=-1,
+        resources=resources or None,
+        **({"runtime_env": {"env_vars": env}} if env else {}),
+    ).remote(config, judge, mission_id=mission_id)
+
+
+def _lookup(name: str | None, namespace: str | None) -> Any:
+    """The live actor of that name, or None."""
+    if not name:
+        return None
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
 
 
 def _parse(model: type, value: Any, where: str) -> Any:

@@ -7,8 +7,8 @@ from collections.abc import Collection
 
 import numpy as np
 
-from controlplane.errors import SpecError
 from controlplane.config.memory import MemoryConfig
+from controlplane.errors import SpecError
 from memory._types import CONFLICT_TOPIC, NewEntry
 
 UNIT_NORM_TOLERANCE = 1e-3

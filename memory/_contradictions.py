@@ -8,6 +8,7 @@ one asks a router model with a guided choice of the three verdicts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from memory._types import VERDICTS, Entry, Verdict
@@ -45,17 +46,20 @@ class Judge(Protocol):
 
 
 class RouterJudge:
-    """Asks a router model with a guided choice; picklable, so it can live in the actor."""
+    """Asks a router model with a guided choice, as the mission's `memory-judge` (its calls are charged to the
+    mission). `token()` gives a fresh capability token per call; the memory actor mints it."""
 
-    def __init__(self, *, model: str, app_name: str, max_tokens: int, timeout_s: float) -> None:
+    def __init__(self, *, model: str, app_name: str, max_tokens: int, timeout_s: float,
+                 token: Callable[[], str]) -> None:
         self.model = model
         self.app_name = app_name
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
+        self._token = token
         self._client = None
 
     async def judge(self, new: Entry, existing: Entry) -> Verdict:
-        from serving import ChatMessage, ChatRequest, Identity, RouterClient
+        from serving import ChatMessage, ChatRequest, RouterClient
 
         if self._client is None:
             self._client = RouterClient(app_name=self.app_name)
@@ -64,8 +68,7 @@ class RouterJudge:
             messages=[ChatMessage(role="system", content=JUDGE_SYSTEM),
                       ChatMessage(role="user", content=judge_prompt(new, existing))],
             max_tokens=self.max_tokens, temperature=0.0, choice=list(VERDICTS),
-            identity=Identity(mission_id=new.mission_id, agent_id="memory-judge", priority="control"),
-            timeout_s=self.timeout_s,
+            token=self._token(), priority="control", timeout_s=self.timeout_s,
         )
         result = await self._client.chat(request)
         return parse_verdict(result.text)

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from controlplane.errors import AccessDenied, SpecError
-from memory._acl import SUPERVISOR, AccessControl
 from controlplane.config.memory import MemoryConfig
+from controlplane.errors import AccessDenied, SpecError
+from memory._acl import AccessControl
+from memory._checks import check_entries, check_k, check_namespace, check_vectors
 from memory._durable import Durable
 from memory._filters import attrs_of
 from memory._index import NamespaceIndex
-from memory._types import Entry, Hit, NewEntry, SearchFilters
-from memory._checks import check_entries, check_k, check_namespace, check_vectors
+from memory._types import Entry, Hit, NewEntry, Receipt, SearchFilters
 
 logger = logging.getLogger(__name__)
 _GONE = SimpleNamespace(mission_id=None, agent_id=None, topic=None, task_id=None, created_at_s=float("nan"))
@@ -43,6 +43,7 @@ class MemoryStore:
         self.counters: Counter[str] = Counter()
         self._by_topic: dict[tuple[str, str], set[int]] = {}
         self._expiry: list[tuple[float, int]] = []
+        self._posted: dict[str, Receipt] = {}  # idempotency key -> first receipt; kept after a delete
         self._seq = 0
         self._next_id = 1
         self._since_snapshot = 0
@@ -69,21 +70,47 @@ class MemoryStore:
             self.acl.check_write(as_agent, entry.namespace)
 
     def post(self, entries: list[NewEntry], vectors: object, *, as_agent: str, now_s: float) -> list[Entry]:
-        """Store all entries with their vectors, or none. Returns the stored entries."""
+        """Store all new entries with their vectors, or none. Returns the newly stored entries: an entry whose
+        `idempotency_key` was stored before (or earlier in this post) is not stored again; see `receipts`."""
         self.expire(now_s)
         if not entries:
             return []
         self.check_post(entries, as_agent=as_agent)
         array = check_vectors(vectors, self.dim, where="memory.post: vectors", rows=len(entries),
                               max_rows=self.config.max_batch)
+        rows = self._new_rows(entries)
+        if not rows:
+            return []
         stored = [
             Entry(**entry.model_dump(), id=self._next_id + n, version=self._seq + 1, created_at_s=now_s,
                   expires_at_s=None if entry.ttl_s is None else now_s + entry.ttl_s)
-            for n, entry in enumerate(entries)
+            for n, entry in enumerate(entries[row] for row in rows)
         ]
         self._commit({"op": "post", "entries": [e.model_dump() for e in stored],
-                      "vectors": base64.b64encode(array.tobytes()).decode()})
+                      "vectors": base64.b64encode(array[rows].tobytes()).decode()})
         return stored
+
+    def receipts(self, entries: list[NewEntry], stored: list[Entry]) -> list[Receipt]:
+        """One receipt per posted entry, in order: for a keyed entry the receipt of the key's first post."""
+        unkeyed = iter(e for e in stored if e.idempotency_key is None)
+        out = []
+        for entry in entries:
+            if entry.idempotency_key is not None:
+                out.append(self._posted[entry.idempotency_key])
+            else:
+                new = next(unkeyed)
+                out.append(Receipt(id=new.id, version=new.version))
+        return out
+
+    def _new_rows(self, entries: list[NewEntry]) -> list[int]:
+        rows, keys = [], set()
+        for row, entry in enumerate(entries):
+            key = entry.idempotency_key
+            if key is None or (key not in self._posted and key not in keys):
+                rows.append(row)
+                if key is not None:
+                    keys.add(key)
+        return rows
 
     def delete(self, ids: list[int], *, as_agent: str, now_s: float) -> int:
         """Delete entries the agent may write; all or none. Returns how many existed."""
@@ -106,9 +133,11 @@ class MemoryStore:
             self._commit({"op": "delete", "ids": due, "reason": "expired"})
         return due
 
-    def subscribe(self, key: str, topics: list[str], as_agent: str, blob: str) -> None:
-        """Record a subscription (the actor's handle, pickled into `blob`) so it survives a restart."""
-        self._commit({"op": "subscribe", "key": key, "topics": sorted(topics), "as_agent": as_agent, "blob": blob})
+    def subscribe(self, key: str, topics: list[str], as_agent: str, *, actor: str, namespace: str) -> None:
+        """Record a subscription by the subscriber's actor name (never a pickled handle), so it survives a
+        restart: the actor looks the name up again."""
+        self._commit({"op": "subscribe", "key": key, "topics": sorted(topics), "as_agent": as_agent,
+                      "actor": actor, "namespace": namespace})
 
     def unsubscribe(self, key: str) -> None:
         if key in self.subscriptions:
@@ -119,7 +148,8 @@ class MemoryStore:
         state = {"seq": self._seq, "next_id": self._next_id, "acl": self.acl.state(),
                  "entries": [e.model_dump() for e in self.entries.values()],
                  "index_state": {ns: index.state() for ns, index in self.indexes.items()},
-                 "subscriptions": self.subscriptions}
+                 "subscriptions": self.subscriptions,
+                 "posted": {key: [r.id, r.version] for key, r in self._posted.items()}}
         self._durable.write_snapshot(self._seq, state, {ns: index.index for ns, index in self.indexes.items()})
         self._since_snapshot = 0
 
@@ -227,7 +257,7 @@ class MemoryStore:
         elif op == "grant":
             self.acl.grant(record["agent_id"], record["read"], record["write"])
         elif op == "subscribe":
-            self.subscriptions[record["key"]] = {k: record[k] for k in ("topics", "as_agent", "blob")}
+            self.subscriptions[record["key"]] = {k: v for k, v in record.items() if k not in ("seq", "op", "key")}
         elif op == "unsubscribe":
             self.subscriptions.pop(record["key"], None)
 
@@ -253,6 +283,8 @@ class MemoryStore:
 
     def _remember(self, entry: Entry) -> None:
         self.entries[entry.id] = entry
+        if entry.idempotency_key is not None:
+            self._posted.setdefault(entry.idempotency_key, Receipt(id=entry.id, version=entry.version))
         self._by_topic.setdefault((entry.mission_id, entry.topic), set()).add(entry.id)
         if entry.expires_at_s is not None:
             heapq.heappush(self._expiry, (entry.expires_at_s, entry.id))
@@ -272,6 +304,7 @@ class MemoryStore:
             self._seq, self._next_id = state["seq"], state["next_id"]
             self.acl.restore(state["acl"])
             self.subscriptions = state["subscriptions"]
+            self._posted = {key: Receipt(id=i, version=v) for key, (i, v) in state.get("posted", {}).items()}
             for data in state["entries"]:
                 self._remember(Entry(**data))
             for namespace, index_state in state["index_state"].items():

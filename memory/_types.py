@@ -25,6 +25,10 @@ class NewEntry(BaseModel):
     text: str = Field(description="The content; embedded with all-MiniLM-L6-v2 for search.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free JSON-serialisable data kept with the entry.")
     ttl_s: float | None = Field(default=None, gt=0, description="Seconds until the entry expires; None keeps it.")
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=300,
+        description="Makes a retried post safe: a post whose key was stored before stores nothing and gets the "
+                    "original receipt, also after a restart. Agents use '<mission>/<task>/<attempt>/post/<n>'.")
 
 
 class Entry(NewEntry):

@@ -1,11 +1,12 @@
 """serving: vLLM replicas on Ray Serve behind an agent-aware batching router.
 
-`deploy(config)` starts the app and returns a `RouterClient`; actors call `await client.chat(ChatRequest)`.
-People and other frameworks use the OpenAI-compatible HTTP API on Serve's port.
+`deploy(config)` starts the app and returns a `RouterClient`; actors call `await client.chat(ChatRequest)` with the
+capability token their supervisor gave them. People and other frameworks use the OpenAI-compatible HTTP API on
+Serve's port with an API key (`controlplane keys create`).
 """
 
 from serving._config import load_serving_config
-from serving._deploy import RouterClient, app_builder, build_app, deploy
+from serving._deploy import RouterClient, app_builder, build_app, deploy, mission_tokens
 from serving._types import ChatMessage, ChatRequest, ChatResult, Identity, Usage
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "build_app",
     "deploy",
     "load_serving_config",
+    "mission_tokens",
 ]

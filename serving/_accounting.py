@@ -13,6 +13,7 @@ class UsageTotals:
     completion_tokens: int = 0
     ttft_s_sum: float = 0.0
     latency_s_sum: float = 0.0
+    usd: float = 0.0
 
 
 class Ledger:
@@ -23,16 +24,23 @@ class Ledger:
         return self._totals.setdefault((mission_id, agent_id, model), UsageTotals())
 
     def record(self, mission_id: str, agent_id: str, model: str, *, prompt_tokens: int,
-               completion_tokens: int, ttft_s: float, latency_s: float) -> None:
+               completion_tokens: int, ttft_s: float, latency_s: float, usd: float = 0.0) -> None:
         row = self._row(mission_id, agent_id, model)
         row.calls += 1
         row.prompt_tokens += prompt_tokens
         row.completion_tokens += completion_tokens
         row.ttft_s_sum += ttft_s
         row.latency_s_sum += latency_s
+        row.usd += usd
 
-    def record_error(self, mission_id: str, agent_id: str, model: str) -> None:
-        self._row(mission_id, agent_id, model).errors += 1
+    def record_error(self, mission_id: str, agent_id: str, model: str, *, prompt_tokens: int = 0,
+                     completion_tokens: int = 0, usd: float = 0.0) -> None:
+        """A failed call, with what it was charged (the budget ledger charges failed calls too)."""
+        row = self._row(mission_id, agent_id, model)
+        row.errors += 1
+        row.prompt_tokens += prompt_tokens
+        row.completion_tokens += completion_tokens
+        row.usd += usd
 
     def snapshot(self, mission_id: str | None = None) -> list[dict]:
         """One row per (mission, agent, model), optionally for one mission."""

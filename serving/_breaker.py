@@ -39,7 +39,8 @@ class CircuitBreaker:
         return False
 
     def abandon(self, now_s: float) -> None:
-        """A call that `allow` let through never reached the backend (it was refused earlier)."""
+        """A call that `allow` let through ended with no verdict on the backend: refused before it reached
+        it, cancelled, its caller gone, or past the caller's own deadline. A half-open probe frees its slot."""
         self._probes_in_flight = max(0, self._probes_in_flight - 1)
 
     def retry_after_s(self, now_s: float) -> float:
@@ -51,7 +52,7 @@ class CircuitBreaker:
         self._probes_in_flight = 0
 
     def record_failure(self, now_s: float) -> None:
-        """A failure or a timeout."""
+        """A backend failure (5xx, broken stream) or the router's own timeout; never a caller's deadline."""
         if self.state(now_s) == "half_open":
             self._open(now_s)
             return

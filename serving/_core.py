@@ -10,15 +10,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controlplane.errors import BackpressureError, ReplicaUnavailable, SpecError
+from controlplane.config import ServingConfig
+from controlplane.errors import BackpressureError, DeadlineExceeded, ReplicaUnavailable, SpecError
 from serving._accounting import Ledger
 from serving._affinity import prefix_key
 from serving._breaker import CircuitBreaker
-from controlplane.config import ServingConfig
 from serving._gate import Gate
+from serving._keys import KeyScope
 from serving._leases import shared_amounts
+from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
+from serving._tool_calls import check_tool_request, message_text, tools_text
 from serving._types import Identity
 
 logger = logging.getLogger(__name__)
@@ -42,16 +45,52 @@ class Call:
 
     model: str
     body: dict[str, Any]
-    """messages or prompt, max_tokens, temperature, json_schema, choice."""
+    """messages or prompt, max_tokens, temperature, json_schema, choice, and tools, tool_choice,
+    parallel_tool_calls (see `serving._tool_calls`)."""
     identity: Identity = field(default_factory=Identity)
     timeout_s: float | None = None
+    key: KeyScope | None = None
+    """The API key the call came with: its rpm/tpm limits are one more admission scope."""
+
+
+MESSAGE_OVERHEAD_TOKENS = 8
+"""Chat-template tokens around one message, at most (role markers, separators)."""
+PROMPT_OVERHEAD_TOKENS = 32
+"""Template tokens per prompt, at most (a default system prompt, the generation prompt)."""
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """A tokenizer-free estimate (4 characters a token) used for admission and size checks."""
     if "prompt" in body:
         return len(body["prompt"]) // 4 + 1
-    return sum(len(m["content"]) // 4 + 4 for m in body["messages"])
+    return sum(len(message_text(m)) // 4 + 4 for m in body["messages"]) + len(tools_text(body)) // 4
+
+
+def worst_case_prompt_tokens(body: dict[str, Any], context_limit: int) -> int:
+    """An upper bound of the prompt's tokens, for budget reservations: a byte-level tokenizer makes at most
+    one token per UTF-8 byte, plus template tokens; and the engine refuses prompt + max_tokens > its context."""
+    texts = [body["prompt"]] if "prompt" in body else [*map(message_text, body["messages"])]
+    texts += [tools_text(body)] if body.get("tools") else []
+    bound = sum(len(text.encode()) + MESSAGE_OVERHEAD_TOKENS for text in texts) + PROMPT_OVERHEAD_TOKENS
+    return min(bound, context_limit - body["max_tokens"])
+
+
+@dataclass
+class _Progress:
+    """How far a call got, to charge a failed one: the prompt once dispatched, plus what it generated."""
+
+    dispatched: bool = False
+    deltas: int = 0
+    chars: int = 0
+
+    def seen(self, event: dict[str, Any]) -> None:
+        self.deltas += 1
+        self.chars += len(event.get("delta", ""))
+
+    def usage(self, body: dict[str, Any]) -> dict[str, int]:
+        if not self.dispatched:
+            return {"prompt_tokens": 0, "completion_tokens": 0}
+        return {"prompt_tokens": estimate_prompt_tokens(body), "completion_tokens": max(self.deltas, self.chars // 4)}
 
 
 class RouterCore:
@@ -62,15 +101,20 @@ class RouterCore:
         self.config = config
         self._shared = shared
         self.ledger = Ledger()
+        self.budgets = BudgetLedger(mission_max_tokens=config.router.mission.token_budget,
+                                    mission_max_usd=config.router.mission.usd_budget)
+        self._prices = {name: ModelPrice(**spec.price.model_dump()) for name, spec in config.models.items()}
         self._backends = backends
         self._clock = clock
         self._on_record = on_record or (lambda model, identity, final: None)
         router = config.router
         self._admission = Admission({"agent": ScopeLimits(**router.agent.model_dump()),
-                                     "mission": ScopeLimits(**router.mission.model_dump())})
+                                     "mission": ScopeLimits(**router.mission.model_dump(
+                                         exclude={"token_budget", "usd_budget"}))})
         for name, spec in config.models.items():
             self._admission.set_limits(f"model:{name}", ScopeLimits(rpm=spec.limits.rpm, tpm=spec.limits.tpm),
                                        clock())
+        self._key_limits: dict[str, ScopeLimits] = {}
         self._breakers = {name: CircuitBreaker(**spec.breaker.model_dump()) for name, spec in config.models.items()}
         self._gates = {name: Gate(slots=spec.limits.max_in_flight or router.max_in_flight_per_model,
                                   max_queue=router.max_queue, scope=f"model:{name}")
@@ -85,12 +129,22 @@ class RouterCore:
             raise SpecError(where="model", value=model, why=f"no such model; known: {sorted(self.config.models)}",
                             fix="use one of the known model names")
 
-    def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
-        """A mission's own hard cap on tokens (the mission spec's budget); None = the config's."""
-        limits = ScopeLimits(**self.config.router.mission.model_dump())
-        if token_budget is not None:
-            limits.token_budget = token_budget
-        self._admission.set_limits(f"mission:{mission_id}", limits, self._clock())
+    def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+                   max_usd: float | None = None) -> None:
+        """Hard caps of a mission (agent_id None) or of one of its agents; None = uncapped.
+
+        Refused with several router replicas: a cap lives in the replica that receives it, so it would not bind
+        the others (budgets are not shared through the limiter actor yet)."""
+        replicas = self.config.router.replicas
+        if replicas > 1 and (max_tokens is not None or max_usd is not None):
+            who = f"mission {mission_id!r}" + (f", agent {agent_id!r}" if agent_id else "")
+            raise SpecError(where="router.replicas", value=replicas,
+                            why=f"the hard cap of {who} would bind only the one router replica that receives it "
+                                "(budgets are kept per replica, and only model rpm/tpm are shared)",
+                            fix="run missions with budgets.max_tokens, budgets.max_usd or an agent budget on a "
+                                "serving config with router.replicas: 1, or leave those caps out "
+                                "(budgets.max_llm_calls and max_wall_s are kept by the supervisor)")
+        self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     def set_mission_weight(self, mission_id: str, weight: float) -> None:
         """A mission's share of each model while calls wait (default 1): weighted fair queueing between missions."""
@@ -98,11 +152,12 @@ class RouterCore:
             gate.set_weight(mission_id, weight)
 
     def used_tokens(self, mission_id: str) -> int:
-        return self._admission.used_tokens(f"mission:{mission_id}")
+        return self.budgets.spend(mission_id).tokens
 
     def check(self, call: Call) -> None:
         """Refuse a call that can never succeed: unknown model, absurd sizes."""
         self._known(call.model)
+        check_tool_request(call.body)
         limit = self.config.models[call.model].max_context_tokens
         if call.body["max_tokens"] >= limit:
             raise SpecError(where="max_tokens", value=call.body["max_tokens"],
@@ -132,7 +187,8 @@ class RouterCore:
             name = fallback
 
     async def stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
-        """`{"delta"}` events, then a final event with the model, usage and timings.
+        """`{"delta"}` events, then a final event with the model, usage and timings (`queue_s`: admission
+        and the model's gate, before the call went to a backend; `ttft_s`, `latency_s` from admission).
 
         A backend that fails before its first event hands the call to its fallback model, if any.
         """
@@ -158,24 +214,36 @@ class RouterCore:
         scopes = [f"agent:{ident.mission_id}/{ident.agent_id}", f"mission:{ident.mission_id}", f"model:{model}"]
         est_tokens = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
         start_s = self._clock()
-        shared = await self._admit_shared(model, est_tokens)
+        if call.key is not None:
+            scopes.append(self._key_scope(call.key, start_s))
+        reservation = self._reserve(model, call, start_s)
+        shared: list[str] = []
         try:
+            shared = await self._admit_shared(model, est_tokens)
             self._admission.admit(scopes, est_tokens, start_s)
-        except Exception:
+        except BaseException:
+            self.budgets.release(reservation, prompt_tokens=0, completion_tokens=0)
             self._settle_shared(shared, est_tokens, 0)
             self._breakers[model].abandon(start_s)
             raise
         final: dict[str, Any] | None = None
+        progress = _Progress()
         try:
-            async for event in self._run(model, call, start_s):
+            async for event in self._run(model, call, start_s, progress):
                 if event.get("done"):
-                    final = event
+                    charge = self.budgets.settle(reservation, prompt_tokens=event["prompt_tokens"],
+                                                 completion_tokens=event["completion_tokens"])
+                    event = final = {**event, "usd": charge.usd}
+                else:
+                    progress.seen(event)
                 yield event
         finally:
-            used = final["prompt_tokens"] + final["completion_tokens"] if final else 0
+            if final is None:
+                charge = self.budgets.release(reservation, **progress.usage(call.body))
+            used = charge.prompt_tokens + charge.completion_tokens
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._settle_shared(shared, est_tokens, used)
-            self._account(model, ident, final)
+            self._account(model, ident, final, charge)
 
     async def _admit_shared(self, model: str, est_tokens: int) -> list[str]:
         """Take the call's share of the limits every replica shares (a model's rpm and tpm); all or none."""
@@ -188,68 +256,105 @@ class RouterCore:
                 taken.append(scope)
         except BaseException:
             self._settle_shared(taken, est_tokens, 0)
-            self._breakers[model].abandon(self._clock())
             raise
         return taken
 
     def _settle_shared(self, scopes: list[str], est_tokens: int, used_tokens: int) -> None:
+        if self._shared is None:
+            return
         for scope in scopes:
             if scope.endswith(":tpm"):
                 self._shared.settle(scope, est_tokens, used_tokens)
             elif used_tokens == 0 and scope.endswith(":rpm"):
                 self._shared.settle(scope, 1, 0)  # refused or failed before it ran: the request is given back
 
-    def _account(self, model: str, ident: Identity, final: dict[str, Any] | None) -> None:
+    def _key_scope(self, key: KeyScope, now_s: float) -> str:
+        """The admission scope of an API key, with the key's limits (reset only when they change)."""
+        scope, limits = f"key:{key.id}", ScopeLimits(rpm=key.rpm, tpm=key.tpm)
+        if self._key_limits.get(scope) != limits:
+            self._key_limits[scope] = limits
+            self._admission.set_limits(scope, limits, now_s)
+        return scope
+
+    def _reserve(self, model: str, call: Call, now_s: float) -> Reservation:
+        context_limit = self.config.models[model].max_context_tokens
+        try:
+            return self.budgets.reserve(call.identity.mission_id, call.identity.agent_id,
+                                        prompt_tokens=worst_case_prompt_tokens(call.body, context_limit),
+                                        max_tokens=call.body["max_tokens"], price=self._prices[model])
+        except Exception:
+            self._breakers[model].abandon(now_s)
+            raise
+
+    def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge) -> None:
         if final is None:
-            self.ledger.record_error(ident.mission_id, ident.agent_id, model)
+            self.ledger.record_error(ident.mission_id, ident.agent_id, model, prompt_tokens=charge.prompt_tokens,
+                                     completion_tokens=charge.completion_tokens, usd=charge.usd)
         else:
             self.ledger.record(ident.mission_id, ident.agent_id, model, prompt_tokens=final["prompt_tokens"],
                                completion_tokens=final["completion_tokens"], ttft_s=final["ttft_s"],
-                               latency_s=final["latency_s"])
+                               latency_s=final["latency_s"], usd=charge.usd)
         self._on_record(model, ident, final)
 
-    async def _run(self, model: str, call: Call, start_s: float) -> AsyncIterator[dict[str, Any]]:
+    async def _run(self, model: str, call: Call, start_s: float, progress: _Progress) -> AsyncIterator[dict[str, Any]]:
+        """The call on `model`'s backend. Every call the breaker let through ends in exactly one verdict:
+        success, failure, or (cancelled, caller gone, caller's own deadline, refused) no verdict at all."""
         timeout_s = call.timeout_s or self.config.router.request_timeout_s
         deadline_s = start_s + timeout_s
-        gate, breaker = self._gates[model], self._breakers[model]
-        cost = estimate_prompt_tokens(call.body) + call.body["max_tokens"]
+        gate, breaker, verdict = self._gates[model], self._breakers[model], [False]
+        cost = estimate_prompt_tokens(call.body) + call.body["max_tokens"]  # its weight in the fair queue
         try:
             await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()),
                                flow=call.identity.mission_id, cost=cost)
-        except Exception:
-            breaker.abandon(self._clock())
-            raise
-        key = prefix_key(call.body["messages"]) if "messages" in call.body else None
-        events = self._backends[model].stream(call.body, key)
-        try:
-            async for event in self._timed(model, within(events, deadline_s - self._clock(),
-                                                            self.config.router.stream_interval_s), start_s, timeout_s):
-                yield event
+            try:
+                key = prefix_key(call.body["messages"]) if "messages" in call.body else None
+                progress.dispatched = True
+                queue_s = self._clock() - start_s
+                events = within(self._backends[model].stream(call.body, key), deadline_s - self._clock(),
+                                self.config.router.stream_interval_s)
+                async for event in self._timed(model, events, start_s, timeout_s, verdict):
+                    yield {**event, "queue_s": queue_s} if event.get("done") else event
+            finally:
+                gate.release()
         finally:
-            gate.release()
+            if not verdict[0]:
+                breaker.abandon(self._clock())
 
     async def _timed(self, model: str, events: AsyncIterator[dict[str, Any]], start_s: float,
-                     timeout_s: float) -> AsyncIterator[dict[str, Any]]:
-        """The backend's events, with errors and timeouts raised and timings added."""
+                     timeout_s: float, verdict: list[bool]) -> AsyncIterator[dict[str, Any]]:
+        """The backend's events, with errors and timeouts raised and timings added. Sets `verdict[0]` once
+        the breaker has heard the outcome."""
         breaker, ttft_s = self._breakers[model], None
         while True:
             try:
                 event = await anext(events)
             except asyncio.TimeoutError:
-                breaker.record_failure(self._clock())
-                raise ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
-                                         fix="raise timeout_s, or add replicas") from None
+                raise self._timeout(model, timeout_s, verdict) from None
             if "error" in event:
+                verdict[0] = True
                 self._raise_backend_error(model, event["error"])
-            if ttft_s is None and event.get("delta"):
+            if ttft_s is None and (event.get("delta") or event.get("tool_calls")):
                 ttft_s = self._clock() - start_s
             if event.get("done"):
                 breaker.record_success(self._clock())
+                verdict[0] = True
                 latency_s = self._clock() - start_s
                 yield {**event, "model": model, "backend": self.config.models[model].kind,
                        "ttft_s": latency_s if ttft_s is None else ttft_s, "latency_s": latency_s}
                 return
             yield event
+
+    def _timeout(self, model: str, timeout_s: float, verdict: list[bool]) -> Exception:
+        """The router's own limit passing is the backend's fault; a caller's shorter deadline is not."""
+        limit_s = self.config.router.request_timeout_s
+        if timeout_s < limit_s:
+            return DeadlineExceeded(what=f"The call to model {model!r}", timeout_s=timeout_s,
+                                    fix=f"raise timeout_s (the router allows up to request_timeout_s={limit_s:g}), "
+                                        "or ask for fewer tokens")
+        self._breakers[model].record_failure(self._clock())
+        verdict[0] = True
+        return ReplicaUnavailable(model=model, why=f"no reply within timeout_s={timeout_s:g}",
+                                  fix="raise timeout_s, or add replicas")
 
     def _raise_backend_error(self, model: str, error: dict[str, Any]) -> None:
         status, message = error["status"], error["message"]

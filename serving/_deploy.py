@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -10,13 +11,16 @@ from typing import Any
 from ray import serve
 from ray.exceptions import RayTaskError
 
+from controlplane._core.identity import MissionTokens, mission_key
 from controlplane._core.placement import head_pin
 from controlplane._model_cache import default_model_path
-from controlplane.config import OpenAIModelSpec, ScriptedModelSpec, ServingConfig, VLLMModelSpec
+from controlplane._tracing import ENDPOINT_ENV
+from controlplane.config import ScriptedModelSpec, ServingConfig, VLLMModelSpec
 from serving._apps import OnConflict, choose_app, config_app_name
-from serving._config import load_serving_config
 from serving._backends.scripted import ScriptedReplica
+from serving._config import load_serving_config
 from serving._router import Router
+from serving._secrets import load_or_create_root_secret, secret_file_env
 from serving._types import ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
@@ -45,7 +49,9 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
 
     from serving._backends.vllm import VLLMReplica
 
-    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, **spec.engine_kwargs}
+    tools = ({"enable_auto_tool_choice": True, "tool_call_parser": spec.tool_call_parser}
+             if spec.tool_style == "native" else {})
+    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, **tools, **spec.engine_kwargs}
     if spec.gpu_memory_utilization is not None:
         engine_kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
     if spec.load_format is not None:
@@ -77,9 +83,9 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
             handles[name] = serve.deployment(ScriptedReplica, name=f"scripted:{name}", **options,
                                              ray_actor_options={"num_cpus": spec.replicas.num_cpus}).bind(
                 [rule.model_dump() for rule in spec.replies], spec.latency_s)
-    keys = {spec.api_key_env: os.environ[spec.api_key_env] for spec in config.models.values()
-            if isinstance(spec, OpenAIModelSpec) and spec.api_key_env}
-    env = {**ROUTER_ENV, **keys}
+    # Only paths travel: remote backends' API keys are read where the replica starts, never put in a runtime_env.
+    otlp = {ENDPOINT_ENV: os.environ[ENDPOINT_ENV]} if os.environ.get(ENDPOINT_ENV) else {}
+    env = {**ROUTER_ENV, **secret_file_env(), **otlp}  # the router's own OTLP endpoint: for HTTP callers outside a mission
     options = {"num_cpus": 0, "runtime_env": {"env_vars": env}, **_on_head()}
     return Router.options(name=router_name, ray_actor_options=options, num_replicas=config.router.replicas).bind(
         config.model_dump(mode="json"), handles)
@@ -153,14 +159,21 @@ class RouterClient:
         return self._handle
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError."""
+        """One chat completion; raises BackpressureError, BudgetExceeded, ReplicaUnavailable, SpecError.
+
+        Cancelling the caller cancels the request in the router too (Serve does not on its own), so the router
+        can abort the generation: the kill switch relies on it."""
+        response = self.handle.chat.remote(request)
         try:
-            return await self.handle.chat.remote(request)
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
         except RayTaskError as exc:
             raise exc.cause from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        """Text deltas as they come, then the ChatResult."""
+        """Text deltas as they come, then the ChatResult (tool calls arrive in it, whole)."""
         try:
             async for item in self.handle.options(stream=True).chat_stream.remote(request):
                 yield item
@@ -175,9 +188,15 @@ class RouterClient:
         """Per local model: Serve calls made to replicas (`batches`) and router calls they carried."""
         return await self.handle.batch_stats.remote()
 
-    async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
-        """Give a mission its own hard token cap (BudgetExceeded once reached); None = the config's."""
-        await self.handle.set_mission_budget.remote(mission_id, token_budget)
+    async def set_budget(self, token: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+                         max_usd: float | None = None) -> None:
+        """Hard token and USD caps of the token's mission (agent_id None) or one of its agents; None = uncapped.
+        Only a supervisor's token may. A call that cannot fit its worst case (prompt + max_tokens) is refused
+        with BudgetExceeded."""
+        try:
+            await self.handle.set_budget.remote(token, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+        except RayTaskError as exc:
+            raise exc.cause from None
 
     async def set_mission_weight(self, mission_id: str, weight: float) -> None:
         """A mission's share of each model while calls queue (default 1; 4 gets four times a 1's share)."""
@@ -186,3 +205,13 @@ class RouterClient:
     async def breaker_state(self, model: str) -> str:
         """`closed`, `open` or `half_open`."""
         return await self.handle.breaker_state.remote(model)
+
+    async def flush_traces(self) -> bool:
+        """Export the router's queued spans now (to each mission's traces file and OTLP endpoint)."""
+        return await self.handle.flush_traces.remote()
+
+
+def mission_tokens(mission_id: str, *, root_secret_file: str | None = None) -> MissionTokens:
+    """A minter of `mission_id`'s tokens, for whoever holds the cluster root secret (the CLI, an operator, a
+    test). Agents never call this: their supervisor gives them their tokens."""
+    return MissionTokens(mission_key(load_or_create_root_secret(root_secret_file), mission_id), mission_id)

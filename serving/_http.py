@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controlplane.errors import BackpressureError, BudgetExceeded, ControlPlaneError, ReplicaUnavailable, SpecError
+from controlplane.errors import (
+    AccessDenied,
+    BackpressureError,
+    BudgetExceeded,
+    ControlPlaneError,
+    IdentityError,
+    ReplicaUnavailable,
+    ScopeDenied,
+    SpecError,
+)
 from serving._core import Call
-from serving._types import ChatMessage, Identity, Priority
+from serving._keys import KeyScope
+from serving._tool_calls import ReplyAssembler
+from serving._types import ChatMessage, Identity, Priority, ToolFields
 
 
 class _Body(BaseModel):
@@ -29,13 +40,13 @@ class _Body(BaseModel):
     structured_outputs: dict[str, Any] | None = None
     guided_json: dict[str, Any] | None = None
     guided_choice: list[str] | None = None
-    mission_id: str | None = None
-    agent_id: str | None = None
-    priority: Priority | None = None
+    mission_id: str | None = Field(None, description="Narrows like x-mission-id; never widens the credential.")
+    agent_id: str | None = Field(None, description="Narrows like x-agent-id; never widens the credential.")
+    priority: Priority | None = Field(None, description="Asked for like x-priority; at most the credential's.")
     timeout_s: float | None = Field(None, gt=0)
 
 
-class ChatBody(_Body):
+class ChatBody(_Body, ToolFields):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
@@ -50,6 +61,10 @@ def error_response(status: int, message: str, *, type_: str, param: str | None =
 
 
 def error_from_exception(exc: Exception) -> JSONResponse:
+    if isinstance(exc, (ScopeDenied, AccessDenied)):
+        return error_response(403, str(exc), type_="permission_error")
+    if isinstance(exc, IdentityError):
+        return error_response(401, str(exc), type_="authentication_error", headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, BackpressureError):
         return error_response(429, str(exc), type_="rate_limit_error",
                               headers={"Retry-After": str(max(1, round(exc.retry_after_s + 0.5)))})
@@ -89,42 +104,53 @@ def _constraints(body: _Body) -> dict[str, Any]:
     return {"json_schema": schema, "choice": structured.get("choice") or body.guided_choice}
 
 
-def _identity(body: _Body, headers: Any) -> Identity:
-    fields = {"mission_id": headers.get("x-mission-id") or body.mission_id or "default",
-              "agent_id": headers.get("x-agent-id") or body.agent_id or "anonymous",
-              "priority": headers.get("x-priority") or body.priority or "normal"}
-    try:
-        return Identity(**fields)
-    except ValidationError as exc:
-        name = str(exc.errors()[0]["loc"][0])
-        raise SpecError(where=f"x-{name.replace('_', '-')} header or {name} field", value=fields[name],
-                        why=exc.errors()[0]["msg"], fix="priority is one of control, normal, bulk") from None
+def credentials(headers: Any, body: _Body | None = None) -> dict[str, str | None]:
+    """What the auth layer reads: the bearer, and the narrowing asks from headers (or, failing those, the body)."""
+    priority = headers.get("x-priority")
+    if priority is not None and priority not in get_args(Priority):
+        raise SpecError(where="x-priority header", value=priority, why=f"it is not one of {get_args(Priority)}",
+                        fix="send normal or bulk, or leave the header out")
+    return {"authorization": headers.get("authorization"),
+            "x-mission-id": headers.get("x-mission-id") or (body.mission_id if body else None),
+            "x-agent-id": headers.get("x-agent-id") or (body.agent_id if body else None),
+            "x-priority": headers.get("x-priority") or (body.priority if body else None)}
 
 
-def to_call(body: _Body, headers: Any, default_max_tokens: int) -> Call:
-    identity = _identity(body, headers)
+def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeyScope | None = None) -> Call:
+    """The router call of a request, under the identity its credentials gave (and its API key's limits)."""
     payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
                                "temperature": body.temperature, **_constraints(body)}
     if isinstance(body, ChatBody):
-        payload["messages"] = [m.model_dump() for m in body.messages]
+        payload["messages"] = [m.to_wire() for m in body.messages]
+        payload.update(body.tool_body())
     else:
         payload["prompt"] = body.prompt
-    return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s)
+    return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s, key=key)
 
 
 def _usage(final: dict[str, Any]) -> dict[str, Any]:
     return {"prompt_tokens": final["prompt_tokens"], "completion_tokens": final["completion_tokens"],
             "total_tokens": final["prompt_tokens"] + final["completion_tokens"],
-            "ttft_s": final["ttft_s"], "latency_s": final["latency_s"]}
+            "ttft_s": final["ttft_s"], "latency_s": final["latency_s"], "queue_s": final["queue_s"]}
 
 
-def reply_json(call: Call, text: str, final: dict[str, Any]) -> dict[str, Any]:
+def _message(reply: ReplyAssembler) -> dict[str, Any]:
+    """The assistant message; with tool calls and no text its content is null, as OpenAI's is."""
+    calls = reply.tool_calls()
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = [call.model_dump() for call in calls]
+    return message
+
+
+def reply_json(call: Call, reply: ReplyAssembler) -> dict[str, Any]:
     chat = "messages" in call.body
+    final = reply.final
     choice: dict[str, Any] = {"index": 0, "finish_reason": final["finish_reason"]}
     if chat:
-        choice["message"] = {"role": "assistant", "content": text}
+        choice["message"] = _message(reply)
     else:
-        choice["text"] = text
+        choice["text"] = reply.text
     return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": final["model"], "choices": [choice], "usage": _usage(final)}
@@ -140,6 +166,9 @@ def sse_chunk(call: Call, request_id: str, event: dict[str, Any], include_usage:
         chunk["choices"] = [choice]
         if include_usage:
             chunk["usage"] = _usage(event)
+    elif "tool_calls" in event:
+        chunk["choices"] = [{"index": 0, "finish_reason": None,
+                             "delta": {"role": "assistant", "tool_calls": event["tool_calls"]}}]
     else:
         choice = {"index": 0, "finish_reason": None}
         choice.update({"delta": {"role": "assistant", "content": event["delta"]}} if chat else {"text": event["delta"]})

@@ -1,4 +1,4 @@
-"""Token buckets and the admission ledger: who may send a model call now. Pure logic, time passed in.
+"""Token buckets and admission: who may send a model call now. Pure logic, time passed in.
 
 A bucket holds up to `capacity` units and refills at `capacity / 60` units per second, so a
 `rpm` or `tpm` limit is a bucket whose capacity is the per-minute figure. Admission charges the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controlplane.errors import BackpressureError, BudgetExceeded
+from controlplane.errors import BackpressureError
 
 
 class TokenBucket:
@@ -60,8 +60,6 @@ class ScopeLimits:
     """Tokens (prompt + completion) per minute; None = unlimited."""
     max_in_flight: int | None = None
     """Calls running at once; None = unlimited."""
-    token_budget: int | None = None
-    """Hard cap on total tokens over the scope's life; None = none."""
 
 
 @dataclass
@@ -69,12 +67,11 @@ class _ScopeState:
     requests: TokenBucket
     tokens: TokenBucket
     in_flight: int = 0
-    used_tokens: int = 0
 
 
 @dataclass
 class Admission:
-    """Per-scope buckets, in-flight counts and budgets. A scope is a string like `agent:a1`."""
+    """Per-scope buckets and in-flight counts; a scope is a string like `agent:a1`. (Budgets: `BudgetLedger`.)"""
 
     limits_by_kind: dict[str, ScopeLimits]
     """Limits for each scope kind (`agent`, `mission`, `model`); the kind is the text before ':'."""
@@ -113,9 +110,6 @@ class Admission:
 
     def _check(self, scope: str, est_tokens: int, now_s: float) -> None:
         limits, state = self._limits(scope), self._state(scope, now_s)
-        if limits.token_budget is not None and state.used_tokens + est_tokens > limits.token_budget:
-            raise BudgetExceeded(scope=scope, budget="tokens", limit=limits.token_budget,
-                                 used=state.used_tokens)
         if limits.max_in_flight is not None and state.in_flight >= limits.max_in_flight:
             raise BackpressureError(scope=scope, limit=f"max_in_flight={limits.max_in_flight}",
                                     retry_after_s=1.0)
@@ -131,15 +125,10 @@ class Admission:
         for scope in scopes:
             state = self._state(scope, now_s)
             state.in_flight = max(0, state.in_flight - 1)
-            state.used_tokens += used_tokens
             if used_tokens >= est_tokens:
                 state.tokens.take(used_tokens - est_tokens, now_s)
             else:
                 state.tokens.give_back(est_tokens - used_tokens, now_s)
-
-    def used_tokens(self, scope: str) -> int:
-        state = self._scopes.get(scope)
-        return 0 if state is None else state.used_tokens
 
     def in_flight(self, scope: str) -> int:
         state = self._scopes.get(scope)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,14 +16,21 @@ from ray import serve
 from ray.util import metrics
 
 from controlplane._core.placement import head_pin
-from controlplane.errors import ControlPlaneError
-from serving import _http
-from serving._batcher import Batcher
+from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import OpenAIModelSpec, ServingConfig
-from serving._core import Call, RouterCore
+from controlplane.errors import ControlPlaneError, SpecError
+from serving import _http
+from serving._auth import Authenticator
+from serving._backends.remote import RemoteBackend
+from serving._batcher import Batcher
+from serving._constrained import ConstrainedBackend
+from serving._core import Backend, Call, RouterCore
+from serving._keys import ApiKeyStore
 from serving._leases import shared_quotas
 from serving._limiter import SharedLimits, start_limiter
-from serving._backends.remote import RemoteBackend
+from serving._secrets import load_or_create_root_secret
+from serving._tool_calls import ReplyAssembler
+from serving._trace_sinks import RouterTracing, traced
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
 DEFAULT_HTTP_MAX_TOKENS = 256
@@ -35,6 +45,7 @@ class _Metrics:
         self.calls = metrics.Counter("controlplane_router_calls", "Model calls", tag_keys=(*tags, "outcome"))
         self.prompt = metrics.Counter("controlplane_router_prompt_tokens", "Prompt tokens", tag_keys=tags)
         self.completion = metrics.Counter("controlplane_router_completion_tokens", "Completion tokens", tag_keys=tags)
+        self.usd = metrics.Counter("controlplane_router_usd", "Cost of completed calls in USD", tag_keys=tags)
         bounds = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
         self.ttft = metrics.Histogram("controlplane_router_ttft_s", "Time to first token", bounds, tag_keys=("model",))
         self.latency = metrics.Histogram("controlplane_router_latency_s", "Call latency", bounds, tag_keys=("model",))
@@ -43,22 +54,28 @@ class _Metrics:
         tags = {"mission_id": identity.mission_id, "agent_id": identity.agent_id, "model": model}
         self.calls.inc(1, {**tags, "outcome": "ok" if final else "error"})
         if final:
-            self.prompt.inc(final["prompt_tokens"], tags)
-            self.completion.inc(final["completion_tokens"], tags)
+            for counter, value in ((self.prompt, final["prompt_tokens"]), (self.completion, final["completion_tokens"]),
+                                   (self.usd, final["usd"])):
+                if value > 0:  # Ray's Counter refuses 0 (a free model, an empty reply)
+                    counter.inc(value, tags)
             self.ttft.observe(final["ttft_s"], {"model": model})
             self.latency.observe(final["latency_s"], {"model": model})
 
 
-def _call_of(request: ChatRequest) -> Call:
+def _call_of(request: ChatRequest, identity: Identity) -> Call:
     body = request.model_dump(include={"max_tokens", "temperature", "json_schema", "choice"})
-    body["messages"] = [m.model_dump() for m in request.messages]
-    return Call(model=request.model, body=body, identity=request.identity, timeout_s=request.timeout_s)
+    body.update(request.tool_body())
+    body["messages"] = [m.to_wire() for m in request.messages]
+    return Call(model=request.model, body=body, identity=identity, timeout_s=request.timeout_s)
 
 
-def _result(text: str, final: dict[str, Any]) -> ChatResult:
-    return ChatResult(text=text, model=final["model"], backend=final["backend"],
-                      usage=Usage(prompt_tokens=final["prompt_tokens"], completion_tokens=final["completion_tokens"]),
-                      ttft_s=final["ttft_s"], latency_s=final["latency_s"], finish_reason=final["finish_reason"])
+def _result(reply: ReplyAssembler) -> ChatResult:
+    final = reply.final
+    return ChatResult(text=reply.text, tool_calls=reply.tool_calls(), model=final["model"], backend=final["backend"],
+                      usage=Usage(prompt_tokens=final["prompt_tokens"], completion_tokens=final["completion_tokens"],
+                                  usd=final["usd"]),
+                      ttft_s=final["ttft_s"], latency_s=final["latency_s"], queue_s=final["queue_s"],
+                      finish_reason=final["finish_reason"])
 
 
 async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -89,25 +106,41 @@ class Router:
                     else Batcher(handles[name], max_size=router.batch_max_size, wait_s=router.batch_wait_s)
                     for name, spec in self._config.models.items()}
         self._batchers = {name: backend for name, backend in backends.items() if isinstance(backend, Batcher)}
-        self._core = RouterCore(self._config, backends, on_record=_Metrics().record, shared=_shared(self._config))
+        styled: dict[str, Backend] = {
+            name: ConstrainedBackend(backend) if self._config.models[name].tool_style == "constrained" else backend
+            for name, backend in backends.items()}
+        self._core = RouterCore(self._config, styled, on_record=_Metrics().record, shared=_shared(self._config))
+        self._auth = Authenticator(root_secret=load_or_create_root_secret(),
+                                   keys=ApiKeyStore(router.auth.api_keys_file),
+                                   allow_anonymous=router.auth.allow_anonymous)
+        self._tracing = RouterTracing(os.environ.get(ENDPOINT_ENV) or None)
+
+    def _handle_call(self, request: ChatRequest) -> Call:
+        return _call_of(request, self._auth.for_handle(request.token, request.priority, now_s=time.time()))
+
+    def __del__(self) -> None:  # Serve calls it when the replica shuts down: flush the spans still queued
+        RouterTracing.shutdown()
+
+    def _traced(self, call: Call, carrier: dict[str, str], sink: Any = None) -> AsyncIterator[dict[str, Any]]:
+        """The call's events, recorded on a `chat` span that continues the caller's trace (see _trace_sinks)."""
+        span = self._tracing.open(model=call.model, mission_id=call.identity.mission_id,
+                                  agent=call.identity.agent_id, body=call.body, carrier=carrier, sink=sink)
+        return traced(self._core.stream(call), span)
 
     # The handle API (actors call these through RouterClient; no HTTP hop).
     async def chat(self, request: ChatRequest) -> ChatResult:
-        parts, final = [], None
-        async for event in self._core.stream(_call_of(request)):
-            if event.get("done"):
-                final = event
-            else:
-                parts.append(event["delta"])
-        return _result("".join(parts), final)
+        reply = ReplyAssembler()
+        async for event in self._traced(self._handle_call(request), request.trace, request.trace_sink):
+            reply.add(event)
+        return _result(reply)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
-        parts = []
-        async for event in self._core.stream(_call_of(request)):
+        reply = ReplyAssembler()
+        async for event in self._traced(self._handle_call(request), request.trace, request.trace_sink):
+            reply.add(event)
             if event.get("done"):
-                yield _result("".join(parts), event)
-            else:
-                parts.append(event["delta"])
+                yield _result(reply)
+            elif event.get("delta"):
                 yield event["delta"]
 
     async def running_config(self) -> dict[str, Any]:
@@ -120,8 +153,10 @@ class Router:
     async def batch_stats(self) -> dict[str, dict[str, int]]:
         return {name: {"batches": b.batches, "calls": b.calls} for name, b in self._batchers.items()}
 
-    async def set_mission_budget(self, mission_id: str, token_budget: int | None) -> None:
-        self._core.set_mission_budget(mission_id, token_budget)
+    async def set_budget(self, token: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+                         max_usd: float | None = None) -> None:
+        claims = self._auth.supervisor(token, action="router.set_budget", now_s=time.time())
+        self._core.set_budget(claims.mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     async def set_mission_weight(self, mission_id: str, weight: float) -> None:
         self._core.set_mission_weight(mission_id, weight)
@@ -129,11 +164,19 @@ class Router:
     async def breaker_state(self, model: str) -> str:
         return self._core.breaker_state(model)
 
+    async def flush_traces(self) -> bool:
+        """Export the spans still queued in this replica (a mission calls it before it ends)."""
+        return await asyncio.to_thread(self._tracing.flush)
+
     # The HTTP API.
     @app.get("/v1/models")
-    async def http_models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": spec.kind}
-                                           for name, spec in self._config.models.items()]}
+    async def http_models(self, request: Request) -> JSONResponse:
+        try:
+            self._auth.for_http(_http.credentials(request.headers), now_s=time.time())
+        except ControlPlaneError as exc:
+            return _http.error_from_exception(exc)
+        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "owned_by": spec.kind}
+                                                        for name, spec in self._config.models.items()]})
 
     @app.post("/v1/chat/completions")
     async def http_chat(self, request: Request):
@@ -145,25 +188,31 @@ class Router:
 
     async def _http(self, request: Request, body_cls: type) -> JSONResponse | StreamingResponse:
         try:
-            body = _http.parse_body(await request.body(), body_cls)
-            call = _http.to_call(body, request.headers, DEFAULT_HTTP_MAX_TOKENS)
-            events = self._core.stream(call)
+            body = self._http_body(await request.body(), body_cls, request.headers)
+            identity, key = self._auth.for_http(_http.credentials(request.headers, body), now_s=time.time())
+            call = _http.to_call(body, identity, DEFAULT_HTTP_MAX_TOKENS, key)
+            events = self._traced(call, RouterTracing.carrier_of(request.headers))
             first = await anext(events)
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(self._sse(call, first, events, include_usage), media_type="text/event-stream")
-        parts, final = [], first
+        reply = ReplyAssembler()
         try:
             async for event in _chain(first, events):
-                if event.get("done"):
-                    final = event
-                else:
-                    parts.append(event["delta"])
+                reply.add(event)
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
-        return JSONResponse(_http.reply_json(call, "".join(parts), final))
+        return JSONResponse(_http.reply_json(call, reply))
+
+    def _http_body(self, raw: bytes, body_cls: type, headers: Any) -> Any:
+        """The parsed body; a caller without valid credentials learns nothing about a bad body (401 first)."""
+        try:
+            return _http.parse_body(raw, body_cls)
+        except SpecError:
+            self._auth.for_http(_http.credentials(headers), now_s=time.time())
+            raise
 
     async def _sse(self, call: Call, first: dict[str, Any], events: AsyncIterator[dict[str, Any]],
                    include_usage: bool) -> AsyncIterator[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from controlplane.config.mission import MissionSpec
 from controlplane.errors import SpecError
@@ -71,14 +72,14 @@ class ClusterCapacity:
         return f"{gpus:g} GPUs and {cpus:g} CPUs{scaling}"
 
 
-def node_types_from_config(config: Mapping[str, object]) -> list[NodeType]:
+def node_types_from_config(config: Mapping[str, Any]) -> list[NodeType]:
     """The worker types of a Ray autoscaler config (`available_node_types`, head type left out), each capped
     by the config's cluster-wide `max_workers`."""
     types = config.get("available_node_types") or {}
     head = config.get("head_node_type")
     cap = config.get("max_workers")
     out = []
-    for name, node in sorted(types.items()):  # type: ignore[union-attr]
+    for name, node in sorted(types.items()):
         if name == head:
             continue
         most = int(node.get("max_workers", cap or 0))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane._core.timeline import AttemptDetail
 from controlplane.config.mission import AgentSpec, TaskSpec
 
 CONTEXT_CHARS_PER_DEP = 600
@@ -23,6 +24,8 @@ class StepResult:
     """Prompt tokens of the model call."""
     completion_tokens: int
     """Completion tokens of the model call."""
+    usd: float = 0.0
+    """What the model call cost, as the router charged it."""
     attempt: int
     """The attempt this result belongs to."""
     started_at_s: float
@@ -32,9 +35,19 @@ class StepResult:
     model_latency_s: float
     """Seconds spent in the router call."""
     memory_hits: int = 0
-    """Memory hits put into the prompt."""
+    """Memory hits put into the prompt (`fixed_memory`)."""
     posted: int = 0
     """Entries posted to memory."""
+    model_calls: int = 1
+    """Router calls the step made (the loop's steps, repair turns included)."""
+    tool_calls: int = 0
+    """Tool calls the model asked for, denied ones included."""
+    tools_s: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each tool, by name."""
+    loop: dict[str, Any] | None = None
+    """The tool loop's transcript: steps, calls (names and argument digests, never arguments), stop cause."""
+    detail: AttemptDetail = field(default_factory=AttemptDetail)
+    """Where the attempt's time and money went: router queue, model and tool seconds, dollars, tokens, model."""
 
 
 def _clip(text: str, limit: int) -> str:

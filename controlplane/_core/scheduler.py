@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane._core.dag import Dag
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
-from controlplane._core.conflicts import backoff_s
+from controlplane._core.retry import GiveUp, RetryPolicy, retry_decision
+from controlplane._core.timeline import AttemptDetail
 from controlplane.config.mission import AgentSpec, Policies, TaskSpec
+
+if TYPE_CHECKING:
+    from controlplane._core.recovery import TaskState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +35,8 @@ class Assignment:
     agent: str
     attempt: int
     deadline_s: float
+    changes: dict[str, Any] = field(default_factory=dict)
+    """Overrides for this attempt's model call chosen by the retry (`max_tokens`, `repair_turn`)."""
 
 
 @dataclass(kw_only=True)
@@ -52,13 +58,23 @@ class TaskRecord:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usd: float = 0.0
+    delegated_by: str | None = None
+    """The task whose agent added this one with `delegate`; None for planned tasks."""
+    model_calls: int = 0
+    tool_calls: int = 0
+    loop: dict[str, Any] | None = None
+    """The successful attempt's tool-loop transcript (names and digests, no content), if it ran the loop."""
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.spec.id, "agent": self.agent, "status": str(self.status), "output": self.output,
                 "attempts": self.attempts, "error": self.error,
                 "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
-                "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on}
+                "usd": round(self.usd, 8),
+                "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on,
+                "delegated_by": self.delegated_by, "model_calls": self.model_calls, "tool_calls": self.tool_calls,
+                "loop": self.loop}
 
 
 class Scheduler:
@@ -161,11 +177,18 @@ class Scheduler:
         record.output = result.get("output")
         record.prompt_tokens += int(result.get("prompt_tokens", 0))
         record.completion_tokens += int(result.get("completion_tokens", 0))
+        record.model_calls += int(result.get("model_calls", 0))
+        record.tool_calls += int(result.get("tool_calls", 0))
+        record.loop = result.get("loop")
         record.error = None
         tokens = int(result.get("prompt_tokens", 0)) + int(result.get("completion_tokens", 0))
+        detail = self._charge(record, result.get("detail"))
         self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
-                         data={"tokens": tokens, "latency_s": round(now_s - (record.details.get("attempt_start_s")
-                                                                          or now_s), 4)})
+                         data={"tokens": tokens, "output": record.output, "usd": float(result.get("usd", 0.0)),
+                               "prompt_tokens": int(result.get("prompt_tokens", 0)),
+                               "completion_tokens": int(result.get("completion_tokens", 0)),
+                               "latency_s": round(now_s - (record.details.get("attempt_start_s") or now_s), 4),
+                               **detail})
         for child in self.dag.dependents[task_id]:
             self._left[child] -= 1
             if self._left[child] == 0 and self.tasks[child].status == TaskStatus.PENDING:
@@ -173,8 +196,12 @@ class Scheduler:
         return True
 
     def on_failure(self, task_id: str, attempt: int, error: str, now_s: float, *, retryable: bool = True,
-                   tokens: tuple[int, int] = (0, 0)) -> bool:
-        """Retry with backoff, then the fallback agent, then the failure policy. False if stale."""
+                   tokens: tuple[int, int] = (0, 0), cause: BaseException | None = None,
+                   detail: Mapping[str, Any] | None = None) -> bool:
+        """Retry as the cause says (controlplane._core.retry), then the fallback agent, then the failure
+        policy. `cause` is the exception (its class's `retryable` decides); `retryable=False` forbids a
+        retry whatever the cause. `detail` is what the failed attempt spent (`AttemptDetail` fields), when
+        the agent could say. False if the attempt is stale."""
         record = self._current(task_id, attempt)
         if record is None:
             return False
@@ -182,25 +209,52 @@ class Scheduler:
         record.error = error
         record.prompt_tokens += tokens[0]
         record.completion_tokens += tokens[1]
-        if retryable and record.round_attempts <= record.spec.retries:
-            wait = backoff_s(record.round_attempts, base_s=self.policies.retry_backoff_s,
-                             max_s=self.policies.retry_backoff_max_s)
+        spent = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1], **self._charge(record, detail)}
+        decision = GiveUp(reason="the caller ruled out a retry") if not retryable else retry_decision(
+            cause if cause is not None else RuntimeError(error), record.round_attempts, self._retry_policy(record),
+            now_s)
+        if not isinstance(decision, GiveUp):
             self._set(record, TaskStatus.RETRYING)
-            record.ready_at_s = now_s + wait
+            record.ready_at_s = decision.at_s
+            record.details["changes"] = decision.changes
             heapq.heappush(self._retry_heap, (record.ready_at_s, attempt, task_id))
             self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
-                             message=f"{error}; retry in {wait:.2f} s")
+                             message=f"{error}; retry in {decision.at_s - now_s:.2f} s",
+                             data={"error": error, "retry_at_s": decision.at_s, "why": decision.reason,
+                                   "changes": decision.changes, **spent})
         elif record.spec.fallback_agent and not record.on_fallback:
             record.on_fallback, record.round_attempts = True, 0
+            record.details.pop("changes", None)
             self.events.emit(now_s, "task", "fallback", task=task_id, agent=record.spec.fallback_agent,
-                             attempt=attempt, message=f"{error}; {record.agent} gave up, fallback agent takes it")
+                             attempt=attempt, message=f"{error}; {record.agent} gave up, fallback agent takes it",
+                             data={"error": error, "from_agent": record.agent, "why": decision.reason, **spent})
             self._make_ready(task_id, now_s)
         else:
             self._finish(record, TaskStatus.FAILED, now_s)
             self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
-                             message=error)
+                             message=error, data={"error": error, "why": decision.reason, **spent})
             self._apply_failure_policy(task_id, now_s)
         return True
+
+    def add_task(self, spec: TaskSpec, *, delegated_by: str, now_s: float) -> None:
+        """Add a delegated task to the running DAG; it needs nothing, so it is ready at once.
+
+        Raises ValueError for an id in use or a target no agent serves (the caller checks delegation bounds)."""
+        if spec.id in self.tasks:
+            raise ValueError(f"task id {spec.id!r} is already in the mission")
+        target = spec.agent or f"role:{spec.role}"
+        if not self._targets(target):
+            raise ValueError(f"no agent serves {target!r}")
+        self.tasks[spec.id] = TaskRecord(spec=spec, delegated_by=delegated_by)
+        self._counts[TaskStatus.PENDING] += 1
+        self.dag.deps[spec.id] = ()
+        self.dag.dependents[spec.id] = []
+        self._left[spec.id] = 0
+        self._open += 1
+        self.events.emit(now_s, "task", "delegated", task=spec.id, agent=spec.agent or spec.role,
+                         message=f"added by {delegated_by}", data={"parent": delegated_by,
+                                                                    "task": spec.model_dump(mode="json")})
+        self._make_ready(spec.id, now_s)
 
     def stop(self, status: MissionStatus, reason: str, now_s: float) -> list[str]:
         """End the mission: every unfinished task is cancelled. Returns the tasks that were running."""
@@ -216,7 +270,69 @@ class Scheduler:
             self.stopped = (status, reason)
         return running
 
+    def restore(self, saved: Mapping[str, TaskState], now_s: float) -> list[Assignment]:
+        """Continue from the state recovered from the mission log (controlplane._core.recovery.replay).
+
+        Call on a new Scheduler before any dispatch. Finished tasks keep their outputs and are never run
+        again; attempts that were in flight come back as assignments under their recorded attempt numbers
+        (the supervisor relaunches them); retries wait for their recorded times; the rest become ready
+        when their dependencies are done. Emits events only for what the log does not hold yet: each relaunch
+        (a `running` event marked `resumed`), and the failure policy of a failed task whose consequences were
+        cut off (skipped dependents, or the mission stopped)."""
+        self._queues.clear()
+        self._retry_heap.clear()
+        self._open = len(self.tasks)
+        for task_id, record in self.tasks.items():
+            state = saved.get(task_id)
+            record.status = TaskStatus.PENDING if state is None else TaskStatus(state.status)
+            if state is not None:
+                state.apply_to(record)
+            if record.status in TERMINAL:
+                self._open -= 1
+        self._counts = Counter(record.status for record in self.tasks.values())
+        relaunch = []
+        for task_id, record in self.tasks.items():
+            self._left[task_id] = sum(self.tasks[d].status != TaskStatus.SUCCEEDED for d in record.spec.depends_on)
+            if record.status == TaskStatus.RUNNING:
+                relaunch.append(self._resume(record, now_s))
+            elif record.status == TaskStatus.RETRYING:
+                heapq.heappush(self._retry_heap, (record.ready_at_s, record.attempts, task_id))
+            elif record.status in (TaskStatus.PENDING, TaskStatus.READY):
+                self._set(record, TaskStatus.PENDING)
+                if self._left[task_id] == 0:
+                    self._make_ready(task_id, now_s, quiet=True)
+        for task_id, record in self.tasks.items():
+            if record.status == TaskStatus.FAILED and self.stopped is None:
+                self._apply_failure_policy(task_id, now_s)
+        relaunch = [a for a in relaunch if self.tasks[a.task].status == TaskStatus.RUNNING]
+        for a in relaunch:
+            self.events.emit(now_s, "task", TaskStatus.RUNNING, task=a.task, agent=a.agent, attempt=a.attempt,
+                             data={"deadline_s": a.deadline_s, "changes": a.changes, "resumed": True})
+        return relaunch
+
     # -- internals -------------------------------------------------------------------------------------
+    @staticmethod
+    def _charge(record: TaskRecord, detail: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Add an attempt's dollars to its task; return its detail as event data (queue/model/tool seconds...)."""
+        if not detail:
+            return {}
+        parsed = AttemptDetail.from_data(detail)
+        record.usd += parsed.usd
+        return parsed.to_data()
+
+    def _retry_policy(self, record: TaskRecord) -> RetryPolicy:
+        return RetryPolicy(retries=record.spec.retries, backoff_s=self.policies.retry_backoff_s,
+                           backoff_max_s=self.policies.retry_backoff_max_s)
+
+    def _resume(self, record: TaskRecord, now_s: float) -> Assignment:
+        agent = record.agent or ""
+        record.deadline_s = now_s + record.spec.timeout_s
+        record.details["attempt_start_s"] = now_s
+        self.running[agent] += 1
+        self._running_ids.add(record.spec.id)
+        return Assignment(task=record.spec.id, agent=agent, attempt=record.attempts, deadline_s=record.deadline_s,
+                          changes=record.details.pop("changes", {}))
+
     def _apply_failure_policy(self, task_id: str, now_s: float) -> None:
         if self.policies.on_failure == "fail_mission":
             self.stop(MissionStatus.FAILED, f"task {task_id!r} failed (policy fail_mission)", now_s)
@@ -233,16 +349,23 @@ class Scheduler:
             return record.spec.fallback_agent or ""
         return record.spec.agent or f"role:{record.spec.role}"
 
-    def _make_ready(self, task_id: str, now_s: float) -> None:
+    def _make_ready(self, task_id: str, now_s: float, *, quiet: bool = False) -> None:
         record = self.tasks[task_id]
         self._set(record, TaskStatus.READY)
         record.ready_seq = self._seq
         self._seq += 1
         self._queues.setdefault(self._target(record), deque()).append(task_id)
-        self.events.emit(now_s, "task", record.status, task=task_id, agent=record.spec.agent)
+        if not quiet:
+            self.events.emit(now_s, "task", record.status, task=task_id, agent=record.spec.agent)
+
+    def _targets(self, target: str) -> list[str]:
+        """The agents that may take a task of this target (`role:<role>` or an agent's name)."""
+        if target.startswith("role:"):
+            return self.roles.get(target[5:], [])
+        return [target] if target in self.agents else []
 
     def _free_agent(self, target: str) -> str | None:
-        names = self.roles[target[5:]] if target.startswith("role:") else [target]
+        names = self._targets(target)
         free = [n for n in names if self.running[n] < self.agents[n].max_concurrency]
         return min(free, key=lambda n: (self.running[n], self._last_assigned[n])) if free else None
 
@@ -260,8 +383,11 @@ class Scheduler:
         self._running_ids.add(task_id)
         self._last_assigned[agent] = self._assign_count
         self._assign_count += 1
-        self.events.emit(now_s, "task", record.status, task=task_id, agent=agent, attempt=record.attempts)
-        return Assignment(task=task_id, agent=agent, attempt=record.attempts, deadline_s=record.deadline_s)
+        changes = record.details.pop("changes", {})
+        self.events.emit(now_s, "task", record.status, task=task_id, agent=agent, attempt=record.attempts,
+                         data={"deadline_s": record.deadline_s, "changes": changes})
+        return Assignment(task=task_id, agent=agent, attempt=record.attempts, deadline_s=record.deadline_s,
+                          changes=changes)
 
     def _set(self, record: TaskRecord, status: TaskStatus) -> None:
         self._counts[record.status] -= 1

@@ -20,13 +20,28 @@ def init_ray(address: str | None, verbose: bool) -> bool:
     common = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
               "logging_config": ray.LoggingConfig(log_level="INFO")}
     local = not (address or os.environ.get("RAY_ADDRESS"))
-    if local:
-        ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), resources={HEAD_RESOURCE: 1},
-                 include_dashboard=False, **common)
+    if local:  # include_dashboard=None: Ray starts its dashboard when its optional dependencies are installed
+        context = ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), include_dashboard=None,
+                           resources={HEAD_RESOURCE: 1}, **common)
+        info = context.address_info
+        print(dashboard_hint(context.dashboard_url, info.get("node_ip_address"), info.get("metrics_export_port")),
+              flush=True)
     else:
         ray.init(address=address, **common)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     return local
+
+
+def dashboard_hint(dashboard_url: str | None, node_ip: str | None, metrics_port: int | None) -> str:
+    """Where to see the mission's metrics: Ray's dashboard when it runs, else how to get it or scrape them."""
+    scrape = f"http://{node_ip}:{metrics_port}/metrics" if node_ip and metrics_port else None
+    grafana = "Grafana: docs/grafana/controlplane.json (docs/observability.md)"
+    if dashboard_url:
+        url = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
+        return f"Ray dashboard: {url} (Metrics tab){f'; Prometheus: {scrape}' if scrape else ''}; {grafana}"
+    where = f"Prometheus can still scrape {scrape}" if scrape else "no metrics endpoint either"
+    return ("Ray dashboard is off: its optional dependencies are missing (pip install 'ray[default]' turns it "
+            f"on). {where}; {grafana}")
 
 
 ADDRESS_FILE = "ray_address"

@@ -1,4 +1,5 @@
-"""`controlplane run|status|cancel` and `python -m controlplane`. One small function per subcommand.
+"""`controlplane run|resume|status|cancel|report|wait|result|logs|audit|keys|approvals|approve|deny|stop` and
+`python -m controlplane`. One small function per subcommand.
 
 Exit codes: 0 success, 1 mission failed or budget exceeded (or nothing found), 2 bad spec/usage/setup,
 3 mission cancelled.
@@ -11,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from controlplane.cli import governance, keys
 from controlplane.cli._codes import EXIT_FAILED, EXIT_USAGE
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
@@ -26,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mission-id", help="mission id (default: <name>-<date>-<time>-<random>)")
     run.add_argument("--http-port", type=int, default=None, help="Serve HTTP port (default 8000)")
     run.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    run.add_argument("--state-uri", help="where <mission-id>/ with the mission log is kept: a directory or an fsspec "
+                     "URL every node sees (default: --runs-dir)")
+    resume = sub.add_parser("resume", help="continue a mission from its log (e.g. on a new cluster)")
+    resume.add_argument("run", help="the mission's run directory (or fsspec URL)")
+    resume.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+    resume.add_argument("--runs-dir", default="runs", help="where the cluster address is recorded (default: runs/)")
+    resume.add_argument("--http-port", type=int, default=None, help="Serve HTTP port (default 8000)")
+    resume.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    _storage_commands(sub)
     for name, text in (("status", "show where a mission stands"), ("cancel", "cancel a running mission")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("mission_id")
@@ -33,7 +44,36 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--runs-dir", default="runs", help="where finished missions are recorded")
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+            cmd.add_argument("--watch", action="store_true",
+                             help="follow the mission live: its critical path, slowest agent and bottleneck")
+            cmd.add_argument("--interval", type=float, default=2.0, help="seconds between --watch updates")
+    report = sub.add_parser("report", help="render a run's report.html again from its run directory")
+    report.add_argument("run", help="a mission id under --runs-dir, or a run directory")
+    report.add_argument("--runs-dir", default="runs", help="where <mission-id>/ was written (default: runs/)")
+    keys.add_parser(sub)
+    governance.add_parsers(sub)
     return parser
+
+
+def _storage_commands(sub: argparse._SubParsersAction) -> None:
+    """wait, result, logs, audit: they read the run directory, not Ray."""
+    def add(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("run", help="run directory (path or fsspec URL), or a mission id under --runs-dir")
+        parser.add_argument("--runs-dir", default="runs", help="where mission ids are looked up (default: runs/)")
+        return parser
+
+    add(sub.add_parser("wait", help="wait for a mission to end and print its outcome")).add_argument(
+        "--timeout-s", type=float, default=None, help="give up after this long (exit 1)")
+    add(sub.add_parser("result", help="print a finished mission's result.json"))
+    add(sub.add_parser("logs", help="print the mission log")).add_argument(
+        "-f", "--follow", action="store_true", help="keep printing until the mission ends")
+    audit = sub.add_parser("audit", help="check or print the hash-chained audit log").add_subparsers(
+        dest="audit_command", required=True)
+    add(audit.add_parser("verify", help="exit 0 when the chain is whole, else 1 naming the first bad record"))
+    show = add(audit.add_parser("show", help="print the log's records"))
+    show.add_argument("--kind", action="append", help="only this kind (`task` or `task.dispatch`); repeatable")
+    show.add_argument("--agent", help="only records by or about this agent")
+    show.add_argument("--json", action="store_true", help="one JSON record a line")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,9 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run":  # `run` gets Ray's logging config (driver and actors) in connect.init_ray
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from controlplane.cli import missions, run
+    from controlplane.cli import audit, missions, report, run
 
-    handlers = {"run": run.run_command, "status": missions.status_command, "cancel": missions.cancel_command}
+    handlers = {"run": run.run_command, "resume": run.run_command, "status": missions.status_command,
+                "cancel": missions.cancel_command, "wait": audit.wait_command, "result": audit.result_command,
+                "logs": audit.logs_command, "audit": audit.audit_verify_command, "keys": keys.keys_command,
+                "report": report.report_command,
+                **governance.HANDLERS}
+    if args.command == "audit" and args.audit_command == "show":
+        handlers["audit"] = audit.audit_show_command
     try:
         return handlers[args.command](args)
     except (SpecError, SetupError) as exc:

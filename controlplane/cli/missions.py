@@ -24,8 +24,32 @@ def _recorded_ids(runs_dir: str) -> list[str]:
 
 def status_command(args: argparse.Namespace) -> int:
     use_token_auth()
+    if getattr(args, "watch", False):
+        return _watch(args)
     summary = _recorded_summary(args.runs_dir, args.mission_id) or _live_summary(args)
     print(json.dumps(summary, indent=2) if args.json else _format_summary(summary))
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Live: critical path, slowest agent and bottleneck until the mission ends; an ended one: the final ones."""
+    from controlplane._rundir import EVENTS as EVENTS_FILE
+    from controlplane.cli.watch import live_lines, watch
+
+    ended = _recorded_summary(args.runs_dir, args.mission_id)
+    if ended is not None:
+        recorded = _recorded(args.runs_dir, args.mission_id) or {}
+        path = Path(args.runs_dir) / args.mission_id / EVENTS_FILE
+        events = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        deps = {t["id"]: list(t.get("depends_on") or []) for t in recorded.get("tasks", []) if "id" in t}
+        print("\n".join([_format_summary(ended), *live_lines(events, deps, now_s=None)]))
+        return EXIT_OK
+    from actors import find_supervisor
+
+    if not connect(args.address, args.runs_dir, args.mission_id):
+        raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
+    handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
+    watch(handle, _format_summary, interval_s=args.interval)
     return EXIT_OK
 
 
@@ -39,7 +63,8 @@ def _recorded_summary(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
         counts[task["status"]] = counts.get(task["status"], 0) + 1
     return {"mission_id": recorded["mission_id"], "status": recorded["status"], "reason": recorded["reason"],
             "tasks": counts, "busy_agents": {}, "tokens": recorded["usage"]["tokens"],
-            "llm_calls": recorded["usage"]["llm_calls"], "elapsed_s": recorded["wall_s"], "done": True}
+            "usd": recorded["usage"].get("usd", 0.0), "llm_calls": recorded["usage"]["llm_calls"],
+            "elapsed_s": recorded["wall_s"], "done": True}
 
 
 def _live_summary(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,7 +86,8 @@ def _format_summary(s: dict[str, Any]) -> str:
     busy = ", ".join(sorted(s["busy_agents"])) or "none"
     reason = f" ({s['reason']})" if s.get("reason") else ""
     return (f"mission {s['mission_id']}: {s['status']}{reason}\n  tasks: {tasks}\n  busy agents: {busy}\n"
-            f"  tokens: {s['tokens']} in {s['llm_calls']} model calls; elapsed {s['elapsed_s']:.1f} s")
+            f"  tokens: {s['tokens']} (${s.get('usd', 0.0):.4f}) in {s['llm_calls']} model calls; "
+            f"elapsed {s['elapsed_s']:.1f} s")
 
 
 def cancel_command(args: argparse.Namespace) -> int:

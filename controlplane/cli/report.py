@@ -1,73 +1,32 @@
-"""The run directory: result.json (state of every task), events.jsonl (every transition), report.md."""
+"""`controlplane report RUN`: render a run's report.html again from its run directory (result.json and
+events.jsonl). The run directory itself is written by the supervisor (controlplane._rundir)."""
 
 from __future__ import annotations
 
-import json
+import argparse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from controlplane._core.prompts import as_text
+from controlplane._rundir import per_agent, read_events, read_result, render_report, run_uri, write_report_html
+from controlplane._rundir import write_run_dir as _write
+from controlplane.cli._codes import EXIT_OK
+from controlplane.errors import MissionNotFound
 
-OUTPUT_CHARS_IN_REPORT = 400
+__all__ = ["per_agent", "render_report", "report_command", "write_run_dir"]
+
+
+def report_command(args: argparse.Namespace) -> int:
+    for run in (args.run, run_uri(args.runs_dir, args.run)):
+        result = read_result(run)
+        if result is not None:
+            print(f"wrote {write_report_html(run, result, read_events(run))}")
+            return EXIT_OK
+    root = Path(args.runs_dir)
+    known = sorted(d.name for d in root.iterdir() if (d / "result.json").is_file()) if root.is_dir() else []
+    raise MissionNotFound(mission_id=args.run, known=known)
 
 
 def write_run_dir(runs_dir: str | Path, result: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> Path:
-    """Write `<runs_dir>/<mission_id>/{result.json, events.jsonl, report.md}`; return the folder."""
-    out = Path(runs_dir) / str(result["mission_id"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    with (out / "events.jsonl").open("w") as fh:
-        for event in events:
-            fh.write(json.dumps(event, default=str) + "\n")
-    (out / "report.md").write_text(render_report(result))
-    return out
-
-
-def per_agent(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """Tokens, tasks and busy seconds per agent, from the task records."""
-    agents: dict[str, dict[str, float]] = {}
-    for task in result["tasks"]:
-        if task["agent"] is None:
-            continue
-        row = agents.setdefault(task["agent"], {"tasks": 0, "tokens": 0, "busy_s": 0.0})
-        row["tasks"] += 1
-        row["tokens"] += task["tokens"]["prompt"] + task["tokens"]["completion"]
-        if task["started_at"] is not None and task["ended_at"] is not None:
-            row["busy_s"] += task["ended_at"] - task["started_at"]
-    return agents
-
-
-def render_report(result: Mapping[str, Any]) -> str:
-    """A readable summary: status, per-agent tokens and time, each task's outcome, conflicts, plan repairs."""
-    lines = [f"# Mission {result['mission_id']}", "",
-             f"- **Goal:** {result['goal']}",
-             f"- **Status:** {result['status']} ({result.get('reason') or 'all tasks done'})",
-             f"- **Wall time:** {result.get('wall_s', 0):.1f} s",
-             f"- **Tokens:** {result['usage']['tokens']} in {result['usage']['llm_calls']} model calls "
-             f"(control plane: {result['control_plane']['tokens']} tokens in {result['control_plane']['llm_calls']})",
-             "", "## Agents", "", "| Agent | Tasks | Tokens | Busy time (s) |", "|---|---:|---:|---:|"]
-    for name, row in sorted(per_agent(result).items()):
-        lines.append(f"| {name} | {row['tasks']:.0f} | {row['tokens']:.0f} | {row['busy_s']:.1f} |")
-    lines += ["", "## Tasks", "", "| Task | Agent | Status | Attempts | Tokens | Time (s) |",
-              "|---|---|---|---:|---:|---:|"]
-    for task in result["tasks"]:
-        took = (task["ended_at"] - task["started_at"]) if task["started_at"] and task["ended_at"] else 0.0
-        tokens = task["tokens"]["prompt"] + task["tokens"]["completion"]
-        lines.append(f"| {task['id']} | {task['agent'] or '-'} | {task['status']} | {task['attempts']} | "
-                     f"{tokens} | {took:.1f} |")
-    if result.get("conflicts"):
-        lines += ["", "## Conflicts", ""]
-        lines += [f"- **{c['topic']}** ({c['policy']}): {c['winner'] or 'synthesis'} stands: {c['reason']}"
-                  for c in result["conflicts"]]
-    if result.get("plan", {}).get("repairs"):
-        lines += ["", "## Plan repairs", ""] + [f"- {r}" for r in result["plan"]["repairs"]]
-    lines += ["", "## Outputs", ""]
-    for task in result["tasks"]:
-        if task["output"] is not None:
-            text = as_text(task["output"])
-            clipped = text if len(text) <= OUTPUT_CHARS_IN_REPORT else text[:OUTPUT_CHARS_IN_REPORT] + " ..."
-            lines += [f"### {task['id']} ({task['agent']})", "", clipped, ""]
-        elif task["error"]:
-            lines += [f"### {task['id']} ({task['agent']})", "", f"_{task['status']}: {task['error']}_", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    """Write `<runs_dir>/<mission_id>/` as the supervisor does (result, events, report.md, report.html)."""
+    return Path(_write(run_uri(str(runs_dir), str(result["mission_id"])), result, events))

@@ -5,17 +5,47 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from controlplane._core.recovery import replay
+from controlplane._logfile import read_log
+from controlplane._rundir import TRACES, run_uri
+from controlplane._tracing import TracingConfig
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
 from controlplane.cli.progress import make_progress
-from controlplane.cli.report import write_run_dir
 from controlplane.config import MissionSpec, load_mission
 from controlplane.errors import SpecError
 
 logger = logging.getLogger(__name__)
+API_KEY_FILE = "api_key"
+API_KEY_TTL_S = 24 * 3600.0
+
+
+def mission_api_key(keys_file: str | None, runs_dir: str, mission_id: str,
+                    max_wall_s: float | None) -> tuple[Path, str]:
+    """A key of the router's HTTP API for this mission only, written to runs/<id>/api_key (mode 0600), so other
+    tools can call models under the mission's budgets while it runs. Returns (path, key id); revoke it after."""
+    from serving._keys import ApiKeyStore
+
+    now_s = time.time()
+    clear_key, scope = ApiKeyStore(keys_file).create(f"run-{mission_id}", kind="mission", scope_id=mission_id,
+                                                     now_s=now_s, expires_at_s=now_s + (max_wall_s or API_KEY_TTL_S))
+    path = Path(runs_dir) / mission_id / API_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(clear_key + "\n")
+    return path, scope.id
+
+
+def revoke_api_key(keys_file: str | None, path: Path, key_id: str) -> None:
+    from serving._keys import ApiKeyStore
+
+    ApiKeyStore(keys_file).revoke(key_id, now_s=time.time())
+    path.unlink(missing_ok=True)
 
 
 def preflight(path: str) -> tuple[MissionSpec, Any]:
@@ -39,6 +69,13 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
     return spec, serving
 
 
+def mission_tracing_config(run_dir: str, spec: MissionSpec) -> TracingConfig:
+    """Spans always to `<run_dir>/traces.jsonl` (a local run directory; with a URL, OTLP only), and over OTLP/HTTP
+    when OTEL_EXPORTER_OTLP_ENDPOINT is set; prompts and outputs in spans only with `policies.log_content`."""
+    path = None if "://" in run_dir else str(Path(run_dir) / TRACES)
+    return TracingConfig(service_name="controlplane", file_path=path, content=spec.policies.log_content)
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.address or os.environ.get("RAY_ADDRESS"):
         use_token_auth()
@@ -47,19 +84,32 @@ def run_command(args: argparse.Namespace) -> int:
     from actors import find_supervisor, follow, new_mission_id, running_missions, start_mission
     from serving import deploy
 
-    spec, serving = preflight(args.mission)
+    resuming = getattr(args, "command", "run") == "resume"
+    if resuming:
+        spec, serving, mission_id, run_dir = _from_log(args.run)
+    else:
+        spec, serving = preflight(args.mission)
+        mission_id = args.mission_id or new_mission_id(spec.name)
+        run_dir = run_uri(_local_or_url(args.state_uri or args.runs_dir), mission_id)
     local = init_ray(args.address, args.verbose)
     try:
         router = deploy(serving, http_port=args.http_port, missions_running=len(running_missions()))
+        prefix = ""
         if router.app_name != "controlplane":
-            print(f"serving: another config runs under other missions; this one runs as app {router.app_name!r}",
-                  flush=True)
-        mission_id = args.mission_id or new_mission_id(spec.name)
+            prefix = f"/{router.app_name}"
+            print(f"serving: another config runs under other missions; this one runs as app {router.app_name!r} "
+                  f"(HTTP API under {prefix}/v1)", flush=True)
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
+        keys_file = serving.router.auth.api_keys_file
+        key_path, key_id = mission_api_key(keys_file, args.runs_dir, mission_id, spec.budgets.max_wall_s)
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
-              f"cancel: `controlplane cancel {mission_id}`", flush=True)
-        handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir)
+              f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API key of the mission "
+              f"(revoked at its end): {key_path}", flush=True)
+        tracing = mission_tracing_config(run_dir, spec)
+        handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
+                               router_url=f"http://127.0.0.1:{args.http_port or 8000}{prefix}/v1", run_dir=run_dir,
+                               resume=resuming, tracing=tracing)
         try:
             with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:
                 result = follow(handle, progress.update)
@@ -67,14 +117,34 @@ def run_command(args: argparse.Namespace) -> int:
             print("interrupted: cancelling the mission", flush=True)
             ray.get(find_supervisor(mission_id).cancel.remote("interrupted by the driver (Ctrl-C)"))
             result = follow(handle)
-        events = result.pop("events")
-        out = write_run_dir(args.runs_dir, result, events)
+        finally:
+            revoke_api_key(keys_file, key_path, key_id)
+        result.pop("events")  # the supervisor wrote the run directory itself
+        out = result.get("run_dir", run_dir)
         ray.kill(handle)
     finally:
         if local:
             ray.shutdown()
     print(f"mission {mission_id} {result['status']}"
           f"{': ' + result['reason'] if result['reason'] else ''}; "
-          f"{result['usage']['tokens']} tokens in {result['usage']['llm_calls']} model calls, "
+          f"{result['usage']['tokens']} tokens (${result['usage']['usd']:.4f}) in {result['usage']['llm_calls']} "
+          "model calls, "
           f"{result['wall_s']:.1f} s; wrote {out}/", flush=True)
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(result["status"], EXIT_FAILED)
+
+
+def _local_or_url(where: str) -> str:
+    return where if "://" in where else str(Path(where).resolve())
+
+
+def _from_log(run: str) -> tuple[MissionSpec, Any, str, str]:
+    """The spec, serving config, mission id and run directory of the mission logged in `run`."""
+    from serving import load_serving_config
+
+    run_dir = _local_or_url(run)
+    state = replay(read_log(run_dir))
+    if state.spec is None or state.mission_id is None:
+        raise SpecError(where=run, value=run_dir, why="it holds no mission log with a mission.start record",
+                        fix="pass the run directory of a mission started by this version of controlplane")
+    spec = MissionSpec.model_validate(state.spec)
+    return spec, load_serving_config(spec.serving), state.mission_id, run_dir

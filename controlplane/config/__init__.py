@@ -2,6 +2,7 @@
 
 from controlplane.config.memory import MemoryConfig
 from controlplane.config.mission import (
+    AgentBudget,
     AgentSpec,
     Budgets,
     ConflictPolicy,
@@ -15,6 +16,7 @@ from controlplane.config.mission import (
     parse_mission,
 )
 from controlplane.config.serving import (
+    AuthSpec,
     BreakerSpec,
     LimitSpec,
     MissionLimitSpec,
@@ -29,7 +31,9 @@ from controlplane.config.serving import (
 )
 
 __all__ = [
+    "AgentBudget",
     "AgentSpec",
+    "AuthSpec",
     "BreakerSpec",
     "Budgets",
     "ConflictPolicy",

@@ -10,14 +10,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from controlplane.config._graph import find_cycle, format_cycle
+from controlplane.config._tools import AgentActing, DelegationLimits, McpServerDecl, ToolDecl, check_tools
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 
-TOOLS = ("memory.post", "memory.search")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RESERVED_AGENT_NAMES = ("supervisor", "planner", "control-plane", "memory-judge")
+"""Names a mission spec may not give an agent: the control plane's own identities use them (the memory
+actor's contradiction judge calls the router as `memory-judge`)."""
 
 
 class _Model(BaseModel):
@@ -38,21 +42,37 @@ class MemoryAccess(_Model):
     write: list[str] = Field(default_factory=lambda: ["shared"], description="Namespaces the agent may post to.")
 
 
-class AgentSpec(_Model):
-    """One agent: a role played by one Ray actor."""
+class AgentBudget(_Model):
+    """Hard caps of one agent, enforced at the router beside the mission's."""
+
+    max_tokens: int | None = Field(None, ge=1, description="Prompt + completion tokens of the agent's calls.")
+    max_usd: float | None = Field(None, gt=0, description="USD of the agent's calls, at the serving config's prices.")
+
+
+class AgentSpec(AgentActing):
+    """One agent: a role played by one Ray actor. It acts through its tools (see `AgentActing`)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique agent name; the actor is `<mission>:<name>`.")
     role: str = Field(description="The role, e.g. 'copywriter'; tasks may name a role instead of an agent.")
     instructions: str = Field("", description="Goal and backstory, given to the model as the system prompt.")
     model: str = Field("default", description="The router model this agent calls.")
-    tools: list[Literal["memory.post", "memory.search"]] = Field(
-        default_factory=list, description="Built-in tools the agent may use.")
     memory: MemoryAccess = Field(default_factory=MemoryAccess, description="Namespaces it may read and write.")
     resources: Resources = Field(default_factory=Resources, description="Ray resources for the agent actor.")
     max_concurrency: int = Field(1, ge=1, le=64, description="Tasks this agent may run at once.")
     max_tokens: int = Field(256, ge=1, le=8192, description="Output tokens per model call.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
-    memory_k: int = Field(3, ge=0, le=20, description="Memory hits added to the prompt when it has memory.search.")
+    memory_k: int = Field(3, ge=0, le=20, description="Memory hits put into the prompt with `fixed_memory`.")
+    budget: AgentBudget | None = Field(None, description="The agent's own token and USD caps; None = only the "
+                                       "mission's.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_AGENT_NAMES:
+            raise PydanticCustomError("reserved_name", "the name is reserved for the control plane's own identities "
+                                      "{reserved}, so an agent named so could pass for them",
+                                      {"reserved": list(RESERVED_AGENT_NAMES)})
+        return name
 
 
 class TaskSpec(_Model):
@@ -70,6 +90,8 @@ class TaskSpec(_Model):
     fallback_agent: str | None = Field(None, description="Agent that takes the task when retries run out.")
     topic: str | None = Field(None, description="Memory topic its finding is posted on (default: the task id); "
                               "findings of different agents on one topic are checked for contradictions.")
+    max_steps: int | None = Field(None, ge=1, le=100, description="Overrides the agent's max_steps for this task.")
+    max_tool_calls: int | None = Field(None, ge=0, le=1000, description="Overrides the agent's max_tool_calls.")
 
     @model_validator(mode="after")
     def _agent_or_role(self) -> TaskSpec:
@@ -81,7 +103,10 @@ class TaskSpec(_Model):
 class Budgets(_Model):
     """Hard caps; a mission that reaches one stops gracefully and keeps its partial results."""
 
-    max_tokens: int | None = Field(None, ge=1, description="Prompt + completion tokens over the mission.")
+    max_tokens: int | None = Field(None, ge=1, description="Prompt + completion tokens over the mission, charged "
+                                   "at the router (failed, cancelled, planner and judge calls too).")
+    max_usd: float | None = Field(None, gt=0, description="USD over the mission at the serving config's prices, "
+                                  "charged at the router.")
     max_llm_calls: int | None = Field(None, ge=1, description="Model calls over the mission.")
     max_wall_s: float | None = Field(None, gt=0, description="Wall time of the mission in seconds.")
 
@@ -105,6 +130,12 @@ class Policies(_Model):
     retry_backoff_max_s: float = Field(10.0, ge=0, description="Upper bound of the retry wait.")
     conflicts: ConflictPolicy = Field(default_factory=ConflictPolicy, description="Conflict resolution.")
     log_content: bool = Field(False, description="Log prompts and outputs (off: they stay out of logs).")
+    approve: list[str] = Field(default_factory=list, description="Tool names or globs (`files.*`) whose every call "
+                               "waits for a human approval, beside tools declared with `approval: required`.")
+    approve_plan: bool = Field(False, description="With `plan: auto`: the planner's tasks wait for a human approval "
+                               "before any of them runs; a denial fails the mission.")
+    approval_timeout_s: float = Field(300.0, gt=0, le=86_400, description="How long a call or plan waits for a "
+                                      "decision before it counts as denied.")
 
 
 class PlacementSpec(_Model):
@@ -140,6 +171,14 @@ class MissionSpec(_Model):
                                  "judge_model; data_dir defaults under the run dir.")
     serving: str | None = Field(None, description="Serving config YAML (relative to the mission file); "
                                 "default: the serving package's default.yaml.")
+    tools: list[ToolDecl] = Field(default_factory=list, description="Python function tools the agents may "
+                                  "call, by import path; agents list the ones they may use.")
+    mcp_servers: list[McpServerDecl] = Field(default_factory=list, description="MCP servers started once per "
+                                             "mission; their tools are `<server>.<tool>`.")
+    workspace: str | None = Field(None, description="The folder the file tools may read (relative to the mission "
+                                  "file); nothing outside it is reachable.")
+    delegation: DelegationLimits = Field(default_factory=DelegationLimits, description="Bounds on tasks agents "
+                                         "add with the `delegate` tool.")
     placement: PlacementSpec = Field(default_factory=PlacementSpec, description="Gang placement of the agents: "
                                      "strategy and how long to wait for resources.")
 
@@ -157,6 +196,7 @@ def check_mission(spec: MissionSpec) -> None:
     _check_unique(spec)
     _check_tasks(spec)
     _check_policies(spec)
+    check_tools(agents=spec.agents, tools=spec.tools, mcp_servers=spec.mcp_servers)
     if spec.plan == "declared" and not spec.tasks:
         raise SpecError(where="tasks", value=[], why="a mission needs tasks, or `plan: auto`",
                         fix="declare tasks, or set `plan: auto` to let the planner write them")
@@ -240,9 +280,9 @@ def load_mission(path: str | Path) -> MissionSpec:
         raise SpecError(where=str(path), value=type(data).__name__, why="a mission must be a YAML mapping",
                         fix="start the file with `name:`, `goal:`, `agents:` and `tasks:`")
     spec = parse_mission(data, source=str(path))
-    if spec.serving and not Path(spec.serving).is_absolute():
-        spec = spec.model_copy(update={"serving": str((path.parent / spec.serving).resolve())})
-    return spec
+    relative = {field: str((path.parent / value).resolve()) for field in ("serving", "workspace")
+                if (value := getattr(spec, field)) and not Path(value).is_absolute()}
+    return spec.model_copy(update=relative) if relative else spec
 
 
 def parse_mission(data: dict[str, Any], *, source: str = "<mission>") -> MissionSpec:
@@ -276,6 +316,7 @@ _FIXES = {
     "extra_forbidden": "remove it, or check its spelling against the mission spec in the README",
     "literal_error": "use one of the allowed values",
     "string_pattern_mismatch": "use letters, digits, '_', '.' and '-' only, starting with a letter or digit",
+    "reserved_name": "rename the agent (e.g. add a suffix: `-agent`) and the tasks that name it",
 }
 
 

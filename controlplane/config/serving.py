@@ -9,6 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from controlplane.errors import SetupError, SpecError
 
+ToolStyle = Literal["native", "constrained"]
+"""How a model expresses tool calls: `native` (OpenAI `tools`, parsed by the engine or the remote API) or
+`constrained` (the router asks for guided JSON over the request's tools and maps the reply to `tool_calls`)."""
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +51,14 @@ class LimitSpec(_Spec):
 
 class MissionLimitSpec(LimitSpec):
     token_budget: int | None = Field(None, ge=1, description="Hard cap on a mission's total tokens.")
+    usd_budget: float | None = Field(None, gt=0, description="Hard cap on a mission's total cost in USD.")
+
+
+class PriceSpec(_Spec):
+    """What a model's tokens cost; 0 = free (local models)."""
+
+    input_usd_per_1m: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
+    output_usd_per_1m: float = Field(0.0, ge=0, description="USD per million completion tokens.")
 
 
 class _ModelBase(_Spec):
@@ -53,6 +66,7 @@ class _ModelBase(_Spec):
     breaker: BreakerSpec = Field(default_factory=BreakerSpec, description="Circuit breaker settings.")
     limits: LimitSpec = Field(default_factory=LimitSpec, description="Limits of this backend as a whole.")
     max_context_tokens: int = Field(2048, ge=16, description="Prompt + max_tokens may not exceed this.")
+    price: PriceSpec = Field(default_factory=PriceSpec, description="Price per million tokens, for USD budgets.")
 
 
 class VLLMModelSpec(_ModelBase):
@@ -65,6 +79,10 @@ class VLLMModelSpec(_ModelBase):
     load_format: str | None = Field(None, description="vLLM load_format; `dummy` for random weights.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine args.")
     env: dict[str, str] = Field(default_factory=dict, description="Env vars of the replica process.")
+    tool_call_parser: str | None = Field(None, description="vLLM's tool parser for this model (e.g. `hermes`, "
+                                         "`llama3_json`); needed by tool_style native.")
+    tool_style: ToolStyle | None = Field(None, description="How the model makes tool calls; None = native with a "
+                                         "tool_call_parser, else constrained.")
 
     @model_validator(mode="after")
     def _gpu_share(self) -> VLLMModelSpec:
@@ -74,15 +92,46 @@ class VLLMModelSpec(_ModelBase):
                              f"{self.gpu_memory_utilization} must be set to at most {share:g} (e.g. {share * 0.9:.2f})")
         return self
 
+    @model_validator(mode="after")
+    def _tool_style(self) -> VLLMModelSpec:
+        if self.tool_style is None:
+            self.tool_style = "native" if self.tool_call_parser else "constrained"
+        if self.tool_style == "native" and not self.tool_call_parser:
+            raise ValueError("tool_style='native' needs vLLM's tool parser for this model: set tool_call_parser "
+                             "(e.g. hermes), or use tool_style='constrained', which works with any model")
+        return self
+
+
+class ScriptedToolCall(_Spec):
+    name: str = Field(min_length=1, description="The tool to call.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Its arguments.")
+
 
 class ScriptedRule(_Spec):
-    match: str = Field(description="Regex searched in the last user message.")
-    text: str = Field(description="The reply when it matches.")
+    """One scripted reply. A conversation's last turn is its tool results when it ends with them, else its last
+    user message; the first rule whose `turn` and `match` fit that turn (and that can answer the request) replies."""
+
+    match: str = Field(description="Regex searched in the last turn's text. Tool results read "
+                       "`Result of <tool>: <result>`, one line per call.")
+    turn: Literal["any", "user", "tool"] = Field("any", description="The turn the rule answers: any, the last "
+                                                 "user message only, or tool results only.")
+    text: str | None = Field(None, description="The reply text. Under a JSON schema: this JSON, or "
+                             '`{"final": text}` when the schema asks for a final answer (constrained tool calls).')
+    tool_call: ScriptedToolCall | None = Field(None, description="Reply with this tool call instead; the rule "
+                                               "applies only when the request offers that tool.")
+
+    @model_validator(mode="after")
+    def _one_reply(self) -> ScriptedRule:
+        if (self.text is None) == (self.tool_call is None):
+            raise ValueError(f"rule match={self.match!r} needs exactly one of text and tool_call")
+        return self
 
 
 class ScriptedModelSpec(_ModelBase):
     kind: Literal["scripted"] = "scripted"
     latency_s: float = Field(0.0, ge=0, description="Seconds each reply takes.")
+    tool_style: ToolStyle = Field("constrained", description="How the model makes tool calls: constrained (the "
+                                  "router's guided JSON) or native (the engine answers `tools` itself).")
     replies: list[ScriptedRule] = Field(default_factory=list, description="First matching rule wins.")
     replicas: ReplicaSpec = Field(default_factory=lambda: ReplicaSpec(num_cpus=0),
                                   description="Replicas and resources.")
@@ -92,13 +141,37 @@ class OpenAIModelSpec(_ModelBase):
     kind: Literal["openai"] = "openai"
     base_url: str = Field(description="An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.")
     remote_model: str = Field(description="The model name the remote endpoint knows.")
-    api_key_env: str | None = Field(None, description="Env var that holds the API key; None = no key.")
+    api_key_env: str | None = Field(None, description="Env var that holds the API key, read where the router "
+                                    "replica starts (never passed through Ray); None = no key.")
+    api_key_file: str | None = Field(None, description="A file (mode 0600) that holds the API key, read where the "
+                                     "router replica starts; an alternative to api_key_env.")
+    tool_style: ToolStyle = Field("native", description="native: `tools` go to the remote API as they are; "
+                                  "constrained: the router asks it for guided JSON (response_format) instead.")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OpenAIModelSpec:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError(f"api_key_env={self.api_key_env!r} and api_key_file={self.api_key_file!r} exclude "
+                             "each other; give one")
+        return self
 
 
 ModelSpec = Annotated[VLLMModelSpec | ScriptedModelSpec | OpenAIModelSpec, Field(discriminator="kind")]
 
 
+class AuthSpec(_Spec):
+    """Who may call the router. Capability tokens are verified with the cluster root secret
+    ($CONTROLPLANE_ROOT_SECRET_FILE, else ~/.controlplane/root_secret); API keys are looked up in the key file."""
+
+    allow_anonymous: bool = Field(False, description="Let calls without credentials (HTTP without a key, handle "
+                                  "calls without a token) run as mission `default`, agent `anonymous`, at most "
+                                  "normal priority. For local use only.")
+    api_keys_file: str | None = Field(None, description="The API key file `controlplane keys` manages; None = "
+                                      "$CONTROLPLANE_API_KEYS_FILE, else ~/.controlplane/api_keys.json.")
+
+
 class RouterSpec(_Spec):
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="Credentials the router accepts.")
     max_queue: int = Field(256, ge=1, description="Calls that may wait per model before 429.")
     max_in_flight_per_model: int = Field(64, ge=1, description="Calls running per model at once.")
     request_timeout_s: float = Field(120.0, gt=0, description="Default deadline of a call.")

@@ -6,7 +6,8 @@ A remote backend streams the same events for one call.
 `VLLMReplica` lives in `vllm.py` so that importing `serving` does not import vLLM.
 
 A call is a dict: `messages` (or `prompt` for /v1/completions), `max_tokens`, `temperature`,
-`json_schema`, `choice`. Events: `{"i", "delta"}`, then one final `{"i", "done": True,
+`json_schema`, `choice`, and the tool fields of `serving._tool_calls`. Events: `{"i", "delta"}` and
+`{"i", "tool_calls": [delta, ...]}` (OpenAI's streamed tool-call deltas), then one final `{"i", "done": True,
 "finish_reason", "prompt_tokens", "completion_tokens", "replica"}` or
 `{"i", "done": True, "error": {"status", "message"}}`.
 """
@@ -81,9 +82,12 @@ class OpenAIStreamReader:
         self._usage = chunk.get("usage") or self._usage
         events = []
         for choice in chunk.get("choices", []):
-            text = choice.get("text") if self._completions else (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            text = choice.get("text") if self._completions else delta.get("content")
             if text:
                 events.append({"delta": text})
+            if delta.get("tool_calls"):
+                events.append({"tool_calls": delta["tool_calls"]})
             self._finish_reason = choice.get("finish_reason") or self._finish_reason
         return events
 

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from serving._backends.base import OpenAIStreamReader
 from controlplane.config import OpenAIModelSpec
+from controlplane.errors import SetupError
+from serving._backends.base import OpenAIStreamReader
+from serving._tool_calls import tool_fields
+
+
+def read_api_key(spec: OpenAIModelSpec) -> str | None:
+    """The backend's API key from this process's environment or its key file; never passed through Ray."""
+    if spec.api_key_env:
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            raise SetupError(what=f"the remote backend reads its API key from ${spec.api_key_env}, which is not set "
+                                  "where the router replica runs", fix=f"export {spec.api_key_env} where the Ray node "
+                                  "starts (before `ray start`), or use api_key_file on a path every node mounts")
+        return key
+    if spec.api_key_file:
+        path = Path(spec.api_key_file).expanduser()
+        if not path.is_file():
+            raise SetupError(what=f"the remote backend's key file {path} does not exist where the router replica runs",
+                             fix="create it (mode 0600) on every node, or use api_key_env")
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SetupError(what=f"the key file {path} is readable by others", fix=f"chmod 600 {path}")
+        return path.read_text().strip()
+    return None
 
 
 def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -23,14 +47,13 @@ def _body(spec: OpenAIModelSpec, call: dict[str, Any]) -> tuple[str, dict[str, A
         body["structured_outputs"] = {"choice": call["choice"]}
     if "prompt" in call:
         return "completions", {**body, "prompt": call["prompt"]}
-    return "chat/completions", {**body, "messages": call["messages"]}
+    return "chat/completions", {**body, "messages": call["messages"], **tool_fields(call)}
 
 
 class RemoteBackend:
     def __init__(self, spec: OpenAIModelSpec) -> None:
-        headers = {}
-        if spec.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ[spec.api_key_env]}"
+        key = read_api_key(spec)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._spec = spec
         self._client = httpx.AsyncClient(base_url=spec.base_url.rstrip("/") + "/", headers=headers,
                                          timeout=httpx.Timeout(None, connect=5.0))

@@ -1,17 +1,29 @@
 """The scripted engine: deterministic replies with a fixed latency, for tests of the control path.
 
-It runs inside a real replica behind the real router; only the text generation is scripted.
+It runs inside a real replica behind the real router; only the text generation is scripted. Rules
+(`ScriptedRule`) answer the conversation's last turn: its trailing tool results, else its last user message.
+A rule replies with text or with a tool call. A tool call goes out natively when the request offers the tool
+in `tools` (a `tool_style: native` model), or as the constrained action JSON when the request's JSON schema
+admits it (the router's constrained tool calls, or an agent loop's action schema); so one script plays
+multi-turn tool-calling transcripts in either style.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import jsonschema
+
+from controlplane.config.serving import ScriptedRule
 from serving._backends.base import fan_in, replica_id
+from serving._constrained import TOOL_RESULT_PREFIX, result_line, tool_names
+from serving._tool_calls import message_text
 
 
 def count_tokens(text: str) -> int:
@@ -19,24 +31,117 @@ def count_tokens(text: str) -> int:
     return len(text.split()) or (1 if text else 0)
 
 
-class ScriptedEngine:
-    def __init__(self, replies: Sequence[Mapping[str, str]]) -> None:
-        self._rules = [(re.compile(rule["match"]), rule["text"]) for rule in replies]
+@dataclass(frozen=True, kw_only=True)
+class ScriptedAnswer:
+    """What the engine replies."""
 
-    def reply(self, messages: Sequence[Mapping[str, str]], *, choice: Sequence[str] | None = None,
-              json_schema: Mapping[str, Any] | None = None) -> str:
-        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        matched = next((text for pattern, text in self._rules if pattern.search(last_user)), None)
-        if choice:
-            return matched if matched in choice else choice[0]
-        if json_schema is not None:
-            if matched is None:
-                return json.dumps({})
-            json.loads(matched)
-            return matched
-        if matched is not None:
-            return matched
-        return f"scripted reply to: {last_user[:80]}"
+    text: str
+    """The reply text; empty for a native tool call."""
+    tool_call: dict[str, Any] | None = None
+    """A native tool call in OpenAI's shape (`id`, `type`, `function: {name, arguments}`), or None."""
+
+
+def last_turn(messages: Sequence[Mapping[str, Any]]) -> tuple[Literal["user", "tool"], str]:
+    """The turn a reply answers: trailing `tool` messages, or a last user message of `Result of ...` lines (the
+    constrained form of tool results), read as `Result of <tool>: <result>` lines; else the last user message."""
+    trailing = len(messages)
+    while trailing and messages[trailing - 1]["role"] == "tool":
+        trailing -= 1
+    if trailing < len(messages):
+        names = tool_names(messages)
+        return "tool", "\n".join(result_line(message, names) for message in messages[trailing:])
+    last = (messages[-1].get("content") or "") if messages and messages[-1]["role"] == "user" else ""
+    if last.startswith(TOOL_RESULT_PREFIX):
+        return "tool", last
+    return "user", next((m.get("content") or "" for m in reversed(messages) if m["role"] == "user"), "")
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def _first_valid(candidates: Sequence[Any], schema: Mapping[str, Any]) -> Any | None:
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    return next((candidate for candidate in candidates if validator.is_valid(candidate)), None)
+
+
+def _shaped(text: str, *, choice: Sequence[str] | None, json_schema: Mapping[str, Any] | None,
+            unmatched: bool = False) -> str:
+    """The reply under the request's constraint. Under a JSON schema, a rule's JSON text goes out as it is (a
+    test may script what a grammar would forbid) and other text as `{"final": text}`; an unmatched turn gives
+    the schema's smallest instance (`minimal_instance`)."""
+    if choice:
+        return text if text in choice else choice[0]
+    if json_schema is None:
+        return text
+    if unmatched:
+        return json.dumps(minimal_instance(json_schema, json_schema, text))
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return json.dumps({"final": text})
+    return text
+
+
+class ScriptedEngine:
+    def __init__(self, replies: Sequence[Mapping[str, Any]]) -> None:
+        self._rules = [(re.compile(rule.match), rule) for rule in map(ScriptedRule.model_validate, replies)]
+
+    def reply(self, messages: Sequence[Mapping[str, Any]], *, choice: Sequence[str] | None = None,
+              json_schema: Mapping[str, Any] | None = None, tools: Sequence[Mapping[str, Any]] | None = None,
+              tool_choice: Any = None) -> ScriptedAnswer:
+        """The first rule that fits the last turn and can answer the request; else `scripted reply to: <turn>`."""
+        kind, turn = last_turn(messages)
+        native = _callable(tools, tool_choice)
+        for pattern, rule in self._rules:
+            if rule.turn not in ("any", kind) or not pattern.search(turn):
+                continue
+            if rule.tool_call is None:
+                return ScriptedAnswer(text=_shaped(rule.text or "", choice=choice, json_schema=json_schema))
+            name, arguments = rule.tool_call.name, rule.tool_call.arguments
+            if name in native:
+                function = {"name": name, "arguments": json.dumps(arguments)}
+                return ScriptedAnswer(text="", tool_call={"id": f"call_{len(messages)}", "type": "function",
+                                                          "function": function})
+            action = {"tool": name, "arguments": arguments}
+            if json_schema is not None and _first_valid([action], json_schema) is not None:
+                return ScriptedAnswer(text=json.dumps(action))
+        return ScriptedAnswer(text=_shaped(f"scripted reply to: {turn[:80]}", choice=choice, json_schema=json_schema,
+                                           unmatched=True))
+
+
+def _callable(tools: Sequence[Mapping[str, Any]] | None, tool_choice: Any) -> set[str]:
+    """The tools a native request lets the model call."""
+    if not tools or tool_choice == "none":
+        return set()
+    names = {tool["function"]["name"] for tool in tools}
+    return names & {tool_choice["function"]["name"]} if isinstance(tool_choice, Mapping) else names
+
+
+def minimal_instance(schema: Mapping[str, Any], root: Mapping[str, Any], text: str) -> Any:
+    """The smallest value the schema accepts, strings filled with `text`; of a union, the branch with a `final`
+    answer (an agent's constrained action), so an unscripted step ends its task instead of looping."""
+    if "$ref" in schema:
+        defs = root.get("$defs") or root.get("definitions") or {}
+        return minimal_instance(defs[schema["$ref"].rsplit("/", 1)[-1]], root, text)
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        final = [b for b in branches if "final" in (b.get("properties") or {})]
+        return minimal_instance((final or branches)[0], root, text)
+    if "const" in schema or "enum" in schema:
+        return schema.get("const", (schema.get("enum") or [None])[0])
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: minimal_instance(props.get(name, {}), root, text) for name in schema.get("required", [])}
+    if kind == "array":
+        return [minimal_instance(schema.get("items") or {}, root, text) for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return text[: schema.get("maxLength", len(text))] or "x"
+    return {"integer": 0, "number": 0, "boolean": False, "null": None}.get(kind)
 
 
 def truncate(text: str, max_tokens: int) -> tuple[str, str]:
@@ -50,7 +155,7 @@ def truncate(text: str, max_tokens: int) -> tuple[str, str]:
 class ScriptedReplica:
     """A replica whose engine is the scripted one: real Serve, real batching, scripted text."""
 
-    def __init__(self, replies: list[dict[str, str]], latency_s: float) -> None:
+    def __init__(self, replies: list[dict[str, Any]], latency_s: float) -> None:
         self._engine = ScriptedEngine(replies)
         self._latency_s = latency_s
 
@@ -62,11 +167,17 @@ class ScriptedReplica:
 
     async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         messages = call.get("messages") or [{"role": "user", "content": call["prompt"]}]
-        text = self._engine.reply(messages, choice=call.get("choice"), json_schema=call.get("json_schema"))
-        text, finish_reason = truncate(text, call["max_tokens"])
+        answer = self._engine.reply(messages, choice=call.get("choice"), json_schema=call.get("json_schema"),
+                                    tools=call.get("tools"), tool_choice=call.get("tool_choice"))
+        if answer.tool_call is None:
+            text, finish_reason = truncate(answer.text, call["max_tokens"])
+            event: dict[str, Any] = {"delta": text}
+        else:
+            text, finish_reason = answer.tool_call["function"]["arguments"], "tool_calls"
+            event = {"tool_calls": [{"index": 0, **answer.tool_call}]}
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
-        yield {"delta": text}
+        yield event
         yield {"done": True, "finish_reason": finish_reason, "replica": replica_id(),
-               "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
+               "prompt_tokens": sum(count_tokens(message_text(m)) for m in messages),
                "completion_tokens": count_tokens(text)}

@@ -9,6 +9,7 @@ from ray.serve.llm import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
 from serving._backends.base import OpenAIStreamReader, error_event, fan_in, replica_id
+from serving._tool_calls import tool_fields
 
 
 def _structured(call: dict[str, Any]) -> dict[str, Any] | None:
@@ -38,7 +39,7 @@ class VLLMReplica(LLMServer):
             common["structured_outputs"] = structured
         if "prompt" in call:
             return "completions", CompletionRequest(prompt=call["prompt"], **common)
-        return "chat", ChatCompletionRequest(messages=call["messages"], **common)
+        return "chat", ChatCompletionRequest(messages=call["messages"], **tool_fields(call), **common)
 
     async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         method, request = self._openai_request(call)

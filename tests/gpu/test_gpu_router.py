@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from controlplane.config import ServingConfig
-from serving import ChatMessage, ChatRequest, Identity, deploy
+from serving import ChatMessage, ChatRequest, deploy, mission_tokens
 
 REPLICA_SHARE = 0.3
 AGENT_SHARE = 0.2
@@ -30,10 +30,14 @@ def gpu_router(tmp_path_factory):
 
 
 def test_two_fractional_gpu_replicas_answer_through_the_router(gpu_router):
+    import time
+
+    tokens = mission_tokens("gpu-test")
+
     async def ask_many():
         requests = [ChatRequest(model="default", max_tokens=16,
                                 messages=[ChatMessage(role="user", content=f"Count to {n}.")],
-                                identity=Identity(mission_id="gpu-test", agent_id=f"agent-{n % 4}"))
+                                token=tokens.agent(f"agent-{n % 4}", now_s=time.time(), ttl_s=600))
                     for n in range(32)]
         return await asyncio.gather(*(gpu_router.chat(r) for r in requests))
 

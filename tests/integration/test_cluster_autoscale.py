@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from _fake_autoscaler import fake_autoscaling_cluster, run_driver
-from conftest import free_port, wait_for
+from tests.helpers import free_port, wait_for
+from tests.helpers.fake_autoscaler import fake_autoscaling_cluster, run_driver
 
 ROOT = Path(__file__).parents[2]
 MISSION = "missions/testing/scripted_gpus_autoscale.yaml"

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import pytest
 import ray
-
-from conftest import free_port, wait_for
+from tests.helpers import free_port, wait_for
 
 HEAD_CPUS = WORKER_CPUS = 2
 WORKERS = 3
@@ -25,7 +24,7 @@ SERVING = {"router": {"request_timeout_s": 60, "agent": {"max_in_flight": 64}},
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(secret_files):  # the session's root secret, set before the nodes start (they verify tokens with it)
     from ray import serve
     from ray.cluster_utils import Cluster
 

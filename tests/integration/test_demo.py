@@ -21,7 +21,9 @@ def reduced_demo() -> dict:
     data = yaml.safe_load(DEMO.read_text())
     data["tasks"] = [t | {"depends_on": KEEP[t["id"]]} for t in data["tasks"] if t["id"] in KEEP]
     used = {t["agent"] for t in data["tasks"]}
-    data["agents"] = [a | {"max_tokens": 24} for a in data["agents"] if a["name"] in used]
+    data["agents"] = [a | {"max_tokens": 64} for a in data["agents"] if a["name"] in used]
+    data["tasks"] = [{k: v for k, v in t.items() if k != "expected_output"} for t in data["tasks"]]
+    data["workspace"] = str(DEMO.parent / data["workspace"])  # parse_mission does not resolve it as load_mission
     data["memory"] = {}  # no judge: contradiction checks are memory's tests
     roles = {a["role"] for a in data["agents"]}
     conflicts = data["policies"]["conflicts"]
@@ -49,6 +51,10 @@ def test_reduced_demo_runs_to_success_on_the_real_model(router, tmp_path):
     assert result["status"] == "succeeded", result["reason"]
     tasks = {t["id"]: t for t in result["tasks"]}
     assert all(isinstance(t["output"], str) and t["output"].strip() for t in tasks.values())
-    assert all(0 < t["tokens"]["completion"] <= 24 for t in tasks.values())
+    assert all(0 < t["tokens"]["completion"] <= 64 * t["model_calls"] for t in tasks.values())
     assert tasks["edit"]["started_at"] >= max(tasks["market"]["ended_at"], tasks["competitors"]["ended_at"])
-    assert result["usage"]["tokens"] == sum(t["tokens"]["prompt"] + t["tokens"]["completion"] for t in tasks.values())
+    # The router's accounting is the mission's: every agent's calls (failed ones included), per agent and in all.
+    usage = result["usage"]
+    assert usage["tokens"] == sum(agent["tokens"] for agent in usage["by_agent"].values())
+    assert usage["tokens"] >= sum(t["tokens"]["prompt"] + t["tokens"]["completion"] for t in tasks.values())
+    assert set(usage["by_agent"]) >= {t["agent"] for t in tasks.values()}

@@ -16,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import free_port, wait_for
+from controlplane._tracing import read_spans
+from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).parents[2]
 RAY = str(Path(os.sys.executable).parent / "ray")
@@ -87,3 +88,7 @@ def test_ray_job_submit_runs_a_mission_with_fractional_gpus(head_cluster, tmp_pa
     events = (runs / "jobsubmit-1" / "events.jsonl").read_text().splitlines()
     assert json.loads(events[-1])["status"] == "succeeded"
     assert "| gpu-a |" in (runs / "jobsubmit-1" / "report.md").read_text()
+    assert 'id="bottleneck"' in (runs / "jobsubmit-1" / "report.html").read_text()
+    spans = read_spans(runs / "jobsubmit-1" / "traces.jsonl")  # the run's one trace, from every process
+    assert len({s["trace_id"] for s in spans}) == 1
+    assert {s["service"] for s in spans} == {"controlplane.supervisor", "controlplane.agent", "controlplane.router"}

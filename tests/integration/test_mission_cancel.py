@@ -10,9 +10,7 @@ import ray
 
 from actors import MISSION_NAMESPACE, follow, start_mission
 from controlplane import parse_mission
-
-from _missions import agent, task
-from conftest import wait_for
+from tests.helpers import agent, task, wait_for
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

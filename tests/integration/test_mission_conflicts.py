@@ -12,9 +12,7 @@ import ray
 from actors import MISSION_NAMESPACE, follow, start_mission
 from controlplane import parse_mission
 from memory import Conflict
-
-from _missions import agent, task
-from conftest import wait_for
+from tests.helpers import agent, supervisor_token, task, wait_for
 
 TOOLS = {"tools": ["memory.post", "memory.search"]}
 VIEWS = {"a": "Launch in May", "b": "Launch in October", "c": "Launch in May as well", "d": "Launch in late May"}
@@ -45,7 +43,7 @@ def test_supervisor_settles_a_reported_conflict_and_records_why(router, policy, 
     try:
         wait_for(lambda: _findings_posted(handle), timeout_s=300, what="the four findings")
         memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)
-        entries = ray.get(memory.list.remote(namespace="shared", as_agent="supervisor",
+        entries = ray.get(memory.list.remote(namespace="shared", token=supervisor_token(mission_id),
                                              filters={"topic": "launch-date"}))
         posted = {e.agent_id: e for e in entries}
         assert sorted(posted) == ["a", "b", "c", "d"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from actors import follow, start_mission
-from controlplane import load_mission
 from actors._cluster import read_capacity
+from controlplane import load_mission
 from controlplane._core.placement import check_resources
 
 MISSION = Path(__file__).parents[2] / "missions" / "testing" / "scripted_gpus.yaml"

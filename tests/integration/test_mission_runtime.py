@@ -6,13 +6,12 @@ import pytest
 
 from controlplane import AgentSpec, TaskSpec
 from controlplane._core.prompts import build_messages
-
-from _missions import agent, by_id, run, task
+from tests.helpers import agent, by_id, run_mission, task
 
 
 def test_independent_tasks_run_in_parallel_across_agents(router):
     fan = [task(f"w{i}", f"a{i}") for i in range(4)]
-    result = run(router, {"agents": [agent(f"a{i}", model="scripted-slow") for i in range(4)],
+    result = run_mission(router, {"agents": [agent(f"a{i}", model="scripted-slow") for i in range(4)],
                           "tasks": fan + [task("join", "a0", deps=tuple(f"w{i}" for i in range(4)))]})
     assert result["status"] == "succeeded", result["reason"]
     tasks = by_id(result)
@@ -27,7 +26,7 @@ def test_independent_tasks_run_in_parallel_across_agents(router):
 def test_max_concurrency_runs_tasks_side_by_side_on_one_agent(router):
     data = {"agents": [agent("solo", model="scripted-slow", max_concurrency=3)],
             "tasks": [task(f"t{i}", "solo") for i in range(3)]}
-    tasks = by_id(run(router, data)).values()
+    tasks = by_id(run_mission(router, data)).values()
     assert max(t["started_at"] for t in tasks) < min(t["ended_at"] for t in tasks)
 
 
@@ -35,7 +34,7 @@ def test_dependency_results_reach_the_dependent_prompt(router):
     data = {"agents": [agent("a"), agent("b")],
             "tasks": [task("first", "a", "What is the capital of France?"),
                       task("second", "b", "Use the earlier answer", deps=("first",))]}
-    result = run(router, data)
+    result = run_mission(router, data)
     tasks = by_id(result)
     assert tasks["first"]["output"] == "Paris"
     # The scripted engine counts prompt words; the dependent's prompt must hold the dependency's result.
@@ -50,7 +49,7 @@ def test_timeouts_retry_with_backoff_then_the_fallback_agent_takes_over(router):
     data = {"agents": [agent("slow", model="scripted-slow"), agent("quick")],
             "policies": {"retry_backoff_s": 0.05},
             "tasks": [task("t", "slow", timeout_s=0.1, retries=1, fallback_agent="quick")]}
-    result = run(router, data)
+    result = run_mission(router, data)
     t = by_id(result)["t"]
     assert result["status"] == "succeeded"
     assert (t["agent"], t["status"]) == ("quick", "succeeded")
@@ -66,7 +65,7 @@ def test_timeouts_retry_with_backoff_then_the_fallback_agent_takes_over(router):
 def test_a_bad_request_is_not_retried_and_goes_to_the_fallback(router):
     data = {"agents": [agent("broken", model="no-such-model"), agent("ok")],
             "tasks": [task("t", "broken", retries=3, fallback_agent="ok")]}
-    t = by_id(run(router, data))["t"]
+    t = by_id(run_mission(router, data))["t"]
     assert (t["status"], t["agent"], t["attempts"]) == ("succeeded", "ok", 2)
 
 
@@ -74,7 +73,7 @@ def test_skip_dependents_policy_keeps_the_rest_of_the_mission_going(router):
     data = {"agents": [agent("broken", model="no-such-model"), agent("ok")],
             "policies": {"on_failure": "skip_dependents"},
             "tasks": [task("bad", "broken", retries=0), task("after", "ok", deps=("bad",)), task("side", "ok")]}
-    result = run(router, data)
+    result = run_mission(router, data)
     tasks = by_id(result)
     assert result["status"] == "failed"
     assert {k: v["status"] for k, v in tasks.items()} == {"bad": "failed", "after": "skipped", "side": "succeeded"}
@@ -85,7 +84,7 @@ def test_fail_mission_policy_stops_and_keeps_partial_results(router):
     data = {"agents": [agent("broken", model="no-such-model"), agent("ok")],
             "tasks": [task("good", "ok"), task("bad", "broken", retries=0, deps=("good",)),
                       task("never", "ok", deps=("bad",))]}
-    result = run(router, data)
+    result = run_mission(router, data)
     tasks = by_id(result)
     assert result["status"] == "failed" and "'bad' failed" in result["reason"]
     assert tasks["good"]["status"] == "succeeded" and tasks["good"]["output"]
@@ -95,7 +94,7 @@ def test_fail_mission_policy_stops_and_keeps_partial_results(router):
 def test_a_budget_stops_the_mission_gracefully_with_partial_results(router):
     data = {"agents": [agent("a")], "budgets": {"max_llm_calls": 2},
             "tasks": [task("t1", "a"), task("t2", "a", deps=("t1",)), task("t3", "a", deps=("t2",))]}
-    result = run(router, data)
+    result = run_mission(router, data)
     tasks = by_id(result)
     assert result["status"] == "budget_exceeded" and "max_llm_calls" in result["reason"]
     assert [tasks[t]["status"] for t in ("t1", "t2", "t3")] == ["succeeded", "succeeded", "cancelled"]
@@ -105,14 +104,14 @@ def test_a_budget_stops_the_mission_gracefully_with_partial_results(router):
 def test_structured_output_is_parsed_json(router):
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     data = {"agents": [agent("a")], "tasks": [task("t", "a", "json please", expected_output=schema)]}
-    assert by_id(run(router, data))["t"]["output"] == {"answer": "yes"}
+    assert by_id(run_mission(router, data))["t"]["output"] == {"answer": "yes"}
 
 
 def test_auto_plan_falls_back_and_says_so_when_the_planner_answer_is_unusable(router):
     # The scripted engine answers a JSON-schema call with {} (no rule matches): the plan must be repaired.
     data = {"agents": [agent("a", role="researcher"), agent("b", role="writer")], "tasks": [], "plan": "auto",
             "planner": {"model": "scripted", "max_tasks": 4}}
-    result = run(router, data)
+    result = run_mission(router, data)
     assert result["status"] == "succeeded"
     assert result["plan"]["fallback"] and any("unusable" in r for r in result["plan"]["repairs"])
     assert [t["id"] for t in result["tasks"]] == ["t1", "t2"] and result["tasks"][1]["depends_on"] == ["t1"]
@@ -122,7 +121,7 @@ def test_auto_plan_falls_back_and_says_so_when_the_planner_answer_is_unusable(ro
 
 @pytest.mark.parametrize("count", [2])
 def test_every_transition_is_one_event_in_order(router, count):
-    result = run(router, {"agents": [agent("a")], "tasks": [task(f"t{i}", "a") for i in range(count)]})
+    result = run_mission(router, {"agents": [agent("a")], "tasks": [task(f"t{i}", "a") for i in range(count)]})
     events = result["events"]
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert events[0]["status"] == "starting" and events[-1]["status"] == "succeeded"

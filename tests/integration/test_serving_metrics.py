@@ -4,15 +4,15 @@ import asyncio
 
 import httpx
 
-from serving import ChatMessage, ChatRequest, Identity
-from tests.integration.conftest import wait_for
+from serving import ChatMessage, ChatRequest
+from tests.helpers import agent_token, wait_for
 
 
 def test_usage_reaches_ray_metrics(router):
     import ray
 
     request = ChatRequest(model="scripted", max_tokens=8, messages=[ChatMessage(role="user", content="one two")],
-                          identity=Identity(mission_id="it-metrics", agent_id="counter"))
+                          token=agent_token("it-metrics", "counter"))
     asyncio.run(router.chat(request))
     port = ray._private.worker.global_worker.node.metrics_export_port
 

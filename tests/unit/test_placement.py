@@ -107,8 +107,9 @@ def test_node_types_come_from_the_autoscaler_config_without_the_head():
 
 
 def test_the_projects_cluster_yaml_lets_a_mission_ask_for_four_gpus():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     config = yaml.safe_load((Path(__file__).parents[2] / "cluster.yaml").read_text())
     head = config["available_node_types"][config["head_node_type"]]["resources"]

@@ -2,8 +2,7 @@ import json
 
 from controlplane import AgentSpec
 from controlplane._core.dag import Dag
-from controlplane._core.planner import plan_schema, repair_plan
-from controlplane._core.planner import planner_messages
+from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 
 AGENTS = [AgentSpec(name="res", role="researcher"), AgentSpec(name="wri", role="writer"),
           AgentSpec(name="edi", role="editor")]

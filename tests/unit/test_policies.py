@@ -1,5 +1,11 @@
-from controlplane._core.conflicts import (Finding, backoff_s, decide_majority, decide_priority, decide_resolver,
-                                    resolver_task)
+from controlplane._core.conflicts import (
+    Finding,
+    backoff_s,
+    decide_majority,
+    decide_priority,
+    decide_resolver,
+    resolver_task,
+)
 
 OLD = Finding(agent="researcher", role="market researcher", text="Launch in May")
 NEW = Finding(agent="legal", role="legal reviewer", text="Launch in October")

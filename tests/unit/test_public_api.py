@@ -14,20 +14,21 @@ PUBLIC = {
         "AccessDenied", "AgentSpec", "BackpressureError", "BudgetExceeded", "ControlPlaneError", "MissionNotFound",
         "MissionSpec", "ReplicaUnavailable", "SetupError", "SpecError", "TaskSpec", "load_mission", "parse_mission"],
     "controlplane.config": [
-        "AgentSpec", "BreakerSpec", "Budgets", "ConflictPolicy", "LimitSpec", "MemoryAccess", "MemoryConfig",
+        "AgentBudget", "AgentSpec", "AuthSpec", "BreakerSpec", "Budgets", "ConflictPolicy", "LimitSpec", "MemoryAccess",
+        "MemoryConfig",
         "MissionLimitSpec", "MissionSpec", "OpenAIModelSpec", "PlannerSpec", "Policies", "ReplicaSpec", "Resources",
         "RouterSpec", "ScriptedModelSpec", "ScriptedRule", "ServingConfig", "TaskSpec", "VLLMModelSpec",
         "load_mission", "parse_mission", "parse_serving_config"],
     "controlplane.cli": ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"],
     "serving": [
         "ChatMessage", "ChatRequest", "ChatResult", "Identity", "RouterClient", "Usage", "app_builder", "build_app",
-        "deploy", "load_serving_config"],
+        "deploy", "load_serving_config", "mission_tokens"],
     "memory": [
         "CONFLICT_TOPIC", "Conflict", "Entry", "Hit", "Judge", "MemoryActor", "MemoryConfig", "NewEntry",
         "PostEvent", "Receipt", "RouterJudge", "SearchFilters", "Verdict", "start_memory_actor"],
     "actors": [
-        "AgentActor", "MISSION_NAMESPACE", "SupervisorActor", "find_supervisor", "follow", "new_mission_id",
-        "running_missions", "start_mission"],
+        "AgentActor", "MISSION_NAMESPACE", "SupervisorActor", "approvals", "approve", "deny", "find_supervisor",
+        "follow", "new_mission_id", "running_missions", "start_mission", "stop_all"],
 }
 
 

@@ -9,19 +9,23 @@ def result():
             "tokens": {"prompt": 5, "completion": 7}, "started_at": 10.0, "ended_at": 12.5, "depends_on": []}
     failed = dict(task, id="b", status="failed", output=None, error="boom", attempts=1)
     return {"mission_id": "m-1", "goal": "g", "status": "failed", "reason": "task 'b' failed", "wall_s": 3.0,
-            "tasks": [task, failed], "usage": {"tokens": 24, "llm_calls": 3},
+            "tasks": [task, failed], "usage": {"tokens": 30, "usd": 0.25, "llm_calls": 3,
+                                                      "by_agent": {"w": {"tokens": 30, "usd": 0.25}}},
             "control_plane": {"tokens": 0, "llm_calls": 0},
             "conflicts": [{"topic": "date", "policy": "priority", "winner": "w", "reason": "ranks above"}],
             "plan": {"repairs": ["removed self-dependency"]}}
 
 
 def test_run_dir_has_result_events_and_report(tmp_path):
-    out = write_run_dir(tmp_path, result(), [{"seq": 0, "status": "running"}, {"seq": 1, "status": "failed"}])
+    events = [{"seq": 0, "time_s": 10.0, "kind": "task", "task": "b", "status": "running", "agent": "w", "attempt": 1},
+              {"seq": 1, "time_s": 11.0, "kind": "task", "task": "b", "status": "failed", "agent": "w", "attempt": 1}]
+    out = write_run_dir(tmp_path, result(), events)
     assert out == tmp_path / "m-1"
     assert json.loads((out / "result.json").read_text())["tasks"][0]["output"] == {"k": 1}
     assert [json.loads(line)["seq"] for line in (out / "events.jsonl").read_text().splitlines()] == [0, 1]
     report = (out / "report.md").read_text()
-    assert "| w | 2 | 24 | 5.0 |" in report  # per-agent tokens and busy time
+    assert "| w | 2 | 30 | 0.2500 | 5.0 |" in report  # tokens and USD the router charged, busy time
+    assert "30 ($0.2500) in 3 model calls" in report
     assert "_failed: boom_" in report and "removed self-dependency" in report and "ranks above" in report
 
 

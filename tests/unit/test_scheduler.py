@@ -1,8 +1,9 @@
+import pytest
+
 from controlplane._core.events import EventLog, MissionStatus, TaskStatus
 from controlplane._core.scheduler import Scheduler
 from controlplane.config.mission import parse_mission
-
-from _mission_data import mission
+from tests.helpers import mission
 
 
 def make(data=None):
@@ -143,3 +144,37 @@ def test_max_new_limits_dispatch():
     sched, _ = make(fan(5, agents=3))
     ok(sched, sched.dispatch(0)[0], 1)
     assert len(sched.dispatch(1, max_new=2)) == 2
+
+
+def test_a_delegated_task_joins_the_running_dag_and_is_dispatched():
+    from controlplane.config import TaskSpec
+
+    log = EventLog("m")
+    sched = Scheduler([TaskSpec(id="parent", description="p", agent="writer")],
+                      parse_mission(mission()).agents, parse_mission(mission()).policies, log, 0.0)
+    (first,) = sched.dispatch(0.0)
+    child = TaskSpec(id="parent.d1", description="fix the tagline", role="reviewer")
+    sched.add_task(child, delegated_by="parent", now_s=1.0)
+    (second,) = sched.dispatch(1.0)
+    assert (second.task, second.agent) == ("parent.d1", "checker")
+    assert sched.tasks["parent.d1"].to_dict()["delegated_by"] == "parent"
+    assert not sched.finished
+    sched.on_success("parent.d1", 1, {"output": "done"}, 2.0)
+    sched.on_success("parent", 1, {"output": "ok"}, 3.0)
+    assert sched.finished and sched.status() == MissionStatus.SUCCEEDED
+    with pytest.raises(ValueError, match="already in the mission"):
+        sched.add_task(child, delegated_by="parent", now_s=4.0)
+    with pytest.raises(ValueError, match="no agent serves"):
+        sched.add_task(TaskSpec(id="x", description="x", role="ghost"), delegated_by="parent", now_s=4.0)
+
+
+def test_a_task_result_shows_its_loop_transcript_and_call_counts():
+    sched, _ = make()
+    a = sched.dispatch(0.0)[0]
+    loop = {"steps": 2, "tool_calls": 1, "stop_cause": None,
+            "tool_records": [{"tool": "calculator", "status": "ok", "arguments_digest": "ab12"}]}
+    assert sched.on_success(a.task, a.attempt, {"output": {"n": 2}, "model_calls": 2, "tool_calls": 1,
+                                                "loop": loop}, 1.0)
+    record = sched.tasks[a.task].to_dict()
+    assert (record["model_calls"], record["tool_calls"]) == (2, 1)
+    assert record["loop"]["tool_records"][0]["tool"] == "calculator"

@@ -4,10 +4,24 @@ per-task cost grow with the mission): they always equal a recount of the records
 from collections import Counter
 
 from controlplane._core.events import EventLog, MissionStatus
+from controlplane._core.mission_log import make_record
+from controlplane._core.recovery import rebuild_scheduler, replay
 from controlplane._core.scheduler import Scheduler
-from controlplane.config.mission import parse_mission
+from controlplane._logfile import DurableEventLog
+from controlplane.config.mission import TaskSpec, parse_mission
+from tests.helpers import mission
 
-from _mission_data import mission
+
+class ListWriter:
+    """The mission log's writer over a list."""
+
+    def __init__(self):
+        self.records = []
+
+    def append(self, kind, data, *, actor=None, time_s=None, commit=None, wait=True):
+        self.records.append(make_record(self.records[-1] if self.records else None, time_s=time_s or 0.0,
+                                        actor=actor or "supervisor", kind=kind, data=data))
+        return self.records[-1]
 
 
 def recount(sched):
@@ -35,3 +49,18 @@ def test_counts_follow_every_transition():
     assert all(steps) and sched.counts()["failed"] == 1 and sched.counts()["skipped"] == 1
     sched.stop(MissionStatus.CANCELLED, "stop", 9.0)
     assert sched.counts() == recount(sched)
+
+
+def test_counts_hold_for_delegated_tasks_and_after_a_resume():
+    spec = parse_mission(mission(tasks=[{"id": "a", "description": "d", "agent": "writer"},
+                                        {"id": "b", "description": "d", "agent": "checker", "depends_on": ["a"]}]))
+    log = DurableEventLog("m", ListWriter())
+    sched = Scheduler(spec.tasks, spec.agents, spec.policies, log, now_s=0.0)
+    a = sched.dispatch(1.0)[0]
+    sched.add_task(TaskSpec(id="extra", description="d", agent="checker"), delegated_by="a", now_s=1.5)
+    assert sched.counts() == recount(sched) and sched.counts()["ready"] == 1
+    sched.on_success(a.task, a.attempt, {"output": "x"}, 2.0)
+    assert sched.counts() == recount(sched)
+    state = replay(log.writer.records)  # a restarted supervisor rebuilds from the log: b and extra ready, a done
+    resumed, _ = rebuild_scheduler(state, state.task_specs(spec.tasks), spec.agents, spec.policies, EventLog("m"), 3.0)
+    assert resumed.counts() == recount(resumed) and resumed.counts()["ready"] == 2

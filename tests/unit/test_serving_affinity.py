@@ -3,7 +3,7 @@
 import random
 from collections import Counter
 
-from serving._affinity import choose, prefix_key, preferred
+from serving._affinity import choose, preferred, prefix_key
 
 REPLICAS = ["r1", "r2", "r3", "r4"]
 

@@ -8,3 +8,19 @@ def test_router_client_pickles_by_app_name():
 
     client = pickle.loads(pickle.dumps(serving.RouterClient("my-app")))
     assert client.app_name == "my-app"
+
+
+def test_a_remote_backends_api_key_never_travels_in_the_routers_runtime_env(monkeypatch, tmp_path):
+    from controlplane.config import ServingConfig
+    from serving._secrets import ROOT_SECRET_ENV
+
+    monkeypatch.setenv("CP_UNIT_REMOTE_KEY", "sk-do-not-ship")
+    monkeypatch.setenv(ROOT_SECRET_ENV, str(tmp_path / "root_secret"))
+    config = ServingConfig.model_validate({"models": {"gpt": {
+        "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "remote_model": "x",
+        "api_key_env": "CP_UNIT_REMOTE_KEY"}}})
+    app = serving.build_app(config)
+    env = app._bound_deployment.ray_actor_options["runtime_env"]["env_vars"]
+    assert "sk-do-not-ship" not in repr(app._bound_deployment.init_args) + repr(env)
+    assert env[ROOT_SECRET_ENV] == str(tmp_path / "root_secret")  # paths travel, secrets do not
+    assert "CP_UNIT_REMOTE_KEY" not in env

@@ -4,8 +4,8 @@ import pytest
 
 from controlplane import SetupError, SpecError
 from controlplane.config import ServingConfig
-from serving import load_serving_config
 from controlplane.config.serving import parse_serving_config
+from serving import load_serving_config
 
 
 def test_shipped_default_is_the_default_model_on_vllm():
@@ -55,3 +55,19 @@ def test_fractional_gpu_needs_a_matching_memory_fraction():
     config = parse_serving_config({"models": {"a": {"kind": "vllm", "gpu_memory_utilization": 0.45,
                                                     "replicas": {"num_gpus": 0.5}}}})
     assert config.models["a"].replicas.num_gpus == 0.5
+
+
+def test_tool_style_defaults_per_kind_and_native_vllm_needs_a_parser():
+    config = parse_serving_config({"models": {
+        "plain": {"kind": "vllm"}, "parsed": {"kind": "vllm", "tool_call_parser": "hermes"},
+        "script": {"kind": "scripted"}, "api": {"kind": "openai", "base_url": "http://x/v1", "remote_model": "m"}}})
+    assert {name: spec.tool_style for name, spec in config.models.items()} == {
+        "plain": "constrained", "parsed": "native", "script": "constrained", "api": "native"}
+    with pytest.raises(SpecError, match="tool_call_parser"):
+        parse_serving_config({"models": {"m": {"kind": "vllm", "tool_style": "native"}}})
+
+
+def test_a_scripted_rule_replies_with_exactly_one_of_text_and_tool_call():
+    rule = {"match": "x", "text": "t", "tool_call": {"name": "f"}}
+    with pytest.raises(SpecError, match="exactly one of text and tool_call"):
+        parse_serving_config({"models": {"m": {"kind": "scripted", "replies": [rule]}}})

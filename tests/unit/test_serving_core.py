@@ -87,10 +87,10 @@ def test_client_errors_do_not_open_the_breaker():
     assert core.breaker_state("main") == "closed"
 
 
-def test_timeout_is_a_backend_failure():
-    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend(delay_s=1.0)})
+def test_the_routers_own_timeout_is_a_backend_failure():
+    core = RouterCore(config(request_timeout_s=0.05), {"main": FakeBackend(), "spare": FakeBackend(delay_s=1.0)})
     with pytest.raises(ReplicaUnavailable, match="timeout_s=0.05"):
-        asyncio.run(run(core, call(model="spare", timeout_s=0.05)))
+        asyncio.run(run(core, call(model="spare")))
     assert core.ledger.snapshot()[0]["errors"] == 1
 
 
@@ -105,11 +105,18 @@ def test_no_fallback_and_breaker_open_fails_fast():
 
 def test_mission_budget_hard_cap():
     core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()})
-    core.set_mission_budget("m", 30)
+    core.set_budget("m", max_tokens=60)
     ident = Identity(mission_id="m")
-    asyncio.run(run(core, call(identity=ident)))  # estimated 12 + 10, used 9
+    asyncio.run(run(core, call(identity=ident)))  # worst case 5 + 8 + 32 + 10 = 55, used 9
     with pytest.raises(BudgetExceeded):
-        asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 22 > 30
+        asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 45 + 20 > 60
+
+
+def test_a_hard_cap_is_refused_with_several_router_replicas_that_would_not_all_know_it():
+    core = RouterCore(config(replicas=3), {"main": FakeBackend(), "spare": FakeBackend()})
+    with pytest.raises(SpecError, match="router.replicas: 3 .*bind only the one router replica"):
+        core.set_budget("m", "a", max_usd=1.0)
+    core.set_budget("m", max_tokens=None)  # uncapped is the same on every replica
 
 
 def test_agent_rpm_limit():
@@ -135,3 +142,18 @@ def test_a_backend_429_is_backpressure_with_its_retry_after():
         asyncio.run(run(core, call()))
     assert info.value.retry_after_s == 7.0
     assert core.breaker_state("main") == "closed"
+
+
+def test_an_api_keys_rpm_is_one_more_admission_scope_across_its_agents():
+    from serving._keys import KeyScope
+
+    now = [0.0]
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()}, clock=lambda: now[0])
+    key = KeyScope(id="k1", name="ci", kind="team", scope_id="team", rpm=2, created_at_s=0.0)
+    for agent in ("a", "b"):  # two agents of the key: the key's limit is shared
+        asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id=agent), key=key)))
+    with pytest.raises(BackpressureError, match="key:k1 is over its rpm=2"):
+        asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"), key=key)))
+    asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"))))  # the same agent, no key
+    now[0] = 30.0  # a minute's rpm refills evenly: one more call after 30 s
+    asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"), key=key)))

@@ -5,19 +5,24 @@ import json
 import pytest
 
 from controlplane import BackpressureError, ReplicaUnavailable, SpecError
-from serving._http import ChatBody, CompletionBody, error_from_exception, parse_body, to_call
+from controlplane.errors import AccessDenied, IdentityError, ScopeDenied
+from serving._http import ChatBody, CompletionBody, credentials, error_from_exception, parse_body, to_call
+from serving._types import Identity
+
+WHO = Identity(mission_id="m1", agent_id="writer")
 
 
 def body(**fields) -> bytes:
     return json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}).encode()
 
 
-def test_identity_from_headers_beats_body_fields_and_defaults_apply():
-    parsed = parse_body(body(mission_id="body-m", agent_id="body-a"), ChatBody)
-    call = to_call(parsed, {"x-mission-id": "hdr-m", "x-priority": "control"}, 256)
-    assert (call.identity.mission_id, call.identity.agent_id, call.identity.priority) == ("hdr-m", "body-a", "control")
-    assert to_call(parse_body(body(), ChatBody), {}, 256).identity.mission_id == "default"
-    assert call.body["max_tokens"] == 256
+def test_narrowing_asks_come_from_headers_then_body_fields_and_the_call_takes_the_credentials_identity():
+    parsed = parse_body(body(mission_id="body-m", agent_id="body-a", priority="bulk"), ChatBody)
+    asks = credentials({"authorization": "Bearer cp-x", "x-mission-id": "hdr-m"}, parsed)
+    assert asks == {"authorization": "Bearer cp-x", "x-mission-id": "hdr-m", "x-agent-id": "body-a",
+                    "x-priority": "bulk"}
+    call = to_call(parsed, WHO, 256)
+    assert call.identity == WHO and call.body["max_tokens"] == 256 and call.key is None
 
 
 @pytest.mark.parametrize(("raw", "field"), [
@@ -40,13 +45,13 @@ def test_malformed_bodies_name_the_field(raw, field):
 def test_guided_decoding_fields_are_passed_through():
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
     rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-    assert to_call(parse_body(body(response_format=rf), ChatBody), {}, 8).body["json_schema"] == schema
-    call = to_call(parse_body(body(structured_outputs={"choice": ["yes", "no"]}), ChatBody), {}, 8)
+    assert to_call(parse_body(body(response_format=rf), ChatBody), WHO, 8).body["json_schema"] == schema
+    call = to_call(parse_body(body(structured_outputs={"choice": ["yes", "no"]}), ChatBody), WHO, 8)
     assert call.body["choice"] == ["yes", "no"]
 
 
 def test_completion_body_keeps_the_prompt():
-    call = to_call(parse_body(json.dumps({"model": "m", "prompt": "Once"}).encode(), CompletionBody), {}, 8)
+    call = to_call(parse_body(json.dumps({"model": "m", "prompt": "Once"}).encode(), CompletionBody), WHO, 8)
     assert call.body["prompt"] == "Once" and "messages" not in call.body
 
 
@@ -58,7 +63,16 @@ def test_error_statuses():
     assert error_from_exception(ReplicaUnavailable(model="m", why="down")).status_code == 503
 
 
+def test_a_missing_or_bad_credential_is_401_with_a_bearer_challenge_and_a_scope_breach_is_403():
+    refused = error_from_exception(IdentityError(why="no key", fix="send one"))
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert json.loads(refused.body)["error"]["type"] == "authentication_error"
+    for error in (ScopeDenied(why="x-agent-id outside", fix="f"), AccessDenied(agent="a", resource="r", granted=[])):
+        denied = error_from_exception(error)
+        assert denied.status_code == 403 and json.loads(denied.body)["error"]["type"] == "permission_error"
+
+
 def test_bad_priority_header_names_the_header():
     with pytest.raises(SpecError, match="x-priority header") as info:
-        to_call(parse_body(body(), ChatBody), {"x-priority": "urgent"}, 8)
+        credentials({"x-priority": "urgent"}, parse_body(body(), ChatBody))
     assert info.value.value == "urgent"

@@ -51,3 +51,24 @@ def test_model_cache_moves_with_the_environment(setup_module, monkeypatch, tmp_p
 
     with pytest.raises(SetupError, match="not in the cache.*make setup"):
         default_model_path()
+
+
+def test_browser_install_is_skipped_when_present_and_explained_without_root(setup_module, monkeypatch, tmp_path,
+                                                                            capsys):
+    calls = []
+    monkeypatch.setattr(setup_module, "run", lambda step, command, fix, **kw: calls.append(command))
+    present = tmp_path / "present"
+    present.touch()
+    monkeypatch.setattr(setup_module, "BROWSER_PACKAGES", {"chromium": present, "chromium-driver": present})
+    setup_module.install_browser()
+    assert calls == []
+
+    monkeypatch.setattr(setup_module, "BROWSER_PACKAGES", {"chromium": present, "chromium-driver": tmp_path / "no"})
+    monkeypatch.setattr(setup_module.os, "geteuid", lambda: 1000)
+    setup_module.install_browser()
+    assert calls == [] and "sudo apt-get install -y chromium-driver" in capsys.readouterr().out
+
+    monkeypatch.setattr(setup_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(setup_module.shutil, "which", lambda name: "/usr/bin/apt-get")
+    setup_module.install_browser()
+    assert calls == [["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium-driver"]]

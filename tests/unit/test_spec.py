@@ -2,10 +2,9 @@ import pytest
 import yaml
 
 from controlplane import MissionSpec, SpecError, load_mission
-from controlplane.config.mission import parse_mission, yaml_path
 from controlplane._core.placement import ClusterCapacity, check_resources
-
-from _mission_data import mission
+from controlplane.config.mission import parse_mission, yaml_path
+from tests.helpers import mission
 
 
 def _with(path, value):
@@ -107,3 +106,26 @@ def test_yaml_path_labels_list_items():
     data = mission()
     assert yaml_path(("agents", 1, "resources", "num_gpus"), data) == "agents[1](checker).resources.num_gpus"
     assert yaml_path((), data) == "<top level>"
+
+
+@pytest.mark.parametrize("name", ["supervisor", "planner", "control-plane", "memory-judge"])
+def test_a_reserved_agent_name_is_a_spec_error_naming_the_value_why_and_the_fix(name):
+    data = _with(("agents", 1, "name"), name)
+    data["tasks"][1] = {**data["tasks"][1], "role": None, "agent": name}
+    with pytest.raises(SpecError) as info:
+        parse_mission(data, source="m.yaml")
+    error = info.value
+    assert error.where == "m.yaml: agents[1].name" or error.where.startswith(f"m.yaml: agents[1]({name}).name")
+    assert error.value == name and "reserved for the control plane" in error.why
+    assert "rename the agent" in error.fix
+
+
+def test_per_agent_and_usd_budgets():
+    spec = parse_mission(mission(budgets={"max_tokens": 1000, "max_usd": 0.5},
+                                 agents=[{"name": "writer", "role": "copywriter", "budget": {"max_usd": 0.1}},
+                                         {"name": "checker", "role": "reviewer"},
+                                         {"name": "checker2", "role": "reviewer"}]))
+    assert (spec.budgets.max_tokens, spec.budgets.max_usd) == (1000, 0.5)
+    assert spec.agent("writer").budget.max_usd == 0.1 and spec.agent("checker").budget is None
+    with pytest.raises(SpecError, match=r"budget\.max_tokens"):
+        parse_mission(_with(("agents", 0, "budget"), {"max_tokens": 0}))

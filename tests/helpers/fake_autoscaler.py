@@ -5,9 +5,9 @@ this machine), on its own ports and temp dir, stopped by killing only its own pr
 `ray stop --force`, which would stop every Ray on the machine). Used by the autoscaler test and by
 benchmarks/bench_scale.py; run as a script it is the driver side of a measurement:
 
-    python _fake_autoscaler.py measure ADDRESS        # GPU actors -> seconds until fake GPU nodes serve them,
+    python fake_autoscaler.py measure ADDRESS         # GPU actors -> seconds until fake GPU nodes serve them,
                                                       # then seconds until the idle nodes are gone (JSON)
-    python _fake_autoscaler.py wait-gone ADDRESS T    # wall time at which no GPU node is left (JSON)
+    python fake_autoscaler.py wait-gone ADDRESS T     # wall time at which no GPU node is left (JSON)
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def fake_autoscaling_cluster(work_dir: Path, *, head_resources: dict[str, float]
     """Start the cluster (head: 2 CPUs, no GPU), yield it, then stop its processes (and only those)."""
     import ray._private.services as services
 
-    from conftest import free_port
+    from tests.helpers import free_port
 
     temp_dir = f"/tmp/cpfake-{uuid.uuid4().hex[:6]}"
     port = free_port()

@@ -1,0 +1,141 @@
+"""The mission's MCP servers, held by one actor: started once at mission start, stopped at its end, whatever
+the outcome. Agents call their tools through it as `<server>.<tool>`. Uses the official `mcp` SDK (2.x)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import ray
+
+from controlplane._core.tools import ToolSpec
+from controlplane.config._tools import McpServerDecl
+from controlplane.errors import SpecError, ToolError
+
+logger = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 10.0
+
+
+class McpConnection:
+    """One server's client session, held open by its own task (the SDK's cancel scopes must be entered and
+    left in one task)."""
+
+    def __init__(self, decl: McpServerDecl) -> None:
+        self.decl = decl
+        self.client: Any = None
+        self.tools: list[Any] = []
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Connect and list the tools; SpecError naming the server when it does not start in time."""
+        self._task = asyncio.create_task(self._hold())
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, timeout=self.decl.startup_timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            if not self.tools:
+                await self.stop()
+                raise self._failed("it lists no tools", "give the server at least one tool, or remove it")
+            return
+        ready.cancel()
+        if self._task in done:
+            error = self._task.exception()
+            raise self._failed(f"it did not start ({type(error).__name__}: {error})",
+                               "check the command (or URL), run it by hand to see its error")
+        await self.stop()
+        raise self._failed(f"it did not list its tools within startup_timeout_s={self.decl.startup_timeout_s:g}",
+                           "check that it speaks MCP on this transport, or raise startup_timeout_s")
+
+    async def _hold(self) -> None:
+        from mcp import Client
+
+        async with Client(self._target()) as client:
+            self.client = client
+            self.tools = list((await client.list_tools()).tools)
+            self._ready.set()
+            await self._stop.wait()
+
+    def _target(self) -> Any:
+        if self.decl.url is not None:
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            return streamable_http_client(self.decl.url, http_client=httpx2.AsyncClient(headers=self.decl.headers))
+        from mcp import StdioServerParameters
+
+        return StdioServerParameters(command=_program(self.decl.command or ""), args=list(self.decl.args),
+                                     env=dict(self.decl.env) or None)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._task, STOP_TIMEOUT_S)
+        except BaseException:  # a server that will not stop is cut off; the mission's end must not hang on it
+            self._task.cancel()
+
+    def _failed(self, why: str, fix: str) -> SpecError:
+        return SpecError(where=f"mcp_servers({self.decl.name})", value=self.decl.command or self.decl.url,
+                         why=f"MCP server {self.decl.name!r}: {why}", fix=fix)
+
+
+def tool_spec(decl: McpServerDecl, tool: Any) -> ToolSpec:
+    return ToolSpec(name=f"{decl.name}.{tool.name}", description=tool.description or "",
+                    parameters=dict(tool.input_schema or {"type": "object", "properties": {}}),
+                    timeout_s=decl.timeout_s, approval=decl.approval, side_effects=decl.side_effects,
+                    idempotent=not decl.side_effects, max_result_chars=decl.max_result_chars)
+
+
+@ray.remote(num_cpus=0)
+class McpHostActor:
+    """Holds the mission's MCP servers. `start` is all-or-nothing: a server that fails stops the others."""
+
+    def __init__(self, servers: list[McpServerDecl]) -> None:
+        self._connections = {decl.name: McpConnection(decl) for decl in servers}
+        self._specs: dict[str, ToolSpec] = {}
+
+    async def start(self) -> dict[str, ToolSpec]:
+        started: list[McpConnection] = []
+        try:
+            for connection in self._connections.values():
+                await connection.start()
+                started.append(connection)
+        except BaseException:
+            await asyncio.gather(*(c.stop() for c in started), return_exceptions=True)
+            raise
+        self._specs = {spec.name: spec for c in started for spec in (tool_spec(c.decl, t) for t in c.tools)}
+        return dict(self._specs)
+
+    async def tools(self) -> dict[str, ToolSpec]:
+        return dict(self._specs)
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+        server, tool = name.split(".", 1)
+        connection, spec = self._connections[server], self._specs[name]
+        try:
+            result = await asyncio.wait_for(connection.client.call_tool(tool, arguments), spec.timeout_s)
+        except TimeoutError:
+            raise ToolError(tool=name, why=f"the MCP call did not finish within timeout_s={spec.timeout_s:g}",
+                            fix="raise the server's timeout_s, or make the tool faster") from None
+        text = "\n".join(getattr(part, "text", "") for part in result.content or [])
+        if result.is_error:
+            raise ToolError(tool=name, why=text or "the server reported an error",
+                            fix="see the server's log; the model was told and may call it differently")
+        structured = result.structured_content
+        if isinstance(structured, dict) and set(structured) == {"result"}:
+            return structured["result"]
+        return structured if structured is not None else text
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop() for c in self._connections.values()), return_exceptions=True)
+
+
+def _program(command: str) -> str:
+    """`python`/`python3` is this interpreter, so a server written in Python sees the control plane's packages
+    (the `mcp` SDK) whether or not the virtualenv is on PATH."""
+    return sys.executable if command in ("python", "python3") else command

@@ -1,0 +1,227 @@
+"""Governance benchmark: what the identity check costs per router call, and whether a tight token cap holds
+against parallel tasks.
+
+1. identity_check_overhead_ms. Router calls to a zero-latency model with a capability token (verified: HMAC,
+   claims, expiry, priority narrowing) and without one (the router allows anonymous calls here, so nothing is
+   checked): the difference of the medians, median over the repetitions; the two paths alternate call by
+   call. The key is measured on the router's own call path (`RouterCore` and the router's `Authenticator`,
+   an in-process zero-latency backend), where the check runs. The same difference through Ray Serve's handle
+   API to a scripted zero-latency replica (concurrency 1) is `identity_check_overhead_ms_serve`: it adds the
+   token's bytes on the wire, but on a loaded 2-core machine its noise is larger than the check.
+2. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
+   with 0.2 s latency) against a mission cap of 600 tokens, run by the real supervisor, agents and router; the
+   router's charged tokens for the mission minus the cap (0 when under it), the maximum over the repetitions.
+   Baseline: the same mission without a cap, in the same run (`budget_uncapped_tokens`).
+
+    python benchmarks/bench_governance.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# -- settings -------------------------------------------------------------------------------------------
+IDENTITY_CALLS = {"quick": 300, "full": 1_000}
+"""Calls per path and repetition."""
+IN_ROUTER_CALLS = {"quick": 3_000, "full": 10_000}
+REPS = {"quick": 3, "full": 5}
+BUDGET_TASKS = 20
+BUDGET_CAP_TOKENS = 600
+APP_NAME = "bench-governance"
+TARGETS = {"identity_check_overhead_ms": ("<=", 0.2), "budget_overshoot_tokens": ("==", 0)}
+
+
+def serving_config(anonymous: bool) -> dict:
+    return {"router": {"auth": {"allow_anonymous": anonymous}, "agent": {"max_in_flight": 64}},
+            "models": {"zero": {"kind": "scripted", "latency_s": 0.0},
+                       "slow": {"kind": "scripted", "latency_s": 0.2}}}
+
+
+def request(token: str | None):
+    from serving import ChatMessage, ChatRequest
+
+    return ChatRequest(model="zero", max_tokens=8, token=token,
+                       messages=[ChatMessage(role="user", content="What is the capital of France?")])
+
+
+# -- 1. identity check ----------------------------------------------------------------------------------
+async def serve_path_ms(client, token: str, calls: int) -> tuple[float, float]:
+    """(p50 with the token, p50 without), alternating the two paths call by call."""
+    with_token, without = [], []
+    for n in range(2 * calls):
+        started = time.perf_counter()
+        await client.chat(request(token if n % 2 == 0 else None))
+        (with_token if n % 2 == 0 else without).append((time.perf_counter() - started) * 1e3)
+    return statistics.median(with_token), statistics.median(without)
+
+
+class ZeroBackend:
+    """An in-process model that answers at once: what is left of a call is the router's own path."""
+
+    async def stream(self, call, affinity_key):
+        yield {"delta": "Paris"}
+        yield {"done": True, "finish_reason": "stop", "prompt_tokens": 6, "completion_tokens": 1}
+
+
+async def in_router_ms(token: str, root: bytes, keys_file: str, calls: int) -> tuple[float, float]:
+    """(p50 with the token, p50 without) of RouterCore calls, the identity taken as the router replica does."""
+    from controlplane.config import ServingConfig
+    from serving._auth import Authenticator
+    from serving._core import Call, RouterCore
+    from serving._keys import ApiKeyStore
+
+    config = ServingConfig.model_validate(serving_config(anonymous=True))
+    core = RouterCore(config, {"zero": ZeroBackend(), "slow": ZeroBackend()})
+    door = Authenticator(root_secret=root, keys=ApiKeyStore(keys_file), allow_anonymous=True)
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
+    with_token, without = [], []
+    for n in range(2 * calls):
+        started = time.perf_counter()
+        identity = door.for_handle(token if n % 2 == 0 else None, None, now_s=time.time())
+        async for _ in core.stream(Call(model="zero", body=body, identity=identity)):
+            pass
+        (with_token if n % 2 == 0 else without).append((time.perf_counter() - started) * 1e3)
+    return statistics.median(with_token), statistics.median(without)
+
+
+def identity_figures(client, root: bytes, keys_file: str, mode: str) -> dict[str, float]:
+    from serving import mission_tokens
+
+    token = mission_tokens("bench-identity").agent("agent-1", now_s=time.time(), ttl_s=24 * 3600)
+    asyncio.run(serve_path_ms(client, token, 50))  # warm-up: handles, replicas, the ledger's rows
+    serve = [asyncio.run(serve_path_ms(client, token, IDENTITY_CALLS[mode])) for _ in range(REPS[mode])]
+    asyncio.run(in_router_ms(token, root, keys_file, 200))
+    inner = [asyncio.run(in_router_ms(token, root, keys_file, IN_ROUTER_CALLS[mode])) for _ in range(REPS[mode])]
+    return {"identity_check_overhead_ms": statistics.median(on - off for on, off in inner),
+            "router_call_p50_ms_token": statistics.median(on for on, _ in inner),
+            "router_call_p50_ms_anonymous": statistics.median(off for _, off in inner),
+            "identity_check_overhead_ms_serve": statistics.median(on - off for on, off in serve),
+            "serve_call_p50_ms_token": statistics.median(on for on, _ in serve),
+            "serve_call_p50_ms_anonymous": statistics.median(off for _, off in serve)}
+
+
+# -- 2. budget overshoot --------------------------------------------------------------------------------
+def budget_mission(cap: int | None) -> dict:
+    return {"name": "bench-budget", "goal": "Spend tokens in parallel",
+            "agents": [{"name": "crowd", "role": "worker", "model": "slow", "max_concurrency": BUDGET_TASKS,
+                        "max_tokens": 64, "tool_style": "native"}],  # no tools: the scripted reply is the answer
+            "budgets": {"max_tokens": cap} if cap else {},
+            "policies": {"retry_backoff_s": 0.05, "retry_backoff_max_s": 0.5},
+            "tasks": [{"id": f"t{i}", "agent": "crowd", "description": f"Write note {i}", "retries": 10}
+                      for i in range(BUDGET_TASKS)]}
+
+
+def run_budget_mission(client, cap: int | None, mission_id: str) -> tuple[int, str, int]:
+    """(tokens the router charged the mission, the mission's status, attempts that did not succeed: refused
+    by the budget, or cancelled when the mission stopped)."""
+    import ray
+
+    from actors import follow, start_mission
+    from controlplane import parse_mission
+
+    handle = start_mission(parse_mission(budget_mission(cap)), router=client, mission_id=mission_id)
+    try:
+        result = follow(handle, timeout_s=300)
+    finally:
+        ray.kill(handle)
+    rows = asyncio.run(client.usage(mission_id))
+    unsucceeded = sum(t["attempts"] for t in result["tasks"]) - sum(t["status"] == "succeeded" for t in result["tasks"])
+    return sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows), result["status"], unsucceeded
+
+
+def budget_figures(client, mode: str) -> dict[str, float | str]:
+    uncapped, capped = [], []
+    run_budget_mission(client, None, "bench-budget-warmup")
+    for rep in range(REPS[mode]):
+        uncapped.append(run_budget_mission(client, None, f"bench-budget-free-{rep}"))
+        capped.append(run_budget_mission(client, BUDGET_CAP_TOKENS, f"bench-budget-cap-{rep}"))
+    return {"budget_overshoot_tokens": max(max(0, charged - BUDGET_CAP_TOKENS) for charged, _, _ in capped),
+            "budget_cap_tokens": BUDGET_CAP_TOKENS,
+            "budget_charged_tokens_max": max(charged for charged, _, _ in capped),
+            "budget_uncapped_tokens": statistics.median(charged for charged, _, _ in uncapped),
+            "budget_unsucceeded_attempts_median": statistics.median(n for _, _, n in capped),
+            "budget_capped_status": ",".join(sorted({status for _, status, _ in capped}))}
+
+
+# -- main -----------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def met(key: str, value: float) -> bool:
+    op, target = TARGETS[key]
+    return value <= target if op == "<=" else value == target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls and repetitions (about 2 minutes)")
+    parser.add_argument("--json", metavar="PATH", help="write every figure as one flat JSON object")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    cores = os.cpu_count() or 1
+    print(f"bench_governance ({mode}): the router's call path with a zero-latency model (in process, and through "
+          f"the Ray Serve handle API) at concurrency 1 for the identity check; a scripted 0.2 s model for "
+          f"{BUDGET_TASKS} parallel tasks against a "
+          f"{BUDGET_CAP_TOKENS}-token cap; {cores} cores; GPU: none used; median of {REPS[mode]} reps after a warm-up",
+          flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        from serving._secrets import API_KEYS_ENV, ROOT_SECRET_ENV, load_or_create_root_secret
+
+        os.environ[ROOT_SECRET_ENV] = str(Path(folder) / "root_secret")  # before Ray starts: every process sees it
+        os.environ[API_KEYS_ENV] = keys_file = str(Path(folder) / "api_keys.json")
+        root = load_or_create_root_secret()
+
+        import ray
+        from ray import serve
+
+        from controlplane.config import ServingConfig
+        from serving import deploy
+
+        ray.init(num_cpus=max(16, cores), include_dashboard=False, log_to_driver=False, namespace=APP_NAME)
+        try:
+            client = deploy(ServingConfig.model_validate(serving_config(anonymous=True)), app_name=APP_NAME,
+                            http_port=free_port())
+            figures: dict[str, float | str | int | bool] = {}
+            figures.update(identity_figures(client, root, keys_file, mode))
+            figures.update(budget_figures(client, mode))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    for key in TARGETS:
+        figures[f"{key}_target_met"] = met(key, float(figures[key]))
+    figures.update({"mode": mode, "cores": cores, "gpu": False, "reps": REPS[mode],
+                    "identity_calls_per_rep": IDENTITY_CALLS[mode], "model": "scripted (router's ScriptedEngine)"})
+    print(f"{'figure':<44}{'value':>14}")
+    for key, value in figures.items():
+        shown = round(value, 4) if isinstance(value, float) else value
+        print(f"{key:<44}{shown!s:>14}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"bench_governance: identity check {figures['identity_check_overhead_ms']:.3f} ms per router call "
+          f"(target <=0.2; a call without it {figures['router_call_p50_ms_anonymous']:.3f} ms; through Serve "
+          f"{figures['identity_check_overhead_ms_serve']:+.3f} ms on {figures['serve_call_p50_ms_anonymous']:.2f} ms "
+          f"calls); budget overshoot "
+          f"{figures['budget_overshoot_tokens']} tokens (target 0) with {BUDGET_TASKS} parallel tasks on a "
+          f"{BUDGET_CAP_TOKENS}-token cap (uncapped they use {figures['budget_uncapped_tokens']:.0f}); "
+          f"{cores} cores, no GPU", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The run directory of a mission, on a local path or any fsspec URL every node can see.
+
+    <run>/result.json    the state of every task, written by the supervisor when the mission ends
+    <run>/events.jsonl   every transition, one JSON object a line
+    <run>/report.md      a readable summary
+    <run>/report.html    the timeline, critical path and bottleneck (`controlplane report RUN` renders it again)
+    <run>/traces.jsonl   the mission's spans (OTLP JSON), written by its actors and the router as it runs
+    <run>/log/, log.head the hash-chained mission log (controlplane._logfile)
+
+The supervisor writes it (not the driver), so a mission whose driver died still leaves its record. Readers
+here serve the storage-only CLI commands (`wait`, `result`, `logs`, `audit`): no Ray needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from controlplane._core.prompts import as_text
+from controlplane._core.report_html import render_report_html
+
+OUTPUT_CHARS_IN_REPORT = 400
+RESULT = "result.json"
+EVENTS = "events.jsonl"
+REPORT = "report.md"
+REPORT_HTML = "report.html"
+TRACES = "traces.jsonl"
+
+
+def run_uri(state_uri: str, mission_id: str) -> str:
+    """The run directory of `mission_id` under `state_uri` (a runs directory or an fsspec URL)."""
+    return f"{str(state_uri).rstrip('/')}/{mission_id}"
+
+
+def write_run_dir(run: str, result: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> str:
+    """Write `<run>/{events.jsonl, report.md, report.html, result.json}` (result.json last: its presence means
+    done)."""
+    fs, root = fsspec.core.url_to_fs(str(run))
+    fs.makedirs(root, exist_ok=True)
+    events = list(events)
+    lines = "".join(json.dumps(event, default=str) + "\n" for event in events)
+    _atomic_write(fs, f"{root}/{EVENTS}", lines.encode())
+    _atomic_write(fs, f"{root}/{REPORT}", render_report(result).encode())
+    write_report_html(run, result, events)
+    _atomic_write(fs, f"{root}/{RESULT}", (json.dumps(result, indent=2, default=str) + "\n").encode())
+    return str(run)
+
+
+def write_report_html(run: str, result: Mapping[str, Any], events: list[Mapping[str, Any]]) -> str:
+    fs, root = fsspec.core.url_to_fs(str(run))
+    _atomic_write(fs, f"{root}/{REPORT_HTML}", render_report_html(result, events).encode())
+    return f"{str(run).rstrip('/')}/{REPORT_HTML}"
+
+
+def read_events(run: str) -> list[dict[str, Any]]:
+    fs, root = fsspec.core.url_to_fs(str(run))
+    return [json.loads(line) for line in fs.cat_file(f"{root}/{EVENTS}").decode().splitlines() if line.strip()]
+
+
+def read_result(run: str) -> dict[str, Any] | None:
+    """The finished mission's result.json, or None while it is not written."""
+    fs, root = fsspec.core.url_to_fs(str(run))
+    path = f"{root}/{RESULT}"
+    return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+
+
+def run_exists(run: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(str(run))
+    return fs.exists(root)
+
+
+def _atomic_write(fs: Any, path: str, body: bytes) -> None:
+    if isinstance(fs, LocalFileSystem):  # a reader never sees half a file
+        tmp = path + ".tmp"
+        fs.pipe_file(tmp, body)
+        fs.mv(tmp, path)
+    else:  # object stores replace an object atomically
+        fs.pipe_file(path, body)
+
+
+def per_agent(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Tokens, tasks and busy seconds per agent, from the task records."""
+    agents: dict[str, dict[str, float]] = {}
+    for task in result["tasks"]:
+        if task["agent"] is None:
+            continue
+        row = agents.setdefault(task["agent"], {"tasks": 0, "tokens": 0, "busy_s": 0.0})
+        row["tasks"] += 1
+        row["tokens"] += task["tokens"]["prompt"] + task["tokens"]["completion"]
+        if task["started_at"] is not None and task["ended_at"] is not None:
+            row["busy_s"] += task["ended_at"] - task["started_at"]
+    return agents
+
+
+def render_report(result: Mapping[str, Any]) -> str:
+    """A readable summary: status, per-agent tokens and time, each task's outcome, conflicts, plan repairs."""
+    lines = [f"# Mission {result['mission_id']}", "",
+             f"- **Goal:** {result['goal']}",
+             f"- **Status:** {result['status']} ({result.get('reason') or 'all tasks done'})",
+             f"- **Wall time:** {result.get('wall_s', 0):.1f} s",
+             f"- **Tokens:** {result['usage']['tokens']} (${result['usage'].get('usd', 0.0):.4f}) in "
+             f"{result['usage']['llm_calls']} model calls (control plane: {result['control_plane']['tokens']} "
+             f"tokens in {result['control_plane']['llm_calls']})",
+             "", "## Agents", "", "Tokens and USD as the router charged them (failed calls included).", "",
+             "| Agent | Tasks | Tokens | USD | Busy time (s) |", "|---|---:|---:|---:|---:|"]
+    charged = result["usage"].get("by_agent", {})
+    rows = per_agent(result)
+    for name in sorted(rows.keys() | charged.keys()):
+        row, usage = rows.get(name, {"tasks": 0, "busy_s": 0.0}), charged.get(name, {"tokens": 0, "usd": 0.0})
+        lines.append(f"| {name} | {row['tasks']:.0f} | {usage['tokens']:.0f} | {usage['usd']:.4f} | "
+                     f"{row['busy_s']:.1f} |")
+    lines += ["", "## Tasks", "", "| Task | Agent | Status | Attempts | Tokens | Time (s) |",
+              "|---|---|---|---:|---:|---:|"]
+    for task in result["tasks"]:
+        took = (task["ended_at"] - task["started_at"]) if task["started_at"] and task["ended_at"] else 0.0
+        tokens = task["tokens"]["prompt"] + task["tokens"]["completion"]
+        lines.append(f"| {task['id']} | {task['agent'] or '-'} | {task['status']} | {task['attempts']} | "
+                     f"{tokens} | {took:.1f} |")
+    if result.get("conflicts"):
+        lines += ["", "## Conflicts", ""]
+        lines += [f"- **{c['topic']}** ({c['policy']}): {c['winner'] or 'synthesis'} stands: {c['reason']}"
+                  for c in result["conflicts"]]
+    if result.get("plan", {}).get("repairs"):
+        lines += ["", "## Plan repairs", ""] + [f"- {r}" for r in result["plan"]["repairs"]]
+    lines += ["", "## Outputs", ""]
+    for task in result["tasks"]:
+        if task["output"] is not None:
+            text = as_text(task["output"])
+            clipped = text if len(text) <= OUTPUT_CHARS_IN_REPORT else text[:OUTPUT_CHARS_IN_REPORT] + " ..."
+            lines += [f"### {task['id']} ({task['agent']})", "", clipped, ""]
+        elif task["error"]:
+            lines += [f"### {task['id']} ({task['agent']})", "", f"_{task['status']}: {task['error']}_", ""]
+    return "\n".join(lines).rstrip() + "\n"

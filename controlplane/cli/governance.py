@@ -1,0 +1,97 @@
+"""`controlplane approvals RUN`, `controlplane approve|deny RUN ID [--reason]` and `controlplane stop --all`:
+human approvals of a live mission, and the kill switch for every mission on a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from controlplane.cli._codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from controlplane.cli.connect import connect, use_token_auth
+from controlplane.errors import MissionNotFound
+
+
+def approvals_command(args: argparse.Namespace) -> int:
+    from actors import approvals
+
+    _join(args)
+    waiting = approvals(args.mission_id)
+    if not waiting:
+        print(f"mission {args.mission_id}: nothing waits for approval")
+    for a in waiting:
+        print(f"{a['id']}  {a['tool']}  agent={a['agent']}  call={a['call_id']}  args={a['arg_digest'][:12]}  "
+              f"times out in {max(0.0, a['deadline_s'] - time.time()):.0f} s")
+    return EXIT_OK
+
+
+def approve_command(args: argparse.Namespace) -> int:
+    return _decide(args, approve=True)
+
+
+def deny_command(args: argparse.Namespace) -> int:
+    return _decide(args, approve=False)
+
+
+def stop_command(args: argparse.Namespace) -> int:
+    """Cancel every mission on the cluster: dispatch stops, tool and model calls are cancelled, agents killed."""
+    if not args.all:
+        print("error: `controlplane stop` needs --all (to stop one mission: `controlplane cancel RUN`)")
+        return EXIT_USAGE
+    use_token_auth()
+    import ray
+
+    from actors import MISSION_NAMESPACE, stop_all
+
+    try:
+        ray.init(address=args.address or "auto", namespace=MISSION_NAMESPACE, log_to_driver=False)
+    except ConnectionError:
+        print("no Ray cluster to stop (pass --address)")
+        return EXIT_FAILED
+    stopped = stop_all(args.reason or "stopped by `controlplane stop --all`")
+    for mission_id, status in sorted(stopped.items()):
+        print(f"mission {mission_id}: {status}")
+    print(f"{len(stopped)} missions stopped")
+    return EXIT_OK
+
+
+def _decide(args: argparse.Namespace, *, approve: bool) -> int:
+    from actors import approve as approve_call
+    from actors import deny
+
+    _join(args)
+    decision: dict[str, Any] = (approve_call if approve else deny)(args.mission_id, args.approval_id,
+                                                                  reason=args.reason)
+    print(f"mission {args.mission_id}: {decision['id']} ({decision['tool']}) {decision['status']} "
+          f"by {decision['decided_by']}")
+    return EXIT_OK
+
+
+def _join(args: argparse.Namespace) -> None:
+    use_token_auth()
+    if not connect(args.address, args.runs_dir, args.mission_id):
+        raise MissionNotFound(mission_id=args.mission_id, known=[])
+
+
+def add_parsers(sub: Any) -> None:
+    """The governance subcommands, on `controlplane`'s subparsers."""
+    listing = sub.add_parser("approvals", help="list what waits for a human approval in a running mission")
+    _common(listing)
+    for name, text in (("approve", "approve a waiting tool call or plan"), ("deny", "deny a waiting call or plan")):
+        cmd = sub.add_parser(name, help=text)
+        _common(cmd)
+        cmd.add_argument("approval_id", help="the id `controlplane approvals RUN` shows, e.g. ap-1")
+        cmd.add_argument("--reason", default=None, help="why; the model (or the mission's result) reads it")
+    stop = sub.add_parser("stop", help="kill switch: cancel every mission on the cluster")
+    stop.add_argument("--all", action="store_true", help="every mission running on the cluster")
+    stop.add_argument("--address", default=None, help="Ray cluster address (default: auto)")
+    stop.add_argument("--reason", default=None, help="recorded as each mission's reason")
+
+
+def _common(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("mission_id")
+    cmd.add_argument("--address", default=None, help="Ray cluster address (default: auto)")
+    cmd.add_argument("--runs-dir", default="runs", help="where `run` recorded the mission's cluster")
+
+
+HANDLERS = {"approvals": approvals_command, "approve": approve_command, "deny": deny_command, "stop": stop_command}

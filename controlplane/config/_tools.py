@@ -1,0 +1,170 @@
+"""What a mission YAML declares about tools: Python function tools, MCP servers, and the acting fields of agents.
+
+`AgentActing` holds the fields that join `AgentSpec`; `check_tools()` is the cross-field check that joins the
+mission's validation. Both work on any agent object with the same attribute names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from controlplane.errors import SpecError
+
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SERVER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+BUILTIN_TOOL_NAMES = ("delegate", "memory.post", "memory.search")
+GLOB_CHARS = frozenset("*?[")
+
+Approval = Literal["never", "required"]
+AgentKind = Literal["llm", "python"]
+ToolStyle = Literal["native", "constrained"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolResources(_Model):
+    """Ray resources for a tool that runs as a Ray task (a GPU tool lands on a GPU node)."""
+
+    num_cpus: float = Field(1.0, ge=0, description="Logical CPUs for the tool's Ray task.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs for the tool's Ray task; fractions such as 0.25 share one.")
+
+
+class ToolDecl(_Model):
+    """A Python function the agents may call, named by import path; its schema comes from its type hints."""
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN, description="The name agents and the model use, e.g. `calc`.")
+    function: str = Field(pattern=IMPORT_PATH_PATTERN, description="Import path `package.module:function` of a "
+                          "sync or async function with annotated parameters.")
+    description: str | None = Field(None, description="Told to the model; default: the function's docstring.")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="Wall time allowed per call.")
+    resources: ToolResources | None = Field(None, description="Run each call as a Ray task with these resources; "
+                                            "none: run in the agent's process.")
+    approval: Approval = Field("never", description="`required`: each call waits for a human approval.")
+    side_effects: bool = Field(False, description="The tool changes something outside the mission (files, "
+                               "messages, tickets).")
+    idempotent: bool = Field(True, description="Calling it twice with the same arguments does no more than once.")
+    max_result_chars: int = Field(4000, ge=100, le=200_000, description="Results are clipped to this many "
+                                  "characters before the model sees them.")
+
+
+class McpServerDecl(_Model):
+    """An MCP server, started once per mission; its tools appear as `<name>.<tool>`."""
+
+    name: str = Field(pattern=SERVER_NAME_PATTERN, description="Prefix of its tools' names, e.g. `files`.")
+    command: str | None = Field(None, description="stdio transport: the program to start, e.g. `python`.")
+    args: list[str] = Field(default_factory=list, description="stdio transport: the program's arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="stdio transport: extra environment variables.")
+    url: str | None = Field(None, pattern=r"^https?://", description="Streamable HTTP transport: the server's "
+                            "endpoint, e.g. `http://127.0.0.1:8765/mcp`.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Streamable HTTP transport: extra headers.")
+    startup_timeout_s: float = Field(30.0, gt=0, le=600, description="Time allowed to start and list its tools.")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="Wall time allowed per tool call.")
+    approval: Approval = Field("never", description="`required`: each call of its tools waits for an approval.")
+    side_effects: bool = Field(False, description="Its tools change something outside the mission.")
+    max_result_chars: int = Field(4000, ge=100, le=200_000, description="Results are clipped to this many "
+                                  "characters before the model sees them.")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerDecl:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"give exactly one of `command` (stdio) or `url` (streamable HTTP) "
+                             f"(command={self.command!r}, url={self.url!r})")
+        if self.url is not None and (self.args or self.env):
+            raise ValueError("`args` and `env` belong to a stdio server (`command`); remove them, or use `command`")
+        if self.command is not None and self.headers:
+            raise ValueError("`headers` belong to an HTTP server (`url`); remove them, or use `url`")
+        return self
+
+
+class DelegationLimits(_Model):
+    """Bounds on tasks that agents add with the `delegate` tool."""
+
+    max_depth: int = Field(2, ge=0, le=10, description="Delegations in a chain: 1 lets a declared task delegate, "
+                           "but not the child it created.")
+    max_tasks: int = Field(50, ge=1, le=1000, description="Most tasks in the mission, declared and delegated.")
+
+
+class AgentActing(_Model):
+    """The fields an agent gains to act; they join `AgentSpec` unchanged."""
+
+    kind: AgentKind = Field("llm", description="llm: the built-in tool-calling loop; python: your code "
+                            "(`entrypoint`) with `async def run(task, ctx)`.")
+    entrypoint: str | None = Field(None, pattern=IMPORT_PATH_PATTERN, description="For `kind: python`: "
+                                   "`package.module:ClassOrFunction`.")
+    tools: list[str] = Field(default_factory=list, description="The agent's allow-list: tool names or globs "
+                             "(`files.*`), built-ins included (memory.search, memory.post, delegate).")
+    max_steps: int = Field(8, ge=1, le=100, description="Model calls per task before the loop stops.")
+    max_tool_calls: int = Field(16, ge=0, le=1000, description="Tool calls per task before the loop stops.")
+    loop_repeat_limit: int = Field(3, ge=2, le=50, description="The same call (tool and arguments) this many "
+                                   "times in one task ends the task as a loop.")
+    tool_style: ToolStyle | None = Field(None, description="How the model expresses tool calls: native (OpenAI "
+                                         "tool calling) or constrained (guided JSON); default: the model's "
+                                         "setting in the serving config.")
+    fixed_memory: bool = Field(False, description="Weak models: search memory with the task text before the "
+                               "first call and post the answer after, as well as offering the memory tools.")
+
+    @model_validator(mode="after")
+    def _entrypoint_for_python(self) -> AgentActing:
+        if (self.kind == "python") != (self.entrypoint is not None):
+            raise ValueError(f"`kind: python` needs `entrypoint` and only it may have one "
+                             f"(kind={self.kind!r}, entrypoint={self.entrypoint!r})")
+        return self
+
+
+def is_glob(pattern: str) -> bool:
+    return any(char in GLOB_CHARS for char in pattern)
+
+
+def check_tools(*, agents: Sequence[Any], tools: Sequence[ToolDecl], mcp_servers: Sequence[McpServerDecl]) -> None:
+    """Raise SpecError (where = YAML path) for the first bad tool name or allow-list entry.
+
+    `agents` need `.name` and `.tools`. MCP tool names are known only once a server runs, so `<server>.<x>`
+    passes here and is checked again after the server lists its tools.
+    """
+    declared = _check_declared_names(tools, mcp_servers)
+    servers = [server.name for server in mcp_servers]
+    known = sorted(declared) + [f"{server}.*" for server in servers]
+    for i, agent in enumerate(agents):
+        for j, entry in enumerate(agent.tools):
+            if not _names_a_tool(entry, declared, servers):
+                raise SpecError(where=f"agents[{i}]({agent.name}).tools[{j}]", value=entry,
+                                why=f"it names no tool; known tools: {', '.join(known)}",
+                                fix="use a known name or a glob that matches one, or declare the tool under "
+                                    "`tools:` or its server under `mcp_servers:`")
+        if any(fnmatch.fnmatchcase("delegate", entry) for entry in agent.tools) and len(agents) < 2:
+            raise SpecError(where=f"agents[{i}]({agent.name}).tools", value="delegate",
+                            why="there is no other agent to delegate to", fix="add an agent, or remove `delegate`")
+
+
+def _check_declared_names(tools: Sequence[ToolDecl], mcp_servers: Sequence[McpServerDecl]) -> set[str]:
+    names = set(BUILTIN_TOOL_NAMES)
+    for i, tool in enumerate(tools):
+        if tool.name in names:
+            why = "it is a built-in tool" if tool.name in BUILTIN_TOOL_NAMES else "two tools have that name"
+            raise SpecError(where=f"tools[{i}].name", value=tool.name, why=why, fix="rename the tool")
+        names.add(tool.name)
+    prefixes = {name.split(".", 1)[0] for name in names if "." in name}
+    servers: set[str] = set()
+    for i, server in enumerate(mcp_servers):
+        if server.name in servers or server.name in prefixes:
+            raise SpecError(where=f"mcp_servers[{i}].name", value=server.name,
+                            why="another server or tool already uses that prefix (its tools are "
+                                f"`{server.name}.<tool>`)", fix="rename the server")
+        servers.add(server.name)
+    return names
+
+
+def _names_a_tool(entry: str, declared: set[str], servers: list[str]) -> bool:
+    if not is_glob(entry):
+        return entry in declared or ("." in entry and entry.split(".", 1)[0] in servers)
+    if any(fnmatch.fnmatchcase(name, entry) for name in declared):
+        return True
+    head = entry.split(".", 1)[0]
+    return any(fnmatch.fnmatchcase(server, head) for server in servers)

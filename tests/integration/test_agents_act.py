@@ -1,0 +1,105 @@
+"""Agents that act, on real Ray and the real router, with scripted multi-turn transcripts (`scripted-tools`):
+tool calls and their results, delegation into the running DAG, the allow-list door, loop detection, python
+agents with `ctx`, MCP servers over stdio, and a GPU tool that runs as a Ray task."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psutil
+
+from tests.helpers import agent, by_id, run_mission, task
+
+CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
+HELPERS = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
+
+
+def actor(name: str, **extra):
+    return agent(name, role=extra.pop("role", name), model="scripted-tools", **extra)
+
+
+def test_an_agent_calls_a_tool_and_answers_with_its_result(router):
+    result = run_mission(router, {"tools": [CALCULATOR], "agents": [actor("analyst", tools=["calculator"])],
+                                  "tasks": [task("sum", "analyst", "Compute the total of the order")]})
+    done = by_id(result)["sum"]
+    assert result["status"] == "succeeded", result["reason"]
+    assert done["output"] == "The total is 42."  # the answer the model gave after reading the tool's result
+    tools = [record["tool"] for record in done["loop"]["tool_records"]]
+    assert tools == ["calculator"] and done["loop"]["tool_records"][0]["status"] == "ok"
+    assert done["loop"]["steps"] == 2 and done["tool_calls"] == 1
+
+
+def test_delegation_adds_a_child_task_and_hands_its_result_back(router):
+    result = run_mission(router, {"agents": [actor("lead", role="editor", tools=["delegate"]),
+                                             actor("rev", role="reviewer")],
+                                  "tasks": [task("edit", "lead", "Ask the reviewer about the tagline")]})
+    tasks = by_id(result)
+    assert result["status"] == "succeeded", result["reason"]
+    child = tasks["edit.d1"]
+    assert (child["delegated_by"], child["agent"], child["output"]) == ("edit", "rev", "tagline approved")
+    assert tasks["edit"]["output"] == "The reviewer said the tagline is approved."
+    assert tasks["edit"]["ended_at"] >= child["ended_at"]
+    delegated = [e for e in result["events"] if e["status"] == "delegated"]
+    assert delegated and delegated[0]["data"]["parent"] == "edit"
+
+
+def test_a_tool_outside_the_allow_list_is_denied_and_the_denial_is_an_event(router):
+    read_file = {"name": "read_file", "function": "controlplane.builtin_tools:read_file"}
+    result = run_mission(router, {"tools": [CALCULATOR, read_file],
+                                  "agents": [actor("snoop", tools=["calculator"])],
+                                  "tasks": [task("t", "snoop", "Read the secret file")]})
+    assert result["status"] == "succeeded", result["reason"]
+    assert by_id(result)["t"]["output"] == "I may not read that file."
+    denials = [e for e in result["events"] if e["kind"] == "tool" and e["status"] == "denied"]
+    assert len(denials) == 1 and denials[0]["agent"] == "snoop"
+    assert denials[0]["data"]["tool"] == "read_file" and denials[0]["data"]["arguments_digest"]
+    assert "secret.txt" not in str(denials[0])  # arguments stay out of events: only their digest
+
+
+def test_the_same_call_repeated_ends_the_task_as_a_loop(router):
+    result = run_mission(router, {"tools": [CALCULATOR], "agents": [actor("looper", tools=["calculator"])],
+                                  "tasks": [task("t", "looper", "Add one and one forever", retries=2)]})
+    looped = by_id(result)["t"]
+    assert result["status"] == "failed" and looped["status"] == "failed"
+    assert "AgentStopped" in looped["error"] and "(loop)" in looped["error"]
+    assert looped["attempts"] == 1  # a loop is not retried: the same prompt would loop again
+
+
+def test_a_python_agent_acts_through_ctx_under_its_own_identity(router):
+    result = run_mission(router, {"tools": [CALCULATOR], "agents": [
+        actor("coder", kind="python", entrypoint="tests.helpers.agent_code:python_agent", tools=["calculator"])],
+        "tasks": [task("t", "coder", "Use the tools")]})
+    assert result["status"] == "succeeded", result["reason"]
+    assert by_id(result)["t"]["output"] == {"total": 42, "capital": "Paris"}
+    assert any(e["status"] == "note" and e["agent"] == "coder" for e in result["events"])
+
+
+def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission(router):
+    server = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)]}
+    result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["echo.*"])],
+                                  "tasks": [task("t", "caller", "Shout hello")]})
+    assert result["status"] == "succeeded", result["reason"]
+    assert by_id(result)["t"]["output"] == "The server shouted back."
+    assert [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"] == ["echo.shout"]
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
+    assert not left, "the MCP server outlived its mission"
+
+
+def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(router):
+    server = {"name": "broken", "command": "/nonexistent/mcp-server", "startup_timeout_s": 10}
+    result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["broken.*"])],
+                                  "tasks": [task("t", "caller", "Shout hello")]})
+    assert result["status"] == "failed"
+    assert "MCP server 'broken'" in result["reason"] and "did not start" in result["reason"]
+    assert result["tasks"] == []  # nothing was planned or dispatched
+
+
+def test_a_tool_with_a_gpu_share_runs_as_a_ray_task_on_a_gpu(router):
+    gpu_tool = {"name": "gpu_ids", "function": "tests.helpers.agent_code:gpu_ids",
+                "resources": {"num_cpus": 0, "num_gpus": 0.5}}
+    result = run_mission(router, {"tools": [gpu_tool], "agents": [actor("gpu-user", tools=["gpu_ids"])],
+                                  "tasks": [task("t", "gpu-user", "Which GPU do you run on?")]})
+    assert result["status"] == "succeeded", result["reason"]
+    assert by_id(result)["t"]["output"] == "It ran on a GPU."
+    assert by_id(result)["t"]["loop"]["tool_records"][0]["status"] == "ok"  # the tool raises without a GPU

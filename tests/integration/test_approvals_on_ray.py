@@ -1,0 +1,93 @@
+"""Human approvals on real Ray with scripted transcripts: a call that needs approval waits (making no model call)
+until a person decides through the Python API or the CLI; approved runs, denied and timed out reach the model as a
+tool error; `approve_plan` holds the planner's tasks until the plan is approved."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ray
+
+from actors import approvals, approve, follow, start_mission
+from controlplane import parse_mission
+from tests.helpers import agent, by_id, task, wait_for
+
+CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    address = ray.get_runtime_context().gcs_address
+    return subprocess.run([sys.executable, "-m", "controlplane", *args, "--address", address],
+                          capture_output=True, text=True, timeout=180)
+
+
+def start(router, mission_id: str, **data) -> object:
+    spec = parse_mission({"name": "approvals", "goal": "Test approvals", **data})
+    return start_mission(spec, router=router, mission_id=mission_id)
+
+
+def analyst() -> dict:
+    return agent("analyst", role="analyst", model="scripted-tools", tools=["calculator"], max_concurrency=2)
+
+
+def test_an_approved_call_runs_and_a_denied_one_returns_a_tool_error(scripted_router):
+    handle = start(scripted_router, "approvals-1", tools=[CALCULATOR], policies={"approve": ["calc*"]},
+                   agents=[analyst()], tasks=[task("yes", "analyst", "Compute the total of the order"),
+                                              task("no", "analyst", "Compute the total of the bill")])
+    try:
+        waiting = wait_for(lambda: len(approvals("approvals-1")) == 2 and approvals("approvals-1"), timeout_s=120,
+                           what="both calls to wait for approval")
+        ids = {a["call_id"].split("#")[0]: a["id"] for a in waiting}
+        assert {a["tool"] for a in waiting} == {"calculator"} and all(a["arg_digest"] for a in waiting)
+        listed = cli("approvals", "approvals-1")
+        assert listed.returncode == 0 and ids["yes"] in listed.stdout and ids["no"] in listed.stdout, listed.stderr
+
+        decided = approve("approvals-1", ids["yes"], reason="fine")
+        assert decided["status"] == "approved" and decided["reason"] == "fine"
+        denied = cli("deny", "approvals-1", ids["no"], "--reason", "too risky")
+        assert denied.returncode == 0 and "denied" in denied.stdout, denied.stderr
+
+        result = follow(handle, timeout_s=120)
+    finally:
+        ray.kill(handle)
+    tasks = by_id(result)
+    assert result["status"] == "succeeded", result["reason"]
+    assert tasks["yes"]["output"] == "The total is 42."  # the approved call ran
+    assert tasks["no"]["output"] == "The calculator was not approved."  # the model read the denial as a tool error
+    assert tasks["yes"]["model_calls"] == 2  # one call before the wait, one after: waiting made none
+    decisions = {e["data"]["id"]: e for e in result["events"] if e["kind"] == "approval"
+                 and e["status"] in ("approved", "denied")}
+    assert decisions[ids["no"]]["data"]["reason"] == "too risky" and decisions[ids["yes"]]["status"] == "approved"
+    assert [e["status"] for e in result["events"] if e["kind"] == "approval"].count("requested") == 2
+
+
+def test_an_approval_that_times_out_is_a_denial(scripted_router):
+    handle = start(scripted_router, "approvals-2", tools=[{**CALCULATOR, "approval": "required"}],
+                   policies={"approval_timeout_s": 1.0}, agents=[analyst()],
+                   tasks=[task("t", "analyst", "Compute the total of the order")])
+    try:
+        result = follow(handle, timeout_s=120)
+    finally:
+        ray.kill(handle)
+    assert by_id(result)["t"]["output"] == "The calculator was not approved."
+    denial = [e for e in result["events"] if e["kind"] == "approval" and e["status"] == "denied"]
+    assert len(denial) == 1 and denial[0]["data"]["decided_by"] == "timeout"
+
+
+def test_an_auto_plan_waits_for_approval_before_any_task_runs(scripted_router):
+    handle = start(scripted_router, "approvals-3", plan="auto", planner={"model": "scripted"},
+                   policies={"approve_plan": True}, agents=[agent("solo", model="scripted")])
+    try:
+        waiting = wait_for(lambda: approvals("approvals-3"), timeout_s=120, what="the plan to wait")
+        assert [a["tool"] for a in waiting] == ["plan"]
+        summary = ray.get(handle.summary.remote())
+        assert summary["status"] == "planning" and not summary["tasks"]  # no task runs before the approval
+        approve("approvals-3", waiting[0]["id"])
+        result = follow(handle, timeout_s=120)
+    finally:
+        ray.kill(handle)
+    approval = result["plan"]["approval"]
+    assert approval["status"] == "approved" and result["tasks"]
+    assert all(t["started_at"] >= approval["decided_at_s"] for t in result["tasks"] if t["started_at"])
+    assert any(t["started_at"] for t in result["tasks"])  # the approved plan's tasks ran

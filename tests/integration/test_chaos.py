@@ -1,0 +1,112 @@
+"""Chaos: actors die mid-mission and the mission still ends with every task done exactly once (scripted models).
+
+The mission log is the witness: each task has exactly one `task.succeeded` record, and no task is dispatched
+again after it succeeded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import ray
+
+from actors import MISSION_NAMESPACE, start_mission
+from controlplane import parse_mission
+from controlplane._logfile import read_log, verify_log
+from controlplane._rundir import read_result
+from tests.helpers import agent, free_port, task, wait_for
+
+
+@pytest.fixture(scope="module")
+def chaos_router(ray_cluster):
+    """A Serve app with scripted models only (no vLLM)."""
+    from ray import serve
+
+    from controlplane.config import ServingConfig
+    from serving import deploy
+
+    config = {"router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
+              "models": {"scripted-slow": {"kind": "scripted", "latency_s": 0.3,
+                                                "replies": [{"match": ".", "text": '{"final": "done"}'}]}}}
+    client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=free_port())
+    yield client
+    serve.shutdown()
+
+
+def chain_spec(name: str, n: int) -> object:
+    tasks = [task("t0", "a")] + [task(f"t{i}", "a" if i % 2 else "b", deps=(f"t{i - 1}",)) for i in range(1, n)]
+    return parse_mission({"name": name, "goal": "Survive", "tasks": tasks,
+                          "agents": [agent("a", model="scripted-slow"), agent("b", model="scripted-slow")]})
+
+
+def succeeded_count(run_dir: str) -> int:
+    return sum(r.kind == "task.succeeded" for r in read_log(run_dir))
+
+
+def assert_exactly_once(run_dir: str, n: int) -> None:
+    records = read_log(run_dir)
+    successes = Counter(r.data["task"] for r in records if r.kind == "task.succeeded")
+    assert successes == Counter({f"t{i}": 1 for i in range(n)}), successes  # none lost, none twice
+    done: set[str] = set()
+    for record in records:
+        if record.kind == "task.dispatch":
+            assert record.data["task"] not in done, f"{record.data['task']} was run again after it succeeded"
+        elif record.kind == "task.succeeded":
+            done.add(record.data["task"])
+    assert verify_log(run_dir).ok
+
+
+def collect_with_cli(run_dir: str) -> subprocess.CompletedProcess:
+    """`controlplane wait RUN` from another process: reads storage, needs neither Ray nor the driver."""
+    return subprocess.run([sys.executable, "-m", "controlplane", "wait", run_dir, "--timeout-s", "240"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_supervisor_killed_mid_mission_resumes_without_rerunning_completed_tasks(chaos_router, tmp_path):
+    run_dir, n = str(tmp_path / "sup-kill"), 10
+    handle = start_mission(chain_spec("supkill", n), router=chaos_router, mission_id="supkill-1", run_dir=run_dir)
+    try:
+        wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=300, what="three tasks done")
+        ray.kill(handle, no_restart=False)  # Ray restarts it; it continues from its log
+        waited = collect_with_cli(run_dir)  # the driver does not follow: the result is collected from storage
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert read_result(run_dir)["status"] == "succeeded"
+        assert_exactly_once(run_dir, n)
+        assert any(r.kind == "mission.status" and "resumed" in r.data.get("message", "") for r in read_log(run_dir))
+    finally:
+        ray.kill(handle)
+
+
+def test_agent_killed_mid_mission_is_restarted_and_its_attempt_retried(chaos_router, tmp_path):
+    run_dir, n = str(tmp_path / "agent-kill"), 8
+    handle = start_mission(chain_spec("agentkill", n), router=chaos_router, mission_id="agentkill-1",
+                           run_dir=run_dir)
+    try:
+        wait_for(lambda: succeeded_count(run_dir) >= 2, timeout_s=300, what="two tasks done")
+        ray.kill(ray.get_actor("agentkill-1:a", namespace=MISSION_NAMESPACE), no_restart=False)
+        ray.kill(ray.get_actor("agentkill-1:b", namespace=MISSION_NAMESPACE), no_restart=True)  # replaced
+        wait_for(lambda: read_result(run_dir) is not None, timeout_s=240, what="the mission to end")
+        assert read_result(run_dir)["status"] == "succeeded", read_result(run_dir)["reason"]
+        assert_exactly_once(run_dir, n)
+    finally:
+        ray.kill(handle)
+
+
+def test_a_second_run_with_a_taken_id_is_refused(chaos_router, tmp_path):
+    from controlplane.errors import MissionIdInUse
+
+    run_dir = str(tmp_path / "dup")
+    handle = start_mission(chain_spec("dup", 4), router=chaos_router, mission_id="dup-1", run_dir=run_dir)
+    try:
+        with pytest.raises(MissionIdInUse, match="running"):
+            start_mission(chain_spec("dup", 4), router=chaos_router, mission_id="dup-1", run_dir=run_dir)
+        wait_for(lambda: read_result(run_dir) is not None, timeout_s=120, what="the mission to end")
+    finally:
+        ray.kill(handle)
+    wait_for(lambda: "dup-1" not in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)],
+             timeout_s=30, what="the supervisor to go")
+    with pytest.raises(MissionIdInUse, match="already ended"):
+        start_mission(chain_spec("dup", 4), router=chaos_router, mission_id="dup-1", run_dir=run_dir)

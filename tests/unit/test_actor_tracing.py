@@ -1,0 +1,70 @@
+"""The actors' tracing helpers without Ray: the mission span is the parent of each attempt's span, an attempt's
+router calls carry that span's context and the mission's sink, and a failed attempt keeps its detail."""
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from actors._observe import AttemptObserver, MissionTrace, detail_of, mission_tracing, request_trace
+from controlplane import _tracing as tracing
+from controlplane._core.timeline import AttemptDetail
+from controlplane._tracing import TracingConfig
+from serving import ChatMessage, ChatRequest, ChatResult, Usage
+
+SINK = TracingConfig(file_path="/runs/m-1/traces.jsonl", otlp_endpoint=None)
+
+
+@pytest.fixture
+def spans():
+    exporter = InMemorySpanExporter()
+    tracing.configure(TracingConfig(otlp_endpoint=None), exporters=[exporter], batch=False)
+    yield exporter
+    tracing.shutdown()
+
+
+def reply(queue_s=0.5, latency_s=2.0):
+    return ChatResult(text="ok", model="default", backend="scripted", finish_reason="stop", ttft_s=1.0,
+                      latency_s=latency_s, queue_s=queue_s, usage=Usage(prompt_tokens=10, completion_tokens=3,
+                                                                        usd=0.002))
+
+
+def test_an_attempt_is_a_child_of_the_mission_and_its_router_calls_carry_the_attempt(spans):
+    mission = MissionTrace("m-1", "launch")
+    carrier = tracing.inject()
+    with AttemptObserver(agent="writer", mission_id="m-1", task_id="draft", attempt=1, trace=carrier,
+                         sink=SINK) as observer:
+        fields = observer.request_trace()
+        request = ChatRequest(model="default", messages=[ChatMessage(role="user", content="hi")], **fields)
+        observer.chat_done(reply())
+        with observer.tool("web.search"):
+            pass
+    mission.end("succeeded", "")
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    workflow, agent = by_name["invoke_workflow launch"], by_name["invoke_agent writer"]
+    assert agent.parent.span_id == workflow.context.span_id
+    assert by_name["execute_tool web.search"].parent.span_id == agent.context.span_id
+    assert request.trace_sink == SINK and f"{agent.context.span_id:016x}" in request.trace["traceparent"]
+    assert agent.attributes["controlplane.queue_s"] == 0.5 and agent.attributes["controlplane.usage.usd"] == 0.002
+    assert workflow.attributes["controlplane.mission.status"] == "succeeded"
+    detail = observer.detail()
+    assert (detail.queue_s, detail.model_s, detail.model, set(detail.tools_s)) == (0.5, 1.5, "default",
+                                                                                   {"web.search"})
+
+
+def test_a_failed_attempt_marks_its_span_and_keeps_its_detail(spans):
+    with pytest.raises(ValueError) as raised:
+        with AttemptObserver(agent="writer", mission_id="m-1", task_id="draft", attempt=2, trace=None,
+                             sink=SINK) as observer:
+            observer.chat_done(reply(queue_s=3.0, latency_s=3.5))
+            raise ValueError("the model returned invalid JSON")
+    assert AttemptDetail.from_data(detail_of(raised.value)).queue_s == 3.0
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code.name == "ERROR"
+
+
+def test_without_tracing_nothing_is_added_to_requests():
+    assert request_trace(None) == {}
+    assert mission_tracing(None, log_content=True) is None
+    assert mission_tracing(SINK, log_content=True).content is True
+    with AttemptObserver(agent="w", mission_id="m", task_id="t", attempt=1, trace=None, sink=None) as observer:
+        observer.chat_done(reply())
+    assert observer.request_trace() == {} and observer.detail().queue_s == 0.5

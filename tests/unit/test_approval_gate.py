@@ -1,0 +1,71 @@
+"""The supervisor's approval gate (asyncio, no Ray): a waiting call wakes on the decision, a timeout is a denial
+by `timeout`, a stopping mission denies what waits, and every request and decision is an event."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("ray")  # `actors` imports Ray; nothing here starts it
+
+from actors._approvals import ApprovalGate  # noqa: E402
+from controlplane.cli import build_parser  # noqa: E402
+from controlplane.errors import SpecError  # noqa: E402
+
+
+def gate(events: list, timeout_s: float = 60.0) -> ApprovalGate:
+    return ApprovalGate(emit=lambda now_s, kind, status, **fields: events.append((kind, status, fields)),
+                        timeout_s=timeout_s)
+
+
+def test_a_waiting_call_wakes_on_the_decision_and_both_are_events():
+    events: list = []
+
+    async def scenario():
+        desk = gate(events)
+        waiting = asyncio.ensure_future(desk.wait("t#1:c1", agent="a", tool="send", arg_digest="d1", task="t"))
+        await asyncio.sleep(0)
+        [pending] = desk.pending()
+        assert not waiting.done() and pending["id"] == "ap-1" and pending["tool"] == "send"
+        desk.decide("ap-1", approve=True, by="ana", reason="ok")
+        return await waiting
+
+    decided = asyncio.run(scenario())
+    assert (decided.status, decided.decided_by, decided.reason) == ("approved", "ana", "ok")
+    assert [(kind, status) for kind, status, _ in events] == [("approval", "requested"), ("approval", "approved")]
+    assert events[0][2]["data"]["arg_digest"] == "d1" and events[0][2]["task"] == "t"
+
+
+def test_no_decision_in_time_is_a_denial_by_timeout():
+    events: list = []
+    decided = asyncio.run(gate(events, timeout_s=0.01).wait("c", agent="a", tool="send", arg_digest="d"))
+    assert (decided.status, decided.decided_by) == ("denied", "timeout")
+    assert events[-1][1] == "denied"
+
+
+def test_a_stopping_mission_denies_what_waits_and_decisions_cannot_flip():
+    events: list = []
+
+    async def scenario():
+        desk = gate(events)
+        waiting = asyncio.ensure_future(desk.wait("c", agent="a", tool="send", arg_digest="d"))
+        await asyncio.sleep(0)
+        desk.deny_all("cancelled by user")
+        decided = await waiting
+        with pytest.raises(SpecError, match="already denied"):
+            desk.decide(decided.id, approve=True, by="ana")
+        assert desk.decide(decided.id, approve=False, by="bob").decided_by == "control-plane"  # same way: no-op
+        return decided
+
+    decided = asyncio.run(scenario())
+    assert (decided.status, decided.reason) == ("denied", "cancelled by user")
+    assert [status for _, status, _ in events] == ["requested", "denied"]
+
+
+def test_the_governance_commands_parse():
+    parser = build_parser()
+    args = parser.parse_args(["deny", "RUN", "ap-2", "--reason", "too risky"])
+    assert (args.command, args.mission_id, args.approval_id, args.reason) == ("deny", "RUN", "ap-2", "too risky")
+    assert parser.parse_args(["approvals", "RUN"]).mission_id == "RUN"
+    assert parser.parse_args(["stop", "--all"]).all

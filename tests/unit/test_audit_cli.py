@@ -1,0 +1,84 @@
+"""`controlplane wait|result|logs|audit` read a run directory without Ray; `audit verify` catches tampering."""
+
+import json
+
+from actors._durable import Start, open_mission
+from controlplane._rundir import write_run_dir
+from controlplane.cli.main import main
+
+
+def write_mission(run, *, finish=True):
+    opened = open_mission(str(run))
+    assert opened.start == Start.FRESH
+    writer = opened.writer
+    writer.append("mission.start", {"mission_id": "m-1", "name": "m", "spec": {}, "format": 1}, time_s=1.0)
+    writer.append("task.dispatch", {"task": "a", "agent": "w", "attempt": 1, "attempt_key": "m-1/a/1"}, time_s=2.0)
+    writer.append("task.succeeded", {"task": "a", "agent": "w", "attempt": 1, "attempt_key": "m-1/a/1",
+                                     "output": "done"}, time_s=3.0)
+    writer.append("budget.charge", {"agent": "w", "tokens": 12}, time_s=3.0)
+    if finish:
+        writer.append("mission.status", {"status": "succeeded"}, time_s=4.0)
+        writer.flush()
+        result = {"mission_id": "m-1", "goal": "g", "status": "succeeded", "reason": "", "wall_s": 3.0,
+                  "tasks": [], "usage": {"tokens": 12, "llm_calls": 1}, "control_plane": {"tokens": 0, "llm_calls": 0},
+                  "log_head": writer.head.to_dict()}
+        write_run_dir(str(run), result, [])
+    writer.close()
+
+
+def test_audit_verify_passes_a_whole_log_and_names_the_first_edited_record(tmp_path, capsys):
+    run = tmp_path / "m-1"
+    write_mission(run)
+    assert main(["audit", "verify", str(run)]) == 0
+    assert "ok:" in capsys.readouterr().out
+    segment = next((run / "log").glob("*.jsonl"))
+    lines = segment.read_text().splitlines()
+    lines[2] = lines[2].replace('"done"', '"forged"')
+    segment.write_text("\n".join(lines) + "\n")
+    assert main(["audit", "verify", str(run)]) == 1
+    assert "record 2" in capsys.readouterr().out
+
+
+def test_audit_verify_catches_a_truncated_log_against_the_head_in_result_json(tmp_path, capsys):
+    run = tmp_path / "m-1"
+    write_mission(run)
+    segment = next((run / "log").glob("*.jsonl"))
+    segment.write_text("\n".join(segment.read_text().splitlines()[:3]) + "\n")
+    (run / "log.head").unlink()
+    assert main(["audit", "verify", str(run)]) == 1
+    assert "bad:" in capsys.readouterr().out
+
+
+def test_audit_show_filters_by_kind_and_agent(tmp_path, capsys):
+    run = tmp_path / "m-1"
+    write_mission(run)
+    assert main(["audit", "show", str(run), "--kind", "task", "--json"]) == 0
+    kinds = [json.loads(line)["kind"] for line in capsys.readouterr().out.splitlines()]
+    assert kinds == ["task.dispatch", "task.succeeded"]
+    assert main(["audit", "show", "m-1", "--runs-dir", str(tmp_path), "--kind", "budget.charge", "--agent", "w"]) == 0
+    assert "budget.charge" in capsys.readouterr().out
+
+
+def test_wait_result_and_logs_read_storage(tmp_path, capsys):
+    run = tmp_path / "m-1"
+    write_mission(run)
+    assert main(["wait", str(run), "--timeout-s", "1"]) == 0
+    assert "succeeded" in capsys.readouterr().out
+    assert main(["result", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["log_head"]["seq"] == 4
+    assert main(["logs", str(run), "--follow"]) == 0  # returns at the final status
+    assert capsys.readouterr().out.count("\n") == 5
+
+
+def test_an_unfinished_mission_is_resumed_and_a_finished_one_served(tmp_path, capsys):
+    unfinished, finished = tmp_path / "u", tmp_path / "f"
+    write_mission(unfinished, finish=False)
+    write_mission(finished)
+    opened = open_mission(str(unfinished))
+    assert opened.start == Start.RESUME and list(opened.state.completed()) == ["a"]
+    opened.writer.close()
+    assert main(["wait", str(unfinished), "--timeout-s", "0.1"]) == 1
+    assert main(["result", str(unfinished)]) == 1
+    opened = open_mission(str(finished))
+    assert opened.start == Start.FINISHED and opened.result["status"] == "succeeded"
+    opened.writer.close()

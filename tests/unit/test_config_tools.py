@@ -1,0 +1,73 @@
+from types import SimpleNamespace
+
+import pytest
+from pydantic import ValidationError
+
+from controlplane.config._tools import AgentActing, McpServerDecl, ToolDecl, check_tools
+from controlplane.errors import SpecError
+
+CALC = ToolDecl(name="calc", function="controlplane.builtin_tools:calculator")
+FILES = McpServerDecl(name="files", command="python", args=["-m", "files_server"])
+
+
+def agent(name: str, *tools: str) -> SimpleNamespace:
+    return SimpleNamespace(name=name, tools=list(tools))
+
+
+def test_tool_declarations_are_strict():
+    assert CALC.resources is None and CALC.approval == "never" and CALC.max_result_chars == 4000
+    for bad in ({"name": "calc", "function": "no_colon"}, {"name": "calc", "function": "m:f", "timeout": 3},
+                {"name": "bad name", "function": "m:f"}, {"name": "calc", "function": "m:f", "approval": "maybe"}):
+        with pytest.raises(ValidationError):
+            ToolDecl.model_validate(bad)
+
+
+def test_an_mcp_server_has_exactly_one_transport():
+    assert McpServerDecl(name="web", url="http://127.0.0.1:8765/mcp").command is None
+    for bad, why in (({"name": "x"}, "exactly one of `command`"),
+                     ({"name": "x", "command": "p", "url": "http://h/mcp"}, "exactly one of `command`"),
+                     ({"name": "x", "url": "http://h/mcp", "args": ["a"]}, "belong to a stdio server"),
+                     ({"name": "x", "command": "p", "headers": {"a": "b"}}, "belong to an HTTP server"),
+                     ({"name": "x.y", "command": "p"}, "pattern")):
+        with pytest.raises(ValidationError, match=why):
+            McpServerDecl.model_validate(bad)
+
+
+def test_agent_acting_fields():
+    assert AgentActing().kind == "llm" and AgentActing().max_steps == 8
+    assert AgentActing(kind="python", entrypoint="pkg.mod:Agent").entrypoint == "pkg.mod:Agent"
+    with pytest.raises(ValidationError, match="`kind: python` needs `entrypoint`"):
+        AgentActing(kind="python")
+    with pytest.raises(ValidationError, match="`kind: python` needs `entrypoint`"):
+        AgentActing(entrypoint="pkg.mod:Agent")
+    with pytest.raises(ValidationError):
+        AgentActing(loop_repeat_limit=1)
+
+
+def test_allow_lists_name_known_tools_builtins_globs_and_mcp_namespaces():
+    check_tools(agents=[agent("a", "calc", "memory.*", "files.read", "files.*", "delegate"), agent("b", "*")],
+                tools=[CALC], mcp_servers=[FILES])
+
+
+@pytest.mark.parametrize(("tools", "value"), [(("calculator",), "calculator"), (("web.*",), "web.*"),
+                                              (("filesread",), "filesread")])
+def test_an_unknown_tool_in_an_allow_list_names_the_agent_entry_and_the_known_tools(tools, value):
+    with pytest.raises(SpecError) as caught:
+        check_tools(agents=[agent("writer", *tools)], tools=[CALC], mcp_servers=[FILES])
+    message = str(caught.value)
+    assert message.startswith(f"agents[0](writer).tools[0]: {value!r} is invalid: it names no tool")
+    assert "known tools: calc, delegate, memory.post, memory.search, files.*" in message and "Fix: " in message
+
+
+def test_tool_and_server_names_may_not_collide():
+    with pytest.raises(SpecError, match=r"tools\[0\].name: 'memory.search' .* it is a built-in tool"):
+        check_tools(agents=[], tools=[ToolDecl(name="memory.search", function="m:f")], mcp_servers=[])
+    with pytest.raises(SpecError, match=r"tools\[1\].name: 'calc' .* two tools have that name"):
+        check_tools(agents=[], tools=[CALC, CALC], mcp_servers=[])
+    with pytest.raises(SpecError, match=r"mcp_servers\[0\].name: 'memory'"):
+        check_tools(agents=[], tools=[], mcp_servers=[McpServerDecl(name="memory", command="p")])
+
+
+def test_delegate_needs_another_agent():
+    with pytest.raises(SpecError, match="no other agent to delegate to"):
+        check_tools(agents=[agent("solo", "delegate")], tools=[], mcp_servers=[])

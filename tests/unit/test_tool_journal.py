@@ -1,0 +1,85 @@
+"""A side-effecting tool runs once per task across attempts and restarts; a call in doubt is refused unless idempotent.
+
+The supervisor's journal desk runs for real on a mission log in tmp_path; only Ray's `.remote` is faked.
+"""
+
+import asyncio
+
+import pytest
+
+from actors._tool_journal import JournaledToolRunner, ToolJournalDesk
+from controlplane._core.loop_types import ToolCall
+from controlplane._core.recovery import replay
+from controlplane._core.tools import Authorization, ToolSpec
+from controlplane._logfile import MissionLogWriter, read_log
+from controlplane.errors import ToolCallInDoubt
+
+
+class Remote:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, **kwargs):
+        return self.fn(**kwargs)
+
+
+class FakeSupervisor:
+    """The supervisor's two journal methods, over a real desk."""
+
+    def __init__(self, desk: ToolJournalDesk) -> None:
+        self.tool_intent = Remote(lambda **kw: desk.intent(actor="a", **kw))
+        self.tool_result = Remote(lambda **kw: desk.result(actor="a", **kw))
+
+
+def runner(desk, effects, *, idempotent=False, attempt=1):
+    async def send(args: dict) -> str:
+        effects.append(args["to"])
+        return f"sent to {args['to']}"
+
+    spec = ToolSpec(name="send", description="send a mail", parameters={"type": "object"}, side_effects=True,
+                    idempotent=idempotent)
+    return JournaledToolRunner(supervisor=FakeSupervisor(desk), task="t", attempt_key=f"m/t/{attempt}",
+                               call_prefix="m/t", functions={}, builtins={"send": (spec, send)}), spec
+
+
+def call(spec):
+    door = Authorization(decision="allowed", agent="a", tool="send", arguments_digest="x")
+    return ToolCall(id="c1", tool=spec, arguments={"to": "bob"}, authorization=door)
+
+
+def test_a_recorded_call_is_replayed_on_the_next_attempt_and_after_a_restart(tmp_path):
+    effects = []
+    writer = MissionLogWriter(str(tmp_path))
+    desk = ToolJournalDesk(writer, replay([]).tools)
+    first, spec = runner(desk, effects)
+    assert asyncio.run(first.run(call(spec))).content == "sent to bob"
+    retry, _ = runner(desk, effects, attempt=2)
+    assert asyncio.run(retry.run(call(spec))).content == "sent to bob"
+    writer.close()
+    restarted = MissionLogWriter(str(tmp_path))  # a new supervisor: its journal comes from the log
+    after_restart, _ = runner(ToolJournalDesk(restarted, replay(read_log(str(tmp_path))).tools), effects, attempt=2)
+    assert asyncio.run(after_restart.run(call(spec))).ok
+    restarted.close()
+    assert effects == ["bob"]  # executed once
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_call_in_flight_at_a_crash_is_rerun_only_when_idempotent(tmp_path, idempotent):
+    effects = []
+    writer = MissionLogWriter(str(tmp_path))
+    desk = ToolJournalDesk(writer, replay([]).tools)
+    _, spec = runner(desk, effects, idempotent=idempotent)
+    verdict = asyncio.run(desk.intent(actor="a", call_key="m/t/call/0", tool="send", task="t", attempt_key="m/t/1",
+                                      call_index=0, args_digest="x", side_effects=True, idempotent=idempotent))
+    assert verdict["action"] == "execute"  # ... and the agent died before recording the result
+    writer.close()
+    restarted = MissionLogWriter(str(tmp_path))
+    rerun, _ = runner(ToolJournalDesk(restarted, replay(read_log(str(tmp_path))).tools), effects,
+                      idempotent=idempotent, attempt=2)
+    if idempotent:
+        assert asyncio.run(rerun.run(call(spec))).ok and effects == ["bob"]
+    else:
+        with pytest.raises(ToolCallInDoubt, match="send"):
+            asyncio.run(rerun.run(call(spec)))
+        assert effects == []
+    restarted.close()
