@@ -14,6 +14,7 @@
     ├── OutputTruncated        a structured answer was cut off by max_tokens; retryable with more room
     ├── ToolCallInDoubt        a side-effecting call was in flight at a crash; it is not run again
     ├── MissionLogError        a mission log is corrupt or its hash chain is broken
+    ├── PlacementTimeout       a mission's agents could not be reserved together in time
     └── MissionNotFound        no mission of that id is running or recorded
 
 Errors take keyword fields and build their own message, so the message always names the
@@ -235,3 +236,15 @@ class ApprovalDenied(ControlPlaneError):
             f"({reason or 'no reason given'}). Fix: approve it with `controlplane approve RUN {approval_id}` while "
             "it waits, raise policies.approval_timeout_s, or change the mission so it does not need it",
             subject=subject, approval_id=approval_id, decided_by=decided_by, reason=reason)
+
+
+class PlacementTimeout(ControlPlaneError):
+    """A mission's agents could not be reserved together in time; the operator adds resources (or the user asks
+    for fewer)."""
+
+    def __init__(self, *, mission_id: str, timeout_s: float, strategy: str, missing: str) -> None:
+        super().__init__(
+            f"Mission {mission_id!r} could not place its agents ({strategy}) within placement.timeout_s="
+            f"{timeout_s:g}: {missing}. Fix: add nodes or raise the autoscaler's max_workers, lower the agents' "
+            f"resources, use a looser placement.strategy, or raise placement.timeout_s",
+            mission_id=mission_id, timeout_s=timeout_s, strategy=strategy, missing=missing)

@@ -112,6 +112,13 @@ def test_mission_budget_hard_cap():
         asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 45 + 20 > 60
 
 
+def test_a_hard_cap_is_refused_with_several_router_replicas_that_would_not_all_know_it():
+    core = RouterCore(config(replicas=3), {"main": FakeBackend(), "spare": FakeBackend()})
+    with pytest.raises(SpecError, match="router.replicas: 3 .*bind only the one router replica"):
+        core.set_budget("m", "a", max_usd=1.0)
+    core.set_budget("m", max_tokens=None)  # uncapped is the same on every replica
+
+
 def test_agent_rpm_limit():
     core = RouterCore(config(agent={"rpm": 1}), {"main": FakeBackend(), "spare": FakeBackend()})
     asyncio.run(run(core, call()))
