@@ -307,7 +307,7 @@ class RouterCore:
         cost = estimate_prompt_tokens(call.body) + call.body["max_tokens"]  # its weight in the fair queue
         try:
             await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()),
-                               flow=call.identity.mission_id, cost=cost)
+                               flow=call.identity.mission_id, cost=cost, slack_s=call.slack_s)
             try:
                 key = affinity_key(call.body, call.identity)
                 progress.dispatched = True

@@ -24,14 +24,15 @@ class Gate:
         """A mission's share of the slots while calls wait (default 1)."""
         self._waiting.set_weight(flow, weight)
 
-    async def acquire(self, priority: str, timeout_s: float, *, flow: str = "", cost: float = 1.0) -> None:
-        """Take a slot, waiting in priority order and fair between flows (missions) by `cost` (e.g. tokens);
-        BackpressureError if full or past the deadline."""
+    async def acquire(self, priority: str, timeout_s: float, *, flow: str = "", cost: float = 1.0,
+                      slack_s: float | None = None) -> None:
+        """Take a slot, waiting in priority order, fair between flows (missions) by `cost` (e.g. tokens), and
+        within a flow by `slack_s` (least first); BackpressureError if full or past the deadline."""
         if self._free > 0 and not len(self._waiting):
             self._free -= 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.push(waiter, priority, flow=flow, cost=cost, retry_after_s=min(timeout_s, 1.0))
+        self._waiting.push(waiter, priority, flow=flow, cost=cost, slack_s=slack_s, retry_after_s=min(timeout_s, 1.0))
         try:
             await asyncio.wait_for(waiter, timeout_s)
         except asyncio.TimeoutError:

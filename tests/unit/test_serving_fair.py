@@ -94,3 +94,21 @@ def test_gate_hands_slots_by_weight():
 
     order = asyncio.run(scenario())
     assert Counter(order[:8]) == {"heavy": 6, "light": 2}
+
+
+def test_within_a_mission_less_slack_goes_first_and_the_shares_between_missions_stay():
+    queue = FairQueue(capacity=100, scope="model:m")
+    for i, slack in enumerate([5.0, None, 3.0, 0.0]):
+        queue.push(("busy", i), "normal", flow="busy", slack_s=slack)
+    queue.push(("other", 0), "normal", flow="other")
+    order = [queue.pop() for _ in range(5)]
+    assert [item for item in order if item[0] == "busy"] == [("busy", 3), ("busy", 2), ("busy", 0), ("busy", 1)]
+    assert order.index(("other", 0)) == 1  # the other mission's turn comes when it would without slack
+
+
+def test_a_removed_call_with_slack_leaves_no_trace():
+    queue = FairQueue(capacity=100, scope="model:m")
+    first, urgent = ("a", 0), ("a", 1)
+    queue.push(first, "normal", flow="a")
+    queue.push(urgent, "normal", flow="a", slack_s=0.0)
+    assert queue.remove(urgent) and queue.pop() is first and len(queue) == 0
