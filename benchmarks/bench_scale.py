@@ -121,7 +121,7 @@ def bench_supervisor(quick: bool) -> dict:
     for size in SUPERVISOR_SIZES:
         spec = parse_mission(_layered(size))
         reps = 1 if quick and size > 10_000 else SUPERVISOR_REPS
-        took, runs = median_of(lambda: supervisor_s(spec), reps)
+        took, runs = median_of(lambda spec=spec: supervisor_s(spec), reps)
         key = f"supervisor_ms_per_task_{size // 1000}k"
         out[key] = round(took / size * 1000, 4)
         print(f"{f'{size} tasks, {SUPERVISOR_WIDTH} wide':<36}{out[key]:>10.4f}  {[round(r, 2) for r in runs]}")
@@ -214,7 +214,8 @@ def bench_memory(quick: bool) -> dict:
         recall.append(len(exact & {i for _, i in index.search(q[None, :], 10, where=where)[0]}) / 10)
     out = {"memory_filtered_search_p50_ms_1m": round(statistics.median(filtered), 3),
            "memory_unfiltered_search_p50_ms_1m": round(statistics.median(unfiltered), 3),
-           "memory_filtered_vs_unfiltered_ratio_1m": round(statistics.median(filtered) / statistics.median(unfiltered), 3),
+           "memory_filtered_vs_unfiltered_ratio_1m": round(
+               statistics.median(filtered) / statistics.median(unfiltered), 3),
            "memory_filtered_recall_at_10_1m": round(float(np.mean(recall)), 4), "memory_entries": n,
            "memory_index": f"IVF-Flat, {index.index.nlist} lists, nprobe {MEMORY_NPROBE} (filtered: x1/sqrt(f))",
            "memory_filter": f"mission_id, 1 of {MEMORY_MISSIONS} missions", "memory_build_s": round(build_s, 1)}
@@ -368,7 +369,8 @@ def bench_autoscale(quick: bool) -> dict:
 
     with tempfile.TemporaryDirectory() as work, fake_autoscaling_cluster(Path(work)) as cluster:
         figures = run_driver(cluster, "measure")
-    out = {"autoscale_gpu_node_up_s": round(figures["up_s"], 2), "autoscale_gpu_node_down_s": round(figures["down_s"], 2),
+    out = {"autoscale_gpu_node_up_s": round(figures["up_s"], 2),
+           "autoscale_gpu_node_down_s": round(figures["down_s"], 2),
            "autoscale_gpu_nodes": figures["gpu_nodes"], "autoscale_idle_timeout_s": 12}
     print(f"{'autoscale: GPU nodes up':<36}{out['autoscale_gpu_node_up_s']:>10.2f}  s; down "
           f"{out['autoscale_gpu_node_down_s']:.2f} s after idle ({figures['gpu_nodes']} fake GPU nodes)")

@@ -85,7 +85,8 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
                 [rule.model_dump() for rule in spec.replies], spec.latency_s)
     # Only paths travel: remote backends' API keys are read where the replica starts, never put in a runtime_env.
     otlp = {ENDPOINT_ENV: os.environ[ENDPOINT_ENV]} if os.environ.get(ENDPOINT_ENV) else {}
-    env = {**ROUTER_ENV, **secret_file_env(), **otlp}  # the router's own OTLP endpoint: for HTTP callers outside a mission
+    # The router's own OTLP endpoint is for HTTP callers outside a mission.
+    env = {**ROUTER_ENV, **secret_file_env(), **otlp}
     options = {"num_cpus": 0, "runtime_env": {"env_vars": env}, **_on_head()}
     return Router.options(name=router_name, ray_actor_options=options, num_replicas=config.router.replicas).bind(
         config.model_dump(mode="json"), handles)

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
-from controlplane._priority import run_at_normal_priority
 from controlplane._core.placement import head_pin
+from controlplane._priority import run_at_normal_priority
 from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import OpenAIModelSpec, ServingConfig
 from controlplane.errors import ControlPlaneError, SpecError

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 import ray
+
 from tests.helpers import free_port, wait_for
 
 HEAD_CPUS = WORKER_CPUS = 2
