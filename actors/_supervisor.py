@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors._agent import AgentActor, delegate_targets
 from actors._approvals import ApprovalGate
@@ -47,6 +47,7 @@ from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
+AGENT_RESTART_POLL_S = 0.2
 MCP_STOP_TIMEOUT_S = 15.0
 MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
@@ -435,7 +436,7 @@ class SupervisorActor:
         self.gang = await reserve_agents(self.spec, self.mission_id, note=self._placement_note)
         for a in self.spec.agents:
             self.agents[a.name] = self._agent_actor(a.name)
-        placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
+        placed = await asyncio.wait_for(asyncio.gather(*(self._ready(name) for name in self.agents)),
                                         AGENT_START_TIMEOUT_S)
         self.placement = {p["agent"]: p for p in placed}
         self.log.emit(time.time(), "mission", "placed", message=f"{len(placed)} agents ready",
@@ -445,10 +446,21 @@ class SupervisorActor:
         logger.info("mission %s: %s", self.mission_id, message)
         self.log.emit(time.time(), "mission", "waiting", message=message)
 
+    async def _ready(self, agent: str) -> dict[str, Any]:
+        """Where the agent runs, once its actor answers: an actor Ray is restarting is waited for."""
+        deadline_s = time.time() + AGENT_START_TIMEOUT_S
+        while True:
+            try:
+                return await self.agents[agent].ready.remote()
+            except ActorUnavailableError:
+                if time.time() > deadline_s:
+                    raise
+                await asyncio.sleep(AGENT_RESTART_POLL_S)
+
     async def _replaced(self, agent: str) -> None:
         """Record where an agent that died (alone, or with its node) runs again."""
         try:
-            placed = await self.agents[agent].ready.remote()
+            placed = await self._ready(agent)
         except Exception as exc:
             self.log.emit(time.time(), "agent", "lost", agent=agent, message=f"not recreated: {exc}")
             return
@@ -505,15 +517,16 @@ class SupervisorActor:
                  log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
                  tracing=self.tracing, settle_conflicts=self.spec.policies.conflicts.settle_before_dependents)
 
-    def _replace_agent(self, name: str) -> None:
+    async def _replace_agent(self, name: str) -> None:
         """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a
-        new one starts under its name; either way, where it now runs is recorded once it is ready."""
+        new one starts under its name; either way, this returns once it is ready (or lost), and where it now
+        runs is recorded."""
         try:
             ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
         except ValueError:
             logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
             self.agents[name] = self._agent_actor(name)
-        asyncio.ensure_future(self._replaced(name))
+        await self._replaced(name)
 
     async def _approve_plan(self) -> None:
         """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
@@ -617,8 +630,8 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            if isinstance(exc, RayActorError):
-                self._replace_agent(a.agent)
+            if isinstance(exc, RayActorError):  # the retry must find a live agent, not burn on a restarting one
+                await self._replace_agent(a.agent)
             if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
                 self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
                               data=budget_fields(cause))

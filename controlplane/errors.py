@@ -62,6 +62,11 @@ def _rebuild(cls: type[ControlPlaneError], message: str, fields: dict[str, Any])
 class SpecError(ControlPlaneError):
     """A mission spec or config is invalid. `where` is the file and YAML path."""
 
+    where: str
+    value: Any
+    why: str
+    fix: str
+
     def __init__(self, *, where: str, value: Any, why: str, fix: str) -> None:
         super().__init__(
             f"{where}: {value!r} is invalid: {why}. Fix: {fix}",
@@ -95,6 +100,8 @@ class ReplicaUnavailable(ControlPlaneError):
 class BackpressureError(ControlPlaneError):
     """A limit was hit; retrying after `retry_after_s` may succeed."""
 
+    retry_after_s: float
+
     retryable = True
 
     def __init__(self, *, scope: str, limit: str, retry_after_s: float) -> None:
@@ -106,6 +113,8 @@ class BackpressureError(ControlPlaneError):
 
 class BudgetExceeded(ControlPlaneError):
     """A hard budget was reached; retrying does not help."""
+
+    scope: str
 
     def __init__(self, *, scope: str, budget: str, limit: float, used: float) -> None:
         super().__init__(

@@ -17,7 +17,7 @@ def init_ray(address: str | None, verbose: bool) -> bool:
     from actors import MISSION_NAMESPACE
     from controlplane._core.placement import HEAD_RESOURCE
 
-    common = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
+    common: dict[str, Any] = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
               "logging_config": ray.LoggingConfig(log_level="INFO")}
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if local:  # include_dashboard=None: Ray starts its dashboard when its optional dependencies are installed
