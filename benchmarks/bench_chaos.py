@@ -155,17 +155,21 @@ def _resumed(records) -> list[float]:
 def run_r6_r7_side_effects(router, root: str, size: dict) -> dict:
     from tests.helpers.chaos import run_r6, run_r7, run_side_effects
 
+    started = time.monotonic()
     r6 = run_r6(router, root, posts=size["r6_posts"], kills=2)
+    r6["r6_wall_s"] = round(time.monotonic() - started, 1)
     print(f"r6: {r6['r6_posts_acked']} posts acknowledged, {r6['r6_memory_kills']} memory actor kills: lost "
           f"{r6['r6_acked_posts_lost']}, stored twice {r6['r6_duplicates']}, longest post stall after a kill "
-          f"{r6['r6_post_stall_s_max']:.1f} s; status {r6['r6_status']}")
+          f"{r6['r6_post_stall_s_max']:.1f} s; status {r6['r6_status']} in {r6['r6_wall_s']} s")
     r7 = run_r7(router, root, tasks=size["r7_tasks"])
     print(f"r7: {size['r7_tasks']} tasks, {r7['r7_random_failures']} random failures, {r7['r7_outage_failures']} "
           f"outage failures ({r7['r7_failures_before_breaker_open']} before the breaker opened, the rest probes), "
           f"{r7['r7_calls_on_fallback']} calls on the fallback, {r7['r7_task_retries']} task retries: status "
           f"{r7['r7_status']} in {r7['r7_makespan_s']} s; breaker closed {r7['r7_breaker_recovered_s']} s after "
           "the outage")
+    started = time.monotonic()
     effects = run_side_effects(router, root)
+    effects["side_effects_wall_s"] = round(time.monotonic() - started, 1)
     for label in ("after_result", "in_flight"):
         print(f"side effects, agent killed {label.replace('_', ' ')}: executed "
               f"{effects[f'side_effects_{label}_executions']} time(s); task "

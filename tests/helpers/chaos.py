@@ -225,7 +225,8 @@ def _effect_mission(router: Any, root: str, label: str, tool: str, ready: Any) -
         "tools": [{"name": tool, "function": f"tests.helpers.chaos_code:{tool}", "side_effects": True,
                    "idempotent": False, "timeout_s": 60}],
         "agents": [{"name": "actor", "role": "worker", "model": EFFECTS, "tools": [tool]}],
-        "tasks": [{"id": "act", "agent": "actor", "description": f"Call {tool} once", "retries": 3}]})
+        # Retries outlast the agent's restart (attempts sent meanwhile fail with ActorUnavailableError).
+        "tasks": [{"id": "act", "agent": "actor", "description": f"Call {tool} once", "retries": 8}]})
     start_mission(spec, router=router, mission_id=mission_id, run_dir=run_dir)
     try:
         _wait(lambda: ready(run_dir, effects), what=f"{label}: the moment to kill the agent")
