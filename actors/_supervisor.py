@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors._agent import AgentActor, delegate_targets
 from actors._approvals import ApprovalGate
@@ -47,6 +47,7 @@ from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
+AGENT_RESTART_POLL_S = 0.5
 MCP_STOP_TIMEOUT_S = 15.0
 MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
@@ -89,6 +90,7 @@ class SupervisorActor:
         self._depth: dict[str, int] = {}
         self._delegated: dict[str, asyncio.Future] = {}
         self.placement: dict[str, Any] = {}
+        self._restarting: set[str] = set()
         self.gang: Gang | None = None
         self.usage = summarize_usage([])
         """The mission's usage as the router last reported it (final once the mission has ended)."""
@@ -441,15 +443,29 @@ class SupervisorActor:
         self.log.emit(time.time(), "mission", "waiting", message=message)
 
     async def _replaced(self, agent: str) -> None:
-        """Record where an agent that died (alone, or with its node) runs again."""
+        """Record where an agent that died (alone, or with its node) runs again, once Ray has restarted it; then
+        it takes tasks again (also when it did not come back: its tasks then fail and follow their policy)."""
         try:
-            placed = await self.agents[agent].ready.remote()
+            placed = await self._ready_after_restart(agent, time.monotonic() + AGENT_START_TIMEOUT_S)
         except Exception as exc:
             self.log.emit(time.time(), "agent", "lost", agent=agent, message=f"not recreated: {exc}")
-            return
-        self.placement[agent] = placed
-        self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
-                      data=placed)
+        else:
+            self.placement[agent] = placed
+            self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
+                          data=placed)
+        finally:
+            self._restarting.discard(agent)
+            self.sched.release_agent(agent)
+            self._wake.set()
+
+    async def _ready_after_restart(self, agent: str, deadline: float) -> dict[str, Any]:
+        while True:
+            try:
+                return await self.agents[agent].ready.remote()
+            except ActorUnavailableError:  # still restarting: calls fail at once until it is back
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(AGENT_RESTART_POLL_S)
 
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
@@ -502,13 +518,16 @@ class SupervisorActor:
 
     def _replace_agent(self, name: str) -> None:
         """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a
-        new one starts under its name; either way, where it now runs is recorded once it is ready."""
+        new one starts under its name. It gets no task until it is ready again; then where it runs is recorded."""
         try:
             ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
         except ValueError:
             logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
             self.agents[name] = self._agent_actor(name)
-        asyncio.ensure_future(self._replaced(name))
+        if name not in self._restarting:
+            self._restarting.add(name)
+            self.sched.hold_agent(name)
+            asyncio.ensure_future(self._replaced(name))
 
     async def _approve_plan(self) -> None:
         """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""

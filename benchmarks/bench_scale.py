@@ -1,8 +1,9 @@
 """Scale benchmark: how the control plane's costs grow with mission size, memory size, missions and nodes.
 
 1. Supervisor cost per task at 1k, 10k and 50k tasks: the real SupervisorActor loop (tick -> Scheduler.dispatch
-   -> launch -> result -> on_success -> events), run in process with agents that answer at once: Ray's actor
-   calls (about 0.5 ms each, the same at any size) are left out, so only what grows with the mission shows.
+   -> launch -> result -> on_success -> events, each one appended to the mission log in a temporary run
+   directory), run in process with agents that answer at once: Ray's actor calls (about 0.5 ms each, the same
+   at any size) are left out, so only what grows with the mission shows.
    A full Ray run at 50k tasks does not fit 2 shared cores. Target: _50k <= 1.5 x _1k.
 2. Agent start: AgentActors started 2 at a time on a local Ray (each asks for no resources), ms per agent.
 3. Memory: one namespace of 1M entries (IVF-Flat; 10 missions, synthetic clustered 384-d unit vectors) searched
@@ -28,6 +29,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -80,7 +82,7 @@ class _InstantAgent:
         self.run = self
         self._result = result
 
-    def remote(self, spec, attempt, context):
+    def remote(self, spec, attempt, context, token, trace=None):
         async def answer():
             return self._result
         return answer()
@@ -98,8 +100,9 @@ def supervisor_s(spec) -> float:
     result = StepResult(output="ok", prompt_tokens=10, completion_tokens=2, attempt=1, started_at_s=0.0,
                         ended_at_s=0.0, model_latency_s=0.0, memory_hits=0, posted=0)
 
-    async def run() -> float:
-        sup = cls(spec, mission_id="bench-scale", router=None, namespace="bench")
+    async def run(run_dir: str) -> float:  # the mission log in run_dir is part of the per-task cost
+        sup = cls(spec, mission_id="bench-scale", router=None, namespace="bench", mission_key=b"k" * 32,
+                  run_dir=run_dir)
         sup.agents = {a.name: _InstantAgent(result) for a in spec.agents}
         began = time.perf_counter()
         sup.sched = Scheduler(list(spec.tasks), spec.agents, spec.policies, sup.log, time.time())
@@ -107,9 +110,11 @@ def supervisor_s(spec) -> float:
         await sup._loop()
         took = time.perf_counter() - began
         assert sup.sched.status() == MissionStatus.SUCCEEDED, sup.sched.reason()
+        sup.writer.close()
         return took
 
-    return asyncio.run(run())
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as run_dir:
+        return asyncio.run(run(run_dir))
 
 
 def bench_supervisor(quick: bool) -> dict:
@@ -121,7 +126,7 @@ def bench_supervisor(quick: bool) -> dict:
     for size in SUPERVISOR_SIZES:
         spec = parse_mission(_layered(size))
         reps = 1 if quick and size > 10_000 else SUPERVISOR_REPS
-        took, runs = median_of(lambda: supervisor_s(spec), reps)
+        took, runs = median_of(lambda spec=spec: supervisor_s(spec), reps)
         key = f"supervisor_ms_per_task_{size // 1000}k"
         out[key] = round(took / size * 1000, 4)
         print(f"{f'{size} tasks, {SUPERVISOR_WIDTH} wide':<36}{out[key]:>10.4f}  {[round(r, 2) for r in runs]}")
@@ -214,7 +219,8 @@ def bench_memory(quick: bool) -> dict:
         recall.append(len(exact & {i for _, i in index.search(q[None, :], 10, where=where)[0]}) / 10)
     out = {"memory_filtered_search_p50_ms_1m": round(statistics.median(filtered), 3),
            "memory_unfiltered_search_p50_ms_1m": round(statistics.median(unfiltered), 3),
-           "memory_filtered_vs_unfiltered_ratio_1m": round(statistics.median(filtered) / statistics.median(unfiltered), 3),
+           "memory_filtered_vs_unfiltered_ratio_1m": round(statistics.median(filtered)
+                                                           / statistics.median(unfiltered), 3),
            "memory_filtered_recall_at_10_1m": round(float(np.mean(recall)), 4), "memory_entries": n,
            "memory_index": f"IVF-Flat, {index.index.nlist} lists, nprobe {MEMORY_NPROBE} (filtered: x1/sqrt(f))",
            "memory_filter": f"mission_id, 1 of {MEMORY_MISSIONS} missions", "memory_build_s": round(build_s, 1)}
@@ -289,12 +295,13 @@ def bench_limits(quick: bool) -> dict:
 
     from controlplane import BackpressureError
     from controlplane.config import ServingConfig
-    from serving import ChatMessage, ChatRequest, Identity, deploy
+    from serving import ChatMessage, ChatRequest, deploy
     from serving._limiter import LIMITER_NAMESPACE
 
     window_s = LIMIT_WINDOW_S_QUICK if quick else LIMIT_WINDOW_S
     config = ServingConfig.model_validate({
-        "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000}, "request_timeout_s": 60},
+        "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000}, "request_timeout_s": 60,
+                   "auth": {"allow_anonymous": True}},  # a local app of its own: calls without a token
         "models": {"limited": {"kind": "scripted", "limits": {"rpm": LIMIT_RPM}}}})
     port = _free_port()
     serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1", "port": port})  # handles only
@@ -305,8 +312,7 @@ def bench_limits(quick: bool) -> dict:
         stamps: list[float] = []
         refused: list[float] = []  # refusals all through the window show the clients asked for more than the limit
         window = {"from": float("inf"), "until": float("inf")}
-        request = ChatRequest(model="limited", messages=[ChatMessage(role="user", content="hi")], max_tokens=4,
-                              identity=Identity(mission_id="bench", agent_id="c"))
+        request = ChatRequest(model="limited", messages=[ChatMessage(role="user", content="hi")], max_tokens=4)
 
         async def hammer() -> None:
             while time.time() < window["until"]:
@@ -362,14 +368,14 @@ def _free_port() -> int:
 
 # -- 6. autoscaling -------------------------------------------------------------------------------------
 def bench_autoscale(quick: bool) -> dict:
-    import tempfile
 
     from tests.helpers.fake_autoscaler import fake_autoscaling_cluster, run_driver
 
     with tempfile.TemporaryDirectory() as work, fake_autoscaling_cluster(Path(work)) as cluster:
         figures = run_driver(cluster, "measure")
-    out = {"autoscale_gpu_node_up_s": round(figures["up_s"], 2), "autoscale_gpu_node_down_s": round(figures["down_s"], 2),
-           "autoscale_gpu_nodes": figures["gpu_nodes"], "autoscale_idle_timeout_s": 12}
+    out = {"autoscale_gpu_node_up_s": round(figures["up_s"], 2),
+           "autoscale_gpu_node_down_s": round(figures["down_s"], 2), "autoscale_gpu_nodes": figures["gpu_nodes"],
+           "autoscale_idle_timeout_s": 12}
     print(f"{'autoscale: GPU nodes up':<36}{out['autoscale_gpu_node_up_s']:>10.2f}  s; down "
           f"{out['autoscale_gpu_node_down_s']:.2f} s after idle ({figures['gpu_nodes']} fake GPU nodes)")
     return out

@@ -178,3 +178,13 @@ def test_a_task_result_shows_its_loop_transcript_and_call_counts():
     record = sched.tasks[a.task].to_dict()
     assert (record["model_calls"], record["tool_calls"]) == (2, 1)
     assert record["loop"]["tool_records"][0]["tool"] == "calculator"
+
+
+def test_a_held_agent_gets_no_task_until_released_and_its_role_peers_take_them():
+    sched, _ = make(fan(4, concurrency=2, agents=2))
+    ok(sched, sched.dispatch(0.0)[0], 1.0)  # root on a0
+    sched.hold_agent("a0")  # its actor is restarting
+    assert {a.agent for a in sched.dispatch(1.0)} == {"a1"}  # two workers' tasks, both on a1
+    assert sched.dispatch(1.5) == []  # a1 is full; a0 is held, so the rest wait instead of failing on it
+    sched.release_agent("a0")
+    assert {a.agent for a in sched.dispatch(2.0)} == {"a0"}
