@@ -90,6 +90,7 @@ class SupervisorActor:
         self._depth: dict[str, int] = {}
         self._delegated: dict[str, asyncio.Future] = {}
         self.placement: dict[str, Any] = {}
+        self._restarting: set[str] = set()
         self.gang: Gang | None = None
         self.usage = summarize_usage([])
         """The mission's usage as the router last reported it (final once the mission has ended)."""
@@ -464,15 +465,20 @@ class SupervisorActor:
                 await asyncio.sleep(AGENT_RESTART_POLL_S)
 
     async def _replaced(self, agent: str) -> None:
-        """Record where an agent that died (alone, or with its node) runs again."""
+        """Record where an agent that died (alone, or with its node) runs again, once Ray has restarted it; then
+        it takes tasks again (also when it did not come back: its tasks then fail and follow their policy)."""
         try:
             placed = await self._ready(agent)
         except Exception as exc:
             self.log.emit(time.time(), "agent", "lost", agent=agent, message=f"not recreated: {exc}")
-            return
-        self.placement[agent] = placed
-        self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
-                      data=placed)
+        else:
+            self.placement[agent] = placed
+            self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
+                          data=placed)
+        finally:
+            self._restarting.discard(agent)
+            self.scheduler.release_agent(agent)
+            self._wake.set()
 
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
@@ -523,16 +529,19 @@ class SupervisorActor:
                  log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
                  tracing=self.tracing, settle_conflicts=self.spec.policies.conflicts.settle_before_dependents)
 
-    async def _replace_agent(self, name: str) -> None:
+    def _replace_agent(self, name: str) -> None:
         """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a
-        new one starts under its name; either way, this returns once it is ready (or lost), and where it now
-        runs is recorded."""
+        new one starts under its name. It gets no task until it is ready again (a task sent to a restarting
+        actor fails at once and would use up a retry); then where it runs is recorded."""
         try:
             ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
         except ValueError:
             logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
             self.agents[name] = self._agent_actor(name)
-        await self._replaced(name)
+        if name not in self._restarting:
+            self._restarting.add(name)
+            self.scheduler.hold_agent(name)
+            asyncio.ensure_future(self._replaced(name))
 
     async def _approve_plan(self) -> None:
         """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
@@ -636,8 +645,8 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            if isinstance(exc, RayActorError):  # the retry must find a live agent, not burn on a restarting one
-                await self._replace_agent(a.agent)
+            if isinstance(exc, RayActorError):
+                self._replace_agent(a.agent)
             if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
                 self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
                               data=budget_fields(cause))
