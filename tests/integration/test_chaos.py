@@ -76,6 +76,10 @@ def test_supervisor_killed_mid_mission_resumes_without_rerunning_completed_tasks
         assert read_result(run_dir)["status"] == "succeeded"
         assert_exactly_once(run_dir, n)
         assert any(r.kind == "mission.status" and "resumed" in r.data.get("message", "") for r in read_log(run_dir))
+        # The restarted supervisor found its agents' placement group again (no second one), and removed it.
+        wait_for(lambda: [g["state"] for g in ray.util.placement_group_table().values()
+                          if g["name"] == "supkill-1:agents"] == ["REMOVED"],
+                 timeout_s=60, what="one placement group of the agents, removed")
     finally:
         ray.kill(handle)
 
