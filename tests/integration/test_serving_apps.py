@@ -10,24 +10,27 @@ from ray import serve
 from controlplane.config import ServingConfig
 from serving import ChatMessage, ChatRequest, deploy
 from serving._deploy import _running_config
+from tests.helpers import agent_token
 
 OTHER = {"models": {"other-scripted": {"kind": "scripted", "replies": [{"match": ".", "text": "from the other app"}]}}}
 
 
 def _ask(client, model: str) -> str:
-    request = ChatRequest(model=model, messages=[ChatMessage(role="user", content="hi")], max_tokens=8)
+    request = ChatRequest(model=model, messages=[ChatMessage(role="user", content="hi")], max_tokens=8,
+                          token=agent_token("apps", "a"))
     return asyncio.run(client.chat(request)).text
 
 
-def test_another_config_under_a_running_mission_joins_as_a_separate_app(router):
-    before = _running_config("controlplane")
-    other = deploy(ServingConfig.model_validate(OTHER), app_name="controlplane", missions_running=1)
+def test_another_config_under_a_running_mission_joins_as_a_separate_app(scripted_router):
+    router, name = scripted_router, scripted_router.app_name
+    before = _running_config(name)
+    other = deploy(ServingConfig.model_validate(OTHER), app_name=name, missions_running=1)
     try:
-        assert other.app_name.startswith("controlplane-") and other.app_name != router.app_name
-        assert _running_config("controlplane") == before  # the running mission's app is untouched
+        assert other.app_name.startswith(f"{name}-") and other.app_name != router.app_name
+        assert _running_config(name) == before  # the running mission's app is untouched
         assert _ask(other, "other-scripted") == "from the other app"
         assert _ask(router, "scripted") != ""
-        again = deploy(ServingConfig.model_validate(OTHER), app_name="controlplane", missions_running=1)
+        again = deploy(ServingConfig.model_validate(OTHER), app_name=name, missions_running=1)
         assert again.app_name == other.app_name  # the same config finds its app again
     finally:
         serve.delete(other.app_name)
