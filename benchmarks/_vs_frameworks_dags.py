@@ -38,18 +38,46 @@ def strip_tool_directive(instructions: str) -> str:
     return f"{head}." if head else ""
 
 
+def json_chars_bound(schema: Mapping[str, Any]) -> int:
+    """The most characters a compact JSON value of the (flat, bounded) schema can take; a token holds at least
+    one character, so a reply with this many max_tokens is never cut. Strings without maxLength count 80, numbers
+    20 digits."""
+    if "enum" in schema:
+        return max(len(json.dumps(value)) for value in schema["enum"])
+    kind = schema.get("type", "string")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return 2 + sum(len(json.dumps(name)) + 2 + json_chars_bound(sub) for name, sub in props.items())
+    if kind == "array":
+        return 2 + schema.get("maxItems", 8) * (json_chars_bound(schema.get("items", {})) + 2)
+    if kind in ("integer", "number"):
+        return 20
+    return 5 if kind == "boolean" else schema.get("maxLength", 80) + 2
+
+
 def demo_mission(raw: Mapping[str, Any], *, memory: bool = True) -> dict[str, Any]:
     """The demo mission with one model call per task: every agent's tools removed and its tool directive cut from
-    its instructions; tasks, dependencies, schemas, max_tokens and memory settings unchanged. Every agent gets
-    max_steps 2: with no tool to call its first valid answer ends the task, and an invalid one gets the loop's one
-    repair turn (at max_steps 1 the loop would add "This is your last step" to the prompt, which no peer sends).
-    `memory=False` also drops fixed recall and the contradiction judge (no memory actor at all)."""
+    its instructions; tasks, dependencies, schemas and memory settings unchanged.
+
+    - max_steps 2: with no tool to call the first valid answer ends the task, and an invalid one gets the loop's
+      one repair turn (at max_steps 1 the loop would add "This is your last step" to the prompt; no peer does).
+    - max_tokens: at least the most characters the agent's output schemas admit (`json_chars_bound`). The demo's
+      96-128 suit its constrained tool loop, which bounds strings to fit; with whole schemas SmolLM2 ran past
+      96 tokens and the JSON was cut: controlplane repaired it with a second call, while LangGraph's and CrewAI's
+      structured-output calls raise on a cut reply (openai's LengthFinishReasonError) and fail the run.
+    - `memory=False` also drops fixed recall and the contradiction judge (no memory actor at all)."""
     mission = copy.deepcopy(dict(raw))
     for key in ("tools", "workspace", "delegation", "mcp_servers"):
         mission.pop(key, None)
+    schemas: dict[str, list[Mapping[str, Any]]] = {}
+    for task in mission["tasks"]:
+        if isinstance(task.get("expected_output"), dict):
+            schemas.setdefault(task["agent"], []).append(task["expected_output"])
     for agent in mission["agents"]:
         agent["tools"] = []
         agent["max_steps"] = 2
+        agent["max_tokens"] = max([agent.get("max_tokens", 256)] + [json_chars_bound(schema)
+                                                                     for schema in schemas.get(agent["name"], [])])
         agent["instructions"] = strip_tool_directive(agent.get("instructions", ""))
         if not memory:
             agent.pop("fixed_memory", None)

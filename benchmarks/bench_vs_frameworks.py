@@ -380,7 +380,8 @@ def run_all(args: argparse.Namespace, missions: dict[str, dict], workdir: Path
 
     keys_file = str(workdir / "api_keys.json")
     port = free_port()
-    start_ray()
+    # address="local": a cluster of this benchmark's own, never one that happens to run on the machine
+    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
     crewai = bench = None
     try:
         router = deploy(serving_config(args.scripted, keys_file, missions), app_name="bench-vs-frameworks",
@@ -399,23 +400,6 @@ def run_all(args: argparse.Namespace, missions: dict[str, dict], workdir: Path
             crewai.close()
         serve.shutdown()
         ray.shutdown()
-
-
-def start_ray(tries: int = 3) -> None:
-    """A Ray cluster of this benchmark's own (address="local": never one that happens to run on the machine).
-    Ray waits a fixed 30 s for its node to register; on a loaded machine that can pass, so it tries again."""
-    import ray
-
-    for attempt in range(1, tries + 1):
-        try:
-            ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
-            return
-        except Exception as exc:
-            if "timed out during startup" not in str(exc) or attempt == tries:
-                raise
-            print(f"Ray's node did not start in time (load average {os.getloadavg()[0]:.1f}); trying again",
-                  flush=True)
-            ray.shutdown()
 
 
 def conditions_of(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,11 +24,10 @@ def depends(mission):
     return {t["id"]: t.get("depends_on", []) for t in mission["tasks"]}
 
 
-def test_the_demo_dag_keeps_the_demos_tasks_dependencies_schemas_and_max_tokens():
+def test_the_demo_dag_keeps_the_demos_tasks_dependencies_schemas_and_memory():
     bench = dags.demo_mission(DEMO)
     assert depends(bench) == depends(DEMO)
     assert [t.get("expected_output") for t in bench["tasks"]] == [t.get("expected_output") for t in DEMO["tasks"]]
-    assert [a["max_tokens"] for a in bench["agents"]] == [a["max_tokens"] for a in DEMO["agents"]]
     assert bench["memory"] == DEMO["memory"]
     spec = parse_mission(bench)
     assert all(a.tools == [] and a.max_steps == 2 for a in spec.agents)  # one call per task, a repair turn left
@@ -39,6 +38,30 @@ def test_the_demo_dag_without_memory_has_no_recall_and_no_judge():
     spec = parse_mission(dags.demo_mission(DEMO, memory=False))
     assert spec.memory.judge_model is None
     assert not any(a.fixed_memory for a in spec.agents)
+
+
+def test_no_reply_the_output_schema_admits_is_cut_by_max_tokens():
+    """A cut JSON reply fails a peer's structured-output call outright, so every task has room for the longest
+    answer its schema admits (a token holds at least one character), and never less than the demo gave it."""
+    bench = dags.demo_mission(DEMO)
+    demo_tokens = {a["name"]: a["max_tokens"] for a in DEMO["agents"]}
+    tokens = {a["name"]: a["max_tokens"] for a in bench["agents"]}
+    for task in bench["tasks"]:
+        schema = task["expected_output"]
+        longest = dags.json_chars_bound(schema)
+        assert longest <= tokens[task["agent"]] and demo_tokens[task["agent"]] <= tokens[task["agent"]]
+        assert len(json.dumps(longest_instance(schema), separators=(",", ":"))) <= longest
+
+
+def longest_instance(schema):
+    if "enum" in schema:
+        return max(schema["enum"], key=lambda v: len(json.dumps(v)))
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: longest_instance(sub) for name, sub in schema["properties"].items()}
+    if kind == "array":
+        return [longest_instance(schema["items"])] * schema["maxItems"]
+    return {"integer": 10**19, "boolean": False}.get(kind, "x" * schema.get("maxLength", 80))
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -64,7 +87,7 @@ def test_the_wide_dag_is_27_tasks_9_wide_in_3_layers():
 def test_workload_carries_what_a_peer_needs():
     work = dags.workload(dags.demo_mission(DEMO))
     brief = work["tasks"][0]
-    assert (brief["id"], brief["role"], brief["max_tokens"]) == ("brief", "planner", 128)
+    assert (brief["id"], brief["role"], brief["max_tokens"]) == ("brief", "planner", 379)
     assert brief["schema"]["required"] == ["product", "audience", "key_messages"]
     assert len({t["description"] for t in work["tasks"]}) == 9  # the CrewAI side finds a call's task by it
 
