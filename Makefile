@@ -31,3 +31,4 @@ bench: setup
 	$(VENV)/python benchmarks/bench_memory.py --quick --json runs/bench_memory.json
 	$(VENV)/python benchmarks/bench_agents.py --quick --json runs/bench_agents.json
 	$(VENV)/python benchmarks/bench_governance.py --quick --json runs/bench_governance.json
+	$(VENV)/python benchmarks/bench_scale.py --quick --json runs/bench_scale.json

@@ -9,6 +9,7 @@ from typing import Any
 
 import ray
 
+from actors._cluster import head_options, read_capacity
 from actors._durable import default_run_dir
 from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
@@ -29,16 +30,16 @@ def new_mission_id(name: str) -> str:
 def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
                   memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
                   resume: bool = False, tracing: TracingConfig | None = None) -> Any:
-    """Check the spec against the cluster's resources, then create the detached SupervisorActor named after
-    the mission id and start it; returns its handle. `router_url` is the router's OpenAI base URL
-    (`http://host:port/v1`), given to python agents as `ctx.openai_base_url`. `run_dir` holds the mission log
+    """Check the spec against what the cluster has or its autoscaler may add, then create the detached
+    SupervisorActor (on the head, when it declares the head resource) named after the mission id and start it;
+    returns its handle. `router_url` is the router's OpenAI base URL (`http://host:port/v1`, or
+    `/<app>/v1` for a separate app), given to python agents as `ctx.openai_base_url`. `run_dir` holds the mission log
     (default: a temporary directory); with `resume` the mission continues from the log there, else that log
     must not exist. Ray restarts the supervisor when it dies, and it continues from its log. The supervisor gets
     the mission's key, derived here from the cluster root secret, which never leaves this process. With
     `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
     file and OTLP endpoint (content in spans only with `policies.log_content`)."""
-    resources = ray.cluster_resources()
-    check_resources(spec, cluster_gpus=resources.get("GPU", 0.0), cluster_cpus=resources.get("CPU", 0.0))
+    check_resources(spec, read_capacity())
     mission_id = mission_id or new_mission_id(spec.name)
     run_dir = run_dir or default_run_dir(mission_id)
     check_mission_id(mission_id, run_dir, resume=resume)
@@ -46,7 +47,7 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     env = secret_file_env()  # paths only: the memory actor the supervisor starts finds the same root secret
     handle = SupervisorActor.options(
         name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached", max_restarts=-1, max_task_retries=-1,
-        **({"runtime_env": {"env_vars": env}} if env else {}),
+        **head_options("supervisor"), **({"runtime_env": {"env_vars": env}} if env else {}),
     ).remote(spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
              router_url=router_url, run_dir=run_dir, mission_key=key, tracing=tracing)
     ray.get(handle.start.remote())

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from actors._cluster import head_options
 from actors._names import MISSION_NAMESPACE
 from controlplane._core.tools import allowed
 from controlplane.config import MissionSpec
@@ -18,12 +19,14 @@ def memory_needed(spec: MissionSpec) -> bool:
         for a in spec.agents)
 
 
-def start_memory(spec: MissionSpec, mission_id: str, memory_dir: str | None) -> Any:
-    """The mission's memory actor. Its data lives where the spec says, else in `memory_dir` (the run directory's
-    `memory/`), else in a temporary directory."""
+def start_memory(spec: MissionSpec, mission_id: str, memory_dir: str | None, app_name: str | None = None) -> Any:
+    """The mission's memory actor, on the head when it declares the head resource. Its data lives where the spec
+    says (on a multi-node cluster: a path or fsspec URL every node sees), else in `memory_dir` (the run
+    directory's `memory/`, on the driver's node), else in a temporary directory."""
     from memory import start_memory_actor
 
     data_dir = (spec.memory.data_dir or memory_dir
                 or str(Path(tempfile.gettempdir()) / "controlplane-memory" / mission_id))
-    return start_memory_actor(spec.memory.model_copy(update={"data_dir": data_dir}), mission_id=mission_id,
-                              namespace=MISSION_NAMESPACE)
+    update = {"data_dir": data_dir, **({"app_name": app_name} if app_name else {})}  # the mission's router app
+    return start_memory_actor(spec.memory.model_copy(update=update), mission_id=mission_id,
+                              namespace=MISSION_NAMESPACE, resources=head_options("memory actor").get("resources"))

@@ -18,12 +18,13 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors._agent import AgentActor, delegate_targets
 from actors._approvals import ApprovalGate
 from actors._conflicts import ConflictDesk
 from actors._durable import MissionJournal, Start, budget_fields, default_run_dir, open_mission
+from actors._gang import Gang, reserve_agents
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
@@ -46,6 +47,7 @@ from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
 AGENT_START_TIMEOUT_S = 300.0
+AGENT_RESTART_POLL_S = 0.2
 MCP_STOP_TIMEOUT_S = 15.0
 MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
@@ -88,6 +90,7 @@ class SupervisorActor:
         self._depth: dict[str, int] = {}
         self._delegated: dict[str, asyncio.Future] = {}
         self.placement: dict[str, Any] = {}
+        self.gang: Gang | None = None
         self.usage = summarize_usage([])
         """The mission's usage as the router last reported it (final once the mission has ended)."""
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
@@ -423,19 +426,47 @@ class SupervisorActor:
             self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
                           f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
         if memory_needed(self.spec):
-            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir)
+            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
+                                       app_name=getattr(self.router, "app_name", None))
             token = self._control_token()
             await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
                                    for a in self.spec.agents))
             await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token,
                                                namespace=self.namespace)
+        self.gang = await reserve_agents(self.spec, self.mission_id, note=self._placement_note)
         for a in self.spec.agents:
             self.agents[a.name] = self._agent_actor(a.name)
-        placed = await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.agents.values())),
+        placed = await asyncio.wait_for(asyncio.gather(*(self._ready(name) for name in self.agents)),
                                         AGENT_START_TIMEOUT_S)
         self.placement = {p["agent"]: p for p in placed}
         self.log.emit(time.time(), "mission", "placed", message=f"{len(placed)} agents ready",
                       data={"gpu_ids": {p["agent"]: p["gpu_ids"] for p in placed}})
+
+    def _placement_note(self, message: str) -> None:
+        logger.info("mission %s: %s", self.mission_id, message)
+        self.log.emit(time.time(), "mission", "waiting", message=message)
+
+    async def _ready(self, agent: str) -> dict[str, Any]:
+        """Where the agent runs, once its actor answers: an actor Ray is restarting is waited for."""
+        deadline_s = time.time() + AGENT_START_TIMEOUT_S
+        while True:
+            try:
+                return await self.agents[agent].ready.remote()
+            except ActorUnavailableError:
+                if time.time() > deadline_s:
+                    raise
+                await asyncio.sleep(AGENT_RESTART_POLL_S)
+
+    async def _replaced(self, agent: str) -> None:
+        """Record where an agent that died (alone, or with its node) runs again."""
+        try:
+            placed = await self._ready(agent)
+        except Exception as exc:
+            self.log.emit(time.time(), "agent", "lost", agent=agent, message=f"not recreated: {exc}")
+            return
+        self.placement[agent] = placed
+        self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
+                      data=placed)
 
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
@@ -467,15 +498,18 @@ class SupervisorActor:
         return plan.tasks
 
     def _agent_actor(self, name: str) -> Any:
-        """The agent's actor: the live one of that name (re-attached after a supervisor restart), else a new one.
+        """The agent's actor: the live one of that name (re-attached after a supervisor restart), else a new one,
+        in the agent's bundle of the mission's placement group.
 
-        Detached, so it outlives a supervisor that dies; Ray restarts it when it dies, and the attempt it was
-        running fails (no task retries at the actor) and is retried by the scheduler."""
+        Detached, so it outlives a supervisor that dies; Ray restarts it when it dies (when its node dies, in its
+        bundle re-placed on another node), and the attempt it was running fails (no task retries at the actor)
+        and is retried by the scheduler."""
         a = next(agent for agent in self.spec.agents if agent.name == name)
+        placement = self.gang.options_for(a.name) if self.gang is not None else {}
         return AgentActor.options(
             name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
             num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, lifetime="detached",
-            get_if_exists=True, max_restarts=-1, max_task_retries=0,
+            get_if_exists=True, max_restarts=-1, max_task_retries=0, **placement,
         ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
                  memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
                  tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
@@ -483,13 +517,16 @@ class SupervisorActor:
                  log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
                  tracing=self.tracing, settle_conflicts=self.spec.policies.conflicts.settle_before_dependents)
 
-    def _replace_agent(self, name: str) -> None:
-        """After an agent's actor died for good (killed without restart): start a new one under its name."""
+    async def _replace_agent(self, name: str) -> None:
+        """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a
+        new one starts under its name; either way, this returns once it is ready (or lost), and where it now
+        runs is recorded."""
         try:
             ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
         except ValueError:
             logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
             self.agents[name] = self._agent_actor(name)
+        await self._replaced(name)
 
     async def _approve_plan(self) -> None:
         """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
@@ -593,8 +630,8 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            if isinstance(exc, RayActorError):
-                self._replace_agent(a.agent)
+            if isinstance(exc, RayActorError):  # the retry must find a live agent, not burn on a restarting one
+                await self._replace_agent(a.agent)
             if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
                 self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
                               data=budget_fields(cause))
@@ -643,6 +680,8 @@ class SupervisorActor:
             except Exception:
                 logger.exception("mission %s: MCP servers did not stop cleanly", self.mission_id)
         self._kill([h for h in (self.memory, self.mcp) if h is not None])
+        if self.gang is not None:
+            self.gang.release()
 
     def _kill(self, handles: list[Any]) -> None:
         for handle in handles:

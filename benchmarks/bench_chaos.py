@@ -1,15 +1,27 @@
-"""bench_chaos: missions on scripted models while actors are killed; the mission log counts what was lost or redone.
+"""bench_chaos: missions on scripted models while actors die and backends fail; the mission log, the memory's log
+and the tools' own records count what was lost or done twice.
 
-Scenarios (same run, same local Ray cluster, scripted engine, 50 ms calls):
-- r1: a wide mission (independent tasks over 4 agents); a random agent is killed every 2 s. Figures: tasks
-  without a success (lost), tasks with more than one success (duplicated), and the makespan beside the same
+Scenarios (same run, same local Ray cluster, scripted engine):
+- r1: a wide mission (independent tasks over 4 agents, 50 ms calls); a random agent is killed every 2 s. Figures:
+  tasks without a success (lost), tasks with more than one success (duplicated), and the makespan beside the same
   mission without kills.
 - r2: a chain mission; its supervisor is killed 3 times. Figures: the longest time from a kill to the `resumed`
   record of the restarted supervisor, and tasks dispatched again after they had succeeded.
 - r3: nobody follows the mission (its driver is gone); `controlplane wait RUN`, in another process, collects it.
+- r6: 4 python agents post findings through `ctx.memory.post` (each post with its idempotency key
+  `<mission>/<task>/<attempt>/post/<n>`); the memory actor is killed twice (Ray restarts it and retries the posts
+  in flight). Figures: acknowledged posts missing from the memory's log afterwards, findings stored twice, and the
+  longest stall of the posts after a kill.
+- r7: a wide mission on a scripted model of which 30% of calls fail, with a fallback that fails 30% too; the model
+  is down for 10 s after its first 20 calls (`faults` of the scripted engine; breaker threshold 5, open_s 2).
+  Figures: whether the mission succeeded, the outage's failures before the breaker was seen open (the driver polls
+  it), and the time from the outage's end to the first success of the model (the probe that closed the breaker).
+- side effects: a `side_effects: true`, non-idempotent tool that appends a line to a file; its agent is killed once
+  after the call's result was recorded (during the next model call), once while the call still runs (it acted and
+  waits for a slow confirmation). Figure: executions beyond the first, counted in the file.
 
-Not measured here (see docs/reliability.md): r6 (memory actor killed during posts), r7 (backend faults), and
-a side-effecting tool whose agent is killed mid-call.
+The r6, r7 and side-effect scenarios are `tests/helpers/chaos.py`, which `tests/integration/test_chaos_faults.py`
+runs with coarse bounds.
 
     python benchmarks/bench_chaos.py [--quick] [--json PATH]
 """
@@ -29,7 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SIZES = {"quick": {"r1_tasks": 40, "r2_tasks": 16}, "full": {"r1_tasks": 200, "r2_tasks": 40}}
+SIZES = {"quick": {"r1_tasks": 40, "r2_tasks": 16, "r6_posts": 400, "r7_tasks": 200},
+         "full": {"r1_tasks": 200, "r2_tasks": 40, "r6_posts": 1000, "r7_tasks": 400}}
 AGENT_KILL_EVERY_S = 2.0
 SUPERVISOR_KILLS = 3
 LATENCY_S = 0.05
@@ -63,17 +76,6 @@ def counts(run_dir: str) -> tuple[Counter, int]:
         elif record.kind == "task.dispatch" and successes[record.data["task"]]:
             rerun += 1
     return successes, rerun
-
-
-def wait_result(run_dir: str, timeout_s: float = 900.0) -> dict:
-    from controlplane._rundir import read_result
-
-    deadline = time.monotonic() + timeout_s
-    while (result := read_result(run_dir)) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"mission in {run_dir} did not end in {timeout_s} s")
-        time.sleep(0.2)
-    return result
 
 
 def run_r1(router, root: str, n: int) -> dict:
@@ -119,6 +121,7 @@ def run_r2_r3(router, root: str, n: int) -> dict:
 
     from actors import MISSION_NAMESPACE, start_mission
     from controlplane._logfile import read_log
+    from tests.helpers.chaos import wait_result
 
     run_dir = f"{root}/r2"
     start_mission(spec("r2", chain(n), ["a", "b"]), router=router, mission_id="r2-1", run_dir=run_dir)
@@ -149,9 +152,34 @@ def _resumed(records) -> list[float]:
     return [r.time_s for r in records if r.kind == "mission.status" and "resumed:" in r.data.get("message", "")]
 
 
+def run_r6_r7_side_effects(router, root: str, size: dict) -> dict:
+    from tests.helpers.chaos import run_r6, run_r7, run_side_effects
+
+    started = time.monotonic()
+    r6 = run_r6(router, root, posts=size["r6_posts"], kills=2)
+    r6["r6_wall_s"] = round(time.monotonic() - started, 1)
+    print(f"r6: {r6['r6_posts_acked']} posts acknowledged, {r6['r6_memory_kills']} memory actor kills: lost "
+          f"{r6['r6_acked_posts_lost']}, stored twice {r6['r6_duplicates']}, longest post stall after a kill "
+          f"{r6['r6_post_stall_s_max']:.1f} s; status {r6['r6_status']} in {r6['r6_wall_s']} s")
+    r7 = run_r7(router, root, tasks=size["r7_tasks"])
+    print(f"r7: {size['r7_tasks']} tasks, {r7['r7_random_failures']} random failures, {r7['r7_outage_failures']} "
+          f"outage failures ({r7['r7_failures_before_breaker_open']} before the breaker opened, the rest probes), "
+          f"{r7['r7_calls_on_fallback']} calls on the fallback, {r7['r7_task_retries']} task retries: status "
+          f"{r7['r7_status']} in {r7['r7_makespan_s']} s; breaker closed {r7['r7_breaker_recovered_s']} s after "
+          "the outage")
+    started = time.monotonic()
+    effects = run_side_effects(router, root)
+    effects["side_effects_wall_s"] = round(time.monotonic() - started, 1)
+    for label in ("after_result", "in_flight"):
+        print(f"side effects, agent killed {label.replace('_', ' ')}: executed "
+              f"{effects[f'side_effects_{label}_executions']} time(s); task "
+              f"{effects[f'side_effects_{label}_status']}; {effects[f'side_effects_{label}_error'][:60]}")
+    return {**r6, **r7, **effects}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small missions (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small missions (about 5 minutes)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
@@ -160,21 +188,32 @@ def main() -> int:
 
     from controlplane.config import ServingConfig
     from serving import deploy
+    from tests.helpers import free_port
+    from tests.helpers.chaos import chaos_models
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     router = deploy(ServingConfig.model_validate({
         "router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
         "models": {"scripted-50ms": {"kind": "scripted", "latency_s": LATENCY_S,
-                                                     "replies": [{"match": ".", "text": '{"final": "done"}'}]}}}),
-        app_name="chaos")
+                                     "replies": [{"match": ".", "text": '{"final": "done"}'}]}, **chaos_models()}}),
+        app_name="chaos", http_port=free_port())
     root = tempfile.mkdtemp(prefix="bench-chaos-")
-    print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls, {os.cpu_count()} cores, no GPU; "
-          f"runs in {root}")
-    figures = {**run_r1(router, root, size["r1_tasks"]), **run_r2_r3(router, root, size["r2_tasks"])}
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls (r1-r3), {os.cpu_count()} cores, no GPU, "
+          f"load average {load_before:.1f}; runs in {root}")
+    figures = {**run_r1(router, root, size["r1_tasks"]), **run_r2_r3(router, root, size["r2_tasks"]),
+               **run_r6_r7_side_effects(router, root, size)}
+    figures.update(bench_s=round(time.monotonic() - started, 1), load_average_start=round(load_before, 1),
+                   load_average_end=round(os.getloadavg()[0], 1))
     print(f"summary: lost {figures['r1_tasks_lost']}, duplicated {figures['r1_tasks_duplicated']}, makespan x"
           f"{figures['r1_makespan_ratio_vs_no_kill']} under agent kills; supervisor resume <= "
           f"{figures['r2_resume_s_max']} s, {figures['r2_completed_tasks_rerun']} reruns; driver-less result "
-          f"collected: {figures['r3_driver_kill_result_collected']}")
+          f"collected: {figures['r3_driver_kill_result_collected']}; memory kills: {figures['r6_acked_posts_lost']} "
+          f"acked posts lost, {figures['r6_duplicates']} stored twice; backend faults: mission succeeded "
+          f"{figures['r7_mission_succeeded']}, {figures['r7_failures_before_breaker_open']} failures before the "
+          f"breaker opened, closed {figures['r7_breaker_recovered_s']} s after the outage; side effects executed "
+          f"twice: {figures['side_effects_executed_twice']}; {figures['bench_s']} s, load average "
+          f"{load_before:.1f} -> {figures['load_average_end']}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     ray.shutdown()

@@ -14,6 +14,7 @@
     ├── OutputTruncated        a structured answer was cut off by max_tokens; retryable with more room
     ├── ToolCallInDoubt        a side-effecting call was in flight at a crash; it is not run again
     ├── MissionLogError        a mission log is corrupt or its hash chain is broken
+    ├── PlacementTimeout       a mission's agents could not be reserved together in time
     └── MissionNotFound        no mission of that id is running or recorded
 
 Errors take keyword fields and build their own message, so the message always names the
@@ -61,6 +62,11 @@ def _rebuild(cls: type[ControlPlaneError], message: str, fields: dict[str, Any])
 class SpecError(ControlPlaneError):
     """A mission spec or config is invalid. `where` is the file and YAML path."""
 
+    where: str
+    value: Any
+    why: str
+    fix: str
+
     def __init__(self, *, where: str, value: Any, why: str, fix: str) -> None:
         super().__init__(
             f"{where}: {value!r} is invalid: {why}. Fix: {fix}",
@@ -94,6 +100,8 @@ class ReplicaUnavailable(ControlPlaneError):
 class BackpressureError(ControlPlaneError):
     """A limit was hit; retrying after `retry_after_s` may succeed."""
 
+    retry_after_s: float
+
     retryable = True
 
     def __init__(self, *, scope: str, limit: str, retry_after_s: float) -> None:
@@ -105,6 +113,8 @@ class BackpressureError(ControlPlaneError):
 
 class BudgetExceeded(ControlPlaneError):
     """A hard budget was reached; retrying does not help."""
+
+    scope: str
 
     def __init__(self, *, scope: str, budget: str, limit: float, used: float) -> None:
         super().__init__(
@@ -235,3 +245,15 @@ class ApprovalDenied(ControlPlaneError):
             f"({reason or 'no reason given'}). Fix: approve it with `controlplane approve RUN {approval_id}` while "
             "it waits, raise policies.approval_timeout_s, or change the mission so it does not need it",
             subject=subject, approval_id=approval_id, decided_by=decided_by, reason=reason)
+
+
+class PlacementTimeout(ControlPlaneError):
+    """A mission's agents could not be reserved together in time; the operator adds resources (or the user asks
+    for fewer)."""
+
+    def __init__(self, *, mission_id: str, timeout_s: float, strategy: str, missing: str) -> None:
+        super().__init__(
+            f"Mission {mission_id!r} could not place its agents ({strategy}) within placement.timeout_s="
+            f"{timeout_s:g}: {missing}. Fix: add nodes or raise the autoscaler's max_workers, lower the agents' "
+            f"resources, use a looser placement.strategy, or raise placement.timeout_s",
+            mission_id=mission_id, timeout_s=timeout_s, strategy=strategy, missing=missing)

@@ -73,7 +73,8 @@ def check_vectors(vectors: object, dim: int, *, where: str, rows: int | None = N
         raise SpecError(where=where, value=f"{array.shape[0]} vectors", why=f"there are {rows} entries",
                         fix="pass one vector per entry")
     if not 1 <= array.shape[0] <= max_rows:
-        raise SpecError(where=where, value=f"{array.shape[0]} vectors", why=f"from 1 to max_batch={max_rows} are allowed",
+        raise SpecError(where=where, value=f"{array.shape[0]} vectors",
+                        why=f"from 1 to max_batch={max_rows} are allowed",
                         fix="split the call, or raise MemoryConfig.max_batch")
     if not np.isfinite(array).all():
         raise SpecError(where=where, value="non-finite values", why="vectors must be finite", fix="drop NaN/inf rows")

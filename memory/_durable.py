@@ -105,7 +105,8 @@ class Durable:
         names = {namespace: f"ns-{n}.faiss" for n, namespace in enumerate(sorted(indexes))}
         for namespace, name in names.items():
             self._write(self._path(directory, name),
-                        lambda out, index=indexes[namespace]: faiss.write_index(index, faiss.PyCallbackIOWriter(out.write)))
+                        lambda out, index=indexes[namespace]: faiss.write_index(
+                            index, faiss.PyCallbackIOWriter(out.write)))
         state_bytes = json.dumps({**state, "index_files": names}).encode()
         self._write(self._path(directory, "state.json"), lambda out: out.write(state_bytes))
         self._sync_dir(self._path(directory))
@@ -140,7 +141,8 @@ class Durable:
                 for line in f:
                     record = decode_record(line)
                     if record is None:
-                        logger.warning("memory log %s ends in a torn record (a write that was never acknowledged)", name)
+                        logger.warning("memory log %s ends in a torn record (a write that was never "
+                                       "acknowledged)", name)
                         break
                     yield record
 

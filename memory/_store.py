@@ -11,6 +11,7 @@ import base64
 import heapq
 import logging
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,13 @@ from controlplane.errors import AccessDenied, SpecError
 from memory._acl import SUPERVISOR, AccessControl
 from memory._checks import check_entries, check_k, check_namespace, check_vectors
 from memory._durable import Durable
+from memory._filters import attrs_of
 from memory._index import NamespaceIndex
 from memory._types import Entry, Hit, NewEntry, Receipt, SearchFilters
 
 logger = logging.getLogger(__name__)
+_GONE = SimpleNamespace(mission_id=None, agent_id=None, topic=None, task_id=None, created_at_s=float("nan"))
+"""Filter attributes of a dead row (its entry was deleted): it is never searched anyway."""
 
 
 class MemoryStore:
@@ -186,10 +190,7 @@ class MemoryStore:
         index = self.indexes.get(namespace)
         if index is None:
             return [[] for _ in range(len(array))]
-        allowed = None
-        if filters is not None:
-            allowed = [i for i in index.ids() if filters.matches(self.entries[i])]
-        results = index.search(array, k, allowed)
+        results = index.search(array, k, where=filters)  # the filter runs inside FAISS, over row attributes
         return [[Hit(score=score, entry=self.entries[i]) for score, i in hits] for hits in results]
 
     def get(self, entry_id: int, *, as_agent: str, now_s: float) -> Entry | None:
@@ -283,7 +284,7 @@ class MemoryStore:
             by_namespace.setdefault(entry.namespace, []).append(row)
         for namespace, rows in by_namespace.items():
             ids = np.array([entries[r].id for r in rows], dtype=np.int64)
-            self._index(namespace).add(ids, vectors[rows])
+            self._index(namespace).add(ids, vectors[rows], attrs_of([entries[r] for r in rows]))
         self._next_id = max(self._next_id, max(e.id for e in entries) + 1)
 
     def _apply_delete(self, ids: list[int]) -> None:
@@ -316,8 +317,10 @@ class MemoryStore:
 
     def _index(self, namespace: str) -> NamespaceIndex:
         if namespace not in self.indexes:
-            self.indexes[namespace] = NamespaceIndex(self.dim, exact_below=self.config.exact_below,
-                                                     hnsw_m=self.config.hnsw_m, hnsw_ef_search=self.config.hnsw_ef_search)
+            self.indexes[namespace] = NamespaceIndex(
+                self.dim, exact_below=self.config.exact_below, hnsw_m=self.config.hnsw_m,
+                hnsw_ef_search=self.config.hnsw_ef_search, large=self.config.large_index,
+                ivf_nprobe=self.config.ivf_nprobe)
         return self.indexes[namespace]
 
     def _recover(self) -> None:
@@ -331,7 +334,8 @@ class MemoryStore:
             for data in state["entries"]:
                 self._remember(Entry(**data))
             for namespace, index_state in state["index_state"].items():
-                self._index(namespace).restore(snapshot.indexes[namespace], index_state)
+                rows = [self.entries.get(int(i)) or _GONE for i in index_state["ids"]]
+                self._index(namespace).restore(snapshot.indexes[namespace], index_state, attrs_of(rows))
         for record in records:
             self._apply(record)
         self._durable.open_segment(self._seq + 1)

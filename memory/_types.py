@@ -23,7 +23,8 @@ class NewEntry(BaseModel):
     namespace: str = Field(description="Namespace (index) the entry is stored in; must be granted for writing.")
     topic: str = Field(description="Topic subscribers listen on, and that contradiction checks compare within.")
     text: str = Field(description="The content; embedded with all-MiniLM-L6-v2 for search.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free JSON-serialisable data kept with the entry.")
+    metadata: dict[str, Any] = Field(default_factory=dict,
+                                     description="Free JSON-serialisable data kept with the entry.")
     ttl_s: float | None = Field(default=None, gt=0, description="Seconds until the entry expires; None keeps it.")
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=300,

@@ -17,6 +17,7 @@ from serving._affinity import affinity_key
 from serving._breaker import CircuitBreaker
 from serving._gate import Gate
 from serving._keys import KeyScope
+from serving._leases import shared_amounts
 from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
@@ -28,6 +29,14 @@ logger = logging.getLogger(__name__)
 
 class Backend(Protocol):
     def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class Shared(Protocol):
+    """Limits shared by every replica of the router (serving/_limiter.py: SharedLimits)."""
+
+    async def acquire(self, scope: str, amount: float) -> None: ...
+
+    def settle(self, scope: str, reserved: float, used: float) -> None: ...
 
 
 @dataclass(kw_only=True)
@@ -89,8 +98,10 @@ class _Progress:
 class RouterCore:
     def __init__(self, config: ServingConfig, backends: dict[str, Backend], *,
                  clock: Callable[[], float] = time.monotonic,
-                 on_record: Callable[[str, Identity, dict[str, Any] | None], None] | None = None) -> None:
+                 on_record: Callable[[str, Identity, dict[str, Any] | None], None] | None = None,
+                 shared: Shared | None = None) -> None:
         self.config = config
+        self._shared = shared
         self.ledger = Ledger()
         self.budgets = BudgetLedger(mission_max_tokens=config.router.mission.token_budget,
                                     mission_max_usd=config.router.mission.usd_budget)
@@ -122,8 +133,25 @@ class RouterCore:
 
     def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
                    max_usd: float | None = None) -> None:
-        """Hard caps of a mission (agent_id None) or of one of its agents; None = uncapped."""
+        """Hard caps of a mission (agent_id None) or of one of its agents; None = uncapped.
+
+        Refused with several router replicas: a cap lives in the replica that receives it, so it would not bind
+        the others (budgets are not shared through the limiter actor yet)."""
+        replicas = self.config.router.replicas
+        if replicas > 1 and (max_tokens is not None or max_usd is not None):
+            who = f"mission {mission_id!r}" + (f", agent {agent_id!r}" if agent_id else "")
+            raise SpecError(where="router.replicas", value=replicas,
+                            why=f"the hard cap of {who} would bind only the one router replica that receives it "
+                                "(budgets are kept per replica, and only model rpm/tpm are shared)",
+                            fix="run missions with budgets.max_tokens, budgets.max_usd or an agent budget on a "
+                                "serving config with router.replicas: 1, or leave those caps out "
+                                "(budgets.max_llm_calls and max_wall_s are kept by the supervisor)")
         self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+
+    def set_mission_weight(self, mission_id: str, weight: float) -> None:
+        """A mission's share of each model while calls wait (default 1): weighted fair queueing between missions."""
+        for gate in self._gates.values():
+            gate.set_weight(mission_id, weight)
 
     def used_tokens(self, mission_id: str) -> int:
         return self.budgets.spend(mission_id).tokens
@@ -191,10 +219,13 @@ class RouterCore:
         if call.key is not None:
             scopes.append(self._key_scope(call.key, start_s))
         reservation = self._reserve(model, call, start_s)
+        shared: list[str] = []
         try:
+            shared = await self._admit_shared(model, est_tokens)
             self._admission.admit(scopes, est_tokens, start_s)
-        except Exception:
+        except BaseException:
             self.budgets.release(reservation, prompt_tokens=0, completion_tokens=0)
+            self._settle_shared(shared, est_tokens, 0)
             self._breakers[model].abandon(start_s)
             raise
         final: dict[str, Any] | None = None
@@ -213,7 +244,31 @@ class RouterCore:
                 charge = self.budgets.release(reservation, **progress.usage(call.body))
             used = charge.prompt_tokens + charge.completion_tokens
             self._admission.release(scopes, est_tokens, used, self._clock())
+            self._settle_shared(shared, est_tokens, used)
             self._account(model, ident, final, charge)
+
+    async def _admit_shared(self, model: str, est_tokens: int) -> list[str]:
+        """Take the call's share of the limits every replica shares (a model's rpm and tpm); all or none."""
+        if self._shared is None:
+            return []
+        taken: list[str] = []
+        try:
+            for scope, amount in shared_amounts(model, self.config.models[model].limits, est_tokens):
+                await self._shared.acquire(scope, amount)
+                taken.append(scope)
+        except BaseException:
+            self._settle_shared(taken, est_tokens, 0)
+            raise
+        return taken
+
+    def _settle_shared(self, scopes: list[str], est_tokens: int, used_tokens: int) -> None:
+        if self._shared is None:
+            return
+        for scope in scopes:
+            if scope.endswith(":tpm"):
+                self._shared.settle(scope, est_tokens, used_tokens)
+            elif used_tokens == 0 and scope.endswith(":rpm"):
+                self._shared.settle(scope, 1, 0)  # refused or failed before it ran: the request is given back
 
     def _key_scope(self, key: KeyScope, now_s: float) -> str:
         """The admission scope of an API key, with the key's limits (reset only when they change)."""
@@ -249,8 +304,10 @@ class RouterCore:
         timeout_s = call.timeout_s or self.config.router.request_timeout_s
         deadline_s = start_s + timeout_s
         gate, breaker, verdict = self._gates[model], self._breakers[model], [False]
+        cost = estimate_prompt_tokens(call.body) + call.body["max_tokens"]  # its weight in the fair queue
         try:
-            await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()))
+            await gate.acquire(call.identity.priority, max(0.0, deadline_s - self._clock()),
+                               flow=call.identity.mission_id, cost=cost, slack_s=call.slack_s)
             try:
                 key = affinity_key(call.body, call.identity)
                 progress.dispatched = True

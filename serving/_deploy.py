@@ -12,9 +12,11 @@ from ray import serve
 from ray.exceptions import RayTaskError
 
 from controlplane._core.identity import MissionTokens, mission_key
+from controlplane._core.placement import head_pin
 from controlplane._model_cache import default_model_path
 from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import ScriptedModelSpec, ServingConfig, VLLMModelSpec
+from serving._apps import OnConflict, choose_app, config_app_name
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
 from serving._router import Router
@@ -80,12 +82,23 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
             options = _serve_options(spec, busy_at)
             handles[name] = serve.deployment(ScriptedReplica, name=f"scripted:{name}", **options,
                                              ray_actor_options={"num_cpus": spec.replicas.num_cpus}).bind(
-                [rule.model_dump() for rule in spec.replies], spec.latency_s)
+                [rule.model_dump() for rule in spec.replies], spec.latency_s,
+                spec.faults.model_dump() if spec.faults is not None else None)
     # Only paths travel: remote backends' API keys are read where the replica starts, never put in a runtime_env.
     otlp = {ENDPOINT_ENV: os.environ[ENDPOINT_ENV]} if os.environ.get(ENDPOINT_ENV) else {}
-    env = {**ROUTER_ENV, **secret_file_env(), **otlp}  # the router's own OTLP endpoint: for HTTP callers outside a mission
-    return Router.options(name=router_name, ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}}).bind(
+    # The router's own OTLP endpoint is for HTTP callers outside a mission.
+    env = {**ROUTER_ENV, **secret_file_env(), **otlp}
+    options = {"num_cpus": 0, "runtime_env": {"env_vars": env}, **_on_head()}
+    return Router.options(name=router_name, ray_actor_options=options, num_replicas=config.router.replicas).bind(
         config.model_dump(mode="json"), handles)
+
+
+def _on_head() -> dict[str, Any]:
+    """The router goes on the head when a node declares the head resource (and Ray is up to say so)."""
+    import ray
+
+    pin = head_pin(ray.cluster_resources()) if ray.is_initialized() else {}
+    return {"resources": pin} if pin else {}
 
 
 def app_builder(args: dict[str, Any]):
@@ -94,23 +107,33 @@ def app_builder(args: dict[str, Any]):
 
 
 def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane", http_port: int | None = None,
-           route_prefix: str = "/", http_host: str = "127.0.0.1") -> RouterClient:
+           route_prefix: str = "/", http_host: str = "127.0.0.1", missions_running: int = 0,
+           on_conflict: OnConflict = "separate") -> RouterClient:
     """Start Serve if needed (HTTP on `http_host`:`http_port`, default 127.0.0.1:8000) and deploy the app;
-    idempotent. A Serve instance that is already running keeps its HTTP options."""
+    idempotent. A Serve instance that is already running keeps its HTTP options.
+
+    An app that runs another config is replaced only when `missions_running` is 0; otherwise this config joins
+    as a separate app `<app_name>-<hash>` (HTTP under `/<that name>`), or is refused (`on_conflict="refuse"`).
+    The returned client names the app the config runs in."""
     import ray
 
     config = config or load_serving_config()
-    application = build_app(config)
+    config.check_env()
     if not ray.is_initialized():
         ray.init()
-    client = RouterClient(app_name)
-    if _running_config(app_name) == config.model_dump(mode="json"):
-        logger.info("serving app %r already runs this config; left as it is", app_name)
-        return client
+    wanted = config.model_dump(mode="json")
+    separate = config_app_name(app_name, wanted)
+    running = {name: _running_config(name) for name in (app_name, separate)}
+    choice = choose_app(app_name, wanted, running, missions_running=missions_running, on_conflict=on_conflict)
+    logger.info("serving: %s", choice.reason)
+    if choice.action == "reuse":
+        return RouterClient(choice.name)
+    application = build_app(config)
     serve.start(http_options={"host": http_host, "port": http_port or 8000})
-    serve.run(application, name=app_name, route_prefix=route_prefix)
-    logger.info("serving app %r is running with models %s", app_name, sorted(config.models))
-    return client
+    prefix = route_prefix if choice.name == app_name else f"/{choice.name}"
+    serve.run(application, name=choice.name, route_prefix=prefix)
+    logger.info("serving app %r is running with models %s", choice.name, sorted(config.models))
+    return RouterClient(choice.name)
 
 
 def _running_config(app_name: str) -> dict[str, Any] | None:
@@ -182,6 +205,10 @@ class RouterClient:
             await self.handle.set_budget.remote(token, agent_id, max_tokens=max_tokens, max_usd=max_usd)
         except RayTaskError as exc:
             raise exc.cause from None
+
+    async def set_mission_weight(self, mission_id: str, weight: float) -> None:
+        """A mission's share of each model while calls queue (default 1; 4 gets four times a 1's share)."""
+        await self.handle.set_mission_weight.remote(mission_id, weight)
 
     async def breaker_state(self, model: str) -> str:
         """`closed`, `open` or `half_open`."""

@@ -1,32 +1,38 @@
-"""A concurrency gate in front of one backend: a fixed number of slots, and a bounded priority
-queue of waiters. Waiting has a deadline; nothing waits forever."""
+"""A concurrency gate in front of one backend: a fixed number of slots, and a bounded queue of waiters,
+in priority order and weighted fair between missions (serving/_fair.py). Waiting has a deadline; nothing
+waits forever."""
 
 from __future__ import annotations
 
 import asyncio
 
 from controlplane.errors import BackpressureError
-from serving._pqueue import BoundedPriorityQueue
+from serving._fair import FairQueue
 
 
 class Gate:
     def __init__(self, *, slots: int, max_queue: int, scope: str) -> None:
         self.scope = scope
         self._free = slots
-        self._waiting: BoundedPriorityQueue[asyncio.Future[None]] = BoundedPriorityQueue(
-            capacity=max_queue, scope=scope)
+        self._waiting: FairQueue[asyncio.Future[None]] = FairQueue(capacity=max_queue, scope=scope)
 
     @property
     def queued(self) -> int:
         return len(self._waiting)
 
-    async def acquire(self, priority: str, timeout_s: float) -> None:
-        """Take a slot, waiting in priority order; BackpressureError if full or past the deadline."""
+    def set_weight(self, flow: str, weight: float) -> None:
+        """A mission's share of the slots while calls wait (default 1)."""
+        self._waiting.set_weight(flow, weight)
+
+    async def acquire(self, priority: str, timeout_s: float, *, flow: str = "", cost: float = 1.0,
+                      slack_s: float | None = None) -> None:
+        """Take a slot, waiting in priority order, fair between flows (missions) by `cost` (e.g. tokens), and
+        within a flow by `slack_s` (least first); BackpressureError if full or past the deadline."""
         if self._free > 0 and not len(self._waiting):
             self._free -= 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.push(waiter, priority, retry_after_s=min(timeout_s, 1.0))
+        self._waiting.push(waiter, priority, flow=flow, cost=cost, slack_s=slack_s, retry_after_s=min(timeout_s, 1.0))
         try:
             await asyncio.wait_for(waiter, timeout_s)
         except asyncio.TimeoutError:

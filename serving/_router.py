@@ -9,11 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
 
+from controlplane._core.placement import head_pin
 from controlplane._priority import run_at_normal_priority
 from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import OpenAIModelSpec, ServingConfig
@@ -25,6 +27,8 @@ from serving._batcher import Batcher
 from serving._constrained import ConstrainedBackend
 from serving._core import Backend, Call, RouterCore
 from serving._keys import ApiKeyStore
+from serving._leases import shared_quotas
+from serving._limiter import SharedLimits, start_limiter
 from serving._secrets import load_or_create_root_secret
 from serving._tool_calls import ReplyAssembler
 from serving._trace_sinks import RouterTracing, traced
@@ -83,6 +87,17 @@ async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
         yield event
 
 
+def _shared(config: ServingConfig) -> SharedLimits | None:
+    """With several router replicas, the models' rpm/tpm go through the app's limiter actor (started by the first
+    replica that needs it)."""
+    quotas = shared_quotas(config.models)
+    if config.router.replicas == 1 or not quotas:
+        return None
+    limiter = start_limiter(serve.get_replica_context().app_name, quotas,
+                            resources=head_pin(ray.cluster_resources()))
+    return SharedLimits(limiter)
+
+
 @serve.deployment(max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Router:
@@ -98,7 +113,7 @@ class Router:
         styled: dict[str, Backend] = {
             name: ConstrainedBackend(backend) if self._config.models[name].tool_style == "constrained" else backend
             for name, backend in backends.items()}
-        self._core = RouterCore(self._config, styled, on_record=_Metrics().record)
+        self._core = RouterCore(self._config, styled, on_record=_Metrics().record, shared=_shared(self._config))
         self._auth = Authenticator(root_secret=load_or_create_root_secret(),
                                    keys=ApiKeyStore(router.auth.api_keys_file),
                                    allow_anonymous=router.auth.allow_anonymous)
@@ -146,6 +161,9 @@ class Router:
                          max_usd: float | None = None) -> None:
         claims = self._auth.supervisor(token, action="router.set_budget", now_s=time.time())
         self._core.set_budget(claims.mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+
+    async def set_mission_weight(self, mission_id: str, weight: float) -> None:
+        self._core.set_mission_weight(mission_id, weight)
 
     async def breaker_state(self, model: str) -> str:
         return self._core.breaker_state(model)

@@ -51,7 +51,8 @@ async def within(events: AsyncIterator[dict[str, Any]], timeout_s: float,
                 await asyncio.sleep(wait_s)
             while not queue.empty():
                 items.append(queue.get_nowait())
-            if items[0] is _TIMEOUT or (_TIMEOUT in items and not any(i is not _TIMEOUT and i.get("done") for i in items)):
+            finished = any(i is not _TIMEOUT and i.get("done") for i in items)
+            if items[0] is _TIMEOUT or (_TIMEOUT in items and not finished):
                 raise asyncio.TimeoutError
             for event in merge_ready([i for i in items if i is not _TIMEOUT]):
                 yield event

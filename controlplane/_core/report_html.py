@@ -136,7 +136,8 @@ def _gantt(timeline: Timeline) -> str:
             bars.append(_bar(bar, top, scale, bar.task in critical))
         y += height
     return (f"<h2>Timeline</h2><p class=\"muted\">0 s is when the first task became ready, "
-            f"{origin_s:.1f} s after the mission started (agents starting, planning).</p><p class=\"legend\">{_legend()}<label><input type=\"checkbox\" id=\"only-critical\">"
+            f"{origin_s:.1f} s after the mission started (agents starting, planning).</p>"
+            f"<p class=\"legend\">{_legend()}<label><input type=\"checkbox\" id=\"only-critical\">"
             f" critical path only</label></p><svg id=\"gantt\" width=\"{LABEL_W + PLOT_W + 10}\" height=\"{y + 4}\" "
             f"role=\"img\" aria-label=\"timeline\">{_axis(span_s, scale, y)}{''.join(labels)}"
             f"<g class=\"waits\">{''.join(waits)}</g><g class=\"bars\">{''.join(bars)}</g></svg>"

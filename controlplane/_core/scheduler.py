@@ -12,7 +12,7 @@ one assigned least recently.
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -101,6 +101,7 @@ class Scheduler:
         self._holds: dict[str, int] = {}
         self._held_children: dict[str, list[str]] = {}
         self._context: dict[str, Any] = {}
+        self._counts = Counter({TaskStatus.PENDING: len(self.tasks)})
         for task in tasks:
             if not task.depends_on:
                 self._make_ready(task.id, now_s)
@@ -125,10 +126,8 @@ class Scheduler:
         return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
     def counts(self) -> dict[str, int]:
-        out = {str(s): 0 for s in TaskStatus}
-        for record in self.tasks.values():
-            out[str(record.status)] += 1
-        return out
+        """Tasks by state; kept as states change, so asking costs nothing at any mission size."""
+        return {str(s): self._counts[s] for s in TaskStatus}
 
     def in_flight(self) -> int:
         return sum(self.running.values())
@@ -250,7 +249,8 @@ class Scheduler:
             cause if cause is not None else RuntimeError(error), record.round_attempts, self._retry_policy(record),
             now_s)
         if not isinstance(decision, GiveUp):
-            record.status, record.ready_at_s = TaskStatus.RETRYING, decision.at_s
+            self._set(record, TaskStatus.RETRYING)
+            record.ready_at_s = decision.at_s
             record.details["changes"] = decision.changes
             heapq.heappush(self._retry_heap, (record.ready_at_s, attempt, task_id))
             self.events.emit(now_s, "task", record.status, task=task_id, agent=record.agent, attempt=attempt,
@@ -281,6 +281,7 @@ class Scheduler:
         if not self._targets(target):
             raise ValueError(f"no agent serves {target!r}")
         self.tasks[spec.id] = TaskRecord(spec=spec, delegated_by=delegated_by)
+        self._counts[TaskStatus.PENDING] += 1
         self.dag.deps[spec.id] = ()
         self.dag.dependents[spec.id] = []
         self._left[spec.id] = 0
@@ -323,6 +324,7 @@ class Scheduler:
                 state.apply_to(record)
             if record.status in TERMINAL:
                 self._open -= 1
+        self._counts = Counter(record.status for record in self.tasks.values())
         relaunch = []
         for task_id, record in self.tasks.items():
             self._left[task_id] = sum(self.tasks[d].status != TaskStatus.SUCCEEDED for d in record.spec.depends_on)
@@ -331,7 +333,7 @@ class Scheduler:
             elif record.status == TaskStatus.RETRYING:
                 heapq.heappush(self._retry_heap, (record.ready_at_s, record.attempts, task_id))
             elif record.status in (TaskStatus.PENDING, TaskStatus.READY):
-                record.status = TaskStatus.PENDING
+                self._set(record, TaskStatus.PENDING)
                 if self._left[task_id] == 0:
                     self._make_ready(task_id, now_s, quiet=True)
         for task_id, record in self.tasks.items():
@@ -384,7 +386,8 @@ class Scheduler:
 
     def _make_ready(self, task_id: str, now_s: float, *, quiet: bool = False) -> None:
         record = self.tasks[task_id]
-        record.status, record.ready_seq = TaskStatus.READY, self._seq
+        self._set(record, TaskStatus.READY)
+        record.ready_seq = self._seq
         self._seq += 1
         self._queues.setdefault(self._target(record), deque()).append(task_id)
         if not quiet:
@@ -403,7 +406,8 @@ class Scheduler:
 
     def _start(self, task_id: str, agent: str, now_s: float) -> Assignment:
         record = self.tasks[task_id]
-        record.status, record.agent = TaskStatus.RUNNING, agent
+        self._set(record, TaskStatus.RUNNING)
+        record.agent = agent
         record.attempts += 1
         record.round_attempts += 1
         record.deadline_s = now_s + record.spec.timeout_s
@@ -420,6 +424,11 @@ class Scheduler:
         return Assignment(task=task_id, agent=agent, attempt=record.attempts, deadline_s=record.deadline_s,
                           changes=changes)
 
+    def _set(self, record: TaskRecord, status: TaskStatus) -> None:
+        self._counts[record.status] -= 1
+        self._counts[status] += 1
+        record.status = status
+
     def _release(self, record: TaskRecord) -> None:
         if record.agent is not None and record.status == TaskStatus.RUNNING:
             self.running[record.agent] -= 1
@@ -427,7 +436,8 @@ class Scheduler:
         record.deadline_s = float("inf")
 
     def _finish(self, record: TaskRecord, status: TaskStatus, now_s: float) -> None:
-        record.status, record.ended_at_s = status, now_s
+        self._set(record, status)
+        record.ended_at_s = now_s
         self._open -= 1
 
     def _current(self, task_id: str, attempt: int) -> TaskRecord | None:

@@ -178,7 +178,9 @@ def _bars(events: Sequence[Mapping[str, Any]], origin_s: float, details: Mapping
     backoff_of: dict[str, int] = {}
     bars: list[Bar] = []
     for e in events:
-        task, status, t = e.get("task"), e.get("status"), e["time_s"] - origin_s
+        if e.get("kind", "task") != "task" or not e.get("task"):
+            continue  # mission, conflict and budget events open and close no attempt
+        task, status, t = str(e["task"]), e.get("status"), e["time_s"] - origin_s
         if status == "ready":
             ready_at[task] = t
             if task in backoff_of:

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 LOCAL_MIN_CPUS = 16
 
@@ -15,13 +16,14 @@ def init_ray(address: str | None, verbose: bool) -> bool:
     import ray
 
     from actors import MISSION_NAMESPACE
+    from controlplane._core.placement import HEAD_RESOURCE
 
-    common = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
+    common: dict[str, Any] = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
               "logging_config": ray.LoggingConfig(log_level="INFO")}
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if local:  # include_dashboard=None: Ray starts its dashboard when its optional dependencies are installed
         context = ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), include_dashboard=None,
-                           **common)
+                           resources={HEAD_RESOURCE: 1}, **common)
         info = context.address_info
         print(dashboard_hint(context.dashboard_url, info.get("node_ip_address"), info.get("metrics_export_port")),
               flush=True)

@@ -34,7 +34,7 @@ class PlainProgress:
     def __enter__(self) -> PlainProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stream.flush()
 
     def update(self, events: list[dict[str, Any]], summary: dict[str, Any]) -> None:

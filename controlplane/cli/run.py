@@ -81,7 +81,7 @@ def run_command(args: argparse.Namespace) -> int:
         use_token_auth()
     import ray
 
-    from actors import find_supervisor, follow, new_mission_id, start_mission
+    from actors import find_supervisor, follow, new_mission_id, running_missions, start_mission
     from serving import deploy
 
     resuming = getattr(args, "command", "run") == "resume"
@@ -93,7 +93,12 @@ def run_command(args: argparse.Namespace) -> int:
         run_dir = run_uri(_local_or_url(args.state_uri or args.runs_dir), mission_id)
     local = init_ray(args.address, args.verbose)
     try:
-        router = deploy(serving, http_port=args.http_port)
+        router = deploy(serving, http_port=args.http_port, missions_running=len(running_missions()))
+        prefix = ""
+        if router.app_name != "controlplane":
+            prefix = f"/{router.app_name}"
+            print(f"serving: another config runs under other missions; this one runs as app {router.app_name!r} "
+                  f"(HTTP API under {prefix}/v1)", flush=True)
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         keys_file = serving.router.auth.api_keys_file
@@ -103,7 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
               f"(revoked at its end): {key_path}", flush=True)
         tracing = mission_tracing_config(run_dir, spec)
         handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
-                               router_url=f"http://127.0.0.1:{args.http_port or 8000}/v1", run_dir=run_dir,
+                               router_url=f"http://127.0.0.1:{args.http_port or 8000}{prefix}/v1", run_dir=run_dir,
                                resume=resuming, tracing=tracing)
         try:
             with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,7 +19,12 @@ class MemoryConfig(BaseModel):
     namespaces: list[str] = Field(default_factory=list, description="Namespaces that exist from the start; "
                                                                     "every namespace named in a grant exists too.")
     exact_below: int = Field(default=50_000, ge=1, description="A namespace with fewer entries than this uses an "
-                                                              "exact flat index; from this size on, HNSW.")
+                                                              "exact flat index; from this size on, `large_index`.")
+    large_index: Literal["hnsw", "ivf"] = Field(default="hnsw", description="Index of a namespace from `exact_below` "
+                                                "entries on: hnsw (best recall, slow to build), or ivf (IVF-Flat, "
+                                                "builds in seconds at 1M entries; see docs/cluster.md for recall).")
+    ivf_nprobe: int = Field(default=32, ge=1, description="IVF lists probed by an unfiltered search; a filter "
+                            "keeping a fraction f of the entries probes 1/f times as many (up to all).")
     hnsw_m: int = Field(default=32, ge=4, description="HNSW graph degree (M) above `exact_below`.")
     hnsw_ef_search: int = Field(default=128, ge=8, description="HNSW efSearch; raised to k when k is larger.")
     max_text_chars: int = Field(default=8_000, ge=1, description="Longest text accepted in one entry.")

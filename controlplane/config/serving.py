@@ -127,9 +127,22 @@ class ScriptedRule(_Spec):
         return self
 
 
+class ScriptedFaultSpec(_Spec):
+    """Backend failures a scripted model injects, for chaos tests of the breaker, fallback and retries. Each
+    replica counts its own calls; an injected failure answers at once with a 503, like a backend that refuses."""
+
+    failure_rate: float = Field(0.0, ge=0, le=1, description="Share of calls that fail, drawn at random.")
+    outage_after_calls: int | None = Field(None, ge=0, description="Calls a replica serves (or fails) before its "
+                                           "outage starts; None = no outage.")
+    outage_s: float = Field(10.0, gt=0, description="How long the outage lasts; every call in it fails.")
+    seed: int | None = Field(None, description="Seed of the random failures; None = a fresh one per replica.")
+
+
 class ScriptedModelSpec(_ModelBase):
     kind: Literal["scripted"] = "scripted"
     latency_s: float = Field(0.0, ge=0, description="Seconds each reply takes.")
+    faults: ScriptedFaultSpec | None = Field(None, description="Injected backend failures (chaos tests); "
+                                             "None = every call is served.")
     tool_style: ToolStyle = Field("constrained", description="How the model makes tool calls: constrained (the "
                                   "router's guided JSON) or native (the engine answers `tools` itself).")
     replies: list[ScriptedRule] = Field(default_factory=list, description="First matching rule wins.")
@@ -185,6 +198,9 @@ class RouterSpec(_Spec):
     mission: MissionLimitSpec = Field(default_factory=MissionLimitSpec, description="Limits of each mission.")
     affinity_busy_at: int = Field(8, ge=1, description="A preferred replica running this many "
                                   "calls counts as busy.")
+    replicas: int = Field(1, ge=1, description="Router replicas. Above 1 they share each model's limits.rpm and "
+                          "limits.tpm through one limiter actor (token leases: together within replicas x 1% of "
+                          "the limit, never above); agent and mission limits stay per replica.")
 
 
 class ServingConfig(_Spec):

@@ -6,6 +6,9 @@ A rule replies with text or with a tool call. A tool call goes out natively when
 in `tools` (a `tool_style: native` model), or as the constrained action JSON when the request's JSON schema
 admits it (the router's constrained tool calls, or an agent loop's action schema); so one script plays
 multi-turn tool-calling transcripts in either style.
+
+`faults` (a `ScriptedFaultSpec`) makes the replica fail calls on purpose, at random and in one outage window, so
+chaos tests drive the router's breaker, fallback and the supervisor's retries; `fault_record()` says what it did.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import random
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jsonschema
 
-from controlplane.config.serving import ScriptedRule
-from serving._backends.base import CallRunner, this_replica
+from controlplane.config.serving import ScriptedFaultSpec, ScriptedRule
+from serving._backends.base import CallRunner, error_event, this_replica
 from serving._constrained import TOOL_RESULT_PREFIX, result_line, tool_names
 from serving._tool_calls import message_text
 
@@ -152,13 +157,63 @@ def truncate(text: str, max_tokens: int) -> tuple[str, str]:
     return " ".join(words[:max_tokens]), "length"
 
 
+class FaultInjector:
+    """Which calls of one replica fail (see ScriptedFaultSpec), and a record of what it injected. Pure: the time
+    is passed in. The outage starts at the call after `outage_after_calls` and lasts `outage_s`."""
+
+    def __init__(self, spec: ScriptedFaultSpec) -> None:
+        self._spec = spec
+        self._random = random.Random(spec.seed)
+        self.calls = 0
+        self.random_failures = 0
+        self.outage_started_at_s: float | None = None
+        self.outage_failures_at_s: list[float] = []
+        self.first_success_after_outage_at_s: float | None = None
+
+    def failure(self, now_s: float) -> str | None:
+        """Why the call arriving now fails, or None when it is served."""
+        self.calls += 1
+        after = self._spec.outage_after_calls
+        if after is not None and self.outage_started_at_s is None and self.calls > after:
+            self.outage_started_at_s = now_s
+        if self.outage_started_at_s is not None and now_s < self.outage_started_at_s + self._spec.outage_s:
+            self.outage_failures_at_s.append(now_s)
+            return f"injected outage of {self._spec.outage_s:g} s"
+        if self._random.random() < self._spec.failure_rate:
+            self.random_failures += 1
+            return f"injected failure (failure_rate={self._spec.failure_rate:g})"
+        return None
+
+    def succeeded(self, now_s: float) -> None:
+        """A served call ended now (the first one after the outage is the router's successful probe)."""
+        ended = self.outage_ended_at_s
+        if ended is not None and now_s >= ended and self.first_success_after_outage_at_s is None:
+            self.first_success_after_outage_at_s = now_s
+
+    @property
+    def outage_ended_at_s(self) -> float | None:
+        started = self.outage_started_at_s
+        return None if started is None else started + self._spec.outage_s
+
+    def record(self) -> dict[str, Any]:
+        return {"calls": self.calls, "random_failures": self.random_failures,
+                "outage_started_at_s": self.outage_started_at_s, "outage_ended_at_s": self.outage_ended_at_s,
+                "outage_failures_at_s": list(self.outage_failures_at_s),
+                "first_success_after_outage_at_s": self.first_success_after_outage_at_s}
+
+
 class ScriptedReplica:
     """A replica whose engine is the scripted one: real Serve, real batching, scripted text."""
 
-    def __init__(self, replies: list[dict[str, Any]], latency_s: float) -> None:
+    def __init__(self, replies: list[dict[str, Any]], latency_s: float, faults: dict[str, Any] | None = None) -> None:
         self._engine = ScriptedEngine(replies)
         self._latency_s = latency_s
         self._calls = CallRunner()
+        self._faults = FaultInjector(ScriptedFaultSpec.model_validate(faults)) if faults is not None else None
+
+    async def fault_record(self) -> dict[str, Any]:
+        """What this replica's fault injector did, times in epoch seconds; {} when it injects none."""
+        return self._faults.record() if self._faults is not None else {}
 
     async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
                         ) -> AsyncIterator[list[dict[str, Any]]]:
@@ -175,6 +230,10 @@ class ScriptedReplica:
         return len(self._calls)
 
     async def _one(self, call: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        failure = self._faults.failure(time.time()) if self._faults is not None else None
+        if failure is not None:
+            yield error_event(503, failure)
+            return
         messages = call.get("messages") or [{"role": "user", "content": call["prompt"]}]
         answer = self._engine.reply(messages, choice=call.get("choice"), json_schema=call.get("json_schema"),
                                     tools=call.get("tools"), tool_choice=call.get("tool_choice"))
@@ -187,6 +246,8 @@ class ScriptedReplica:
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
         yield event
+        if self._faults is not None:
+            self._faults.succeeded(time.time())
         yield {"done": True, "finish_reason": finish_reason, "replica": this_replica(),
                "prompt_tokens": sum(count_tokens(message_text(m)) for m in messages),
                "completion_tokens": count_tokens(text)}

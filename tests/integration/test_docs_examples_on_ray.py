@@ -88,7 +88,8 @@ def kill_new_actors(before: set[tuple[str, str]]) -> None:
             ray.kill(ray.get_actor(name, namespace=namespace))
         except ValueError:  # it ended by itself meanwhile
             continue
-        wait_for(lambda: (namespace, name) not in named_actors(), timeout_s=30, what=f"actor {name} to go")
+        gone = (namespace, name)
+        wait_for(lambda gone=gone: gone not in named_actors(), timeout_s=30, what=f"actor {name} to go")
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)

@@ -46,8 +46,8 @@ def mem(ray_cluster, tmp_path_factory):
 def test_search_finds_entries_by_meaning_with_filters(mem):
     texts = ["The product will cost 20 dollars per month", "We launch the product in May",
              "We need three more backend engineers"]
-    receipts = ray.get(mem.post.remote([entry(t, topic=topic) for t, topic in zip(texts, ["pricing", "launch", "hiring"])],
-                                       token=tok("alice")))
+    entries = [entry(t, topic=topic) for t, topic in zip(texts, ["pricing", "launch", "hiring"])]
+    receipts = ray.get(mem.post.remote(entries, token=tok("alice")))
     assert len({r.id for r in receipts}) == 3
     hits = ray.get(mem.search.remote(["When is the release date?", "how much does it cost"], k=3, namespace="alice",
                                      token=tok("alice")))

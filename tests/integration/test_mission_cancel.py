@@ -41,7 +41,7 @@ def test_status_and_cancel_from_another_process(router, tmp_path):
         assert states <= {"succeeded", "cancelled"} and "cancelled" in states
         assert result["events"][-1]["status"] == "cancelled"
         for name in ("a", "b"):  # the agents were killed
-            wait_for(lambda: _gone(f"cancelme-1:{name}"), timeout_s=30, what=f"agent {name} to be killed")
+            wait_for(lambda name=name: _gone(f"cancelme-1:{name}"), timeout_s=30, what=f"agent {name} to be killed")
     finally:
         ray.kill(handle)
 

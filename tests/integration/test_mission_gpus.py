@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from actors import follow, start_mission
+from actors._cluster import read_capacity
 from controlplane import load_mission
 from controlplane._core.placement import check_resources
 
@@ -17,7 +18,7 @@ def test_four_agents_at_a_quarter_gpu_share_one_gpu(router, ray_cluster):
     import ray
 
     spec = load_mission(MISSION)
-    check_resources(spec, cluster_gpus=ray.cluster_resources()["GPU"], cluster_cpus=ray.cluster_resources()["CPU"])
+    check_resources(spec, read_capacity())
     handle = start_mission(spec, router=router)
     try:
         result = follow(handle, timeout_s=120)

@@ -159,7 +159,8 @@ def test_missing_remote_api_key_is_a_startup_error_naming_the_env_var(router, mo
 
     monkeypatch.delenv("CP_IT_MISSING_KEY", raising=False)
     config = ServingConfig.model_validate({"models": {"gpt": {
-        "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "remote_model": "x", "api_key_env": "CP_IT_MISSING_KEY"}}})
+        "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "remote_model": "x",
+        "api_key_env": "CP_IT_MISSING_KEY"}}})
     with pytest.raises(SetupError, match=r"\$CP_IT_MISSING_KEY"):
         deploy(config, app_name="missing-key", route_prefix="/missing-key")
     assert "missing-key" not in serve.status().applications

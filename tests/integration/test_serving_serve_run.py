@@ -36,6 +36,6 @@ def test_serve_run_from_a_config_file(router, router_base_url, tmp_path):
 
 
 def _try_post(url: str):
-    response = httpx.post(url, json={"model": "echo", "max_tokens": 4, "messages": [{"role": "user", "content": "ping"}]},
-                          timeout=10)
+    body = {"model": "echo", "max_tokens": 4, "messages": [{"role": "user", "content": "ping"}]}
+    response = httpx.post(url, json=body, timeout=10)
     return response.json() if response.status_code == 200 else None

@@ -50,7 +50,7 @@ from controlplane.config import (
     parse_mission,
     parse_serving_config,
 )
-from controlplane.config.serving import ScriptedToolCall
+from controlplane.config.serving import ScriptedFaultSpec, ScriptedToolCall
 from tests.helpers.doc_blocks import DOC_FILES, ROOT, Block, all_blocks, link_missions, python_blocks, run_block
 
 BLOCKS = all_blocks()
@@ -173,6 +173,7 @@ SERVING_SHAPE = {
     ("models", "*", "replicas"): fields(ReplicaSpec), ("models", "*", "breaker"): fields(BreakerSpec),
     ("models", "*", "limits"): fields(LimitSpec), ("models", "*", "replies", "*"): fields(ScriptedRule),
     ("models", "*", "replies", "*", "tool_call"): fields(ScriptedToolCall),
+    ("models", "*", "faults"): fields(ScriptedFaultSpec),
 }
 
 

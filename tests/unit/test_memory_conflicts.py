@@ -31,7 +31,8 @@ def test_prefilter_limit():
     assert select_candidates(new, scored, threshold=0.5, limit=0) == []
 
 
-@pytest.mark.parametrize("text, verdict", [("contradict", "contradict"), (" Agree\n", "agree"), ("'unrelated'", "unrelated")])
+@pytest.mark.parametrize("text, verdict",
+                         [("contradict", "contradict"), (" Agree\n", "agree"), ("'unrelated'", "unrelated")])
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
 

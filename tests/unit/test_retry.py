@@ -32,6 +32,7 @@ EXAMPLES = {
     errors.ScopeDenied: dict(why="x-agent-id outside the key's scope", fix="f"),
     errors.ToolError: dict(tool="t", why="it raised", fix="f"),
     errors.AgentStopped: dict(agent="a", task="t", cause="loop", why="w", fix="f"),
+    errors.PlacementTimeout: dict(mission_id="m", timeout_s=4.0, strategy="STRICT_SPREAD", missing="CPU"),
 }
 
 

@@ -112,6 +112,13 @@ def test_mission_budget_hard_cap():
         asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 45 + 20 > 60
 
 
+def test_a_hard_cap_is_refused_with_several_router_replicas_that_would_not_all_know_it():
+    core = RouterCore(config(replicas=3), {"main": FakeBackend(), "spare": FakeBackend()})
+    with pytest.raises(SpecError, match="router.replicas: 3 .*bind only the one router replica"):
+        core.set_budget("m", "a", max_usd=1.0)
+    core.set_budget("m", max_tokens=None)  # uncapped is the same on every replica
+
+
 def test_agent_rpm_limit():
     core = RouterCore(config(agent={"rpm": 1}), {"main": FakeBackend(), "spare": FakeBackend()})
     asyncio.run(run(core, call()))
@@ -150,3 +157,29 @@ def test_an_api_keys_rpm_is_one_more_admission_scope_across_its_agents():
     asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"))))  # the same agent, no key
     now[0] = 30.0  # a minute's rpm refills evenly: one more call after 30 s
     asyncio.run(run(core, call(identity=Identity(mission_id="team", agent_id="c"), key=key)))
+
+
+def test_a_missions_waiting_calls_run_least_slack_first():
+    class Recording(FakeBackend):
+        def __init__(self):
+            super().__init__(delay_s=0.01)
+            self.order = []
+
+        async def stream(self, call, affinity_key):
+            self.order.append(call["messages"][0]["content"])
+            async for event in super().stream(call, affinity_key):
+                yield event
+
+    backend = Recording()
+    core = RouterCore(config(max_in_flight_per_model=1), {"main": backend, "spare": FakeBackend()})
+    mission = Identity(mission_id="m1", agent_id="a")
+
+    async def scenario():
+        first = asyncio.ensure_future(run(core, call(content="first", identity=mission)))
+        await asyncio.sleep(0)  # it holds the one slot; the others queue
+        rest = [asyncio.ensure_future(run(core, call(content=name, identity=mission, slack_s=slack)))
+                for name, slack in [("spare", 4.0), ("fifo", None), ("critical", 0.0)]]
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(scenario())
+    assert backend.order == ["first", "critical", "spare", "fifo"]

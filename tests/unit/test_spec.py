@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from controlplane import MissionSpec, SpecError, load_mission
-from controlplane._core.placement import check_resources
+from controlplane._core.placement import ClusterCapacity, check_resources
 from controlplane.config.mission import parse_mission, yaml_path
 from tests.helpers import mission
 
@@ -91,15 +91,15 @@ def test_defaults_and_structured_output():
 def test_gpus_the_cluster_cannot_place_name_the_cluster_gpus():
     spec = parse_mission(_with(("agents", 1, "resources"), {"num_gpus": 0.5}))
     with pytest.raises(SpecError) as info:
-        check_resources(spec, cluster_gpus=0, cluster_cpus=8, source="m.yaml")
+        check_resources(spec, ClusterCapacity(nodes=[{"CPU": 8}]), source="m.yaml")
     assert "agents[1](checker).resources.num_gpus" in info.value.where
     assert "the cluster has 0 GPUs" in info.value.why
-    check_resources(spec, cluster_gpus=1, cluster_cpus=8)
+    check_resources(spec, ClusterCapacity(nodes=[{"CPU": 8, "GPU": 1}]))
     many = parse_mission(mission(agents=[{"name": f"a{i}", "role": "r", "resources": {"num_gpus": 0.5}}
                                          for i in range(3)],
                                  tasks=[{"id": "t", "description": "d", "role": "r"}]))
     with pytest.raises(SpecError, match="1.5 GPUs together"):
-        check_resources(many, cluster_gpus=1, cluster_cpus=8)
+        check_resources(many, ClusterCapacity(nodes=[{"CPU": 8, "GPU": 1}]))
 
 
 def test_yaml_path_labels_list_items():

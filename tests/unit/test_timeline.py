@@ -85,7 +85,8 @@ def test_an_overloaded_model_queue_is_named_as_the_bottleneck():
     found = find_bottleneck(timeline_of(run))
     assert (found.kind, found.name, found.part) == ("model", "default", "queue")
     assert found.queueing and found.share == pytest.approx(21.0 / 32.0)
-    assert found.sentence == "model `default`: 66% of the critical path, all of it waiting in the router queue (queueing)"
+    assert found.sentence == ("model `default`: 66% of the critical path, all of it waiting in the router queue "
+                              "(queueing)")
 
 
 def test_one_agent_behind_a_busy_model_is_named_with_the_model_queue():

@@ -1,0 +1,198 @@
+"""Shared limits for N router replicas: one book of buckets hands out leases of units. Pure logic, time passed in.
+
+The limiter (one actor) owns a bucket per scope (`model:m` rpm, `mission:x` token budget, ...). A replica
+admits a call from units it holds; when it holds too few it asks the limiter for a lease, which is taken out
+of the bucket. Units leave a bucket only as leases, so N replicas together never admit more than one exact
+limiter would: the error is one-sided. What a replica holds unused is lost to the others until it gives it
+back (at most `ttl_s` later), so admissions may fall short of the exact limit by at most
+N x `max_lease` units at any moment: with `max_lease = 1%` of the capacity and 3 replicas, within 3%.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quota:
+    """A bucket: `capacity` units, refilled evenly at `refill_per_s` (0 for a budget that never refills)."""
+
+    capacity: float
+    """Most units the bucket holds; an `rpm` limit is capacity=rpm."""
+    refill_per_s: float
+    """Units added per second; an `rpm` limit refills rpm/60; a hard budget, 0."""
+
+    @classmethod
+    def per_minute(cls, limit: float) -> Quota:
+        return cls(capacity=limit, refill_per_s=limit / 60.0)
+
+    @classmethod
+    def budget(cls, total: float) -> Quota:
+        return cls(capacity=total, refill_per_s=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """Units handed to one replica; `retry_after_s` says when to ask again if it got fewer than it wanted."""
+
+    scope: str
+    units: float
+    retry_after_s: float = 0.0
+
+
+@dataclass
+class _Bucket:
+    quota: Quota
+    level: float
+    at_s: float
+
+    def refill(self, now_s: float) -> None:
+        elapsed = max(0.0, now_s - self.at_s)
+        self.level = min(self.quota.capacity, self.level + elapsed * self.quota.refill_per_s)
+        self.at_s = max(self.at_s, now_s)
+
+
+class LeaseBook:
+    """The limiter's side: one bucket per scope with a quota; scopes without one are unlimited."""
+
+    def __init__(self, *, max_lease_fraction: float = 0.01) -> None:
+        self.max_lease_fraction = max_lease_fraction
+        self._buckets: dict[str, _Bucket] = {}
+
+    def set_quota(self, scope: str, quota: Quota | None, now_s: float) -> None:
+        """Give a scope its bucket (full), or None to make it unlimited; the same quota again changes nothing."""
+        if quota is None:
+            self._buckets.pop(scope, None)
+        elif scope not in self._buckets or self._buckets[scope].quota != quota:
+            self._buckets[scope] = _Bucket(quota, quota.capacity, now_s)
+
+    def max_lease(self, scope: str) -> float:
+        bucket = self._buckets.get(scope)
+        return math.inf if bucket is None else max(1.0, math.floor(bucket.quota.capacity * self.max_lease_fraction))
+
+    def grant(self, scope: str, want: float, now_s: float, *, at_least: float = 0.0) -> Lease:
+        """Up to `want` whole units (capped at `max_lease`) out of the bucket, or none when fewer than `at_least`
+        are there (a call needs its whole amount); then `retry_after_s` says when they will be."""
+        bucket = self._buckets.get(scope)
+        if bucket is None:
+            return Lease(scope=scope, units=want)
+        bucket.refill(now_s)
+        units = float(math.floor(min(want, self.max_lease(scope), bucket.level)))  # units are requests or tokens
+        if units < at_least or units <= 0:
+            return Lease(scope=scope, units=0.0, retry_after_s=self._wait_s(bucket, max(at_least, 1e-9)))
+        bucket.level -= units
+        return Lease(scope=scope, units=units)
+
+    def charge(self, scope: str, units: float, now_s: float) -> None:
+        """Take units whatever the level (a call that used more tokens than it reserved); the bucket may go
+        below zero, which delays the next grants."""
+        bucket = self._buckets.get(scope)
+        if bucket is not None and units > 0:
+            bucket.refill(now_s)
+            bucket.level -= units
+
+    def give_back(self, scope: str, units: float, now_s: float) -> None:
+        """Units a replica leased and did not use."""
+        bucket = self._buckets.get(scope)
+        if bucket is not None and units > 0:
+            bucket.refill(now_s)
+            bucket.level = min(bucket.quota.capacity, bucket.level + units)
+
+    def level(self, scope: str, now_s: float) -> float:
+        bucket = self._buckets.get(scope)
+        if bucket is None:
+            return math.inf
+        bucket.refill(now_s)
+        return bucket.level
+
+    @staticmethod
+    def _wait_s(bucket: _Bucket, need: float) -> float:
+        short = need - bucket.level
+        if short > bucket.quota.capacity or bucket.quota.refill_per_s == 0:
+            return math.inf  # it will never hold that much
+        return short / bucket.quota.refill_per_s
+
+
+@dataclass
+class _Held:
+    units: float = 0.0
+    expires_at_s: float = 0.0
+
+
+@dataclass
+class LeaseHolder:
+    """A replica's side: the units it holds per scope, usable until they expire (then handed back)."""
+
+    ttl_s: float = 1.0
+    """How long leased units stay usable before they go back to the limiter for other replicas."""
+    _held: dict[str, _Held] = field(default_factory=dict)
+    _returns: dict[str, float] = field(default_factory=dict)
+
+    def take(self, scope: str, amount: float, now_s: float) -> bool:
+        """Use `amount` held units; False (and nothing taken) when fewer are held and unexpired."""
+        held = self._held.get(scope)
+        if held is None or held.expires_at_s <= now_s or held.units + 1e-9 < amount:
+            return False
+        held.units -= amount
+        return True
+
+    def add(self, lease: Lease, now_s: float) -> None:
+        """Units granted by the limiter; they (and what is held already) last `ttl_s` from now."""
+        held = self._held.setdefault(lease.scope, _Held())
+        if held.expires_at_s <= now_s:
+            self._expire(lease.scope, held)
+        held.units += lease.units
+        held.expires_at_s = now_s + self.ttl_s
+
+    def put_back(self, scope: str, units: float, now_s: float) -> None:
+        """Units a call reserved but did not use (an estimate above the real usage)."""
+        held = self._held.get(scope)
+        if held is not None and held.expires_at_s > now_s:
+            held.units += units
+
+    def expired(self, now_s: float) -> dict[str, float]:
+        """Unused units whose time is up, by scope; they are forgotten here and go back to the limiter."""
+        for scope, held in self._held.items():
+            if held.expires_at_s <= now_s:
+                self._expire(scope, held)
+        out, self._returns = self._returns, {}
+        return out
+
+    def release_all(self) -> dict[str, float]:
+        """Everything held or due back, by scope, to return now (the replica is going away)."""
+        for scope, held in self._held.items():
+            self._expire(scope, held)
+        out, self._returns = self._returns, {}
+        return out
+
+    def _expire(self, scope: str, held: _Held) -> None:
+        if held.units > 0:
+            self._returns[scope] = self._returns.get(scope, 0.0) + held.units
+        held.units = 0.0
+
+    def held(self, scope: str, now_s: float) -> float:
+        held = self._held.get(scope)
+        return 0.0 if held is None or held.expires_at_s <= now_s else held.units
+
+
+def shared_quotas(models: dict[str, Any]) -> dict[str, Quota]:
+    """The buckets every router replica shares: each model's `limits.rpm` and `limits.tpm` (ServingConfig.models)."""
+    quotas = {}
+    for name, spec in models.items():
+        if spec.limits.rpm is not None:
+            quotas[f"model:{name}:rpm"] = Quota.per_minute(spec.limits.rpm)
+        if spec.limits.tpm is not None:
+            quotas[f"model:{name}:tpm"] = Quota.per_minute(spec.limits.tpm)
+    return quotas
+
+
+def shared_amounts(model: str, limits: Any, est_tokens: int) -> list[tuple[str, float]]:
+    """What one call of `est_tokens` takes from the shared buckets of `model` (its LimitSpec)."""
+    out: list[tuple[str, float]] = []
+    if limits.rpm is not None:
+        out.append((f"model:{model}:rpm", 1.0))
+    if limits.tpm is not None:
+        out.append((f"model:{model}:tpm", float(est_tokens)))
+    return out

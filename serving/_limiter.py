@@ -1,0 +1,103 @@
+"""Shared limits across router replicas: the limiter actor (one per app) and each replica's client.
+
+The lease logic is pure (serving/_leases.py); this is the Ray shell around it. A replica admits a call from
+units it holds and asks the limiter for a lease only when it runs short, so most calls cost no actor hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from controlplane.errors import BackpressureError
+from serving._leases import Lease, LeaseBook, LeaseHolder, Quota
+
+logger = logging.getLogger(__name__)
+LIMITER_NAMESPACE = "controlplane"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class LimiterActor:
+    """The one book of shared limits of an app. A restart refills every bucket (a short overshoot, once)."""
+
+    def __init__(self, quotas: dict[str, Quota], max_lease_fraction: float = 0.01) -> None:
+        self._book = LeaseBook(max_lease_fraction=max_lease_fraction)
+        for scope, quota in quotas.items():
+            self._book.set_quota(scope, quota, time.monotonic())
+
+    def set_quota(self, scope: str, quota: Quota | None) -> None:
+        self._book.set_quota(scope, quota, time.monotonic())
+
+    def grant(self, scope: str, want: float, at_least: float) -> Lease:
+        return self._book.grant(scope, want, time.monotonic(), at_least=at_least)
+
+    def give_back(self, units_by_scope: dict[str, float]) -> None:
+        for scope, units in units_by_scope.items():
+            self._book.give_back(scope, units, time.monotonic())
+
+    def charge(self, scope: str, units: float) -> None:
+        self._book.charge(scope, units, time.monotonic())
+
+    def level(self, scope: str) -> float:
+        return self._book.level(scope, time.monotonic())
+
+
+def start_limiter(app_name: str, quotas: dict[str, Quota], *, max_lease_fraction: float = 0.01,
+                  resources: dict[str, float] | None = None) -> Any:
+    """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica); a
+    redeployed config's quotas replace changed ones (unchanged buckets keep their level)."""
+    limiter = LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",
+                                   get_if_exists=True, resources=resources or None).remote(quotas, max_lease_fraction)
+    for scope, quota in quotas.items():
+        limiter.set_quota.remote(scope, quota)
+    return limiter
+
+
+class SharedLimits:
+    """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after."""
+
+    def __init__(self, limiter: Any, *, ttl_s: float = 1.0, lease_units: float = float("inf"),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._limiter = limiter
+        self._holder = LeaseHolder(ttl_s=ttl_s)
+        self._lease_units = lease_units
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def acquire(self, scope: str, amount: float) -> None:
+        """Take `amount` units of `scope`, leasing more when short; BackpressureError when the limiter has none."""
+        if self._holder.take(scope, amount, self._clock()):
+            return
+        async with self._locks.setdefault(scope, asyncio.Lock()):
+            if self._holder.take(scope, amount, self._clock()):
+                return  # another call leased meanwhile
+            await self._return_expired()
+            lease = await self._limiter.grant.remote(scope, max(amount, self._lease_units), amount)
+            if lease.units < amount:
+                raise BackpressureError(scope=scope, limit="its shared limit", retry_after_s=lease.retry_after_s)
+            self._holder.add(lease, self._clock())
+            self._holder.take(scope, amount, self._clock())
+
+    def settle(self, scope: str, reserved: float, used: float) -> None:
+        """After a call: units reserved but unused are kept for the next call; an overrun is charged (in the
+        background, so this never waits)."""
+        if used < reserved:
+            self._holder.put_back(scope, reserved - used, self._clock())
+        elif used > reserved and not self._holder.take(scope, used - reserved, self._clock()):
+            self._limiter.charge.remote(scope, used - reserved)
+
+    async def _return_expired(self) -> None:
+        expired = self._holder.expired(self._clock())
+        if expired:
+            await self._limiter.give_back.remote(expired)
+
+    async def close(self) -> None:
+        """Hand every held unit back (a replica scaling in)."""
+        held = self._holder.release_all()
+        if held:
+            await self._limiter.give_back.remote(held)

@@ -1,0 +1,65 @@
+"""Chaos beyond the mission's own actors (scripted models; the scenarios are tests/helpers/chaos.py, which
+benchmarks/bench_chaos.py runs for its figures):
+
+- the memory actor is killed twice during 1,000 posts from agents: no acknowledged post is lost, none is stored
+  twice (Ray retries a post on the restarted actor; its idempotency key makes the retry a no-op);
+- 30% of backend calls fail and one model, which has a fallback, is down for 10 s: the mission succeeds, the
+  breaker opens after at most its threshold of failures, and closes again after the outage;
+- an agent is killed after a side-effecting tool acted: the tool never runs twice (the recorded result is
+  replayed; a call whose result was never recorded fails its task instead of running again).
+
+The bounds are coarse, for a loaded CI machine; the targets are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import free_port
+from tests.helpers.chaos import R7_FAILURE_THRESHOLD, R7_OPEN_S, chaos_models, run_r6, run_r7, run_side_effects
+
+APP = "chaos-faults"
+
+
+@pytest.fixture(scope="module")
+def faults_router(ray_cluster):
+    """A Serve app with the chaos scenarios' scripted models (no vLLM)."""
+    from ray import serve
+
+    from controlplane.config import ServingConfig
+    from serving import deploy
+
+    config = {"router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60}, "models": chaos_models()}
+    client = deploy(ServingConfig.model_validate(config), app_name=APP, http_port=free_port())
+    yield client
+    serve.delete(APP)
+
+
+def test_memory_actor_killed_during_posts_loses_no_acknowledged_post_and_stores_none_twice(faults_router, tmp_path):
+    figures = run_r6(faults_router, str(tmp_path), posts=1000, kills=2)
+    assert figures["r6_status"] == "succeeded", figures
+    assert figures["r6_memory_kills"] == 2
+    assert figures["r6_posts_acked"] == 1000, figures  # every post was acknowledged in the end
+    assert figures["r6_acked_posts_lost"] == 0, figures
+    assert figures["r6_duplicates"] == 0, figures
+
+
+def test_backend_faults_and_an_outage_with_a_fallback_do_not_fail_the_mission(faults_router, tmp_path):
+    figures = run_r7(faults_router, str(tmp_path), tasks=200)
+    assert figures["r7_mission_succeeded"], figures
+    assert figures["r7_outage_failures"] >= 1, figures  # the outage happened while the mission ran
+    assert figures["r7_failures_before_breaker_open"] <= R7_FAILURE_THRESHOLD + 2, figures  # +2: calls in flight
+    assert figures["r7_breaker_recovered_s"] is not None, figures  # it closed again before the mission ended
+    assert figures["r7_breaker_recovered_s"] < 5 * R7_OPEN_S, figures
+    assert figures["r7_calls_on_fallback"] > 0 and figures["r7_task_retries"] > 0, figures
+
+
+def test_an_agent_killed_around_a_side_effecting_call_never_runs_it_twice(faults_router, tmp_path):
+    figures = run_side_effects(faults_router, str(tmp_path))
+    assert figures["side_effects_executed_twice"] == 0, figures
+    assert figures["side_effects_after_result_executions"] == 1
+    assert figures["side_effects_after_result_retried"], figures  # the kill hit the attempt, not after it
+    assert figures["side_effects_after_result_status"] == "succeeded", figures  # the recorded result was replayed
+    assert figures["side_effects_in_flight_executions"] == 1
+    assert figures["side_effects_in_flight_status"] == "failed", figures
+    assert figures["side_effects_in_flight_error"].startswith("ToolCallInDoubt: Tool 'record_effect_slowly'"), figures

@@ -1,0 +1,33 @@
+"""Missions with different serving configs at once: the shared app is never redeployed under a running mission;
+the other config joins as its own app (named by its hash) and both answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from controlplane.config import ServingConfig
+from serving import ChatMessage, ChatRequest, deploy
+from serving._deploy import _running_config
+
+OTHER = {"models": {"other-scripted": {"kind": "scripted", "replies": [{"match": ".", "text": "from the other app"}]}}}
+
+
+def _ask(client, model: str) -> str:
+    request = ChatRequest(model=model, messages=[ChatMessage(role="user", content="hi")], max_tokens=8)
+    return asyncio.run(client.chat(request)).text
+
+
+def test_another_config_under_a_running_mission_joins_as_a_separate_app(router):
+    before = _running_config("controlplane")
+    other = deploy(ServingConfig.model_validate(OTHER), app_name="controlplane", missions_running=1)
+    try:
+        assert other.app_name.startswith("controlplane-") and other.app_name != router.app_name
+        assert _running_config("controlplane") == before  # the running mission's app is untouched
+        assert _ask(other, "other-scripted") == "from the other app"
+        assert _ask(router, "scripted") != ""
+        again = deploy(ServingConfig.model_validate(OTHER), app_name="controlplane", missions_running=1)
+        assert again.app_name == other.app_name  # the same config finds its app again
+    finally:
+        serve.delete(other.app_name)

@@ -1,0 +1,31 @@
+"""A mission with another serving config never redeploys the app under a running mission."""
+
+import pytest
+
+from controlplane import SpecError
+from serving._apps import choose_app, config_app_name
+
+A, B = {"models": {"a": {"kind": "scripted"}}}, {"models": {"b": {"kind": "scripted"}}}
+
+
+def test_first_deploy_then_reuse_of_the_same_config():
+    assert choose_app("controlplane", A, {}, missions_running=0).action == "deploy"
+    assert choose_app("controlplane", A, {"controlplane": A}, missions_running=3).action == "reuse"
+
+
+def test_another_config_replaces_an_idle_app():
+    choice = choose_app("controlplane", B, {"controlplane": A}, missions_running=0)
+    assert (choice.name, choice.action) == ("controlplane", "redeploy")
+
+
+def test_another_config_under_a_running_mission_joins_as_a_separate_app_named_by_its_hash():
+    choice = choose_app("controlplane", B, {"controlplane": A}, missions_running=1)
+    assert choice.action == "deploy" and choice.name == config_app_name("controlplane", B) != "controlplane"
+    assert choice.name == config_app_name("controlplane", dict(reversed(list(B.items()))))  # order-free
+    again = choose_app("controlplane", B, {"controlplane": A, choice.name: B}, missions_running=2)
+    assert (again.name, again.action) == (choice.name, "reuse")
+
+
+def test_or_is_refused_with_the_reason():
+    with pytest.raises(SpecError, match="runs another serving config under 1 running mission"):
+        choose_app("controlplane", B, {"controlplane": A}, missions_running=1, on_conflict="refuse")
