@@ -8,10 +8,11 @@ The window. Every timing below runs from "agents ready" to "last task done", on 
   supervisor may dispatch; it then builds its scheduler, which counts) to the last task's `ended_at` (the moment
   the supervisor holds the last result). The driver waits with one blocking `wait` call, so nothing polls the
   supervisor while it works.
-- raw Ray: fresh bare actors, started and warmed (a router call that runs no model, as the agents do) before
-  the window; from the first submission to the moment `ray.get` holds every result.
-Both clocks are `time.time()` on the one host. Each run starts its own fresh actors on both paths; each
-measurement has one warm-up run first, then the median of the repetitions.
+- raw Ray: bare actors, created and warmed before the window (a router call that runs no model, as the agents
+  do, then one warm-up run of the DAG); from the first submission to the moment `ray.get` holds every result.
+  They serve all repetitions, while each mission starts fresh agents: if anything, this favours raw Ray.
+Both clocks are `time.time()` on the one host. One small mission on every model warms Serve and the router
+first; then each measurement alternates its paths over the repetitions, and reports medians.
 
 1. Overhead. A DAG of no-op tasks (10 wide, each task needs two of the layer above) on a zero-latency model:
    once through the SupervisorActor, once as raw Ray actor calls (the same agent step, dependencies passed as
@@ -21,8 +22,9 @@ measurement has one warm-up run first, then the median of the repetitions.
    call a fixed 200 ms. makespan_ratio_vs_critical_path = makespan / (4 x 200 ms); speedup_vs_sequential = the
    same 36 tasks on one agent with max_concurrency 1 / makespan. The same DAG as raw Ray calls
    (raw_ray_makespan_s) shows what the agent -> router path costs without the supervisor.
-   agents_ready_s: from the driver's `start_mission` call to the `placed` event of this 9-agent mission (beside
-   raw_actors_ready_s: 9 bare actors created and warmed the same way).
+   agents_ready_s: from the driver's `start_mission` call to the `placed` event of this 9-agent mission, of which
+   agents_ready_supervisor_start_s passes before the supervisor's `starting` event (beside raw_actors_ready_s:
+   9 bare actors created and warmed the same way, from the driver).
 3. Slack priority. A skewed DAG: a chain of L = 12 tasks beside N = 48 independent tasks, every call a fixed
    c = 150 ms on a model the router lets run S = 4 calls at once (`limits.max_in_flight`); one agent runs the
    chain, one runs the 48 at once, so they flood the router's queue. The same mission runs with
@@ -47,7 +49,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -73,8 +75,16 @@ class Run:
     """From agents ready to the last task done (see the module docstring)."""
     ready_s: float = 0.0
     """From the start call to agents ready."""
+    supervisor_s: float = 0.0
+    """Supervised only: the part of ready_s before the supervisor's `starting` event (its own actor's start)."""
     chain_s: float = 0.0
     """Skewed DAG only: from agents ready to the chain's last task done."""
+    path_s: dict[str, float] = field(default_factory=dict)
+    """Supervised only: the window along the critical path, by part (controlplane._core.timeline: `wait` ready
+    to dispatched, `queue` in the router queue, `model`, `other` the agent step's own time and hops, `gap` a
+    task's end to its dependent's ready), and `start` (agents ready to the path's first task ready)."""
+    task_ms: dict[str, float] = field(default_factory=dict)
+    """Supervised only: the same parts per task attempt, mean milliseconds."""
 
 
 def agent(name: str, model: str, concurrency: int) -> dict:
@@ -124,14 +134,43 @@ def supervised(router, data: dict) -> Run:
     finally:
         ray.kill(handle)
     assert result["status"] == "succeeded", result["reason"]
-    ready = next(e["time_s"] for e in events if e["kind"] == "mission" and e.get("status") == "placed")
+    mission = {e.get("status"): e["time_s"] for e in events if e["kind"] == "mission"}
+    ready = mission["placed"]
     ended = [t["ended_at"] for t in result["tasks"]]
     chain = [t["ended_at"] for t in result["tasks"] if t["id"].startswith("c")]
-    return Run(window_s=max(ended) - ready, ready_s=ready - called, chain_s=max(chain, default=ready) - ready)
+    window = max(ended) - ready
+    path_s, task_ms = profile(result, events)
+    return Run(window_s=window, ready_s=ready - called, chain_s=max(chain, default=ready) - ready,
+               supervisor_s=mission["starting"] - called, task_ms=task_ms,
+               path_s=path_s | {"start": window - sum(path_s.values())})
 
 
-def raw(router, data: dict) -> Run:
-    """The same DAG as raw Ray actor calls on fresh actors, submitted at once in topological order."""
+def profile(result: dict, events: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds of the critical path by part, and mean milliseconds per task attempt by part (the mission's
+    timeline, as `controlplane timeline` draws it)."""
+    from controlplane._core.timeline import build_timeline, deps_from_result
+
+    timeline = build_timeline(events, deps_from_result(result))
+    path: dict[str, float] = {}
+    for part in timeline.path_parts:
+        path[part.part] = path.get(part.part, 0.0) + part.seconds
+    per_task: dict[str, float] = {}
+    for bar in timeline.bars:
+        for segment in bar.segments:
+            per_task[segment.kind] = per_task.get(segment.kind, 0.0) + segment.duration_s
+    return path, {kind: seconds * 1000 / len(timeline.bars) for kind, seconds in per_task.items()}
+
+
+def parts(runs: list[Run], attr: str, digits: int = 3) -> dict[str, float]:
+    """The median of each part over the runs (a part missing from a run counts as 0)."""
+    kinds = sorted({k for r in runs for k in getattr(r, attr)})
+    return {k: round(statistics.median(getattr(r, attr).get(k, 0.0) for r in runs), digits) for k in kinds}
+
+
+def raw_agents(router, data: dict) -> dict:
+    """Bare actors for the same DAG as raw Ray calls: created, warmed as the agents are, then run once (warm-up).
+    They serve every repetition, so their processes are warmer than a mission's fresh agents: if anything, this
+    favours the raw path."""
     import ray
 
     from controlplane import parse_mission
@@ -166,24 +205,34 @@ def raw(router, data: dict) -> Run:
     tokens = mission_tokens("raw")  # the raw path calls the same router, so it needs tokens too (minted up front)
     called = time.time()
     actors = {a.name: RawAgent.options(max_concurrency=a.max_concurrency).remote(
-        a, spec.goal, router, tokens.agent(a.name, now_s=time.time(), ttl_s=3600)) for a in spec.agents}
-    try:
-        ray.get([h.ready.remote() for h in actors.values()])
-        refs: dict = {}
-        t0 = time.time()
-        for item in spec.tasks:
-            refs[item.id] = actors[item.agent].run.remote(item, *(refs[d] for d in item.depends_on))
-        ray.get(list(refs.values()))
-        return Run(window_s=time.time() - t0, ready_s=t0 - called)
-    finally:
-        for handle in actors.values():
-            ray.kill(handle)
+        a, spec.goal, router, tokens.agent(a.name, now_s=time.time(), ttl_s=24 * 3600)) for a in spec.agents}
+    ray.get([h.ready.remote() for h in actors.values()])
+    pool = {"spec": spec, "actors": actors, "ready_s": time.time() - called}
+    raw(pool)
+    return pool
+
+
+def raw(pool: dict) -> Run:
+    """The DAG as raw Ray actor calls, submitted at once in topological order (dependencies as ObjectRefs)."""
+    import ray
+
+    refs: dict = {}
+    t0 = time.time()
+    for item in pool["spec"].tasks:
+        refs[item.id] = pool["actors"][item.agent].run.remote(item, *(refs[d] for d in item.depends_on))
+    ray.get(list(refs.values()))
+    return Run(window_s=time.time() - t0, ready_s=pool["ready_s"])
+
+
+def drop(pool: dict) -> None:
+    import ray
+
+    for handle in pool["actors"].values():
+        ray.kill(handle)
 
 
 def measure(label: str, fns: dict[str, Callable[[], Run]], reps: int) -> dict[str, list[Run]]:
-    """One warm-up run of each, then `reps` rounds running each once, alternating; prints a row each."""
-    for fn in fns.values():
-        fn()
+    """`reps` rounds running each once, alternating; prints a row each."""
     runs: dict[str, list[Run]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
@@ -195,8 +244,8 @@ def measure(label: str, fns: dict[str, Callable[[], Run]], reps: int) -> dict[st
     return runs
 
 
-def median(runs: list[Run], field: str = "window_s") -> float:
-    return statistics.median(getattr(r, field) for r in runs)
+def median(runs: list[Run], attr: str = "window_s") -> float:
+    return statistics.median(getattr(r, attr) for r in runs)
 
 
 def free_port() -> int:
@@ -214,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
 
+    from benchmarks._ray_start import start_ray
     from controlplane.config import ServingConfig
     from serving import deploy
 
@@ -221,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = REPS_QUICK if args.quick else REPS
     load_before = os.getloadavg()[0]
     began = time.time()
-    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)  # a cluster of its own
+    start_ray(RAY_CPUS)
     try:
         router = deploy(ServingConfig.model_validate(SERVING), app_name="bench-scheduling", http_port=free_port())
         figures = run_all(router, n_tasks, reps)
@@ -236,21 +286,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def warm_up(router) -> None:
+    """One small mission on every model first: Serve, the router and the replicas pay their first calls here."""
+    models = [name for name in SERVING["models"]]
+    supervised(router, {"name": "warmup", "goal": "warm up", "agents": [agent(m, m, 1) for m in models],
+                        "tasks": [task(f"w-{m}", m, []) for m in models]})
+
+
 def run_all(router, n_tasks: int, reps: int) -> dict:
+    warm_up(router)
     print(f"{'run (window: agents ready -> last task done)':<44}{'median s':>10}  reps", flush=True)
     overhead = layered(OVERHEAD_WIDTH, n_tasks, "zero")
+    pool = raw_agents(router, overhead)
     cost = measure(f"{n_tasks} no-op tasks", {"supervisor": lambda: supervised(router, overhead),
-                                              "raw Ray": lambda: raw(router, overhead)}, reps)
+                                              "raw Ray": lambda: raw(pool)}, reps)
+    drop(pool)
     sup, base = median(cost["supervisor"]), median(cost["raw Ray"])
     wide = layered(PARALLEL_AGENTS, PARALLEL_AGENTS * PARALLEL_LAYERS, "fixed", agent_concurrency=1)
     one = dict(wide, agents=[wide["agents"][0]], tasks=[t | {"agent": "a0"} for t in wide["tasks"]])
+    pool = raw_agents(router, wide)
     par = measure("36 tasks 9 wide", {"supervisor": lambda: supervised(router, wide),
-                                      "raw Ray": lambda: raw(router, wide),
+                                      "raw Ray": lambda: raw(pool),
                                       "sequential (1 agent)": lambda: supervised(router, one)}, reps)
+    drop(pool)
     span, raw_span, seq = median(par["supervisor"]), median(par["raw Ray"]), median(par["sequential (1 agent)"])
     skew = measure("skewed DAG", {"FIFO": lambda: supervised(router, skewed(False)),
                                   "slack first": lambda: supervised(router, skewed(True))}, reps)
     fifo, slack = median(skew["FIFO"]), median(skew["slack first"])
+    for label, runs in (("9 wide", par["supervisor"]), ("skewed, FIFO", skew["FIFO"]),
+                        ("skewed, slack first", skew["slack first"])):
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in parts(runs, "path_s").items())
+        print(f"critical path of {label}, s by part (medians): {shown}", flush=True)
     critical = PARALLEL_LAYERS * CALL_S
     return {
         "overhead_ms_per_task": round((sup - base) / n_tasks * 1000, 3),
@@ -260,9 +326,16 @@ def run_all(router, n_tasks: int, reps: int) -> dict:
         "slack_priority_makespan_gain": round(fifo / slack, 3),
         "agents_ready_s": round(median(par["supervisor"], "ready_s"), 3),
         "raw_actors_ready_s": round(median(par["raw Ray"], "ready_s"), 3),
+        "agents_ready_supervisor_start_s": round(median(par["supervisor"], "supervisor_s"), 3),
+        "agents_ready_s_runs": [round(r.ready_s, 3) for r in par["supervisor"]],
         "supervised_s": round(sup, 4), "raw_ray_s": round(base, 4), "overhead_tasks": n_tasks,
         "supervised_ms_per_task": round(sup / n_tasks * 1000, 3), "raw_ms_per_task": round(base / n_tasks * 1000, 3),
         "overhead_agents_ready_s": round(median(cost["supervisor"], "ready_s"), 3),
+        "overhead_task_parts_ms": parts(cost["supervisor"], "task_ms"),
+        "makespan_path_parts_s": parts(par["supervisor"], "path_s"),
+        "makespan_task_parts_ms": parts(par["supervisor"], "task_ms", 1),
+        "skew_fifo_path_parts_s": parts(skew["FIFO"], "path_s"),
+        "skew_slack_path_parts_s": parts(skew["slack first"], "path_s"),
         "makespan_s": round(span, 4), "critical_path_s": critical, "sequential_s": round(seq, 4),
         "raw_ray_makespan_s": round(raw_span, 4), "makespan_ratio_vs_raw_ray": round(span / raw_span, 3),
         "raw_ray_makespan_ratio_vs_critical_path": round(raw_span / critical, 3),
