@@ -15,7 +15,7 @@ setup:
 run: setup
 	$(VENV)/controlplane run $(MISSION)
 
-test: setup
+test: setup lint
 	$(VENV)/python -m pytest tests
 
 test-unit: setup

@@ -80,8 +80,8 @@ class AgentContext:
         self.goal = actor.goal
         self.context = context
         """The outputs of the task's dependencies, by task id."""
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0, "model_calls": 0, "model_s": 0.0,
-                      "tool_calls": 0}
+        self.usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0, "model_calls": 0,
+                                      "model_s": 0.0, "tool_calls": 0}
         self.tools = AgentTools(self, runner)
         self.memory = AgentMemory(self)
 

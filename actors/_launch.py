@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -45,7 +45,7 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     check_mission_id(mission_id, run_dir, resume=resume)
     key = mission_key(load_or_create_root_secret(), mission_id)
     env = secret_file_env()  # paths only: the memory actor the supervisor starts finds the same root secret
-    handle = SupervisorActor.options(
+    handle = SupervisorActor.options(  # type: ignore[attr-defined]
         name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached", max_restarts=-1, max_task_retries=-1,
         **head_options("supervisor"), **({"runtime_env": {"env_vars": env}} if env else {}),
     ).remote(spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
@@ -74,7 +74,7 @@ def running_missions() -> list[str]:
     return sorted(a["name"] for a in actors if a["namespace"] == MISSION_NAMESPACE and ":" not in a["name"])
 
 
-def find_supervisor(mission_id: str, *, recorded: list[str] = ()) -> Any:
+def find_supervisor(mission_id: str, *, recorded: Sequence[str] = ()) -> Any:
     """The live supervisor of `mission_id`; MissionNotFound listing the known ones otherwise."""
     try:
         return ray.get_actor(mission_id, namespace=MISSION_NAMESPACE)

@@ -90,6 +90,7 @@ class SupervisorActor:
         self._depth: dict[str, int] = {}
         self._delegated: dict[str, asyncio.Future] = {}
         self.placement: dict[str, Any] = {}
+        self._restarting: set[str] = set()
         self.gang: Gang | None = None
         self.usage = summarize_usage([])
         """The mission's usage as the router last reported it (final once the mission has ended)."""
@@ -120,7 +121,7 @@ class SupervisorActor:
         """Act on the log found at start: serve a finished mission, or continue one (after a restart)."""
         state = self.opened.state
         if self.opened.start == Start.FINISHED:
-            self.final, self.ended_s = (MissionStatus(state.status), state.reason), time.time()
+            self.final, self.ended_s = (MissionStatus(state.status or "failed"), state.reason), time.time()
             self._stored_result = self.opened.result
             self._done.set()
             if self._stored_result is None:  # it died between its final status and result.json: write it now
@@ -152,7 +153,7 @@ class SupervisorActor:
             self.final, self.ended_s = (MissionStatus.CANCELLED, reason), time.time()
             self.log.emit(self.ended_s, "mission", MissionStatus.CANCELLED, message=reason)
             await self._finish()
-        elif self.phase in (MissionStatus.STARTING, MissionStatus.PLANNING):
+        elif self.phase in (MissionStatus.STARTING, MissionStatus.PLANNING) and self._main is not None:
             self._main.cancel()
         self._wake.set()
         await self._done.wait()
@@ -303,6 +304,12 @@ class SupervisorActor:
             self.conflicts.queue(event)
             self._wake.set()
 
+    @property
+    def scheduler(self) -> Scheduler:
+        """The mission's scheduler, which exists from the plan on."""
+        assert self.sched is not None, "the mission has no scheduler before its plan"
+        return self.sched
+
     def _wake_loop(self) -> None:
         self._wake.set()
 
@@ -328,7 +335,7 @@ class SupervisorActor:
             await self._loop()
             if self._cancel_reason is None:
                 await self.conflicts.drain(timeout_s=60.0)
-            self.final = (self.sched.status(), self.sched.reason())
+            self.final = (self.scheduler.status(), self.scheduler.reason())
         except asyncio.CancelledError:
             self.final = (MissionStatus.CANCELLED, self._cancel_reason or "cancelled")
         except Exception as exc:
@@ -420,7 +427,7 @@ class SupervisorActor:
     async def _start_actors(self) -> None:
         await self._arm_budgets()
         if self.spec.mcp_servers:
-            self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(
+            self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(  # type: ignore[attr-defined]
                 list(self.spec.mcp_servers))
             tools = await self.mcp.start.remote()
             self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
@@ -458,15 +465,20 @@ class SupervisorActor:
                 await asyncio.sleep(AGENT_RESTART_POLL_S)
 
     async def _replaced(self, agent: str) -> None:
-        """Record where an agent that died (alone, or with its node) runs again."""
+        """Record where an agent that died (alone, or with its node) runs again, once Ray has restarted it; then
+        it takes tasks again (also when it did not come back: its tasks then fail and follow their policy)."""
         try:
             placed = await self._ready(agent)
         except Exception as exc:
             self.log.emit(time.time(), "agent", "lost", agent=agent, message=f"not recreated: {exc}")
-            return
-        self.placement[agent] = placed
-        self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
-                      data=placed)
+        else:
+            self.placement[agent] = placed
+            self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
+                          data=placed)
+        finally:
+            self._restarting.discard(agent)
+            self.scheduler.release_agent(agent)
+            self._wake.set()
 
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
@@ -506,7 +518,7 @@ class SupervisorActor:
         and is retried by the scheduler."""
         a = next(agent for agent in self.spec.agents if agent.name == name)
         placement = self.gang.options_for(a.name) if self.gang is not None else {}
-        return AgentActor.options(
+        return AgentActor.options(  # type: ignore[attr-defined]
             name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
             num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, lifetime="detached",
             get_if_exists=True, max_restarts=-1, max_task_retries=0, **placement,
@@ -517,16 +529,19 @@ class SupervisorActor:
                  log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
                  tracing=self.tracing, settle_conflicts=self.spec.policies.conflicts.settle_before_dependents)
 
-    async def _replace_agent(self, name: str) -> None:
+    def _replace_agent(self, name: str) -> None:
         """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a
-        new one starts under its name; either way, this returns once it is ready (or lost), and where it now
-        runs is recorded."""
+        new one starts under its name. It gets no task until it is ready again (a task sent to a restarting
+        actor fails at once and would use up a retry); then where it runs is recorded."""
         try:
             ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
         except ValueError:
             logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
             self.agents[name] = self._agent_actor(name)
-        await self._replaced(name)
+        if name not in self._restarting:
+            self._restarting.add(name)
+            self.scheduler.hold_agent(name)
+            asyncio.ensure_future(self._replaced(name))
 
     async def _approve_plan(self) -> None:
         """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
@@ -580,7 +595,7 @@ class SupervisorActor:
                 pass
 
     def _tick(self, now: float) -> None:
-        sched = self.sched
+        sched = self.scheduler
         if self._cancel_reason is not None:
             return self._stop(MissionStatus.CANCELLED, self._cancel_reason, now)
         exceeded = self.budget.exceeded(now)
@@ -601,9 +616,9 @@ class SupervisorActor:
             self.metrics.states(sched.counts())
 
     def _launch(self, a: Assignment) -> None:
-        spec = self.sched.tasks[a.task].spec
+        spec = self.scheduler.tasks[a.task].spec
         token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
-        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.sched.context_for(a.task), token,
+        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.scheduler.context_for(a.task), token,
                                               trace=_tracing.inject(),
                                               slack_s=self._slack_s(a.task) if self.spec.policies.critical_path_first
                                               else None)
@@ -613,10 +628,10 @@ class SupervisorActor:
         """The task's slack in the DAG, in tasks (every task counted as one) times the mean task time so far;
         a delegated task has its parent's."""
         if self._slack is None:
-            self._slack = self.sched.dag.slack(dict.fromkeys(self.sched.dag.deps, 1.0))
-        record = self.sched.tasks[task_id]
+            self._slack = self.scheduler.dag.slack(dict.fromkeys(self.scheduler.dag.deps, 1.0))
+        record = self.scheduler.tasks[task_id]
         while task_id not in self._slack and record.delegated_by is not None:
-            task_id, record = record.delegated_by, self.sched.tasks[record.delegated_by]
+            task_id, record = record.delegated_by, self.scheduler.tasks[record.delegated_by]
         mean_task_s = self._task_s[0] / self._task_s[1] if self._task_s[1] else 1.0
         return self._slack.get(task_id, 0.0) * mean_task_s
 
@@ -630,15 +645,15 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            if isinstance(exc, RayActorError):  # the retry must find a live agent, not burn on a restarting one
-                await self._replace_agent(a.agent)
+            if isinstance(exc, RayActorError):
+                self._replace_agent(a.agent)
             if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
                 self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
                               data=budget_fields(cause))
                 self._stop(MissionStatus.BUDGET_EXCEEDED, str(cause), time.time())
                 return
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
-            self.sched.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause,
+            self.scheduler.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause,
                                   detail=detail_of(cause))
         else:
             tokens = result.prompt_tokens + result.completion_tokens
@@ -646,7 +661,7 @@ class SupervisorActor:
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
             self._task_s[0] += time.time() - started
             self._task_s[1] += 1
-            self.sched.on_success(a.task, a.attempt, asdict(result), time.time())
+            self.scheduler.on_success(a.task, a.attempt, asdict(result), time.time())
         finally:
             current = self._attempts.get(a.task)
             if current is not None and current[0] == a.attempt:
@@ -655,7 +670,7 @@ class SupervisorActor:
             self._wake.set()
 
     def _stop(self, status: MissionStatus, reason: str, now: float) -> None:
-        for task_id in self.sched.stop(status, reason, now):
+        for task_id in self.scheduler.stop(status, reason, now):
             entry = self._attempts.pop(task_id, None)
             if entry is not None:
                 entry[1].cancel()

@@ -1,8 +1,9 @@
 """Scale benchmark: how the control plane's costs grow with mission size, memory size, missions and nodes.
 
 1. Supervisor cost per task at 1k, 10k and 50k tasks: the real SupervisorActor loop (tick -> Scheduler.dispatch
-   -> launch -> result -> on_success -> events), run in process with agents that answer at once: Ray's actor
-   calls (about 0.5 ms each, the same at any size) are left out, so only what grows with the mission shows.
+   -> launch -> result -> on_success -> events, each one appended to the mission log in a temporary run
+   directory), run in process with agents that answer at once: Ray's actor calls (about 0.5 ms each, the same
+   at any size) are left out, so only what grows with the mission shows.
    A full Ray run at 50k tasks does not fit 2 shared cores. Target: _50k <= 1.5 x _1k.
 2. Agent start: AgentActors started 2 at a time on a local Ray (each asks for no resources), ms per agent.
 3. Memory: one namespace of 1M entries (IVF-Flat; 10 missions, synthetic clustered 384-d unit vectors) searched
@@ -28,6 +29,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -80,7 +82,7 @@ class _InstantAgent:
         self.run = self
         self._result = result
 
-    def remote(self, spec, attempt, context):
+    def remote(self, spec, attempt, context, token, trace=None):
         async def answer():
             return self._result
         return answer()
@@ -98,8 +100,9 @@ def supervisor_s(spec) -> float:
     result = StepResult(output="ok", prompt_tokens=10, completion_tokens=2, attempt=1, started_at_s=0.0,
                         ended_at_s=0.0, model_latency_s=0.0, memory_hits=0, posted=0)
 
-    async def run() -> float:
-        sup = cls(spec, mission_id="bench-scale", router=None, namespace="bench")
+    async def run(run_dir: str) -> float:  # the mission log in run_dir is part of the per-task cost
+        sup = cls(spec, mission_id="bench-scale", router=None, namespace="bench", mission_key=b"k" * 32,
+                  run_dir=run_dir)
         sup.agents = {a.name: _InstantAgent(result) for a in spec.agents}
         began = time.perf_counter()
         sup.sched = Scheduler(list(spec.tasks), spec.agents, spec.policies, sup.log, time.time())
@@ -107,9 +110,11 @@ def supervisor_s(spec) -> float:
         await sup._loop()
         took = time.perf_counter() - began
         assert sup.sched.status() == MissionStatus.SUCCEEDED, sup.sched.reason()
+        sup.writer.close()
         return took
 
-    return asyncio.run(run())
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as run_dir:
+        return asyncio.run(run(run_dir))
 
 
 def bench_supervisor(quick: bool) -> dict:
@@ -290,12 +295,13 @@ def bench_limits(quick: bool) -> dict:
 
     from controlplane import BackpressureError
     from controlplane.config import ServingConfig
-    from serving import ChatMessage, ChatRequest, Identity, deploy
+    from serving import ChatMessage, ChatRequest, deploy
     from serving._limiter import LIMITER_NAMESPACE
 
     window_s = LIMIT_WINDOW_S_QUICK if quick else LIMIT_WINDOW_S
     config = ServingConfig.model_validate({
-        "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000}, "request_timeout_s": 60},
+        "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000}, "request_timeout_s": 60,
+                   "auth": {"allow_anonymous": True}},  # a local app of its own: calls without a token
         "models": {"limited": {"kind": "scripted", "limits": {"rpm": LIMIT_RPM}}}})
     port = _free_port()
     serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1", "port": port})  # handles only
@@ -306,8 +312,7 @@ def bench_limits(quick: bool) -> dict:
         stamps: list[float] = []
         refused: list[float] = []  # refusals all through the window show the clients asked for more than the limit
         window = {"from": float("inf"), "until": float("inf")}
-        request = ChatRequest(model="limited", messages=[ChatMessage(role="user", content="hi")], max_tokens=4,
-                              identity=Identity(mission_id="bench", agent_id="c"))
+        request = ChatRequest(model="limited", messages=[ChatMessage(role="user", content="hi")], max_tokens=4)
 
         async def hammer() -> None:
             while time.time() < window["until"]:
@@ -363,7 +368,6 @@ def _free_port() -> int:
 
 # -- 6. autoscaling -------------------------------------------------------------------------------------
 def bench_autoscale(quick: bool) -> dict:
-    import tempfile
 
     from tests.helpers.fake_autoscaler import fake_autoscaling_cluster, run_driver
 

@@ -14,7 +14,7 @@ here serve the storage-only CLI commands (`wait`, `result`, `logs`, `audit`): no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -50,7 +50,7 @@ def write_run_dir(run: str, result: Mapping[str, Any], events: Iterable[Mapping[
     return str(run)
 
 
-def write_report_html(run: str, result: Mapping[str, Any], events: list[Mapping[str, Any]]) -> str:
+def write_report_html(run: str, result: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> str:
     fs, root = fsspec.core.url_to_fs(str(run))
     _atomic_write(fs, f"{root}/{REPORT_HTML}", render_report_html(result, events).encode())
     return f"{str(run).rstrip('/')}/{REPORT_HTML}"

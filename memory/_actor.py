@@ -11,6 +11,7 @@ alone may grant). Which namespaces an agent may read and write is the ACL its su
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import time
@@ -181,11 +182,12 @@ class MemoryActor:
         return self._store.list_entries(namespace=namespace, as_agent=self._caller(token), filters=_filters(filters),
                                         limit=limit, now_s=time.time())
 
-    async def delete(self, ids: list[int], *, token: str) -> int:
+    async def delete(self, ids: builtins.list[int], *, token: str) -> int:
         """Delete entries (all or none; the agent must be able to write each one's namespace)."""
         return self._store.delete(list(ids), as_agent=self._caller(token), now_s=time.time())
 
-    async def subscribe(self, actor_name: str, topics: list[str], *, token: str, namespace: str | None = None) -> str:
+    async def subscribe(self, actor_name: str, topics: builtins.list[str], *, token: str,
+                        namespace: str | None = None) -> str:
         """Push `PostEvent`s on these topics ('*' = every topic but 'conflicts') to the actor named `actor_name`
         (in Ray namespace `namespace`, default this actor's) as `on_memory_event.remote(event)`, limited to the
         namespaces the token's bearer may read. Idempotent per subscriber (a new call replaces its topics);
@@ -230,7 +232,7 @@ class MemoryActor:
         return {**self._store.stats(), "pending_tasks": len(self._tasks), "pid": os.getpid(),
                 "device": self._embedder.device, "gpu_ids": gpu_ids}
 
-    def _publish(self, topic: str, event: PostEvent | Conflict, *namespaces: str) -> list[asyncio.Task]:
+    def _publish(self, topic: str, event: PostEvent | Conflict, *namespaces: str) -> builtins.list[asyncio.Task]:
         """Deliver the event to each subscriber that may read it, in background tasks (returned)."""
         out = []
         for key, sub in list(self._store.subscriptions.items()):
@@ -251,10 +253,12 @@ class MemoryActor:
         except Exception:
             logger.exception("memory subscriber %s failed on a %s event", key, event.kind)
 
-    async def _check_conflicts(self, stored: list[Entry]) -> None:
+    async def _check_conflicts(self, stored: builtins.list[Entry]) -> None:
         """Judge each entry against its close neighbours; publish each contradiction and wait for its delivery."""
-        counters = self._store.counters
+        counters, judge = self._store.counters, self._judge
         deliveries: list[asyncio.Task] = []
+        if judge is None:
+            return
         for entry in stored:
             candidates = select_candidates(entry, self._store.topic_neighbours(entry),
                                            threshold=self._config.conflict_similarity,
@@ -262,7 +266,7 @@ class MemoryActor:
             counters["prefilter_passed" if candidates else "prefilter_skipped"] += 1
             for similarity, existing in candidates:
                 try:
-                    verdict = await self._judge.judge(entry, existing)
+                    verdict = await judge.judge(entry, existing)
                 except Exception:
                     counters["judge_errors"] += 1
                     logger.exception("memory judge failed on entries %d and %d", entry.id, existing.id)
@@ -277,7 +281,7 @@ class MemoryActor:
         if deliveries:
             await asyncio.wait(deliveries)
 
-    def _check_mission(self, entries: list[NewEntry], as_agent: str) -> None:
+    def _check_mission(self, entries: builtins.list[NewEntry], as_agent: str) -> None:
         for entry in entries:
             if entry.mission_id != self.mission_id:
                 self._store.acl.denials[(as_agent, "post-to-mission", entry.mission_id)] += 1
@@ -301,7 +305,7 @@ def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | 
         raise SpecError(where="memory.data_dir", value=None, why="the memory actor needs a place for its log",
                         fix="set data_dir to a directory or an fsspec URL")
     env = secret_file_env()
-    return MemoryActor.options(
+    return MemoryActor.options(  # type: ignore[attr-defined]
         name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True, lifetime="detached",
         num_gpus=config.num_gpus, max_restarts=config.max_restarts, max_task_retries=-1,
         resources=resources or None,
@@ -319,7 +323,7 @@ def _lookup(name: str | None, namespace: str | None) -> Any:
         return None
 
 
-def _parse(model: type, value: Any, where: str) -> Any:
+def _parse(model: Any, value: Any, where: str) -> Any:
     if isinstance(value, model):
         return value
     try:

@@ -67,7 +67,7 @@ def check_vectors(vectors: object, dim: int, *, where: str, rows: int | None = N
     if array.ndim == 1:
         array = array[None, :]
     if array.ndim != 2 or array.shape[1] != dim:
-        raise SpecError(where=where, value=f"shape {tuple(np.shape(vectors))}",
+        raise SpecError(where=where, value=f"shape {array.shape}",
                         why=f"the index holds {dim}-dimensional vectors", fix=f"pass an array of shape (n, {dim})")
     if rows is not None and array.shape[0] != rows:
         raise SpecError(where=where, value=f"{array.shape[0]} vectors", why=f"there are {rows} entries",

@@ -9,7 +9,7 @@ one asks a router model with a guided choice of the three verdicts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from memory._types import VERDICTS, Entry, Verdict
 
@@ -56,7 +56,7 @@ class RouterJudge:
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self._token = token
-        self._client = None
+        self._client: Any = None
 
     async def judge(self, new: Entry, existing: Entry) -> Verdict:
         from serving import ChatMessage, ChatRequest, RouterClient

@@ -12,6 +12,7 @@ acknowledged) ends its segment. Each start opens a new segment, so nothing is ap
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -104,9 +105,7 @@ class Durable:
         self.fs.makedirs(self._path(directory), exist_ok=True)
         names = {namespace: f"ns-{n}.faiss" for n, namespace in enumerate(sorted(indexes))}
         for namespace, name in names.items():
-            self._write(self._path(directory, name),
-                        lambda out, index=indexes[namespace]: faiss.write_index(
-                            index, faiss.PyCallbackIOWriter(out.write)))
+            self._write(self._path(directory, name), functools.partial(_write_index, indexes[namespace]))
         state_bytes = json.dumps({**state, "index_files": names}).encode()
         self._write(self._path(directory, "state.json"), lambda out: out.write(state_bytes))
         self._sync_dir(self._path(directory))
@@ -179,3 +178,7 @@ class Durable:
 
     def _path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
+
+
+def _write_index(index: Any, out: Any) -> None:
+    faiss.write_index(index, faiss.PyCallbackIOWriter(out.write))

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from controlplane._model_cache import embedding_model_path
+from controlplane.errors import SetupError
 
 
 class Embedder:
@@ -20,7 +21,11 @@ class Embedder:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.model = SentenceTransformer(str(model_path or embedding_model_path()), device=self.device)
-        self.dim = int(self.model.get_embedding_dimension())
+        dim = self.model.get_embedding_dimension()
+        if dim is None:
+            raise SetupError(what=f"the embedding model at {model_path or embedding_model_path()} has no fixed "
+                                  "dimension", fix="point embedding_model_path at a sentence-transformers model")
+        self.dim = int(dim)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors."""

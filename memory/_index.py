@@ -87,6 +87,7 @@ class NamespaceIndex:
                where: SearchFilters | None = None) -> list[list[tuple[float, int]]]:
         """Top-k (score, id) per query, best first, ties by id. `allowed` (entry ids) or `where` (a filter on
         the rows' attributes) restricts the results."""
+        mask: np.ndarray | None
         if allowed is not None:
             mask = np.zeros(len(self._ids), dtype=bool)
             mask[[self._row_of[i] for i in allowed if i in self._row_of]] = True
@@ -103,9 +104,9 @@ class NamespaceIndex:
             return empty
         if count == len(self):  # every live row: only the dead ones are left out
             keep = RowSelector(self._alive) if self._dead else None
-        elif self.kind == HNSW and count < self.exact_below:  # a selective filter strands HNSW's graph walk
+        elif mask is not None and self.kind == HNSW and count < self.exact_below:  # a selective filter strands HNSW
             return self._exact_on_rows(queries, k, np.flatnonzero(mask))
-        else:
+        elif mask is not None:
             keep = RowSelector(mask)
         selector = None if keep is None else keep.selector
         k_eff = min(k, self.index.ntotal)
@@ -113,7 +114,7 @@ class NamespaceIndex:
         with _threads(1 if len(queries) < SERIAL_BELOW_QUERIES else None):
             scores, rows_found = self.index.search(queries, k_eff, params=params)
             short = (rows_found < 0).sum(axis=1) > max(0, k_eff - count)
-            if self.kind == IVF and short.any():  # too few matches in the lists probed: probe them all
+            if params is not None and self.kind == IVF and short.any():  # too few matches found: probe every list
                 params.nprobe = self.index.nlist
                 scores[short], rows_found[short] = self.index.search(queries[short], k_eff, params=params)
         return [self._ordered(s, r, k) for s, r in zip(scores, rows_found)]

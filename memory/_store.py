@@ -47,6 +47,9 @@ class MemoryStore:
         self._seq = 0
         self._next_id = 1
         self._since_snapshot = 0
+        if config.data_dir is None:
+            raise SpecError(where="memory.data_dir", value=None, why="the memory store needs a place for its log",
+                            fix="set data_dir to a directory or an fsspec URL")
         self._durable = Durable(config.data_dir)
         self._recover()
 
@@ -219,7 +222,7 @@ class MemoryStore:
         if not others or entry.id not in self.entries:
             return []
         vector = self.indexes[entry.namespace].vectors_of([entry.id])[0]
-        pairs = []
+        pairs: list[tuple[float, Entry]] = []
         for namespace in sorted({self.entries[i].namespace for i in others}):
             ids = [i for i in others if self.entries[i].namespace == namespace]
             scores = self.indexes[namespace].vectors_of(ids) @ vector

@@ -80,8 +80,9 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
             handles[name] = _vllm_deployment(name, spec, busy_at)
         elif isinstance(spec, ScriptedModelSpec):
             options = _serve_options(spec, busy_at)
-            handles[name] = serve.deployment(ScriptedReplica, name=f"scripted:{name}", **options,
-                                             ray_actor_options={"num_cpus": spec.replicas.num_cpus}).bind(
+            deployment: Any = serve.deployment(ScriptedReplica, name=f"scripted:{name}", **options,
+                                               ray_actor_options={"num_cpus": spec.replicas.num_cpus})
+            handles[name] = deployment.bind(
                 [rule.model_dump() for rule in spec.replies], spec.latency_s,
                 spec.faults.model_dump() if spec.faults is not None else None)
     # Only paths travel: remote backends' API keys are read where the replica starts, never put in a runtime_env.
@@ -89,7 +90,7 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
     # The router's own OTLP endpoint is for HTTP callers outside a mission.
     env = {**ROUTER_ENV, **secret_file_env(), **otlp}
     options = {"num_cpus": 0, "runtime_env": {"env_vars": env}, **_on_head()}
-    return Router.options(name=router_name, ray_actor_options=options, num_replicas=config.router.replicas).bind(
+    return Router.options(name=router_name, ray_actor_options=options, num_replicas=config.router.replicas).bind(  # type: ignore[attr-defined]
         config.model_dump(mode="json"), handles)
 
 
@@ -149,7 +150,7 @@ class RouterClient:
 
     def __init__(self, app_name: str = "controlplane") -> None:
         self.app_name = app_name
-        self._handle = None
+        self._handle: Any = None
 
     def __reduce__(self):
         return (RouterClient, (self.app_name,))

@@ -141,7 +141,7 @@ def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeySc
     if isinstance(body, ChatBody):
         payload["messages"] = [m.to_wire() for m in body.messages]
         payload.update(body.tool_body())
-    else:
+    elif isinstance(body, CompletionBody):
         payload["prompt"] = body.prompt
     return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s, key=key)
 
@@ -179,8 +179,8 @@ def sse_chunk(call: Call, request_id: str, event: dict[str, Any], include_usage:
     chunk: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk" if chat else "text_completion",
                              "created": int(time.time()), "model": event.get("model", call.model)}
     if event.get("done"):
-        choice = {"index": 0, "finish_reason": event["finish_reason"]}
-        choice.update({"delta": {}} if chat else {"text": ""})
+        choice: dict[str, Any] = {"index": 0, "finish_reason": event["finish_reason"]}
+        choice["delta" if chat else "text"] = {} if chat else ""
         chunk["choices"] = [choice]
         if include_usage:
             chunk["usage"] = _usage(event)
@@ -196,4 +196,4 @@ def sse_chunk(call: Call, request_id: str, event: dict[str, Any], include_usage:
 
 def sse_error(exc: Exception) -> str:
     response = error_from_exception(exc)
-    return f"data: {response.body.decode()}\n\n"
+    return f"data: {bytes(response.body).decode()}\n\n"

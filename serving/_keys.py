@@ -8,6 +8,7 @@ No key ever grants `control` priority.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import hmac
@@ -166,7 +167,7 @@ class ApiKeyStore:
         """The scope of an active key; None for an unknown, revoked or expired one."""
         return match_key(self._records(), clear_key, now_s)
 
-    def _records(self) -> list[_StoredKey]:
+    def _records(self) -> builtins.list[_StoredKey]:
         try:
             info = self.path.stat()
         except FileNotFoundError:
@@ -176,7 +177,7 @@ class ApiKeyStore:
             self._cache = (stamp, self._parse(self.path.read_text()))
         return self._cache[1]
 
-    def _parse(self, text: str) -> list[_StoredKey]:
+    def _parse(self, text: str) -> builtins.list[_StoredKey]:
         try:
             return [_StoredKey.model_validate(raw) for raw in json.loads(text)["keys"]]
         except (ValueError, KeyError, TypeError) as exc:
@@ -184,7 +185,7 @@ class ApiKeyStore:
                             fix="restore it from a backup, or delete it and create new keys") from None
 
     @contextmanager
-    def _locked(self) -> Iterator[list[_StoredKey]]:
+    def _locked(self) -> Iterator[builtins.list[_StoredKey]]:
         """The records, for a read-modify-write under an exclusive lock; written back atomically."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
@@ -193,7 +194,7 @@ class ApiKeyStore:
             yield records
             self._write(records)
 
-    def _write(self, records: list[_StoredKey]) -> None:
+    def _write(self, records: builtins.list[_StoredKey]) -> None:
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:

@@ -51,7 +51,7 @@ def start_limiter(app_name: str, quotas: dict[str, Quota], *, max_lease_fraction
                   resources: dict[str, float] | None = None) -> Any:
     """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica); a
     redeployed config's quotas replace changed ones (unchanged buckets keep their level)."""
-    limiter = LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",
+    limiter = LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",  # type: ignore[attr-defined]
                                    get_if_exists=True, resources=resources or None).remote(quotas, max_lease_fraction)
     for scope, quota in quotas.items():
         limiter.set_quota.remote(scope, quota)

@@ -102,6 +102,7 @@ class Scheduler:
         self._held_children: dict[str, list[str]] = {}
         self._context: dict[str, Any] = {}
         self._counts = Counter({TaskStatus.PENDING: len(self.tasks)})
+        self._held: set[str] = set()
         for task in tasks:
             if not task.depends_on:
                 self._make_ready(task.id, now_s)
@@ -271,6 +272,14 @@ class Scheduler:
             self._apply_failure_policy(task_id, now_s)
         return True
 
+    def hold_agent(self, agent: str) -> None:
+        """Give the agent no new task until `release_agent` (its actor is being restarted: a task sent to it now
+        would only fail and use up a retry)."""
+        self._held.add(agent)
+
+    def release_agent(self, agent: str) -> None:
+        self._held.discard(agent)
+
     def add_task(self, spec: TaskSpec, *, delegated_by: str, now_s: float) -> None:
         """Add a delegated task to the running DAG; it needs nothing, so it is ready at once.
 
@@ -401,7 +410,7 @@ class Scheduler:
 
     def _free_agent(self, target: str) -> str | None:
         names = self._targets(target)
-        free = [n for n in names if self.running[n] < self.agents[n].max_concurrency]
+        free = [n for n in names if self.running[n] < self.agents[n].max_concurrency and n not in self._held]
         return min(free, key=lambda n: (self.running[n], self._last_assigned[n])) if free else None
 
     def _start(self, task_id: str, agent: str, now_s: float) -> Assignment:

@@ -22,7 +22,7 @@ def init_ray(address: str | None, verbose: bool) -> bool:
               "logging_config": ray.LoggingConfig(log_level="INFO")}
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if local:  # include_dashboard=None: Ray starts its dashboard when its optional dependencies are installed
-        context = ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), include_dashboard=None,
+        context: Any = ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), include_dashboard=None,
                            resources={HEAD_RESOURCE: 1}, **common)
         info = context.address_info
         print(dashboard_hint(context.dashboard_url, info.get("node_ip_address"), info.get("metrics_export_port")),

@@ -34,7 +34,7 @@ class PlainProgress:
     def __enter__(self) -> PlainProgress:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
         self.stream.flush()
 
     def update(self, events: list[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -61,8 +61,8 @@ class LiveProgress:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(*exc)
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        self.live.__exit__(kind, error, tb)
 
     def update(self, events: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         from rich.panel import Panel

@@ -26,7 +26,7 @@ def _structured(call: dict[str, Any]) -> dict[str, Any] | None:
 class VLLMReplica(LLMServer):
     """ray.serve.llm's LLMServer plus a batched entry point for the router."""
 
-    async def __init__(self, *args: Any, **kwargs: Any) -> None:
+    async def __init__(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]  # Serve LLM's async init
         run_at_normal_priority()  # before the engine's processes start: they inherit it
         self._calls = CallRunner()
         await super().__init__(*args, **kwargs)
@@ -44,7 +44,8 @@ class VLLMReplica(LLMServer):
 
     async def unfinished_calls(self, replica_id: str | None = None) -> int:
         """Requests vLLM's engine has not finished (aborted ones leave at once)."""
-        return self.engine._engine_client.get_num_unfinished_requests()
+        engine: Any = self.engine
+        return engine._engine_client.get_num_unfinished_requests()
 
     async def prefix_cache_stats(self, replica_id: str | None = None) -> dict[str, Any]:
         """This replica's id and vLLM's prefix-cache counters (tokens queried, tokens hit) since start."""
@@ -59,7 +60,8 @@ class VLLMReplica(LLMServer):
 
     async def reset_prefix_cache_of(self, replica_id: str | None = None) -> bool:
         """Empty this replica's prefix cache (benchmarks of cold caches); `replica_id` picks the replica."""
-        await self.engine.reset_prefix_cache()
+        engine: Any = self.engine
+        await engine.reset_prefix_cache()
         return True
 
     def _openai_request(self, call: dict[str, Any]):

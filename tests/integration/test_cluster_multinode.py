@@ -4,8 +4,8 @@
   agents spread over the nodes;
 - a mission's agents are reserved together: one that cannot be placed waits (no agent starts), then starts
   once the resources free up, or fails after placement.timeout_s naming what is missing;
-- a worker removed mid-mission: Ray recreates its agent on another node, the attempt is retried, and the
-  mission completes.
+- a worker removed mid-mission: Ray recreates its agent on another node (in its bundle), the attempt is
+  retried, the agent's other tasks wait for it, and the mission completes.
 
 This module runs its own Ray cluster, so it needs a driver of its own: it runs first in a plain
 `pytest tests/integration` (files run in name order), and is skipped where another module already joined Ray.
@@ -146,8 +146,10 @@ def test_a_worker_removed_mid_mission_its_agent_is_recreated_elsewhere_and_the_m
     from actors import follow, start_mission
 
     nodes, router = cluster
+    # Each agent has tasks of its own, so the lost agent's tasks wait for its replacement (no new task goes to
+    # it while Ray restarts it: sent there, they would fail at once and use up their retries).
     spec = _spec("lose", _agents(3, cpus=1, model="scripted-slow"),
-                 [{"id": f"t{i}", "role": "worker", "description": f"step {i}", "retries": 2} for i in range(6)],
+                 [{"id": f"t{i}", "agent": f"a{i % 3}", "description": f"step {i}", "retries": 2} for i in range(12)],
                  policies={"retry_backoff_s": 0.2})
     handle = start_mission(spec, router=router, mission_id="lose-1")
     try:

@@ -206,3 +206,13 @@ def test_holding_a_task_that_already_succeeded_holds_only_dependents_not_yet_sta
     assert sched.dispatch(4.0) == []
     sched.release("w0", 5.0)
     assert [a.task for a in sched.dispatch(5.0)] == ["join"]
+
+
+def test_a_held_agent_gets_no_task_until_released_and_its_role_peers_take_them():
+    sched, _ = make(fan(4, concurrency=2, agents=2))
+    ok(sched, sched.dispatch(0.0)[0], 1.0)  # root on a0
+    sched.hold_agent("a0")  # its actor is restarting
+    assert {a.agent for a in sched.dispatch(1.0)} == {"a1"}  # two workers' tasks, both on a1
+    assert sched.dispatch(1.5) == []  # a1 is full; a0 is held, so the rest wait instead of failing on it
+    sched.release_agent("a0")
+    assert {a.agent for a in sched.dispatch(2.0)} == {"a0"}
