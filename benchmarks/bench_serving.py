@@ -32,6 +32,7 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _serving_affinity as affinity  # noqa: E402
+from benchmarks._ray_start import start_ray  # noqa: E402
 from benchmarks._serving_load import (  # noqa: E402
     KV_CACHE_GB,
     MAX_MODEL_LEN,
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(phases) & {"serve_llm", "router", "affinity"}:
         figures["load_after"] = _load()
         return report(figures, args.json)
-    _start_ray()
+    start_ray(num_cpus=16)
     try:
         http_port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
@@ -351,27 +352,6 @@ def report(figures: dict, json_path: Path | None) -> int:
           f"TTFT +{show('ttft_p50_overhead_ms_c16', '.1f')} ms, batching c16/c1: "
           f"{show('batching_gain_c16_vs_c1', '.2f')}x", flush=True)
     return 0
-
-
-def _start_ray(attempts: int = 6) -> None:
-    """ray.init, retried: on a machine at load 50 the raylet can miss Ray's fixed 30 s start-up window."""
-    import psutil
-    import ray
-
-    for attempt in range(attempts):
-        try:
-            ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
-            return
-        except Exception as exc:  # Ray raises a bare Exception for a node that timed out during startup
-            ray.shutdown()
-            leftovers = psutil.Process().children(recursive=True)  # its GCS and raylet live on otherwise
-            for proc in leftovers:
-                proc.kill()
-            psutil.wait_procs(leftovers, timeout=10)
-            if attempt == attempts - 1:
-                raise
-            print(f"  ray.init failed ({exc}); killed {len(leftovers)} leftover processes; retrying", flush=True)
-            time.sleep(30)
 
 
 def _load() -> str:
