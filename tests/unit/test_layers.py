@@ -73,3 +73,12 @@ def test_nothing_imports_the_cli():
                  and module_name(p) != "controlplane.__main__"
                  and any(name.startswith("controlplane.cli") for name in imports(p))]
     assert importers == []
+
+
+def test_test_modules_have_unique_basenames_across_layers():
+    """pytest's default import mode refuses two test modules of one name (CI stops at collection)."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(path.name for path in Path(__file__).resolve().parents[1].rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []
