@@ -17,11 +17,11 @@ from actors import MISSION_NAMESPACE, start_mission
 from controlplane import parse_mission
 from controlplane._logfile import read_log, verify_log
 from controlplane._rundir import read_result
-from tests.helpers import agent, free_port, task, wait_for
+from tests.helpers import agent, task, wait_for
 
 
 @pytest.fixture(scope="module")
-def chaos_router(ray_cluster):
+def chaos_router(ray_cluster, http_port):
     """A Serve app with scripted models only (no vLLM)."""
     from ray import serve
 
@@ -31,9 +31,11 @@ def chaos_router(ray_cluster):
     config = {"router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
               "models": {"scripted-slow": {"kind": "scripted", "latency_s": 0.3,
                                                 "replies": [{"match": ".", "text": '{"final": "done"}'}]}}}
-    client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=free_port())
+    # Serve's HTTP proxy is the session's (one per cluster): the app joins it under its own route, and only it
+    # goes at the end (serve.shutdown would take the session's shared app down with it).
+    client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=http_port, route_prefix="/chaos")
     yield client
-    serve.shutdown()
+    serve.delete("chaos")
 
 
 def chain_spec(name: str, n: int) -> object:

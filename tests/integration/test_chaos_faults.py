@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import free_port
 from tests.helpers.chaos import R7_FAILURE_THRESHOLD, R7_OPEN_S, chaos_models, run_r6, run_r7, run_side_effects
 
 APP = "chaos-faults"
 
 
 @pytest.fixture(scope="module")
-def faults_router(ray_cluster):
+def faults_router(ray_cluster, http_port):
     """A Serve app with the chaos scenarios' scripted models (no vLLM)."""
     from ray import serve
 
@@ -30,7 +29,8 @@ def faults_router(ray_cluster):
     from serving import deploy
 
     config = {"router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60}, "models": chaos_models()}
-    client = deploy(ServingConfig.model_validate(config), app_name=APP, http_port=free_port())
+    # Serve's HTTP proxy is the session's (one per cluster): the app joins it under its own route.
+    client = deploy(ServingConfig.model_validate(config), app_name=APP, http_port=http_port, route_prefix=f"/{APP}")
     yield client
     serve.delete(APP)
 
