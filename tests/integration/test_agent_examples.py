@@ -36,7 +36,7 @@ def assert_accounted_to(result: dict[str, Any], agent: str, task: dict[str, Any]
     tokens = task["tokens"]["prompt"] + task["tokens"]["completion"]
     assert task["model_calls"] >= 1
     assert tokens > 0
-    assert result["usage"]["tokens_by_agent"][agent] == tokens
+    assert result["usage"]["by_agent"][agent]["tokens"] == tokens
     assert result["usage"]["tokens"] >= tokens
 
 

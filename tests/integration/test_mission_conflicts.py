@@ -21,11 +21,16 @@ VIEWS = {"a": "Launch in May", "b": "Launch in October", "c": "Launch in May as 
 ROLES = {"a": "market researcher", "b": "legal reviewer", "c": "copywriter", "d": "seo specialist"}
 
 
+def keeper_chain(after: tuple[str, ...] = ()) -> list[dict]:
+    """Slow tasks that keep the mission (and its memory actor) alive while the test looks inside."""
+    return [task("k0", "keeper", deps=after)] + [task(f"k{i}", "keeper", deps=(f"k{i - 1}",)) for i in range(1, 25)]
+
+
 def mission(policy: dict) -> dict:
-    keeper = [task("k0", "keeper")] + [task(f"k{i}", "keeper", deps=(f"k{i - 1}",)) for i in range(1, 25)]
     return {"name": "conflicts", "goal": "Agree on a date", "policies": {"conflicts": policy},
-            "agents": [agent(n, role=ROLES[n], **TOOLS) for n in VIEWS] + [agent("keeper", model="scripted-slow")],
-            "tasks": [task(f"t{n}", n, VIEWS[n], topic="launch-date") for n in VIEWS] + keeper}
+            "agents": [agent(n, role=ROLES[n], fixed_memory=True, **TOOLS) for n in VIEWS]
+            + [agent("keeper", model="scripted-slow")],
+            "tasks": [task(f"t{n}", n, VIEWS[n], topic="launch-date") for n in VIEWS] + keeper_chain()}
 
 
 def test_a_detected_conflict_is_settled_and_applied_before_the_dependent_starts(router, tmp_path):
@@ -35,22 +40,25 @@ def test_a_detected_conflict_is_settled_and_applied_before_the_dependent_starts(
             "policies": {"conflicts": {"policy": "priority", "role_priority": ["legal reviewer"]}},
             "memory": {"judge_model": "scripted-findings", "conflict_similarity": 0.5},
             "agents": [agent("a", role="market researcher", **finder), agent("b", role="legal reviewer", **finder),
-                       agent("plan", kind="python", entrypoint="tests.helpers.agent_code:context_echo")],
+                       agent("plan", kind="python", entrypoint="tests.helpers.agent_code:context_echo"),
+                       agent("keeper", model="scripted-slow")],
             "tasks": [task("ta", "a", "Research the launch month.", topic="launch"),
                       task("tb", "b", "Check the launch month.", deps=("ta",), topic="launch"),
-                      task("tc", "plan", "Write the plan.", deps=("ta", "tb"))]}
+                      task("tc", "plan", "Write the plan.", deps=("ta", "tb"))] + keeper_chain(after=("tc",))}
     handle = start_mission(parse_mission(spec), router=router, mission_id=mission_id,
                            memory_dir=str(tmp_path / "memory"))
-    try:
-        result = follow(handle, timeout_s=300)
+    try:  # ta, tb and tc are the only tasks that can succeed before the keepers
+        wait_for(lambda: _succeeded(handle, 3), timeout_s=300, what="the findings and the plan")
         memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)
         token = supervisor_token(mission_id)
-        [decision] = result["conflicts"]
+        [decision] = ray.get(handle.result.remote())["conflicts"]
         overruled = ray.get(memory.get.remote(decision["applied"]["superseded"][0], token=token))
         hits = ray.get(memory.search.remote("When is the launch?", k=5, namespace="shared", token=token))[0]
+        result = follow(handle, timeout_s=300)
     finally:
         ray.kill(handle)
     assert result["status"] == "succeeded", result["reason"]
+    assert result["conflicts"] == [decision]
     assert decision["winner"] == "b" and decision["text"] == "The launch is planned for October."
     assert overruled.agent_id == "a" and overruled.superseded_by == decision["applied"]["stands"]
     assert [h.entry.agent_id for h in hits] == ["b"], "the overruled finding is still found by search"
@@ -58,10 +66,10 @@ def test_a_detected_conflict_is_settled_and_applied_before_the_dependent_starts(
     assert plan["output"] == {"ta": "The launch is planned for October.", "tb": "The launch is planned for October."}
 
 
-def _findings_posted(handle) -> bool:
+def _succeeded(handle, count: int) -> bool:
     summary = ray.get(handle.summary.remote())
     assert not summary["done"], f"the mission ended early: {summary}"
-    return summary["tasks"].get("succeeded", 0) >= 4
+    return summary["tasks"].get("succeeded", 0) >= count
 
 
 @pytest.mark.parametrize("policy", [
@@ -73,7 +81,7 @@ def test_supervisor_settles_a_reported_conflict_and_records_why(router, policy, 
     handle = start_mission(parse_mission(mission(policy)), router=router, mission_id=mission_id,
                            memory_dir=str(tmp_path / "memory"))
     try:
-        wait_for(lambda: _findings_posted(handle), timeout_s=300, what="the four findings")
+        wait_for(lambda: _succeeded(handle, 4), timeout_s=300, what="the four findings")
         memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)
         entries = ray.get(memory.list.remote(namespace="shared", token=supervisor_token(mission_id),
                                              filters={"topic": "launch-date"}))

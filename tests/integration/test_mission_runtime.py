@@ -108,9 +108,9 @@ def test_structured_output_is_parsed_json(router):
 
 
 def test_auto_plan_falls_back_and_says_so_when_the_planner_answer_is_unusable(router):
-    # The scripted engine answers a JSON-schema call with {} (no rule matches): the plan must be repaired.
+    # `scripted-tools` answers the planner with JSON that has no `tasks`: the fallback plan replaces it.
     data = {"agents": [agent("a", role="researcher"), agent("b", role="writer")], "tasks": [], "plan": "auto",
-            "planner": {"model": "scripted", "max_tasks": 4}}
+            "planner": {"model": "scripted-tools", "max_tasks": 4}}
     result = run_mission(router, data)
     assert result["status"] == "succeeded"
     assert result["plan"]["fallback"] and any("unusable" in r for r in result["plan"]["repairs"])

@@ -41,16 +41,17 @@ def traced_mission_data() -> dict:
 
 
 @pytest.fixture(scope="module")
-def traced(router, router_base_url, tmp_path_factory):
+def traced(router, router_base_url, api_key, tmp_path_factory):
     """One mission traced to a file and to a real OTLP/HTTP receiver, plus an outside HTTP call under the same
     mission id with its own `traceparent`."""
     path = tmp_path_factory.mktemp("traced") / "traces.jsonl"
     with OtlpReceiver() as receiver:
         config = TracingConfig(file_path=str(path), otlp_endpoint=receiver.endpoint)
         result = run_mission(router, traced_mission_data(), mission_id="traced-1", tracing=config)
+        key = api_key("it-outside-app", mission="traced-1", agents=["outside-app"])
         reply = httpx.post(f"{router_base_url}/chat/completions", timeout=30, json={
             "model": "scripted", "max_tokens": 4, "messages": [{"role": "user", "content": "hello"}]},
-            headers={"traceparent": f"00-{OUTSIDE_TRACE}-{OUTSIDE_PARENT}-01", "x-mission-id": "traced-1",
+            headers={"traceparent": f"00-{OUTSIDE_TRACE}-{OUTSIDE_PARENT}-01", "authorization": f"Bearer {key}",
                      "x-agent-id": "outside-app"})
         assert reply.status_code == 200, reply.text
         asyncio.run(router.flush_traces())

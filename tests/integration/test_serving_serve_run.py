@@ -11,7 +11,7 @@ import yaml
 from tests.helpers import wait_for
 
 
-def test_serve_run_from_a_config_file(router, router_base_url, tmp_path):
+def test_serve_run_from_a_config_file(router, router_base_url, api_key, tmp_path):
     import ray
     from ray import serve
 
@@ -29,13 +29,17 @@ def test_serve_run_from_a_config_file(router, router_base_url, tmp_path):
         subprocess.run([str(serve_cli), "run", "--non-blocking", "--address", address, str(serve_yaml)],
                        check=True, env=env, timeout=300, capture_output=True)
         url = router_base_url.replace("/v1", "/serve-run/v1/chat/completions")
-        reply = wait_for(lambda: _try_post(url), timeout_s=60, what="the serve-run app")
+        headers = {"authorization": f"Bearer {api_key('it-serve-run', mission='it-serve-run')}"}
+        reply = wait_for(lambda: _try_post(url, headers), timeout_s=60, what="the serve-run app")
         assert reply["choices"][0]["message"]["content"] == "pong"
     finally:
         serve.delete("serve-run-test")
 
 
-def _try_post(url: str):
+def _try_post(url: str, headers: dict[str, str]):
     body = {"model": "echo", "max_tokens": 4, "messages": [{"role": "user", "content": "ping"}]}
-    response = httpx.post(url, json=body, timeout=10)
-    return response.json() if response.status_code == 200 else None
+    response = httpx.post(url, json=body, headers=headers, timeout=10)
+    if response.status_code in (404, 503):  # the app is not routed yet
+        return None
+    assert response.status_code == 200, response.text
+    return response.json()
