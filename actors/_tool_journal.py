@@ -14,19 +14,22 @@ effects run as before.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from typing import Any
 
 from actors._tools import ToolRunner
-from controlplane._core.loop_types import ToolCall, ToolResult
+from controlplane._core.loop_types import ToolCall, failure_reason
 from controlplane._core.mission_log import digest
 from controlplane._core.recovery import Execute, Refuse, Replay, ToolCallJournal
 from controlplane._logfile import MissionLogWriter
-from controlplane.errors import ToolCallInDoubt
+from controlplane.errors import ToolCallInDoubt, ToolError
 
 
 class JournaledToolRunner(ToolRunner):
-    """A ToolRunner whose side-effecting calls go through the supervisor's journal (see the module doc)."""
+    """A ToolRunner whose side-effecting calls go through the supervisor's journal (see the module doc), for
+    the built-in loop (`run`) and a python agent's `ctx.tools.call` (`invoke`) alike."""
 
     def __init__(self, *, supervisor: Any, task: str, attempt_key: str, call_prefix: str, **runner: Any) -> None:
         """`call_prefix` is `<mission>/<task>`; `attempt_key` the attempt's (recorded with the intent)."""
@@ -34,25 +37,45 @@ class JournaledToolRunner(ToolRunner):
         self._supervisor, self._task, self._attempt_key, self._prefix = supervisor, task, attempt_key, call_prefix
         self._calls = 0
 
-    async def run(self, call: ToolCall) -> ToolResult:
+    async def invoke(self, call: ToolCall) -> Any:
+        """The tool's value, or its recorded value (a recorded failure raises ToolError again) without running it."""
         if not call.tool.side_effects or self._supervisor is None:
-            return await super().run(call)
+            return await super().invoke(call)
         index, self._calls = self._calls, self._calls + 1  # taken before any await: calls keep their order
         key = ToolCallJournal.key(self._prefix, index)
         verdict = await self._supervisor.tool_intent.remote(
             call_key=key, tool=call.name, task=self._task, attempt_key=self._attempt_key, call_index=index,
             args_digest=digest(call.arguments), side_effects=True, idempotent=call.tool.idempotent)
         if verdict["action"] == "replay":
-            return ToolResult(call_id=call.id, name=call.name, content=str(verdict["result"]),
-                              ok=verdict["outcome"] == "ok")
+            if verdict["outcome"] != "ok":
+                raise ToolError(tool=call.name, why=str(verdict["result"]),
+                                fix="it failed in an earlier attempt and is not run again; go on without it")
+            return verdict["result"]
         if verdict["action"] == "refuse":
             raise ToolCallInDoubt(tool=call.name, call_key=key, args_digest=digest(call.arguments))
         started = time.perf_counter()
-        result = await super().run(call)
+        try:
+            value = await super().invoke(call)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._record(key, call, "error", failure_reason(exc), started)
+            raise
+        await self._record(key, call, "ok", value if _is_json(value) else str(value), started)
+        return value
+
+    async def _record(self, key: str, call: ToolCall, outcome: str, result: Any, started: float) -> None:
         await self._supervisor.tool_result.remote(
-            call_key=key, tool=call.name, outcome="ok" if result.ok else "error", result=result.content,
-            result_digest=digest(result.content), duration_s=round(time.perf_counter() - started, 6))
-        return result
+            call_key=key, tool=call.name, outcome=outcome, result=result, result_digest=digest(result),
+            duration_s=round(time.perf_counter() - started, 6))
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class ToolJournalDesk:

@@ -13,7 +13,7 @@ import ray
 
 from controlplane._core.loop_types import ToolCall, ToolResult
 from controlplane._core.tools import FunctionTool, ToolSpec
-from controlplane.errors import ToolError
+from controlplane.errors import ToolCallInDoubt, ToolError
 
 Builtin = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -39,7 +39,7 @@ class ToolRunner:
         started = time.perf_counter()
         try:
             value = await self.invoke(call)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ToolCallInDoubt):
             raise
         except Exception as exc:
             return ToolResult.failure(call, exc, duration_s=time.perf_counter() - started)

@@ -105,11 +105,13 @@ class ToolResult:
     @classmethod
     def failure(cls, call: ToolCall, error: BaseException | str, *, duration_s: float = 0.0) -> ToolResult:
         """A tool error the model can read: a ToolError's `why`, or the exception's type and text."""
-        if isinstance(error, ToolError):
-            why = f"tool {call.name!r} failed: {error.fields['why']}"
-        else:
-            why = error if isinstance(error, str) else f"tool {call.name!r} failed: {type(error).__name__}: {error}"
+        why = error if isinstance(error, str) else f"tool {call.name!r} failed: {failure_reason(error)}"
         return cls(call_id=call.id, name=call.name, content=f"Error: {why}", ok=False, duration_s=duration_s)
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a tool call failed: a ToolError's `why`, else the exception's type and text."""
+    return str(error.fields["why"]) if isinstance(error, ToolError) else f"{type(error).__name__}: {error}"
 
 
 @dataclass(frozen=True, kw_only=True)

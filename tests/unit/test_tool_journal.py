@@ -83,3 +83,44 @@ def test_a_call_in_flight_at_a_crash_is_rerun_only_when_idempotent(tmp_path, ide
             asyncio.run(rerun.run(call(spec)))
         assert effects == []
     restarted.close()
+
+
+def test_a_python_agents_call_gets_the_recorded_value_back_on_the_next_attempt(tmp_path):
+    """`ctx.tools.call` (a `kind: python` agent) goes through `invoke`: the value, not the model's text."""
+    effects = []
+    writer = MissionLogWriter(str(tmp_path))
+    desk = ToolJournalDesk(writer, replay([]).tools)
+
+    async def book(args: dict) -> dict:
+        effects.append(args["to"])
+        return {"booking": 7, "to": args["to"]}
+
+    spec = ToolSpec(name="send", description="book", parameters={"type": "object"}, side_effects=True)
+    for attempt in (1, 2):
+        runner_ = JournaledToolRunner(supervisor=FakeSupervisor(desk), task="t", attempt_key=f"m/t/{attempt}",
+                                      call_prefix="m/t", functions={}, builtins={"send": (spec, book)})
+        assert asyncio.run(runner_.invoke(call(spec))) == {"booking": 7, "to": "bob"}
+    writer.close()
+    assert effects == ["bob"]
+
+
+def test_a_recorded_failure_is_replayed_as_the_same_error_without_running_again(tmp_path):
+    attempts = []
+    writer = MissionLogWriter(str(tmp_path))
+    desk = ToolJournalDesk(writer, replay([]).tools)
+
+    async def flaky(args: dict) -> str:
+        attempts.append(args["to"])
+        raise RuntimeError("the mail server said no")
+
+    spec = ToolSpec(name="send", description="send", parameters={"type": "object"}, side_effects=True)
+    contents = []
+    for attempt in (1, 2):
+        runner_ = JournaledToolRunner(supervisor=FakeSupervisor(desk), task="t", attempt_key=f"m/t/{attempt}",
+                                      call_prefix="m/t", functions={}, builtins={"send": (spec, flaky)})
+        result = asyncio.run(runner_.run(call(spec)))
+        assert not result.ok
+        contents.append(result.content)
+    writer.close()
+    assert attempts == ["bob"]
+    assert contents == ["Error: tool 'send' failed: RuntimeError: the mail server said no"] * 2
