@@ -182,10 +182,31 @@ class AgentActor:
             fields["tools"] = tools
         if self.log_content:
             logger.info("agent %s prompt: %s", self.agent.name, messages[-1])
-        reply = await self.router.chat(ChatRequest.model_validate(fields))
+        started = time.perf_counter()
+        try:
+            reply = await self.router.chat(ChatRequest.model_validate(fields))
+        except BaseException as exc:
+            self._audit_model_call(observer, None, outcome=type(exc).__name__, started=started)
+            raise
+        self._audit_model_call(observer, reply, outcome="ok", started=started)
         if observer is not None:
             observer.chat_done(reply)
         return reply
+
+    def _audit_model_call(self, observer: AttemptObserver | None, reply: Any, *, outcome: str,
+                          started: float) -> None:
+        """One `model.call` record in the mission's audit log: model, identity, tokens, cost, latency, outcome;
+        never content."""
+        if self.supervisor is None:
+            return
+        spent = {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0}
+        if reply is not None:
+            spent = {name: getattr(reply.usage, name) for name in spent}
+        self.supervisor.on_model_call.remote(
+            model=reply.model if reply is not None else self.agent.model, agent=self.agent.name,
+            task=observer.task_id if observer is not None else None,
+            attempt_key=observer.attempt_key if observer is not None else None, **spent,
+            latency_s=round(time.perf_counter() - started, 6), outcome=outcome)
 
     async def _run_tool(self, runner: ToolRunner, call: ToolCall, task: TaskSpec, attempt: int,
                         observer: AttemptObserver) -> ToolResult:

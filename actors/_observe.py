@@ -19,6 +19,7 @@ from typing import Any
 
 from controlplane import _tracing as tracing
 from controlplane._core.attempt_meter import AttemptMeter
+from controlplane._core.mission_log import attempt_key
 from controlplane._core.timeline import AttemptDetail
 from controlplane._tracing import TracingConfig
 from controlplane.errors import ControlPlaneError
@@ -82,6 +83,7 @@ class AttemptObserver:
                  trace: Mapping[str, str] | None, sink: TracingConfig | None, slack_s: float | None = None) -> None:
         """`slack_s`: the task's slack in the mission's DAG, sent with each of its router calls."""
         self.agent, self.sink, self.slack_s = agent, sink, slack_s
+        self.task_id, self.attempt_key = task_id, attempt_key(mission_id, task_id, attempt)
         self.meter = AttemptMeter()
         self._span_cm = tracing.invoke_agent(agent, mission_id=mission_id, task_id=task_id, attempt=attempt,
                                              parent=trace)

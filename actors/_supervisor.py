@@ -208,6 +208,10 @@ class SupervisorActor:
         for fields in events:
             self.log.emit(time.time(), **fields)
 
+    def on_model_call(self, **call: Any) -> None:
+        """An agent's model call, for the audit log (`AgentActor._audit_model_call` says what it holds)."""
+        self.writer.append("model.call", call, actor=call["agent"], wait=False)
+
     async def tool_intent(self, **intent: Any) -> dict[str, Any]:
         """Before a side-effecting tool call (actors._tool_journal): replay its recorded result, refuse a call
         in doubt, or make its intent durable and let it run. `intent` holds the `tool.intent` record's fields."""

@@ -125,3 +125,28 @@ def test_an_agents_own_cap_refuses_its_calls_and_usd_is_reported_per_agent(route
     assert tasks["priced"]["usd"] == pytest.approx(usd)
     assert result["usage"]["by_agent"]["paid"]["usd"] == pytest.approx(usd)
     assert result["usage"]["usd"] == pytest.approx(usd) and "capped" not in result["usage"]["by_agent"]
+
+
+def test_every_model_call_is_an_audit_record_with_its_identity_cost_and_outcome_and_no_content(router, tmp_path):
+    from controlplane._logfile import read_log, verify_log
+
+    secret = "codename HERON"
+    data = {"agents": [agent("paid", model="scripted-priced", max_tokens=16, tool_style="native"),
+                       agent("capped", model="scripted-priced", budget={"max_tokens": 50}, tool_style="native")],
+            "policies": {"on_failure": "skip_dependents"},
+            "tasks": [task("a", "paid", f"Say hello to {secret}"), task("b", "paid", deps=("a",)),
+                      task("c", "capped", retries=0)]}
+    result = run_mission(router, data, mission_id="it-gov-audit-calls", run_dir=str(tmp_path / "run"))
+    records = read_log(str(tmp_path / "run"))
+    calls = [r for r in records if r.kind == "model.call"]
+    ok = [c for c in calls if c.data["outcome"] == "ok"]
+    assert sorted(c.data["task"] for c in ok) == ["a", "b"] and {c.actor for c in ok} == {"paid"}
+    assert sum(c.data["prompt_tokens"] + c.data["completion_tokens"] for c in ok) == result["usage"]["tokens"]
+    assert sum(c.data["usd"] for c in ok) == pytest.approx(result["usage"]["usd"])
+    assert all(c.data["model"] == "scripted-priced" and c.data["latency_s"] > 0 for c in calls)
+    [refused] = [c for c in calls if c.data["agent"] == "capped"]
+    assert refused.data["outcome"] == "BudgetExceeded" and refused.data["prompt_tokens"] == 0
+    fields = {"model", "agent", "task", "attempt_key", "prompt_tokens", "completion_tokens", "usd", "latency_s",
+              "outcome"}
+    assert all(set(c.data) == fields and secret not in str(c.data) for c in calls)  # no prompt, no reply
+    assert verify_log(str(tmp_path / "run")).ok
