@@ -34,7 +34,7 @@ def traced_mission_data() -> dict:
     tools = ["memory.search", "memory.post"]
     return {
         "goal": f"Launch the product ({SECRET})",
-        "agents": [agent("writer", "copywriter", tools=tools), agent("checker", "reviewer")],
+        "agents": [agent("writer", "copywriter", tools=tools, fixed_memory=True), agent("checker", "reviewer")],
         "tasks": [task("draft", "writer", f"Write the draft for {SECRET}"),
                   task("review", "checker", "Review the draft", deps=("draft",)),
                   task("final", "writer", "Finalise", deps=("review",))]}
