@@ -37,6 +37,7 @@ from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskSta
 from controlplane._core.identity import MissionTokens
 from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.recovery import rebuild_scheduler
+from controlplane._core.results import MissionResult, MissionSummary
 from controlplane._core.scheduler import Assignment, Scheduler
 from controlplane._core.tools import arguments_digest
 from controlplane._rundir import write_run_dir
@@ -173,35 +174,34 @@ class SupervisorActor:
         return self.sched.status() if self.sched is not None and self.phase == MissionStatus.RUNNING else self.phase
 
     async def summary(self) -> dict[str, Any]:
-        """Where the mission stands: status, tasks by state, busy agents, tokens and USD, elapsed time."""
-        counts = self.sched.counts() if self.sched else {}
+        """Where the mission stands (`MissionSummary`, as a dict)."""
         usage = await self._usage()
-        return {"mission_id": self.mission_id, "name": self.spec.name, "status": str(self.status()),
-                "reason": self.final[1] if self.final else "", "tasks": counts,
-                "busy_agents": {a: n for a, n in (self.sched.running if self.sched else {}).items() if n},
-                "tokens": usage["tokens"], "usd": usage["usd"], "llm_calls": usage["llm_calls"],
-                "elapsed_s": round((self.ended_s or time.time()) - self.started_s, 3), "done": self._done.is_set()}
+        return MissionSummary(
+            mission_id=self.mission_id, name=self.spec.name, status=str(self.status()),
+            reason=self.final[1] if self.final else "", tasks=self.sched.counts() if self.sched else {},
+            busy_agents={a: n for a, n in (self.sched.running if self.sched else {}).items() if n},
+            tokens=usage["tokens"], usd=usage["usd"], llm_calls=usage["llm_calls"],
+            elapsed_s=round((self.ended_s or time.time()) - self.started_s, 3), done=self._done.is_set()).to_dict()
 
     async def events_since(self, cursor: int) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.log.since(cursor)]
 
     async def result(self) -> dict[str, Any]:
-        """The full record: status, every task (output, attempts, tokens, USD, times), usage (tokens and USD per
-        agent and for the mission, from the router), conflicts, plan; once ended, `log_head` (seq and hash of the
-        mission log's last record, for `controlplane audit verify`)."""
+        """The full record (`MissionResult`, as a dict); once ended, the one in `result.json`."""
         if self._stored_result is not None:
             return self._stored_result
-        status = self.status()
+        return (await self._result()).to_dict()
+
+    async def _result(self, log_head: dict[str, Any] | None = None) -> MissionResult:
         usage = dict(await self._usage())
         control = usage.pop("control_plane")
-        return {"mission_id": self.mission_id, "name": self.spec.name, "goal": self.spec.goal,
-                "status": str(status), "reason": self.final[1] if self.final else "",
-                "started_at": self.started_s, "ended_at": self.ended_s,
-                "wall_s": (self.ended_s or time.time()) - self.started_s,
-                "tasks": [r.to_dict() for r in self.sched.tasks.values()] if self.sched else [],
-                "usage": usage, "control_plane": control, "conflicts": list(self.conflicts.decisions),
-                "plan": self.plan_info, "budgets": self.spec.budgets.model_dump(), "agents": self.placement,
-                "run_dir": self.run_dir}
+        return MissionResult(
+            mission_id=self.mission_id, name=self.spec.name, goal=self.spec.goal, status=str(self.status()),
+            reason=self.final[1] if self.final else "", started_at=self.started_s, ended_at=self.ended_s,
+            wall_s=(self.ended_s or time.time()) - self.started_s,
+            tasks=list(self.sched.tasks.values()) if self.sched else [], usage=usage, control_plane=control,
+            conflicts=list(self.conflicts.decisions), plan=self.plan_info, budgets=self.spec.budgets.model_dump(),
+            agents=self.placement, run_dir=self.run_dir, log_head=log_head)
 
     async def on_agent_events(self, events: list[dict[str, Any]]) -> None:
         """Tool events from agents (denials, invalid calls, failures), recorded as they happen."""
@@ -380,8 +380,7 @@ class SupervisorActor:
         try:
             await asyncio.to_thread(self.writer.flush)
             head = self.writer.head
-            result = await self.result()
-            result["log_head"] = None if head is None else head.to_dict()
+            result = (await self._result(log_head=None if head is None else head.to_dict())).to_dict()
             self._stored_result = result
             events = [e.to_dict() for e in self.log.since(0)]
             await asyncio.to_thread(write_run_dir, self.run_dir, result, events)
