@@ -7,8 +7,12 @@ import pytest
 HERE = Path(__file__).parent
 
 
+OWN_CLUSTER_FIRST = "test_cluster_multinode.py"  # starts a Ray cluster of its own: before anything joins Ray
+
+
 def pytest_collection_modifyitems(items):
     # This hook sees the whole session's items, not only this directory's.
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.path.name != OWN_CLUSTER_FIRST)  # stable: the rest keep their order

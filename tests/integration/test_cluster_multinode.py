@@ -7,8 +7,8 @@
 - a worker removed mid-mission: Ray recreates its agent on another node (in its bundle), the attempt is
   retried, the agent's other tasks wait for it, and the mission completes.
 
-This module runs its own Ray cluster, so it needs a driver of its own: it runs first in a plain
-`pytest tests/integration` (files run in name order), and is skipped where another module already joined Ray.
+This module runs its own Ray cluster, so it needs a driver that has not joined Ray yet: the integration
+conftest runs it before every other test of the session, and it is skipped where Ray was joined anyway.
 """
 
 from __future__ import annotations
