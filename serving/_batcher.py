@@ -106,11 +106,14 @@ class Batcher:
             waiting, self._pending = self._pending, []
             self._ready.clear()
             for indexes in split_batches([p.key for p in waiting], self._max_size):
-                self._spawn(self._send([waiting[i] for i in indexes]))
+                batch = [waiting[i] for i in indexes]
+                # Known as sent from here on, before the send task runs: a caller that goes meanwhile is
+                # cancelled on the replica once the batch says where it runs.
+                sent = SentBatch([p.call["id"] for p in batch])
+                self._sent.update(dict.fromkeys(sent.call_ids, sent))
+                self._spawn(self._send(batch, sent))
 
-    async def _send(self, batch: list[_Pending]) -> None:
-        sent = SentBatch([p.call["id"] for p in batch])
-        self._sent.update(dict.fromkeys(sent.call_ids, sent))
+    async def _send(self, batch: list[_Pending], sent: SentBatch) -> None:
         self._sends += 1
         self.batches += 1
         self.calls += len(batch)

@@ -113,3 +113,26 @@ def test_a_call_cancelled_while_waiting_never_leaves():
 
     batches = asyncio.run(scenario())
     assert len(batches) == 1
+
+
+def test_a_caller_that_goes_after_its_batch_formed_but_before_it_was_sent_is_cancelled_on_the_replica():
+    class SlowToSend(Batcher):
+        async def _send(self, *args: Any) -> None:
+            await asyncio.sleep(0.05)  # a busy event loop: the send task starts late
+            await super()._send(*args)
+
+    async def scenario():
+        replica = FakeReplica()
+        batcher = SlowToSend(replica, max_size=8, wait_s=0.0)
+        caller = asyncio.create_task(anext(batcher.stream({"text": "a", "sleep_s": 30}, None)))
+        await asyncio.sleep(0.01)  # the batch has formed; its Serve call has not started
+        caller.cancel()
+        for _ in range(30):
+            await asyncio.sleep(0.01)
+            if replica.batches and len(replica.runner) == 0:
+                break
+        return replica.batches, len(replica.runner), batcher.cancels
+
+    batches, running, cancels = asyncio.run(scenario())
+    assert len(batches) == 1 and cancels == 1
+    assert running == 0  # its 30 s generation does not outlive the caller
