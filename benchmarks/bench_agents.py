@@ -166,16 +166,18 @@ def free_port() -> int:
 
 async def loop_vs_raw(router: Any, reps: int) -> dict[str, float]:
     from actors._tools import ToolRunner
+    from benchmarks._serving_load import agent_tokens
     from controlplane._core.agent_loop import AgentLoop
     from controlplane._core.loop_types import LoopLimits, RunTools
     from controlplane._core.tools import tool_from_function
     from serving import ChatRequest
 
     runner = ToolRunner(functions={"noop": tool_from_function(noop, name="noop")}, builtins={})
+    [token] = agent_tokens("bench-agents-loop", 1)  # the router takes every caller's identity from its token
 
     def request(messages: list[dict[str, Any]], schema: dict[str, Any] | None) -> Any:
         return ChatRequest.model_validate({"model": "bench", "messages": messages, "max_tokens": 32,
-                                           "json_schema": schema})
+                                           "json_schema": schema, "token": token})
 
     async def agent_loop() -> tuple[float, list[tuple[list[dict[str, Any]], Any]]]:
         loop = AgentLoop(agent="bench", task="t", messages=[{"role": "user", "content": "start"}],
