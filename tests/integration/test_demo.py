@@ -12,6 +12,8 @@ import yaml
 
 from actors import follow, start_mission
 from controlplane import load_mission, parse_mission
+from controlplane._core.mission_log import Head
+from controlplane._logfile import read_log, verify_log
 
 DEMO = Path(__file__).parents[2] / "missions" / "product_launch.yaml"
 KEEP = {"brief": [], "market": ["brief"], "competitors": ["brief"], "edit": ["market", "competitors"]}
@@ -43,7 +45,7 @@ def test_reduced_demo_runs_to_success_on_the_real_model(router, tmp_path):
     import ray
 
     spec = parse_mission(reduced_demo(), source=str(DEMO))
-    handle = start_mission(spec, router=router, memory_dir=str(tmp_path / "memory"))
+    handle = start_mission(spec, router=router, memory_dir=str(tmp_path / "memory"), run_dir=str(tmp_path / "run"))
     try:
         result = follow(handle, timeout_s=600)
     finally:
@@ -58,3 +60,9 @@ def test_reduced_demo_runs_to_success_on_the_real_model(router, tmp_path):
     assert usage["tokens"] == sum(agent["tokens"] for agent in usage["by_agent"].values())
     assert usage["tokens"] >= sum(t["tokens"]["prompt"] + t["tokens"]["completion"] for t in tasks.values())
     assert set(usage["by_agent"]) >= {t["agent"] for t in tasks.values()}
+    # Every call ran under an agent's capability token (the router refuses any without one); the audit log of
+    # the run verifies against the head in the result, and holds a record for each model call.
+    verdict = verify_log(str(tmp_path / "run"), expected_head=Head(**result["log_head"]))
+    assert verdict.ok, verdict
+    calls = [r for r in read_log(str(tmp_path / "run")) if r.kind == "model.call"]
+    assert len(calls) >= sum(t["model_calls"] for t in tasks.values()) and all(c.data["outcome"] for c in calls)
