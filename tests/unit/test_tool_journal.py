@@ -31,7 +31,8 @@ class FakeSupervisor:
         self.tool_result = Remote(lambda **kw: desk.result(actor="a", **kw))
 
 
-def runner(desk, effects, *, idempotent=False, attempt=1):
+def runner(desk, effects, *, idempotent=False, attempt=1, tool=None):
+    """A journaled runner with one side-effecting tool `send`: `tool(args)`, by default a mail that is sent."""
     async def send(args: dict) -> str:
         effects.append(args["to"])
         return f"sent to {args['to']}"
@@ -39,7 +40,7 @@ def runner(desk, effects, *, idempotent=False, attempt=1):
     spec = ToolSpec(name="send", description="send a mail", parameters={"type": "object"}, side_effects=True,
                     idempotent=idempotent)
     return JournaledToolRunner(supervisor=FakeSupervisor(desk), task="t", attempt_key=f"m/t/{attempt}",
-                               call_prefix="m/t", functions={}, builtins={"send": (spec, send)}), spec
+                               call_prefix="m/t", functions={}, builtins={"send": (spec, tool or send)}), spec
 
 
 def call(spec):
@@ -95,10 +96,8 @@ def test_a_python_agents_call_gets_the_recorded_value_back_on_the_next_attempt(t
         effects.append(args["to"])
         return {"booking": 7, "to": args["to"]}
 
-    spec = ToolSpec(name="send", description="book", parameters={"type": "object"}, side_effects=True)
     for attempt in (1, 2):
-        runner_ = JournaledToolRunner(supervisor=FakeSupervisor(desk), task="t", attempt_key=f"m/t/{attempt}",
-                                      call_prefix="m/t", functions={}, builtins={"send": (spec, book)})
+        runner_, spec = runner(desk, effects, attempt=attempt, tool=book)
         assert asyncio.run(runner_.invoke(call(spec))) == {"booking": 7, "to": "bob"}
     writer.close()
     assert effects == ["bob"]
@@ -113,11 +112,9 @@ def test_a_recorded_failure_is_replayed_as_the_same_error_without_running_again(
         attempts.append(args["to"])
         raise RuntimeError("the mail server said no")
 
-    spec = ToolSpec(name="send", description="send", parameters={"type": "object"}, side_effects=True)
     contents = []
     for attempt in (1, 2):
-        runner_ = JournaledToolRunner(supervisor=FakeSupervisor(desk), task="t", attempt_key=f"m/t/{attempt}",
-                                      call_prefix="m/t", functions={}, builtins={"send": (spec, flaky)})
+        runner_, spec = runner(desk, attempts, attempt=attempt, tool=flaky)
         result = asyncio.run(runner_.run(call(spec)))
         assert not result.ok
         contents.append(result.content)
