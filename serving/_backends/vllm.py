@@ -10,6 +10,7 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 
 from controlplane._priority import run_at_normal_priority
 from serving._backends.base import CallRunner, OpenAIStreamReader, error_event, this_replica
+from serving._dtype import local_engine_dtype
 from serving._fields import SAMPLING_KEYS
 from serving._tool_calls import tool_fields
 
@@ -29,6 +30,11 @@ class VLLMReplica(LLMServer):
     async def __init__(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]  # Serve LLM's async init
         run_at_normal_priority()  # before the engine's processes start: they inherit it
         self._calls = CallRunner()
+        llm_config = kwargs["llm_config"] if "llm_config" in kwargs else args[0]  # dtype `auto` is resolved here,
+        # where the engine runs: the CPU it needs native bfloat16 from is this node's (serving._dtype)
+        bundles = (llm_config.placement_group_config or {}).get("bundles", [])
+        llm_config.update_engine_kwargs(dtype=local_engine_dtype(llm_config.engine_kwargs.get("dtype", "auto"),
+                                                                 on_gpu=any(b.get("GPU", 0) for b in bundles)))
         await super().__init__(*args, **kwargs)
 
     async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
@@ -46,6 +52,17 @@ class VLLMReplica(LLMServer):
         """Requests vLLM's engine has not finished (aborted ones leave at once)."""
         engine: Any = self.engine
         return engine._engine_client.get_num_unfinished_requests()
+
+    async def engine_gauges(self, replica_id: str | None = None) -> dict[str, float]:
+        from prometheus_client import REGISTRY
+
+        out: dict[str, float] = {}
+        for metric in REGISTRY.collect():
+            if metric.name in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+                out[metric.name] = sum(s.value for s in metric.samples)
+        engine: Any = self.engine
+        out["frontend"] = engine._engine_client.get_num_unfinished_requests()
+        return out
 
     async def prefix_cache_stats(self, replica_id: str | None = None) -> dict[str, Any]:
         """This replica's id and vLLM's prefix-cache counters (tokens queried, tokens hit) since start."""
