@@ -53,17 +53,6 @@ class VLLMReplica(LLMServer):
         engine: Any = self.engine
         return engine._engine_client.get_num_unfinished_requests()
 
-    async def engine_gauges(self, replica_id: str | None = None) -> dict[str, float]:
-        from prometheus_client import REGISTRY
-
-        out: dict[str, float] = {}
-        for metric in REGISTRY.collect():
-            if metric.name in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
-                out[metric.name] = sum(s.value for s in metric.samples)
-        engine: Any = self.engine
-        out["frontend"] = engine._engine_client.get_num_unfinished_requests()
-        return out
-
     async def prefix_cache_stats(self, replica_id: str | None = None) -> dict[str, Any]:
         """This replica's id and vLLM's prefix-cache counters (tokens queried, tokens hit) since start."""
         from prometheus_client import REGISTRY
