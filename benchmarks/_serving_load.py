@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from serving._deploy import CPU_MAX_BATCHED_TOKENS
+
 TOPICS = ["the ocean", "a bicycle", "coffee", "mountains", "a library", "rain", "trains", "the moon",
           "bread", "chess", "winter", "a garden", "music", "bridges", "clocks", "volcanoes"]
 KV_CACHE_GB = 1
@@ -167,6 +169,7 @@ def vllm_server(model_dir: str, port: int, log_path: Path, timeout_s: float = 90
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--dtype", engine_dtype(),
+               "--max-num-batched-tokens", str(CPU_MAX_BATCHED_TOKENS),
                "--disable-uvicorn-access-log"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, env={**os.environ, **engine_env()}, stdout=log, stderr=subprocess.STDOUT,

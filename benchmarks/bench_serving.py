@@ -1,7 +1,7 @@
 """bench_serving: the controlplane router beside what users would run instead, on the same engine.
 
 In one run, one engine at a time, each started and stopped by the benchmark, same model and engine settings
-(max_model_len 2048, enforce_eager, the router's dtype, 1 GiB KV cache, 1 CPU bundle):
+(max_model_len 2048, enforce_eager, the router's dtype and CPU step size, 1 GiB KV cache, 1 CPU bundle):
   1. vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`);
   2. Ray Serve LLM's `build_openai_app`;
   3. this router over HTTP, over the handle API, with batching off (a second router on the same replica),
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import _serving_affinity as affinity  # noqa: E402
 from benchmarks._ray_start import start_ray  # noqa: E402
 from benchmarks._serving_load import (  # noqa: E402
+    CPU_MAX_BATCHED_TOKENS,
     KV_CACHE_GB,
     MAX_MODEL_LEN,
     Call,
@@ -134,7 +135,8 @@ def phase_serve_llm(model_dir: str, levels, mode, http_port: int) -> dict[str, f
     from ray.serve.llm import LLMConfig, build_openai_app
 
     config = LLMConfig(model_loading_config={"model_id": "default", "model_source": model_dir},
-                       engine_kwargs={"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": engine_dtype()},
+                       engine_kwargs={"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": engine_dtype(),
+                                      "max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS},
                        placement_group_config={"bundles": [{"CPU": 1}]},
                        runtime_env={"env_vars": engine_env()})
     start = time.monotonic()
