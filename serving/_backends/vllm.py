@@ -30,8 +30,8 @@ class VLLMReplica(LLMServer):
     async def __init__(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]  # Serve LLM's async init
         run_at_normal_priority()  # before the engine's processes start: they inherit it
         self._calls = CallRunner()
-        llm_config = kwargs["llm_config"] if "llm_config" in kwargs else args[0]  # dtype `auto` is resolved here,
-        # where the engine runs: the CPU it needs native bfloat16 from is this node's (serving._dtype)
+        # dtype `auto` is resolved here, where the engine runs: native bfloat16 depends on this node's CPU
+        llm_config = kwargs["llm_config"] if "llm_config" in kwargs else args[0]
         bundles = (llm_config.placement_group_config or {}).get("bundles", [])
         llm_config.update_engine_kwargs(dtype=local_engine_dtype(llm_config.engine_kwargs.get("dtype", "auto"),
                                                                  on_gpu=any(b.get("GPU", 0) for b in bundles)))
