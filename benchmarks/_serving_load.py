@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serving._deploy import CPU_MAX_BATCHED_TOKENS
+from serving._engine_args import CPU_MAX_BATCHED_TOKENS
 
 TOPICS = ["the ocean", "a bicycle", "coffee", "mountains", "a library", "rain", "trains", "the moon",
           "bread", "chess", "winter", "a garden", "music", "bridges", "clocks", "volcanoes"]
@@ -32,8 +32,8 @@ MAX_MODEL_LEN = 2048
 
 
 def engine_dtype() -> str:
-    """dtype of every engine: the router's `auto` as its replica resolves it on this machine (serving._dtype)."""
-    from serving._dtype import local_engine_dtype
+    """dtype of every engine: the router's `auto` as its replica resolves it on this machine (serving._engine_args)."""
+    from serving._engine_args import local_engine_dtype
 
     return local_engine_dtype("auto", on_gpu=False)
 

@@ -19,6 +19,7 @@ from controlplane.config import ScriptedModelSpec, ServingConfig, VLLMModelSpec
 from serving._apps import OnConflict, choose_app, config_app_name
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
+from serving._engine_args import replica_bundle, vllm_engine_kwargs
 from serving._router import Router
 from serving._secrets import load_or_create_root_secret, secret_file_env
 from serving._types import ChatRequest, ChatResult
@@ -44,26 +45,11 @@ def _serve_options(spec: VLLMModelSpec | ScriptedModelSpec, busy_at: int) -> dic
     }
 
 
-CPU_MAX_BATCHED_TOKENS = 512
-"""Tokens per engine step on CPU (vLLM's CPU default: 2,048). vLLM aborts a request between steps, so this bounds how
-long a cancelled or timed-out call's prefill holds the engine: 64 timed-out prompts held it 10.7 s in one step."""
-
-
 def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
     from ray.serve.llm import LLMConfig, build_llm_deployment
 
     from serving._backends.vllm import VLLMReplica
 
-    tools = ({"enable_auto_tool_choice": True, "tool_call_parser": spec.tool_call_parser}
-             if spec.tool_style == "native" else {})
-    cpu_step = {} if spec.replicas.num_gpus else {"max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS}
-    engine_kwargs = {"max_model_len": spec.max_context_tokens, "enforce_eager": True, "dtype": spec.dtype, **cpu_step,
-                     **tools, **spec.engine_kwargs}
-    if spec.gpu_memory_utilization is not None:
-        engine_kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
-    if spec.load_format is not None:
-        engine_kwargs["load_format"] = spec.load_format
-    bundle = {"CPU": spec.replicas.num_cpus, **({"GPU": spec.replicas.num_gpus} if spec.replicas.num_gpus else {})}
     env = {"HF_HUB_OFFLINE": "1", **spec.env}
     if spec.kv_cache_space_gb is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.kv_cache_space_gb:g}"
@@ -71,7 +57,7 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
         env.setdefault("VLLM_RAY_PER_WORKER_GPUS", f"{spec.replicas.num_gpus:g}")
     llm_config = LLMConfig(
         model_loading_config={"model_id": name, "model_source": spec.model_path or str(default_model_path())},
-        engine_kwargs=engine_kwargs, placement_group_config={"bundles": [bundle]},
+        engine_kwargs=vllm_engine_kwargs(spec), placement_group_config={"bundles": [replica_bundle(spec)]},
         runtime_env={"env_vars": env}, log_engine_metrics=False)
     return build_llm_deployment(llm_config, deployment_cls=VLLMReplica, name_prefix="vllm:",
                                 override_serve_options=_serve_options(spec, busy_at))

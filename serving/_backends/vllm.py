@@ -10,7 +10,7 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 
 from controlplane._priority import run_at_normal_priority
 from serving._backends.base import CallRunner, OpenAIStreamReader, error_event, this_replica
-from serving._dtype import local_engine_dtype
+from serving._engine_args import local_engine_dtype, on_gpu
 from serving._fields import SAMPLING_KEYS
 from serving._tool_calls import tool_fields
 
@@ -34,7 +34,7 @@ class VLLMReplica(LLMServer):
         llm_config = kwargs["llm_config"] if "llm_config" in kwargs else args[0]
         bundles = (llm_config.placement_group_config or {}).get("bundles", [])
         llm_config.update_engine_kwargs(dtype=local_engine_dtype(llm_config.engine_kwargs.get("dtype", "auto"),
-                                                                 on_gpu=any(b.get("GPU", 0) for b in bundles)))
+                                                                 on_gpu=on_gpu(bundles)))
         await super().__init__(*args, **kwargs)
 
     async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
