@@ -47,6 +47,17 @@ def test_handle_api_json_schema_on_vllm(router):
     assert json.loads(result.text)["colour"] in {"red", "green", "blue"}
 
 
+def test_guided_json_on_vllm_is_compact_so_whitespace_cannot_eat_max_tokens(router):
+    schema = {"type": "object", "properties": {"product": {"type": "string", "maxLength": 40},
+                                               "key_messages": {"type": "array", "maxItems": 3,
+                                                                "items": {"type": "string", "maxLength": 40}}},
+              "required": ["product", "key_messages"]}
+    result = asyncio.run(router.chat(ask("default", "Write a launch brief for Tidy, a planner app.", "it-json",
+                                         max_tokens=200, json_schema=schema)))
+    assert result.finish_reason == "stop", result.text
+    assert result.text == json.dumps(json.loads(result.text), separators=(",", ":"), ensure_ascii=False)
+
+
 def test_429_with_retry_after_through_openai_client(router_base_url, api_key):
     client = openai.OpenAI(base_url=router_base_url, api_key=api_key("it-429", mission="it-429", agents=["a"]),
                            max_retries=0)

@@ -54,6 +54,14 @@ def test_the_users_engine_kwargs_win_over_the_projects_defaults():
     assert kwargs["gpu_memory_utilization"] == 0.3
 
 
+def test_guided_json_is_compact_unless_the_user_says_otherwise():
+    assert vllm_engine_kwargs(_spec())["structured_outputs_config"] == {"backend": "xgrammar",
+                                                                       "disable_any_whitespace": True}
+    auto = {"backend": "auto"}
+    kwargs = vllm_engine_kwargs(_spec(engine_kwargs={"structured_outputs_config": auto}))
+    assert kwargs["structured_outputs_config"] == auto
+
+
 def test_native_tool_calls_turn_on_vllms_tool_parser():
     kwargs = vllm_engine_kwargs(_spec(tool_call_parser="hermes"))
     assert kwargs["enable_auto_tool_choice"] is True and kwargs["tool_call_parser"] == "hermes"
