@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 os.environ.update(CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CREWAI_TRACING_ENABLED="false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,10 +38,14 @@ def field_type(schema: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         return Literal[tuple(schema["enum"])], {}
     kind = schema.get("type", "string")
     if kind == "array":
-        item, _ = field_type(schema.get("items", {}))
-        return list[item], {"min_length": schema.get("minItems"), "max_length": schema.get("maxItems")}
+        from pydantic import Field
+
+        item, item_limits = field_type(schema.get("items", {}))
+        item_limits = {k: v for k, v in item_limits.items() if v is not None}
+        return (list[Annotated[item, Field(**item_limits)]] if item_limits else list[item],  # type: ignore[valid-type]
+                {"min_length": schema.get("minItems"), "max_length": schema.get("maxItems")})
     if kind == "integer":
-        return int, {"ge": schema.get("minimum")}
+        return int, {"ge": schema.get("minimum"), "le": schema.get("maximum")}
     if kind == "boolean":
         return bool, {}
     return str, {"max_length": schema.get("maxLength")}

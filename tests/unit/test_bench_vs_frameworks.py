@@ -162,3 +162,23 @@ def test_scripted_replies_answer_each_task_validly_and_briefly():
 
 def test_spread():
     assert dags.spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def test_crewais_output_models_keep_every_constraint_of_the_demos_schemas():
+    """CrewAI sends its output model's JSON schema to the model: a constraint lost there (an array item's maxLength)
+    let SmolLM2 run one string to max_tokens, and the crew failed on the cut reply."""
+    spec = importlib.util.spec_from_file_location("vs_crewai", ROOT / "benchmarks" / "_vs_frameworks_crewai.py")
+    crewai_side = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crewai_side)
+    for task in DEMO["tasks"]:
+        schema = task.get("expected_output")
+        if not isinstance(schema, dict):
+            continue
+        sent = crewai_side.model_from_schema(task["id"], schema).model_json_schema()
+        for name, prop in schema["properties"].items():
+            got = {k: v for k, v in sent["properties"][name].items() if k != "title"}
+            if prop.get("type") == "array":
+                assert got["items"].get("maxLength") == prop["items"].get("maxLength"), (task["id"], name)
+                assert (got.get("minItems"), got.get("maxItems")) == (prop.get("minItems"), prop.get("maxItems"))
+            for key in ("maxLength", "minimum", "maximum"):
+                assert got.get(key) == prop.get(key), (task["id"], name, key)
