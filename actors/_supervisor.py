@@ -27,22 +27,21 @@ from actors._durable import MissionJournal, Start, budget_fields, default_run_di
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
-from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing, request_trace
+from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing
+from actors._planning import plan_mission
 from actors._tool_journal import ToolJournalDesk
 from controlplane import _tracing
 from controlplane._core.budget import BudgetTracker, summarize_usage
 from controlplane._core.builtins import check_delegation
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
 from controlplane._core.identity import MissionTokens
-from controlplane._core.planner import plan_schema, planner_messages, repair_plan
 from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.results import MissionResult, MissionSummary
 from controlplane._core.scheduler import Assignment, Scheduler
-from controlplane._core.tools import arguments_digest
 from controlplane._rundir import write_run_dir
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
-from controlplane.errors import ApprovalDenied, BudgetExceeded, ToolError
+from controlplane.errors import BudgetExceeded, ToolError
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
@@ -327,7 +326,11 @@ class SupervisorActor:
             if resuming:
                 self._resume()
             else:
-                tasks = await self._plan()
+                if self.spec.plan == "auto":
+                    self.phase = MissionStatus.PLANNING
+                tasks = await plan_mission(self.spec, self.plan_info, router=self.router, log=self.log,
+                                           approvals=self.approvals, control_token=self._control_token,
+                                           count_call=lambda: self.count_calls("planner"), tracing=self.tracing)
                 self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
                 self.phase = MissionStatus.RUNNING
                 self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
@@ -447,44 +450,6 @@ class SupervisorActor:
     def _agent_back(self, name: str) -> None:
         self.scheduler.release_agent(name)
         self._wake.set()
-
-    async def _plan(self) -> list[TaskSpec]:
-        if self.spec.plan == "declared":
-            return list(self.spec.tasks)
-        from serving import ChatMessage, ChatRequest
-
-        self.phase = MissionStatus.PLANNING
-        self.log.emit(time.time(), "mission", MissionStatus.PLANNING, agent="planner")
-        p = self.spec.planner
-        request = ChatRequest(
-            model=p.model, max_tokens=p.max_tokens,
-            messages=[ChatMessage(**m) for m in planner_messages(self.spec.goal, self.spec.agents, p.max_tasks)],
-            json_schema=plan_schema([a.name for a in self.spec.agents], p.max_tasks),
-            token=self._control_token("planner"), priority="control", **request_trace(self.tracing))
-        raw, notes = "", []
-        try:
-            self.count_calls("planner")
-            reply = await self.router.chat(request)
-            raw = reply.text
-        except Exception as exc:
-            notes.append(f"planner call failed ({type(exc).__name__}: {exc})")
-        plan = repair_plan(raw, self.spec.agents, self.spec.goal, p.max_tasks)
-        self.plan_info = {"mode": "auto", "repairs": notes + plan.repairs, "fallback": plan.fallback,
-                          "tasks": [t.model_dump(mode="json") for t in plan.tasks]}
-        self.log.emit(time.time(), "plan", "planned", agent="planner", data=self.plan_info,
-                      message=f"{len(plan.tasks)} tasks, {len(self.plan_info['repairs'])} repairs")
-        if self.spec.policies.approve_plan:
-            await self._approve_plan()
-        return plan.tasks
-
-    async def _approve_plan(self) -> None:
-        """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
-        approval = await self.approvals.wait("plan", agent="planner", tool="plan",
-                                             arg_digest=arguments_digest(self.plan_info["tasks"]))
-        self.plan_info["approval"] = asdict(approval)
-        if approval.status != "approved":
-            raise ApprovalDenied(subject="the plan", approval_id=approval.id, decided_by=approval.decided_by or "",
-                                 reason=approval.reason)
 
     def _agent(self, name: str) -> Any:
         return self.agents[name]

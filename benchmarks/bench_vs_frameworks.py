@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -290,8 +291,8 @@ def measure(bench: Bench, reps: int) -> dict[tuple[str, str], list[dict]]:
     print(f"{'dag':<5} {'system':<19} {'rep':>4} {'makespan s':>11} {'crit. path s':>13} {'overhead s':>11} "
           f"{'calls':>6} {'prompt tok':>11} {'compl. tok':>11}", flush=True)
     runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for dag, rep in [(dag, rep) for dag in SYSTEMS for rep in range(reps + 1)]:
-        for system in SYSTEMS[dag]:
+    for dag, systems in SYSTEMS.items():
+        for rep, system in itertools.product(range(reps + 1), systems):
             run = bench.run(dag, system)
             show(dag, system, "warm" if rep == 0 else str(rep), run)
             if rep:

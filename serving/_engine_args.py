@@ -63,7 +63,7 @@ def vllm_engine_kwargs(spec: VLLMModelSpec) -> dict[str, Any]:
     cpu_step = {} if on_gpu([replica_bundle(spec)]) else {"max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS}
     optional = {"gpu_memory_utilization": spec.gpu_memory_utilization, "load_format": spec.load_format}
     return {"max_model_len": spec.max_context_tokens, "enforce_eager": True, "dtype": spec.dtype,
-            "structured_outputs_config": COMPACT_JSON, **cpu_step,
+            "structured_outputs_config": dict(COMPACT_JSON), **cpu_step,
             **tools, **{key: value for key, value in optional.items() if value is not None}, **spec.engine_kwargs}
 
 

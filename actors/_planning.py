@@ -1,0 +1,61 @@
+"""The supervisor's planning phase: a declared mission's own tasks, or the planner model's plan, repaired, logged
+and (with `policies.approve_plan`) approved by a person before any task runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from actors._approvals import ApprovalGate
+from actors._observe import request_trace
+from controlplane._core.events import EventLog, MissionStatus
+from controlplane._core.planner import plan_schema, planner_messages, repair_plan
+from controlplane._core.tools import arguments_digest
+from controlplane._tracing import TracingConfig
+from controlplane.config.mission import MissionSpec, TaskSpec
+from controlplane.errors import ApprovalDenied
+
+
+async def plan_mission(spec: MissionSpec, plan_info: dict[str, Any], *, router: Any, log: EventLog,
+                       approvals: ApprovalGate, control_token: Callable[[str], str], count_call: Callable[[], None],
+                       tracing: TracingConfig | None) -> list[TaskSpec]:
+    """The mission's tasks. With `plan: auto`, one planner call (`count_call` counts it); `plan_info` is updated
+    in place with the plan, its repairs and its approval. A failed call falls back to `repair_plan`'s plan."""
+    if spec.plan == "declared":
+        return list(spec.tasks)
+    from serving import ChatMessage, ChatRequest
+
+    log.emit(time.time(), "mission", MissionStatus.PLANNING, agent="planner")
+    p = spec.planner
+    request = ChatRequest(
+        model=p.model, max_tokens=p.max_tokens,
+        messages=[ChatMessage(**m) for m in planner_messages(spec.goal, spec.agents, p.max_tasks)],
+        json_schema=plan_schema([a.name for a in spec.agents], p.max_tasks),
+        token=control_token("planner"), priority="control", **request_trace(tracing))
+    raw, notes = "", []
+    try:
+        count_call()
+        raw = (await router.chat(request)).text
+    except Exception as exc:
+        notes.append(f"planner call failed ({type(exc).__name__}: {exc})")
+    plan = repair_plan(raw, spec.agents, spec.goal, p.max_tasks)
+    plan_info.clear()
+    plan_info.update({"mode": "auto", "repairs": notes + plan.repairs, "fallback": plan.fallback,
+                      "tasks": [t.model_dump(mode="json") for t in plan.tasks]})
+    log.emit(time.time(), "plan", "planned", agent="planner", data=plan_info,
+             message=f"{len(plan.tasks)} tasks, {len(plan_info['repairs'])} repairs")
+    if spec.policies.approve_plan:
+        await _approve(plan_info, approvals)
+    return plan.tasks
+
+
+async def _approve(plan_info: dict[str, Any], approvals: ApprovalGate) -> None:
+    """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
+    approval = await approvals.wait("plan", agent="planner", tool="plan",
+                                    arg_digest=arguments_digest(plan_info["tasks"]))
+    plan_info["approval"] = asdict(approval)
+    if approval.status != "approved":
+        raise ApprovalDenied(subject="the plan", approval_id=approval.id, decided_by=approval.decided_by or "",
+                             reason=approval.reason)
