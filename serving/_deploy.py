@@ -27,9 +27,11 @@ from serving._types import ChatRequest, ChatResult
 logger = logging.getLogger(__name__)
 
 ROUTER_DEPLOYMENT = "Router"
-# The router does only async work, so it runs its code and its handles' request routing on the
-# replica's main event loop: no cross-thread hops (and GIL hand-offs) per request and per token.
-ROUTER_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# An async actor that calls the router through a handle (an agent) routes its requests on its own event loop:
+# no cross-thread hop (and GIL hand-off) per call. Such an actor must not block its loop on a handle's `.result()`.
+HANDLE_CALLER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# The router does only async work, so it also runs its own code on the replica's main event loop.
+ROUTER_ENV = {**HANDLE_CALLER_ENV, "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 AFFINITY_ROUTER = "serving._affinity_router:AffinityRequestRouter"
 
 
