@@ -62,6 +62,9 @@ class Columns:
                 parts.append(self._columns[name] == self._codes[name].get(wanted, -2))
         if filters.exclude_agent_id is not None:
             parts.append(self._columns["agent_id"] != self._codes["agent_id"].get(filters.exclude_agent_id, -2))
+        if filters.exclude_task_ids:
+            codes = [self._codes["task_id"][t] for t in filters.exclude_task_ids if t in self._codes["task_id"]]
+            parts.append(~np.isin(self._columns["task_id"], codes))
         if filters.since_s is not None:
             parts.append(self.created_at_s >= filters.since_s)
         if filters.until_s is not None:

@@ -68,6 +68,7 @@ class SearchFilters(BaseModel):
     exclude_agent_id: str | None = Field(default=None, description="Leave out this agent's entries.")
     topic: str | None = Field(default=None, description="Only entries on this topic.")
     task_id: str | None = Field(default=None, description="Only entries of this task.")
+    exclude_task_ids: list[str] = Field(default_factory=list, description="Leave out these tasks' entries.")
     since_s: float | None = Field(default=None, description="Only entries created at or after this Unix time.")
     until_s: float | None = Field(default=None, description="Only entries created before this Unix time.")
 
@@ -79,6 +80,7 @@ class SearchFilters(BaseModel):
             and (self.exclude_agent_id is None or entry.agent_id != self.exclude_agent_id)
             and (self.topic is None or entry.topic == self.topic)
             and (self.task_id is None or entry.task_id == self.task_id)
+            and entry.task_id not in self.exclude_task_ids
             and (self.since_s is None or entry.created_at_s >= self.since_s)
             and (self.until_s is None or entry.created_at_s < self.until_s)
         )

@@ -30,6 +30,19 @@ def test_an_agent_calls_a_tool_and_answers_with_its_result(router):
     assert done["loop"]["steps"] == 2 and done["tool_calls"] == 1
 
 
+def test_recall_leaves_out_the_notes_of_tasks_whose_results_are_already_in_the_prompt(router, tmp_path):
+    finder = {"model": "scripted-findings", "fixed_memory": True}
+    result = run_mission(router, {"agents": [agent("v", **finder), agent("a", **finder), agent("c", **finder)],
+                                  "tasks": [task("venue", "v", "Note the venue."),
+                                            task("month", "a", "Research the launch month.", deps=("venue",)),
+                                            task("plan", "c", "Summarise the plan.", deps=("month",))]},
+                         memory_dir=str(tmp_path / "memory"))
+    assert result["status"] == "succeeded", result["reason"]
+    plan = by_id(result)["plan"]
+    # month's note is its result, already in the prompt; venue's, two steps up, is not
+    assert plan["output"] == "recalled the venue note only"
+
+
 def test_delegation_adds_a_child_task_and_hands_its_result_back(router):
     result = run_mission(router, {"agents": [actor("lead", role="editor", tools=["delegate"]),
                                              actor("rev", role="reviewer")],

@@ -100,3 +100,15 @@ def test_store_filters_inside_faiss_after_a_snapshot_restore_and_never_scans_in_
     assert store.stats()["namespaces"]["research"]["index"] == "ivf"
     assert hits[0].entry.text == "e3" and {h.entry.mission_id for h in hits} == {"m1"} and len(hits) == 20
     store.close()
+
+
+def test_excluded_tasks_stay_out_inside_faiss_and_in_matches():
+    n, vectors = 60, unit(60)
+    entries = [SimpleNamespace(mission_id="m0", agent_id="a0", topic="t", task_id=f"t{i % 3}", created_at_s=0.0)
+               for i in range(n)]
+    index = NamespaceIndex(DIM, exact_below=10_000)
+    index.add(np.arange(n), vectors, attrs_of(entries))
+    where = SearchFilters(mission_id="m0", exclude_task_ids=["t0", "t2", "never-posted"])
+    found = {i for _, i in index.search(vectors[:1], n, where=where)[0]}
+    assert found == {i for i in range(n) if i % 3 == 1}
+    assert [where.matches(e) for e in entries[:3]] == [False, True, False]
