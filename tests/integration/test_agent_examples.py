@@ -83,8 +83,9 @@ def test_the_real_default_model_calls_a_tool_through_constrained_actions(router)
                                     '{"tool": "calculator", "arguments": {"expression": "20000000 * 0.01"}}'}],
         "tasks": [{"id": "size", "agent": "analyst", "retries": 0, "timeout_s": 300,
                    "description": "Use the calculator to compute 1 percent of 20 million students.",
-                   "expected_output": {"type": "object", "properties": {"paying_students": {"type": "integer"}},
-                                       "required": ["paying_students"]}}],
+                   # bounded, as in the demo: unbounded, greedy decoding can run the digits to max_tokens
+                   "expected_output": {"type": "object", "required": ["paying_students"], "properties": {
+                       "paying_students": {"type": "integer", "minimum": 0, "maximum": 20000000}}}}],
     }
     result = run_mission(router, data, timeout_s=900)
     assert result["status"] == "succeeded", result["reason"]
