@@ -1,5 +1,5 @@
-"""The supervisor's planning phase: a declared mission's own tasks, or the planner model's plan, repaired, logged
-and (with `policies.approve_plan`) approved by a person before any task runs."""
+"""The supervisor's planning phase for `plan: auto`: the planner model's plan, repaired and logged, and (with
+`policies.approve_plan`) approved by a person before any task runs."""
 
 from __future__ import annotations
 
@@ -18,13 +18,11 @@ from controlplane.config.mission import MissionSpec, TaskSpec
 from controlplane.errors import ApprovalDenied
 
 
-async def plan_mission(spec: MissionSpec, plan_info: dict[str, Any], *, router: Any, log: EventLog,
-                       approvals: ApprovalGate, control_token: Callable[[str], str], count_call: Callable[[], None],
-                       tracing: TracingConfig | None) -> list[TaskSpec]:
-    """The mission's tasks. With `plan: auto`, one planner call (`count_call` counts it); `plan_info` is updated
-    in place with the plan, its repairs and its approval. A failed call falls back to `repair_plan`'s plan."""
-    if spec.plan == "declared":
-        return list(spec.tasks)
+async def plan_mission(spec: MissionSpec, *, router: Any, log: EventLog, control_token: Callable[[str], str],
+                       count_call: Callable[[], None], tracing: TracingConfig | None
+                       ) -> tuple[list[TaskSpec], dict[str, Any]]:
+    """A `plan: auto` mission's tasks from one planner call (`count_call` counts it), with the plan's record: its
+    tasks, repairs and whether it fell back. A failed call falls back to `repair_plan`'s plan."""
     from serving import ChatMessage, ChatRequest
 
     log.emit(time.time(), "mission", MissionStatus.PLANNING, agent="planner")
@@ -41,18 +39,17 @@ async def plan_mission(spec: MissionSpec, plan_info: dict[str, Any], *, router: 
     except Exception as exc:
         notes.append(f"planner call failed ({type(exc).__name__}: {exc})")
     plan = repair_plan(raw, spec.agents, spec.goal, p.max_tasks)
-    plan_info.clear()
-    plan_info.update({"mode": "auto", "repairs": notes + plan.repairs, "fallback": plan.fallback,
-                      "tasks": [t.model_dump(mode="json") for t in plan.tasks]})
-    log.emit(time.time(), "plan", "planned", agent="planner", data=plan_info,
-             message=f"{len(plan.tasks)} tasks, {len(plan_info['repairs'])} repairs")
-    if spec.policies.approve_plan:
-        await _approve(plan_info, approvals)
-    return plan.tasks
+    repairs = notes + plan.repairs
+    info: dict[str, Any] = {"mode": "auto", "repairs": repairs, "fallback": plan.fallback,
+            "tasks": [t.model_dump(mode="json") for t in plan.tasks]}
+    log.emit(time.time(), "plan", "planned", agent="planner", data=info,
+             message=f"{len(plan.tasks)} tasks, {len(repairs)} repairs")
+    return plan.tasks, info
 
 
-async def _approve(plan_info: dict[str, Any], approvals: ApprovalGate) -> None:
-    """No task runs before a person approves the plan (`controlplane approvals RUN` shows it)."""
+async def approve_plan(plan_info: dict[str, Any], approvals: ApprovalGate) -> None:
+    """No task runs before a person approves the plan (`controlplane approvals RUN` shows it); the approval is
+    added to `plan_info`."""
     approval = await approvals.wait("plan", agent="planner", tool="plan",
                                     arg_digest=arguments_digest(plan_info["tasks"]))
     plan_info["approval"] = asdict(approval)

@@ -28,7 +28,7 @@ from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
 from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing
-from actors._planning import plan_mission
+from actors._planning import approve_plan, plan_mission
 from actors._tool_journal import ToolJournalDesk
 from controlplane import _tracing
 from controlplane._core.budget import BudgetTracker, summarize_usage
@@ -326,11 +326,7 @@ class SupervisorActor:
             if resuming:
                 self._resume()
             else:
-                if self.spec.plan == "auto":
-                    self.phase = MissionStatus.PLANNING
-                tasks = await plan_mission(self.spec, self.plan_info, router=self.router, log=self.log,
-                                           approvals=self.approvals, control_token=self._control_token,
-                                           count_call=lambda: self.count_calls("planner"), tracing=self.tracing)
+                tasks = await self._plan()
                 self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
                 self.phase = MissionStatus.RUNNING
                 self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
@@ -450,6 +446,18 @@ class SupervisorActor:
     def _agent_back(self, name: str) -> None:
         self.scheduler.release_agent(name)
         self._wake.set()
+
+    async def _plan(self) -> list[TaskSpec]:
+        if self.spec.plan == "declared":
+            return list(self.spec.tasks)
+        self.phase = MissionStatus.PLANNING
+        tasks, self.plan_info = await plan_mission(self.spec, router=self.router, log=self.log,
+                                                   control_token=self._control_token,
+                                                   count_call=lambda: self.count_calls("planner"),
+                                                   tracing=self.tracing)
+        if self.spec.policies.approve_plan:
+            await approve_plan(self.plan_info, self.approvals)
+        return tasks
 
     def _agent(self, name: str) -> Any:
         return self.agents[name]
