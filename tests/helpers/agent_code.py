@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -16,6 +17,11 @@ async def python_agent(task: Any, ctx: Any) -> dict[str, Any]:
 async def context_echo(task: Any, ctx: Any) -> dict[str, Any]:
     """A `kind: python` agent whose output is the context it was given (its dependencies' outputs)."""
     return dict(ctx.context)
+
+
+async def serve_routing_env(task: Any, ctx: Any) -> str | None:
+    """A `kind: python` agent whose output is how its process routes Serve handle calls (the agents' runtime_env)."""
+    return os.environ.get("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP")
 
 
 def gpu_ids() -> list[str]:
