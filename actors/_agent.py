@@ -118,11 +118,12 @@ class AgentActor:
         Raises on failure (the supervisor retries or falls back); the exception carries the attempt's detail."""
         started = time.time()
         with AttemptObserver(agent=self.agent.name, mission_id=self.mission_id, task_id=task.id, attempt=attempt,
-                             trace=trace, sink=self.tracing, slack_s=slack_s) as observer:
+                             trace=trace, sink=self.tracing, slack_s=slack_s,
+                             send_model_calls=self._send_model_calls) as observer:
             runner = self._runner(task, attempt, token)
-            if self._python is not None:
-                return await self._run_python(task, attempt, context, runner, started, token, observer)
-            return await self._run_loop(task, attempt, context, runner, started, token, observer)
+            step = self._run_python if self._python is not None else self._run_loop
+            result = await step(task, attempt, context, runner, started, token, observer)
+            return dataclasses.replace(result, model_call_records=observer.model_calls)
 
     # -- kind: llm -------------------------------------------------------------------------------------
     async def _run_loop(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,
@@ -196,18 +197,25 @@ class AgentActor:
 
     def _audit_model_call(self, observer: AttemptObserver | None, reply: Any, *, outcome: str,
                           started: float) -> None:
-        """One `model.call` record in the mission's audit log: model, identity, tokens, cost, latency, outcome;
-        never content."""
+        """One `model.call` record for the mission's audit log: model, identity, tokens, cost, latency, outcome;
+        never content. An attempt's records go to the supervisor with its outcome (`AttemptObserver`)."""
         if self.supervisor is None:
             return
         spent = {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0}
         if reply is not None:
             spent = {name: getattr(reply.usage, name) for name in spent}
-        self.supervisor.on_model_call.remote(
-            model=reply.model if reply is not None else self.agent.model, agent=self.agent.name,
-            task=observer.task_id if observer is not None else None,
-            attempt_key=observer.attempt_key if observer is not None else None, **spent,
-            latency_s=round(time.perf_counter() - started, 6), outcome=outcome)
+        record = {"model": reply.model if reply is not None else self.agent.model, "agent": self.agent.name,
+                  "task": observer.task_id if observer is not None else None,
+                  "attempt_key": observer.attempt_key if observer is not None else None, **spent,
+                  "latency_s": round(time.perf_counter() - started, 6), "outcome": outcome}
+        if observer is not None:
+            observer.model_calls.append(record)
+        else:
+            self._send_model_calls([record])
+
+    def _send_model_calls(self, records: list[dict[str, Any]]) -> None:
+        if self.supervisor is not None:
+            self.supervisor.on_model_calls.remote(records)
 
     async def _run_tool(self, runner: ToolRunner, call: ToolCall, task: TaskSpec, attempt: int,
                         observer: AttemptObserver) -> ToolResult:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from controlplane.errors import ControlPlaneError
 logger = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 10.0
 DETAIL_ATTRIBUTE = "attempt_detail"
+MODEL_CALLS_ATTRIBUTE = "attempt_model_calls"
 
 
 def configure_process(config: TracingConfig | None, service: str) -> None:
@@ -77,14 +78,21 @@ class AttemptObserver:
     """One task attempt: `with AttemptObserver(...) as obs:` opens its `invoke_agent` span (a child of the
     supervisor's `trace` carrier). Inside, `obs.request_fields()` goes into each ChatRequest, `obs.chat_done(reply)`
     counts each reply, `with obs.tool(name):` times a tool. `obs.detail()` is the attempt's AttemptDetail; when
-    the attempt raises, the detail rides on the exception (`detail_of` reads it in the supervisor)."""
+    the attempt raises, the detail rides on the exception (`detail_of` reads it in the supervisor).
+
+    `obs.model_calls` holds the attempt's `model.call` audit records. They travel to the supervisor with the
+    attempt's outcome, not one actor call each: in the result on success, on the exception on a failure
+    (`model_calls_of`), and through `send_model_calls` when the attempt is cancelled (nobody awaits its outcome)."""
 
     def __init__(self, *, agent: str, mission_id: str, task_id: str, attempt: int,
-                 trace: Mapping[str, str] | None, sink: TracingConfig | None, slack_s: float | None = None) -> None:
+                 trace: Mapping[str, str] | None, sink: TracingConfig | None, slack_s: float | None = None,
+                 send_model_calls: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         """`slack_s`: the task's slack in the mission's DAG, sent with each of its router calls."""
         self.agent, self.sink, self.slack_s = agent, sink, slack_s
         self.task_id, self.attempt_key = task_id, attempt_key(mission_id, task_id, attempt)
         self.meter = AttemptMeter()
+        self.model_calls: list[dict[str, Any]] = []
+        self._send_model_calls = send_model_calls
         self._span_cm = tracing.invoke_agent(agent, mission_id=mission_id, task_id=task_id, attempt=attempt,
                                              parent=trace)
 
@@ -97,7 +105,9 @@ class AttemptObserver:
         self.span.set_attributes({"controlplane.queue_s": detail.queue_s, "controlplane.model_s": detail.model_s,
                                   "controlplane.usage.usd": detail.usd})
         if isinstance(error, Exception):
-            attach_detail(error, detail)
+            attach_detail(error, detail, self.model_calls)
+        elif error is not None and self.model_calls and self._send_model_calls is not None:
+            self._send_model_calls(self.model_calls)
         self._span_cm.__exit__(kind, error, tb)
 
     def request_fields(self) -> dict[str, Any]:
@@ -124,16 +134,22 @@ class AttemptObserver:
         return self.meter.detail()
 
 
-def attach_detail(error: Exception, detail: AttemptDetail) -> Exception:
-    """Let a failed attempt's detail travel with its exception across Ray (a controlplane error is rebuilt from
-    its fields when unpickled, so there it goes into the fields too)."""
-    data = asdict(detail)
-    setattr(error, DETAIL_ATTRIBUTE, data)
+def attach_detail(error: Exception, detail: AttemptDetail, model_calls: list[dict[str, Any]] = ()) -> Exception:
+    """Let a failed attempt's detail and model-call records travel with its exception across Ray (a controlplane
+    error is rebuilt from its fields when unpickled, so there they go into the fields too)."""
+    carried = {DETAIL_ATTRIBUTE: asdict(detail), MODEL_CALLS_ATTRIBUTE: list(model_calls)}
+    for name, value in carried.items():
+        setattr(error, name, value)
     if isinstance(error, ControlPlaneError):
-        error.fields = {**error.fields, DETAIL_ATTRIBUTE: data}
+        error.fields = {**error.fields, **carried}
     return error
 
 
 def detail_of(error: BaseException) -> dict[str, Any] | None:
     """The attempt detail a failed attempt's exception carries, if any."""
     return getattr(error, DETAIL_ATTRIBUTE, None)
+
+
+def model_calls_of(error: BaseException) -> list[dict[str, Any]]:
+    """The `model.call` audit records a failed attempt's exception carries."""
+    return getattr(error, MODEL_CALLS_ATTRIBUTE, None) or []

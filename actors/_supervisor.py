@@ -27,7 +27,7 @@ from actors._durable import MissionJournal, Start, budget_fields, default_run_di
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
-from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing
+from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing, model_calls_of
 from actors._planning import approve_plan, plan_mission
 from actors._tool_journal import ToolJournalDesk
 from controlplane import _tracing
@@ -202,9 +202,11 @@ class SupervisorActor:
         for fields in events:
             self.log.emit(time.time(), **fields)
 
-    def on_model_call(self, **call: Any) -> None:
-        """An agent's model call, for the audit log (`AgentActor._audit_model_call` says what it holds)."""
-        self.writer.append("model.call", call, actor=call["agent"], wait=False)
+    def on_model_calls(self, calls: list[dict[str, Any]]) -> None:
+        """Agents' model calls, for the audit log (`AgentActor._audit_model_call` says what each holds). An
+        attempt's calls come with its result or its error instead, see `_await`."""
+        for call in calls:
+            self.writer.append("model.call", call, actor=call["agent"], wait=False)
 
     async def tool_intent(self, **intent: Any) -> dict[str, Any]:
         """Before a side-effecting tool call (actors._tool_journal): replay its recorded result, refuse a call
@@ -552,6 +554,7 @@ class SupervisorActor:
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
+            self.on_model_calls(model_calls_of(cause))
             if isinstance(exc, RayActorError):
                 self.agents.replace(a.agent)
             if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
@@ -563,6 +566,7 @@ class SupervisorActor:
             self.scheduler.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause,
                                   detail=detail_of(cause))
         else:
+            self.on_model_calls(result.model_call_records)
             tokens = result.prompt_tokens + result.completion_tokens
             self.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)

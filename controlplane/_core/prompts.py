@@ -48,6 +48,8 @@ class StepResult:
     """The tool loop's transcript: steps, calls (names and argument digests, never arguments), stop cause."""
     detail: AttemptDetail = field(default_factory=AttemptDetail)
     """Where the attempt's time and money went: router queue, model and tool seconds, dollars, tokens, model."""
+    model_call_records: list[dict[str, Any]] = field(default_factory=list)
+    """The attempt's `model.call` audit records; the supervisor moves them into the mission log."""
 
 
 def _clip(text: str, limit: int) -> str:

@@ -150,3 +150,15 @@ def test_every_model_call_is_an_audit_record_with_its_identity_cost_and_outcome_
               "outcome"}
     assert all(set(c.data) == fields and secret not in str(c.data) for c in calls)  # no prompt, no reply
     assert verify_log(str(tmp_path / "run")).ok
+
+
+def test_a_model_call_cut_off_by_the_tasks_timeout_is_in_the_audit_log(router, tmp_path):
+    """A timed-out attempt is cancelled: no result or error carries its records, so the agent sends them."""
+    from controlplane._logfile import read_log
+
+    data = {"agents": [agent("slow", model="scripted-slow"), agent("quick")],
+            "tasks": [task("t", "slow", timeout_s=0.1, retries=0, fallback_agent="quick")]}
+    result = run_mission(router, data, mission_id="it-gov-audit-cut", run_dir=str(tmp_path / "run"))
+    assert by_id(result)["t"]["agent"] == "quick"
+    calls = [(r.data["agent"], r.data["outcome"]) for r in read_log(str(tmp_path / "run")) if r.kind == "model.call"]
+    assert sorted(calls) == [("quick", "ok"), ("slow", "CancelledError")]

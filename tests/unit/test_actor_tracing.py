@@ -1,10 +1,12 @@
 """The actors' tracing helpers without Ray: the mission span is the parent of each attempt's span, an attempt's
 router calls carry that span's context and the mission's sink, and a failed attempt keeps its detail."""
 
+import asyncio
+
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from actors._observe import AttemptObserver, MissionTrace, detail_of, mission_tracing, request_trace
+from actors._observe import AttemptObserver, MissionTrace, detail_of, mission_tracing, model_calls_of, request_trace
 from controlplane import _tracing as tracing
 from controlplane._core.timeline import AttemptDetail
 from controlplane._tracing import TracingConfig
@@ -59,6 +61,27 @@ def test_a_failed_attempt_marks_its_span_and_keeps_its_detail(spans):
     assert AttemptDetail.from_data(detail_of(raised.value)).queue_s == 3.0
     (span,) = spans.get_finished_spans()
     assert span.status.status_code.name == "ERROR"
+
+
+def test_an_attempts_model_call_records_are_sent_on_their_own_only_when_it_is_cancelled():
+    sent: list[list[dict]] = []
+    record = {"agent": "w", "task": "t", "outcome": "CancelledError"}
+
+    def attempt(outcome: BaseException | None) -> AttemptObserver:
+        with AttemptObserver(agent="w", mission_id="m", task_id="t", attempt=1, trace=None, sink=None,
+                             send_model_calls=sent.append) as observer:
+            observer.model_calls.append(record)
+            if outcome is not None:
+                raise outcome
+        return observer
+
+    assert attempt(None).model_calls == [record] and sent == []  # the result carries them
+    with pytest.raises(ValueError) as raised:
+        attempt(ValueError("bad"))
+    assert model_calls_of(raised.value) == [record] and sent == []  # the exception carries them
+    with pytest.raises(asyncio.CancelledError):
+        attempt(asyncio.CancelledError())
+    assert sent == [[record]]  # nobody awaits a cancelled attempt's outcome
 
 
 def test_without_tracing_nothing_is_added_to_requests():

@@ -4,7 +4,7 @@
 import pickle
 from dataclasses import asdict
 
-from actors._observe import attach_detail, detail_of
+from actors._observe import attach_detail, detail_of, model_calls_of
 from controlplane import ReplicaUnavailable
 from controlplane._core.attempt_meter import AttemptMeter
 from controlplane._core.events import EventLog
@@ -60,13 +60,14 @@ def test_attempt_events_carry_the_detail_of_successes_and_failures():
     assert [(s.kind, s.duration_s) for s in bars["a"].segments] == [("queue", 4.0), ("other", 1.0)]
 
 
-def test_a_failed_attempts_detail_travels_with_its_exception_across_pickling():
-    detail = metered()
+def test_a_failed_attempts_detail_and_model_calls_travel_with_its_exception_across_pickling():
+    detail, calls = metered(), [{"agent": "w", "task": "a", "outcome": "ok"}]
     for error in (ValueError("not JSON"), ReplicaUnavailable(model="default", why="down")):
-        copy = pickle.loads(pickle.dumps(attach_detail(error, detail)))
+        copy = pickle.loads(pickle.dumps(attach_detail(error, detail, calls)))
         assert AttemptDetail.from_data(detail_of(copy)) == detail
+        assert model_calls_of(copy) == calls
         assert str(copy) == str(error)
-    assert detail_of(RuntimeError("plain")) is None
+    assert detail_of(RuntimeError("plain")) is None and model_calls_of(RuntimeError("plain")) == []
 
 
 def test_the_slowest_agent_is_the_one_with_the_longest_median_attempt_running_ones_count():
