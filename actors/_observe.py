@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -134,7 +134,7 @@ class AttemptObserver:
         return self.meter.detail()
 
 
-def attach_detail(error: Exception, detail: AttemptDetail, model_calls: list[dict[str, Any]] = ()) -> Exception:
+def attach_detail(error: Exception, detail: AttemptDetail, model_calls: Sequence[dict[str, Any]] = ()) -> Exception:
     """Let a failed attempt's detail and model-call records travel with its exception across Ray (a controlplane
     error is rebuilt from its fields when unpickled, so there they go into the fields too)."""
     carried = {DETAIL_ATTRIBUTE: asdict(detail), MODEL_CALLS_ATTRIBUTE: list(model_calls)}
