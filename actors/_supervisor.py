@@ -348,7 +348,7 @@ class SupervisorActor:
             await self._teardown()
             await self._usage()  # the final figures: read once more before the mission counts as done
             if self.sched is not None:
-                self.metrics.states(self.sched.counts())
+                self.metrics.publish(self.sched.counts())
             self.log.emit(self.ended_s, "mission", self.final[0] if self.final else MissionStatus.FAILED,
                           message=self.final[1] if self.final else "")
             await self._finish()
@@ -522,7 +522,7 @@ class SupervisorActor:
             self._launch(assignment)
         if now - self._metrics_at > 0.5:
             self._metrics_at = now
-            self.metrics.states(sched.counts())
+            self.metrics.publish(sched.counts())
 
     def _launch(self, a: Assignment) -> None:
         spec = self.scheduler.tasks[a.task].spec
@@ -572,7 +572,7 @@ class SupervisorActor:
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
             self._task_s[0] += time.time() - started
             self._task_s[1] += 1
-            self.scheduler.on_success(a.task, a.attempt, asdict(result), time.time())
+            self.scheduler.on_success(a.task, a.attempt, result.fields(), time.time())
         finally:
             current = self._attempts.get(a.task)
             if current is not None and current[0] == a.attempt:

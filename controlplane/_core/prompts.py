@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from controlplane._core.timeline import AttemptDetail
@@ -50,6 +50,11 @@ class StepResult:
     """Where the attempt's time and money went: router queue, model and tool seconds, dollars, tokens, model."""
     model_call_records: list[dict[str, Any]] = field(default_factory=list)
     """The attempt's `model.call` audit records; the supervisor moves them into the mission log."""
+
+    def fields(self) -> dict[str, Any]:
+        """The fields by name, the detail as a dict. Unlike `asdict`, the other values are not deep-copied (the
+        supervisor takes this for every result)."""
+        return {**vars(self), "detail": asdict(self.detail)}
 
 
 def _clip(text: str, limit: int) -> str:

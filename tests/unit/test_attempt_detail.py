@@ -46,9 +46,10 @@ def test_attempt_events_carry_the_detail_of_successes_and_failures():
     a, b = sched.dispatch(0.0)
     failed = AttemptDetail(queue_s=4.0, usd=0.01, model="default")
     sched.on_failure(a.task, a.attempt, "ReplicaUnavailable: down", 5.0, detail=asdict(failed))
-    result = asdict(StepResult(output="ok", prompt_tokens=150, completion_tokens=30, attempt=1, started_at_s=0.0,
-                               ended_at_s=4.0, model_latency_s=3.0, detail=detail))
-    sched.on_success(b.task, b.attempt, result, 4.0)
+    step = StepResult(output="ok", prompt_tokens=150, completion_tokens=30, attempt=1, started_at_s=0.0,
+                      ended_at_s=4.0, model_latency_s=3.0, detail=detail, loop={"steps": 1})
+    assert step.fields() == asdict(step) and step.fields()["loop"] is step.loop  # the same, but not deep-copied
+    sched.on_success(b.task, b.attempt, step.fields(), 4.0)
     ends = {(e.task, e.status): e.data for e in log.events if e.status in ("retrying", "succeeded")}
     assert AttemptDetail.from_data(ends[("a", "retrying")]) == failed
     assert AttemptDetail.from_data(ends[("b", "succeeded")]) == detail
