@@ -20,7 +20,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_status_and_cancel_from_another_process(router, tmp_path):
-    chain = [task("t0", "a")] + [task(f"t{i}", "a" if i % 2 else "b", deps=(f"t{i - 1}",)) for i in range(1, 60)]
+    # 300 tasks of 0.2 s: a minute at least, so the mission still runs when the two CLI processes have started
+    # (60 tasks were once enough; a faster per-task path finished them first)
+    chain = [task("t0", "a")] + [task(f"t{i}", "a" if i % 2 else "b", deps=(f"t{i - 1}",)) for i in range(1, 300)]
     spec = parse_mission({"name": "cancelme", "goal": "Run long", "tasks": chain,
                           "agents": [agent("a", model="scripted-slow"), agent("b", model="scripted-slow")]})
     handle = start_mission(spec, router=router, mission_id="cancelme-1")
