@@ -22,7 +22,9 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors._agent_pool import AgentPool, kill_actors
 from actors._approvals import ApprovalGate
+from actors._budgets import BudgetDesk
 from actors._conflicts import ConflictDesk
+from actors._delegation import DelegationDesk
 from actors._durable import MissionJournal, Start, budget_fields, default_run_dir, open_mission
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
@@ -31,9 +33,7 @@ from actors._observe import MissionTrace, configure_process, detail_of, mission_
 from actors._planning import approve_plan, plan_mission
 from actors._tool_journal import ToolJournalDesk
 from controlplane import _tracing
-from controlplane._core.budget import BudgetTracker, summarize_usage
-from controlplane._core.builtins import check_delegation
-from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
+from controlplane._core.events import EventLog, MissionStatus
 from controlplane._core.identity import MissionTokens
 from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.results import MissionResult, MissionSummary
@@ -41,7 +41,7 @@ from controlplane._core.scheduler import Assignment, Scheduler
 from controlplane._rundir import write_run_dir
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
-from controlplane.errors import BudgetExceeded, ToolError
+from controlplane.errors import BudgetExceeded
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
@@ -51,7 +51,6 @@ FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, the
 TOKEN_MARGIN_S = 60.0
 """An agent's token outlives its task's timeout by this much (queueing at the router, the memory post)."""
 CONTROL_TOKEN_TTL_S = 600.0
-USAGE_TIMEOUT_S = 10.0
 CANCEL_GRACE_S = 1.0
 """How long a cancelled agent step may take to cancel its tool calls and model calls before the agent is killed."""
 
@@ -76,27 +75,26 @@ class SupervisorActor:
         self.log: EventLog = MissionJournal(mission_id, self.writer)
         self.started_s = self.opened.state.started_s or time.time()
         self.ended_s: float | None = None
-        self.budget = BudgetTracker(spec.budgets, start_s=self.started_s)
+        self.budgets = BudgetDesk(spec, mission_id=mission_id, router=router, writer=self.writer,
+                                  start_s=self.started_s)
         self.sched: Scheduler | None = None
         self.final: tuple[MissionStatus, str] | None = None
         self.phase = MissionStatus.STARTING
         self.memory: Any = None
         self.mcp: Any = None
         self.router_url = router_url
-        self._depth: dict[str, int] = {}
-        self._delegated: dict[str, asyncio.Future] = {}
-        self.usage = summarize_usage([])
-        """The mission's usage as the router last reported it (final once the mission has ended)."""
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
         self.agents = AgentPool(spec, mission_id, namespace, self.log, hold=self._hold_agent,
                                 release=self._agent_back)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
-                                      count_call=lambda: self.count_calls("control-plane"),
+                                      count_call=lambda: self.budgets.count_calls("control-plane"),
                                       supervisor_token=self._control_token,
                                       agent_token=lambda name, timeout_s: self._agent_token(spec.agent(name),
                                                                                            timeout_s),
                                       scheduler=lambda: self.sched, wake=self._wake_loop, mission_id=mission_id)
+        self.delegation = DelegationDesk(spec, scheduler=lambda: self.sched, is_agent=lambda name: name in self.agents,
+                                         wake=self._wake_loop)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
         self._slack: dict[str, float] | None = None
         self._task_s = [0.0, 0]  # seconds and count of successful attempts, for the slack's time unit
@@ -223,43 +221,9 @@ class SupervisorActor:
         return (record.agent if record is not None else None) or "agent"
 
     async def delegate(self, parent: str, to: str, description: str) -> Any:
-        """Add a child task for agent or role `to` to the running DAG, wait for it, and return its output.
-
-        Called by an agent's `delegate` tool; a refusal or the child's failure raises, and the calling model
-        reads it as the tool's error."""
-        if self.sched is None or parent not in self.sched.tasks:
-            raise ToolError(tool="delegate", why=f"task {parent!r} is not running in this mission",
-                            fix="delegate only from a running task")
-        depth = self._depth.get(parent, 0)
-        refused = check_delegation(depth=depth, max_depth=self.spec.delegation.max_depth,
-                                   task_count=len(self.sched.tasks), max_tasks=self.spec.delegation.max_tasks)
-        if refused:
-            raise ToolError(tool="delegate", why=refused, fix="do this part yourself")
-        parent_spec = self.sched.tasks[parent].spec
-        child_id = f"{parent}.d{sum(1 for t in self.sched.tasks.values() if t.delegated_by == parent) + 1}"
-        target = {"agent": to} if to in self.agents else {"role": to}
-        child = TaskSpec(id=child_id, description=description, timeout_s=parent_spec.timeout_s,
-                         topic=f"{parent_spec.topic or parent}-{child_id}", **target)
-        self.sched.add_task(child, delegated_by=parent, now_s=time.time())
-        self._depth[child_id] = depth + 1
-        waiter = asyncio.get_running_loop().create_future()
-        self._delegated[child_id] = waiter
-        self._wake.set()
-        return await waiter
-
-    def _settle_delegated(self, task_id: str) -> None:
-        """Hand a finished child task's outcome to the agent that delegated it."""
-        waiter = self._delegated.get(task_id)
-        record = self.sched.tasks[task_id] if self.sched is not None else None
-        if waiter is None or waiter.done() or record is None or record.status not in TERMINAL:
-            return
-        del self._delegated[task_id]
-        if record.status == TaskStatus.SUCCEEDED:
-            waiter.set_result(record.output)
-        else:
-            waiter.set_exception(ToolError(tool="delegate", why=f"the delegated task {task_id!r} "
-                                           f"{record.status}: {record.error or 'no result'}",
-                                           fix="do this part yourself, or delegate a smaller task"))
+        """Add a child task for agent or role `to` to the running DAG, wait for it, and return its output
+        (called by an agent's `delegate` tool; see actors._delegation)."""
+        return await self.delegation.delegate(parent, to, description)
 
     async def request_approval(self, call_id: str, *, agent: str, tool: str, arg_digest: str, task: str,
                                attempt: int) -> dict[str, Any]:
@@ -289,14 +253,6 @@ class SupervisorActor:
         if record is not None and record.attempts == attempt:
             record.deadline_s += seconds
             self._wake.set()
-
-    def _usd(self) -> dict[str, Any]:
-        """Dollars of the agents' model calls, in all and by agent (tasks carry their own)."""
-        by_agent: dict[str, float] = {}
-        for record in (self.sched.tasks.values() if self.sched else []):
-            if record.agent is not None:
-                by_agent[record.agent] = by_agent.get(record.agent, 0.0) + record.usd
-        return {"usd": round(sum(by_agent.values()), 8), "usd_by_agent": {a: round(u, 8) for a, u in by_agent.items()}}
 
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
@@ -362,7 +318,7 @@ class SupervisorActor:
             self.plan_info = {"mode": "auto", "repairs": [], "fallback": False, "tasks": state.plan, "resumed": True}
         self.sched, relaunch = rebuild_scheduler(state, tasks, self.spec.agents, self.spec.policies, self.log,
                                                  time.time())
-        self.budget.llm_calls = state.budget.llm_calls
+        self.budgets.tracker.llm_calls = state.budget.llm_calls
         self.conflicts.resume(state.conflicts)
         self.phase = MissionStatus.RUNNING
         self.log.emit(time.time(), "mission", MissionStatus.RUNNING,
@@ -402,29 +358,12 @@ class SupervisorActor:
         return self.tokens.agent(agent.name, now_s=time.time(), ttl_s=timeout_s + TOKEN_MARGIN_S,
                                  read=agent.memory.read, write=agent.memory.write, tools=agent.tools)
 
-    async def _arm_budgets(self) -> None:
-        """The router's hard token and USD caps of this mission and of each capped agent."""
-        budgets, token = self.spec.budgets, self._control_token()
-        if budgets.max_tokens is not None or budgets.max_usd is not None:
-            await self.router.set_budget(token, max_tokens=budgets.max_tokens, max_usd=budgets.max_usd)
-        for agent in self.spec.agents:
-            if agent.budget is not None:
-                await self.router.set_budget(token, agent.name, max_tokens=agent.budget.max_tokens,
-                                             max_usd=agent.budget.max_usd)
-
     async def _usage(self) -> dict[str, Any]:
-        """The mission's usage from the router; the last one seen when the router does not answer."""
-        if not self._done.is_set():
-            try:
-                rows = await asyncio.wait_for(self.router.usage(self.mission_id), USAGE_TIMEOUT_S)
-                self.usage = summarize_usage(rows)
-            except Exception as exc:
-                logger.warning("mission %s: the router's usage is unavailable (%s); showing the last seen",
-                               self.mission_id, exc)
-        return self.usage
+        """The mission's usage from the router while it runs; once ended, the final figures read at its end."""
+        return self.budgets.usage if self._done.is_set() else await self.budgets.read_usage()
 
     async def _start_actors(self) -> None:
-        await self._arm_budgets()
+        await self.budgets.arm(self._control_token())
         if self.spec.mcp_servers:
             self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(  # type: ignore[attr-defined]
                 list(self.spec.mcp_servers))
@@ -455,7 +394,7 @@ class SupervisorActor:
         self.phase = MissionStatus.PLANNING
         tasks, self.plan_info = await plan_mission(self.spec, router=self.router, log=self.log,
                                                    control_token=self._control_token,
-                                                   count_call=lambda: self.count_calls("planner"),
+                                                   count_call=lambda: self.budgets.count_calls("planner"),
                                                    tracing=self.tracing)
         if self.spec.policies.approve_plan:
             await approve_plan(self.plan_info, self.approvals)
@@ -466,12 +405,6 @@ class SupervisorActor:
 
     def _memory(self) -> Any:
         return self.memory
-
-    def count_calls(self, agent: str, *, calls: int = 1, tokens: int = 0) -> None:
-        """Count model calls against max_llm_calls, and log them (a resumed mission starts from what was used).
-        Tokens and USD are charged by the router, whose ledger is the authority for those caps."""
-        self.budget.count_call(calls)
-        self.writer.append("budget.charge", {"agent": agent, "tokens": tokens, "calls": calls}, wait=False)
 
     async def _loop(self) -> None:
         assert self.sched is not None
@@ -495,7 +428,7 @@ class SupervisorActor:
                                "agents' max_concurrency", self.mission_id, took, self.sched.in_flight())
             if self.sched.finished:
                 break
-            wakes = [t for t in (self.sched.next_wakeup_s(), self.budget.wall_deadline_s()) if t is not None]
+            wakes = [t for t in (self.sched.next_wakeup_s(), self.budgets.tracker.wall_deadline_s()) if t is not None]
             timeout = max(pause_s, min(wakes) - time.time()) if wakes else (pause_s or None)
             self._wake.clear()
             try:
@@ -507,7 +440,7 @@ class SupervisorActor:
         sched = self.scheduler
         if self._cancel_reason is not None:
             return self._stop(MissionStatus.CANCELLED, self._cancel_reason, now)
-        exceeded = self.budget.exceeded(now)
+        exceeded = self.budgets.tracker.exceeded(now)
         if exceeded is not None:
             self.log.emit(now, "budget", "exceeded", message=str(exceeded), data=budget_fields(exceeded))
             return self._stop(MissionStatus.BUDGET_EXCEEDED, str(exceeded), now)
@@ -516,9 +449,7 @@ class SupervisorActor:
             future.cancel()
             sched.on_failure(task_id, attempt, f"timed out after {sched.tasks[task_id].spec.timeout_s:g} s", now)
         self.conflicts.settle(now)
-        limit = self.spec.budgets.max_llm_calls
-        max_new = None if limit is None else max(0, limit - self.budget.llm_calls - sched.in_flight())
-        for assignment in sched.dispatch(now, max_new=max_new):
+        for assignment in sched.dispatch(now, max_new=self.budgets.tracker.max_new_calls(sched.in_flight())):
             self._launch(assignment)
         if now - self._metrics_at > 0.5:
             self._metrics_at = now
@@ -568,7 +499,7 @@ class SupervisorActor:
         else:
             self.on_model_calls(result.model_call_records)
             tokens = result.prompt_tokens + result.completion_tokens
-            self.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
+            self.budgets.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
             self._task_s[0] += time.time() - started
             self._task_s[1] += 1
@@ -577,7 +508,7 @@ class SupervisorActor:
             current = self._attempts.get(a.task)
             if current is not None and current[0] == a.attempt:
                 del self._attempts[a.task]
-            self._settle_delegated(a.task)
+            self.delegation.settle(a.task)
             self._wake.set()
 
     def _stop(self, status: MissionStatus, reason: str, now: float) -> None:
@@ -592,8 +523,7 @@ class SupervisorActor:
         for _, future in self._attempts.values():
             future.cancel()
         self._attempts.clear()
-        for waiter in self._delegated.values():
-            waiter.cancel()
+        self.delegation.cancel_all()
         self.approvals.deny_all(self._cancel_reason or "the mission ended")
         await asyncio.sleep(0)  # the cancelled _await tasks run their ray.cancel
         if self._cancelled_refs:

@@ -37,10 +37,11 @@ class BudgetTracker:
                 return BudgetExceeded(scope=self.scope, budget=name, limit=limit, used=used)
         return None
 
-    def may_start(self, in_flight: int) -> bool:
-        """False when the calls already running would use up `max_llm_calls`: start no more."""
+    def max_new_calls(self, in_flight: int) -> int | None:
+        """How many more tasks may start without the calls already counted and running passing
+        `max_llm_calls`; None without that cap."""
         limit = self.budgets.max_llm_calls
-        return limit is None or self.llm_calls + in_flight < limit
+        return None if limit is None else max(0, limit - self.llm_calls - in_flight)
 
     def wall_deadline_s(self) -> float | None:
         return None if self.budgets.max_wall_s is None else self.start_s + self.budgets.max_wall_s

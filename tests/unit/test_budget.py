@@ -16,10 +16,11 @@ def test_call_and_wall_budgets():
 def test_calls_budget_stops_new_starts_and_wall_deadline():
     t = BudgetTracker(Budgets(max_llm_calls=3, max_wall_s=5), start_s=0.0)
     t.count_call()
-    assert t.may_start(in_flight=1) and not t.may_start(in_flight=2)
+    assert (t.max_new_calls(in_flight=1), t.max_new_calls(in_flight=2), t.max_new_calls(in_flight=5)) == (1, 0, 0)
     assert t.exceeded(4.9) is None and t.exceeded(5.0).budget == "max_wall_s"
     assert t.wall_deadline_s() == 5.0
     assert BudgetTracker(Budgets(), start_s=0).exceeded(1e9) is None
+    assert BudgetTracker(Budgets(), start_s=0).max_new_calls(in_flight=9) is None
 
 
 def row(agent, model="default", *, prompt=0, completion=0, usd=0.0, calls=0, errors=0):
