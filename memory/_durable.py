@@ -64,7 +64,6 @@ class Durable:
         self.local = isinstance(self.fs, LocalFileSystem)
         self.fs.makedirs(self.root, exist_ok=True)
         self._file: Any = None
-        self.segment_first_seq = 0
 
     def load(self) -> tuple[Snapshot | None, list[dict[str, Any]]]:
         """The newest committed snapshot and every valid record after it, in order."""
@@ -84,7 +83,6 @@ class Durable:
         # The start time in the name keeps a new segment apart from a torn one that began at the same seq.
         path = self._path(f"log-{first_seq:012d}-{time.time_ns():020d}.jsonl")
         self._file = open(path, "ab") if self.local else self.fs.open(path, "ab")
-        self.segment_first_seq = first_seq
         self._sync_dir()
 
     def ensure_open(self, first_seq: int) -> None:

@@ -146,10 +146,6 @@ class NamespaceIndex:
         if self.kind == HNSW:
             self.index.hnsw.efSearch = self.hnsw_ef_search
 
-    def row_ids(self) -> np.ndarray:
-        """Entry id of each row, dead rows included (to rebuild the filter attributes after a restore)."""
-        return self._ids
-
     def _append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         start = self.index.ntotal
         # HNSW insertion in parallel depends on thread timing; one thread keeps the graph reproducible.

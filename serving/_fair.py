@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from controlplane.errors import BackpressureError, SpecError
-from serving._pqueue import PRIORITY_RANK
 
 T = TypeVar("T")
+PRIORITY_RANK = {"control": 0, "normal": 1, "bulk": 2}
+"""`control` (supervisor, planner, judge) before `normal` before `bulk`."""
 DEFAULT_WEIGHT = 1.0
 PRUNE_ABOVE = 1024
 """Flows remembered beyond those with calls waiting before idle ones are forgotten."""

@@ -85,14 +85,6 @@ class ApprovalDesk:
                             fix="see the ids with `controlplane approvals RUN`")
         return self._by_id[approval_id]
 
-    def for_call(self, call_id: str) -> Approval | None:
-        approval_id = self._by_call.get(call_id)
-        return None if approval_id is None else self._by_id[approval_id]
-
-    def next_deadline_s(self) -> float | None:
-        """When `expire` next has work: the earliest pending deadline."""
-        return min((a.deadline_s for a in self.pending()), default=None)
-
     def _decide(self, approval_id: str, status: Status, *, by: str, now_s: float, reason: str | None) -> Approval:
         self.expire(now_s)
         approval = self.get(approval_id)

@@ -18,10 +18,6 @@ class Dag:
                 if need in self.dependents:
                     self.dependents[need].append(task)
 
-    def unknown_deps(self) -> list[tuple[str, int, str]]:
-        """(task, index, dep) for each dependency that names no task."""
-        return [(t, i, d) for t, needs in self.deps.items() for i, d in enumerate(needs) if d not in self.deps]
-
     def find_cycle(self) -> list[str] | None:
         """A cycle as a closed path, e.g. ['a', 'b', 'a'], or None when the graph is acyclic."""
         return find_cycle(self.deps)

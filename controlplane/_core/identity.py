@@ -89,17 +89,11 @@ def verify_token(root_secret: bytes, token: str, *, now_s: float) -> Claims:
     return _verified(mission_key(root_secret, mission_id), payload, signature, raw, now_s)
 
 
-def verify_with_mission_key(key: bytes, token: str, *, now_s: float) -> Claims:
-    """As `verify_token`, for a holder of one mission's key (its supervisor)."""
-    payload, signature = _split(token)
-    return _verified(key, payload, signature, None, now_s)
-
-
-def _verified(key: bytes, payload: str, signature: bytes, raw: dict[str, Any] | None, now_s: float) -> Claims:
+def _verified(key: bytes, payload: str, signature: bytes, raw: dict[str, Any], now_s: float) -> Claims:
     if not hmac.compare_digest(_sign(key, payload), signature):
         raise IdentityError(why="the token's signature does not match its claims (forged, edited, or signed "
                                 "for another mission)", fix="use the token the mission's supervisor issued, unchanged")
-    claims = _claims_of(raw if raw is not None else _decode_claims(payload))
+    claims = _claims_of(raw)
     if now_s >= claims.expires_at_s:
         raise IdentityError(why=f"the token of agent {claims.agent_id!r} in mission {claims.mission_id!r} expired "
                                 f"at {claims.expires_at_s:.0f} (now {now_s:.0f})",

@@ -20,7 +20,6 @@ HEAD_RESOURCE = "controlplane_head"
 ask for a sliver of it, so they land on the head."""
 HEAD_SHARE = 0.001
 """What one control-plane actor asks of HEAD_RESOURCE: a thousand of them fit on one head."""
-STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD")
 Bundle = dict[str, float]
 
 

@@ -128,10 +128,6 @@ class ToolCallJournal:
             return Execute(reason=f"tool {call.tool!r} was in flight and is idempotent; running it again is safe")
         return Refuse(reason=str(ToolCallInDoubt(tool=call.tool, call_key=key, args_digest=call.args_digest)))
 
-    def in_doubt(self) -> list[ToolCall]:
-        """Side-effecting calls with an intent but no result (in flight at the crash)."""
-        return [c for c in self.calls.values() if c.side_effects and not c.done]
-
 
 @dataclass(kw_only=True)
 class Budget:

@@ -20,10 +20,6 @@ def test_order_descendants_width_and_critical_path():
     assert dag.critical_path_s(durations) == 7.5
 
 
-def test_unknown_deps_are_listed():
-    assert Dag({"a": ["ghost"], "b": ["a"]}).unknown_deps() == [("a", 0, "ghost")]
-
-
 def test_slack_is_zero_on_the_critical_path_and_the_spare_time_elsewhere():
     dag = Dag({"a": [], "b": ["a"], "c": ["b"], "short": [], "join": ["c", "short"]})
     slack = dag.slack({"a": 1.0, "b": 1.0, "c": 1.0, "short": 1.0, "join": 1.0})

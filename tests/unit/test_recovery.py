@@ -226,11 +226,11 @@ def test_calls_without_side_effects_or_without_a_record_execute():
     assert isinstance(journal_with(intent(key, side_effects=False)).decide(key), Execute)
 
 
-def test_the_journal_is_rebuilt_by_replay_and_lists_calls_in_doubt():
+def test_the_journal_is_rebuilt_by_replay_and_refuses_a_call_in_doubt():
     k0, k1 = ToolCallJournal.key("m1/t/1", 0), ToolCallJournal.key("m1/t/1", 1)
     writer = ListWriter()
     for kind, data in (intent(k0), result(k0, "failed: 550", outcome="error"), intent(k1)):
         writer.append(kind, data)
     state = replay(writer.records)
     assert state.tools.decide(k0) == Replay(result="failed: 550", outcome="error", args_match=True)
-    assert [c.key for c in state.tools.in_doubt()] == [k1]
+    assert isinstance(state.tools.decide(k1), Refuse)  # in flight at the crash, with side effects

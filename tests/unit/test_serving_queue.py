@@ -1,4 +1,4 @@
-"""The bounded priority queue and the async gate built on it."""
+"""The async gate: slots by priority, waits with deadlines."""
 
 import asyncio
 
@@ -6,32 +6,6 @@ import pytest
 
 from controlplane import BackpressureError
 from serving._gate import Gate
-from serving._pqueue import BoundedPriorityQueue
-
-
-def test_priority_order_then_fifo():
-    queue = BoundedPriorityQueue(capacity=10, scope="model:m")
-    for item, priority in [("b1", "bulk"), ("n1", "normal"), ("c1", "control"), ("n2", "normal"), ("c2", "control")]:
-        queue.push(item, priority)
-    assert [queue.pop() for _ in range(5)] == ["c1", "c2", "n1", "n2", "b1"]
-
-
-def test_full_queue_refuses_with_backpressure():
-    queue = BoundedPriorityQueue(capacity=2, scope="model:m")
-    queue.push("a", "normal")
-    queue.push("b", "normal")
-    with pytest.raises(BackpressureError, match="max_queue=2"):
-        queue.push("c", "control")
-    assert len(queue) == 2
-
-
-def test_remove_a_waiter():
-    queue = BoundedPriorityQueue(capacity=3, scope="s")
-    a, b = object(), object()
-    queue.push(a, "normal")
-    queue.push(b, "bulk")
-    assert queue.remove(a) and not queue.remove(a)
-    assert queue.pop() is b
 
 
 def test_gate_hands_slots_to_control_before_bulk():
