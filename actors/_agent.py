@@ -225,8 +225,11 @@ class AgentActor:
             if refusal is not None:
                 return ToolResult.failure(call, refusal)
         with observer.tool(call.name, call_id=call.id,
-                           arguments=call.arguments if self.log_content else None):
-            return await runner.run(call)
+                           arguments=call.arguments if self.log_content else None) as span:
+            result = await runner.run(call)
+            if self.log_content:
+                _tracing.record_tool_result(span, result.content)
+            return result
 
     async def approval_refusal(self, call: ToolCall, task: TaskSpec, attempt: int) -> str | None:
         """None once the supervisor's approval says yes; otherwise why not, for the model to read."""

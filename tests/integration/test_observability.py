@@ -27,6 +27,7 @@ CONTENT_KEYS = {"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.
 SECRET = "codename BLUEBIRD"
 CHAT_ATTRIBUTES = {"gen_ai.operation.name", "gen_ai.request.model", "gen_ai.usage.input_tokens",
                    "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons", "gen_ai.agent.name"}
+CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 OUTSIDE_TRACE, OUTSIDE_PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
@@ -119,12 +120,16 @@ def test_the_spans_reach_a_real_otlp_http_receiver(traced):
 
 def test_content_goes_into_spans_when_the_mission_logs_content(router, tmp_path):
     path = tmp_path / "traces.jsonl"
-    data = traced_mission_data() | {"policies": {"log_content": True}}
-    data["tasks"] = data["tasks"][:1]
+    data = traced_mission_data() | {"policies": {"log_content": True}, "tools": [CALCULATOR]}
+    data["agents"].append(agent("analyst", "analyst", model="scripted-tools", tools=["calculator"]))
+    data["tasks"] = [data["tasks"][0], task("sum", "analyst", "Compute the total of the order")]
     result = run_mission(router, data, tracing=TracingConfig(file_path=str(path), otlp_endpoint=None))
-    assert result["status"] == "succeeded"
-    chat = next(s for s in tracing.read_spans(path) if s["name"] == "chat scripted")
+    assert result["status"] == "succeeded", result["reason"]
+    spans = tracing.read_spans(path)
+    chat = next(s for s in spans if s["name"] == "chat scripted")
     assert SECRET in chat["attributes"]["gen_ai.input.messages"] and chat["attributes"]["gen_ai.output.messages"]
+    tool = next(s for s in spans if s["name"] == "execute_tool calculator")["attributes"]
+    assert tool["gen_ai.tool.call.arguments"] and "42" in tool["gen_ai.tool.call.result"]
 
 
 def bottleneck_of(result: dict):
