@@ -1,14 +1,10 @@
-"""Prefix-affinity replica choice with bounded loads and a power-of-two fallback. Pure logic.
+"""Prefix-affinity replica choice with a power-of-two fallback. Pure logic.
 
 Requests whose prompts share a stable prefix (the same system prompt and tools) get the same
 preferred replica by rendezvous hashing, so vLLM's prefix cache hits on that replica. The task
-text after that prefix is not part of the key: one agent's tasks all go to one replica.
-
-A few keys on a few replicas hash unevenly (four keys on two replicas split 3:1 or 4:0 more often than
-2:2), so a replica takes a key's request only while its load stays within `LOAD_BOUND` times the mean
-and under `busy_at` (consistent hashing with bounded loads, Mirrokni et al. 2018); otherwise the key's
-next replica in rendezvous order is tried, which then holds that key's overflow. When every replica is
-over its bound, the less loaded of two random candidates takes the request.
+text after that prefix is not part of the key: one agent's tasks all go to one replica. When the
+preferred replica already runs `busy_at` or more requests, the less loaded of two random
+candidates takes the request instead.
 """
 
 from __future__ import annotations
@@ -16,14 +12,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 PREFIX_CHARS = 512
-LOAD_BOUND = 1.25
-"""A replica takes a key's request while its load, this one included, is at most this factor of the mean."""
 
 
 def _digest(text: str) -> str:
@@ -55,16 +48,14 @@ def preferred(key: str, replicas: Sequence[str]) -> str:
 
 
 def choose(key: str | None, replicas: Sequence[str], loads: Mapping[str, int], *, busy_at: int,
-           rng: random.Random, load_bound: float = LOAD_BOUND) -> str:
-    """The replica for a request: the first of the key's rendezvous order whose load is within its bound,
-    else the less loaded of two."""
+           rng: random.Random) -> str:
+    """The replica for a request: the preferred one unless busy, else the less loaded of two."""
     if not replicas:
         raise ValueError("choose() needs at least one replica")
     if key is not None:
-        bound = math.ceil(load_bound * (sum(loads.get(r, 0) for r in replicas) + 1) / len(replicas))
-        for replica in sorted(replicas, key=lambda r: _score(key, r), reverse=True):
-            if loads.get(replica, 0) < min(busy_at, bound):
-                return replica
+        first = preferred(key, replicas)
+        if loads.get(first, 0) < busy_at:
+            return first
     if len(replicas) == 1:
         return replicas[0]
     a, b = rng.sample(list(replicas), 2)
