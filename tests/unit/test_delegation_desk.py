@@ -18,12 +18,18 @@ def desk(**changes):
                           wake=lambda: wakes.append(1)), sched, wakes
 
 
+async def delegating(delegation, to, description):
+    """The draft task delegates to `to`; returns its wait, once the child task is in the DAG."""
+    waiting = asyncio.ensure_future(delegation.delegate("draft", to, description))
+    await asyncio.sleep(0)
+    return waiting
+
+
 def test_a_delegation_adds_a_child_task_and_hands_its_output_to_the_delegating_agent():
     async def run():
         delegation, sched, wakes = desk()
         sched.dispatch(0.0)
-        waiting = asyncio.ensure_future(delegation.delegate("draft", "reviewer", "check the tagline"))
-        await asyncio.sleep(0)
+        waiting = await delegating(delegation, "reviewer", "check the tagline")
         child = sched.tasks["draft.d1"]
         assert (child.delegated_by, child.spec.role, child.spec.description) == ("draft", "reviewer",
                                                                                "check the tagline")
@@ -43,8 +49,7 @@ def test_a_failed_child_and_a_refused_delegation_reach_the_agent_as_tool_errors(
         sched.dispatch(0.0)
         with pytest.raises(ToolError, match="not running"):
             await delegation.delegate("ghost", "reviewer", "x")
-        waiting = asyncio.ensure_future(delegation.delegate("draft", "checker", "check it"))
-        await asyncio.sleep(0)
+        waiting = await delegating(delegation, "checker", "check it")
         assert sched.tasks["draft.d1"].spec.agent == "checker"
         with pytest.raises(ToolError, match="depth"):  # max_depth 1: a child may not delegate again
             await delegation.delegate("draft.d1", "reviewer", "x")
@@ -64,8 +69,7 @@ def test_the_missions_end_cancels_every_waiting_delegation():
     async def run():
         delegation, sched, _ = desk()
         sched.dispatch(0.0)
-        waiting = asyncio.ensure_future(delegation.delegate("draft", "reviewer", "check"))
-        await asyncio.sleep(0)
+        waiting = await delegating(delegation, "reviewer", "check")
         delegation.cancel_all()
         with pytest.raises(asyncio.CancelledError):
             await waiting
