@@ -93,7 +93,6 @@ class AgentActor:
                                         ) if agent.kind == "python" and agent.entrypoint else None
         self._mcp_specs: dict[str, ToolSpec] = {}
         self._posts: dict[str, int] = {}  # attempt key -> the last memory post's sequence number
-        self._cancelled_calls_sent: list[Any] = []  # on_model_calls refs of cancelled attempts, not yet awaited
 
     async def ready(self) -> dict[str, Any]:
         """Where Ray placed this agent: node and GPU ids (logical GPUs included).
@@ -121,16 +120,17 @@ class AgentActor:
         its router calls carry `slack_s` (the task's slack in the DAG: the router's queue serves less first).
         Raises on failure (the supervisor retries or falls back); the exception carries the attempt's detail."""
         started = time.time()
+        observer = AttemptObserver(agent=self.agent.name, mission_id=self.mission_id, task_id=task.id,
+                                   attempt=attempt, trace=trace, sink=self.tracing, slack_s=slack_s,
+                                   send_model_calls=self._send_model_calls)
         try:
-            with AttemptObserver(agent=self.agent.name, mission_id=self.mission_id, task_id=task.id,
-                                 attempt=attempt, trace=trace, sink=self.tracing, slack_s=slack_s,
-                                 send_model_calls=self._send_cancelled_model_calls) as observer:
+            with observer:
                 runner = self._runner(task, attempt, token)
                 step = self._run_python if self._python is not None else self._run_loop
                 result = await step(task, attempt, context, runner, started, token, observer)
                 return dataclasses.replace(result, model_call_records=observer.model_calls)
         except asyncio.CancelledError:
-            await self._cancelled_model_calls_delivered()
+            await self._model_calls_delivered(observer.sent_model_calls)
             raise
 
     # -- kind: llm -------------------------------------------------------------------------------------
@@ -224,21 +224,17 @@ class AgentActor:
     def _send_model_calls(self, records: list[dict[str, Any]]) -> Any:
         return self.supervisor.on_model_calls.remote(records) if self.supervisor is not None else None
 
-    def _send_cancelled_model_calls(self, records: list[dict[str, Any]]) -> None:
-        ref = self._send_model_calls(records)
-        if ref is not None:
-            self._cancelled_calls_sent.append(ref)
-
-    async def _cancelled_model_calls_delivered(self) -> None:
-        """A cancelled attempt ends only once the supervisor holds its model-call records: the supervisor waits
-        for its cancelled attempts before it writes the mission log's end, and the agent may be killed then."""
-        sent, self._cancelled_calls_sent = self._cancelled_calls_sent, []
-        if sent:
-            try:
-                await asyncio.wait_for(asyncio.gather(*sent), MODEL_CALLS_DELIVERY_S)
-            except Exception as exc:
-                logger.warning("agent %s: a cancelled attempt's model-call records may not have reached the "
-                               "supervisor (%r)", self.agent.name, exc)
+    async def _model_calls_delivered(self, sent: Any) -> None:
+        """A cancelled attempt ends only once the supervisor holds its model-call records (`sent`, the ref of
+        their delivery): the supervisor waits for its cancelled attempts before it writes the mission log's end,
+        and the agent may be killed then."""
+        if sent is None:
+            return
+        try:
+            await asyncio.wait_for(sent, MODEL_CALLS_DELIVERY_S)
+        except Exception as exc:
+            logger.warning("agent %s: a cancelled attempt's model-call records may not have reached the "
+                           "supervisor (%r)", self.agent.name, exc)
 
     async def _run_tool(self, runner: ToolRunner, call: ToolCall, task: TaskSpec, attempt: int,
                         observer: AttemptObserver) -> ToolResult:

@@ -86,13 +86,14 @@ class AttemptObserver:
 
     def __init__(self, *, agent: str, mission_id: str, task_id: str, attempt: int,
                  trace: Mapping[str, str] | None, sink: TracingConfig | None, slack_s: float | None = None,
-                 send_model_calls: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+                 send_model_calls: Callable[[list[dict[str, Any]]], Any] | None = None) -> None:
         """`slack_s`: the task's slack in the mission's DAG, sent with each of its router calls."""
         self.agent, self.sink, self.slack_s = agent, sink, slack_s
         self.task_id, self.attempt_key = task_id, attempt_key(mission_id, task_id, attempt)
         self.meter = AttemptMeter()
         self.model_calls: list[dict[str, Any]] = []
         self._send_model_calls = send_model_calls
+        self.sent_model_calls: Any = None  # what `send_model_calls` returned for a cancelled attempt (a Ray ref)
         self._span_cm = tracing.invoke_agent(agent, mission_id=mission_id, task_id=task_id, attempt=attempt,
                                              parent=trace)
 
@@ -107,7 +108,7 @@ class AttemptObserver:
         if isinstance(error, Exception):
             attach_detail(error, detail, self.model_calls)
         elif error is not None and self.model_calls and self._send_model_calls is not None:
-            self._send_model_calls(self.model_calls)
+            self.sent_model_calls = self._send_model_calls(self.model_calls)
         self._span_cm.__exit__(kind, error, tb)
 
     def request_fields(self) -> dict[str, Any]:

@@ -67,9 +67,17 @@ def test_an_attempts_model_call_records_are_sent_on_their_own_only_when_it_is_ca
     sent: list[list[dict]] = []
     record = {"agent": "w", "task": "t", "outcome": "CancelledError"}
 
+    def send(records: list[dict]) -> str:
+        sent.append(records)
+        return f"delivery-{len(sent)}"
+
+    observers: list[AttemptObserver] = []
+
     def attempt(outcome: BaseException | None) -> AttemptObserver:
-        with AttemptObserver(agent="w", mission_id="m", task_id="t", attempt=1, trace=None, sink=None,
-                             send_model_calls=sent.append) as observer:
+        observer = AttemptObserver(agent="w", mission_id="m", task_id="t", attempt=len(observers) + 1, trace=None,
+                                   sink=None, send_model_calls=send)
+        observers.append(observer)
+        with observer:
             observer.model_calls.append(record)
             if outcome is not None:
                 raise outcome
@@ -79,9 +87,12 @@ def test_an_attempts_model_call_records_are_sent_on_their_own_only_when_it_is_ca
     with pytest.raises(ValueError) as raised:
         attempt(ValueError("bad"))
     assert model_calls_of(raised.value) == [record] and sent == []  # the exception carries them
-    with pytest.raises(asyncio.CancelledError):
-        attempt(asyncio.CancelledError())
-    assert sent == [[record]]  # nobody awaits a cancelled attempt's outcome
+    for _ in range(2):
+        with pytest.raises(asyncio.CancelledError):
+            attempt(asyncio.CancelledError())
+    assert sent == [[record], [record]]  # nobody awaits a cancelled attempt's outcome
+    # each cancelled attempt keeps its own delivery, which the agent awaits before the cancellation ends
+    assert [o.sent_model_calls for o in observers] == [None, None, "delivery-1", "delivery-2"]
 
 
 def test_without_tracing_nothing_is_added_to_requests():
