@@ -128,6 +128,8 @@ class AgentActor:
                 runner = self._runner(task, attempt, token)
                 step = self._run_python if self._python is not None else self._run_loop
                 result = await step(task, attempt, context, runner, started, token, observer)
+                if _cancel_swallowed():  # Ray reports the attempt cancelled and drops its result
+                    raise asyncio.CancelledError
                 return dataclasses.replace(result, model_call_records=observer.model_calls)
         except asyncio.CancelledError:
             await self._model_calls_delivered(observer.sent_model_calls)
@@ -360,3 +362,9 @@ class AgentActor:
         with _tracing.memory("update_memory", entry.namespace, agent=self.agent.name):
             receipts = await self.memory.post.remote([entry], token=token, settle_checks=self._settle_conflicts)
         return len(receipts)
+
+
+def _cancel_swallowed() -> bool:
+    """Whether this step's code (a python agent's, say) caught the cancellation of the attempt and returned."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0

@@ -154,3 +154,15 @@ def detail_of(error: BaseException) -> dict[str, Any] | None:
 def model_calls_of(error: BaseException) -> list[dict[str, Any]]:
     """The `model.call` audit records a failed attempt's exception carries."""
     return getattr(error, MODEL_CALLS_ATTRIBUTE, None) or []
+
+
+def late_model_calls(outcome: asyncio.Future) -> list[dict[str, Any]]:
+    """The records of an attempt the supervisor cancelled but that ended anyway (it finished or failed before the
+    cancellation reached it, or its code swallowed it): the result or the error carries them, and nobody awaited
+    it. An attempt the cancellation did stop sent its records itself, and its error carries none."""
+    if not outcome.done() or outcome.cancelled():
+        return []
+    error = outcome.exception()
+    if error is None:
+        return list(getattr(outcome.result(), "model_call_records", []))
+    return model_calls_of(getattr(error, "cause", None) or error)

@@ -29,7 +29,14 @@ from actors._durable import MissionJournal, Start, budget_fields, default_run_di
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
-from actors._observe import MissionTrace, configure_process, detail_of, mission_tracing, model_calls_of
+from actors._observe import (
+    MissionTrace,
+    configure_process,
+    detail_of,
+    late_model_calls,
+    mission_tracing,
+    model_calls_of,
+)
 from actors._planning import approve_plan, plan_mission
 from actors._tool_journal import ToolJournalDesk
 from controlplane import _tracing
@@ -527,8 +534,10 @@ class SupervisorActor:
         self.approvals.deny_all(self._cancel_reason or "the mission ended")
         await asyncio.sleep(0)  # the cancelled _await tasks run their ray.cancel
         if self._cancelled_refs:
-            await asyncio.wait([asyncio.wrap_future(ref.future()) for ref in self._cancelled_refs],
-                               timeout=CANCEL_GRACE_S)
+            outcomes = [asyncio.wrap_future(ref.future()) for ref in self._cancelled_refs]
+            await asyncio.wait(outcomes, timeout=CANCEL_GRACE_S)
+            for outcome in outcomes:
+                self.on_model_calls(late_model_calls(outcome))
         self.agents.stop()
         if self.mcp is not None:  # its servers are child processes: stop them before the actor goes
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -12,6 +13,17 @@ async def python_agent(task: Any, ctx: Any) -> dict[str, Any]:
     reply = await ctx.chat([{"role": "user", "content": "What is the capital of France?"}])
     ctx.emit("note", "asked the router once")
     return {"total": total, "capital": reply.text}
+
+
+async def finishes_despite_cancel(task: Any, ctx: Any) -> str:
+    """A `kind: python` agent that makes one router call, then swallows its step's cancellation and returns: its
+    attempt ends with a result the supervisor no longer awaits."""
+    await ctx.chat([{"role": "user", "content": "hello"}])
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        pass
+    return "finished after all"
 
 
 async def context_echo(task: Any, ctx: Any) -> dict[str, Any]:

@@ -162,3 +162,16 @@ def test_a_model_call_cut_off_by_the_tasks_timeout_is_in_the_audit_log(router, t
     assert by_id(result)["t"]["agent"] == "quick"
     calls = [(r.data["agent"], r.data["outcome"]) for r in read_log(str(tmp_path / "run")) if r.kind == "model.call"]
     assert sorted(calls) == [("quick", "ok"), ("slow", "CancelledError")]
+
+
+def test_a_model_call_of_an_attempt_that_ends_after_its_cancellation_is_in_the_audit_log(router, tmp_path):
+    """The attempt outlives its timeout and returns: its result carries the records, and only teardown sees it."""
+    from controlplane._logfile import read_log
+
+    data = {"agents": [agent("stubborn", kind="python", entrypoint="tests.helpers.agent_code:finishes_despite_cancel"),
+                       agent("quick")],
+            "tasks": [task("t", "stubborn", timeout_s=1, retries=0, fallback_agent="quick")]}
+    result = run_mission(router, data, mission_id="it-gov-audit-late", run_dir=str(tmp_path / "run"))
+    assert by_id(result)["t"]["agent"] == "quick"
+    calls = [(r.data["agent"], r.data["outcome"]) for r in read_log(str(tmp_path / "run")) if r.kind == "model.call"]
+    assert sorted(calls) == [("quick", "ok"), ("stubborn", "ok")]

@@ -6,8 +6,18 @@ import asyncio
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from actors._observe import AttemptObserver, MissionTrace, detail_of, mission_tracing, model_calls_of, request_trace
+from actors._observe import (
+    AttemptObserver,
+    MissionTrace,
+    attach_detail,
+    detail_of,
+    late_model_calls,
+    mission_tracing,
+    model_calls_of,
+    request_trace,
+)
 from controlplane import _tracing as tracing
+from controlplane._core.prompts import StepResult
 from controlplane._core.timeline import AttemptDetail
 from controlplane._tracing import TracingConfig
 from serving import ChatMessage, ChatRequest, ChatResult, Usage
@@ -102,3 +112,18 @@ def test_without_tracing_nothing_is_added_to_requests():
     with AttemptObserver(agent="w", mission_id="m", task_id="t", attempt=1, trace=None, sink=None) as observer:
         observer.chat_done(reply())
     assert observer.request_fields() == {} and observer.detail().queue_s == 0.5
+
+
+def test_a_cancelled_attempt_that_ended_anyway_gives_its_records_from_its_result_or_error():
+    record = {"agent": "w", "task": "t", "outcome": "ok"}
+
+    async def outcomes() -> list[list[dict]]:
+        loop = asyncio.get_running_loop()
+        finished, failed, stopped, pending = (loop.create_future() for _ in range(4))
+        finished.set_result(StepResult(output="x", prompt_tokens=1, completion_tokens=1, attempt=1, started_at_s=0.0,
+                                       ended_at_s=1.0, model_latency_s=1.0, model_call_records=[record]))
+        failed.set_exception(attach_detail(ValueError("bad"), AttemptDetail(), [record]))
+        stopped.set_exception(asyncio.CancelledError())  # the agent sent the records of an attempt it stopped
+        return [late_model_calls(f) for f in (finished, failed, stopped, pending)]
+
+    assert asyncio.run(outcomes()) == [[record], [record], [], []]
