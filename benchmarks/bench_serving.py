@@ -2,6 +2,7 @@
 
 In one run, one engine at a time, each started and stopped by the benchmark, same model and engine settings
 (max_model_len 2048, enforce_eager, the router's dtype and CPU step size, 1 GiB KV cache, 1 CPU bundle):
+  0. the ceiling: vLLM's offline `LLM.chat`, the c64 level's requests submitted at once (no server, no streaming);
   1. vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`);
   2. Ray Serve LLM's `build_openai_app`;
   3. this router over HTTP, over the handle API, with batching off (a second router on the same replica),
@@ -60,7 +61,7 @@ ONLY_AT = {  # the levels each path runs at; the required keys need c16 everywhe
 REPS = {"quick": 1, "full": 3}
 PER_CLIENT = {"quick": 1, "full": 2}
 APP = "bench-router"
-PHASES = ("vllm", "serve_llm", "router", "affinity")
+PHASES = ("offline", "vllm", "serve_llm", "router", "affinity")
 CPU_PROFILE_LEVEL = 16
 
 
@@ -120,6 +121,18 @@ async def _http_paths(base_urls: dict[str, str], levels, mode) -> dict[str, floa
     async with httpx.AsyncClient(timeout=httpx.Timeout(600), limits=httpx.Limits(max_connections=256)) as client:
         paths = {name: http_caller(client, url, "default") for name, url in base_urls.items()}
         return await measure(paths, levels, mode)
+
+
+def phase_offline(model_dir: str, mode: str, log_dir: Path) -> dict[str, float]:
+    """vLLM's offline throughput on the c64 level's requests (64 clients x PER_CLIENT), all submitted at once."""
+    from benchmarks._serving_offline import offline_tok_s
+
+    requests = LEVELS[-1] * PER_CLIENT[mode]
+    rates = offline_tok_s(model_dir, requests=requests, max_tokens=MAX_TOKENS[mode], reps=REPS[mode],
+                          log_path=log_dir / "offline.log")
+    print(f"{'offline':14} {requests:>5} {statistics.median(rates):>9.1f}  (requests at once; reps "
+          f"{[round(r, 1) for r in rates]})", flush=True)
+    return {"offline_tok_s": statistics.median(rates), "offline_requests": requests}
 
 
 def phase_vllm_server(model_dir: str, levels, mode, port: int, log_dir: Path) -> dict[str, float]:
@@ -289,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(figures, indent=1))
 
+    run_phase("offline", phase_offline, model_dir, mode, log_dir)
     run_phase("vllm", phase_vllm_server, model_dir, LEVELS, mode, _free_port(), log_dir)
     if not set(phases) & {"serve_llm", "router", "affinity"}:
         figures["load_after"] = _load()
@@ -330,6 +344,9 @@ def report(figures: dict, json_path: Path | None) -> int:
         "throughput_ratio_router_vs_direct_c16": _ratio(figures, "router_handle_tok_s_c16", "direct_tok_s_c16"),
         "ttft_p50_overhead_ms_c16": _diff(figures, "router_handle_ttft_p50_ms_c16", "direct_ttft_p50_ms_c16"),
         "batching_gain_c16_vs_c1": _ratio(figures, "router_handle_tok_s_c16", "router_handle_tok_s_c1"),
+        "router_vs_offline_tok_s": _ratio(figures, "router_http_tok_s_c64", "offline_tok_s"),
+        "router_handle_vs_offline_tok_s": _ratio(figures, "router_handle_tok_s_c64", "offline_tok_s"),
+        "vllm_server_vs_offline_tok_s": _ratio(figures, "vllm_server_tok_s_c64", "offline_tok_s"),
     }
     figures.update(derived)
     if json_path:
@@ -351,6 +368,9 @@ def report(figures: dict, json_path: Path | None) -> int:
           f"overload recovery: {show('overload_recovery_s', '.2f')} s (<= 5) | "
           f"affinity TTFT gain cold: {show('prefix_affinity_ttft_gain_cold', '.2f')}x (>= 1.3), "
           f"warm: {show('prefix_affinity_ttft_gain_warm', '.2f')}x | "
+          f"c64 tok/s over offline vLLM: router(HTTP) {show('router_vs_offline_tok_s', '.3f')}x, "
+          f"handle {show('router_handle_vs_offline_tok_s', '.3f')}x, "
+          f"vLLM server {show('vllm_server_vs_offline_tok_s', '.3f')}x | "
           f"router/direct c16: {show('throughput_ratio_router_vs_direct_c16', '.3f')}x, "
           f"TTFT +{show('ttft_p50_overhead_ms_c16', '.1f')} ms, batching c16/c1: "
           f"{show('batching_gain_c16_vs_c1', '.2f')}x", flush=True)

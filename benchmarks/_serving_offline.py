@@ -1,0 +1,67 @@
+"""bench_serving's ceiling: vLLM's offline `LLM.chat` on the same model, engine settings and prompts, every request
+submitted at once, no server, no streaming. Run as a child process, so its engine dies with it; prints one JSON
+line: output tok/s of each repetition after a warm-up.
+
+    python benchmarks/_serving_offline.py MODEL_DIR --requests 128 --max-tokens 64 --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._serving_load import (  # noqa: E402
+    CPU_MAX_BATCHED_TOKENS,
+    MAX_MODEL_LEN,
+    engine_dtype,
+    engine_env,
+    prompt,
+)
+
+
+def offline_tok_s(model_dir: str, *, requests: int, max_tokens: int, reps: int, log_path: Path,
+                  timeout_s: float = 900) -> list[float]:
+    """Run this file as a child process with the engine's environment; its output tok/s, one per repetition."""
+    command = [sys.executable, __file__, model_dir, "--requests", str(requests), "--max-tokens", str(max_tokens),
+               "--reps", str(reps)]
+    with open(log_path, "w") as log:
+        done = subprocess.run(command, env={**os.environ, **engine_env()}, stdout=subprocess.PIPE, stderr=log,
+                              text=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"offline vLLM exited with {done.returncode}; see {log_path}")
+    line = next(line for line in reversed(done.stdout.splitlines()) if line.startswith('{"tok_s"'))
+    return json.loads(line)["tok_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model_dir")
+    parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--max-tokens", type=int, required=True)
+    parser.add_argument("--reps", type=int, required=True)
+    args = parser.parse_args()
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=args.model_dir, max_model_len=MAX_MODEL_LEN, enforce_eager=True, dtype=engine_dtype(),
+              max_num_batched_tokens=CPU_MAX_BATCHED_TOKENS)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
+    conversations = [prompt(index) for index in range(args.requests)]
+    llm.chat(conversations[:2], SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True), use_tqdm=False)
+    rates = []
+    for _ in range(args.reps):
+        start = time.perf_counter()
+        outputs = llm.chat(conversations, params, use_tqdm=False)
+        wall_s = time.perf_counter() - start
+        rates.append(sum(len(o.outputs[0].token_ids) for o in outputs) / wall_s)
+    print(json.dumps({"tok_s": rates}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
