@@ -9,7 +9,7 @@ In one run, one engine at a time, each started and stopped by the benchmark, sam
      and `direct` (one Serve call per request to the replica, no router); then cancellation and overload;
   4. two replicas on a shared-prefix workload: prefix affinity against load-based routing, cold and warm.
 Streaming chat with ignore_eos, 64 output tokens (32 in --quick), c = 1, 16, 64 (--quick: the peers at 1 and 16,
-batching on/off at 64), a warm-up, then repetitions (medians). Every process runs at niceness 0.
+the router and batching on/off at 64 too), a warm-up, then repetitions (medians). Every process runs at niceness 0.
 
     python benchmarks/bench_serving.py [--quick] [--json PATH] [--only PHASES]
 """
@@ -54,7 +54,7 @@ from benchmarks._serving_load import (  # noqa: E402
 LEVELS = (1, 16, 64)
 MAX_TOKENS = {"quick": 32, "full": 64}
 ONLY_AT = {  # the levels each path runs at; the required keys need c16 everywhere, c64 for batching on/off
-    "quick": {"vllm_server": (1, 16), "serve_llm": (1, 16), "router_http": (1, 16), "direct": (16,),
+    "quick": {"vllm_server": (1, 16), "serve_llm": (1, 16), "router_http": (1, 16, 64), "direct": (16,),
               "router_nobatch": (16, 64)},
     "full": {"direct": (16,), "router_nobatch": (16, 64)},
 }
