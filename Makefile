@@ -32,3 +32,4 @@ bench: setup
 	$(VENV)/python benchmarks/bench_agents.py --quick --json runs/bench_agents.json
 	$(VENV)/python benchmarks/bench_governance.py --quick --json runs/bench_governance.json
 	$(VENV)/python benchmarks/bench_scale.py --quick --json runs/bench_scale.json
+	$(VENV)/python benchmarks/bench_fleet.py --quick --json runs/bench_fleet.json

@@ -181,15 +181,16 @@ class AgentActor:
 
     async def chat(self, messages: list[dict[str, Any]], *, token: str, json_schema: dict[str, Any] | None = None,
                    tools: list[dict[str, Any]] | None = None, timeout_s: float | None = None,
-                   max_tokens: int | None = None, observer: AttemptObserver | None = None) -> Any:
+                   max_tokens: int | None = None, observer: AttemptObserver | None = None,
+                   sampling: dict[str, Any] | None = None) -> Any:
         """One router call under the identity of `token` (this agent's, for the task at hand); `observer` puts it
-        in the attempt's trace and time split."""
+        in the attempt's trace and time split; `sampling` holds the engine's sampling fields (`SamplingFields`)."""
         from serving import ChatRequest
 
         fields: dict[str, Any] = {
             "model": self.agent.model, "messages": messages, "max_tokens": max_tokens or self.agent.max_tokens,
             "temperature": self.agent.temperature, "json_schema": json_schema, "timeout_s": timeout_s,
-            "token": token, **(observer.request_fields() if observer is not None else {})}
+            "token": token, **(observer.request_fields() if observer is not None else {}), **(sampling or {})}
         if tools:
             fields["tools"] = tools
         if self.log_content:

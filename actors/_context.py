@@ -86,11 +86,20 @@ class AgentContext:
         self.memory = AgentMemory(self)
 
     async def chat(self, messages: list[dict[str, Any]], *, json_schema: dict[str, Any] | None = None,
-                   max_tokens: int | None = None) -> Any:
-        """A router call as this agent (its model, limits, budget and priority); returns the ChatResult."""
+                   max_tokens: int | None = None, **sampling: Any) -> Any:
+        """A router call as this agent (its model, limits, budget and priority); returns the ChatResult.
+        `sampling`: the router's sampling fields (`stop`, `top_p`, `seed`, `ignore_eos`…; `serving.SAMPLING_KEYS`),
+        passed to the engine."""
+        from serving import SAMPLING_KEYS
+
+        unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+        if unknown:
+            raise ToolError(tool="ctx.chat", why=f"{unknown[0]}={sampling[unknown[0]]!r} is not a sampling field "
+                            "(the agent's model, identity and limits come from the mission)",
+                            fix=f"pass only {', '.join(SAMPLING_KEYS)}")
         started = time.time()
         reply = await self._actor.chat(messages, token=self._token, json_schema=json_schema, max_tokens=max_tokens,
-                                       timeout_s=self.task.timeout_s, observer=self._observer)
+                                       timeout_s=self.task.timeout_s, observer=self._observer, sampling=sampling)
         self.usage["prompt_tokens"] += reply.usage.prompt_tokens
         self.usage["completion_tokens"] += reply.usage.completion_tokens
         self.usage["usd"] += reply.usage.usd

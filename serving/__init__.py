@@ -7,6 +7,7 @@ Serve's port with an API key (`controlplane keys create`).
 
 from serving._config import load_serving_config
 from serving._deploy import RouterClient, app_builder, build_app, deploy, mission_tokens
+from serving._fields import SAMPLING_KEYS
 from serving._types import ChatMessage, ChatRequest, ChatResult, Identity, Usage
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ChatResult",
     "Identity",
     "RouterClient",
+    "SAMPLING_KEYS",
     "Usage",
     "app_builder",
     "build_app",

@@ -149,8 +149,11 @@ def minimal_instance(schema: Mapping[str, Any], root: Mapping[str, Any], text: s
     return {"integer": 0, "number": 0, "boolean": False, "null": None}.get(kind)
 
 
-def truncate(text: str, max_tokens: int) -> tuple[str, str]:
-    """Cut `text` to `max_tokens` words; returns the text and the finish reason."""
+def truncate(text: str, max_tokens: int, stop: str | Sequence[str] | None = None) -> tuple[str, str]:
+    """Cut `text` before its first `stop` string, then to `max_tokens` words; returns the text and the finish
+    reason."""
+    for marker in [stop] if isinstance(stop, str) else stop or []:
+        text = text.split(marker, 1)[0]
     words = text.split()
     if count_tokens(text) <= max_tokens:
         return text, "stop"
@@ -238,7 +241,7 @@ class ScriptedReplica:
         answer = self._engine.reply(messages, choice=call.get("choice"), json_schema=call.get("json_schema"),
                                     tools=call.get("tools"), tool_choice=call.get("tool_choice"))
         if answer.tool_call is None:
-            text, finish_reason = truncate(answer.text, call["max_tokens"])
+            text, finish_reason = truncate(answer.text, call["max_tokens"], call.get("stop"))
             event: dict[str, Any] = {"delta": text}
         else:
             text, finish_reason = answer.tool_call["function"]["arguments"], "tool_calls"

@@ -26,6 +26,16 @@ async def finishes_despite_cancel(task: Any, ctx: Any) -> str:
     return "finished after all"
 
 
+async def sampled_chat(task: Any, ctx: Any) -> dict[str, Any]:
+    """A `kind: python` agent whose router call carries sampling fields; a keyword that is not one is refused."""
+    reply = await ctx.chat([{"role": "user", "content": "hello"}], stop=[" to"], seed=7)
+    try:
+        await ctx.chat([{"role": "user", "content": "hello"}], token="forged")
+    except Exception as exc:
+        refused = f"{type(exc).__name__}: {exc}"
+    return {"text": reply.text, "refused": refused}
+
+
 async def context_echo(task: Any, ctx: Any) -> dict[str, Any]:
     """A `kind: python` agent whose output is the context it was given (its dependencies' outputs)."""
     return dict(ctx.context)

@@ -96,6 +96,16 @@ def test_a_python_agent_acts_through_ctx_under_its_own_identity(router):
     assert any(e["status"] == "note" and e["agent"] == "coder" for e in result["events"])
 
 
+def test_a_python_agents_sampling_fields_reach_the_engine_and_nothing_else_passes(router):
+    result = run_mission(router, {"agents": [
+        actor("sampler", kind="python", entrypoint="tests.helpers.agent_code:sampled_chat")],
+        "tasks": [task("t", "sampler", "Sample")]})
+    assert result["status"] == "succeeded", result["reason"]
+    output = by_id(result)["t"]["output"]
+    assert output["text"] == "scripted reply"  # the scripted engine's "scripted reply to: hello", cut at " to"
+    assert output["refused"].startswith("ToolError") and "token='forged' is not a sampling field" in output["refused"]
+
+
 def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission(router):
     server = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)]}
     result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["echo.*"])],

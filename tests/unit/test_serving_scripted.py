@@ -45,6 +45,11 @@ def test_truncate_counts_words():
     assert count_tokens("a b  c") == 3
 
 
+def test_truncate_stops_before_the_first_stop_string():
+    assert truncate("scripted reply to: hello", 10, stop=[" to", "xyz"]) == ("scripted reply", "stop")
+    assert truncate("one two. three", 10, stop=".") == ("one two", "stop")
+
+
 def test_a_rule_of_any_turn_reads_tool_results_too():
     engine = ScriptedEngine([{"match": "Result of calc: 4$", "text": "four"}])
     assert engine.reply([*user("2+2?"), {"role": "user", "content": "Result of calc: 4"}]).text == "four"
