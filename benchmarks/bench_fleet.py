@@ -43,7 +43,7 @@ APP = "bench-fleet"
 def fleet_mission(agents: int, calls: int, max_tokens: int) -> dict:
     return {
         "name": "fleet", "goal": "generate",
-        "agents": [{"name": f"a{n}", "kind": "python", "entrypoint": "benchmarks._fleet_agent:run",
+        "agents": [{"name": f"a{n}", "role": "worker", "kind": "python", "entrypoint": "benchmarks._fleet_agent:run",
                     "model": "default", "resources": {"num_cpus": 0}} for n in range(agents)],
         "tasks": [{"id": f"t{n}", "agent": f"a{n}", "retries": 0, "timeout_s": 1800,
                    "description": json.dumps({"first": n * calls, "calls": calls, "max_tokens": max_tokens})}
