@@ -1,8 +1,9 @@
-"""bench_serving's ceiling: vLLM's offline `LLM.chat` on the same model, engine settings and prompts, every request
-submitted at once, no server, no streaming. Run as a child process, so its engine dies with it; prints one JSON
-line: output tok/s of each repetition after a warm-up.
+"""The serving benchmarks' ceiling: vLLM's offline `LLM.chat` on the same model, engine settings and prompts, every
+request submitted at once, at most `--concurrency` of them in the engine's batch (`max_num_seqs`: the concurrency
+of the path it is compared with), no server, no streaming. Run as a child process, so its engine dies with it;
+prints one JSON line: output tok/s of each repetition after a warm-up.
 
-    python benchmarks/_serving_offline.py MODEL_DIR --requests 128 --max-tokens 64 --reps 3
+    python benchmarks/_serving_offline.py MODEL_DIR --requests 128 --concurrency 64 --max-tokens 64 --reps 3
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from benchmarks._serving_load import (  # noqa: E402
 )
 
 
-def offline_tok_s(model_dir: str, *, requests: int, max_tokens: int, reps: int, log_path: Path,
+def offline_tok_s(model_dir: str, *, requests: int, concurrency: int, max_tokens: int, reps: int, log_path: Path,
                   timeout_s: float = 900) -> list[float]:
     """Run this file as a child process with the engine's environment; its output tok/s, one per repetition."""
-    command = [sys.executable, __file__, model_dir, "--requests", str(requests), "--max-tokens", str(max_tokens),
-               "--reps", str(reps)]
+    command = [sys.executable, __file__, model_dir, "--requests", str(requests), "--concurrency", str(concurrency),
+               "--max-tokens", str(max_tokens), "--reps", str(reps)]
     with open(log_path, "w") as log:
         done = subprocess.run(command, env={**os.environ, **engine_env()}, stdout=subprocess.PIPE, stderr=log,
                               text=True, timeout=timeout_s, check=False)
@@ -44,13 +45,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir")
     parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--max-tokens", type=int, required=True)
     parser.add_argument("--reps", type=int, required=True)
     args = parser.parse_args()
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=args.model_dir, max_model_len=MAX_MODEL_LEN, enforce_eager=True, dtype=engine_dtype(),
-              max_num_batched_tokens=CPU_MAX_BATCHED_TOKENS)
+              max_num_batched_tokens=CPU_MAX_BATCHED_TOKENS, max_num_seqs=args.concurrency)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
     conversations = [prompt(index) for index in range(args.requests)]
     llm.chat(conversations[:2], SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True), use_tqdm=False)

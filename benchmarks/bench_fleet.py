@@ -6,7 +6,8 @@ about N calls are in flight at once. The window runs from the supervisor's `plac
 to the last task's end. fleet tok/s = completion tokens / window.
 
 The ceiling, on the same model and engine settings (benchmarks/_serving_offline.py): vLLM's offline `LLM.chat`
-on the same N x K prompts submitted at once, no server, no agents. fleet_vs_offline_tok_s = fleet / offline.
+on the same N x K prompts submitted at once, at most N in the engine's batch (the fleet's concurrency), no server,
+no agents. fleet_vs_offline_tok_s = fleet / offline.
 The engines run one at a time: the offline one first, then the router's. Each path: a warm-up, then
 repetitions (medians); every mission starts fresh agents.
 
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     requests = args.agents * calls
-    offline = offline_tok_s(model_dir, requests=requests, max_tokens=max_tokens, reps=reps,
+    offline = offline_tok_s(model_dir, requests=requests, concurrency=args.agents, max_tokens=max_tokens, reps=reps,
                             log_path=log_dir / "offline.log")
-    print(f"offline: {requests} requests at once, tok/s {[round(r, 1) for r in offline]}", flush=True)
+    print(f"offline: {requests} requests at once, at most {args.agents} in the batch, tok/s "
+          f"{[round(r, 1) for r in offline]}", flush=True)
     data = fleet_mission(args.agents, calls, max_tokens)
     start_ray(num_cpus=16)
     try:

@@ -2,7 +2,8 @@
 
 In one run, one engine at a time, each started and stopped by the benchmark, same model and engine settings
 (max_model_len 2048, enforce_eager, the router's dtype and CPU step size, 1 GiB KV cache, 1 CPU bundle):
-  0. the ceiling: vLLM's offline `LLM.chat`, the c64 level's requests submitted at once (no server, no streaming);
+  0. the ceiling: vLLM's offline `LLM.chat`, the c64 level's requests submitted at once, at most 64 in the batch
+     (no server, no streaming);
   1. vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`);
   2. Ray Serve LLM's `build_openai_app`;
   3. this router over HTTP, over the handle API, with batching off (a second router on the same replica),
@@ -124,12 +125,13 @@ async def _http_paths(base_urls: dict[str, str], levels, mode) -> dict[str, floa
 
 
 def phase_offline(model_dir: str, mode: str, log_dir: Path) -> dict[str, float]:
-    """vLLM's offline throughput on the c64 level's requests (64 clients x PER_CLIENT), all submitted at once."""
+    """vLLM's offline throughput on the c64 level's requests (64 clients x PER_CLIENT), all submitted at once, at
+    most 64 in the engine's batch."""
     from benchmarks._serving_offline import offline_tok_s
 
     requests = LEVELS[-1] * PER_CLIENT[mode]
-    rates = offline_tok_s(model_dir, requests=requests, max_tokens=MAX_TOKENS[mode], reps=REPS[mode],
-                          log_path=log_dir / "offline.log")
+    rates = offline_tok_s(model_dir, requests=requests, concurrency=LEVELS[-1], max_tokens=MAX_TOKENS[mode],
+                          reps=REPS[mode], log_path=log_dir / "offline.log")
     print(f"{'offline':14} {requests:>5} {statistics.median(rates):>9.1f}  (requests at once; reps "
           f"{[round(r, 1) for r in rates]})", flush=True)
     return {"offline_tok_s": statistics.median(rates), "offline_requests": requests}
