@@ -9,7 +9,7 @@ The ceiling, on the same model and engine settings (benchmarks/_serving_offline.
 on the same N x K prompts submitted at once, at most N in the engine's batch (the fleet's concurrency), no server,
 no agents. fleet_vs_offline_tok_s = fleet / offline.
 The engines run one at a time: the offline one first, then the router's. Each path: a warm-up, then
-repetitions (medians); every mission starts fresh agents.
+repetitions (medians); every mission starts fresh agents, once the last mission's agent processes are gone.
 
     python benchmarks/bench_fleet.py [--quick] [--agents N] [--json PATH]
 """
@@ -23,6 +23,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_worker_niceness", "0")  # the offline engine runs at 0 too
@@ -52,10 +54,22 @@ def fleet_mission(agents: int, calls: int, max_tokens: int) -> dict:
     }
 
 
+def previous_agents_gone(timeout_s: float = 60) -> None:
+    """Wait until the last mission's agent processes have exited (the supervisor kills them as it ends; their exit
+    would otherwise share the next window's two cores)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any("AgentActor" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])):
+            return
+        time.sleep(0.5)
+
+
 def run_fleet(router, data: dict, max_tokens: int) -> dict[str, float]:
-    """One mission; its window, tokens and agent start-up (see the module docstring)."""
+    """One mission, once the last one's agents are gone; its window, tokens and agent start-up (see the module
+    docstring)."""
     import ray
 
+    previous_agents_gone()
     from actors import start_mission
     from controlplane import parse_mission
 
