@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._ray_start import start_ray  # noqa: E402
 from benchmarks._serving_load import engine_dtype, engines_stopped  # noqa: E402
 from benchmarks._serving_offline import offline_tok_s  # noqa: E402
+from benchmarks.bench_scheduling import mission_to_end  # noqa: E402
 from benchmarks.bench_serving import router_config  # noqa: E402
 
 AGENTS = 16
@@ -67,22 +68,8 @@ def previous_agents_gone(timeout_s: float = 60) -> None:
 def run_fleet(router, data: dict, max_tokens: int) -> dict[str, float]:
     """One mission, once the last one's agents are gone; its window, tokens and agent start-up (see the module
     docstring)."""
-    import ray
-
     previous_agents_gone()
-    from actors import start_mission
-    from controlplane import parse_mission
-
-    called = time.time()
-    handle = start_mission(parse_mission(data), router=router)
-    try:
-        ray.get(handle.wait.remote(None))
-        result = ray.get(handle.result.remote())
-        events = ray.get(handle.events_since.remote(0))
-    finally:
-        ray.kill(handle)
-    if result["status"] != "succeeded":
-        raise RuntimeError(f"the fleet mission {result['status']}: {result['reason']}")
+    called, result, events = mission_to_end(router, data)
     placed = next(e["time_s"] for e in events if e["kind"] == "mission" and e.get("status") == "placed")
     window_s = max(t["ended_at"] for t in result["tasks"]) - placed
     per_call = [n for t in result["tasks"] for n in t["output"]]

@@ -117,8 +117,9 @@ def skewed(critical_path_first: bool) -> dict:
             "policies": {"critical_path_first": critical_path_first}}
 
 
-def supervised(router, data: dict) -> Run:
-    """Run the mission through the supervisor (see the module docstring for the window)."""
+def mission_to_end(router, data: dict) -> tuple[float, dict, list[dict]]:
+    """Start the mission and wait for its end with one blocking call (nothing polls the supervisor meanwhile);
+    when the start was called, the result and the events. Raises unless it succeeded."""
     import ray
 
     from actors import start_mission
@@ -133,7 +134,14 @@ def supervised(router, data: dict) -> Run:
         events = ray.get(handle.events_since.remote(0))
     finally:
         ray.kill(handle)
-    assert result["status"] == "succeeded", result["reason"]
+    if result["status"] != "succeeded":
+        raise RuntimeError(f"mission {spec.name!r} {result['status']}: {result['reason']}")
+    return called, result, events
+
+
+def supervised(router, data: dict) -> Run:
+    """Run the mission through the supervisor (see the module docstring for the window)."""
+    called, result, events = mission_to_end(router, data)
     mission = {e.get("status"): e["time_s"] for e in events if e["kind"] == "mission"}
     ready = mission["placed"]
     ended = [t["ended_at"] for t in result["tasks"]]
