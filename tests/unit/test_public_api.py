@@ -21,8 +21,8 @@ PUBLIC = {
         "load_mission", "parse_mission", "parse_serving_config"],
     "controlplane.cli": ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"],
     "serving": [
-        "ChatMessage", "ChatRequest", "ChatResult", "Identity", "RouterClient", "Usage", "app_builder", "build_app",
-        "deploy", "load_serving_config", "mission_tokens"],
+        "ChatMessage", "ChatRequest", "ChatResult", "Identity", "RouterClient", "SAMPLING_KEYS", "Usage", "app_builder",
+        "build_app", "deploy", "load_serving_config", "mission_tokens"],
     "memory": [
         "CONFLICT_TOPIC", "Conflict", "Entry", "Hit", "Judge", "MemoryActor", "MemoryConfig", "NewEntry",
         "PostEvent", "Receipt", "RouterJudge", "SearchFilters", "Verdict", "start_memory_actor"],
