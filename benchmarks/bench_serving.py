@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from controlplane._model_cache import default_model_path
+    from serving._deploy import start_serve
 
     model_dir = args.model_dir or str(default_model_path())
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_serving"
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     start_ray(num_cpus=16)
     try:
         http_port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        start_serve(http_port=http_port)
         run_phase("serve_llm", phase_serve_llm, model_dir, LEVELS, mode, http_port)
         run_phase("router", phase_router, model_dir, LEVELS, mode, http_port)
         run_phase("affinity", phase_affinity, model_dir, mode)

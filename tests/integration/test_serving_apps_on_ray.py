@@ -4,6 +4,7 @@ the other config joins as its own app (named by its hash) and both answer."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from ray import serve
 
@@ -33,4 +34,6 @@ def test_another_config_under_a_running_mission_joins_as_a_separate_app(scripted
         again = deploy(ServingConfig.model_validate(OTHER), app_name=name, missions_running=1)
         assert again.app_name == other.app_name  # the same config finds its app again
     finally:
+        deleting = time.monotonic()
         serve.delete(other.app_name)
+    assert time.monotonic() - deleting < 15  # a stopping router drains 2 s, not Serve's default 30 (SERVE_CONTROLLER_ENV)

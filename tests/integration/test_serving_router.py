@@ -212,3 +212,13 @@ def test_deploy_again_with_the_same_config_leaves_the_app_running(router, http_p
     assert time.monotonic() - start < 10  # no vLLM restart (that takes a minute)
     after = asyncio.run(client.chat(ask("default", "Say hi.", "it-redeploy", max_tokens=4)))
     assert after.text == before.text
+
+
+def test_http_enters_through_haproxy_straight_to_the_router_replica(router, http_port):
+    """Serve runs in its high-throughput mode (serving._deploy.SERVE_CONTROLLER_ENV): the HTTP port is HAProxy's,
+    which forwards to the router replica's own HTTP server, and no Python proxy listens on it."""
+    import psutil
+
+    listeners = {psutil.Process(c.pid).name() for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == http_port and c.pid}
+    assert listeners == {"haproxy"}

@@ -197,13 +197,17 @@ def test_every_shipped_mission_file_loads():
         assert load_mission(path).agents
 
 
-def test_the_serve_config_file_points_at_the_builder():
+def test_the_serve_config_file_points_at_the_builder_and_starts_serve_as_deploy_does():
     import serving
 
-    app = yaml.safe_load((ROOT / "serving" / "serve_config.yaml").read_text())["applications"][0]
+    from serving._deploy import SERVE_CONTROLLER_ENV
+
+    config = yaml.safe_load((ROOT / "serving" / "serve_config.yaml").read_text())
+    app = config["applications"][0]
     module, name = app["import_path"].split(":")
     assert module == "serving" and getattr(serving, name) is serving.app_builder
     assert app["args"]["config"] is None
+    assert config["controller_options"]["runtime_env"]["env_vars"] == SERVE_CONTROLLER_ENV  # as `deploy` starts Serve
 
 
 # -- shell -----------------------------------------------------------------------------------------------------

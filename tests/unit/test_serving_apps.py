@@ -29,3 +29,17 @@ def test_another_config_under_a_running_mission_joins_as_a_separate_app_named_by
 def test_or_is_refused_with_the_reason():
     with pytest.raises(SpecError, match="runs another serving config under 1 running mission"):
         choose_app("controlplane", B, {"controlplane": A}, missions_running=1, on_conflict="refuse")
+
+
+def test_haproxy_takes_its_default_port_when_free_and_another_when_it_is_taken():
+    import socket
+
+    from serving._deploy import _port_or_free
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = _port_or_free(port)
+        assert other != port and other > 0
+    assert _port_or_free(other) == other
