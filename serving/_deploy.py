@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 ROUTER_DEPLOYMENT = "Router"
 # An async actor that calls the router through a handle (an agent) routes its requests on its own event loop:
 # no cross-thread hop (and GIL hand-off) per call. Such an actor must not block its loop on a handle's `.result()`.
-HANDLE_CALLER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# Its calls go to the router over gRPC, not as Ray actor calls, unless its starter's environment says otherwise.
+HANDLE_CALLER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+                     "RAY_SERVE_USE_GRPC_BY_DEFAULT": os.environ.get("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")}
 # The router does only async work, so it also runs its own code on the replica's main event loop.
 ROUTER_ENV = {**HANDLE_CALLER_ENV, "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 AFFINITY_ROUTER = "serving._affinity_router:AffinityRequestRouter"

@@ -41,9 +41,11 @@ async def context_echo(task: Any, ctx: Any) -> dict[str, Any]:
     return dict(ctx.context)
 
 
-async def serve_routing_env(task: Any, ctx: Any) -> str | None:
-    """A `kind: python` agent whose output is how its process routes Serve handle calls (the agents' runtime_env)."""
-    return os.environ.get("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP")
+async def serve_routing_env(task: Any, ctx: Any) -> dict[str, str | None]:
+    """A `kind: python` agent whose output is how its process routes and sends Serve handle calls (the agents'
+    runtime_env)."""
+    return {name: os.environ.get(name)
+            for name in ("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "RAY_SERVE_USE_GRPC_BY_DEFAULT")}
 
 
 def gpu_ids() -> list[str]:

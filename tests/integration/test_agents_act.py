@@ -43,12 +43,13 @@ def test_recall_leaves_out_the_notes_of_tasks_whose_results_are_already_in_the_p
     assert plan["output"] == "recalled the venue note only"
 
 
-def test_agents_route_their_router_calls_on_their_own_event_loop(router):
+def test_agents_route_their_router_calls_on_their_own_event_loop_and_send_them_over_grpc(router):
     result = run_mission(router, {"agents": [agent("p", kind="python",
                                                    entrypoint="tests.helpers.agent_code:serve_routing_env")],
                                   "tasks": [task("env", "p")]})
     assert result["status"] == "succeeded", result["reason"]
-    assert by_id(result)["env"]["output"] == "0"
+    assert by_id(result)["env"]["output"] == {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+                                              "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
 
 
 def test_delegation_adds_a_child_task_and_hands_its_result_back(router):
