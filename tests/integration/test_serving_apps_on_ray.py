@@ -36,4 +36,5 @@ def test_another_config_under_a_running_mission_joins_as_a_separate_app(scripted
     finally:
         deleting = time.monotonic()
         serve.delete(other.app_name)
-    assert time.monotonic() - deleting < 15  # a stopping router drains 2 s, not Serve's default 30 (SERVE_CONTROLLER_ENV)
+    # a stopping router drains 2 s, not Serve's default 30 (SERVE_CONTROLLER_ENV)
+    assert time.monotonic() - deleting < 15

@@ -199,7 +199,6 @@ def test_every_shipped_mission_file_loads():
 
 def test_the_serve_config_file_points_at_the_builder_and_starts_serve_as_deploy_does():
     import serving
-
     from serving._deploy import SERVE_CONTROLLER_ENV
 
     config = yaml.safe_load((ROOT / "serving" / "serve_config.yaml").read_text())
