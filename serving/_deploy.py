@@ -154,13 +154,17 @@ def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
 
 
 def _port_or_free(port: int) -> int:
-    """`port` if it is free on all interfaces here, else a free one."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("", port))
-        except OSError:
-            sock.bind(("", 0))
-        return sock.getsockname()[1]
+    """`port` if it is free on all interfaces here, else the next free one above it. Not an ephemeral port from the
+    kernel: Ray's own processes take those at random, and one could take it before HAProxy binds it."""
+    for candidate in range(port, port + 1000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", candidate))
+            except OSError:
+                continue
+            return candidate
+    raise RuntimeError(f"no free port in {port}..{port + 999} for HAProxy; set RAY_SERVE_HAPROXY_STATS_PORT and "
+                       "RAY_SERVE_HAPROXY_METRICS_PORT to free ports")
 
 
 def _running_config(app_name: str) -> dict[str, Any] | None:

@@ -46,16 +46,17 @@ def head_cluster():
 
 
 def _stop_processes_of(temp_dir: str) -> None:
-    """Stop the processes of this cluster only (their command lines name its temp dir), by pid."""
+    """Stop the processes of this cluster only (their command lines name its temp dir, or their parent's does: Serve's
+    HAProxy), by pid."""
     def ours() -> list[psutil.Process]:
         found = []
         for proc in psutil.process_iter(["cmdline"]):
             try:
                 if any(temp_dir in part for part in proc.info["cmdline"] or []):
-                    found.append(proc)
+                    found += [proc, *proc.children(recursive=True)]
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-        return found
+        return list(set(found))
 
     for proc in ours():
         try:

@@ -62,7 +62,25 @@ def bearer(api_key) -> dict[str, str]:
     return {"authorization": f"Bearer {api_key('it-cancel-http', mission='it-cancel-http')}"}
 
 
-def test_an_http_client_that_disconnects_ends_its_call(router_base_url, bearer):
+def haproxy_settled(http_port: int, quiet_s: float = 3.0) -> None:
+    """Wait until the HAProxy process that listens on the HTTP port has not changed for `quiet_s`. Serve restarts
+    HAProxy when replicas come and go (another test's app), and a client that disconnects while its request is on
+    the HAProxy process being replaced does not end its call (docs/serving.md)."""
+    import psutil
+
+    def listeners() -> set[int]:
+        return {c.pid for c in psutil.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == http_port and c.pid}
+
+    since, pids, deadline = time.monotonic(), listeners(), time.monotonic() + 60
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if (now := listeners()) != pids:
+            since, pids = time.monotonic(), now
+
+
+def test_an_http_client_that_disconnects_ends_its_call(router_base_url, http_port, bearer):
+    haproxy_settled(http_port)
     body = {"model": "scripted-hang", "stream": True, "messages": [{"role": "user", "content": "wait"}]}
     with pytest.raises(httpx.ReadTimeout):
         with httpx.stream("POST", f"{router_base_url}/chat/completions", json=body, headers=bearer,
