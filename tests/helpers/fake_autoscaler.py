@@ -105,28 +105,41 @@ def fake_autoscaling_cluster(work_dir: Path, *, head_resources: dict[str, float]
 
 
 def stop_processes_of(temp_dir: str, timeout_s: float = 30.0) -> None:
-    """Stop the processes whose command line names `temp_dir` (this cluster's), by pid: TERM, then KILL."""
-    def ours() -> list[psutil.Process]:
-        found = []
+    """Stop this cluster's processes by pid, TERM then KILL: those whose command line names `temp_dir`, and their
+    children (Serve's HAProxy names no temp dir, and outlives a parent that is killed)."""
+    def named() -> set[psutil.Process]:
+        found = set()
         for proc in psutil.process_iter(["cmdline"]):
             try:
                 if any(temp_dir in part for part in proc.info["cmdline"] or []):
-                    found.append(proc)
+                    found |= {proc, *proc.children(recursive=True)}
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return found
 
+    def alive(procs: set[psutil.Process]) -> list[psutil.Process]:
+        return [p for p in procs if _status(p) not in (psutil.STATUS_ZOMBIE, None)]
+
+    procs = named()
     for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, timeout_s)):
-        procs = ours()
-        for proc in procs:
+        procs |= named()
+        for proc in alive(procs):
             try:
                 os.kill(proc.pid, sig)
             except ProcessLookupError:
                 pass
-        psutil.wait_procs(procs, timeout=wait_s)
-    left = ours()
+        psutil.wait_procs(alive(procs), timeout=wait_s)
+    left = alive(procs | named())
     if left:
         raise RuntimeError(f"processes of {temp_dir} still alive: {[p.pid for p in left]}")
+
+
+def _status(proc: psutil.Process) -> str | None:
+    """The process's status; None once it is gone."""
+    try:
+        return proc.status()
+    except psutil.NoSuchProcess:
+        return None
 
 
 def run_driver(cluster: FakeCluster, *args: str, timeout_s: float = 300) -> dict:

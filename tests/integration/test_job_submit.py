@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from controlplane._tracing import read_spans
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port
+from tests.helpers.fake_autoscaler import stop_processes_of
 
 ROOT = Path(__file__).parents[2]
 RAY = str(Path(os.sys.executable).parent / "ray")
@@ -42,34 +41,7 @@ def head_cluster():
         assert started.returncode == 0, started.stdout + started.stderr
         yield env, f"http://127.0.0.1:{ports['dashboard-port']}"
     finally:
-        _stop_processes_of(temp_dir)
-
-
-def _stop_processes_of(temp_dir: str) -> None:
-    """Stop the processes of this cluster only (their command lines name its temp dir, or their parent's does: Serve's
-    HAProxy), by pid."""
-    def ours() -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if any(temp_dir in part for part in proc.info["cmdline"] or []):
-                    found += [proc, *proc.children(recursive=True)]
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        return list(set(found))
-
-    for proc in ours():
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    _, alive = psutil.wait_procs(ours(), timeout=15)
-    for proc in alive:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_for(lambda: not ours(), timeout_s=30, what=f"the processes of {temp_dir} to exit")
+        stop_processes_of(temp_dir)
 
 
 def test_ray_job_submit_runs_a_mission_with_fractional_gpus(head_cluster, tmp_path):
