@@ -33,6 +33,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_pids(port: int) -> set[int]:
+    """The pids of the processes listening on TCP `port` on this machine."""
+    import psutil
+
+    return {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            and c.pid}
+
+
 def mission(**changes: Any) -> dict[str, Any]:
     """A small valid mission as a dict, for tests to copy and break."""
     data = {

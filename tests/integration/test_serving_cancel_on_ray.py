@@ -11,7 +11,7 @@ import pytest
 
 from controlplane.errors import DeadlineExceeded
 from serving import ChatMessage, ChatRequest
-from tests.helpers import agent_token, wait_for
+from tests.helpers import agent_token, listening_pids, wait_for
 
 ABORT_WITHIN_S = 1.0
 
@@ -66,16 +66,10 @@ def haproxy_settled(http_port: int, quiet_s: float = 3.0) -> None:
     """Wait until the HAProxy process that listens on the HTTP port has not changed for `quiet_s`. Serve restarts
     HAProxy when replicas come and go (another test's app), and a client that disconnects while its request is on
     the HAProxy process being replaced does not end its call (docs/serving.md)."""
-    import psutil
-
-    def listeners() -> set[int]:
-        return {c.pid for c in psutil.net_connections("tcp")
-                if c.status == psutil.CONN_LISTEN and c.laddr.port == http_port and c.pid}
-
-    since, pids, deadline = time.monotonic(), listeners(), time.monotonic() + 60
+    since, pids, deadline = time.monotonic(), listening_pids(http_port), time.monotonic() + 60
     while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
         time.sleep(0.2)
-        if (now := listeners()) != pids:
+        if (now := listening_pids(http_port)) != pids:
             since, pids = time.monotonic(), now
 
 

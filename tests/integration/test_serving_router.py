@@ -11,7 +11,7 @@ import pytest
 
 from controlplane import BudgetExceeded, SpecError
 from serving import ChatMessage, ChatRequest, ChatResult
-from tests.helpers import agent_token, supervisor_token
+from tests.helpers import agent_token, listening_pids, supervisor_token
 
 
 def ask(model: str, text: str, mission: str, **fields) -> ChatRequest:
@@ -219,6 +219,4 @@ def test_http_enters_through_haproxy_straight_to_the_router_replica(router, http
     which forwards to the router replica's own HTTP server, and no Python proxy listens on it."""
     import psutil
 
-    listeners = {psutil.Process(c.pid).name() for c in psutil.net_connections("tcp")
-                 if c.status == psutil.CONN_LISTEN and c.laddr.port == http_port and c.pid}
-    assert listeners == {"haproxy"}
+    assert {psutil.Process(pid).name() for pid in listening_pids(http_port)} == {"haproxy"}
