@@ -21,6 +21,7 @@ from serving._apps import OnConflict, choose_app, config_app_name
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
 from serving._engine_args import replica_bundle, vllm_engine_kwargs
+from serving._orphans import stop_orphaned_haproxies
 from serving._router import Router
 from serving._secrets import load_or_create_root_secret, secret_file_env
 from serving._types import ChatRequest, ChatResult
@@ -146,7 +147,11 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
 
 
 def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
-    """`serve.start` in Serve's high-throughput mode (SERVE_CONTROLLER_ENV); a running Serve keeps its options."""
+    """`serve.start` in Serve's high-throughput mode (SERVE_CONTROLLER_ENV); a running Serve keeps its options.
+    First it stops the HAProxy processes a killed Serve left on this machine, which would keep their ports."""
+    stopped = stop_orphaned_haproxies()
+    if stopped:
+        logger.warning("stopped %d HAProxy processes left by a Serve that was killed (pids %s)", len(stopped), stopped)
     env = {name: os.environ.get(name, value) for name, value in SERVE_CONTROLLER_ENV.items()}
     env.update({name: os.environ.get(name) or str(_port_or_free(port)) for name, port in HAPROXY_PORTS.items()})
     serve.start(http_options={"host": http_host, "port": http_port},

@@ -12,6 +12,7 @@ from controlplane._priority import run_at_normal_priority
 from serving._backends.base import CallRunner, OpenAIStreamReader, error_event, this_replica
 from serving._engine_args import local_engine_dtype, on_gpu
 from serving._fields import SAMPLING_KEYS
+from serving._orphans import start_engine_watchdog
 from serving._tool_calls import tool_fields
 
 
@@ -29,6 +30,7 @@ class VLLMReplica(LLMServer):
 
     async def __init__(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]  # Serve LLM's async init
         run_at_normal_priority()  # before the engine's processes start: they inherit it
+        self._engine_watchdog = start_engine_watchdog()  # a killed replica must not leave its engine running
         self._calls = CallRunner()
         # dtype `auto` is resolved here, where the engine runs: native bfloat16 depends on this node's CPU
         llm_config = kwargs["llm_config"] if "llm_config" in kwargs else args[0]
