@@ -61,8 +61,11 @@ class AgentPool:
         placed = await asyncio.wait_for(asyncio.gather(*(self._ready(name) for name in self.handles)),
                                         AGENT_START_TIMEOUT_S)
         self.placement = {p["agent"]: p for p in placed}
-        self.log.emit(time.time(), "mission", "placed", message=f"{len(placed)} agents ready",
-                      data={"gpu_ids": {p["agent"]: p["gpu_ids"] for p in placed}})
+
+    def announce_placed(self) -> None:
+        """The `placed` event: every agent answers, and the mission may dispatch."""
+        self.log.emit(time.time(), "mission", "placed", message=f"{len(self.placement)} agents ready",
+                      data={"gpu_ids": {name: p["gpu_ids"] for name, p in self.placement.items()}})
 
     def replace(self, name: str) -> None:
         """After an agent's actor died: Ray restarts it, or, when it died for good (killed without restart), a

@@ -380,13 +380,25 @@ class SupervisorActor:
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
                                        app_name=getattr(self.router, "app_name", None))
-            token = self._control_token()
-            await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
-                                   for a in self.spec.agents))
-            await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token,
-                                               namespace=self.namespace)
-        await self.agents.start(router=self.router, memory=self.memory, mcp=self.mcp, router_url=self.router_url,
-                                supervisor=ray.get_runtime_context().current_actor, tracing=self.tracing)
+        # The memory actor loads its embedding model while the agents start; tasks go out once both are ready.
+        opening_memory = asyncio.ensure_future(self._open_memory())
+        try:
+            await self.agents.start(router=self.router, memory=self.memory, mcp=self.mcp, router_url=self.router_url,
+                                    supervisor=ray.get_runtime_context().current_actor, tracing=self.tracing)
+        except BaseException:
+            opening_memory.cancel()
+            raise
+        await opening_memory
+        self.agents.announce_placed()
+
+    async def _open_memory(self) -> None:
+        """The agents' grants, and the conflicts subscription, on the mission's memory actor (if it has one)."""
+        if self.memory is None:
+            return
+        token = self._control_token()
+        await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
+                               for a in self.spec.agents))
+        await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token, namespace=self.namespace)
 
     def _hold_agent(self, name: str) -> None:
         self.scheduler.hold_agent(name)

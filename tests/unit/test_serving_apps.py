@@ -42,3 +42,23 @@ def test_haproxy_takes_its_default_port_when_free_and_the_next_free_one_when_it_
         port = taken.getsockname()[1]
         assert _port_or_free(port) > port
     assert _port_or_free(port) == port
+
+
+def test_serve_starts_in_its_high_throughput_mode_unless_the_callers_environment_opts_out(monkeypatch):
+    from ray import serve
+
+    from serving import _deploy
+
+    started: list[dict] = []
+    monkeypatch.setattr(serve, "start", lambda **options: started.append(options))
+    monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: [])
+    mode = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+    for name in mode:
+        monkeypatch.delenv(name, raising=False)
+    _deploy.start_serve()
+    for name in mode:
+        monkeypatch.setenv(name, "0")
+    _deploy.start_serve()
+    on, off = (options["controller_options"]["runtime_env"]["env_vars"] for options in started)
+    assert {name: on[name] for name in mode} == dict.fromkeys(mode, "1")
+    assert {name: off[name] for name in mode} == dict.fromkeys(mode, "0")
