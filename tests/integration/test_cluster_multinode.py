@@ -60,10 +60,11 @@ def _head_id() -> str:
     return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("node:__internal_head__"))
 
 
-def _actor_nodes() -> dict[str, str]:
-    """Live actors' names -> node ids, from the GCS (no dashboard needed)."""
+def _actor_nodes(*, ended_too: bool = False) -> dict[str, str]:
+    """Live actors' names -> node ids, from the GCS (no dashboard needed); `ended_too`: also the actors that have
+    ended, where they ran."""
     return {a["Name"]: a["Address"]["NodeID"] for a in ray._private.state.actors().values()
-            if a["State"] == "ALIVE" and a["Name"]}
+            if (ended_too or a["State"] == "ALIVE") and a["Name"]}
 
 
 def _spec(name: str, agents: list[dict], tasks: list[dict], **extra):
@@ -85,11 +86,10 @@ def test_control_plane_on_the_head_agents_spread_over_the_nodes(cluster):
                  [{"id": f"t{i}", "agent": f"a{i}", "description": f"step {i}"} for i in range(3)])
     handle = start_mission(spec, router=router, mission_id="spread-1")
     try:
-        wait_for(lambda: "spread-1:memory" in _actor_nodes(), timeout_s=120, what="the memory actor")
-        where = _actor_nodes()
         result = follow(handle, timeout_s=180)
     finally:
         ray.kill(handle)
+    where = _actor_nodes(ended_too=True)  # the mission's memory actor has ended with it
     assert result["status"] == "succeeded", result["reason"]
     head = _head_id()
     router_nodes = {node for name, node in where.items() if "Router" in name}

@@ -220,3 +220,22 @@ def test_http_enters_through_haproxy_straight_to_the_router_replica(router, http
     import psutil
 
     assert {psutil.Process(pid).name() for pid in listening_pids(http_port)} == {"haproxy"}
+
+
+def test_the_replicas_that_haproxy_forwards_to_listen_on_the_serve_host_only(router, http_port):
+    """HAProxy forwards to each router replica's own HTTP server; like HAProxy's port, those bind to `http_host`
+    (127.0.0.1 here), not to every interface."""
+    import re
+    from pathlib import Path
+
+    import psutil
+
+    servers = []
+    for haproxy in listening_pids(http_port):  # two while Serve reloads HAProxy
+        cmdline = psutil.Process(haproxy).cmdline()
+        config = Path(cmdline[cmdline.index("-f") + 1]).read_text()
+        servers += re.findall(r"^\s*server \S+ (\S+):(\d+)", config, re.MULTILINE)
+    assert servers and {host for host, _ in servers} == {"127.0.0.1"}
+    bound = {(c.laddr.port, c.laddr.ip) for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    listening = {(int(port), ip) for _, port in servers for bound_port, ip in bound if bound_port == int(port)}
+    assert listening and {ip for _, ip in listening} == {"127.0.0.1"}, listening  # a replica gone meanwhile binds none
