@@ -160,8 +160,10 @@ def test_a_model_call_cut_off_by_the_tasks_timeout_is_in_the_audit_log(router, t
             "tasks": [task("t", "slow", timeout_s=0.1, retries=0, fallback_agent="quick")]}
     result = run_mission(router, data, mission_id="it-gov-audit-cut", run_dir=str(tmp_path / "run"))
     assert by_id(result)["t"]["agent"] == "quick"
-    calls = [(r.data["agent"], r.data["outcome"]) for r in read_log(str(tmp_path / "run")) if r.kind == "model.call"]
-    assert sorted(calls) == [("quick", "ok"), ("slow", "CancelledError")]
+    calls = sorted((r.data["agent"], r.data["outcome"]) for r in read_log(str(tmp_path / "run"))
+                   if r.kind == "model.call")
+    # the agent's cancel or the router's own deadline (the call carries the task's timeout) ends it first
+    assert calls in ([("quick", "ok"), ("slow", "CancelledError")], [("quick", "ok"), ("slow", "DeadlineExceeded")])
 
 
 def test_a_model_call_of_an_attempt_that_ends_after_its_cancellation_is_in_the_audit_log(router, tmp_path):
