@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -131,8 +130,7 @@ def test_a_serve_haproxy_whose_proxy_died_is_stopped_and_its_port_freed(tmp_path
     try:
         assert stop_orphaned_haproxies(str(tmp_path), grace_s=2) == [orphan]
         assert alive([psutil.Process(kept)])  # its proxy lives
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", port))  # the next Serve can take the HTTP port
+        assert not listening_pids(port)  # nothing holds the HTTP port for the next Serve
     finally:
         proxy.kill()
         psutil.Process(kept).kill()
