@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import psutil
 import yaml
+
+from serving._orphans import alive, stop
 
 RAY = str(Path(sys.executable).parent / "ray")
 GPU_TYPE = "gpu_worker"
@@ -104,7 +105,7 @@ def fake_autoscaling_cluster(work_dir: Path, *, head_resources: dict[str, float]
         stop_processes_of(temp_dir)
 
 
-def stop_processes_of(temp_dir: str, timeout_s: float = 30.0) -> None:
+def stop_processes_of(temp_dir: str, grace_s: float = 15.0) -> None:
     """Stop this cluster's processes by pid, TERM then KILL: those whose command line names `temp_dir`, and their
     children (Serve's HAProxy names no temp dir, and outlives a parent that is killed)."""
     def named() -> set[psutil.Process]:
@@ -117,29 +118,12 @@ def stop_processes_of(temp_dir: str, timeout_s: float = 30.0) -> None:
                 continue
         return found
 
-    def alive(procs: set[psutil.Process]) -> list[psutil.Process]:
-        return [p for p in procs if _status(p) not in (psutil.STATUS_ZOMBIE, None)]
-
-    procs = named()
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, timeout_s)):
-        procs |= named()
-        for proc in alive(procs):
-            try:
-                os.kill(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-        psutil.wait_procs(alive(procs), timeout=wait_s)
-    left = alive(procs | named())
+    first = named()
+    stop(list(first), grace_s)
+    stop(list(named()), grace_s)  # those started while the first ones were stopping
+    left = alive(list(first | named()))
     if left:
         raise RuntimeError(f"processes of {temp_dir} still alive: {[p.pid for p in left]}")
-
-
-def _status(proc: psutil.Process) -> str | None:
-    """The process's status; None once it is gone."""
-    try:
-        return proc.status()
-    except psutil.NoSuchProcess:
-        return None
 
 
 def run_driver(cluster: FakeCluster, *args: str, timeout_s: float = 300) -> dict:
