@@ -6,7 +6,8 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ray import serve
@@ -62,9 +63,10 @@ def _serve_options(spec: VLLMModelSpec | ScriptedModelSpec, busy_at: int) -> dic
 
 
 def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
-    from ray.serve.llm import LLMConfig, build_llm_deployment
+    with _root_logging_kept():
+        from ray.serve.llm import LLMConfig, build_llm_deployment
 
-    from serving._backends.vllm import VLLMReplica
+        from serving._backends.vllm import VLLMReplica
 
     env = {"HF_HUB_OFFLINE": "1", **spec.env}
     if spec.kv_cache_space_gb is not None:
@@ -77,6 +79,19 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
         runtime_env={"env_vars": env}, log_engine_metrics=False)
     return build_llm_deployment(llm_config, deployment_cls=VLLMReplica, name_prefix="vllm:",
                                 override_serve_options=_serve_options(spec, busy_at))
+
+
+@contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """The first import of ray.serve.llm puts a JSON-lines handler in place of the root logger's handlers
+    (ray.llm's setup_observability): fit for a replica's log file, not for the caller's console."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):

@@ -1,5 +1,7 @@
 """The router client pickles by app name, so actors can carry it."""
 
+import os
+
 import serving
 
 
@@ -24,3 +26,25 @@ def test_a_remote_backends_api_key_never_travels_in_the_routers_runtime_env(monk
     assert "sk-do-not-ship" not in repr(app._bound_deployment.init_args) + repr(env)
     assert env[ROOT_SECRET_ENV] == str(tmp_path / "root_secret")  # paths travel, secrets do not
     assert "CP_UNIT_REMOTE_KEY" not in env
+
+
+def test_building_a_vllm_app_leaves_the_callers_console_logging_as_it_was(tmp_path):
+    """ray.serve.llm's first import swaps the root logger's handlers for JSON lines; `controlplane run` printed
+    its own messages as JSON until the swap was undone."""
+    import subprocess
+    import sys
+
+    script = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, format="plain %(name)s: %(message)s", level=logging.INFO)
+import os
+
+import serving
+from controlplane.config import ServingConfig
+serving.build_app(ServingConfig.model_validate({"models": {"default": {"kind": "vllm", "model_path": "/m"}}}))
+logging.getLogger("controlplane.check").info("after the build")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CONTROLPLANE_ROOT_SECRET_FILE": str(tmp_path / "secret")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "plain controlplane.check: after the build" in done.stdout.splitlines()
