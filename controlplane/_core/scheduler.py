@@ -295,8 +295,9 @@ class Scheduler:
         self.dag.dependents[spec.id] = []
         self._left[spec.id] = 0
         self._open += 1
-        self.events.emit(now_s, "task", "delegated", task=spec.id, agent=spec.agent or spec.role,
-                         message=f"added by {delegated_by}", data={"parent": delegated_by,
+        self.events.emit(now_s, "task", "delegated", task=spec.id, agent=spec.agent,
+                         message=f"added by {delegated_by}" + ("" if spec.agent else f" for role {spec.role!r}"),
+                         data={"parent": delegated_by,
                                                                     "task": spec.model_dump(mode="json")})
         self._make_ready(spec.id, now_s)
 

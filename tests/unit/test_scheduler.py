@@ -155,6 +155,8 @@ def test_a_delegated_task_joins_the_running_dag_and_is_dispatched():
     (first,) = sched.dispatch(0.0)
     child = TaskSpec(id="parent.d1", description="fix the tagline", role="reviewer")
     sched.add_task(child, delegated_by="parent", now_s=1.0)
+    delegated = next(e for e in log.events if e.status == "delegated")
+    assert delegated.agent is None and delegated.message == "added by parent for role 'reviewer'"  # a role is no agent
     (second,) = sched.dispatch(1.0)
     assert (second.task, second.agent) == ("parent.d1", "checker")
     assert sched.tasks["parent.d1"].to_dict()["delegated_by"] == "parent"
