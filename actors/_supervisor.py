@@ -20,14 +20,13 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors._agent_pool import AgentPool, kill_actors
+from actors._agent_pool import AgentPool
 from actors._approvals import ApprovalGate
 from actors._budgets import BudgetDesk
 from actors._conflicts import ConflictDesk
+from actors._crew import Crew
 from actors._delegation import DelegationDesk
 from actors._durable import MissionJournal, Start, budget_fields, default_run_dir, open_mission
-from actors._mcp import McpHostActor
-from actors._memory import memory_needed, start_memory
 from actors._metrics import MissionMetrics
 from actors._observe import (
     MissionTrace,
@@ -52,7 +51,6 @@ from controlplane.errors import BudgetExceeded
 
 logger = logging.getLogger(__name__)
 SLOW_TICK_S = 0.05
-MCP_STOP_TIMEOUT_S = 15.0
 MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
 TOKEN_MARGIN_S = 60.0
@@ -72,7 +70,6 @@ class SupervisorActor:
         """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
         when it already holds a log, the mission continues from it (see actors._durable)."""
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
-        self.memory_dir = memory_dir
         self.tracing = mission_tracing(tracing, log_content=spec.policies.log_content)
         configure_process(self.tracing, "controlplane.supervisor")
         self.tokens = MissionTokens(mission_key, mission_id)
@@ -87,13 +84,12 @@ class SupervisorActor:
         self.sched: Scheduler | None = None
         self.final: tuple[MissionStatus, str] | None = None
         self.phase = MissionStatus.STARTING
-        self.memory: Any = None
-        self.mcp: Any = None
         self.router_url = router_url
         self.plan_info: dict[str, Any] = {"mode": spec.plan, "repairs": [], "fallback": False}
         self.metrics = MissionMetrics(mission_id)
         self.agents = AgentPool(spec, mission_id, namespace, self.log, hold=self._hold_agent,
                                 release=self._agent_back)
+        self.crew = Crew(spec, mission_id, namespace, self.log, self.agents, memory_dir=memory_dir)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
                                       count_call=lambda: self.budgets.count_calls("control-plane"),
                                       supervisor_token=self._control_token,
@@ -371,34 +367,9 @@ class SupervisorActor:
 
     async def _start_actors(self) -> None:
         await self.budgets.arm(self._control_token())
-        if self.spec.mcp_servers:
-            self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(  # type: ignore[attr-defined]
-                list(self.spec.mcp_servers))
-            tools = await self.mcp.start.remote()
-            self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
-                          f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
-        if memory_needed(self.spec):
-            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
-                                       app_name=getattr(self.router, "app_name", None))
-        # The memory actor loads its embedding model while the agents start; tasks go out once both are ready.
-        opening_memory = asyncio.ensure_future(self._open_memory())
-        try:
-            await self.agents.start(router=self.router, memory=self.memory, mcp=self.mcp, router_url=self.router_url,
-                                    supervisor=ray.get_runtime_context().current_actor, tracing=self.tracing)
-        except BaseException:
-            opening_memory.cancel()
-            raise
-        await opening_memory
-        self.agents.announce_placed()
-
-    async def _open_memory(self) -> None:
-        """The agents' grants, and the conflicts subscription, on the mission's memory actor (if it has one)."""
-        if self.memory is None:
-            return
-        token = self._control_token()
-        await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
-                               for a in self.spec.agents))
-        await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token, namespace=self.namespace)
+        await self.crew.start(router=self.router, router_url=self.router_url,
+                              supervisor=ray.get_runtime_context().current_actor, tracing=self.tracing,
+                              control_token=self._control_token)
 
     def _hold_agent(self, name: str) -> None:
         self.scheduler.hold_agent(name)
@@ -423,7 +394,7 @@ class SupervisorActor:
         return self.agents[name]
 
     def _memory(self) -> Any:
-        return self.memory
+        return self.crew.memory
 
     async def _loop(self) -> None:
         assert self.sched is not None
@@ -537,8 +508,7 @@ class SupervisorActor:
                 entry[1].cancel()
 
     async def _teardown(self) -> None:
-        """Cancel what runs, give cancelled steps CANCEL_GRACE_S to stop their calls, then kill the agents at
-        once (a sync in-process tool's thread dies with its process); MCP servers stop last."""
+        """Cancel what runs, give cancelled steps CANCEL_GRACE_S to stop their calls, then stop the crew."""
         for _, future in self._attempts.values():
             future.cancel()
         self._attempts.clear()
@@ -550,11 +520,4 @@ class SupervisorActor:
             await asyncio.wait(outcomes, timeout=CANCEL_GRACE_S)
             for outcome in outcomes:
                 self.on_model_calls(late_model_calls(outcome))
-        self.agents.stop()
-        if self.mcp is not None:  # its servers are child processes: stop them before the actor goes
-            try:
-                await asyncio.wait_for(self.mcp.stop.remote(), MCP_STOP_TIMEOUT_S)
-            except Exception:
-                logger.exception("mission %s: MCP servers did not stop cleanly", self.mission_id)
-        kill_actors([h for h in (self.memory, self.mcp) if h is not None], self.mission_id)
-        self.agents.release_reservation()
+        await self.crew.stop()

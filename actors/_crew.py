@@ -1,0 +1,77 @@
+"""The actors of a mission beside its supervisor: the MCP host, the memory actor and the agents. They start
+together and stop together.
+
+Start order: the MCP host first (agents learn its tools when they answer); then the memory actor loads its
+embedding model while the agents start, and the mission may dispatch once both are ready (`placed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from actors._agent_pool import AgentPool, kill_actors
+from actors._mcp import McpHostActor
+from actors._memory import memory_needed, start_memory
+from controlplane._core.events import EventLog
+from controlplane._tracing import TracingConfig
+from controlplane.config.mission import MissionSpec
+
+logger = logging.getLogger(__name__)
+MCP_STOP_TIMEOUT_S = 15.0
+
+
+class Crew:
+    """A mission's MCP host, memory actor and agent pool; `memory` and `mcp` are None when it has none."""
+
+    def __init__(self, spec: MissionSpec, mission_id: str, namespace: str, log: EventLog, agents: AgentPool, *,
+                 memory_dir: str | None) -> None:
+        self.spec, self.mission_id, self.namespace, self.log = spec, mission_id, namespace, log
+        self.agents, self.memory_dir = agents, memory_dir
+        self.memory: Any = None
+        self.mcp: Any = None
+
+    async def start(self, *, router: Any, router_url: str | None, supervisor: Any, tracing: TracingConfig | None,
+                    control_token: Callable[[], str]) -> None:
+        """Start every actor and wait until each answers; then emit `placed`."""
+        if self.spec.mcp_servers:
+            self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(  # type: ignore[attr-defined]
+                list(self.spec.mcp_servers))
+            tools = await self.mcp.start.remote()
+            self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
+                          f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
+        if memory_needed(self.spec):
+            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
+                                       app_name=getattr(router, "app_name", None))
+        opening_memory = asyncio.ensure_future(self._open_memory(control_token()))
+        try:
+            await self.agents.start(router=router, memory=self.memory, mcp=self.mcp, router_url=router_url,
+                                    supervisor=supervisor, tracing=tracing)
+        except BaseException:
+            opening_memory.cancel()
+            raise
+        await opening_memory
+        self.agents.announce_placed()
+
+    async def _open_memory(self, token: str) -> None:
+        """The agents' grants, and the supervisor's conflicts subscription, on the memory actor (if any)."""
+        if self.memory is None:
+            return
+        await asyncio.gather(*(self.memory.grant.remote(a.name, a.memory.read, a.memory.write, token=token)
+                               for a in self.spec.agents))
+        await self.memory.subscribe.remote(self.mission_id, ["conflicts"], token=token, namespace=self.namespace)
+
+    async def stop(self) -> None:
+        """Kill the agents at once (a sync in-process tool's thread dies with its process); the MCP servers stop
+        next, then the memory and MCP actors go and the agents' reservation is released."""
+        self.agents.stop()
+        if self.mcp is not None:  # its servers are child processes: stop them before the actor goes
+            try:
+                await asyncio.wait_for(self.mcp.stop.remote(), MCP_STOP_TIMEOUT_S)
+            except Exception:
+                logger.exception("mission %s: MCP servers did not stop cleanly", self.mission_id)
+        kill_actors([h for h in (self.memory, self.mcp) if h is not None], self.mission_id)
+        self.agents.release_reservation()
