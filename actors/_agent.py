@@ -327,8 +327,8 @@ class AgentActor:
         posted = await self._post(task, args["text"], attempt, token, topic=args.get("topic"))
         return {"posted": posted, "namespace": self.agent.memory.write[0] if self.agent.memory.write else None}
 
-    async def _search(self, query: str, k: int, token: str, *,
-                      exclude_tasks: Sequence[str] = ()) -> list[tuple[float, str, str]]:
+    async def _search(self, query: str, k: int, token: str, *, exclude_tasks: Sequence[str] = (),
+                      min_score: float | None = None) -> list[tuple[float, str, str]]:
         from memory import SearchFilters
 
         filters = SearchFilters(mission_id=self.mission_id, exclude_task_ids=list(exclude_tasks))
@@ -336,17 +336,18 @@ class AgentActor:
         for namespace in self.agent.memory.read:
             with _tracing.memory("search_memory", namespace, agent=self.agent.name, query=query):
                 found = await self.memory.search.remote(query, k=k, namespace=namespace, token=token,
-                                                        filters=filters)
+                                                        filters=filters, min_score=min_score)
             scored += [(hit.score, hit.entry.agent_id, hit.entry.text) for hit in found[0]]
         scored.sort(key=lambda hit: -hit[0])
         return scored[:k]
 
     async def _recall(self, task: TaskSpec, token: str) -> list[str]:
-        """The top `memory_k` notes for the task, leaving out its dependencies' own: their results are already
-        in the prompt, in full."""
+        """The top `memory_k` notes for the task (those at `memory_min_score` or above), leaving out its
+        dependencies' own: their results are already in the prompt, in full."""
         if self.memory is None or self.agent.memory_k == 0:
             return []
-        hits = await self._search(task.description, self.agent.memory_k, token, exclude_tasks=task.depends_on)
+        hits = await self._search(task.description, self.agent.memory_k, token, exclude_tasks=task.depends_on,
+                                  min_score=self.agent.memory_min_score)
         return [f"{agent}: {text}" for _, agent, text in hits]
 
     async def _post(self, task: TaskSpec, output: Any, attempt: int, token: str, *, topic: str | None = None) -> int:

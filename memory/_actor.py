@@ -150,8 +150,9 @@ class MemoryActor:
         return self._store.supersede(list(ids), by=by, now_s=time.time())
 
     async def search(self, queries: str | list[str], *, k: int = 5, namespace: str, token: str,
-                     filters: SearchFilters | dict | None = None) -> list[list[Hit]]:
-        """Top-k hits per query text (one list per query, also for a single string), best first."""
+                     filters: SearchFilters | dict | None = None, min_score: float | None = None) -> list[list[Hit]]:
+        """Top-k hits per query text (one list per query, also for a single string), best first; with
+        `min_score`, only hits whose cosine similarity to the query reaches it."""
         as_agent = self._caller(token)
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts:
@@ -161,16 +162,18 @@ class MemoryActor:
             if not isinstance(text, str) or not text.strip():
                 raise SpecError(where=f"memory.search: queries[{n}]", value=text, why="a query must be non-empty text",
                                 fix="pass non-empty strings")
-        self._store.check_search(k=k, namespace=namespace, as_agent=as_agent)
+        self._store.check_search(k=k, namespace=namespace, as_agent=as_agent, min_score=min_score)
         vectors = await asyncio.to_thread(self._embedder.encode, texts)
         return self._store.search(vectors, k=k, namespace=namespace, as_agent=as_agent,
-                                  filters=_filters(filters), now_s=time.time())
+                                  filters=_filters(filters), now_s=time.time(), min_score=min_score)
 
     async def search_vectors(self, vectors: Any, *, k: int = 5, namespace: str, token: str,
-                             filters: SearchFilters | dict | None = None) -> list[list[Hit]]:
-        """Top-k hits per query vector ((n, dim) unit vectors; numpy arrays travel zero-copy)."""
+                             filters: SearchFilters | dict | None = None,
+                             min_score: float | None = None) -> list[list[Hit]]:
+        """Top-k hits per query vector ((n, dim) unit vectors; numpy arrays travel zero-copy); `min_score` as in
+        `search`."""
         return self._store.search(vectors, k=k, namespace=namespace, as_agent=self._caller(token),
-                                  filters=_filters(filters), now_s=time.time())
+                                  filters=_filters(filters), now_s=time.time(), min_score=min_score)
 
     async def get(self, entry_id: int, *, token: str) -> Entry | None:
         """The entry, or None when it was never written, was deleted or has expired."""

@@ -57,6 +57,15 @@ def check_k(k: int, config: MemoryConfig) -> None:
                         fix="ask for fewer results, or raise MemoryConfig.max_k")
 
 
+def check_min_score(min_score: float | None) -> None:
+    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)
+                                  or not -1.0 <= min_score <= 1.0):
+        raise SpecError(where="memory.search: min_score", value=min_score,
+                        why="min_score is a cosine similarity, a number from -1 to 1",
+                        fix="pass e.g. 0.3 to leave out weakly related entries, or None for the top k whatever "
+                            "their score")
+
+
 def check_vectors(vectors: object, dim: int, *, where: str, rows: int | None = None, max_rows: int) -> np.ndarray:
     """A (n, dim) float32 array of finite unit vectors; a single vector becomes one row."""
     try:

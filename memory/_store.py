@@ -19,7 +19,7 @@ import numpy as np
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import AccessDenied, SpecError
 from memory._acl import SUPERVISOR, AccessControl
-from memory._checks import check_entries, check_k, check_namespace, check_vectors
+from memory._checks import check_entries, check_k, check_min_score, check_namespace, check_vectors
 from memory._durable import Durable
 from memory._filters import attrs_of
 from memory._index import NamespaceIndex
@@ -178,23 +178,26 @@ class MemoryStore:
     def known_namespaces(self) -> set[str]:
         return set(self.config.namespaces) | self.acl.namespaces()
 
-    def check_search(self, *, k: int, namespace: str, as_agent: str) -> None:
+    def check_search(self, *, k: int, namespace: str, as_agent: str, min_score: float | None = None) -> None:
         """Everything `search` checks before the queries are embedded."""
         check_k(k, self.config)
+        check_min_score(min_score)
         check_namespace(namespace, self.known_namespaces(), where="memory.search: namespace")
         self.acl.check_read(as_agent, namespace)
 
     def search(self, queries: object, *, k: int, namespace: str, as_agent: str,
-               filters: SearchFilters | None, now_s: float) -> list[list[Hit]]:
-        """Top-k hits per query vector in one namespace, best first."""
-        self.check_search(k=k, namespace=namespace, as_agent=as_agent)
+               filters: SearchFilters | None, now_s: float, min_score: float | None = None) -> list[list[Hit]]:
+        """Top-k hits per query vector in one namespace, best first; with `min_score`, only those whose cosine
+        similarity to the query reaches it."""
+        self.check_search(k=k, namespace=namespace, as_agent=as_agent, min_score=min_score)
         array = check_vectors(queries, self.dim, where="memory.search: queries", max_rows=self.config.max_batch)
         self.expire(now_s)
         index = self.indexes.get(namespace)
         if index is None:
             return [[] for _ in range(len(array))]
         results = index.search(array, k, where=filters)  # the filter runs inside FAISS, over row attributes
-        return [[Hit(score=score, entry=self.entries[i]) for score, i in hits] for hits in results]
+        floor = -np.inf if min_score is None else min_score
+        return [[Hit(score=score, entry=self.entries[i]) for score, i in hits if score >= floor] for hits in results]
 
     def get(self, entry_id: int, *, as_agent: str, now_s: float) -> Entry | None:
         """The entry, or None when it does not exist (never written, deleted or expired)."""

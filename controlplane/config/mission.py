@@ -62,6 +62,9 @@ class AgentSpec(AgentActing):
     max_tokens: int = Field(256, ge=1, le=8192, description="Output tokens per model call.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
     memory_k: int = Field(3, ge=0, le=20, description="Memory hits put into the prompt with `fixed_memory`.")
+    memory_min_score: float | None = Field(None, ge=-1, le=1, description=(
+        "With `fixed_memory`: leave out hits whose cosine similarity to the task text is below this (e.g. 0.3); "
+        "None puts the top `memory_k` into the prompt whatever their score."))
     budget: AgentBudget | None = Field(None, description="The agent's own token and USD caps; None = only the "
                                        "mission's.")
 

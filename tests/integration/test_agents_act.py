@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.helpers import agent, by_id, run_mission, task
 
@@ -30,9 +31,13 @@ def test_an_agent_calls_a_tool_and_answers_with_its_result(router):
     assert done["loop"]["steps"] == 2 and done["tool_calls"] == 1
 
 
-def test_recall_leaves_out_the_notes_of_tasks_whose_results_are_already_in_the_prompt(router, tmp_path):
+@pytest.mark.parametrize("min_score, recalled", [(None, "recalled the venue note only"), (0.9, "recalled no note")])
+def test_recall_leaves_out_the_notes_of_tasks_whose_results_are_already_in_the_prompt(router, tmp_path, min_score,
+                                                                                       recalled):
+    """And, with `memory_min_score`, the notes less similar to the task text than that."""
     finder = {"model": "scripted-findings", "fixed_memory": True}
-    result = run_mission(router, {"agents": [agent("v", **finder), agent("a", **finder), agent("c", **finder)],
+    result = run_mission(router, {"agents": [agent("v", **finder), agent("a", **finder),
+                                             agent("c", **finder, memory_min_score=min_score)],
                                   "tasks": [task("venue", "v", "Note the venue."),
                                             task("month", "a", "Research the launch month.", deps=("venue",)),
                                             task("plan", "c", "Summarise the plan.", deps=("month",))]},
@@ -40,7 +45,7 @@ def test_recall_leaves_out_the_notes_of_tasks_whose_results_are_already_in_the_p
     assert result["status"] == "succeeded", result["reason"]
     plan = by_id(result)["plan"]
     # month's note is its result, already in the prompt; venue's, two steps up, is not
-    assert plan["output"] == "recalled the venue note only"
+    assert plan["output"] == recalled
 
 
 def test_agents_route_their_router_calls_on_their_own_event_loop_and_send_them_over_grpc(router):

@@ -56,6 +56,10 @@ def test_search_finds_entries_by_meaning_with_filters(mem):
     only_hiring = ray.get(mem.search.remote("release date", k=3, namespace="alice", token=tok("alice"),
                                             filters={"topic": "hiring"}))
     assert [h.entry.text for h in only_hiring[0]] == [texts[2]]
+    floor = (hits[0][0].score + hits[0][1].score) / 2
+    close_only = ray.get(mem.search.remote("When is the release date?", k=3, namespace="alice", token=tok("alice"),
+                                           min_score=floor))
+    assert [h.entry.text for h in close_only[0]] == [texts[1]]
 
 
 def test_recall_at_10_equals_raw_faiss_on_the_same_vectors(mem):
@@ -126,6 +130,7 @@ def test_access_control_denies_with_a_typed_error_and_counts_it(mem):
     (lambda m: m.search.remote("q", k=101, namespace="alice", token=tok("alice")), "k"),
     (lambda m: m.search.remote("q", namespace="nowhere", token=tok("supervisor")), "namespace"),
     (lambda m: m.search.remote("", namespace="alice", token=tok("alice")), "queries[0]"),
+    (lambda m: m.search.remote("q", namespace="alice", token=tok("alice"), min_score=2), "min_score"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(mem, call, field):
     before = ray.get(mem.stats.remote(token=tok("supervisor")))

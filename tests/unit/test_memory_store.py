@@ -142,6 +142,22 @@ def test_k_out_of_range(store, k):
     assert error.value.where == "memory.search: k"
 
 
+def test_min_score_leaves_out_hits_below_it_and_a_bad_one_is_refused(store):
+    query = unit(1)[0]
+    near = query + 0.2 * unit(1, seed=1)[0]
+    far = unit(1, seed=2)[0]
+    vectors = np.stack([v / np.linalg.norm(v) for v in (near, far)])
+    store.post([new("near"), new("far")], vectors, as_agent="alice", now_s=1.0)
+    everything = store.search(query, k=2, namespace="research", as_agent="alice", filters=None, now_s=2.0)[0]
+    assert [h.entry.text for h in everything] == ["near", "far"] and everything[1].score < 0.5 < everything[0].score
+    kept = store.search(query, k=2, namespace="research", as_agent="alice", filters=None, now_s=2.0, min_score=0.5)
+    assert [h.entry.text for h in kept[0]] == ["near"]
+    for bad in (1.5, -2, "0.3", True):
+        with pytest.raises(SpecError, match="from -1 to 1") as error:
+            store.search(query, k=2, namespace="research", as_agent="alice", filters=None, now_s=2.0, min_score=bad)
+        assert error.value.where == "memory.search: min_score"
+
+
 def test_bad_search_namespace_and_dimension(store):
     with pytest.raises(SpecError, match="unknown namespace; known: \\['notes', 'research'\\]"):
         store.search(unit(1), k=1, namespace="nope", as_agent="supervisor", filters=None, now_s=1.0)

@@ -129,3 +129,11 @@ def test_per_agent_and_usd_budgets():
     assert spec.agent("writer").budget.max_usd == 0.1 and spec.agent("checker").budget is None
     with pytest.raises(SpecError, match=r"budget\.max_tokens"):
         parse_mission(_with(("agents", 0, "budget"), {"max_tokens": 0}))
+
+
+def test_memory_min_score_is_a_cosine_or_none():
+    assert parse_mission(_with(("agents", 0, "memory_min_score"), 0.3)).agents[0].memory_min_score == 0.3
+    assert parse_mission(mission()).agents[0].memory_min_score is None
+    with pytest.raises(SpecError, match=r"agents\[0\]\(writer\)\.memory_min_score: 1.5 is invalid") as error:
+        parse_mission(_with(("agents", 0, "memory_min_score"), 1.5))
+    assert error.value.value == 1.5
