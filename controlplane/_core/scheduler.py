@@ -297,8 +297,7 @@ class Scheduler:
         self._open += 1
         self.events.emit(now_s, "task", "delegated", task=spec.id, agent=spec.agent,
                          message=f"added by {delegated_by}" + ("" if spec.agent else f" for role {spec.role!r}"),
-                         data={"parent": delegated_by,
-                                                                    "task": spec.model_dump(mode="json")})
+                         data={"parent": delegated_by, "task": spec.model_dump(mode="json")})
         self._make_ready(spec.id, now_s)
 
     def stop(self, status: MissionStatus, reason: str, now_s: float) -> list[str]:
