@@ -53,6 +53,8 @@ class Call:
     """The task's slack in its mission's DAG (ChatRequest.slack_s); None: FIFO among the mission's calls."""
     key: KeyScope | None = None
     """The API key the call came with: its rpm/tpm limits are one more admission scope."""
+    on_dispatch: Callable[[], None] | None = None
+    """Called when the call leaves the queue for its backend (again if its fallback takes it)."""
 
 
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -311,6 +313,8 @@ class RouterCore:
             try:
                 key = affinity_key(call.body, call.identity)
                 progress.dispatched = True
+                if call.on_dispatch is not None:
+                    call.on_dispatch()
                 queue_s = self._clock() - start_s
                 events = within(self._backends[model].stream(call.body, key), deadline_s - self._clock(),
                                 self.config.router.stream_interval_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, get_args
 
 from fastapi.responses import JSONResponse
@@ -134,7 +135,8 @@ def credentials(headers: Any, body: _Body | None = None) -> dict[str, str | None
             "x-priority": headers.get("x-priority") or (body.priority if body else None)}
 
 
-def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeyScope | None = None) -> Call:
+def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeyScope | None = None,
+            on_dispatch: Callable[[], None] | None = None) -> Call:
     """The router call of a request, under the identity its credentials gave (and its API key's limits)."""
     payload: dict[str, Any] = {"max_tokens": body.max_tokens or body.max_completion_tokens or default_max_tokens,
                                "temperature": body.temperature, **_constraints(body), **body.sampling()}
@@ -143,7 +145,8 @@ def to_call(body: _Body, identity: Identity, default_max_tokens: int, key: KeySc
         payload.update(body.tool_body())
     elif isinstance(body, CompletionBody):
         payload["prompt"] = body.prompt
-    return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s, key=key)
+    return Call(model=body.model, body=payload, identity=identity, timeout_s=body.timeout_s, key=key,
+                on_dispatch=on_dispatch)
 
 
 def _usage(final: dict[str, Any]) -> dict[str, Any]:

@@ -30,11 +30,19 @@ from serving._keys import ApiKeyStore
 from serving._leases import shared_quotas
 from serving._limiter import SharedLimits, start_limiter
 from serving._secrets import load_or_create_root_secret
+from serving._stream import first_event_or_a_silent_run
 from serving._tool_calls import ReplyAssembler
 from serving._trace_sinks import RouterTracing, traced
 from serving._types import ChatRequest, ChatResult, Identity, Usage
 
 DEFAULT_HTTP_MAX_TOKENS = 256
+STREAM_COMMIT_S = 0.5
+"""A streamed HTTP call that has run on its backend this long without a first event gets its 200 then; errors
+after that come in the stream."""
+STREAM_HEARTBEAT_S = 0.2
+"""From then until its first event, an SSE comment line every interval. Writing is how a proxy in front notices
+a client that has gone: HAProxy, once a response has started or while Serve reloads it, notices a client that
+closed only when it next writes to it (docs/serving.md)."""
 app = FastAPI(title="controlplane router")
 
 
@@ -85,6 +93,14 @@ async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
     yield first
     async for event in rest:
         yield event
+
+
+def _cancel_when_this_request_ends(future: asyncio.Future[Any]) -> None:
+    """Cancel `future` (a no-op once it is done) when the task that serves this request ends, however it ends:
+    Serve cancels that task when its client goes."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.add_done_callback(lambda _: future.cancel())
 
 
 def _shared(config: ServingConfig) -> SharedLimits | None:
@@ -194,20 +210,25 @@ class Router:
         try:
             body = self._http_body(await request.body(), body_cls, request.headers)
             identity, key = self._auth.for_http(_http.credentials(request.headers, body), now_s=time.time())
-            call = _http.to_call(body, identity, DEFAULT_HTTP_MAX_TOKENS, key)
+            dispatched = asyncio.Event()
+            call = _http.to_call(body, identity, DEFAULT_HTTP_MAX_TOKENS, key, on_dispatch=dispatched.set)
             events = self._traced(call, RouterTracing.carrier_of(request.headers))
-            first = await anext(events)
+            if not body.stream:
+                return await self._http_reply(call, events)
+            first = asyncio.ensure_future(anext(events))
+            _cancel_when_this_request_ends(first)
+            await first_event_or_a_silent_run(first, dispatched, STREAM_COMMIT_S)
+            if first.done():
+                first.result()
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
-        if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(self._sse(call, first, events, include_usage), media_type="text/event-stream")
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(self._sse(call, first, events, include_usage), media_type="text/event-stream")
+
+    async def _http_reply(self, call: Call, events: AsyncIterator[dict[str, Any]]) -> JSONResponse:
         reply = ReplyAssembler()
-        try:
-            async for event in _chain(first, events):
-                reply.add(event)
-        except ControlPlaneError as exc:
-            return _http.error_from_exception(exc)
+        async for event in events:
+            reply.add(event)
         return JSONResponse(_http.reply_json(call, reply))
 
     def _http_body(self, raw: bytes, body_cls: type, headers: Any) -> Any:
@@ -218,11 +239,16 @@ class Router:
             self._auth.for_http(_http.credentials(headers), now_s=time.time())
             raise
 
-    async def _sse(self, call: Call, first: dict[str, Any], events: AsyncIterator[dict[str, Any]],
+    async def _sse(self, call: Call, first: asyncio.Future[dict[str, Any]], events: AsyncIterator[dict[str, Any]],
                    include_usage: bool) -> AsyncIterator[str]:
+        """The call's SSE chunks, after a comment line every STREAM_HEARTBEAT_S while the first one is due."""
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         try:
-            async for event in _chain(first, events):
+            while not first.done():
+                done, _ = await asyncio.wait([first], timeout=STREAM_HEARTBEAT_S)
+                if not done:
+                    yield ": waiting for the first token\n\n"
+            async for event in _chain(first.result(), events):
                 yield _http.sse_chunk(call, request_id, event, include_usage)
         except ControlPlaneError as exc:
             yield _http.sse_error(exc)

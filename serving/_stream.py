@@ -1,4 +1,5 @@
-"""Reading a backend's event stream under a deadline, merging the text deltas that are ready together.
+"""Reading a backend's event stream under a deadline, merging the text deltas that are ready together, and
+waiting for a call's first event before an HTTP stream commits to its status.
 
 One pump task and one timer per call (not one task per event), and fewer, larger events downstream.
 """
@@ -63,3 +64,15 @@ async def within(events: AsyncIterator[dict[str, Any]], timeout_s: float,
     finally:
         timer.cancel()
         task.cancel()
+
+
+async def first_event_or_a_silent_run(first: asyncio.Future[Any], dispatched: asyncio.Event, silent_s: float) -> None:
+    """Return once `first` (a call's first event) is done, or the call has run on its backend (`dispatched`) for
+    `silent_s` without it. A call that waits in the queue has no time limit here: its own deadline ends it."""
+    running = asyncio.ensure_future(dispatched.wait())
+    try:
+        await asyncio.wait([first, running], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        running.cancel()
+    if not first.done():
+        await asyncio.wait([first], timeout=silent_s)

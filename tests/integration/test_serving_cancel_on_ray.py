@@ -5,6 +5,8 @@ and after an overload with short deadlines latency is back to normal within 5 s.
 import asyncio
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -62,25 +64,44 @@ def bearer(api_key) -> dict[str, str]:
     return {"authorization": f"Bearer {api_key('it-cancel-http', mission='it-cancel-http')}"}
 
 
-def haproxy_settled(http_port: int, quiet_s: float = 3.0) -> None:
-    """Wait until the HAProxy process that listens on the HTTP port has not changed for `quiet_s`. Serve restarts
-    HAProxy when replicas come and go (another test's app), and a client that disconnects while its request is on
-    the HAProxy process being replaced does not end its call (docs/serving.md)."""
-    since, pids, deadline = time.monotonic(), listening_pids(http_port), time.monotonic() + 60
-    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
-        time.sleep(0.2)
-        if (now := listening_pids(http_port)) != pids:
-            since, pids = time.monotonic(), now
-
-
-def test_an_http_client_that_disconnects_ends_its_call(router_base_url, http_port, bearer):
-    haproxy_settled(http_port)
+@contextmanager
+def call_running_over_http(base_url: str, bearer: dict[str, str]) -> Iterator[httpx.Response]:
+    """A streamed call to scripted-hang, held open by its client: yields once the call runs on its replica and the
+    router has sent its 200 (the call's first token is 20 s away); the client goes when the block ends."""
     body = {"model": "scripted-hang", "stream": True, "messages": [{"role": "user", "content": "wait"}]}
-    with pytest.raises(httpx.ReadTimeout):
-        with httpx.stream("POST", f"{router_base_url}/chat/completions", json=body, headers=bearer,
-                          timeout=1.0) as response:
-            response.read()
+    with httpx.stream("POST", f"{base_url}/chat/completions", json=body, headers=bearer, timeout=30) as response:
+        assert response.status_code == 200
+        wait_for(lambda: unfinished("scripted-hang") == 1, timeout_s=10, what="the call to run on its replica")
+        yield response
+
+
+def test_an_http_client_that_disconnects_before_the_first_token_ends_its_call(router_base_url, bearer):
+    with call_running_over_http(router_base_url, bearer) as response:
+        lines = response.iter_lines()  # held: dropping it mid-stream closes the connection
+        assert next(lines) == ": waiting for the first token"
     assert seconds_until_idle("scripted-hang") < ABORT_WITHIN_S
+
+
+def test_an_http_client_that_disconnects_while_serve_reloads_haproxy_ends_its_call(router_base_url, http_port,
+                                                                                   bearer):
+    """Serve reloads HAProxy when replicas come and go. The HAProxy process it replaces keeps its open connections,
+    and notices a client that has closed only when it next writes to it: before the router sent comment lines
+    while a first token was due, this call ran to its end (20 s)."""
+    from ray import serve
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    def reload_probe(request) -> str:
+        return "ok"
+
+    serving_before = listening_pids(http_port)
+    try:
+        with call_running_over_http(router_base_url, bearer):
+            serve.run(reload_probe.bind(), name="haproxy-reload-probe", route_prefix="/haproxy-reload-probe")
+            wait_for(lambda: not listening_pids(http_port) & serving_before, timeout_s=30,
+                     what="Serve to replace the HAProxy process that holds the call")
+        assert seconds_until_idle("scripted-hang") < ABORT_WITHIN_S
+    finally:
+        serve.delete("haproxy-reload-probe")
 
 
 def test_a_disconnected_http_stream_aborts_its_vllm_request(router_base_url, bearer):
@@ -88,10 +109,9 @@ def test_a_disconnected_http_stream_aborts_its_vllm_request(router_base_url, bea
             "messages": [{"role": "user", "content": "Count to a thousand."}]}
     with httpx.stream("POST", f"{router_base_url}/chat/completions", json=body, headers=bearer,
                       timeout=60) as response:
-        lines = response.iter_lines()
-        for _ in range(3):
-            next(lines)
-        assert unfinished("default") == 1  # the engine is generating
+        lines = response.iter_lines()  # held: dropping it mid-stream closes the connection
+        assert '"error"' not in next(line for line in lines if line.startswith("data: "))
+        wait_for(lambda: unfinished("default") == 1, timeout_s=10, what="the engine to count the call it generates")
     assert seconds_until_idle("default") < ABORT_WITHIN_S
 
 

@@ -72,6 +72,38 @@ def test_429_with_retry_after_through_openai_client(router_base_url, api_key):
     assert info.value.body["type"] == "rate_limit_error"
 
 
+def test_a_stream_that_fails_after_its_200_ends_with_the_error_which_the_openai_sdk_raises(router_base_url, api_key):
+    """scripted-hang runs 20 s without a token, so its 200 goes out 0.5 s into the run and comment lines follow;
+    timeout_s ends it later, in the stream. The SDK skips the comment lines and raises the error."""
+    client = openai.OpenAI(base_url=router_base_url, api_key=api_key("it-late-error", mission="it-late-error"),
+                           max_retries=0)
+    stream = client.chat.completions.create(model="scripted-hang", stream=True, extra_body={"timeout_s": 1.5},
+                                            messages=[{"role": "user", "content": "wait"}])
+    assert stream.response.status_code == 200
+    with pytest.raises(openai.APIError, match="timeout_s"):
+        list(stream)
+
+
+def test_a_stream_that_waits_in_the_queue_past_its_deadline_is_still_a_429(router_base_url, api_key):
+    """scripted-narrow runs one call at a time: ten calls ahead of it hold the queue for 1.5 s."""
+    url = f"{router_base_url}/chat/completions"
+    headers = {"authorization": f"Bearer {api_key('it-queue-429', mission='it-queue-429')}"}
+    body = {"model": "scripted-narrow", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=30) as http:
+            ahead = [asyncio.create_task(http.post(url, json=body, headers=headers)) for _ in range(10)]
+            await asyncio.sleep(0.2)
+            async with http.stream("POST", url, json={**body, "stream": True, "timeout_s": 0.8},
+                                   headers=headers) as response:
+                status, retry_after = response.status_code, response.headers.get("retry-after")
+            await asyncio.gather(*ahead)
+            return status, retry_after
+
+    status, retry_after = asyncio.run(scenario())
+    assert status == 429 and int(retry_after) >= 1
+
+
 def test_fallback_when_a_backend_is_down(router):
     results = [asyncio.run(router.chat(ask("down", "capital of France?", "it-down", max_tokens=4)))
                for _ in range(3)]

@@ -183,3 +183,25 @@ def test_a_missions_waiting_calls_run_least_slack_first():
 
     asyncio.run(scenario())
     assert backend.order == ["first", "critical", "spare", "fifo"]
+
+
+def test_on_dispatch_is_called_when_a_call_leaves_the_queue_for_its_backend():
+    """The HTTP API commits a stream's status no earlier than this (serving._stream.first_event_or_a_silent_run)."""
+    narrow = ServingConfig.model_validate({"models": {"main": {"kind": "scripted", "limits": {"max_in_flight": 1}}}})
+    backend = FakeBackend(delay_s=0.2)
+    core = RouterCore(narrow, {"main": backend})
+    dispatched = []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        def on_dispatch(name):
+            return lambda: dispatched.append((name, backend.calls, loop.time() - start))
+
+        await asyncio.gather(run(core, call(on_dispatch=on_dispatch("first"))),
+                             run(core, call(on_dispatch=on_dispatch("queued"))))
+
+    asyncio.run(scenario())
+    assert [(name, calls) for name, calls, _ in dispatched] == [("first", 0), ("queued", 1)]  # before its backend call
+    assert dispatched[0][2] < 0.1 and dispatched[1][2] >= 0.19  # the queued one left when the first one ended

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from serving._stream import merge_ready, within
+from serving._stream import first_event_or_a_silent_run, merge_ready, within
 
 
 def test_merge_ready_joins_consecutive_deltas_only():
@@ -70,3 +70,39 @@ def test_interval_batches_text_after_the_first_delta():
 
 async def collect_interval(events, interval_s):
     return [event async for event in within(events, 5.0, interval_s)]
+
+
+def waited_s(first_after_s: float | None, dispatched_after_s: float | None, silent_s: float = 0.2
+             ) -> tuple[float, bool]:
+    """How long first_event_or_a_silent_run waited, and whether the first event was in when it returned."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        first, dispatched = loop.create_future(), asyncio.Event()
+        if first_after_s is not None:
+            loop.call_later(first_after_s, first.set_exception, RuntimeError("queue wait past the deadline"))
+        if dispatched_after_s is not None:
+            loop.call_later(dispatched_after_s, dispatched.set)
+        start = loop.time()
+        await first_event_or_a_silent_run(first, dispatched, silent_s)
+        done = first.done()
+        first.cancel()
+        if done:
+            first.exception()
+        return loop.time() - start, done
+
+    return asyncio.run(scenario())
+
+
+def test_a_call_in_the_queue_keeps_its_status_until_its_first_event_however_long():
+    elapsed, done = waited_s(first_after_s=0.6, dispatched_after_s=None)
+    assert done and elapsed >= 0.55
+
+
+def test_a_call_that_runs_without_a_first_event_commits_after_the_silent_time():
+    elapsed, done = waited_s(first_after_s=None, dispatched_after_s=0.3)
+    assert not done and 0.45 <= elapsed < 1.0
+
+
+def test_a_first_event_within_the_silent_time_ends_the_wait_at_once():
+    elapsed, done = waited_s(first_after_s=0.1, dispatched_after_s=0.0)
+    assert done and elapsed < 0.19
