@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from actors._agent_pool import AgentPool, kill_actors
@@ -35,7 +34,7 @@ class Crew:
         self.mcp: Any = None
 
     async def start(self, *, router: Any, router_url: str | None, supervisor: Any, tracing: TracingConfig | None,
-                    control_token: Callable[[], str]) -> None:
+                    control_token: str) -> None:
         """Start every actor and wait until each answers; then emit `placed`."""
         if self.spec.mcp_servers:
             self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(  # type: ignore[attr-defined]
@@ -46,7 +45,7 @@ class Crew:
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
                                        app_name=getattr(router, "app_name", None))
-        opening_memory = asyncio.ensure_future(self._open_memory(control_token()))
+        opening_memory = asyncio.ensure_future(self._open_memory(control_token))
         try:
             await self.agents.start(router=router, memory=self.memory, mcp=self.mcp, router_url=router_url,
                                     supervisor=supervisor, tracing=tracing)

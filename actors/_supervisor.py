@@ -369,7 +369,7 @@ class SupervisorActor:
         await self.budgets.arm(self._control_token())
         await self.crew.start(router=self.router, router_url=self.router_url,
                               supervisor=ray.get_runtime_context().current_actor, tracing=self.tracing,
-                              control_token=self._control_token)
+                              control_token=self._control_token())
 
     def _hold_agent(self, name: str) -> None:
         self.scheduler.hold_agent(name)
