@@ -64,6 +64,7 @@ def _serve_options(spec: VLLMModelSpec | ScriptedModelSpec, busy_at: int) -> dic
 
 def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
     with _root_logging_kept():
+        import vllm.triton_utils  # noqa: F401  logs as it loads: imported first, its lines keep the caller's format
         from ray.serve.llm import LLMConfig, build_llm_deployment
 
         from serving._backends.vllm import VLLMReplica
