@@ -211,7 +211,8 @@ class Router:
             body = self._http_body(await request.body(), body_cls, request.headers)
             identity, key = self._auth.for_http(_http.credentials(request.headers, body), now_s=time.time())
             dispatched = asyncio.Event()
-            call = _http.to_call(body, identity, DEFAULT_HTTP_MAX_TOKENS, key, on_dispatch=dispatched.set)
+            call = _http.to_call(body, identity, DEFAULT_HTTP_MAX_TOKENS, key,
+                                 on_dispatch=dispatched.set if body.stream else None)
             events = self._traced(call, RouterTracing.carrier_of(request.headers))
             if not body.stream:
                 return await self._http_reply(call, events)
