@@ -25,11 +25,22 @@ lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/mypy
 
-bench: setup
+bench: setup .venv-crewai/.installed
 	$(VENV)/python benchmarks/bench_serving.py --quick --json runs/bench_serving.json
 	$(VENV)/python benchmarks/bench_scheduling.py --quick --json runs/bench_scheduling.json
 	$(VENV)/python benchmarks/bench_memory.py --quick --json runs/bench_memory.json
+	$(VENV)/python benchmarks/bench_mission_log.py --quick --json runs/bench_mission_log.json
 	$(VENV)/python benchmarks/bench_agents.py --quick --json runs/bench_agents.json
 	$(VENV)/python benchmarks/bench_governance.py --quick --json runs/bench_governance.json
+	$(VENV)/python benchmarks/bench_kill_switch.py --quick --json runs/bench_kill_switch.json
+	$(VENV)/python benchmarks/bench_observability.py --quick --json runs/bench_observability.json
 	$(VENV)/python benchmarks/bench_scale.py --quick --json runs/bench_scale.json
+	$(VENV)/python benchmarks/bench_chaos.py --quick --json runs/bench_chaos.json
 	$(VENV)/python benchmarks/bench_fleet.py --quick --json runs/bench_fleet.json
+	$(VENV)/python benchmarks/bench_vs_frameworks.py --quick --json runs/bench_vs_frameworks.json
+
+# CrewAI, a peer of bench_vs_frameworks.py, cannot share .venv (benchmarks/requirements-crewai.txt says why).
+.venv-crewai/.installed: benchmarks/requirements-crewai.txt
+	$(or $(PYTHON),python3) -m venv .venv-crewai
+	.venv-crewai/bin/pip install --quiet -r benchmarks/requirements-crewai.txt
+	@touch $@
