@@ -215,6 +215,7 @@ def main() -> int:
           f"twice: {figures['side_effects_executed_twice']}; {figures['bench_s']} s, load average "
           f"{load_before:.1f} -> {figures['load_average_end']}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     ray.shutdown()
     return 0

@@ -94,13 +94,16 @@ def main() -> None:
         "plain_no_fsync_us": round(plain_run(n, False), 1),
     }
     figures["batched_vs_plain_fsync_each"] = round(figures["plain_fsync_each_us"] / figures["batched_append_us"], 1)
+    figures.update({"storage": f"local disk under {tempfile.gettempdir()}", "cores": os.cpu_count(), "gpu": False})
     print(f"mission log: {figures['batched_append_us']} us/record batched "
           f"({figures['batched_records_per_flush']} records per {figures['batched_flush_ms']} ms flush), "
           f"{figures['mix_append_us']} us/record with every {COMMIT_EVERY}rd a commit (not awaited), "
           f"{figures['commit_append_us']} us per committed record; plain fsync per line "
           f"{figures['plain_fsync_each_us']} us, no fsync {figures['plain_no_fsync_us']} us "
-          f"(batched is {figures['batched_vs_plain_fsync_each']}x cheaper than fsync per line)")
+          f"(batched is {figures['batched_vs_plain_fsync_each']}x cheaper than fsync per line); "
+          f"{figures['storage']}, {figures['cores']} cores, no GPU")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 

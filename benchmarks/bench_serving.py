@@ -356,27 +356,27 @@ def report(figures: dict, json_path: Path | None) -> int:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(figures, indent=1))
 
-    def show(key: str, fmt: str) -> str:
+    def show(key: str, fmt: str, unit: str) -> str:
         value = figures.get(key)
-        return "n/a" if value is None else format(value, fmt)
+        return "n/a" if value is None else format(value, fmt) + unit
 
     print(f"serving | {figures['model']} on {figures['engine']}, {figures['cores']} cores, gpu=False, "
           f"{figures['mode']}, {figures['max_tokens']} tokens, "
           f"load {figures['load_before']} -> {figures['load_after']} | "
-          f"router(HTTP)/vLLM server tok/s c16: {show('throughput_ratio_vs_vllm_server_c16', '.3f')}x (>= 0.95) | "
-          f"TTFT p50 vs vLLM server c16: {show('ttft_p50_overhead_ms_vs_vllm_server_c16', '+.1f')} ms (<= 30) | "
-          f"router/Serve LLM c16: {show('throughput_ratio_vs_serve_llm_c16', '.3f')}x (>= 1.1) | "
-          f"batcher on/off c64: {show('batcher_gain_c64', '.3f')}x | "
-          f"cancel->abort p95: {show('cancel_to_engine_abort_s_p95', '.3f')} s (<= 1) | "
-          f"overload recovery: {show('overload_recovery_s', '.2f')} s (<= 5) | "
-          f"affinity TTFT gain cold: {show('prefix_affinity_ttft_gain_cold', '.2f')}x (>= 1.3), "
-          f"warm: {show('prefix_affinity_ttft_gain_warm', '.2f')}x | "
-          f"c64 tok/s over offline vLLM: router(HTTP) {show('router_vs_offline_tok_s', '.3f')}x, "
-          f"handle {show('router_handle_vs_offline_tok_s', '.3f')}x, "
-          f"vLLM server {show('vllm_server_vs_offline_tok_s', '.3f')}x | "
-          f"router/direct c16: {show('throughput_ratio_router_vs_direct_c16', '.3f')}x, "
-          f"TTFT +{show('ttft_p50_overhead_ms_c16', '.1f')} ms, batching c16/c1: "
-          f"{show('batching_gain_c16_vs_c1', '.2f')}x", flush=True)
+          f"router(HTTP)/vLLM server tok/s c16: {show('throughput_ratio_vs_vllm_server_c16', '.3f', 'x')} (>= 0.95) | "
+          f"TTFT p50 vs vLLM server c16: {show('ttft_p50_overhead_ms_vs_vllm_server_c16', '+.1f', ' ms')} (<= 30) | "
+          f"router/Serve LLM c16: {show('throughput_ratio_vs_serve_llm_c16', '.3f', 'x')} (>= 1.1) | "
+          f"batcher on/off c64: {show('batcher_gain_c64', '.3f', 'x')} | "
+          f"cancel->abort p95: {show('cancel_to_engine_abort_s_p95', '.3f', ' s')} (<= 1) | "
+          f"overload recovery: {show('overload_recovery_s', '.2f', ' s')} (<= 5) | "
+          f"affinity TTFT gain cold: {show('prefix_affinity_ttft_gain_cold', '.2f', 'x')} (>= 1.3), "
+          f"warm: {show('prefix_affinity_ttft_gain_warm', '.2f', 'x')} | "
+          f"c64 tok/s over offline vLLM: router(HTTP) {show('router_vs_offline_tok_s', '.3f', 'x')}, "
+          f"handle {show('router_handle_vs_offline_tok_s', '.3f', 'x')}, "
+          f"vLLM server {show('vllm_server_vs_offline_tok_s', '.3f', 'x')} | "
+          f"router/direct c16: {show('throughput_ratio_router_vs_direct_c16', '.3f', 'x')}, "
+          f"TTFT {show('ttft_p50_overhead_ms_c16', '+.1f', ' ms')}, batching c16/c1: "
+          f"{show('batching_gain_c16_vs_c1', '.2f', 'x')}", flush=True)
     return 0
 
 
