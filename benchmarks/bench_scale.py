@@ -82,7 +82,7 @@ class _InstantAgent:
         self.run = self
         self._result = result
 
-    def remote(self, spec, attempt, context, token, trace=None):
+    def remote(self, spec, attempt, context, token, trace=None, slack_s=None):
         async def answer():
             return self._result
         return answer()
