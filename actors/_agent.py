@@ -16,7 +16,7 @@ import ray
 
 from actors._context import AgentContext
 from actors._observe import AttemptObserver, configure_process
-from actors._tool_journal import JournaledToolRunner
+from actors._tool_journal import JournaledToolRunner, SupervisorBuiltin
 from actors._tools import Builtin, ToolRunner
 from controlplane import _tracing
 from controlplane._core.agent_loop import AgentLoop
@@ -310,13 +310,14 @@ class AgentActor:
             builtins[MEMORY_SEARCH_TOOL.name] = (MEMORY_SEARCH_TOOL, lambda args: self._memory_search(args, token))
             builtins[MEMORY_POST_TOOL.name] = (
                 MEMORY_POST_TOOL, lambda args: self._memory_post(task, args, attempt, token))
+        by_supervisor: dict[str, tuple[ToolSpec, SupervisorBuiltin]] = {}
         if self.supervisor is not None and self._delegate_targets:
             spec = delegate_tool(self._delegate_targets)
-            builtins[spec.name] = (spec, lambda args: self.supervisor.delegate.remote(task.id, args["to"],
-                                                                                    args["description"]))
+            by_supervisor[spec.name] = (spec, lambda args, intent: self.supervisor.delegate.remote(
+                task.id, args["to"], args["description"], intent=intent))
         return JournaledToolRunner(
-            functions=self._functions, builtins=builtins, mcp=self.mcp, mcp_specs=self._mcp_specs,
-            workspace=self._workspace, supervisor=self.supervisor, task=task.id,
+            functions=self._functions, builtins=builtins, supervisor_builtins=by_supervisor, mcp=self.mcp,
+            mcp_specs=self._mcp_specs, workspace=self._workspace, supervisor=self.supervisor, task=task.id,
             attempt_key=attempt_key(self.mission_id, task.id, attempt), call_prefix=f"{self.mission_id}/{task.id}")
 
     async def _memory_search(self, args: dict[str, Any], token: str) -> list[dict[str, Any]]:

@@ -223,10 +223,12 @@ class SupervisorActor:
         record = self.sched.tasks.get(task) if self.sched is not None else None
         return (record.agent if record is not None else None) or "agent"
 
-    async def delegate(self, parent: str, to: str, description: str) -> Any:
+    async def delegate(self, parent: str, to: str, description: str, *, intent: dict[str, Any]) -> Any:
         """Add a child task for agent or role `to` to the running DAG, wait for it, and return its output
-        (called by an agent's `delegate` tool; see actors._delegation)."""
-        return await self.delegation.delegate(parent, to, description)
+        (called by an agent's `delegate` tool; see actors._delegation). The call is journaled here, under the
+        agent's `intent`, as a side-effecting tool is: an attempt that runs again gets the recorded output."""
+        return await self.tool_desk.run(intent, lambda: self.delegation.delegate(parent, to, description),
+                                        actor=self._agent_of(intent["attempt_key"]))
 
     async def request_approval(self, call_id: str, *, agent: str, tool: str, arg_digest: str, task: str,
                                attempt: int) -> dict[str, Any]:

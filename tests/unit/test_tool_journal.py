@@ -121,3 +121,30 @@ def test_a_recorded_failure_is_replayed_as_the_same_error_without_running_again(
     writer.close()
     assert attempts == ["bob"]
     assert contents == ["Error: tool 'send' failed: RuntimeError: the mail server said no"] * 2
+
+
+def test_a_delegation_is_journaled_by_the_supervisor_in_one_call_and_replayed_on_the_next_attempt(tmp_path):
+    """`delegate` runs in the supervisor: the agent sends the intent with the call, not before and after it."""
+    children, calls = [], []
+    writer = MissionLogWriter(str(tmp_path))
+    desk = ToolJournalDesk(writer, replay([]).tools)
+
+    async def add_child(to: str) -> str:
+        children.append(to)
+        return f"{to} did it"
+
+    def delegate(args: dict, intent: dict):
+        calls.append("delegate")
+        return desk.run(intent, lambda: add_child(args["to"]), actor="a")
+
+    supervisor = FakeSupervisor(desk)
+    supervisor.tool_intent = supervisor.tool_result = Remote(lambda **kw: calls.append("journal"))
+    spec = ToolSpec(name="send", description="hand work over", parameters={"type": "object"}, side_effects=True)
+    for attempt in (1, 2):
+        runner_ = JournaledToolRunner(supervisor=supervisor, task="t", attempt_key=f"m/t/{attempt}", call_prefix="m/t",
+                                      functions={}, builtins={}, supervisor_builtins={"send": (spec, delegate)})
+        assert "send" in runner_.specs()
+        assert asyncio.run(runner_.run(call(spec))).content == "bob did it"
+    writer.close()
+    assert children == ["bob"] and calls == ["delegate", "delegate"]
+    assert [r.kind for r in read_log(str(tmp_path))] == ["tool.intent", "tool.result"]
