@@ -13,7 +13,8 @@
    process (the MCP host actor's Ray hop is not in it: about one actor call, 0.5 ms).
 4. delegate_overhead_ms. Mission A: task t1 delegates to another agent (a child task added to the running DAG)
    and then answers. Mission B: the same three model calls as declared tasks t1 -> t2 -> t3. Makespan of A minus
-   makespan of B, on the real supervisor and router with the scripted zero-latency engine.
+   makespan of B, on the real supervisor and router with the scripted zero-latency engine; medians of 10 pairs
+   (20 without --quick), the two missions alternating.
 
     python benchmarks/bench_agents.py [--quick] [--json PATH] [--no-ray]
 """
@@ -39,6 +40,7 @@ CALLS_PER_TASK = 50
 LOOP_STEPS = 10
 MCP_CALLS, MCP_CALLS_QUICK = 200, 50
 REPS, REPS_QUICK = 5, 3
+DELEGATE_PAIRS, DELEGATE_PAIRS_QUICK = 20, 10  # missions of ~50 ms: their spread needs more pairs than REPS
 RAY_CPUS = 8
 TARGETS = {"tool_call_overhead_ms": ("<=", 1.0), "loop_overhead_ratio_vs_raw_router": ("<=", 1.2),
            "mcp_call_overhead_ms": ("<=", 2.0), "delegate_overhead_ms": ("<=", 5.0)}
@@ -230,7 +232,7 @@ def mission_makespan_s(router: Any, data: dict[str, Any]) -> float:
     return max(t["ended_at"] for t in tasks) - min(t["started_at"] for t in tasks)
 
 
-def delegate_overhead(router: Any, reps: int) -> dict[str, float]:
+def delegate_overhead(router: Any, pairs: int) -> dict[str, float]:
     agents = [{"name": "a", "role": "lead", "model": "bench", "tools": ["delegate"], "max_steps": 3,
                "resources": {"num_cpus": 0}},
               {"name": "b", "role": "helper", "model": "bench", "max_steps": 2, "resources": {"num_cpus": 0}}]
@@ -243,15 +245,16 @@ def delegate_overhead(router: Any, reps: int) -> dict[str, float]:
     mission_makespan_s(router, delegated)
     mission_makespan_s(router, declared)
     with_delegate, with_dag = [], []
-    for _ in range(reps):
+    for _ in range(pairs):
         with_delegate.append(mission_makespan_s(router, delegated))
         with_dag.append(mission_makespan_s(router, declared))
     return {"delegate_overhead_ms": (statistics.median(with_delegate) - statistics.median(with_dag)) * 1000,
+            "delegate_pairs": pairs,
             "delegate_makespan_ms_median": statistics.median(with_delegate) * 1000,
             "declared_makespan_ms_median": statistics.median(with_dag) * 1000}
 
 
-def on_ray(reps: int) -> dict[str, float]:
+def on_ray(reps: int, pairs: int) -> dict[str, float]:
     import ray
     from ray import serve
 
@@ -264,7 +267,7 @@ def on_ray(reps: int) -> dict[str, float]:
                   "models": {"bench": {"kind": "scripted", "latency_s": 0.0, "replies": RULES}}}
         router = deploy(ServingConfig.model_validate(config), app_name="bench-agents", http_port=free_port())
         figures = asyncio.run(loop_vs_raw(router, reps))
-        figures |= delegate_overhead(router, reps)
+        figures |= delegate_overhead(router, pairs)
         serve.shutdown()
         return figures
     finally:
@@ -293,7 +296,7 @@ def main() -> int:
     figures |= tool_call_overhead(TOOL_CALLS_QUICK if args.quick else TOOL_CALLS, reps)
     figures |= asyncio.run(mcp_overhead(MCP_CALLS_QUICK if args.quick else MCP_CALLS, reps))
     if not args.no_ray:
-        figures |= on_ray(reps)
+        figures |= on_ray(reps, DELEGATE_PAIRS_QUICK if args.quick else DELEGATE_PAIRS)
     print(f"{'key':<36} {'value':>10}  target")
     for key in TARGETS:
         if key in figures:
