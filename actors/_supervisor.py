@@ -448,12 +448,20 @@ class SupervisorActor:
             self.metrics.publish(sched.counts())
 
     def _launch(self, a: Assignment) -> None:
-        spec = self.scheduler.tasks[a.task].spec
-        token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
-        ref = self.agents[a.agent].run.remote(spec, a.attempt, self.scheduler.context_for(a.task), token,
-                                              trace=_tracing.inject(),
-                                              slack_s=self._slack_s(a.task) if self.spec.policies.critical_path_first
-                                              else None)
+        """Send the attempt to its agent. One that cannot be sent (an argument that does not serialise, a broken
+        handle) fails as an attempt, so it is retried or falls back; the scheduler already counts it as running."""
+        try:
+            spec = self.scheduler.tasks[a.task].spec
+            token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
+            ref = self.agents[a.agent].run.remote(spec, a.attempt, self.scheduler.context_for(a.task), token,
+                                                  trace=_tracing.inject(),
+                                                  slack_s=self._slack_s(a.task)
+                                                  if self.spec.policies.critical_path_first else None)
+        except Exception as exc:
+            logger.exception("mission %s: task %s attempt %d could not be sent to agent %s", self.mission_id, a.task,
+                             a.attempt, a.agent)
+            ref = asyncio.get_running_loop().create_future()
+            ref.set_exception(exc)
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
 
     def _slack_s(self, task_id: str) -> float:
@@ -472,8 +480,9 @@ class SupervisorActor:
         try:
             result = await ref
         except asyncio.CancelledError:
-            ray.cancel(ref)  # raises CancelledError inside the agent's step: its tool and model calls stop
-            self._cancelled_refs.append(ref)
+            if isinstance(ref, ray.ObjectRef):
+                ray.cancel(ref)  # raises CancelledError inside the agent's step: its tool and model calls stop
+                self._cancelled_refs.append(ref)
             raise
         except Exception as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
