@@ -69,12 +69,6 @@ def _layered(n_tasks: int) -> dict:
     return {"name": "scale", "goal": "measure", "agents": agents, "tasks": tasks}
 
 
-class _NoMetrics:
-    def __init__(self, *_): ...
-    def attempt_done(self, *_, **__): ...
-    def publish(self, *_): ...
-
-
 class _InstantAgent:
     """An agent whose `run.remote(...)` answers at once (what Ray's actor call would return, minus the hop)."""
 
@@ -89,32 +83,17 @@ class _InstantAgent:
 
 
 def supervisor_s(spec) -> float:
-    import actors._supervisor as supervisor_module
-    from actors._supervisor import SupervisorActor
     from controlplane._core.events import MissionStatus
     from controlplane._core.prompts import StepResult
-    from controlplane._core.scheduler import Scheduler
+    from tests.helpers.inprocess_supervisor import run_supervised
 
-    supervisor_module.MissionMetrics = _NoMetrics
-    cls = SupervisorActor.__ray_metadata__.modified_class
     result = StepResult(output="ok", prompt_tokens=10, completion_tokens=2, attempt=1, started_at_s=0.0,
                         ended_at_s=0.0, model_latency_s=0.0, memory_hits=0, posted=0)
-
-    async def run(run_dir: str) -> float:  # the mission log in run_dir is part of the per-task cost
-        sup = cls(spec, mission_id="bench-scale", router=None, namespace="bench", mission_key=b"k" * 32,
-                  run_dir=run_dir)
-        sup.agents = {a.name: _InstantAgent(result) for a in spec.agents}
-        began = time.perf_counter()
-        sup.sched = Scheduler(list(spec.tasks), spec.agents, spec.policies, sup.log, time.time())
-        sup.phase = MissionStatus.RUNNING
-        await sup._loop()
-        took = time.perf_counter() - began
-        assert sup.sched.status() == MissionStatus.SUCCEEDED, sup.sched.reason()
-        sup.writer.close()
-        return took
-
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as run_dir:
-        return asyncio.run(run(run_dir))
+    agents = {a.name: _InstantAgent(result) for a in spec.agents}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as run_dir:  # the mission log is part of the cost
+        sched, took = asyncio.run(run_supervised(spec, agents, run_dir, mission_id="bench-scale"))
+    assert sched.status() == MissionStatus.SUCCEEDED, sched.reason()
+    return took
 
 
 def bench_supervisor(quick: bool) -> dict:

@@ -4,21 +4,12 @@ counted it as running and the mission waited for it forever.
 The real SupervisorActor class runs in process, on a mission log in tmp_path; only its agent is a stand-in."""
 
 import asyncio
-import time
 
 import pytest
 
-import actors._supervisor as supervisor_module
-from actors._supervisor import SupervisorActor
 from controlplane import parse_mission
 from controlplane._core.events import MissionStatus
-from controlplane._core.scheduler import Scheduler
-
-
-class NoMetrics:
-    def __init__(self, *_): ...
-    def attempt_done(self, *_, **__): ...
-    def publish(self, *_): ...
+from tests.helpers.inprocess_supervisor import run_supervised
 
 
 class UnsendableAgent:
@@ -33,25 +24,13 @@ class UnsendableAgent:
 
 
 @pytest.mark.timeout(60)
-def test_an_attempt_that_cannot_be_sent_fails_and_is_retried_instead_of_hanging(tmp_path, monkeypatch):
-    monkeypatch.setattr(supervisor_module, "MissionMetrics", NoMetrics)
+def test_an_attempt_that_cannot_be_sent_fails_and_is_retried_instead_of_hanging(tmp_path):
     spec = parse_mission({"name": "unsendable", "goal": "show it", "policies": {"retry_backoff_s": 0.01},
                           "agents": [{"name": "a", "role": "worker", "model": "m", "resources": {"num_cpus": 0}}],
                           "tasks": [{"id": "t1", "agent": "a", "description": "anything", "retries": 1}]})
     agent = UnsendableAgent()
-
-    async def run() -> Scheduler:
-        sup = SupervisorActor.__ray_metadata__.modified_class(
-            spec, mission_id="m-unsendable", router=None, namespace="test", mission_key=b"k" * 32,
-            run_dir=str(tmp_path))
-        sup.agents = {"a": agent}
-        sup.sched = Scheduler(list(spec.tasks), spec.agents, spec.policies, sup.log, time.time())
-        sup.phase = MissionStatus.RUNNING
-        await asyncio.wait_for(sup._loop(), 30)
-        sup.writer.close()
-        return sup.sched
-
-    sched = asyncio.run(run())
+    sched, _ = asyncio.run(asyncio.wait_for(
+        run_supervised(spec, {"a": agent}, str(tmp_path), mission_id="m-unsendable"), 30))
     assert sched.status() == MissionStatus.FAILED
     assert agent.sends == 2  # the attempt and its retry
     assert "cannot pickle" in sched.tasks["t1"].error
