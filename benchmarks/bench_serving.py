@@ -70,7 +70,7 @@ def router_config(model_dir: str, *, batching: bool = True, replicas: int = 1):
     from controlplane.config import ServingConfig
 
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir,
-             "kv_cache_space_gb": KV_CACHE_GB,
+             "kv_cache_space_gb": KV_CACHE_GB, "reserve_engine_cores": True,  # the setting for a node that serves
              "replicas": {"min_replicas": replicas, "max_replicas": replicas, "num_cpus": 1,
                           "max_ongoing_requests": 1024, "target_ongoing_requests": 256}}
     router = {"max_in_flight_per_model": 1024, "max_queue": 4096, "agent": {"max_in_flight": 1024},

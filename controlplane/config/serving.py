@@ -81,6 +81,10 @@ class VLLMModelSpec(_ModelBase):
                        "without native bfloat16 (AVX512-BF16 or AMX), where bfloat16 runs several times slower.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine args.")
     env: dict[str, str] = Field(default_factory=dict, description="Env vars of the replica process.")
+    reserve_engine_cores: bool = Field(False, description="On CPU: once the engine is up, keep every process of "
+                                       "the replica's Ray node off the cores vLLM bound its worker to (vLLM leaves "
+                                       "VLLM_CPU_NUM_OF_RESERVED_CPU cores, default 1, to the rest). For nodes that "
+                                       "mostly serve; see docs/serving.md.")
     tool_call_parser: str | None = Field(None, description="vLLM's tool parser for this model (e.g. `hermes`, "
                                          "`llama3_json`); needed by tool_style native.")
     tool_style: ToolStyle | None = Field(None, description="How the model makes tool calls; None = native with a "

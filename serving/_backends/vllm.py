@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,12 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 from controlplane._priority import run_at_normal_priority
 from serving._backends.base import CallRunner, OpenAIStreamReader, error_event, this_replica
 from serving._engine_args import local_engine_dtype, on_gpu
+from serving._engine_cores import (
+    RESERVE_ENGINE_CORES_ENV,
+    give_node_engine_cores,
+    keep_node_off_engine_cores,
+    widen_own_cores,
+)
 from serving._fields import SAMPLING_KEYS
 from serving._orphans import start_engine_watchdog
 from serving._tool_calls import tool_fields
@@ -29,6 +36,7 @@ class VLLMReplica(LLMServer):
     """ray.serve.llm's LLMServer plus a batched entry point for the router."""
 
     async def __init__(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]  # Serve LLM's async init
+        self._reserved_cores: set[int] = set()
         run_at_normal_priority()  # before the engine's processes start: they inherit it
         self._engine_watchdog = start_engine_watchdog()  # a killed replica must not leave its engine running
         self._calls = CallRunner()
@@ -37,7 +45,16 @@ class VLLMReplica(LLMServer):
         bundles = (llm_config.placement_group_config or {}).get("bundles", [])
         llm_config.update_engine_kwargs(dtype=local_engine_dtype(llm_config.engine_kwargs.get("dtype", "auto"),
                                                                  on_gpu=on_gpu(bundles)))
+        reserve_cores = not on_gpu(bundles) and os.environ.get(RESERVE_ENGINE_CORES_ENV) == "1"
+        if reserve_cores:
+            widen_own_cores()  # vLLM binds its worker within the cores its engine inherits
         await super().__init__(*args, **kwargs)
+        if reserve_cores:
+            self._reserved_cores, _ = keep_node_off_engine_cores()
+
+    async def __del__(self) -> None:
+        await super().__del__()
+        give_node_engine_cores(self._reserved_cores)
 
     async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
                         ) -> AsyncIterator[list[dict[str, Any]]]:
