@@ -6,10 +6,12 @@ node they are many (the raylet, GCS, the Serve proxy, the router, the replica, i
 the kernel spreads them over every core, so the worker waits on the run queue behind them (docs/benchmarks.md).
 
 With `reserve_engine_cores` set, a vLLM replica on CPU moves every thread of its Ray node's processes off its
-worker's cores once its engine is up, vLLM's workers excepted (its own, and any other replica's), and gives them
-back when it stops. Ray's later workers inherit the raylet's cores. Before it starts its engine, such a replica
-widens its own cores again, so that vLLM binds its worker as it would on a fresh node; every vLLM model of a node
-should set it alike. The cost: the node's Ray side keeps only the reserved cores, also while the engine idles.
+worker's cores once its engine is up, vLLM's workers excepted (its own, and any other replica's), and so are
+the processes of other replicas that reserve cores too (one still starting must bind its worker within all the
+cores); it gives the cores back when it stops. Ray's later workers inherit the raylet's cores. Before it starts its
+engine, such a replica widens its own cores again, so that vLLM binds its worker as it would on a fresh node; every
+vLLM model of a node should set it alike. The cost: the node's Ray side keeps only the reserved cores, also while
+the engine idles.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def keep_node_off_engine_cores(replica: psutil.Process | None = None) -> tuple[s
     raylet = os.environ.get("RAY_RAYLET_PID")
     if not cores or raylet is None:
         return cores, 0
-    moved = keep_off(cores, node_processes(int(raylet)))
+    moved = keep_off(cores, [p for p in node_processes(int(raylet)) if not _another_reserving_replica(p, replica)])
     logger.info("kept %d threads of this Ray node off cores %s, where the vLLM worker runs", moved, sorted(cores))
     return cores, moved
 
@@ -102,6 +104,19 @@ def _each_thread(processes: Iterable[psutil.Process], change: Callable[[set[int]
             if proc.name() != ENGINE_WORKER:
                 changed += _set_cores(proc.pid, change)
     return changed
+
+
+def _another_reserving_replica(proc: psutil.Process, replica: psutil.Process) -> bool:
+    """A process of another replica that reserves its engine's cores (its environment says so): left alone, as
+    one still starting must bind its worker within the cores it has."""
+    if proc.pid == replica.pid:
+        return False
+    try:
+        if proc.environ().get(RESERVE_ENGINE_CORES_ENV) != "1":
+            return False
+        return proc.pid not in {child.pid for child in replica.children(recursive=True)}
+    except psutil.Error:
+        return False
 
 
 def _set_cores(pid: int, change: Callable[[set[int]], set[int]]) -> int:

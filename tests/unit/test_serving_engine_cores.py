@@ -11,7 +11,12 @@ import textwrap
 import psutil
 import pytest
 
-from serving._engine_cores import engine_worker_cores, give_node_engine_cores, keep_node_off_engine_cores
+from serving._engine_cores import (
+    RESERVE_ENGINE_CORES_ENV,
+    engine_worker_cores,
+    give_node_engine_cores,
+    keep_node_off_engine_cores,
+)
 
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 pytestmark = pytest.mark.skipif(len(CORES) < 2 or not os.path.isdir("/proc/self/task"),
@@ -38,6 +43,14 @@ def start(code: str, *args: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     return proc
+
+
+def session_process(env: dict[str, str]) -> psutil.Process:
+    """A sleeper of the stand-in node (its command line names the session), with `env` added."""
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, f"--session-dir={SESSION}"], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, **env})
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return psutil.Process(proc.pid)
 
 
 def node(worker_core: int | None) -> dict[str, psutil.Process]:
@@ -71,6 +84,8 @@ def test_the_nodes_processes_leave_the_workers_cores_until_the_replica_stops(pro
     processes.extend([procs["raylet"], procs["gcs"]])
     bystander = start(SLEEPER)
     processes.append(psutil.Process(bystander.pid))
+    other_replica = session_process({RESERVE_ENGINE_CORES_ENV: "1"})  # another replica that reserves cores
+    processes.append(other_replica)
     monkeypatch.setenv("RAY_RAYLET_PID", str(procs["raylet"].pid))
 
     assert engine_worker_cores(procs["replica"]) == {WORKER_CORE}
@@ -83,6 +98,7 @@ def test_the_nodes_processes_leave_the_workers_cores_until_the_replica_stops(pro
     assert moved == sum(len(thread_cores(procs[n])) for n in ("raylet", "gcs", "replica", "engine_core"))
     assert thread_cores(procs["worker"])[0] == {WORKER_CORE}
     assert all(cores == set(CORES) for cores in thread_cores(psutil.Process(bystander.pid)))  # not of the node
+    assert all(cores == set(CORES) for cores in thread_cores(other_replica))  # binds its own worker later
     assert os.sched_getaffinity(0) == set(CORES)  # nor is this process
 
     give_node_engine_cores(cores)  # the replica stops
