@@ -28,6 +28,7 @@ RESERVE_ENGINE_CORES_ENV = "CONTROLPLANE_RESERVE_ENGINE_CORES"
 """Set to 1 in a vLLM replica's environment by its model's `reserve_engine_cores`."""
 ENGINE_WORKER = "VLLM::Worker"
 """vLLM's process title of its model worker."""
+IDLE_RAY_WORKER = "ray::IDLE"
 
 
 def widen_own_cores() -> None:
@@ -43,7 +44,9 @@ def keep_node_off_engine_cores(replica: psutil.Process | None = None) -> tuple[s
     raylet = os.environ.get("RAY_RAYLET_PID")
     if not cores or raylet is None:
         return cores, 0
-    moved = keep_off(cores, [p for p in node_processes(int(raylet)) if not _another_reserving_replica(p, replica)])
+    moved = 0
+    for _ in range(2):  # a worker the raylet starts while the first pass runs may still have the raylet's old cores
+        moved += keep_off(cores, [p for p in node_processes(int(raylet)) if not _another_reserving_replica(p, replica)])
     logger.info("kept %d threads of this Ray node off cores %s, where the vLLM worker runs", moved, sorted(cores))
     return cores, moved
 
@@ -107,12 +110,13 @@ def _each_thread(processes: Iterable[psutil.Process], change: Callable[[set[int]
 
 
 def _another_reserving_replica(proc: psutil.Process, replica: psutil.Process) -> bool:
-    """A process of another replica that reserves its engine's cores (its environment says so): left alone, as
-    one still starting must bind its worker within the cores it has."""
+    """A process of another replica that reserves its engine's cores (its environment says so; an idle Ray worker
+    started with that environment is none yet): left alone, as one still starting must bind its worker within the
+    cores it has."""
     if proc.pid == replica.pid:
         return False
     try:
-        if proc.environ().get(RESERVE_ENGINE_CORES_ENV) != "1":
+        if proc.environ().get(RESERVE_ENGINE_CORES_ENV) != "1" or proc.name() == IDLE_RAY_WORKER:
             return False
         return proc.pid not in {child.pid for child in replica.children(recursive=True)}
     except psutil.Error:

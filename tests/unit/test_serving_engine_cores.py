@@ -45,9 +45,10 @@ def start(code: str, *args: str) -> subprocess.Popen:
     return proc
 
 
-def session_process(env: dict[str, str]) -> psutil.Process:
+def session_process(env: dict[str, str], title: str | None = None) -> psutil.Process:
     """A sleeper of the stand-in node (its command line names the session), with `env` added."""
-    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, f"--session-dir={SESSION}"], stdout=subprocess.PIPE,
+    code = SLEEPER if title is None else f"open('/proc/self/comm', 'w').write({title!r}); {SLEEPER}"
+    proc = subprocess.Popen([sys.executable, "-c", code, f"--session-dir={SESSION}"], stdout=subprocess.PIPE,
                             text=True, env={**os.environ, **env})
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     return psutil.Process(proc.pid)
@@ -86,6 +87,8 @@ def test_the_nodes_processes_leave_the_workers_cores_until_the_replica_stops(pro
     processes.append(psutil.Process(bystander.pid))
     other_replica = session_process({RESERVE_ENGINE_CORES_ENV: "1"})  # another replica that reserves cores
     processes.append(other_replica)
+    idle_worker = session_process({RESERVE_ENGINE_CORES_ENV: "1"}, title="ray::IDLE")  # started with its env
+    processes.append(idle_worker)
     monkeypatch.setenv("RAY_RAYLET_PID", str(procs["raylet"].pid))
 
     assert engine_worker_cores(procs["replica"]) == {WORKER_CORE}
@@ -95,10 +98,12 @@ def test_the_nodes_processes_leave_the_workers_cores_until_the_replica_stops(pro
     rest = set(CORES) - {WORKER_CORE}
     for name in ("raylet", "gcs", "replica", "engine_core"):
         assert thread_cores(procs[name]) == [rest] * len(thread_cores(procs[name])), name
-    assert moved == sum(len(thread_cores(procs[n])) for n in ("raylet", "gcs", "replica", "engine_core"))
+    moved_procs = [procs[n] for n in ("raylet", "gcs", "replica", "engine_core")] + [idle_worker]
+    assert moved == sum(len(thread_cores(proc)) for proc in moved_procs)
     assert thread_cores(procs["worker"])[0] == {WORKER_CORE}
     assert all(cores == set(CORES) for cores in thread_cores(psutil.Process(bystander.pid)))  # not of the node
     assert all(cores == set(CORES) for cores in thread_cores(other_replica))  # binds its own worker later
+    assert all(cores == rest for cores in thread_cores(idle_worker))
     assert os.sched_getaffinity(0) == set(CORES)  # nor is this process
 
     give_node_engine_cores(cores)  # the replica stops
