@@ -44,9 +44,11 @@ def keep_node_off_engine_cores(replica: psutil.Process | None = None) -> tuple[s
     raylet = os.environ.get("RAY_RAYLET_PID")
     if not cores or raylet is None:
         return cores, 0
+    own = {replica.pid} | {child.pid for child in replica.children(recursive=True)}
     moved = 0
     for _ in range(2):  # a worker the raylet starts while the first pass runs may still have the raylet's old cores
-        moved += keep_off(cores, [p for p in node_processes(int(raylet)) if not _another_reserving_replica(p, replica)])
+        others = [p for p in node_processes(int(raylet)) if p.pid in own or not _reserves_cores(p)]
+        moved += _each_thread(others, lambda allowed: allowed - cores)
     logger.info("kept %d threads of this Ray node off cores %s, where the vLLM worker runs", moved, sorted(cores))
     return cores, moved
 
@@ -93,14 +95,9 @@ def node_processes(raylet_pid: int) -> list[psutil.Process]:
     return list(found.values())
 
 
-def keep_off(cores: set[int], processes: Iterable[psutil.Process]) -> int:
-    """Take `cores` out of every thread's allowed cores, vLLM's workers excepted, and threads that would be
-    left with none. Returns how many threads moved."""
-    return _each_thread(processes, lambda allowed: allowed - cores)
-
-
 def _each_thread(processes: Iterable[psutil.Process], change: Callable[[set[int]], set[int]]) -> int:
-    """`_set_cores` on every process but vLLM's workers."""
+    """`_set_cores` on every process but vLLM's workers (a thread that `change` would leave with no core keeps its
+    own). Returns how many threads changed."""
     changed = 0
     for proc in processes:
         with contextlib.suppress(psutil.Error):
@@ -109,16 +106,12 @@ def _each_thread(processes: Iterable[psutil.Process], change: Callable[[set[int]
     return changed
 
 
-def _another_reserving_replica(proc: psutil.Process, replica: psutil.Process) -> bool:
-    """A process of another replica that reserves its engine's cores (its environment says so; an idle Ray worker
-    started with that environment is none yet): left alone, as one still starting must bind its worker within the
-    cores it has."""
-    if proc.pid == replica.pid:
-        return False
+def _reserves_cores(proc: psutil.Process) -> bool:
+    """A process of a replica that reserves its engine's cores (its environment says so; an idle Ray worker started
+    with that environment is none yet). Another such replica's are left alone: one still starting must bind its
+    worker within the cores it has."""
     try:
-        if proc.environ().get(RESERVE_ENGINE_CORES_ENV) != "1" or proc.name() == IDLE_RAY_WORKER:
-            return False
-        return proc.pid not in {child.pid for child in replica.children(recursive=True)}
+        return proc.environ().get(RESERVE_ENGINE_CORES_ENV) == "1" and proc.name() != IDLE_RAY_WORKER
     except psutil.Error:
         return False
 
