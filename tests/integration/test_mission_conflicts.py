@@ -30,7 +30,8 @@ def mission(policy: dict) -> dict:
     return {"name": "conflicts", "goal": "Agree on a date", "policies": {"conflicts": policy},
             "agents": [agent(n, role=ROLES[n], fixed_memory=True, **TOOLS) for n in VIEWS]
             + [agent("keeper", model="scripted-slow")],
-            "tasks": [task(f"t{n}", n, VIEWS[n], topic="launch-date") for n in VIEWS] + keeper_chain()}
+            "tasks": [task(f"t{n}", n, VIEWS[n], topic="launch-date") for n in VIEWS]
+            + keeper_chain(after=tuple(f"t{n}" for n in VIEWS))}
 
 
 def test_a_detected_conflict_is_settled_and_applied_before_the_dependent_starts(router, tmp_path):
@@ -80,7 +81,7 @@ def test_supervisor_settles_a_reported_conflict_and_records_why(router, policy, 
     mission_id = f"conflicts-{policy['policy']}"
     handle = start_mission(parse_mission(mission(policy)), router=router, mission_id=mission_id,
                            memory_dir=str(tmp_path / "memory"))
-    try:
+    try:  # the keepers wait for the findings, so the first four to succeed are the findings
         wait_for(lambda: _succeeded(handle, 4), timeout_s=300, what="the four findings")
         memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)
         entries = ray.get(memory.list.remote(namespace="shared", token=supervisor_token(mission_id),
