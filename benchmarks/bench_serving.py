@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Ray runs its workers at niceness 15; the peers started outside Ray run at 0. One niceness for all, or a busy
 # machine decides the comparison.
@@ -51,6 +53,7 @@ from benchmarks._serving_load import (  # noqa: E402
     vllm_server,
     wait_http,
 )
+from serving._engine_cores import engine_worker_cores, off_cores  # noqa: E402
 
 LEVELS = (1, 16, 64)
 MAX_TOKENS = {"quick": 32, "full": 64}
@@ -93,7 +96,13 @@ def _cpu_per_token(path: str, before: dict[str, float], after: dict[str, float],
 
 async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str) -> dict[str, float]:
     """Each path at each level (or at its `only_at` levels), repetitions interleaved across paths (same
-    noise for all); medians."""
+    noise for all); medians. The load generator keeps off the engine workers' cores, as remote clients would."""
+    with off_cores(engine_worker_cores(psutil.Process())) as moved:
+        print(f"  load generator: {moved} threads kept off the engine workers' cores", flush=True)
+        return await _measure(paths, levels, mode)
+
+
+async def _measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str) -> dict[str, float]:
     figures: dict[str, float] = {}
     print(f"{'path':14} {'conc':>5} {'tok/s':>9} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'ITL ms':>8} "
           f"{'tokens':>6}", flush=True)

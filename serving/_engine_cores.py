@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import psutil
 
@@ -59,6 +59,17 @@ def give_node_engine_cores(cores: set[int]) -> int:
     if not cores or raylet is None:
         return 0
     return _each_thread(node_processes(int(raylet)), lambda allowed: allowed | cores)
+
+
+@contextlib.contextmanager
+def off_cores(cores: set[int]) -> Iterator[int]:
+    """Every thread of this process off `cores` while the block runs (yields how many moved); `cores` back after.
+    A load generator beside an engine uses it to stay off the engine worker's cores, as a remote client would."""
+    moved = _set_cores(os.getpid(), lambda allowed: allowed - cores)
+    try:
+        yield moved
+    finally:
+        _set_cores(os.getpid(), lambda allowed: allowed | cores)
 
 
 def engine_worker_cores(replica: psutil.Process) -> set[int]:

@@ -134,3 +134,19 @@ def test_a_replica_started_on_fewer_cores_widens_every_thread_before_its_engine_
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{CORES} {CORES}"
+
+
+def test_a_load_generator_keeps_every_thread_off_the_cores_while_the_block_runs():
+    code = textwrap.dedent(f"""
+        import os, threading
+        from serving._engine_cores import off_cores
+        done = threading.Event()
+        thread = threading.Thread(target=done.wait); thread.start()
+        with off_cores({{{WORKER_CORE}}}) as moved:
+            inside = [sorted(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(thread.native_id))]
+        print(moved >= 2, inside, sorted(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(thread.native_id)))
+        done.set()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rest = [c for c in CORES if c != WORKER_CORE]
+    assert out.strip() == f"True {[rest, rest]} {CORES} {CORES}"
