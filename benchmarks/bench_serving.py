@@ -184,7 +184,8 @@ def build_router_app(model_dir: str):
     on, off = router_config(model_dir), router_config(model_dir, batching=False)
     replica = _vllm_deployment("default", on.models["default"], on.router.affinity_busy_at)
     options = {"ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": {**ROUTER_ENV, **secret_file_env()}}}}
-    no_batch = serve.deployment(NoBatchRouter, name="RouterNoBatch", **options).bind(
+    no_batch = serve.deployment(NoBatchRouter, name="RouterNoBatch", max_ongoing_requests=Router.max_ongoing_requests,
+                                **options).bind(
         off.model_dump(mode="json"), replica)
     return Router.options(name=ROUTER_DEPLOYMENT, **options).bind(
         on.model_dump(mode="json"), {"default": replica, "_no_batch": no_batch})
@@ -193,7 +194,8 @@ def build_router_app(model_dir: str):
 class NoBatchRouter:
     """The router's core with batching off (batch_max_size 1: one Serve call per call), handle API only.
     One app may hold one FastAPI ingress, so this is not the Router class itself. It checks each call's token
-    as the router does."""
+    as the router does, and takes as many calls at once as the router (Serve's default, 5, capped it before
+    2026-12-04, so the batcher's gains measured before then are gains over 5 calls in flight)."""
 
     def __init__(self, config: dict, replica) -> None:
         from controlplane.config import ServingConfig
