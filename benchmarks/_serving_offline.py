@@ -28,10 +28,13 @@ from benchmarks._serving_load import (  # noqa: E402
 
 
 def offline_tok_s(model_dir: str, *, requests: int, concurrency: int, max_tokens: int, reps: int, log_path: Path,
-                  timeout_s: float = 900) -> list[float]:
-    """Run this file as a child process with the engine's environment; its output tok/s, one per repetition."""
+                  timeout_s: float = 900, engine_kwargs: dict | None = None) -> list[float]:
+    """Run this file as a child process with the engine's environment; its output tok/s, one per repetition.
+    `engine_kwargs` replace the CPU engine settings (a GPU engine's)."""
     command = [sys.executable, __file__, model_dir, "--requests", str(requests), "--concurrency", str(concurrency),
                "--max-tokens", str(max_tokens), "--reps", str(reps)]
+    if engine_kwargs is not None:
+        command += ["--engine-kwargs", json.dumps(engine_kwargs)]
     with open(log_path, "w") as log:
         done = subprocess.run(command, env={**os.environ, **engine_env()}, stdout=subprocess.PIPE, stderr=log,
                               text=True, timeout=timeout_s, check=False)
@@ -48,11 +51,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--max-tokens", type=int, required=True)
     parser.add_argument("--reps", type=int, required=True)
+    parser.add_argument("--engine-kwargs", type=json.loads, help="JSON; replaces the CPU engine settings")
     args = parser.parse_args()
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=args.model_dir, max_model_len=MAX_MODEL_LEN, enforce_eager=True, dtype=engine_dtype(),
-              max_num_batched_tokens=CPU_MAX_BATCHED_TOKENS, max_num_seqs=args.concurrency)
+    settings = args.engine_kwargs if args.engine_kwargs is not None else {
+        "max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": engine_dtype(),
+        "max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS}
+    llm = LLM(model=args.model_dir, max_num_seqs=args.concurrency, **settings)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
     conversations = [prompt(index) for index in range(args.requests)]
     llm.chat(conversations[:2], SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True), use_tqdm=False)

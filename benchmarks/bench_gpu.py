@@ -1,0 +1,147 @@
+"""bench_gpu: on one GPU, the router's streaming throughput against vLLM's offline ceiling on the same engine.
+
+The GPU target `router_vs_offline_tok_s` (docs/benchmarks.md): the router's output tok/s at concurrency C over
+vLLM's offline `LLM.chat` with the same requests submitted at once, at most C in the batch. Both engines get the
+same settings: random weights (`load_format: dummy`, nothing to fetch) in a Llama shape built from the default
+model's config and tokenizer, bfloat16, max_model_len 2048, the router's `enforce_eager`, `max_num_seqs` C.
+Then the router over HTTP and over the handle API, streaming chat with `ignore_eos`, C clients x 2 requests each,
+a warm-up, three repetitions (medians), at C and C/4.
+
+    python benchmarks/bench_gpu.py [--shape 1.7b|135m] [--concurrency 256] [--json PATH] [--model-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_worker_niceness", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._serving_load import MAX_MODEL_LEN, handle_caller, http_caller  # noqa: E402
+from benchmarks._serving_offline import offline_tok_s  # noqa: E402
+from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, measure  # noqa: E402
+
+APP = "bench-gpu"
+SHAPES = {  # Llama shapes over SmolLM2's tokenizer; 1.7b is SmolLM2-1.7B's
+    "135m": {},
+    "1.7b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 32,
+             "num_key_value_heads": 32, "head_dim": 64},
+}
+GPU_MEMORY_UTILIZATION = 0.85
+
+
+def shaped_model_dir(source: Path, shape: str, into: Path) -> Path:
+    """`source`'s config (reshaped) and tokenizer, no weights: engines load it with `load_format: dummy`."""
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "chat_template.jinja", "special_tokens_map.json"):
+        if (source / name).exists():
+            shutil.copy(source / name, into / name)
+    config = json.loads((source / "config.json").read_text())
+    (into / "config.json").write_text(json.dumps({**config, **SHAPES[shape]}, indent=1))
+    return into
+
+
+def engine_settings(concurrency: int) -> dict:
+    return {"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": "bfloat16", "load_format": "dummy",
+            "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency}
+
+
+def router_config(model_dir: str, concurrency: int):
+    from controlplane.config import ServingConfig
+
+    settings = engine_settings(concurrency)
+    model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir, "dtype": "bfloat16",
+             "load_format": "dummy", "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "kv_cache_space_gb": None,
+             "engine_kwargs": {"max_num_seqs": settings["max_num_seqs"]},
+             "replicas": {"min_replicas": 1, "max_replicas": 1, "num_cpus": 1, "num_gpus": 1,
+                          "max_ongoing_requests": 4 * concurrency, "target_ongoing_requests": concurrency}}
+    router = {"max_in_flight_per_model": 4 * concurrency, "max_queue": 16 * concurrency,
+              "agent": {"max_in_flight": 4 * concurrency}, "request_timeout_s": 600}
+    return ServingConfig.model_validate({"router": router, "models": {"default": model}})
+
+
+def phase_offline(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, float]:
+    requests = concurrency * PER_CLIENT["full"]
+    rates = offline_tok_s(model_dir, requests=requests, concurrency=concurrency, max_tokens=MAX_TOKENS["full"],
+                          reps=REPS["full"], log_path=log_dir / "offline.log", timeout_s=1200,
+                          engine_kwargs={key: value for key, value in engine_settings(concurrency).items()
+                                         if key != "max_num_seqs"})
+    print(f"offline c{concurrency}: {statistics.median(rates):.1f} tok/s (reps {[round(r, 1) for r in rates]})",
+          flush=True)
+    return {f"offline_tok_s_c{concurrency}": statistics.median(rates)}
+
+
+def phase_router(model_dir: str, concurrency: int) -> dict[str, float]:
+    import httpx
+    from ray import serve
+
+    from benchmarks._ray_start import start_ray
+    from benchmarks.bench_serving import _free_port
+    from serving._deploy import deploy, start_serve
+
+    start_ray(num_cpus=os.cpu_count() or 16)
+    http_port = _free_port()
+    start_serve(http_port=http_port)
+    started = time.monotonic()
+    client = deploy(router_config(model_dir, concurrency), app_name=APP, route_prefix=f"/{APP}")
+    figures = {"router_startup_s": time.monotonic() - started}
+    print(f"router up in {figures['router_startup_s']:.0f} s", flush=True)
+
+    async def paths() -> dict[str, float]:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600),
+                                     limits=httpx.Limits(max_connections=2 * concurrency)) as http:
+            calls = {"router_http": http_caller(http, f"http://127.0.0.1:{http_port}/{APP}/v1", "default"),
+                     "router_handle": handle_caller(client.stream)}
+            return await measure(calls, (concurrency // 4, concurrency), "full")
+
+    try:
+        figures.update(asyncio.run(paths()))
+    finally:
+        serve.shutdown()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="1.7b")
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--model-dir", help="config and tokenizer to shape; default: the default model's")
+    parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    import torch
+
+    from controlplane._model_cache import default_model_path
+
+    source = Path(args.model_dir) if args.model_dir else default_model_path()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    model_dir = str(shaped_model_dir(source, args.shape, Path(tempfile.mkdtemp(prefix="bench_gpu_model_"))))
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    figures: dict[str, object] = {"device": device, "shape": args.shape, "concurrency": args.concurrency,
+                                  "max_tokens": MAX_TOKENS["full"], "reps": REPS["full"], "cores": os.cpu_count()}
+    figures.update(phase_offline(model_dir, args.concurrency, log_dir))
+    figures.update(phase_router(model_dir, args.concurrency))
+    offline = figures[f"offline_tok_s_c{args.concurrency}"]
+    for path in ("router_http", "router_handle"):
+        figures[f"{path}_vs_offline_tok_s"] = figures[f"{path}_tok_s_c{args.concurrency}"] / offline
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    print(f"gpu | {device}, SmolLM2 tokenizer, {args.shape} shape, random weights, bf16, eager, "
+          f"{figures['max_tokens']} tokens, c{args.concurrency}, {os.cpu_count()} cores | router(HTTP)/offline "
+          f"{figures['router_http_vs_offline_tok_s']:.3f}x (>= 0.9), "
+          f"handle {figures['router_handle_vs_offline_tok_s']:.3f}x "
+          f"| offline {offline:.0f} tok/s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
