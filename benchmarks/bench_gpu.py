@@ -4,8 +4,9 @@ The GPU target `router_vs_offline_tok_s` (docs/benchmarks.md): the router's outp
 vLLM's offline `LLM.chat` with the same requests submitted at once, at most C in the batch. Both engines get the
 same settings: random weights (`load_format: dummy`, nothing to fetch) in a Llama shape built from the default
 model's config and tokenizer, bfloat16, max_model_len 2048, the router's `enforce_eager`, `max_num_seqs` C.
-Then the router over HTTP and over the handle API, streaming chat with `ignore_eos`, C clients x 2 requests each,
-a warm-up, three repetitions (medians), at C and C/4.
+Then the router over HTTP and over the handle API, then vLLM's own OpenAI server with the same engine settings;
+streaming chat with `ignore_eos`, C clients x 2 requests each, a warm-up, three repetitions (medians), at C/4 and
+C, with the CPU per generated token of each process at C.
 
     python benchmarks/bench_gpu.py [--shape 1.7b|135m] [--concurrency 256] [--json PATH] [--model-dir DIR]
 """
@@ -27,9 +28,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._serving_load import MAX_MODEL_LEN, handle_caller, http_caller  # noqa: E402
+from benchmarks._serving_load import (  # noqa: E402
+    MAX_MODEL_LEN,
+    Call,
+    engines_stopped,
+    handle_caller,
+    http_caller,
+    vllm_server,
+)
 from benchmarks._serving_offline import offline_tok_s  # noqa: E402
-from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, measure  # noqa: E402
+from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, _free_port, measure  # noqa: E402
 
 APP = "bench-gpu"
 SHAPES = {  # Llama shapes over SmolLM2's tokenizer; 1.7b is SmolLM2-1.7B's
@@ -54,6 +62,24 @@ def shaped_model_dir(source: Path, shape: str, into: Path) -> Path:
 def engine_settings(concurrency: int) -> dict:
     return {"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": "bfloat16", "load_format": "dummy",
             "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency}
+
+
+def cli_args(settings: dict) -> list[str]:
+    """Engine settings as `vllm serve` flags."""
+    args: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
+async def _measure(urls: dict[str, str], handles: dict[str, Call], concurrency: int) -> dict[str, float]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600),
+                                 limits=httpx.Limits(max_connections=2 * concurrency)) as http:
+        calls = {name: http_caller(http, url, "default") for name, url in urls.items()} | handles
+        return await measure(calls, (concurrency // 4, concurrency), "full", profile_level=concurrency)
 
 
 def router_config(model_dir: str, concurrency: int):
@@ -81,33 +107,29 @@ def phase_offline(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, 
     return {f"offline_tok_s_c{concurrency}": statistics.median(rates)}
 
 
+def phase_vllm_server(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, float]:
+    with vllm_server(model_dir, _free_port(), log_dir / "vllm_server.log",
+                     engine_args=cli_args(engine_settings(concurrency))) as url:
+        return asyncio.run(_measure({"vllm_server": url}, {}, concurrency))
+
+
 def phase_router(model_dir: str, concurrency: int) -> dict[str, float]:
-    import httpx
+    import ray
     from ray import serve
 
     from benchmarks._ray_start import start_ray
-    from benchmarks.bench_serving import _free_port
     from serving._deploy import deploy, start_serve
 
     start_ray(num_cpus=os.cpu_count() or 16)
     http_port = _free_port()
     start_serve(http_port=http_port)
     started = time.monotonic()
-    client = deploy(router_config(model_dir, concurrency), app_name=APP, route_prefix=f"/{APP}")
-    figures = {"router_startup_s": time.monotonic() - started}
-    print(f"router up in {figures['router_startup_s']:.0f} s", flush=True)
-
-    async def paths() -> dict[str, float]:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(600),
-                                     limits=httpx.Limits(max_connections=2 * concurrency)) as http:
-            calls = {"router_http": http_caller(http, f"http://127.0.0.1:{http_port}/{APP}/v1", "default"),
-                     "router_handle": handle_caller(client.stream)}
-            return await measure(calls, (concurrency // 4, concurrency), "full")
-
-    try:
-        figures.update(asyncio.run(paths()))
-    finally:
-        serve.shutdown()
+    with engines_stopped("router", lambda: (serve.shutdown(), ray.shutdown())):  # the GPU is free after
+        client = deploy(router_config(model_dir, concurrency), app_name=APP, route_prefix=f"/{APP}")
+        figures = {"router_startup_s": time.monotonic() - started}
+        print(f"router up in {figures['router_startup_s']:.0f} s", flush=True)
+        figures.update(asyncio.run(_measure({"router_http": f"http://127.0.0.1:{http_port}/{APP}/v1"},
+                                            {"router_handle": handle_caller(client.stream)}, concurrency)))
     return figures
 
 
@@ -128,18 +150,25 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     figures: dict[str, object] = {"device": device, "shape": args.shape, "concurrency": args.concurrency,
                                   "max_tokens": MAX_TOKENS["full"], "reps": REPS["full"], "cores": os.cpu_count()}
-    figures.update(phase_offline(model_dir, args.concurrency, log_dir))
-    figures.update(phase_router(model_dir, args.concurrency))
+    for phase in (lambda: phase_offline(model_dir, args.concurrency, log_dir),
+                  lambda: phase_router(model_dir, args.concurrency),
+                  lambda: phase_vllm_server(model_dir, args.concurrency, log_dir)):
+        figures.update(phase())
+        if args.json:  # what a phase measured survives a later one's failure
+            args.json.write_text(json.dumps(figures, indent=1))
     offline = figures[f"offline_tok_s_c{args.concurrency}"]
-    for path in ("router_http", "router_handle"):
+    for path in ("router_http", "router_handle", "vllm_server"):
         figures[f"{path}_vs_offline_tok_s"] = figures[f"{path}_tok_s_c{args.concurrency}"] / offline
+    figures["router_http_vs_vllm_server_tok_s"] = (figures["router_http_vs_offline_tok_s"]
+                                                   / figures["vllm_server_vs_offline_tok_s"])
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     print(f"gpu | {device}, SmolLM2 tokenizer, {args.shape} shape, random weights, bf16, eager, "
           f"{figures['max_tokens']} tokens, c{args.concurrency}, {os.cpu_count()} cores | router(HTTP)/offline "
           f"{figures['router_http_vs_offline_tok_s']:.3f}x (>= 0.9), "
-          f"handle {figures['router_handle_vs_offline_tok_s']:.3f}x "
-          f"| offline {offline:.0f} tok/s", flush=True)
+          f"handle {figures['router_handle_vs_offline_tok_s']:.3f}x, "
+          f"vLLM server {figures['vllm_server_vs_offline_tok_s']:.3f}x | router(HTTP)/vLLM server "
+          f"{figures['router_http_vs_vllm_server_tok_s']:.3f}x | offline {offline:.0f} tok/s", flush=True)
     return 0
 
 

@@ -83,26 +83,29 @@ def router_config(model_dir: str, *, batching: bool = True, replicas: int = 1):
     return ServingConfig.model_validate({"router": router, "models": {"default": model}})
 
 
-def _cpu_per_token(path: str, before: dict[str, float], after: dict[str, float], row: dict[str, float]
-                   ) -> dict[str, float]:
+def _cpu_per_token(path: str, level: int, before: dict[str, float], after: dict[str, float],
+                   row: dict[str, float]) -> dict[str, float]:
     """CPU milliseconds per generated token in each process role: where the time goes."""
     tokens = row["tokens_per_request"] * row["requests"]
     used = {role: after[role] - before.get(role, 0.0) for role in after}
     shown = {role: 1000 * cpu_s / tokens for role, cpu_s in sorted(used.items()) if cpu_s > 0.01}
-    print(f"  {path} CPU ms/token at c{CPU_PROFILE_LEVEL}: "
+    print(f"  {path} CPU ms/token at c{level}: "
           + ", ".join(f"{role} {ms:.2f}" for role, ms in shown.items()), flush=True)
-    return {f"{path}_cpu_ms_per_token_c{CPU_PROFILE_LEVEL}_{role}": ms for role, ms in shown.items()}
+    return {f"{path}_cpu_ms_per_token_c{level}_{role}": ms for role, ms in shown.items()}
 
 
-async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str) -> dict[str, float]:
+async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str,
+                  profile_level: int = CPU_PROFILE_LEVEL) -> dict[str, float]:
     """Each path at each level (or at its `only_at` levels), repetitions interleaved across paths (same
-    noise for all); medians. The load generator keeps off the engine workers' cores, as remote clients would."""
+    noise for all); medians; CPU per token of each process role at `profile_level`. The load generator keeps
+    off the engine workers' cores, as remote clients would."""
     with off_cores(engine_worker_cores(psutil.Process())) as moved:
         print(f"  load generator: {moved} threads kept off the engine workers' cores", flush=True)
-        return await _measure(paths, levels, mode)
+        return await _measure(paths, levels, mode, profile_level)
 
 
-async def _measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str) -> dict[str, float]:
+async def _measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str, profile_level: int
+                   ) -> dict[str, float]:
     figures: dict[str, float] = {}
     print(f"{'path':14} {'conc':>5} {'tok/s':>9} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'ITL ms':>8} "
           f"{'tokens':>6}", flush=True)
@@ -115,8 +118,8 @@ async def _measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str) -
             for name, call in here.items():
                 before = cpu_seconds()
                 runs[name].append(await run_level(call, concurrency, PER_CLIENT[mode], MAX_TOKENS[mode]))
-                if rep == 0 and concurrency == CPU_PROFILE_LEVEL:
-                    figures.update(_cpu_per_token(name, before, cpu_seconds(), runs[name][-1]))
+                if rep == 0 and concurrency == profile_level:
+                    figures.update(_cpu_per_token(name, profile_level, before, cpu_seconds(), runs[name][-1]))
         for name, rows in runs.items():
             row = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
             figures.update({f"{name}_{key}_c{concurrency}": value for key, value in row.items()})
