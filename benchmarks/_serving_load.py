@@ -4,6 +4,7 @@ processes each phase must leave behind it dead."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
@@ -17,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -29,6 +31,38 @@ KV_CACHE_GB = 1
 """VLLM_CPU_KVCACHE_SPACE of every engine (the router's default `kv_cache_space_gb`)."""
 MAX_MODEL_LEN = 2048
 """max_model_len of every engine (the router's default `max_context_tokens`)."""
+
+
+ENGINE_EXTRA: dict[str, Any] = {}
+"""More engine settings that every engine of a run gets alike (bench_serving's `--stream-interval`)."""
+
+
+def add_stream_interval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stream-interval", type=int, default=1, help="vLLM's stream_interval for every engine "
+                        "alike: tokens per streamed chunk after the first (default 1)")
+
+
+def use_stream_interval(parser: argparse.ArgumentParser, interval: int) -> None:
+    """`--stream-interval` into ENGINE_EXTRA, or the parser's error."""
+    if interval < 1:
+        parser.error(f"--stream-interval {interval}: vLLM sends at least one token per chunk; give 1 or more")
+    if interval > 1:
+        ENGINE_EXTRA["stream_interval"] = interval
+
+
+def cpu_engine_settings() -> dict[str, Any]:
+    """Every CPU engine's settings: the router's defaults on this machine, plus ENGINE_EXTRA."""
+    return {"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": engine_dtype(),
+            "max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS, **ENGINE_EXTRA}
+
+
+def cli_args(settings: dict[str, Any]) -> list[str]:
+    """Engine settings as `vllm serve` flags."""
+    args: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
 
 
 def engine_dtype() -> str:
@@ -166,11 +200,10 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
 def vllm_server(model_dir: str, port: int, log_path: Path, timeout_s: float = 900,
                 engine_args: list[str] | None = None) -> Iterator[str]:
     """vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`; `vllm serve` fails on the
-    vllm-cpu distribution name) with the router's CPU engine settings, or `engine_args` in their place (a GPU
-    engine's); stopped with its whole process group."""
+    vllm-cpu distribution name) with the CPU engine settings, or `engine_args` in their place (a GPU engine's);
+    stopped with its whole process group."""
     if engine_args is None:
-        engine_args = ["--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--dtype", engine_dtype(),
-                       "--max-num-batched-tokens", str(CPU_MAX_BATCHED_TOKENS)]
+        engine_args = cli_args(cpu_engine_settings())
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port), *engine_args,
                "--disable-uvicorn-access-log"]

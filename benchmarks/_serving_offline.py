@@ -4,6 +4,7 @@ of the path it is compared with), no server, no streaming. Run as a child proces
 prints one JSON line: output tok/s of each repetition after a warm-up.
 
     python benchmarks/_serving_offline.py MODEL_DIR --requests 128 --concurrency 64 --max-tokens 64 --reps 3
+        --engine-kwargs '{"max_model_len": 2048, "enforce_eager": true, "dtype": "bfloat16"}'
 """
 
 from __future__ import annotations
@@ -18,23 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._serving_load import (  # noqa: E402
-    CPU_MAX_BATCHED_TOKENS,
-    MAX_MODEL_LEN,
-    engine_dtype,
-    engine_env,
-    prompt,
-)
+from benchmarks._serving_load import cpu_engine_settings, engine_env, prompt  # noqa: E402
 
 
 def offline_tok_s(model_dir: str, *, requests: int, concurrency: int, max_tokens: int, reps: int, log_path: Path,
                   timeout_s: float = 900, engine_kwargs: dict | None = None) -> list[float]:
     """Run this file as a child process with the engine's environment; its output tok/s, one per repetition.
-    `engine_kwargs` replace the CPU engine settings (a GPU engine's)."""
+    `engine_kwargs`: the engine's settings; default the CPU engine's (a GPU engine's differ)."""
+    settings = cpu_engine_settings() if engine_kwargs is None else engine_kwargs
     command = [sys.executable, __file__, model_dir, "--requests", str(requests), "--concurrency", str(concurrency),
-               "--max-tokens", str(max_tokens), "--reps", str(reps)]
-    if engine_kwargs is not None:
-        command += ["--engine-kwargs", json.dumps(engine_kwargs)]
+               "--max-tokens", str(max_tokens), "--reps", str(reps), "--engine-kwargs", json.dumps(settings)]
     with open(log_path, "w") as log:
         done = subprocess.run(command, env={**os.environ, **engine_env()}, stdout=subprocess.PIPE, stderr=log,
                               text=True, timeout=timeout_s, check=False)
@@ -51,14 +45,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--max-tokens", type=int, required=True)
     parser.add_argument("--reps", type=int, required=True)
-    parser.add_argument("--engine-kwargs", type=json.loads, help="JSON; replaces the CPU engine settings")
+    parser.add_argument("--engine-kwargs", type=json.loads, required=True, help="the engine's settings, JSON")
     args = parser.parse_args()
     from vllm import LLM, SamplingParams
 
-    settings = args.engine_kwargs if args.engine_kwargs is not None else {
-        "max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": engine_dtype(),
-        "max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS}
-    llm = LLM(model=args.model_dir, max_num_seqs=args.concurrency, **settings)
+    llm = LLM(model=args.model_dir, max_num_seqs=args.concurrency, **args.engine_kwargs)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
     conversations = [prompt(index) for index in range(args.requests)]
     llm.chat(conversations[:2], SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True), use_tqdm=False)

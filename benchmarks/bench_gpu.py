@@ -29,11 +29,15 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._serving_load import (  # noqa: E402
+    ENGINE_EXTRA,
     MAX_MODEL_LEN,
     Call,
+    add_stream_interval,
+    cli_args,
     engines_stopped,
     handle_caller,
     http_caller,
+    use_stream_interval,
     vllm_server,
 )
 from benchmarks._serving_offline import offline_tok_s  # noqa: E402
@@ -61,16 +65,7 @@ def shaped_model_dir(source: Path, shape: str, into: Path) -> Path:
 
 def engine_settings(concurrency: int) -> dict:
     return {"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": "bfloat16", "load_format": "dummy",
-            "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency}
-
-
-def cli_args(settings: dict) -> list[str]:
-    """Engine settings as `vllm serve` flags."""
-    args: list[str] = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        args += [flag] if value is True else [flag, str(value)]
-    return args
+            "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency, **ENGINE_EXTRA}
 
 
 async def _measure(urls: dict[str, str], handles: dict[str, Call], concurrency: int) -> dict[str, float]:
@@ -88,7 +83,7 @@ def router_config(model_dir: str, concurrency: int):
     settings = engine_settings(concurrency)
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir, "dtype": "bfloat16",
              "load_format": "dummy", "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "kv_cache_space_gb": None,
-             "engine_kwargs": {"max_num_seqs": settings["max_num_seqs"]},
+             "engine_kwargs": {"max_num_seqs": settings["max_num_seqs"], **ENGINE_EXTRA},
              "replicas": {"min_replicas": 1, "max_replicas": 1, "num_cpus": 1, "num_gpus": 1,
                           "max_ongoing_requests": 4 * concurrency, "target_ongoing_requests": concurrency}}
     router = {"max_in_flight_per_model": 4 * concurrency, "max_queue": 16 * concurrency,
@@ -139,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--model-dir", help="config and tokenizer to shape; default: the default model's")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    add_stream_interval(parser)
     args = parser.parse_args(argv)
+    use_stream_interval(parser, args.stream_interval)
     import torch
 
     from controlplane._model_cache import default_model_path
@@ -149,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = str(shaped_model_dir(source, args.shape, Path(tempfile.mkdtemp(prefix="bench_gpu_model_"))))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     figures: dict[str, object] = {"device": device, "shape": args.shape, "concurrency": args.concurrency,
+                                  "stream_interval": args.stream_interval,
                                   "max_tokens": MAX_TOKENS["full"], "reps": REPS["full"], "cores": os.cpu_count()}
     for phase in (lambda: phase_offline(model_dir, args.concurrency, log_dir),
                   lambda: phase_router(model_dir, args.concurrency),

@@ -38,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import _serving_affinity as affinity  # noqa: E402
 from benchmarks._ray_start import start_ray  # noqa: E402
 from benchmarks._serving_load import (  # noqa: E402
-    CPU_MAX_BATCHED_TOKENS,
+    ENGINE_EXTRA,
     KV_CACHE_GB,
     MAX_MODEL_LEN,
     Call,
+    add_stream_interval,
+    cpu_engine_settings,
     cpu_seconds,
     direct_caller,
     engine_dtype,
@@ -50,6 +52,7 @@ from benchmarks._serving_load import (  # noqa: E402
     handle_caller,
     http_caller,
     run_level,
+    use_stream_interval,
     vllm_server,
     wait_http,
 )
@@ -74,6 +77,7 @@ def router_config(model_dir: str, *, batching: bool = True, replicas: int = 1):
 
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir,
              "kv_cache_space_gb": KV_CACHE_GB, "reserve_engine_cores": True,  # the setting for a node that serves
+             "engine_kwargs": dict(ENGINE_EXTRA),
              "replicas": {"min_replicas": replicas, "max_replicas": replicas, "num_cpus": 1,
                           "max_ongoing_requests": 1024, "target_ongoing_requests": 256}}
     router = {"max_in_flight_per_model": 1024, "max_queue": 4096, "agent": {"max_in_flight": 1024},
@@ -162,8 +166,7 @@ def phase_serve_llm(model_dir: str, levels, mode, http_port: int) -> dict[str, f
     from ray.serve.llm import LLMConfig, build_openai_app
 
     config = LLMConfig(model_loading_config={"model_id": "default", "model_source": model_dir},
-                       engine_kwargs={"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": engine_dtype(),
-                                      "max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS},
+                       engine_kwargs=cpu_engine_settings(),
                        placement_group_config={"bundles": [{"CPU": 1}]},
                        runtime_env={"env_vars": engine_env()})
     start = time.monotonic()
@@ -286,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", help="checkpoint; default: the converted SmolLM2-135M-Instruct")
     parser.add_argument("--append", action="store_true", help="add to the figures already in --json (phases run "
                         "as separate invocations)")
+    add_stream_interval(parser)
     args = parser.parse_args(argv)
+    use_stream_interval(parser, args.stream_interval)
     mode = "quick" if args.quick else "full"
     phases = args.only.split(",")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -304,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, object] = {
         "model": Path(model_dir).name, "engine": f"vllm {vllm.__version__}", "cores": os.cpu_count(), "gpu": False,
         "dtype": engine_dtype(), "mode": mode, "max_tokens": MAX_TOKENS[mode], "reps": REPS[mode],
-        "levels": list(LEVELS), "load_before": _load(), "niceness": os.nice(0)}
+        "levels": list(LEVELS), "load_before": _load(), "niceness": os.nice(0),
+        "stream_interval": args.stream_interval}
     if args.append and args.json and args.json.exists():
         figures = {**json.loads(args.json.read_text()), **figures}
     started = time.monotonic()
