@@ -31,17 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._serving_load import (  # noqa: E402
     ENGINE_EXTRA,
     MAX_MODEL_LEN,
-    Call,
     add_stream_interval,
     cli_args,
     engines_stopped,
     handle_caller,
-    http_caller,
     use_stream_interval,
     vllm_server,
 )
 from benchmarks._serving_offline import offline_tok_s  # noqa: E402
-from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, _free_port, measure  # noqa: E402
+from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, _free_port, http_paths  # noqa: E402
 
 APP = "bench-gpu"
 SHAPES = {  # Llama shapes over SmolLM2's tokenizer; 1.7b is SmolLM2-1.7B's
@@ -63,27 +61,21 @@ def shaped_model_dir(source: Path, shape: str, into: Path) -> Path:
     return into
 
 
+def levels(concurrency: int) -> tuple[int, int]:
+    return concurrency // 4, concurrency
+
+
 def engine_settings(concurrency: int) -> dict:
     return {"max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "dtype": "bfloat16", "load_format": "dummy",
             "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency, **ENGINE_EXTRA}
 
 
-async def _measure(urls: dict[str, str], handles: dict[str, Call], concurrency: int) -> dict[str, float]:
-    import httpx
-
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600),
-                                 limits=httpx.Limits(max_connections=2 * concurrency)) as http:
-        calls = {name: http_caller(http, url, "default") for name, url in urls.items()} | handles
-        return await measure(calls, (concurrency // 4, concurrency), "full", profile_level=concurrency)
-
-
 def router_config(model_dir: str, concurrency: int):
     from controlplane.config import ServingConfig
 
-    settings = engine_settings(concurrency)
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir, "dtype": "bfloat16",
              "load_format": "dummy", "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "kv_cache_space_gb": None,
-             "engine_kwargs": {"max_num_seqs": settings["max_num_seqs"], **ENGINE_EXTRA},
+             "engine_kwargs": {"max_num_seqs": concurrency, **ENGINE_EXTRA},
              "replicas": {"min_replicas": 1, "max_replicas": 1, "num_cpus": 1, "num_gpus": 1,
                           "max_ongoing_requests": 4 * concurrency, "target_ongoing_requests": concurrency}}
     router = {"max_in_flight_per_model": 4 * concurrency, "max_queue": 16 * concurrency,
@@ -105,7 +97,8 @@ def phase_offline(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, 
 def phase_vllm_server(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, float]:
     with vllm_server(model_dir, _free_port(), log_dir / "vllm_server.log",
                      engine_args=cli_args(engine_settings(concurrency))) as url:
-        return asyncio.run(_measure({"vllm_server": url}, {}, concurrency))
+        return asyncio.run(http_paths({"vllm_server": url}, levels(concurrency), "full",
+                                      profile_level=concurrency))
 
 
 def phase_router(model_dir: str, concurrency: int) -> dict[str, float]:
@@ -123,8 +116,9 @@ def phase_router(model_dir: str, concurrency: int) -> dict[str, float]:
         client = deploy(router_config(model_dir, concurrency), app_name=APP, route_prefix=f"/{APP}")
         figures = {"router_startup_s": time.monotonic() - started}
         print(f"router up in {figures['router_startup_s']:.0f} s", flush=True)
-        figures.update(asyncio.run(_measure({"router_http": f"http://127.0.0.1:{http_port}/{APP}/v1"},
-                                            {"router_handle": handle_caller(client.stream)}, concurrency)))
+        figures.update(asyncio.run(http_paths({"router_http": f"http://127.0.0.1:{http_port}/{APP}/v1"},
+                                              levels(concurrency), "full", profile_level=concurrency,
+                                              handles={"router_handle": handle_caller(client.stream)})))
     return figures
 
 

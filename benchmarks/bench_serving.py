@@ -132,12 +132,15 @@ async def _measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str, p
     return figures
 
 
-async def _http_paths(base_urls: dict[str, str], levels, mode) -> dict[str, float]:
+async def http_paths(base_urls: dict[str, str], levels, mode, *, handles: dict[str, Call] | None = None,
+                     profile_level: int = CPU_PROFILE_LEVEL) -> dict[str, float]:
+    """`measure` of these OpenAI-compatible servers, and of `handles` beside them, over one HTTP client."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600), limits=httpx.Limits(max_connections=256)) as client:
-        paths = {name: http_caller(client, url, "default") for name, url in base_urls.items()}
-        return await measure(paths, levels, mode)
+    limits = httpx.Limits(max_connections=max(256, 2 * max(levels)))
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600), limits=limits) as client:
+        paths = {name: http_caller(client, url, "default") for name, url in base_urls.items()} | (handles or {})
+        return await measure(paths, levels, mode, profile_level)
 
 
 def phase_offline(model_dir: str, mode: str, log_dir: Path) -> dict[str, float]:
@@ -157,7 +160,7 @@ def phase_vllm_server(model_dir: str, levels, mode, port: int, log_dir: Path) ->
     start = time.monotonic()
     with vllm_server(model_dir, port, log_dir / "vllm_server.log") as base_url:
         figures = {"vllm_server_startup_s": time.monotonic() - start}
-        figures.update(asyncio.run(_http_paths({"vllm_server": base_url}, levels, mode)))
+        figures.update(asyncio.run(http_paths({"vllm_server": base_url}, levels, mode)))
     return figures
 
 
@@ -175,7 +178,7 @@ def phase_serve_llm(model_dir: str, levels, mode, http_port: int) -> dict[str, f
         base_url = f"http://127.0.0.1:{http_port}/serve-llm/v1"
         wait_http(f"{base_url}/models", 120)
         figures = {"serve_llm_startup_s": time.monotonic() - start}
-        figures.update(asyncio.run(_http_paths({"serve_llm": base_url}, levels, mode)))
+        figures.update(asyncio.run(http_paths({"serve_llm": base_url}, levels, mode)))
     return figures
 
 
