@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -164,14 +165,57 @@ def direct_caller(replica_handle) -> Call:
     return call
 
 
-async def run_level(call: Call, concurrency: int, per_client: int, max_tokens: int) -> dict[str, float]:
-    """`concurrency` clients, each sending `per_client` requests one after another; tok/s over the wall time."""
-    async def client(worker: int) -> list[Sample]:
-        return [await call(worker * per_client + i, max_tokens) for i in range(per_client)]
+@dataclass(frozen=True)
+class SpreadHttpLoad:
+    """An OpenAI-compatible server driven by `pool`'s client processes, the clients split evenly between them:
+    at thousands of streamed tokens a second one Python process reading the chunks is the limit, not the server."""
 
+    base_url: str
+    model: str
+    pool: concurrent.futures.ProcessPoolExecutor
+    processes: int
+
+    async def level(self, concurrency: int, per_client: int, max_tokens: int) -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        start_at = time.time() + 0.5  # every process starts its clients then
+        shares = [range(p, concurrency, self.processes) for p in range(self.processes)]
+        runs = await asyncio.gather(*[
+            loop.run_in_executor(self.pool, _clients_in_this_process, self.base_url, self.model, share, per_client,
+                                 max_tokens, start_at) for share in shares if share])
+        wall_s = max(end for _, end in runs) - start_at
+        return level_figures([sample for samples, _ in runs for sample in samples], wall_s)
+
+
+def _clients_in_this_process(base_url: str, model: str, workers: range, per_client: int, max_tokens: int,
+                             start_at: float) -> tuple[list[Sample], float]:
+    """A SpreadHttpLoad process's share: its clients' samples and when the last one ended (epoch seconds)."""
+    async def run() -> tuple[list[Sample], float]:
+        limits = httpx.Limits(max_connections=max(64, 2 * len(workers)))
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600), limits=limits) as client:
+            call = http_caller(client, base_url, model)
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            samples = await asyncio.gather(*[_client(call, worker, per_client, max_tokens) for worker in workers])
+            return [sample for batch in samples for sample in batch], time.time()
+
+    return asyncio.run(run())
+
+
+async def _client(call: Call, worker: int, per_client: int, max_tokens: int) -> list[Sample]:
+    return [await call(worker * per_client + i, max_tokens) for i in range(per_client)]
+
+
+async def run_level(call: Call | SpreadHttpLoad, concurrency: int, per_client: int, max_tokens: int
+                    ) -> dict[str, float]:
+    """`concurrency` clients, each sending `per_client` requests one after another; tok/s over the wall time."""
+    if isinstance(call, SpreadHttpLoad):
+        return await call.level(concurrency, per_client, max_tokens)
     start = time.perf_counter()
-    samples = [s for batch in await asyncio.gather(*[client(w) for w in range(concurrency)]) for s in batch]
-    wall_s = time.perf_counter() - start
+    samples = [s for batch in await asyncio.gather(*[_client(call, w, per_client, max_tokens)
+                                                     for w in range(concurrency)]) for s in batch]
+    return level_figures(samples, time.perf_counter() - start)
+
+
+def level_figures(samples: list[Sample], wall_s: float) -> dict[str, float]:
     ttfts = sorted(s.ttft_s for s in samples)
     itls = [(s.latency_s - s.ttft_s) / (s.tokens - 1) for s in samples if s.tokens > 1]
     return {"tok_s": sum(s.tokens for s in samples) / wall_s, "ttft_p50_ms": 1000 * statistics.median(ttfts),
@@ -255,6 +299,8 @@ def _label(proc: psutil.Process) -> str:
     if name.startswith("VLLM::"):
         return "engine_" + name.split("::", 1)[1].lower()
     title = " ".join(proc.cmdline())
+    if "multiprocessing" in title:  # a SpreadHttpLoad process
+        return "client"
     if "vllm.entrypoints" in title:
         return "vllm_api_server"
     if title.startswith("ray::ServeReplica:"):

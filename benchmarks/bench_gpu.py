@@ -9,6 +9,7 @@ streaming chat with `ignore_eos`, C clients x 2 requests each, a warm-up, three 
 C, with the CPU per generated token of each process at C.
 
     python benchmarks/bench_gpu.py [--shape 1.7b|135m] [--concurrency 256] [--json PATH] [--model-dir DIR]
+        [--router-replicas 1] [--client-processes 4] [--stream-interval N]
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def engine_settings(concurrency: int) -> dict:
             "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency, **ENGINE_EXTRA}
 
 
-def router_config(model_dir: str, concurrency: int):
+def router_config(model_dir: str, concurrency: int, router_replicas: int = 1):
     from controlplane.config import ServingConfig
 
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir, "dtype": "bfloat16",
@@ -78,7 +79,7 @@ def router_config(model_dir: str, concurrency: int):
              "engine_kwargs": {"max_num_seqs": concurrency, **ENGINE_EXTRA},
              "replicas": {"min_replicas": 1, "max_replicas": 1, "num_cpus": 1, "num_gpus": 1,
                           "max_ongoing_requests": 4 * concurrency, "target_ongoing_requests": concurrency}}
-    router = {"max_in_flight_per_model": 4 * concurrency, "max_queue": 16 * concurrency,
+    router = {"replicas": router_replicas, "max_in_flight_per_model": 4 * concurrency, "max_queue": 16 * concurrency,
               "agent": {"max_in_flight": 4 * concurrency}, "request_timeout_s": 600}
     return ServingConfig.model_validate({"router": router, "models": {"default": model}})
 
@@ -94,14 +95,14 @@ def phase_offline(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, 
     return {f"offline_tok_s_c{concurrency}": statistics.median(rates)}
 
 
-def phase_vllm_server(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, float]:
+def phase_vllm_server(model_dir: str, args: argparse.Namespace, log_dir: Path) -> dict[str, float]:
     with vllm_server(model_dir, _free_port(), log_dir / "vllm_server.log",
-                     engine_args=cli_args(engine_settings(concurrency))) as url:
-        return asyncio.run(http_paths({"vllm_server": url}, levels(concurrency), "full",
-                                      profile_level=concurrency))
+                     engine_args=cli_args(engine_settings(args.concurrency))) as url:
+        return asyncio.run(http_paths({"vllm_server": url}, levels(args.concurrency), "full",
+                                      profile_level=args.concurrency, client_processes=args.client_processes))
 
 
-def phase_router(model_dir: str, concurrency: int) -> dict[str, float]:
+def phase_router(model_dir: str, args: argparse.Namespace) -> dict[str, float]:
     import ray
     from ray import serve
 
@@ -113,12 +114,14 @@ def phase_router(model_dir: str, concurrency: int) -> dict[str, float]:
     start_serve(http_port=http_port)
     started = time.monotonic()
     with engines_stopped("router", lambda: (serve.shutdown(), ray.shutdown())):  # the GPU is free after
-        client = deploy(router_config(model_dir, concurrency), app_name=APP, route_prefix=f"/{APP}")
+        client = deploy(router_config(model_dir, args.concurrency, args.router_replicas), app_name=APP,
+                        route_prefix=f"/{APP}")
         figures = {"router_startup_s": time.monotonic() - started}
         print(f"router up in {figures['router_startup_s']:.0f} s", flush=True)
         figures.update(asyncio.run(http_paths({"router_http": f"http://127.0.0.1:{http_port}/{APP}/v1"},
-                                              levels(concurrency), "full", profile_level=concurrency,
-                                              handles={"router_handle": handle_caller(client.stream)})))
+                                              levels(args.concurrency), "full", profile_level=args.concurrency,
+                                              handles={"router_handle": handle_caller(client.stream)},
+                                              client_processes=args.client_processes)))
     return figures
 
 
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--model-dir", help="config and tokenizer to shape; default: the default model's")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    parser.add_argument("--router-replicas", type=int, default=1)
+    parser.add_argument("--client-processes", type=int, default=4,
+                        help="HTTP clients spread over this many processes (one reading every chunk is a limit)")
     add_stream_interval(parser)
     args = parser.parse_args(argv)
     use_stream_interval(parser, args.stream_interval)
@@ -140,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = str(shaped_model_dir(source, args.shape, Path(tempfile.mkdtemp(prefix="bench_gpu_model_"))))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     figures: dict[str, object] = {"device": device, "shape": args.shape, "concurrency": args.concurrency,
-                                  "stream_interval": args.stream_interval,
+                                  "stream_interval": args.stream_interval, "router_replicas": args.router_replicas,
+                                  "client_processes": args.client_processes,
                                   "max_tokens": MAX_TOKENS["full"], "reps": REPS["full"], "cores": os.cpu_count()}
     for phase in (lambda: phase_offline(model_dir, args.concurrency, log_dir),
-                  lambda: phase_router(model_dir, args.concurrency),
-                  lambda: phase_vllm_server(model_dir, args.concurrency, log_dir)):
+                  lambda: phase_router(model_dir, args),
+                  lambda: phase_vllm_server(model_dir, args, log_dir)):
         figures.update(phase())
         if args.json:  # what a phase measured survives a later one's failure
             args.json.write_text(json.dumps(figures, indent=1))

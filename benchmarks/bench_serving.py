@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import logging
+import multiprocessing
 import os
 import statistics
 import sys
@@ -42,6 +44,7 @@ from benchmarks._serving_load import (  # noqa: E402
     KV_CACHE_GB,
     MAX_MODEL_LEN,
     Call,
+    SpreadHttpLoad,
     add_stream_interval,
     cpu_engine_settings,
     cpu_seconds,
@@ -98,7 +101,7 @@ def _cpu_per_token(path: str, level: int, before: dict[str, float], after: dict[
     return {f"{path}_cpu_ms_per_token_c{level}_{role}": ms for role, ms in shown.items()}
 
 
-async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str,
+async def measure(paths: dict[str, Call | SpreadHttpLoad], levels: tuple[int, ...], mode: str,
                   profile_level: int = CPU_PROFILE_LEVEL) -> dict[str, float]:
     """Each path at each level (or at its `only_at` levels), repetitions interleaved across paths (same
     noise for all); medians; CPU per token of each process role at `profile_level`. The load generator keeps
@@ -108,7 +111,7 @@ async def measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str,
         return await _measure(paths, levels, mode, profile_level)
 
 
-async def _measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str, profile_level: int
+async def _measure(paths: dict[str, Call | SpreadHttpLoad], levels: tuple[int, ...], mode: str, profile_level: int
                    ) -> dict[str, float]:
     figures: dict[str, float] = {}
     print(f"{'path':14} {'conc':>5} {'tok/s':>9} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'ITL ms':>8} "
@@ -133,10 +136,16 @@ async def _measure(paths: dict[str, Call], levels: tuple[int, ...], mode: str, p
 
 
 async def http_paths(base_urls: dict[str, str], levels, mode, *, handles: dict[str, Call] | None = None,
-                     profile_level: int = CPU_PROFILE_LEVEL) -> dict[str, float]:
-    """`measure` of these OpenAI-compatible servers, and of `handles` beside them, over one HTTP client."""
+                     profile_level: int = CPU_PROFILE_LEVEL, client_processes: int = 1) -> dict[str, float]:
+    """`measure` of these OpenAI-compatible servers, and of `handles` beside them, over one HTTP client; or,
+    with `client_processes` > 1, each server's clients spread over that many client processes."""
     import httpx
 
+    if client_processes > 1:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(client_processes, mp_context=spawn) as pool:
+            paths = {name: SpreadHttpLoad(url, "default", pool, client_processes) for name, url in base_urls.items()}
+            return await measure(paths | (handles or {}), levels, mode, profile_level)
     limits = httpx.Limits(max_connections=max(256, 2 * max(levels)))
     async with httpx.AsyncClient(timeout=httpx.Timeout(600), limits=limits) as client:
         paths = {name: http_caller(client, url, "default") for name, url in base_urls.items()} | (handles or {})

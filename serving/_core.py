@@ -88,7 +88,7 @@ class _Progress:
     chars: int = 0
 
     def seen(self, event: dict[str, Any]) -> None:
-        self.deltas += 1
+        self.deltas += event.get("chunks", 1)
         self.chars += len(event.get("delta", ""))
 
     def usage(self, body: dict[str, Any]) -> dict[str, int]:

@@ -112,7 +112,7 @@ def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
                                                ray_actor_options={"num_cpus": spec.replicas.num_cpus})
             handles[name] = deployment.bind(
                 [rule.model_dump() for rule in spec.replies], spec.latency_s,
-                spec.faults.model_dump() if spec.faults is not None else None)
+                spec.faults.model_dump() if spec.faults is not None else None, spec.step_s)
     # Only paths travel: remote backends' API keys are read where the replica starts, never put in a runtime_env.
     otlp = {ENDPOINT_ENV: os.environ[ENDPOINT_ENV]} if os.environ.get(ENDPOINT_ENV) else {}
     # The router's own OTLP endpoint is for HTTP callers outside a mission.

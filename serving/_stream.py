@@ -14,11 +14,13 @@ _TIMEOUT = object()
 
 
 def merge_ready(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Consecutive `delta` events become one; other events keep their place."""
+    """Consecutive `delta` events become one, whose `chunks` counts the backend's chunks it holds; other events
+    keep their place."""
     merged: list[dict[str, Any]] = []
     for item in items:
         if "delta" in item and merged and "delta" in merged[-1]:
-            merged[-1] = {"delta": merged[-1]["delta"] + item["delta"]}
+            merged[-1] = {"delta": merged[-1]["delta"] + item["delta"],
+                          "chunks": merged[-1].get("chunks", 1) + item.get("chunks", 1)}
         else:
             merged.append(item)
     return merged

@@ -146,7 +146,10 @@ class ScriptedFaultSpec(_Spec):
 
 class ScriptedModelSpec(_ModelBase):
     kind: Literal["scripted"] = "scripted"
-    latency_s: float = Field(0.0, ge=0, description="Seconds each reply takes.")
+    latency_s: float = Field(0.0, ge=0, description="Seconds each reply takes (before its first token).")
+    step_s: float | None = Field(None, gt=0, description="Stream each reply one word per engine step of this many "
+                                 "seconds, all calls of a replica stepping together as an engine's batch does; "
+                                 "None = each reply in one event.")
     faults: ScriptedFaultSpec | None = Field(None, description="Injected backend failures (chaos tests); "
                                              "None = every call is served.")
     tool_style: ToolStyle = Field("constrained", description="How the model makes tool calls: constrained (the "

@@ -205,12 +205,35 @@ class FaultInjector:
                 "first_success_after_outage_at_s": self.first_success_after_outage_at_s}
 
 
+class EngineSteps:
+    """An engine's decode steps, one every `step_s` while any call waits for one: every call waiting when a step
+    ends gets its next token then, as the sequences of an engine's batch do."""
+
+    def __init__(self, step_s: float) -> None:
+        self._step_s = step_s
+        self._next: asyncio.Future[None] | None = None
+
+    async def next(self) -> None:
+        if self._next is None:
+            loop = asyncio.get_running_loop()
+            self._next = loop.create_future()
+            loop.call_later(self._step_s, self._end_step)
+        await asyncio.shield(self._next)  # a cancelled call leaves the step to the others
+
+    def _end_step(self) -> None:
+        step, self._next = self._next, None
+        assert step is not None
+        step.set_result(None)
+
+
 class ScriptedReplica:
     """A replica whose engine is the scripted one: real Serve, real batching, scripted text."""
 
-    def __init__(self, replies: list[dict[str, Any]], latency_s: float, faults: dict[str, Any] | None = None) -> None:
+    def __init__(self, replies: list[dict[str, Any]], latency_s: float, faults: dict[str, Any] | None = None,
+                 step_s: float | None = None) -> None:
         self._engine = ScriptedEngine(replies)
         self._latency_s = latency_s
+        self._steps = EngineSteps(step_s) if step_s is not None else None
         self._calls = CallRunner()
         self._faults = FaultInjector(ScriptedFaultSpec.model_validate(faults)) if faults is not None else None
 
@@ -248,7 +271,12 @@ class ScriptedReplica:
             event = {"tool_calls": [{"index": 0, **answer.tool_call}]}
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
-        yield event
+        if self._steps is not None and "delta" in event:
+            for index, word in enumerate(text.split()):
+                await self._steps.next()
+                yield {"delta": f" {word}" if index else word}
+        else:
+            yield event
         if self._faults is not None:
             self._faults.succeeded(time.time())
         yield {"done": True, "finish_reason": finish_reason, "replica": this_replica(),

@@ -126,6 +126,16 @@ def test_handle_stream_then_result(router):
     assert items[:-1] == ["Paris"] and isinstance(items[-1], ChatResult)
 
 
+def test_a_scripted_engine_with_a_decode_step_streams_a_word_per_step(router):
+    async def collect():
+        return [item async for item in router.stream(ask("scripted-steps", "one two three", "it-steps"))]
+
+    *deltas, result = asyncio.run(collect())
+    assert "".join(deltas) == result.text == "scripted reply to: one two three"
+    assert len(deltas) >= 3  # six words, six steps; deltas ready together may travel as one
+    assert result.latency_s - result.ttft_s >= 5 * 0.05 * 0.9 and result.usage.completion_tokens == 6
+
+
 def test_concurrent_calls_are_batched(router):
     async def burst():
         before = (await router.batch_stats())["scripted-slow"]

@@ -174,14 +174,14 @@ def test_twenty_parallel_router_calls_never_overshoot_mission_or_agent_caps():
 
 
 class _Backend:
-    """Streams `deltas` words, then finishes, fails with `fail_status`, or hangs (`hang`)."""
+    """Streams `deltas` chunks of `text`, then finishes, fails with `fail_status`, or hangs (`hang`)."""
 
-    def __init__(self, *, deltas=2, fail_status=None, hang=False):
-        self.deltas, self.fail_status, self.hang = deltas, fail_status, hang
+    def __init__(self, *, deltas=2, fail_status=None, hang=False, text="word "):
+        self.deltas, self.fail_status, self.hang, self.text = deltas, fail_status, hang, text
 
     async def stream(self, call, affinity_key):
         for _ in range(self.deltas):
-            yield {"delta": "word "}
+            yield {"delta": self.text}
         if self.hang:
             await asyncio.Event().wait()
         if self.fail_status:
@@ -240,6 +240,13 @@ def test_a_timed_out_call_is_charged():
     with pytest.raises(Exception, match="timeout_s=0.05"):
         asyncio.run(_drain(core, _call(timeout_s=0.05)))
     assert core.budgets.spend("m").tokens == 5 + 3
+
+
+def test_a_timed_out_call_is_charged_every_chunk_of_the_deltas_the_router_merged():
+    core = _core(_Backend(deltas=8, hang=True, text="a"))  # ready together, the 8 one-character chunks go as one
+    with pytest.raises(Exception, match="timeout_s=0.05"):
+        asyncio.run(_drain(core, _call(timeout_s=0.05)))
+    assert core.budgets.spend("m").tokens == 5 + 8
 
 
 def test_a_cancelled_call_is_charged_what_it_generated_before_the_caller_went():

@@ -1,7 +1,9 @@
 import asyncio
 import json
 
-from serving._backends.scripted import ScriptedEngine, count_tokens, last_turn, truncate
+import pytest
+
+from serving._backends.scripted import EngineSteps, ScriptedEngine, count_tokens, last_turn, truncate
 from serving._constrained import ConstrainedBackend
 from serving._tool_calls import ReplyAssembler
 
@@ -134,3 +136,27 @@ def test_an_unscripted_json_reply_is_the_smallest_valid_instance_and_ends_an_age
                                                                    "items": {"type": "string", "maxLength": 3}}}}
     assert json.loads(ScriptedEngine([]).reply([{"role": "user", "content": "x"}], json_schema=price).text) == {
         "amount": 0, "tags": ["scr"]}
+
+
+def test_engine_steps_give_every_waiting_call_its_token_at_the_same_step_and_survive_a_cancelled_one():
+    async def run():
+        steps, loop = EngineSteps(0.05), asyncio.get_running_loop()
+        start = loop.time()
+
+        async def tokens(n: int) -> list[float]:
+            times = []
+            for _ in range(n):
+                await steps.next()
+                times.append(loop.time() - start)
+            return times
+
+        leaver = asyncio.create_task(tokens(10))
+        first, second = asyncio.create_task(tokens(3)), asyncio.create_task(tokens(3))
+        await asyncio.sleep(0.01)
+        leaver.cancel()  # a call that goes must not cancel the step the others wait for
+        return await first, await second
+
+    first, second = asyncio.run(run())
+    assert first == pytest.approx(second, abs=0.01)  # the same steps, woken one after the other
+    assert [t >= 0.05 * (n + 1) - 0.005 for n, t in enumerate(first)] == [True] * 3
+    assert first[2] < 0.5

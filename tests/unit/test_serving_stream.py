@@ -9,7 +9,7 @@ from serving._stream import first_event_or_a_silent_run, merge_ready, within
 
 def test_merge_ready_joins_consecutive_deltas_only():
     items = [{"delta": "a"}, {"delta": "b"}, {"done": True}, {"delta": "c"}]
-    assert merge_ready(items) == [{"delta": "ab"}, {"done": True}, {"delta": "c"}]
+    assert merge_ready(items) == [{"delta": "ab", "chunks": 2}, {"done": True}, {"delta": "c"}]
 
 
 async def burst_then_done():
