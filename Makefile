@@ -38,6 +38,7 @@ bench: setup .venv-crewai/.installed
 	$(VENV)/python benchmarks/bench_chaos.py --quick --json runs/bench_chaos.json
 	$(VENV)/python benchmarks/bench_fleet.py --quick --json runs/bench_fleet.json
 	$(VENV)/python benchmarks/bench_vs_frameworks.py --quick --json runs/bench_vs_frameworks.json
+	$(VENV)/python benchmarks/bench_router_path.py --json runs/bench_router_path.json
 
 # CrewAI, a peer of bench_vs_frameworks.py, cannot share .venv (benchmarks/requirements-crewai.txt says why).
 .venv-crewai/.installed: benchmarks/requirements-crewai.txt
