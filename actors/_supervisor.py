@@ -43,7 +43,9 @@ from controlplane._core.events import EventLog, MissionStatus
 from controlplane._core.identity import MissionTokens
 from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.results import MissionResult, MissionSummary
-from controlplane._core.scheduler import Assignment, Scheduler
+from controlplane._core.scheduler import Scheduler
+from controlplane._core.slack import TaskSlack
+from controlplane._core.task_record import Assignment
 from controlplane._rundir import write_run_dir
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
@@ -99,8 +101,7 @@ class SupervisorActor:
         self.delegation = DelegationDesk(spec, scheduler=lambda: self.sched, is_agent=lambda name: name in self.agents,
                                          wake=self._wake_loop)
         self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
-        self._slack: dict[str, float] | None = None
-        self._task_s = [0.0, 0]  # seconds and count of successful attempts, for the slack's time unit
+        self._slack = TaskSlack()
         self._cancelled_refs: list[Any] = []
         self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s)
         self._cancel_reason: str | None = None
@@ -174,7 +175,7 @@ class SupervisorActor:
         return MissionSummary(
             mission_id=self.mission_id, name=self.spec.name, status=str(self.status()),
             reason=self.final[1] if self.final else "", tasks=self.sched.counts() if self.sched else {},
-            busy_agents={a: n for a, n in (self.sched.running if self.sched else {}).items() if n},
+            busy_agents={a: n for a, n in (self.sched.slots.running if self.sched else {}).items() if n},
             tokens=usage["tokens"], usd=usage["usd"], llm_calls=usage["llm_calls"],
             elapsed_s=round((self.ended_s or time.time()) - self.started_s, 3), done=self._done.is_set()).to_dict()
 
@@ -455,7 +456,7 @@ class SupervisorActor:
             token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
             ref = self.agents[a.agent].run.remote(spec, a.attempt, self.scheduler.context_for(a.task), token,
                                                   trace=_tracing.inject(),
-                                                  slack_s=self._slack_s(a.task)
+                                                  slack_s=self._slack.of(self.scheduler, a.task)
                                                   if self.spec.policies.critical_path_first else None)
         except Exception as exc:
             logger.exception("mission %s: task %s attempt %d could not be sent to agent %s", self.mission_id, a.task,
@@ -463,17 +464,6 @@ class SupervisorActor:
             ref = asyncio.get_running_loop().create_future()
             ref.set_exception(exc)
         self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
-
-    def _slack_s(self, task_id: str) -> float:
-        """The task's slack in the DAG, in tasks (every task counted as one) times the mean task time so far;
-        a delegated task has its parent's."""
-        if self._slack is None:
-            self._slack = self.scheduler.dag.slack(dict.fromkeys(self.scheduler.dag.deps, 1.0))
-        record = self.scheduler.tasks[task_id]
-        while task_id not in self._slack and record.delegated_by is not None:
-            task_id, record = record.delegated_by, self.scheduler.tasks[record.delegated_by]
-        mean_task_s = self._task_s[0] / self._task_s[1] if self._task_s[1] else 1.0
-        return self._slack.get(task_id, 0.0) * mean_task_s
 
     async def _await(self, a: Assignment, ref: Any) -> None:
         started = time.time()
@@ -502,8 +492,7 @@ class SupervisorActor:
             tokens = result.prompt_tokens + result.completion_tokens
             self.budgets.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
             self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
-            self._task_s[0] += time.time() - started
-            self._task_s[1] += 1
+            self._slack.attempt_succeeded(time.time() - started)
             self.scheduler.on_success(a.task, a.attempt, result.fields(), time.time())
         finally:
             current = self._attempts.get(a.task)

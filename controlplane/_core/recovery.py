@@ -15,7 +15,8 @@ from typing import Any
 
 from controlplane._core.events import EventLog, TaskStatus
 from controlplane._core.mission_log import FINAL_MISSION_STATUSES, Record
-from controlplane._core.scheduler import Assignment, Scheduler, TaskRecord
+from controlplane._core.scheduler import Scheduler
+from controlplane._core.task_record import Assignment, TaskRecord
 from controlplane.config.mission import AgentSpec, Policies, TaskSpec
 
 

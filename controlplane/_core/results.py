@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from controlplane._core.scheduler import TaskRecord
+from controlplane._core.task_record import TaskRecord
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,8 +5,7 @@ turns `Assignment`s into agent calls and reports back with `on_success` / `on_fa
 
 Fairness: ready tasks are taken in the order they became ready (declaration order at start), per
 target queue (one queue per agent, one per role); across queues the oldest head goes first, so no
-agent or role starves another. A role task goes to the least-loaded agent of that role, ties to the
-one assigned least recently.
+agent or role starves another. `AgentSlots` picks which agent of a target takes a task.
 """
 
 from __future__ import annotations
@@ -14,67 +13,18 @@ from __future__ import annotations
 import heapq
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from controlplane._core.agent_slots import AgentSlots
 from controlplane._core.dag import Dag
 from controlplane._core.events import TERMINAL, EventLog, MissionStatus, TaskStatus
 from controlplane._core.retry import GiveUp, RetryPolicy, retry_decision
+from controlplane._core.task_record import Assignment, TaskRecord
 from controlplane._core.timeline import AttemptDetail
 from controlplane.config.mission import AgentSpec, Policies, TaskSpec
 
 if TYPE_CHECKING:
     from controlplane._core.recovery import TaskState
-
-
-@dataclass(frozen=True, kw_only=True)
-class Assignment:
-    """Run `task` on `agent`; `attempt` counts every attempt of the task from 1."""
-
-    task: str
-    agent: str
-    attempt: int
-    deadline_s: float
-    changes: dict[str, Any] = field(default_factory=dict)
-    """Overrides for this attempt's model call chosen by the retry (`max_tokens`, `repair_turn`)."""
-
-
-@dataclass(kw_only=True)
-class TaskRecord:
-    """The live state of one task."""
-
-    spec: TaskSpec
-    status: TaskStatus = TaskStatus.PENDING
-    agent: str | None = None
-    attempts: int = 0
-    round_attempts: int = 0
-    on_fallback: bool = False
-    ready_seq: int = 0
-    ready_at_s: float = 0.0
-    deadline_s: float = float("inf")
-    started_at_s: float | None = None
-    ended_at_s: float | None = None
-    output: Any = None
-    error: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usd: float = 0.0
-    delegated_by: str | None = None
-    """The task whose agent added this one with `delegate`; None for planned tasks."""
-    model_calls: int = 0
-    tool_calls: int = 0
-    loop: dict[str, Any] | None = None
-    """The successful attempt's tool-loop transcript (names and digests, no content), if it ran the loop."""
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.spec.id, "agent": self.agent, "status": str(self.status), "output": self.output,
-                "attempts": self.attempts, "error": self.error,
-                "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
-                "usd": round(self.usd, 8),
-                "started_at": self.started_at_s, "ended_at": self.ended_at_s, "depends_on": self.spec.depends_on,
-                "delegated_by": self.delegated_by, "model_calls": self.model_calls, "tool_calls": self.tool_calls,
-                "loop": self.loop}
 
 
 class Scheduler:
@@ -86,11 +36,7 @@ class Scheduler:
         self.events = events
         self.dag = Dag({t.id: t.depends_on for t in tasks})
         self.tasks = {t.id: TaskRecord(spec=t) for t in tasks}
-        self.agents = {a.name: a for a in agents}
-        self.roles = {a.role: [b.name for b in agents if b.role == a.role] for a in agents}
-        self.running: dict[str, int] = {a.name: 0 for a in agents}
-        self._last_assigned = {a.name: -1 for a in agents}
-        self._assign_count = 0
+        self.slots = AgentSlots(agents)
         self._left = {t.id: len(t.depends_on) for t in tasks}
         self._queues: dict[str, deque[str]] = {}
         self._retry_heap: list[tuple[float, int, str]] = []
@@ -102,7 +48,6 @@ class Scheduler:
         self._held_children: dict[str, list[str]] = {}
         self._context: dict[str, Any] = {}
         self._counts = Counter({TaskStatus.PENDING: len(self.tasks)})
-        self._held: set[str] = set()
         for task in tasks:
             if not task.depends_on:
                 self._make_ready(task.id, now_s)
@@ -131,7 +76,7 @@ class Scheduler:
         return {str(s): self._counts[s] for s in TaskStatus}
 
     def in_flight(self) -> int:
-        return sum(self.running.values())
+        return self.slots.in_flight()
 
     def context_for(self, task_id: str) -> dict[str, Any]:
         """The outputs of a task's dependencies, by task id; a settled conflict's finding in place of an output
@@ -159,16 +104,16 @@ class Scheduler:
             _, _, task_id = heapq.heappop(self._retry_heap)
             self._make_ready(task_id, now_s)
         heads = [(self.tasks[q[0]].ready_seq, target) for target, q in self._queues.items()
-                 if q and self._free_agent(target)]
+                 if q and self.slots.free_agent(target)]
         heapq.heapify(heads)
         out: list[Assignment] = []
         while heads and (max_new is None or len(out) < max_new):
             _, target = heapq.heappop(heads)
-            queue, agent = self._queues[target], self._free_agent(target)
+            queue, agent = self._queues[target], self.slots.free_agent(target)
             if not queue or agent is None:
                 continue
             out.append(self._start(queue.popleft(), agent, now_s))
-            if queue and self._free_agent(target):
+            if queue and self.slots.free_agent(target):
                 heapq.heappush(heads, (self.tasks[queue[0]].ready_seq, target))
         return out
 
@@ -275,10 +220,10 @@ class Scheduler:
     def hold_agent(self, agent: str) -> None:
         """Give the agent no new task until `release_agent` (its actor is being restarted: a task sent to it now
         would only fail and use up a retry)."""
-        self._held.add(agent)
+        self.slots.hold(agent)
 
     def release_agent(self, agent: str) -> None:
-        self._held.discard(agent)
+        self.slots.release(agent)
 
     def add_task(self, spec: TaskSpec, *, delegated_by: str, now_s: float) -> None:
         """Add a delegated task to the running DAG; it needs nothing, so it is ready at once.
@@ -287,7 +232,7 @@ class Scheduler:
         if spec.id in self.tasks:
             raise ValueError(f"task id {spec.id!r} is already in the mission")
         target = spec.agent or f"role:{spec.role}"
-        if not self._targets(target):
+        if not self.slots.serves(target):
             raise ValueError(f"no agent serves {target!r}")
         self.tasks[spec.id] = TaskRecord(spec=spec, delegated_by=delegated_by)
         self._counts[TaskStatus.PENDING] += 1
@@ -372,7 +317,7 @@ class Scheduler:
         agent = record.agent or ""
         record.deadline_s = now_s + record.spec.timeout_s
         record.details["attempt_start_s"] = now_s
-        self.running[agent] += 1
+        self.slots.resume(agent)
         self._running_ids.add(record.spec.id)
         return Assignment(task=record.spec.id, agent=agent, attempt=record.attempts, deadline_s=record.deadline_s,
                           changes=record.details.pop("changes", {}))
@@ -402,17 +347,6 @@ class Scheduler:
         if not quiet:
             self.events.emit(now_s, "task", record.status, task=task_id, agent=record.spec.agent)
 
-    def _targets(self, target: str) -> list[str]:
-        """The agents that may take a task of this target (`role:<role>` or an agent's name)."""
-        if target.startswith("role:"):
-            return self.roles.get(target[5:], [])
-        return [target] if target in self.agents else []
-
-    def _free_agent(self, target: str) -> str | None:
-        names = self._targets(target)
-        free = [n for n in names if self.running[n] < self.agents[n].max_concurrency and n not in self._held]
-        return min(free, key=lambda n: (self.running[n], self._last_assigned[n])) if free else None
-
     def _start(self, task_id: str, agent: str, now_s: float) -> Assignment:
         record = self.tasks[task_id]
         self._set(record, TaskStatus.RUNNING)
@@ -423,10 +357,8 @@ class Scheduler:
         record.details["attempt_start_s"] = now_s
         if record.started_at_s is None:
             record.started_at_s = now_s
-        self.running[agent] += 1
+        self.slots.start(agent)
         self._running_ids.add(task_id)
-        self._last_assigned[agent] = self._assign_count
-        self._assign_count += 1
         changes = record.details.pop("changes", {})
         self.events.emit(now_s, "task", record.status, task=task_id, agent=agent, attempt=record.attempts,
                          data={"deadline_s": record.deadline_s, "changes": changes})
@@ -440,7 +372,7 @@ class Scheduler:
 
     def _release(self, record: TaskRecord) -> None:
         if record.agent is not None and record.status == TaskStatus.RUNNING:
-            self.running[record.agent] -= 1
+            self.slots.done(record.agent)
             self._running_ids.discard(record.spec.id)
         record.deadline_s = float("inf")
 

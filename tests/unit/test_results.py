@@ -1,7 +1,7 @@
 """The mission's summary and result are typed; their dicts (what `result.json` holds) keep one shape."""
 
 from controlplane._core.results import MissionResult, MissionSummary
-from controlplane._core.scheduler import TaskRecord
+from controlplane._core.task_record import TaskRecord
 from controlplane.config.mission import TaskSpec
 
 RESULT_KEYS = {"mission_id", "name", "goal", "status", "reason", "started_at", "ended_at", "wall_s", "tasks", "usage",
