@@ -18,10 +18,10 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
 
 from actors._agent_pool import AgentPool
 from actors._approvals import ApprovalGate
+from actors._attempts import Attempts
 from actors._budgets import BudgetDesk
 from actors._conflicts import ConflictDesk
 from actors._crew import Crew
@@ -31,21 +31,15 @@ from actors._metrics import MissionMetrics
 from actors._observe import (
     MissionTrace,
     configure_process,
-    detail_of,
-    late_model_calls,
     mission_tracing,
-    model_calls_of,
 )
 from actors._planning import approve_plan, plan_mission
 from actors._tool_journal import ToolJournalDesk
-from controlplane import _tracing
 from controlplane._core.events import EventLog, MissionStatus
 from controlplane._core.identity import MissionTokens
 from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.results import MissionResult, MissionSummary
 from controlplane._core.scheduler import Scheduler
-from controlplane._core.slack import TaskSlack
-from controlplane._core.task_record import Assignment
 from controlplane._rundir import write_run_dir
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
@@ -58,8 +52,6 @@ FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, the
 TOKEN_MARGIN_S = 60.0
 """An agent's token outlives its task's timeout by this much (queueing at the router, the memory post)."""
 CONTROL_TOKEN_TTL_S = 600.0
-CANCEL_GRACE_S = 1.0
-"""How long a cancelled agent step may take to cancel its tool calls and model calls before the agent is killed."""
 
 
 @ray.remote(num_cpus=0)
@@ -100,9 +92,11 @@ class SupervisorActor:
                                       scheduler=lambda: self.sched, wake=self._wake_loop, mission_id=mission_id)
         self.delegation = DelegationDesk(spec, scheduler=lambda: self.sched, is_agent=lambda name: name in self.agents,
                                          wake=self._wake_loop)
-        self._attempts: dict[str, tuple[int, asyncio.Future]] = {}
-        self._slack = TaskSlack()
-        self._cancelled_refs: list[Any] = []
+        self.attempts = Attempts(spec, mission_id=mission_id, scheduler=lambda: self.scheduler, agent=self._agent,
+                                 replace_agent=lambda name: self.agents.replace(name), agent_token=self._agent_token,
+                                 log=self.log, budgets=self.budgets, metrics=self.metrics, delegation=self.delegation,
+                                 record_model_calls=self.on_model_calls, mission_over_budget=self._over_budget,
+                                 wake=self._wake_loop)
         self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s)
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
@@ -331,7 +325,7 @@ class SupervisorActor:
                       message=f"resumed: {len(state.completed())} of {len(tasks)} tasks already done, "
                               f"{len(relaunch)} relaunched")
         for assignment in relaunch:
-            self._launch(assignment)
+            self.attempts.launch(assignment)
 
     async def _finish(self) -> None:
         """Make the log durable, write the run directory (result.json with the log's head), end in a while."""
@@ -437,87 +431,24 @@ class SupervisorActor:
         if exceeded is not None:
             self.log.emit(now, "budget", "exceeded", message=str(exceeded), data=budget_fields(exceeded))
             return self._stop(MissionStatus.BUDGET_EXCEEDED, str(exceeded), now)
-        for task_id in sched.expired(now):
-            attempt, future = self._attempts.pop(task_id)
-            future.cancel()
-            sched.on_failure(task_id, attempt, f"timed out after {sched.tasks[task_id].spec.timeout_s:g} s", now)
+        self.attempts.time_out(now)
         self.conflicts.settle(now)
         for assignment in sched.dispatch(now, max_new=self.budgets.tracker.max_new_calls(sched.in_flight())):
-            self._launch(assignment)
+            self.attempts.launch(assignment)
         if now - self._metrics_at > 0.5:
             self._metrics_at = now
             self.metrics.publish(sched.counts())
 
-    def _launch(self, a: Assignment) -> None:
-        """Send the attempt to its agent. One that cannot be sent (an argument that does not serialise, a broken
-        handle) fails as an attempt, so it is retried or falls back; the scheduler already counts it as running."""
-        try:
-            spec = self.scheduler.tasks[a.task].spec
-            token = self._agent_token(self.spec.agent(a.agent), spec.timeout_s)
-            ref = self.agents[a.agent].run.remote(spec, a.attempt, self.scheduler.context_for(a.task), token,
-                                                  trace=_tracing.inject(),
-                                                  slack_s=self._slack.of(self.scheduler, a.task)
-                                                  if self.spec.policies.critical_path_first else None)
-        except Exception as exc:
-            logger.exception("mission %s: task %s attempt %d could not be sent to agent %s", self.mission_id, a.task,
-                             a.attempt, a.agent)
-            ref = asyncio.get_running_loop().create_future()
-            ref.set_exception(exc)
-        self._attempts[a.task] = (a.attempt, asyncio.ensure_future(self._await(a, ref)))
-
-    async def _await(self, a: Assignment, ref: Any) -> None:
-        started = time.time()
-        try:
-            result = await ref
-        except asyncio.CancelledError:
-            if isinstance(ref, ray.ObjectRef):
-                ray.cancel(ref)  # raises CancelledError inside the agent's step: its tool and model calls stop
-                self._cancelled_refs.append(ref)
-            raise
-        except Exception as exc:
-            cause = exc.cause if isinstance(exc, RayTaskError) else exc
-            self.on_model_calls(model_calls_of(cause))
-            if isinstance(exc, RayActorError):
-                self.agents.replace(a.agent)
-            if isinstance(cause, BudgetExceeded) and cause.scope.startswith("mission "):
-                self.log.emit(time.time(), "budget", "exceeded", agent=a.agent, message=str(cause),
-                              data=budget_fields(cause))
-                self._stop(MissionStatus.BUDGET_EXCEEDED, str(cause), time.time())
-                return
-            self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=0, ok=False)
-            self.scheduler.on_failure(a.task, a.attempt, f"{type(cause).__name__}: {cause}", time.time(), cause=cause,
-                                  detail=detail_of(cause))
-        else:
-            self.on_model_calls(result.model_call_records)
-            tokens = result.prompt_tokens + result.completion_tokens
-            self.budgets.count_calls(a.agent, calls=result.model_calls, tokens=tokens)
-            self.metrics.attempt_done(a.agent, latency_s=time.time() - started, tokens=tokens, ok=True)
-            self._slack.attempt_succeeded(time.time() - started)
-            self.scheduler.on_success(a.task, a.attempt, result.fields(), time.time())
-        finally:
-            current = self._attempts.get(a.task)
-            if current is not None and current[0] == a.attempt:
-                del self._attempts[a.task]
-            self.delegation.settle(a.task)
-            self._wake.set()
-
     def _stop(self, status: MissionStatus, reason: str, now: float) -> None:
-        for task_id in self.scheduler.stop(status, reason, now):
-            entry = self._attempts.pop(task_id, None)
-            if entry is not None:
-                entry[1].cancel()
+        self.attempts.cancel(self.scheduler.stop(status, reason, now))
+
+    def _over_budget(self, cause: BudgetExceeded) -> None:
+        self._stop(MissionStatus.BUDGET_EXCEEDED, str(cause), time.time())
 
     async def _teardown(self) -> None:
         """Cancel what runs, give cancelled steps CANCEL_GRACE_S to stop their calls, then stop the crew."""
-        for _, future in self._attempts.values():
-            future.cancel()
-        self._attempts.clear()
+        self.attempts.cancel()
         self.delegation.cancel_all()
         self.approvals.deny_all(self._cancel_reason or "the mission ended")
-        await asyncio.sleep(0)  # the cancelled _await tasks run their ray.cancel
-        if self._cancelled_refs:
-            outcomes = [asyncio.wrap_future(ref.future()) for ref in self._cancelled_refs]
-            await asyncio.wait(outcomes, timeout=CANCEL_GRACE_S)
-            for outcome in outcomes:
-                self.on_model_calls(late_model_calls(outcome))
+        await self.attempts.drain()
         await self.crew.stop()
