@@ -24,7 +24,6 @@ from serving._config import load_serving_config
 from serving._engine_args import replica_bundle, vllm_engine_kwargs
 from serving._engine_cores import RESERVE_ENGINE_CORES_ENV
 from serving._orphans import stop_orphaned_haproxies
-from serving._prefix_gate import PREFIX_WAIT_ENV
 from serving._router import Router
 from serving._secrets import load_or_create_root_secret, secret_file_env
 from serving._types import ChatRequest, ChatResult
@@ -76,7 +75,6 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.kv_cache_space_gb:g}"
     if spec.reserve_engine_cores:
         env[RESERVE_ENGINE_CORES_ENV] = "1"
-    env[PREFIX_WAIT_ENV] = f"{spec.same_prefix_wait_s:g}"
     if 0 < spec.replicas.num_gpus < 1:  # else vLLM's Ray worker asks for a whole GPU and never fits
         env.setdefault("VLLM_RAY_PER_WORKER_GPUS", f"{spec.replicas.num_gpus:g}")
     llm_config = LLMConfig(

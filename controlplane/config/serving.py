@@ -85,10 +85,6 @@ class VLLMModelSpec(_ModelBase):
                                        "the replica's Ray node off the cores vLLM bound its worker to (vLLM leaves "
                                        "VLLM_CPU_NUM_OF_RESERVED_CPU cores, default 1, to the rest). For nodes that "
                                        "mostly serve; see docs/serving.md.")
-    same_prefix_wait_s: float = Field(0.0, ge=0, description="A call of an affinity key that reaches a replica "
-                                      "while another call of that key has no first token yet waits for it, at most "
-                                      "this long, and then finds their shared prefix in vLLM's cache instead of "
-                                      "computing it alongside; 0 = never waits. See docs/serving.md.")
     tool_call_parser: str | None = Field(None, description="vLLM's tool parser for this model (e.g. `hermes`, "
                                          "`llama3_json`); needed by tool_style native.")
     tool_style: ToolStyle | None = Field(None, description="How the model makes tool calls; None = native with a "

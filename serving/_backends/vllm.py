@@ -20,7 +20,6 @@ from serving._engine_cores import (
 )
 from serving._fields import SAMPLING_KEYS
 from serving._orphans import start_engine_watchdog
-from serving._prefix_gate import PREFIX_WAIT_ENV, SamePrefixGate
 from serving._tool_calls import tool_fields
 
 
@@ -41,7 +40,6 @@ class VLLMReplica(LLMServer):
         run_at_normal_priority()  # before the engine's processes start: they inherit it
         self._engine_watchdog = start_engine_watchdog()  # a killed replica must not leave its engine running
         self._calls = CallRunner()
-        self._same_prefix = SamePrefixGate(float(os.environ.get(PREFIX_WAIT_ENV, "0")))
         # dtype `auto` is resolved here, where the engine runs: native bfloat16 depends on this node's CPU
         llm_config = kwargs["llm_config"] if "llm_config" in kwargs else args[0]
         bundles = (llm_config.placement_group_config or {}).get("bundles", [])
@@ -60,9 +58,8 @@ class VLLMReplica(LLMServer):
 
     async def run_batch(self, calls: list[dict[str, Any]], affinity_key: str | None = None
                         ) -> AsyncIterator[list[dict[str, Any]]]:
-        """`affinity_key` is read by the affinity request router, which picks this replica; calls of one key wait
-        here for another that is prefilling their prefix (`SamePrefixGate`)."""
-        async for events in self._calls.fan_in(calls, lambda call: self._gated(call, affinity_key), this_replica()):
+        """`affinity_key` is read by the affinity request router, which picks this replica."""
+        async for events in self._calls.fan_in(calls, self._one, this_replica()):
             yield events
 
     async def cancel_calls(self, call_ids: list[str], replica_id: str | None = None) -> int:
@@ -91,12 +88,6 @@ class VLLMReplica(LLMServer):
         engine: Any = self.engine
         await engine.reset_prefix_cache()
         return True
-
-    async def _gated(self, call: dict[str, Any], key: str | None) -> AsyncIterator[dict[str, Any]]:
-        async with self._same_prefix.turn(key) as first_token:
-            async for event in self._one(call):
-                first_token()
-                yield event
 
     def _openai_request(self, call: dict[str, Any]):
         common = dict(model=self._llm_config.model_id, max_tokens=call["max_tokens"],
