@@ -299,7 +299,7 @@ def _label(proc: psutil.Process) -> str:
     if name.startswith("VLLM::"):
         return "engine_" + name.split("::", 1)[1].lower()
     title = " ".join(proc.cmdline())
-    if "multiprocessing" in title:  # a SpreadHttpLoad process
+    if "multiprocessing.spawn" in title and proc.ppid() == os.getpid():  # a SpreadHttpLoad process
         return "client"
     if "vllm.entrypoints" in title:
         return "vllm_api_server"
