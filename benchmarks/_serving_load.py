@@ -66,6 +66,19 @@ def cli_args(settings: dict[str, Any]) -> list[str]:
     return args
 
 
+def router_for(concurrency: int, **settings: Any) -> dict[str, Any]:
+    """Router settings that neither refuse nor hold back `concurrency` streams (4x in flight, 16x queued), plus
+    `settings`."""
+    return {"max_in_flight_per_model": 4 * concurrency, "max_queue": 16 * concurrency,
+            "agent": {"max_in_flight": 4 * concurrency}, "request_timeout_s": 600, **settings}
+
+
+def one_replica_for(concurrency: int, **resources: Any) -> dict[str, Any]:
+    """One model replica that Serve lets take 4x `concurrency` calls, with `resources` (num_cpus, num_gpus)."""
+    return {"min_replicas": 1, "max_replicas": 1, "max_ongoing_requests": 4 * concurrency,
+            "target_ongoing_requests": concurrency, **resources}
+
+
 def engine_dtype() -> str:
     """dtype of every engine: the router's `auto` as its replica resolves it on this machine (serving._engine_args)."""
     from serving._engine_args import local_engine_dtype

@@ -36,6 +36,8 @@ from benchmarks._serving_load import (  # noqa: E402
     cli_args,
     engines_stopped,
     handle_caller,
+    one_replica_for,
+    router_for,
     use_stream_interval,
     vllm_server,
 )
@@ -77,10 +79,8 @@ def router_config(model_dir: str, concurrency: int, router_replicas: int = 1):
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir, "dtype": "bfloat16",
              "load_format": "dummy", "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "kv_cache_space_gb": None,
              "engine_kwargs": {"max_num_seqs": concurrency, **ENGINE_EXTRA},
-             "replicas": {"min_replicas": 1, "max_replicas": 1, "num_cpus": 1, "num_gpus": 1,
-                          "max_ongoing_requests": 4 * concurrency, "target_ongoing_requests": concurrency}}
-    router = {"replicas": router_replicas, "max_in_flight_per_model": 4 * concurrency, "max_queue": 16 * concurrency,
-              "agent": {"max_in_flight": 4 * concurrency}, "request_timeout_s": 600}
+             "replicas": one_replica_for(concurrency, num_cpus=1, num_gpus=1)}
+    router = router_for(concurrency, replicas=router_replicas)
     return ServingConfig.model_validate({"router": router, "models": {"default": model}})
 
 

@@ -29,7 +29,7 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._ray_start import start_ray  # noqa: E402
-from benchmarks._serving_load import direct_caller, handle_caller  # noqa: E402
+from benchmarks._serving_load import direct_caller, handle_caller, one_replica_for, router_for  # noqa: E402
 from benchmarks.bench_serving import MAX_TOKENS, _free_port, http_paths  # noqa: E402
 
 APP = "bench-path"
@@ -40,11 +40,8 @@ def router_config(concurrency: int, step_s: float, router_replicas: int, stream_
     from controlplane.config import ServingConfig
 
     model = {"kind": "scripted", "step_s": step_s, "replies": [{"match": ".", "text": REPLY}],
-             "replicas": {"min_replicas": 1, "max_replicas": 1, "num_cpus": 0,
-                          "max_ongoing_requests": 4 * concurrency, "target_ongoing_requests": concurrency}}
-    router = {"replicas": router_replicas, "stream_interval_s": stream_interval_s,
-              "max_in_flight_per_model": 4 * concurrency,
-              "max_queue": 16 * concurrency, "agent": {"max_in_flight": 4 * concurrency}, "request_timeout_s": 600}
+             "replicas": one_replica_for(concurrency, num_cpus=0)}
+    router = router_for(concurrency, replicas=router_replicas, stream_interval_s=stream_interval_s)
     return ServingConfig.model_validate({"router": router, "models": {"default": model}})
 
 
