@@ -281,6 +281,12 @@ def vllm_server(model_dir: str, port: int, log_path: Path, timeout_s: float = 90
             proc.wait(10)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a stopped job) exits through Python's cleanup, so the servers a benchmark started in their
+    own process groups (vllm_server) are stopped by their context managers instead of outliving it on the GPU."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def engine_processes() -> list[psutil.Process]:
     """vLLM engine processes started under this process (the replicas' EngineCore and Worker children)."""
     found = []

@@ -35,6 +35,7 @@ from benchmarks._serving_load import (  # noqa: E402
     add_stream_interval,
     cli_args,
     engines_stopped,
+    exit_on_sigterm,
     handle_caller,
     one_replica_for,
     router_for,
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     add_stream_interval(parser)
     args = parser.parse_args(argv)
     use_stream_interval(parser, args.stream_interval)
+    exit_on_sigterm()
     import torch
 
     from controlplane._model_cache import default_model_path

@@ -52,6 +52,7 @@ from benchmarks._serving_load import (  # noqa: E402
     engine_dtype,
     engine_env,
     engines_stopped,
+    exit_on_sigterm,
     handle_caller,
     http_caller,
     run_level,
@@ -304,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     add_stream_interval(parser)
     args = parser.parse_args(argv)
     use_stream_interval(parser, args.stream_interval)
+    exit_on_sigterm()
     mode = "quick" if args.quick else "full"
     phases = args.only.split(",")
     logging.getLogger("httpx").setLevel(logging.WARNING)

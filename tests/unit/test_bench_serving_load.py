@@ -1,11 +1,13 @@
-"""benchmarks/_serving_load.py's SpreadHttpLoad: clients split over processes still make every request once, and the
-level's figures cover all of them."""
+"""benchmarks/_serving_load.py: SpreadHttpLoad's clients, split over processes, still make every request once, and the
+level's figures cover all of them; a benchmark stopped by SIGTERM still runs its cleanup."""
 
 import asyncio
 import concurrent.futures
 import http.server
 import json
 import multiprocessing
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -52,3 +54,19 @@ def test_a_spread_load_makes_every_clients_requests_once_across_its_processes(tm
     assert figures["requests"] == 14 and len(_StreamingChat.requests) == 14
     assert figures["tokens_per_request"] == TOKENS and figures["tok_s"] > 0
     assert figures["ttft_p50_ms"] <= figures["ttft_p99_ms"]
+
+
+def test_a_benchmark_stopped_by_sigterm_runs_its_cleanup(tmp_path):
+    """`timeout` stops a GPU run with SIGTERM; vllm_server's process group, started in its own session, must still
+    be stopped by its context manager (a survivor held the GPU's memory in the 2026-12-04 run)."""
+    marker = tmp_path / "cleaned"
+    script = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from benchmarks._serving_load import exit_on_sigterm\n"
+              "exit_on_sigterm()\n"
+              "try:\n    print('ready', flush=True)\n    time.sleep(60)\n"
+              f"finally:\n    open({str(marker)!r}, 'w').write('yes')\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert marker.read_text() == "yes"
