@@ -9,7 +9,7 @@ streaming chat with `ignore_eos`, C clients x 2 requests each, a warm-up, three 
 C, with the CPU per generated token of each process at C.
 
     python benchmarks/bench_gpu.py [--shape 1.7b|135m] [--concurrency 256] [--json PATH] [--model-dir DIR]
-        [--router-replicas 1] [--client-processes 4] [--stream-interval N]
+        [--router-replicas 1] [--model-replicas 1] [--client-processes 4] [--stream-interval N]
 """
 
 from __future__ import annotations
@@ -74,13 +74,18 @@ def engine_settings(concurrency: int) -> dict:
             "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency, **ENGINE_EXTRA}
 
 
-def router_config(model_dir: str, concurrency: int, router_replicas: int = 1):
+def router_config(model_dir: str, concurrency: int, router_replicas: int = 1, model_replicas: int = 1):
+    """With `model_replicas` N > 1, N engines share the GPU: 0.98 / N of it each (fractional GPU placement) and
+    1 / N of the whole run's GPU memory share."""
     from controlplane.config import ServingConfig
 
+    gpus = 1 if model_replicas == 1 else round(0.98 / model_replicas, 2)
+    replicas = {**one_replica_for(concurrency, num_cpus=1, num_gpus=gpus),
+                "min_replicas": model_replicas, "max_replicas": model_replicas}
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir, "dtype": "bfloat16",
-             "load_format": "dummy", "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "kv_cache_space_gb": None,
-             "engine_kwargs": {"max_num_seqs": concurrency, **ENGINE_EXTRA},
-             "replicas": one_replica_for(concurrency, num_cpus=1, num_gpus=1)}
+             "load_format": "dummy", "gpu_memory_utilization": round(GPU_MEMORY_UTILIZATION / model_replicas, 3),
+             "kv_cache_space_gb": None, "engine_kwargs": {"max_num_seqs": concurrency, **ENGINE_EXTRA},
+             "replicas": replicas}
     router = router_for(concurrency, replicas=router_replicas)
     return ServingConfig.model_validate({"router": router, "models": {"default": model}})
 
@@ -115,8 +120,8 @@ def phase_router(model_dir: str, args: argparse.Namespace) -> dict[str, float]:
     start_serve(http_port=http_port)
     started = time.monotonic()
     with engines_stopped("router", lambda: (serve.shutdown(), ray.shutdown())):  # the GPU is free after
-        client = deploy(router_config(model_dir, args.concurrency, args.router_replicas), app_name=APP,
-                        route_prefix=f"/{APP}")
+        client = deploy(router_config(model_dir, args.concurrency, args.router_replicas, args.model_replicas),
+                        app_name=APP, route_prefix=f"/{APP}")
         figures = {"router_startup_s": time.monotonic() - started}
         print(f"router up in {figures['router_startup_s']:.0f} s", flush=True)
         figures.update(asyncio.run(http_paths({"router_http": f"http://127.0.0.1:{http_port}/{APP}/v1"},
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", help="config and tokenizer to shape; default: the default model's")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--router-replicas", type=int, default=1)
+    parser.add_argument("--model-replicas", type=int, default=1,
+                        help="engines sharing the GPU behind the router (each process carries 1/N of the tokens)")
     parser.add_argument("--client-processes", type=int, default=4,
                         help="HTTP clients spread over this many processes (one reading every chunk is a limit)")
     add_stream_interval(parser)
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     figures: dict[str, object] = {"device": device, "shape": args.shape, "concurrency": args.concurrency,
                                   "stream_interval": args.stream_interval, "router_replicas": args.router_replicas,
+                                  "model_replicas": args.model_replicas,
                                   "client_processes": args.client_processes,
                                   "max_tokens": MAX_TOKENS["full"], "reps": REPS["full"], "cores": os.cpu_count()}
     for phase in (lambda: phase_offline(model_dir, args.concurrency, log_dir),
