@@ -8,7 +8,8 @@ Then the router over HTTP and over the handle API, then vLLM's own OpenAI server
 streaming chat with `ignore_eos`, C clients x 2 requests each, a warm-up, three repetitions (medians), at C/4 and
 C, with the CPU per generated token of each process at C.
 
-    python benchmarks/bench_gpu.py [--shape 1.7b|135m] [--concurrency 256] [--json PATH] [--model-dir DIR]
+    python benchmarks/bench_gpu.py [--shape 1.7b|135m] [--concurrency 256] [--json PATH [--append]] [--model-dir DIR]
+        [--only offline,router,vllm_server]
         [--router-replicas 1] [--model-replicas 1] [--client-processes 4] [--stream-interval N]
 """
 
@@ -43,7 +44,7 @@ from benchmarks._serving_load import (  # noqa: E402
     vllm_server,
 )
 from benchmarks._serving_offline import offline_tok_s  # noqa: E402
-from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, _free_port, http_paths  # noqa: E402
+from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, _free_port, _ratio, http_paths  # noqa: E402
 
 APP = "bench-gpu"
 SHAPES = {  # Llama shapes over SmolLM2's tokenizer; 1.7b is SmolLM2-1.7B's
@@ -131,12 +132,18 @@ def phase_router(model_dir: str, args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
+PHASES = ("offline", "router", "vllm_server")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="1.7b")
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--model-dir", help="config and tokenizer to shape; default: the default model's")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    parser.add_argument("--only", default=",".join(PHASES), help=f"comma-separated phases of {PHASES}")
+    parser.add_argument("--append", action="store_true", help="add to the figures already in --json (phases run "
+                        "as separate invocations, e.g. one device call each)")
     parser.add_argument("--router-replicas", type=int, default=1)
     parser.add_argument("--model-replicas", type=int, default=1,
                         help="engines sharing the GPU behind the router (each process carries 1/N of the tokens)")
@@ -145,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     add_stream_interval(parser)
     args = parser.parse_args(argv)
     use_stream_interval(parser, args.stream_interval)
+    phases = args.only.split(",")
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        parser.error(f"--only {args.only!r}: unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
     exit_on_sigterm()
     import torch
 
@@ -154,30 +165,44 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     model_dir = str(shaped_model_dir(source, args.shape, Path(tempfile.mkdtemp(prefix="bench_gpu_model_"))))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    figures: dict[str, object] = {"device": device, "shape": args.shape, "concurrency": args.concurrency,
-                                  "stream_interval": args.stream_interval, "router_replicas": args.router_replicas,
-                                  "model_replicas": args.model_replicas,
-                                  "client_processes": args.client_processes,
-                                  "max_tokens": MAX_TOKENS["full"], "reps": REPS["full"], "cores": os.cpu_count()}
-    for phase in (lambda: phase_offline(model_dir, args.concurrency, log_dir),
-                  lambda: phase_router(model_dir, args),
-                  lambda: phase_vllm_server(model_dir, args, log_dir)):
-        figures.update(phase())
-        if args.json:  # what a phase measured survives a later one's failure
-            args.json.write_text(json.dumps(figures, indent=1))
-    offline = figures[f"offline_tok_s_c{args.concurrency}"]
+    figures: dict[str, object] = {}
+    if args.append and args.json and args.json.exists():
+        figures = json.loads(args.json.read_text())
+    figures.update({"device": device, "shape": args.shape, "concurrency": args.concurrency,
+                    "stream_interval": args.stream_interval, "router_replicas": args.router_replicas,
+                    "model_replicas": args.model_replicas, "client_processes": args.client_processes,
+                    "max_tokens": MAX_TOKENS["full"], "reps": REPS["full"], "cores": os.cpu_count()})
+    runs = {"offline": lambda: phase_offline(model_dir, args.concurrency, log_dir),
+            "router": lambda: phase_router(model_dir, args),
+            "vllm_server": lambda: phase_vllm_server(model_dir, args, log_dir)}
+    for name in PHASES:
+        if name in phases:
+            figures.update(runs[name]())
+            if args.json:  # what a phase measured survives a later one's failure
+                args.json.write_text(json.dumps(figures, indent=1))
+    return report(figures, args.json)
+
+
+def report(figures: dict, json_path: Path | None) -> int:
+    """The summary line, with the ratios whose both sides were measured (n/a for the others)."""
+    c = figures["concurrency"]
     for path in ("router_http", "router_handle", "vllm_server"):
-        figures[f"{path}_vs_offline_tok_s"] = figures[f"{path}_tok_s_c{args.concurrency}"] / offline
-    figures["router_http_vs_vllm_server_tok_s"] = (figures["router_http_vs_offline_tok_s"]
-                                                   / figures["vllm_server_vs_offline_tok_s"])
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
-    print(f"gpu | {device}, SmolLM2 tokenizer, {args.shape} shape, random weights, bf16, eager, "
-          f"{figures['max_tokens']} tokens, c{args.concurrency}, {os.cpu_count()} cores | router(HTTP)/offline "
-          f"{figures['router_http_vs_offline_tok_s']:.3f}x (>= 0.9), "
-          f"handle {figures['router_handle_vs_offline_tok_s']:.3f}x, "
-          f"vLLM server {figures['vllm_server_vs_offline_tok_s']:.3f}x | router(HTTP)/vLLM server "
-          f"{figures['router_http_vs_vllm_server_tok_s']:.3f}x | offline {offline:.0f} tok/s", flush=True)
+        figures[f"{path}_vs_offline_tok_s"] = _ratio(figures, f"{path}_tok_s_c{c}", f"offline_tok_s_c{c}")
+    figures["router_http_vs_vllm_server_tok_s"] = _ratio(figures, f"router_http_tok_s_c{c}", f"vllm_server_tok_s_c{c}")
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=1))
+
+    def show(key: str) -> str:
+        value = figures.get(key)
+        return "n/a" if value is None else f"{value:.3f}x"
+
+    offline = figures.get(f"offline_tok_s_c{c}")
+    print(f"gpu | {figures['device']}, SmolLM2 tokenizer, {figures['shape']} shape, random weights, bf16, eager, "
+          f"{figures['max_tokens']} tokens, c{c}, {figures['cores']} cores | router(HTTP)/offline "
+          f"{show('router_http_vs_offline_tok_s')} (>= 0.9), handle {show('router_handle_vs_offline_tok_s')}, "
+          f"vLLM server {show('vllm_server_vs_offline_tok_s')} | router(HTTP)/vLLM server "
+          f"{show('router_http_vs_vllm_server_tok_s')} | offline "
+          f"{'n/a' if offline is None else f'{offline:.0f} tok/s'}", flush=True)
     return 0
 
 
