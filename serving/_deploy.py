@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -49,6 +50,12 @@ SERVE_CONTROLLER_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE
 # HAProxy's stats and metrics ports are fixed and bound on all interfaces: a second Serve on the same machine (a
 # test's own cluster) takes free ones instead.
 HAPROXY_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101}
+HAPROXY_MAXCONN_ENV = "RAY_SERVE_HAPROXY_MAXCONN"
+HAPROXY_FILES_PER_CONNECTION = 2.5
+"""HAProxy asks for 2 sockets per connection plus a pipe (2 files) per 4 connections, as it starts: Ray 2.58's
+maxconn of 20,000 asked for 50,036 open files."""
+HAPROXY_SPARE_FILES = 256
+"""Files for its listeners, stats and logs, beside the connections."""
 
 
 def _serve_options(spec: VLLMModelSpec | ScriptedModelSpec, busy_at: int) -> dict[str, Any]:
@@ -173,8 +180,26 @@ def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
         logger.warning("stopped %d HAProxy processes left by a Serve that was killed (pids %s)", len(stopped), stopped)
     env = {name: os.environ.get(name, value) for name, value in SERVE_CONTROLLER_ENV.items()}
     env.update({name: os.environ.get(name) or str(_port_or_free(port)) for name, port in HAPROXY_PORTS.items()})
+    env[HAPROXY_MAXCONN_ENV] = os.environ.get(HAPROXY_MAXCONN_ENV) or str(
+        haproxy_maxconn(serve_haproxy_maxconn(), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     serve.start(http_options={"host": http_host, "port": http_port},
                 controller_options={"runtime_env": {"env_vars": env}})
+
+
+def haproxy_maxconn(serve_default: int, hard_files_limit: int) -> int:
+    """Serve's HAProxy connection limit, lowered to what this machine's hard open-files limit allows: HAProxy raises
+    its own limit as it starts, and where the hard limit is lower than it asks for, Serve does not start."""
+    if hard_files_limit == resource.RLIM_INFINITY:
+        return serve_default
+    fitting = int((hard_files_limit - HAPROXY_SPARE_FILES) / HAPROXY_FILES_PER_CONNECTION)
+    return max(1, min(serve_default, fitting))
+
+
+def serve_haproxy_maxconn() -> int:
+    """The connection limit this Ray's Serve gives HAProxy by default (20,000 in Ray 2.58, 4,096 in 2.60)."""
+    from ray.serve._private import constants
+
+    return constants.RAY_SERVE_HAPROXY_MAXCONN
 
 
 def _port_or_free(port: int) -> int:

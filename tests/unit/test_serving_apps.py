@@ -62,3 +62,27 @@ def test_serve_starts_in_its_high_throughput_mode_unless_the_callers_environment
     on, off = (options["controller_options"]["runtime_env"]["env_vars"] for options in started)
     assert {name: on[name] for name in mode} == dict.fromkeys(mode, "1")
     assert {name: off[name] for name in mode} == dict.fromkeys(mode, "0")
+
+
+def test_haproxy_gets_a_connection_limit_that_fits_the_hard_files_limit_unless_the_caller_set_one(monkeypatch):
+    import resource
+
+    from ray import serve
+
+    from serving import _deploy
+
+    started: list[dict] = []
+    monkeypatch.setattr(serve, "start", lambda **options: started.append(options))
+    monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: [])
+    monkeypatch.setattr(_deploy, "serve_haproxy_maxconn", lambda: 20000)  # Ray 2.58's default
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (20000, 20000))
+    monkeypatch.delenv(_deploy.HAPROXY_MAXCONN_ENV, raising=False)
+    _deploy.start_serve()
+    monkeypatch.setenv(_deploy.HAPROXY_MAXCONN_ENV, "1000")
+    _deploy.start_serve()
+    fitted, callers = (options["controller_options"]["runtime_env"]["env_vars"][_deploy.HAPROXY_MAXCONN_ENV]
+                       for options in started)
+    assert fitted == "7897"  # (20,000 - 256) / 2.5: HAProxy asks for 2.5 files per connection as it starts
+    assert callers == "1000"
+    assert _deploy.haproxy_maxconn(4096, resource.RLIM_INFINITY) == 4096
+    assert _deploy.haproxy_maxconn(4096, 1 << 20) == 4096  # never raised above Serve's own default
