@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -34,6 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._ports import free_port  # noqa: E402
 
 TOOL_CALLS, TOOL_CALLS_QUICK = 1000, 300
 CALLS_PER_TASK = 50
@@ -158,12 +159,6 @@ RULES = [
     {"match": r"(?i)hand it over", "text": '{"tool": "delegate", "arguments": {"to": "b", "description": "child"}}'},
     {"match": r"Result of noop", "text": '{"tool": "noop", "arguments": {"n": 1}}'},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def loop_vs_raw(router: Any, reps: int) -> dict[str, float]:

@@ -186,9 +186,9 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
 
+    from benchmarks._ports import free_port
     from controlplane.config import ServingConfig
     from serving import deploy
-    from tests.helpers import free_port
     from tests.helpers.chaos import chaos_models
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._ports import free_port  # noqa: E402
 
 # -- settings -------------------------------------------------------------------------------------------
 IDENTITY_CALLS = {"quick": 300, "full": 1_000}
@@ -156,11 +157,6 @@ def budget_figures(client, mode: str) -> dict[str, float | str]:
 
 
 # -- main -----------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def met(key: str, value: float) -> bool:
     op, target = TARGETS[key]

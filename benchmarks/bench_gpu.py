@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._ports import free_port  # noqa: E402
 from benchmarks._serving_load import (  # noqa: E402
     ENGINE_EXTRA,
     MAX_MODEL_LEN,
@@ -44,7 +45,7 @@ from benchmarks._serving_load import (  # noqa: E402
     vllm_server,
 )
 from benchmarks._serving_offline import offline_tok_s  # noqa: E402
-from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, _free_port, _ratio, http_paths  # noqa: E402
+from benchmarks.bench_serving import MAX_TOKENS, PER_CLIENT, REPS, _ratio, http_paths  # noqa: E402
 
 APP = "bench-gpu"
 SHAPES = {  # Llama shapes over SmolLM2's tokenizer; 1.7b is SmolLM2-1.7B's
@@ -103,7 +104,7 @@ def phase_offline(model_dir: str, concurrency: int, log_dir: Path) -> dict[str, 
 
 
 def phase_vllm_server(model_dir: str, args: argparse.Namespace, log_dir: Path) -> dict[str, float]:
-    with vllm_server(model_dir, _free_port(), log_dir / "vllm_server.log",
+    with vllm_server(model_dir, free_port(), log_dir / "vllm_server.log",
                      engine_args=cli_args(engine_settings(args.concurrency))) as url:
         return asyncio.run(http_paths({"vllm_server": url}, levels(args.concurrency), "full",
                                       profile_level=args.concurrency, client_processes=args.client_processes))
@@ -117,7 +118,7 @@ def phase_router(model_dir: str, args: argparse.Namespace) -> dict[str, float]:
     from serving._deploy import deploy, start_serve
 
     start_ray(num_cpus=os.cpu_count() or 16)
-    http_port = _free_port()
+    http_port = free_port()
     start_serve(http_port=http_port)
     started = time.monotonic()
     with engines_stopped("router", lambda: (serve.shutdown(), ray.shutdown())):  # the GPU is free after

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -25,17 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._ports import free_port  # noqa: E402
+
 ROUNDS, ROUNDS_QUICK = 5, 2
 TOOLS_IN_FLIGHT, GENERATIONS_IN_FLIGHT = 8, 8
 TOOL_S, GENERATION_S = 30.0, 60.0
 RAY_CPUS = 16
 TARGETS = {"kill_to_last_side_effect_s_max": 2.0, "kill_to_actors_dead_s_max": 10.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def transcripts() -> list[dict]:

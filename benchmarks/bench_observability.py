@@ -155,9 +155,9 @@ def tracing_overhead(reps: int) -> dict:
     import ray
     from ray import serve
 
+    from benchmarks._ports import free_port
     from controlplane.config import ServingConfig
     from serving import deploy
-    from tests.helpers import free_port
 
     ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
     try:

@@ -28,9 +28,10 @@ from pathlib import Path
 os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._ports import free_port  # noqa: E402
 from benchmarks._ray_start import start_ray  # noqa: E402
 from benchmarks._serving_load import direct_caller, handle_caller, one_replica_for, router_for  # noqa: E402
-from benchmarks.bench_serving import MAX_TOKENS, _free_port, http_paths  # noqa: E402
+from benchmarks.bench_serving import MAX_TOKENS, http_paths  # noqa: E402
 
 APP = "bench-path"
 REPLY = " ".join(f"word{index}" for index in range(MAX_TOKENS["full"]))
@@ -52,7 +53,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
 
     c = args.concurrency
     start_ray(num_cpus=os.cpu_count() or 2)
-    http_port = _free_port()
+    http_port = free_port()
     start_serve(http_port=http_port)
     config = router_config(c, args.step_ms / 1000, args.router_replicas, args.stream_interval_ms / 1000)
     client = deploy(config, app_name=APP, route_prefix=f"/{APP}")

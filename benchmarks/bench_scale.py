@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._ports import free_port  # noqa: E402
+
 # -- settings -------------------------------------------------------------------------------------------
 SUPERVISOR_SIZES = (1_000, 10_000, 50_000)
 SUPERVISOR_WIDTH, SUPERVISOR_REPS = 10, 3
@@ -282,7 +284,7 @@ def bench_limits(quick: bool) -> dict:
         "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000}, "request_timeout_s": 60,
                    "auth": {"allow_anonymous": True}},  # a local app of its own: calls without a token
         "models": {"limited": {"kind": "scripted", "limits": {"rpm": LIMIT_RPM}}}})
-    port = _free_port()
+    port = free_port()
     serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1", "port": port})  # handles only
     client = deploy(config, app_name="bench-scale-limits", http_port=port)
     try:
@@ -335,14 +337,6 @@ def _kill_limiter(ray, app: str) -> None:
         ray.kill(ray.get_actor(f"{app}:limiter", namespace=LIMITER_NAMESPACE))
     except ValueError:
         pass
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- 6. autoscaling -------------------------------------------------------------------------------------

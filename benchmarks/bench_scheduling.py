@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -53,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._ports import free_port  # noqa: E402
 
 # -- settings -------------------------------------------------------------------------------------------
 OVERHEAD_TASKS, OVERHEAD_TASKS_QUICK = 1000, 300
@@ -256,12 +257,6 @@ def measure(label: str, fns: dict[str, Callable[[], Run]], reps: int) -> dict[st
 
 def median(runs: list[Run], attr: str = "window_s") -> float:
     return statistics.median(getattr(r, attr) for r in runs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:

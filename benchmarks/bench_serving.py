@@ -38,6 +38,7 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _serving_affinity as affinity  # noqa: E402
+from benchmarks._ports import free_port  # noqa: E402
 from benchmarks._ray_start import start_ray  # noqa: E402
 from benchmarks._serving_load import (  # noqa: E402
     ENGINE_EXTRA,
@@ -340,13 +341,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(figures, indent=1))
 
     run_phase("offline", phase_offline, model_dir, mode, log_dir)
-    run_phase("vllm", phase_vllm_server, model_dir, LEVELS, mode, _free_port(), log_dir)
+    run_phase("vllm", phase_vllm_server, model_dir, LEVELS, mode, free_port(), log_dir)
     if not set(phases) & {"serve_llm", "router", "affinity"}:
         figures["load_after"] = _load()
         return report(figures, args.json)
     start_ray(num_cpus=16)
     try:
-        http_port = _free_port()
+        http_port = free_port()
         start_serve(http_port=http_port)
         run_phase("serve_llm", phase_serve_llm, model_dir, LEVELS, mode, http_port)
         run_phase("router", phase_router, model_dir, LEVELS, mode, http_port)
@@ -417,14 +418,6 @@ def report(figures: dict, json_path: Path | None) -> int:
 def _load() -> str:
     """The 1, 5 and 15 minute load averages: the machine is shared, so every figure carries them."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

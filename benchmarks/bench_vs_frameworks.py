@@ -38,7 +38,6 @@ import asyncio
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,8 @@ from _vs_frameworks_dags import (  # noqa: E402
     wide_mission,
     workload,
 )
+
+from benchmarks._ports import free_port  # noqa: E402
 
 # -- settings -------------------------------------------------------------------------------------------
 REPS, REPS_QUICK = 3, 1
@@ -432,12 +433,6 @@ def report(figures: dict[str, Any], json_path: Path | None) -> None:
           f"{fmt(figures['langgraph_overhead_s_per_run'], ' s')} (target <= LangGraph + {OVERHEAD_SLACK_S} s); "
           f"{figures['model']} on {figures['engine']} behind the router, {figures['cores']} cores, no GPU, "
           f"load {figures['load_avg_1m_start']}-{figures['load_avg_1m_end']}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

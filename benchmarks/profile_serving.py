@@ -101,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from benchmarks.bench_serving import _free_port, build_router_app
+    from benchmarks._ports import free_port
+    from benchmarks.bench_serving import build_router_app
     from controlplane._model_cache import default_model_path
     from serving import RouterClient
 
     ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     with engines_stopped("profile", lambda: (serve.shutdown(), ray.shutdown())):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_router_app(str(default_model_path())), name=APP, route_prefix=f"/{APP}")
