@@ -6,12 +6,13 @@ Submodules: `synthetic_run` (a mission on a simulated clock) and `otlp_receiver`
 from __future__ import annotations
 
 import copy
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from benchmarks._ports import free_port  # noqa: F401  re-exported: the tests' and the benchmarks' one helper
 
 
 def wait_for(condition: Callable[[], object], *, timeout_s: float = 60.0, interval_s: float = 0.1,
@@ -25,12 +26,6 @@ def wait_for(condition: Callable[[], object], *, timeout_s: float = 60.0, interv
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def listening_pids(port: int) -> set[int]:
