@@ -76,12 +76,13 @@ def engine_settings(concurrency: int) -> dict:
             "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "max_num_seqs": concurrency, **ENGINE_EXTRA}
 
 
-def router_config(model_dir: str, concurrency: int, router_replicas: int = 1, model_replicas: int = 1):
-    """With `model_replicas` N > 1, N engines share the GPU: 0.98 / N of it each (fractional GPU placement) and
-    1 / N of the whole run's GPU memory share."""
+def router_config(model_dir: str, concurrency: int, router_replicas: int = 1, model_replicas: int = 1,
+                  gpu_share: float | None = None):
+    """With `model_replicas` N > 1, N engines share the GPU: `gpu_share` / N of it each (fractional GPU placement;
+    default 0.98 / N, leaving nothing else a share) and 1 / N of the whole run's GPU memory share."""
     from controlplane.config import ServingConfig
 
-    gpus = 1 if model_replicas == 1 else round(0.98 / model_replicas, 2)
+    gpus = 1 if model_replicas == 1 and gpu_share is None else round((gpu_share or 0.98) / model_replicas, 3)
     replicas = {**one_replica_for(concurrency, num_cpus=1, num_gpus=gpus),
                 "min_replicas": model_replicas, "max_replicas": model_replicas}
     model = {"kind": "vllm", "max_context_tokens": MAX_MODEL_LEN, "model_path": model_dir, "dtype": "bfloat16",

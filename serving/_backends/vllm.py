@@ -19,6 +19,7 @@ from serving._engine_cores import (
     widen_own_cores,
 )
 from serving._fields import SAMPLING_KEYS
+from serving._gpu_start import one_engine_start_per_gpu
 from serving._orphans import start_engine_watchdog
 from serving._tool_calls import tool_fields
 
@@ -48,7 +49,8 @@ class VLLMReplica(LLMServer):
         reserve_cores = not on_gpu(bundles) and os.environ.get(RESERVE_ENGINE_CORES_ENV) == "1"
         if reserve_cores:
             widen_own_cores()  # vLLM binds its worker within the cores its engine inherits
-        await super().__init__(*args, **kwargs)
+        async with one_engine_start_per_gpu(bundles):
+            await super().__init__(*args, **kwargs)
         if reserve_cores:
             self._reserved_cores, _ = keep_node_off_engine_cores()
 
