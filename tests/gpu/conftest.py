@@ -16,7 +16,7 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason="needs CUDA: run on a GPU machine (see README: Running on a GPU cluster)")
+    skip = pytest.mark.skip(reason="needs CUDA: run on a GPU machine (docs/cluster.md, GPUs)")
     cuda = _cuda_available()
     # This hook sees the whole session's items, not only this directory's.
     for item in items:
