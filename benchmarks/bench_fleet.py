@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._gpu_sampler import summarise  # noqa: E402
 from benchmarks._ray_start import start_ray  # noqa: E402
-from benchmarks._serving_load import engine_dtype, engines_stopped  # noqa: E402
+from benchmarks._serving_load import engine_dtype, engines_stopped, exit_on_sigterm  # noqa: E402
 from benchmarks._serving_offline import offline_runs  # noqa: E402
 from benchmarks.bench_scheduling import mission_to_end  # noqa: E402
 from benchmarks.bench_serving import router_config  # noqa: E402
@@ -164,6 +164,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    exit_on_sigterm()  # a stopped run must not leave its engines on the GPU
     mode = "quick" if args.quick else "full"
     calls, max_tokens, reps = args.calls, MAX_TOKENS[mode], REPS[mode]
 
