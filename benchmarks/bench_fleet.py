@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_worker_niceness", "0")  # the offline engine runs at 0 too
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._gpu_sampler import summarise  # noqa: E402
+from benchmarks._gpu_sampler import GpuSampler, summarise  # noqa: E402
 from benchmarks._ray_start import start_ray  # noqa: E402
 from benchmarks._serving_load import engine_dtype, engines_stopped, exit_on_sigterm  # noqa: E402
 from benchmarks._serving_offline import offline_runs  # noqa: E402
@@ -120,8 +120,6 @@ class Form:
                                  gpu_share=self.replicas * GPU["per_model_replica"])
 
     def sampler(self):
-        from benchmarks._gpu_sampler import GpuSampler
-
         return GpuSampler() if self.gpu else contextlib.nullcontext()
 
 

@@ -49,6 +49,16 @@ async def one_engine_start_per_gpu(bundles: list[dict[str, float]], visible_devi
         visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     with contextlib.ExitStack() as held:
         for path in lock_paths(visible_devices, lock_dir or tempfile.gettempdir()):
-            lock = held.enter_context(open(path, "a+"))  # noqa: SIM115 - closed by the stack, which drops the lock
-            await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
+            fd = _open_lock(path)
+            held.callback(os.close, fd)  # closing drops the lock
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
         yield
+
+
+def _open_lock(path: str) -> int:
+    """Read-only, so that another user's lock file serves too; created only where missing (a sticky /tmp refuses
+    O_CREAT on another user's file)."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
