@@ -93,6 +93,7 @@ class AgentActor:
                                         ) if agent.kind == "python" and agent.entrypoint else None
         self._mcp_specs: dict[str, ToolSpec] = {}
         self._posts: dict[str, int] = {}  # attempt key -> the last memory post's sequence number
+        self._memory_reads = _memory_reader(memory)
 
     async def ready(self) -> dict[str, Any]:
         """Where Ray placed this agent: node and GPU ids (logical GPUs included).
@@ -336,7 +337,7 @@ class AgentActor:
         scored: list[tuple[float, str, str]] = []
         for namespace in self.agent.memory.read:
             with _tracing.memory("search_memory", namespace, agent=self.agent.name, query=query):
-                found = await self.memory.search.remote(query, k=k, namespace=namespace, token=token,
+                found = await self._memory_reads.search(query, k=k, namespace=namespace, token=token,
                                                         filters=filters, min_score=min_score)
             scored += [(hit.score, hit.entry.agent_id, hit.entry.text) for hit in found[0]]
         scored.sort(key=lambda hit: -hit[0])
@@ -365,6 +366,14 @@ class AgentActor:
         with _tracing.memory("update_memory", entry.namespace, agent=self.agent.name):
             receipts = await self.memory.post.remote([entry], token=token, settle_checks=self._settle_conflicts)
         return len(receipts)
+
+
+def _memory_reader(memory: Any) -> Any:
+    if memory is None:
+        return None
+    from memory import MemoryReader
+
+    return MemoryReader(memory)
 
 
 def _cancel_swallowed() -> bool:

@@ -33,6 +33,7 @@ from controlplane._priority import run_at_normal_priority
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import AccessDenied, IdentityError, ScopeDenied, SpecError
 from memory._acl import SUPERVISOR, principal_of
+from memory._channel import READ_METHODS, ReadServer
 from memory._contradictions import Judge, RouterJudge, select_candidates
 from memory._embed import Embedder
 from memory._store import MemoryStore
@@ -67,6 +68,7 @@ class MemoryActor:
                                 if config.judge_model else None)
         self._subscribers = self._restore_subscribers()
         self._tasks: set[asyncio.Task] = set()
+        self._read_server = ReadServer({name: getattr(self, name) for name in READ_METHODS})
 
     def _restore_subscribers(self) -> dict[str, Any]:
         """Handles of the logged subscribers, looked up by actor name. One whose actor is gone (e.g. it lived in
@@ -175,6 +177,13 @@ class MemoryActor:
         return self._store.search(vectors, k=k, namespace=namespace, as_agent=self._caller(token),
                                   filters=_filters(filters), now_s=time.time(), min_score=min_score)
 
+    async def read_endpoint(self) -> tuple[str, int, bytes] | None:
+        """Where `MemoryReader` connects for searches, and the secret that opens it (memory/_channel.py); None
+        when the config turns the channel off. Every call still checks its own token."""
+        if not self._config.read_channel:
+            return None
+        return await self._read_server.start(ray.util.get_node_ip_address())
+
     async def get(self, entry_id: int, *, token: str) -> Entry | None:
         """The entry, or None when it was never written, was deleted or has expired."""
         return self._store.get(entry_id, as_agent=self._caller(token), now_s=time.time())
@@ -228,11 +237,12 @@ class MemoryActor:
         self._store.snapshot()
 
     async def stats(self, *, token: str) -> dict[str, Any]:
-        """Entries, index kinds, denials, refused tokens, judge counters, pending background work, and where the
-        actor runs. Any token of the mission."""
+        """Entries, index kinds, denials, refused tokens, judge counters, pending background work, searches
+        served on the read channel, and where the actor runs. Any token of the mission."""
         self._verified(token)
         gpu_ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         return {**self._store.stats(), "pending_tasks": len(self._tasks), "pid": os.getpid(),
+                "channel_reads": self._read_server.served,
                 "device": self._embedder.device, "gpu_ids": gpu_ids}
 
     def _publish(self, topic: str, event: PostEvent | Conflict, *namespaces: str) -> builtins.list[asyncio.Task]:

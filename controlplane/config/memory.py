@@ -49,6 +49,9 @@ class MemoryConfig(BaseModel):
     judge_max_tokens: int = Field(default=8, ge=1, description="max_tokens of a judge call.")
     judge_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one judge call.")
     app_name: str = Field(default="controlplane", description="Serve application name of the router.")
+    read_channel: bool = Field(default=True, description="Also serve searches on a direct TCP connection from the "
+                               "actor's node address (a secret from a Ray call opens it), which skips Ray's round "
+                               "trip; a caller that cannot connect uses Ray calls. False: Ray calls only.")
 
     @field_validator("data_dir")
     @classmethod

@@ -38,6 +38,8 @@ def check_openai(scope: dict[str, Any], tmp_path: Path) -> None:
 
 def check_readme_memory(scope: dict[str, Any], tmp_path: Path) -> None:
     assert scope["hits"][0][0].entry.text == MAY
+    assert [h.entry.id for h in scope["direct"][0]] == [h.entry.id for h in scope["hits"][0]]
+    assert ray.get(scope["memory"].stats.remote(token=scope["supervisor"]))["channel_reads"] == 1
     assert (tmp_path / "runs/demo/memory").is_dir()
 
 
@@ -62,6 +64,8 @@ def check_serving_tools(scope: dict[str, Any], tmp_path: Path) -> None:
 def check_memory_full(scope: dict[str, Any], tmp_path: Path) -> None:
     assert [(r.id, r.version) for r in scope["receipts"]] == [(1, 3), (2, 3)]  # as its comment says
     assert scope["hits"][0][0].entry.text == MAY
+    assert [h.entry.id for h in scope["direct"][0]] == [h.entry.id for h in scope["hits"][0]]
+    assert ray.get(scope["memory"].stats.remote(token=scope["supervisor"]))["channel_reads"] == 1
     inbox = scope["inbox"]
     events = wait_for(lambda: ray.get(inbox.received.remote()), what="the launch event")
     assert [e.entry.topic for e in events] == ["launch"]  # subscribed to launch, not to pricing

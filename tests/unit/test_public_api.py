@@ -24,8 +24,8 @@ PUBLIC = {
         "ChatMessage", "ChatRequest", "ChatResult", "Identity", "RouterClient", "SAMPLING_KEYS", "Usage", "app_builder",
         "build_app", "deploy", "load_serving_config", "mission_tokens"],
     "memory": [
-        "CONFLICT_TOPIC", "Conflict", "Entry", "Hit", "Judge", "MemoryActor", "MemoryConfig", "NewEntry",
-        "PostEvent", "Receipt", "RouterJudge", "SearchFilters", "Verdict", "start_memory_actor"],
+        "CONFLICT_TOPIC", "Conflict", "Entry", "Hit", "Judge", "MemoryActor", "MemoryConfig", "MemoryReader",
+        "NewEntry", "PostEvent", "Receipt", "RouterJudge", "SearchFilters", "Verdict", "start_memory_actor"],
     "actors": [
         "AgentActor", "MISSION_NAMESPACE", "SupervisorActor", "approvals", "approve", "deny", "find_supervisor",
         "follow", "new_mission_id", "running_missions", "start_mission", "stop_all"],
