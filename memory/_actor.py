@@ -24,10 +24,10 @@ from controlplane._core.identity import (
     RESERVED_AGENT_NAMES,
     Claims,
     MissionTokens,
+    TokenVerifier,
     mission_key,
     require_mission,
     require_supervisor,
-    verify_token,
 )
 from controlplane._priority import run_at_normal_priority
 from controlplane.config.memory import MemoryConfig
@@ -60,6 +60,7 @@ class MemoryActor:
         self._config = config
         self.mission_id = mission_id
         self._root = load_or_create_root_secret()
+        self._tokens = TokenVerifier(self._root)
         self._embedder = Embedder(model_path=config.embedding_model_path, batch_size=config.embedding_batch_size)
         self._store = MemoryStore(config, dim=self._embedder.dim)
         self._judge = judge or (RouterJudge(model=config.judge_model, app_name=config.app_name,
@@ -87,7 +88,7 @@ class MemoryActor:
     def _verified(self, token: str) -> Claims:
         """The claims of a token of this actor's mission; IdentityError (counted) otherwise."""
         try:
-            claims = verify_token(self._root, token, now_s=time.time())
+            claims = self._tokens.verify(token, now_s=time.time())
             require_mission(claims, self.mission_id)
         except IdentityError:
             self._store.counters["identity_refused"] += 1

@@ -229,7 +229,8 @@ class ReadChannel(asyncio.Protocol):
 
 class MemoryReader:
     """The memory actor's reads (`search`, `search_vectors`) for one caller: over the read channel while it
-    works, else as Ray calls. After the channel fails to open, Ray calls only for `retry_after_s`."""
+    works, else as Ray calls. After the channel fails to open, Ray calls only for `retry_after_s`. The channel
+    belongs to the event loop of the first read; reads from any other loop go as Ray calls."""
 
     def __init__(self, actor: Any, *, retry_after_s: float = RETRY_CHANNEL_AFTER_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -239,6 +240,7 @@ class MemoryReader:
         self._channel: ReadChannel | None = None
         self._opening: asyncio.Task | None = None
         self._closed_until = float("-inf")
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def search(self, *args: Any, **kwargs: Any) -> Any:
         return await self._read("search", args, kwargs)
@@ -257,7 +259,9 @@ class MemoryReader:
             self._channel = None
 
     async def _read(self, method: str, args: tuple, kwargs: dict) -> Any:
-        channel = await self._usable_channel()
+        loop = asyncio.get_running_loop()
+        self._loop = self._loop or loop
+        channel = await self._usable_channel() if loop is self._loop else None
         if channel is not None:
             try:
                 return await channel.call(method, *args, **kwargs)

@@ -89,16 +89,42 @@ def verify_token(root_secret: bytes, token: str, *, now_s: float) -> Claims:
     return _verified(mission_key(root_secret, mission_id), payload, signature, raw, now_s)
 
 
+class TokenVerifier:
+    """`verify_token` for a service that sees each token many times (a task's token comes with each of its
+    calls): a token whose signature checked out is not decoded and signed again, but its expiry is checked on
+    every call. Remembers at most `max_tokens` tokens."""
+
+    def __init__(self, root_secret: bytes, *, max_tokens: int = 4_096) -> None:
+        self._root_secret = root_secret
+        self._max_tokens = max_tokens
+        self._known: dict[str, Claims] = {}
+
+    def verify(self, token: str, *, now_s: float) -> Claims:
+        claims = self._known.get(token)
+        if claims is not None:
+            _require_unexpired(claims, now_s)
+            return claims
+        claims = verify_token(self._root_secret, token, now_s=now_s)
+        if len(self._known) >= self._max_tokens:
+            self._known.clear()
+        self._known[token] = claims
+        return claims
+
+
 def _verified(key: bytes, payload: str, signature: bytes, raw: dict[str, Any], now_s: float) -> Claims:
     if not hmac.compare_digest(_sign(key, payload), signature):
         raise IdentityError(why="the token's signature does not match its claims (forged, edited, or signed "
                                 "for another mission)", fix="use the token the mission's supervisor issued, unchanged")
     claims = _claims_of(raw)
+    _require_unexpired(claims, now_s)
+    return claims
+
+
+def _require_unexpired(claims: Claims, now_s: float) -> None:
     if now_s >= claims.expires_at_s:
         raise IdentityError(why=f"the token of agent {claims.agent_id!r} in mission {claims.mission_id!r} expired "
                                 f"at {claims.expires_at_s:.0f} (now {now_s:.0f})",
                             fix="ask the supervisor for a fresh token (tokens are re-issued with each task)")
-    return claims
 
 
 def require_supervisor(claims: Claims, *, action: str) -> None:

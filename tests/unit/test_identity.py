@@ -9,6 +9,7 @@ import pytest
 from controlplane._core.identity import (
     RESERVED_AGENT_NAMES,
     Claims,
+    TokenVerifier,
     mint_token,
     mission_key,
     narrow_priority,
@@ -69,6 +70,22 @@ def test_an_expired_token_is_refused_and_says_when_it_expired():
     with pytest.raises(IdentityError, match=f"expired at {NOW:.0f}"):
         verify_token(ROOT, token, now_s=NOW)
     assert verify_token(ROOT, token, now_s=NOW - 0.001).agent_id == "writer"
+
+
+def test_a_remembered_token_is_still_refused_once_it_expires_and_forgeries_are_never_remembered():
+    verifier = TokenVerifier(ROOT, max_tokens=2)
+    token = token_for(expires_at_s=NOW + 10)
+    assert verifier.verify(token, now_s=NOW) == verify_token(ROOT, token, now_s=NOW)
+    assert verifier.verify(token, now_s=NOW + 9).agent_id == "writer"
+    with pytest.raises(IdentityError, match=f"expired at {NOW + 10:.0f}"):
+        verifier.verify(token, now_s=NOW + 10)
+    forged = _reclaim(token_for(), r="supervisor")
+    for _ in range(2):
+        with pytest.raises(IdentityError, match="signature does not match"):
+            verifier.verify(forged, now_s=NOW)
+    for agent in ("a", "b", "c"):  # more tokens than it remembers: it forgets, and verifies them afresh
+        assert verifier.verify(token_for(agent), now_s=NOW).agent_id == agent
+    assert verifier.verify(token, now_s=NOW).agent_id == "writer"
 
 
 @pytest.mark.parametrize("token", ["", "abc", "a.b.c", "!!!.???", "e30.AAAA", f"{'x' * 10}.{'y' * 43}", None,

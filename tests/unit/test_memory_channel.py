@@ -201,3 +201,21 @@ def test_an_unreachable_channel_is_retried_only_after_the_pause():
         assert actor.read_endpoint.calls == 2
 
     run(scenario())
+
+
+def test_reads_from_another_event_loop_go_through_ray():
+    actor = StandInActor()
+
+    async def scenario():
+        reader = MemoryReader(actor)
+        assert await reader.search("a") == ("channel", "a")
+
+        async def from_another_loop():
+            return await reader.search("b")
+
+        assert await asyncio.to_thread(asyncio.run, from_another_loop()) == ("ray", "b")
+        assert await reader.search("c") == ("channel", "c")
+        reader.close()
+        actor.server.close()
+
+    run(scenario())
