@@ -170,14 +170,14 @@ class ReadChannel(asyncio.Protocol):
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Future] = {}
         self._lost: Exception | None = None
-        self.proven = asyncio.get_running_loop().create_future()
+        self._proof_sent = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def open(cls, host: str, port: int, secret: bytes, *, timeout_s: float = CONNECT_TIMEOUT_S) -> ReadChannel:
         transport, channel = await asyncio.wait_for(
             asyncio.get_running_loop().create_connection(lambda: cls(secret), host, port), timeout_s)
         try:
-            await asyncio.wait_for(channel.proven, timeout_s)
+            await asyncio.wait_for(channel._proof_sent, timeout_s)
         except BaseException:
             transport.abort()
             raise
@@ -194,7 +194,7 @@ class ReadChannel(asyncio.Protocol):
         nonce, frames = self._frames.feed(data)
         if nonce is not None:
             self.transport.write(proof(self._secret, nonce))
-            self.proven.set_result(None)
+            self._proof_sent.set_result(None)
         for payload in frames:
             call_id, ok, value = pickle.loads(payload)
             reply = self._pending.get(call_id)
@@ -203,8 +203,8 @@ class ReadChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = ConnectionError(f"memory read channel lost: {exc or 'closed'!r}")
-        if not self.proven.done():
-            self.proven.set_exception(self._lost)
+        if not self._proof_sent.done():
+            self._proof_sent.set_exception(self._lost)
         for reply in self._pending.values():
             if not reply.done():
                 reply.set_exception(self._lost)

@@ -38,8 +38,6 @@ def check_openai(scope: dict[str, Any], tmp_path: Path) -> None:
 
 def check_readme_memory(scope: dict[str, Any], tmp_path: Path) -> None:
     assert scope["hits"][0][0].entry.text == MAY
-    assert [h.entry.id for h in scope["direct"][0]] == [h.entry.id for h in scope["hits"][0]]
-    assert ray.get(scope["memory"].stats.remote(token=scope["supervisor"]))["channel_reads"] == 1
     assert (tmp_path / "runs/demo/memory").is_dir()
 
 

@@ -156,8 +156,10 @@ def test_a_model_call_cut_off_by_the_tasks_timeout_is_in_the_audit_log(router, t
     """A timed-out attempt is cancelled: no result or error carries its records, so the agent sends them."""
     from controlplane._logfile import read_log
 
-    data = {"agents": [agent("slow", model="scripted-slow"), agent("quick")],
-            "tasks": [task("t", "slow", timeout_s=0.1, retries=0, fallback_agent="quick")]}
+    # A call that would take 20 s and a 1 s timeout: the call has started (a 0.1 s timeout on a 0.2 s call could
+    # end a loaded machine's attempt before its call went out), and it is surely cut off.
+    data = {"agents": [agent("slow", model="scripted-hang"), agent("quick")],
+            "tasks": [task("t", "slow", timeout_s=1, retries=0, fallback_agent="quick")]}
     result = run_mission(router, data, mission_id="it-gov-audit-cut", run_dir=str(tmp_path / "run"))
     assert by_id(result)["t"]["agent"] == "quick"
     calls = sorted((r.data["agent"], r.data["outcome"]) for r in read_log(str(tmp_path / "run"))
