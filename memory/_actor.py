@@ -178,9 +178,11 @@ class MemoryActor:
         return self._store.search(vectors, k=k, namespace=namespace, as_agent=self._caller(token),
                                   filters=_filters(filters), now_s=time.time(), min_score=min_score)
 
-    async def read_endpoint(self) -> tuple[str, int, bytes] | None:
+    async def read_endpoint(self, *, token: str) -> tuple[str, int, bytes] | None:
         """Where `MemoryReader` connects for searches, and the secret that opens it (memory/_channel.py); None
-        when the config turns the channel off. Every call still checks its own token."""
+        when the config turns the channel off. Any token of the mission; every call on the channel still checks
+        its own."""
+        self._verified(token)
         if not self._config.read_channel:
             return None
         return await self._read_server.start(ray.util.get_node_ip_address())

@@ -2,10 +2,10 @@
 
 A Ray actor call costs 1 to 3 ms of round trip on a 2-core node, more than the search it carries
 (docs/benchmarks.md#memory-bench_memorypy). The actor serves its read methods on this channel too, in its own
-event loop, so a search is still atomic with respect to writes. A caller gets the endpoint and a fresh secret
-through a Ray call (so only who may call the actor may connect), proves it knows the secret with an HMAC of a
-nonce, then sends pickled calls, as Ray itself does between its workers. Calls are multiplexed by id, so
-concurrent searches on one connection run concurrently, as they do through Ray.
+event loop, so a search is still atomic with respect to writes. A caller gets the endpoint and its secret
+through a Ray call that carries a token of the mission, proves it knows the secret with an HMAC of a nonce, then
+sends pickled calls, as Ray itself does between its workers. Calls are multiplexed by id, so concurrent searches
+on one connection run concurrently, as they do through Ray.
 
 `MemoryReader` is what callers use: the channel while it works, the actor's Ray method whenever it does not
 (the actor turned it off, cannot be reached, restarted mid-call). Reads are safe to repeat, so a call lost with
@@ -261,7 +261,8 @@ class MemoryReader:
     async def _read(self, method: str, args: tuple, kwargs: dict) -> Any:
         loop = asyncio.get_running_loop()
         self._loop = self._loop or loop
-        channel = await self._usable_channel() if loop is self._loop else None
+        token = kwargs.get("token")
+        channel = await self._usable_channel(token) if loop is self._loop and isinstance(token, str) else None
         if channel is not None:
             try:
                 return await channel.call(method, *args, **kwargs)
@@ -270,13 +271,13 @@ class MemoryReader:
                 self.close()
         return await getattr(self._actor, method).remote(*args, **kwargs)
 
-    async def _usable_channel(self) -> ReadChannel | None:
+    async def _usable_channel(self, token: str) -> ReadChannel | None:
         if self.over_channel:
             return self._channel
         if self._clock() < self._closed_until:
             return None
         if self._opening is None:  # concurrent first reads share one connection attempt
-            self._opening = asyncio.get_running_loop().create_task(self._open())
+            self._opening = asyncio.get_running_loop().create_task(self._open(token))
         opening = self._opening
         try:
             self._channel = await asyncio.shield(opening)
@@ -285,9 +286,9 @@ class MemoryReader:
                 self._opening = None
         return self._channel
 
-    async def _open(self) -> ReadChannel | None:
+    async def _open(self, token: str) -> ReadChannel | None:
         try:
-            endpoint = await self._actor.read_endpoint.remote()
+            endpoint = await self._actor.read_endpoint.remote(token=token)
             if endpoint is None:
                 self._closed_until = float("inf")  # the actor's config turned the channel off
                 return None

@@ -55,8 +55,10 @@ def test_reads_over_the_channel_match_ray_calls_refuse_alike_and_survive_a_resta
             await reader.search("plan", namespace="alice", token="not-a-token")
         with pytest.raises(AccessDenied):
             await reader.search("plan", namespace="alice", token=agent_token(MISSION, "bob"))
+        with pytest.raises(IdentityError, match="malformed"):  # the endpoint's secret needs a token too
+            await actor.read_endpoint.remote(token="not-a-token")
         stats = await actor.stats.remote(token=supervisor)
-        assert stats["identity_refused"] == before.get("identity_refused", 0) + 1
+        assert stats["identity_refused"] == before.get("identity_refused", 0) + 2
         assert stats["channel_reads"] == 5  # every read above, the refused ones included, skipped Ray's calls
         ray.kill(actor, no_restart=False)
         while (await actor.stats.remote(token=supervisor))["pid"] == before["pid"]:
@@ -84,7 +86,7 @@ def test_with_the_channel_off_reads_go_through_ray_and_still_find_the_entries(ra
 
     try:
         asyncio.run(asyncio.wait_for(scenario(), 120))
-        assert ray.get(actor.read_endpoint.remote()) is None
+        assert ray.get(actor.read_endpoint.remote(token=alice)) is None
         assert ray.get(actor.stats.remote(token=supervisor_token(OFF_MISSION)))["channel_reads"] == 0
     finally:
         ray.kill(actor)

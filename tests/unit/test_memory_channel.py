@@ -5,8 +5,10 @@ import asyncio
 
 import pytest
 
-from controlplane.errors import SpecError
+from controlplane.errors import IdentityError, SpecError
 from memory._channel import MemoryReader, ReadChannel, ReadServer
+
+TOKEN = "a token of the mission"
 
 
 class Method:
@@ -31,14 +33,16 @@ class StandInActor:
         self.read_endpoint = Method(self._read_endpoint)
         self._channel = channel
 
-    async def _search_on_channel(self, query):
+    async def _search_on_channel(self, query, *, token):
         self.channel_calls += 1
         return ("channel", query)
 
-    async def _search_over_ray(self, query):
+    async def _search_over_ray(self, query, *, token):
         return ("ray", query)
 
-    async def _read_endpoint(self):
+    async def _read_endpoint(self, *, token):
+        if token != TOKEN:
+            raise IdentityError(why="the token is malformed", fix="use the supervisor's")
         if not self._channel:
             return None
         self.endpoint = await self.server.start("127.0.0.1")
@@ -135,7 +139,7 @@ def test_the_reader_uses_the_channel_once_open_and_asks_for_the_endpoint_once():
 
     async def scenario():
         reader = MemoryReader(actor)
-        results = await asyncio.gather(*(reader.search(f"q{i}") for i in range(5)))
+        results = await asyncio.gather(*(reader.search(f"q{i}", token=TOKEN) for i in range(5)))
         assert results == [("channel", f"q{i}") for i in range(5)]
         assert reader.over_channel
         reader.close()
@@ -150,7 +154,7 @@ def test_the_reader_uses_ray_calls_only_when_the_actor_turns_the_channel_off():
 
     async def scenario():
         reader = MemoryReader(actor)
-        assert [await reader.search("q") for _ in range(3)] == [("ray", "q")] * 3
+        assert [await reader.search("q", token=TOKEN) for _ in range(3)] == [("ray", "q")] * 3
         assert not reader.over_channel
 
     run(scenario())
@@ -160,7 +164,7 @@ def test_the_reader_uses_ray_calls_only_when_the_actor_turns_the_channel_off():
 def test_a_connection_lost_mid_call_sends_that_read_through_ray_and_the_next_reopens_the_channel():
     actor = StandInActor()
 
-    async def dies_mid_call(query):
+    async def dies_mid_call(query, *, token):
         if query != "lost":
             return ("channel", query)
         actor.server.close()  # the actor process exits while the call runs: its connections go with it
@@ -171,9 +175,9 @@ def test_a_connection_lost_mid_call_sends_that_read_through_ray_and_the_next_reo
 
     async def scenario():
         reader = MemoryReader(actor)
-        assert await reader.search("before") == ("channel", "before")
-        assert await reader.search("lost") == ("ray", "lost")
-        assert await reader.search("after") == ("channel", "after")
+        assert await reader.search("before", token=TOKEN) == ("channel", "before")
+        assert await reader.search("lost", token=TOKEN) == ("ray", "lost")
+        assert await reader.search("after", token=TOKEN) == ("channel", "after")
         reader.close()
         actor.server.close()
 
@@ -185,19 +189,19 @@ def test_an_unreachable_channel_is_retried_only_after_the_pause():
     actor = StandInActor()
     clock = Clock()
 
-    async def unreachable():
+    async def unreachable(*, token):
         return ("127.0.0.1", 1, b"s" * 32)  # nothing listens on port 1
 
     actor.read_endpoint = Method(unreachable)
 
     async def scenario():
         reader = MemoryReader(actor, retry_after_s=30, clock=clock)
-        assert await reader.search("a") == ("ray", "a")
+        assert await reader.search("a", token=TOKEN) == ("ray", "a")
         clock.now_s = 29.0
-        assert await reader.search("b") == ("ray", "b")
+        assert await reader.search("b", token=TOKEN) == ("ray", "b")
         assert actor.read_endpoint.calls == 1
         clock.now_s = 31.0
-        assert await reader.search("c") == ("ray", "c")
+        assert await reader.search("c", token=TOKEN) == ("ray", "c")
         assert actor.read_endpoint.calls == 2
 
     run(scenario())
@@ -208,14 +212,26 @@ def test_reads_from_another_event_loop_go_through_ray():
 
     async def scenario():
         reader = MemoryReader(actor)
-        assert await reader.search("a") == ("channel", "a")
+        assert await reader.search("a", token=TOKEN) == ("channel", "a")
 
         async def from_another_loop():
-            return await reader.search("b")
+            return await reader.search("b", token=TOKEN)
 
         assert await asyncio.to_thread(asyncio.run, from_another_loop()) == ("ray", "b")
-        assert await reader.search("c") == ("channel", "c")
+        assert await reader.search("c", token=TOKEN) == ("channel", "c")
         reader.close()
         actor.server.close()
 
     run(scenario())
+
+
+def test_a_read_without_a_token_the_actor_accepts_gets_no_channel_and_goes_through_ray():
+    actor = StandInActor()
+
+    async def scenario():
+        reader = MemoryReader(actor)
+        assert await reader.search("a", token="forged") == ("ray", "a")  # the Ray call checks it, as ever
+        assert not reader.over_channel
+
+    run(scenario())
+    assert (actor.read_endpoint.calls, actor.channel_calls) == (1, 0)
