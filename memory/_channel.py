@@ -77,7 +77,7 @@ class ReadServer:
 
     def __init__(self, handlers: dict[str, Callable[..., Awaitable[Any]]]) -> None:
         self.handlers = handlers
-        self._secret = os.urandom(32)
+        self.secret = os.urandom(32)
         self._server: asyncio.Server | None = None
         self.connections: set[_ServerConnection] = set()
         self.served = 0
@@ -87,9 +87,9 @@ class ReadServer:
         """(host, port, secret); idempotent."""
         if self._server is None:
             self._server = await asyncio.get_running_loop().create_server(
-                lambda: _ServerConnection(self, self._secret), host, 0)
+                lambda: _ServerConnection(self), host, 0)
         port = self._server.sockets[0].getsockname()[1]
-        return host, port, self._secret
+        return host, port, self.secret
 
     def close(self) -> None:
         """Stop listening and drop every connection, as the actor's exit would."""
@@ -104,8 +104,8 @@ class _ServerConnection(asyncio.Protocol):
 
     transport: asyncio.Transport
 
-    def __init__(self, server: ReadServer, secret: bytes) -> None:
-        self._server, self._secret = server, secret
+    def __init__(self, server: ReadServer) -> None:
+        self._server = server
         self._frames = _Frames(preamble=_PROOF_BYTES)
         self._nonce = os.urandom(NONCE_BYTES)
         self._tasks: set[asyncio.Task] = set()
@@ -125,7 +125,7 @@ class _ServerConnection(asyncio.Protocol):
         answer, frames = self._frames.feed(data)
         if answer is not None:
             self._deadline.cancel()
-            if not hmac.compare_digest(answer, proof(self._secret, self._nonce)):
+            if not hmac.compare_digest(answer, proof(self._server.secret, self._nonce)):
                 logger.warning("memory read channel: refused a connection from %s (wrong proof)",
                                self.transport.get_extra_info("peername"))
                 self.transport.abort()

@@ -2,11 +2,12 @@
 to Ray calls when the channel is off, unreachable or lost."""
 
 import asyncio
+import time
 
 import pytest
 
 from controlplane.errors import IdentityError, SpecError
-from memory._channel import MemoryReader, ReadChannel, ReadServer
+from memory._channel import CONNECT_TIMEOUT_S, MemoryReader, ReadChannel, ReadServer
 
 TOKEN = "a token of the mission"
 
@@ -235,3 +236,23 @@ def test_a_read_without_a_token_the_actor_accepts_gets_no_channel_and_goes_throu
 
     run(scenario())
     assert (actor.read_endpoint.calls, actor.channel_calls) == (1, 0)
+
+
+def test_a_server_that_never_answers_is_given_up_on_after_the_connect_timeout():
+    actor = StandInActor()
+    clock = Clock()
+
+    async def scenario():
+        silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # accepts, sends no nonce
+
+        async def endpoint(*, token):
+            return ("127.0.0.1", silent.sockets[0].getsockname()[1], b"s" * 32)
+
+        actor.read_endpoint = Method(endpoint)
+        reader = MemoryReader(actor, clock=clock)
+        started = time.monotonic()
+        assert await reader.search("a", token=TOKEN) == ("ray", "a")
+        assert time.monotonic() - started < CONNECT_TIMEOUT_S + 1
+        silent.close()
+
+    run(scenario())
