@@ -10,7 +10,7 @@ needs mcp>=2.3, so they cannot share one) and imports this module too.
 - `workload(mission)`: what a peer framework needs of a mission, as JSON-able data.
 - `scripted_replies(workloads)`: the scripted engine's rules for `--scripted`: each task gets a short answer
   (valid under its schema), the same whichever framework's prompt carries the task.
-- `critical_path_s`, `crewai_async_plan`, `spread`, `same_text_ratio`: the pure helpers.
+- `critical_path_s`, `crewai_async_plan`, `spread`, `like_for_like_ratio`: the pure helpers.
 """
 
 from __future__ import annotations
@@ -202,14 +202,18 @@ def spread(values: Iterable[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def same_text_ratio(ours: list[dict], theirs: list[dict]) -> tuple[int, float | None]:
+def like_for_like_ratio(ours: list[dict], theirs: list[dict], *, tolerance: float = 0.02
+                        ) -> tuple[int, float | None]:
     """Our median makespan over theirs, over only the repetitions (paired by round) in which both runs
-    succeeded and drew the same prompt and completion tokens, and how many those are. With temperature 0 and the
-    same prompts, the model's text still differs now and then: vLLM's results depend on what else is in the
-    batch, and one greedy token that flips can lengthen every answer after it."""
-    same = [(a["makespan_s"], b["makespan_s"]) for a, b in zip(ours, theirs)
-            if a["ok"] and b["ok"] and (a["prompt_tokens"], a["completion_tokens"])
-            == (b["prompt_tokens"], b["completion_tokens"])]
-    if not same:
+    succeeded, sent the same prompt tokens and drew completion tokens within `tolerance` of each other; and how
+    many those are. With temperature 0 and the same prompts, the model's text still differs now and then: vLLM's
+    results depend on what else is in the batch, and a greedy token that flips can lengthen every answer after it
+    (488 completion tokens against 740 in one run), or change one token (488 against 489)."""
+    def alike(a: dict, b: dict) -> bool:
+        return (a["ok"] and b["ok"] and a["prompt_tokens"] == b["prompt_tokens"]
+                and abs(a["completion_tokens"] - b["completion_tokens"]) <= tolerance * b["completion_tokens"])
+
+    pairs = [(a["makespan_s"], b["makespan_s"]) for a, b in zip(ours, theirs) if alike(a, b)]
+    if not pairs:
         return 0, None
-    return len(same), round(statistics.median(a for a, _ in same) / statistics.median(b for _, b in same), 3)
+    return len(pairs), round(statistics.median(a for a, _ in pairs) / statistics.median(b for _, b in pairs), 3)

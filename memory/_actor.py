@@ -50,18 +50,17 @@ class MemoryActor:
 
     def __init__(self, config: MemoryConfig, judge: Judge | None = None, *, mission_id: str) -> None:
         import faiss
-        import torch
 
         run_at_normal_priority()  # before FAISS and torch start their thread pools, which inherit it
 
         threads = config.cpu_threads or os.cpu_count() or 1
         faiss.omp_set_num_threads(threads)
-        torch.set_num_threads(threads)
         self._config = config
         self.mission_id = mission_id
         self._root = load_or_create_root_secret()
         self._tokens = TokenVerifier(self._root)
-        self._embedder = Embedder(model_path=config.embedding_model_path, batch_size=config.embedding_batch_size)
+        self._embedder = Embedder(model_path=config.embedding_model_path, batch_size=config.embedding_batch_size,
+                                  threads=threads)
         self._store = MemoryStore(config, dim=self._embedder.dim)
         self._judge = judge or (RouterJudge(model=config.judge_model, app_name=config.app_name,
                                             max_tokens=config.judge_max_tokens, timeout_s=config.judge_timeout_s,

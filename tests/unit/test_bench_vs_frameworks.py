@@ -187,11 +187,13 @@ def test_crewais_output_models_keep_every_constraint_of_the_demos_schemas():
                 assert got.get(key) == prop.get(key), (task["id"], name, key)
 
 
-def test_same_text_ratio_pairs_rounds_and_skips_those_whose_text_differs():
+def test_like_for_like_ratio_pairs_rounds_and_skips_those_whose_text_differs():
     def run(makespan, completion, ok=True):
         return {"ok": ok, "makespan_s": makespan, "prompt_tokens": 1573, "completion_tokens": completion}
 
-    ours = [run(8.0, 488), run(16.0, 740), run(9.0, 488), run(7.0, 488, ok=False)]
-    theirs = [run(7.5, 488), run(7.0, 488), run(8.0, 488), run(7.0, 488)]
-    assert dags.same_text_ratio(ours, theirs) == (2, round(8.5 / 7.75, 3))
-    assert dags.same_text_ratio([run(16.0, 740)], [run(7.0, 488)]) == (0, None)
+    ours = [run(8.0, 489), run(16.0, 740), run(9.0, 488), run(7.0, 488, ok=False)]
+    theirs = [run(7.5, 487), run(7.0, 488), run(8.0, 488), run(7.0, 488)]
+    assert dags.like_for_like_ratio(ours, theirs) == (2, round(8.5 / 7.75, 3))
+    assert dags.like_for_like_ratio([run(16.0, 740)], [run(7.0, 488)]) == (0, None)
+    longer_prompt = {**run(8.0, 488), "prompt_tokens": 1653}
+    assert dags.like_for_like_ratio([longer_prompt], [run(7.0, 488)]) == (0, None)
