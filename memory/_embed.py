@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from controlplane._model_cache import embedding_model_path
 from controlplane.errors import SetupError
 
-MIN_CHUNK_TEXTS = 16
+BULK_TEXTS = 32
 
 
 class Embedder:
     """Unit-length float32 embeddings of texts.
 
-    On CPU, torch runs every encode on one thread (a process-wide setting), and a batch of at least
-    2 x MIN_CHUNK_TEXTS texts is split into up to `threads` chunks encoded side by side. A search's single text
-    then never waits on torch's own thread team, which spins until each of its threads gets a core: where the
-    cores are busy (a vLLM engine beside the memory actor) that made a search many times slower."""
+    On CPU, a batch of fewer than BULK_TEXTS texts (a search's, an agent's post) is embedded on one torch thread,
+    larger ones on `threads`. torch's thread team spins until each of its threads has a core, so where the cores
+    are busy (a vLLM engine beside the memory actor) it made a search several times slower. torch keeps the
+    thread count per calling thread, so concurrent encodes of both sizes each run on their own count."""
 
     def __init__(self, *, model_path: str | None = None, batch_size: int = 64, device: str | None = None,
                  threads: int | None = None) -> None:
@@ -28,12 +26,10 @@ class Embedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
+        self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
-        self.threads = (threads or os.cpu_count() or 1) if self.device == "cpu" else 1
-        if self.device == "cpu":
-            torch.set_num_threads(1)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="embed") if self.threads > 1 else None
+        self.threads = threads or os.cpu_count() or 1
         self.model = SentenceTransformer(str(model_path or embedding_model_path()), device=self.device)
         dim = self.model.get_embedding_dimension()
         if dim is None:
@@ -43,17 +39,8 @@ class Embedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors."""
-        chunks = self.chunks(len(texts))
-        if self._pool is None or len(chunks) == 1:
-            return self._encode(texts)
-        return np.concatenate(list(self._pool.map(lambda span: self._encode(texts[span[0]:span[1]]), chunks)))
-
-    def chunks(self, n: int) -> list[tuple[int, int]]:
-        """The (start, end) spans a batch of `n` texts is encoded in, side by side."""
-        size = math.ceil(n / max(1, min(self.threads, n // MIN_CHUNK_TEXTS))) or 1
-        return [(start, min(start + size, n)) for start in range(0, n, size)] or [(0, 0)]
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.device == "cpu":
+            self._torch.set_num_threads(self.threads if len(texts) >= BULK_TEXTS else 1)
         vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -35,9 +35,9 @@ class MemoryConfig(BaseModel):
                                                                        "None uses the bundled all-MiniLM-L6-v2.")
     num_gpus: float = Field(default=0.0, ge=0, description="GPU share the actor asks Ray for; with CUDA present "
                                                           "the embedding model runs on it.")
-    cpu_threads: int | None = Field(default=None, ge=1, description="FAISS threads in the actor, and the chunks a "
-                                    "large embedding batch is split into (each on one torch thread); None uses every "
-                                    "core (Ray's default is 1).")
+    cpu_threads: int | None = Field(default=None, ge=1, description="FAISS threads in the actor, and torch's for "
+                                    "embedding 32 texts or more (fewer go on one thread); None uses every core "
+                                    "(Ray's default is 1).")
     snapshot_every_writes: int = Field(default=1_000, ge=1, description="Write a snapshot and start a new log "
                                                                         "segment after this many logged writes.")
     max_restarts: int = Field(default=-1, ge=-1, description="Ray restarts of the actor after a crash; -1 forever.")
