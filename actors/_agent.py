@@ -81,7 +81,8 @@ class AgentActor:
         configure_process(tracing, "controlplane.agent")
         self.mission_id, self.goal, self.agent = mission_id, goal, agent
         self._approve = list(approve or [])
-        self.router, self.memory, self.supervisor, self.mcp = router, memory, supervisor, mcp
+        self.router: Any = router.on_actor_loop() if router is not None else None
+        self.memory, self.supervisor, self.mcp = memory, supervisor, mcp
         self.router_url, self.log_content = router_url, log_content
         if workspace:
             os.environ["CONTROLPLANE_WORKSPACE"] = workspace  # the file tools read it in this process

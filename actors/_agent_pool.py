@@ -23,7 +23,6 @@ from actors._gang import Gang, reserve_agents
 from controlplane._core.events import EventLog
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec
-from serving._deploy import HANDLE_CALLER_ENV
 
 logger = logging.getLogger(__name__)
 AGENT_START_TIMEOUT_S = 300.0
@@ -97,8 +96,7 @@ class AgentPool:
         return AgentActor.options(  # type: ignore[attr-defined]
             name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
             num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, lifetime="detached",
-            get_if_exists=True, max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": HANDLE_CALLER_ENV},
-            **placement,
+            get_if_exists=True, max_restarts=-1, max_task_retries=0, **placement,
         ).remote(mission_id=self.mission_id, goal=spec.goal, agent=a, tools=list(spec.tools),
                  workspace=spec.workspace, delegate_targets=delegate_targets(spec, a),
                  log_content=spec.policies.log_content, approve=list(spec.policies.approve),

@@ -184,14 +184,13 @@ def raw_agents(router, data: dict) -> dict:
 
     from controlplane import parse_mission
     from serving import mission_tokens
-    from serving._deploy import HANDLE_CALLER_ENV  # as the agents have it
 
     @ray.remote(num_cpus=0)
     class RawAgent:
         """The agent step without the control plane: prompt -> router -> parsed output."""
 
         def __init__(self, agent, goal, router, token):
-            self.agent, self.goal, self.router, self.token = agent, goal, router, token
+            self.agent, self.goal, self.router, self.token = agent, goal, router.on_actor_loop(), token  # as agents
 
         async def ready(self) -> bool:
             import controlplane._core.prompts  # noqa: F401  (imported before the window, as the agents' are)
@@ -214,8 +213,7 @@ def raw_agents(router, data: dict) -> dict:
     spec = parse_mission(data)
     tokens = mission_tokens("raw")  # the raw path calls the same router, so it needs tokens too (minted up front)
     called = time.time()
-    actors = {a.name: RawAgent.options(max_concurrency=a.max_concurrency,
-                                       runtime_env={"env_vars": HANDLE_CALLER_ENV}).remote(
+    actors = {a.name: RawAgent.options(max_concurrency=a.max_concurrency).remote(
         a, spec.goal, router, tokens.agent(a.name, now_s=time.time(), ttl_s=24 * 3600)) for a in spec.agents}
     ray.get([h.ready.remote() for h in actors.values()])
     pool = {"spec": spec, "actors": actors, "ready_s": time.time() - called}

@@ -32,13 +32,12 @@ from serving._types import ChatRequest, ChatResult
 logger = logging.getLogger(__name__)
 
 ROUTER_DEPLOYMENT = "Router"
-# An async actor that calls the router through a handle (an agent) routes its requests on its own event loop:
-# no cross-thread hop (and GIL hand-off) per call. Such an actor must not block its loop on a handle's `.result()`.
-# Its calls go to the router over gRPC, not as Ray actor calls, unless its starter's environment says otherwise.
-HANDLE_CALLER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-                     "RAY_SERVE_USE_GRPC_BY_DEFAULT": os.environ.get("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")}
-# The router does only async work, so it also runs its own code on the replica's main event loop.
-ROUTER_ENV = {**HANDLE_CALLER_ENV, "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+GRPC_ENV = "RAY_SERVE_USE_GRPC_BY_DEFAULT"
+# The router replica routes its calls to the model replicas on its own event loop (no cross-thread hop and GIL
+# hand-off per call), sends them over gRPC unless its starter's environment says otherwise, and, doing only async
+# work, runs its own code on the replica's main event loop.
+ROUTER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", GRPC_ENV: os.environ.get(GRPC_ENV, "1"),
+              "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 AFFINITY_ROUTER = "serving._affinity_router:AffinityRequestRouter"
 # Ray Serve's high-throughput mode, for the Serve instance `deploy` starts (its controller, and through it every
 # proxy and replica): HTTP enters through HAProxy straight to the router replica (direct ingress, no Python proxy
@@ -230,14 +229,30 @@ class RouterClient:
     def __init__(self, app_name: str = "controlplane") -> None:
         self.app_name = app_name
         self._handle: Any = None
+        self._on_actor_loop = False
 
     def __reduce__(self):
         return (RouterClient, (self.app_name,))
 
+    def on_actor_loop(self) -> RouterClient:
+        """A client of the same app for an async actor that awaits its calls (an agent): its handle routes them on
+        the actor's own event loop (no cross-thread hop and GIL hand-off per call) and sends them over gRPC, unless
+        this process's environment sets RAY_SERVE_USE_GRPC_BY_DEFAULT=0. The actor must not block its loop.
+
+        Set per handle rather than by Serve's environment variables in the actor's runtime_env: an actor with a
+        runtime_env of its own cannot start on one of Ray's prestarted workers."""
+        client = RouterClient(self.app_name)
+        client._on_actor_loop = True
+        return client
+
     @property
     def handle(self):
         if self._handle is None:
-            self._handle = serve.get_deployment_handle(ROUTER_DEPLOYMENT, self.app_name)
+            handle = serve.get_deployment_handle(ROUTER_DEPLOYMENT, self.app_name)
+            if self._on_actor_loop:  # as Serve's own proxy sets its handles up (ray.serve._private.default_impl)
+                handle._init(_run_router_in_separate_loop=False)
+                handle = handle.options(_by_reference=os.environ.get(GRPC_ENV, "1") == "0")
+            self._handle = handle
         return self._handle
 
     async def chat(self, request: ChatRequest) -> ChatResult:

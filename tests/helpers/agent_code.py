@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 
@@ -41,11 +40,16 @@ async def context_echo(task: Any, ctx: Any) -> dict[str, Any]:
     return dict(ctx.context)
 
 
-async def serve_routing_env(task: Any, ctx: Any) -> dict[str, str | None]:
-    """A `kind: python` agent whose output is how its process routes and sends Serve handle calls (the agents'
-    runtime_env)."""
-    return {name: os.environ.get(name)
-            for name in ("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "RAY_SERVE_USE_GRPC_BY_DEFAULT")}
+async def router_handle_setup(task: Any, ctx: Any) -> dict[str, Any]:
+    """A `kind: python` agent whose output is how its router handle routes and sends calls, and the runtime_env
+    its actor runs under."""
+    import ray
+
+    await ctx.chat([{"role": "user", "content": "hello"}])
+    handle = ctx._actor.router.handle
+    return {"router_in_separate_loop": handle.init_options._run_router_in_separate_loop,
+            "by_reference": handle.handle_options._by_reference,
+            "runtime_env": ray.get_runtime_context().get_runtime_env_string()}
 
 
 def gpu_ids() -> list[str]:

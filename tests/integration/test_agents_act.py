@@ -4,12 +4,14 @@ agents with `ctx`, MCP servers over stdio, and a GPU tool that runs as a Ray tas
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
+from serving._secrets import secret_file_env
 from tests.helpers import agent, by_id, run_mission, task
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
@@ -48,13 +50,16 @@ def test_recall_leaves_out_the_notes_of_tasks_whose_results_are_already_in_the_p
     assert plan["output"] == recalled
 
 
-def test_agents_route_their_router_calls_on_their_own_event_loop_and_send_them_over_grpc(router):
+def test_agents_route_their_router_calls_on_their_own_event_loop_over_grpc_without_a_runtime_env_of_their_own(router):
+    """Set on the handle, not in a runtime_env of the agent's own, which would keep it off Ray's prestarted
+    workers: the agent runs under its supervisor's (here the secret files' paths, which this test's cluster sets)."""
     result = run_mission(router, {"agents": [agent("p", kind="python",
-                                                   entrypoint="tests.helpers.agent_code:serve_routing_env")],
-                                  "tasks": [task("env", "p")]})
+                                                   entrypoint="tests.helpers.agent_code:router_handle_setup")],
+                                  "tasks": [task("setup", "p")]})
     assert result["status"] == "succeeded", result["reason"]
-    assert by_id(result)["env"]["output"] == {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-                                              "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
+    setup = by_id(result)["setup"]["output"]
+    assert (setup["router_in_separate_loop"], setup["by_reference"]) == (False, False)
+    assert json.loads(setup["runtime_env"]) == {"env_vars": secret_file_env()}
 
 
 def test_delegation_adds_a_child_task_and_hands_its_result_back(router):
