@@ -25,7 +25,6 @@ from serving._config import load_serving_config
 from serving._engine_args import replica_bundle, vllm_engine_kwargs
 from serving._engine_cores import RESERVE_ENGINE_CORES_ENV
 from serving._orphans import stop_orphaned_haproxies
-from serving._router import Router
 from serving._secrets import load_or_create_root_secret, secret_file_env
 from serving._types import ChatRequest, ChatResult
 
@@ -106,6 +105,7 @@ def _root_logging_kept() -> Iterator[None]:
 
 def build_app(config: ServingConfig, *, router_name: str = ROUTER_DEPLOYMENT):
     """The Serve application: one router deployment in front of one deployment per local model."""
+    from serving._router import Router  # here: a process that only calls the router (an agent) skips its app
     config.check_env()
     busy_at = config.router.affinity_busy_at
     handles = {}
