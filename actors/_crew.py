@@ -27,9 +27,9 @@ class Crew:
     """A mission's MCP host, memory actor and agent pool; `memory` and `mcp` are None when it has none."""
 
     def __init__(self, spec: MissionSpec, mission_id: str, namespace: str, log: EventLog, agents: AgentPool, *,
-                 memory_dir: str | None) -> None:
+                 memory_dir: str | None, secret_files: dict[str, str] | None) -> None:
         self.spec, self.mission_id, self.namespace, self.log = spec, mission_id, namespace, log
-        self.agents, self.memory_dir = agents, memory_dir
+        self.agents, self.memory_dir, self.secret_files = agents, memory_dir, secret_files
         self.memory: Any = None
         self.mcp: Any = None
 
@@ -43,7 +43,7 @@ class Crew:
             self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
                           f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
         if memory_needed(self.spec):
-            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir,
+            self.memory = start_memory(self.spec, self.mission_id, self.memory_dir, self.secret_files,
                                        app_name=getattr(router, "app_name", None))
         opening_memory = asyncio.ensure_future(self._open_memory(control_token))
         try:

@@ -44,12 +44,12 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     run_dir = run_dir or default_run_dir(mission_id)
     check_mission_id(mission_id, run_dir, resume=resume)
     key = mission_key(load_or_create_root_secret(), mission_id)
-    env = secret_file_env()  # paths only: the memory actor the supervisor starts finds the same root secret
     handle = SupervisorActor.options(  # type: ignore[attr-defined]
         name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached", max_restarts=-1, max_task_retries=-1,
-        **head_options("supervisor"), **({"runtime_env": {"env_vars": env}} if env else {}),
+        **head_options("supervisor"),
     ).remote(spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
-             router_url=router_url, run_dir=run_dir, mission_key=key, tracing=tracing)
+             router_url=router_url, run_dir=run_dir, mission_key=key, tracing=tracing,
+             secret_files=secret_file_env())  # paths only: the memory actor finds the root secret the key came from
     ray.get(handle.start.remote())
     return handle
 

@@ -60,9 +60,12 @@ class SupervisorActor:
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str, mission_key: bytes,
                  memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
-                 tracing: TracingConfig | None = None) -> None:
+                 tracing: TracingConfig | None = None, secret_files: dict[str, str] | None = None) -> None:
         """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
-        when it already holds a log, the mission continues from it (see actors._durable)."""
+        when it already holds a log, the mission continues from it (see actors._durable). `secret_files`: the
+        driver's root secret and API key file paths (`secret_file_env()`), for the memory actor. They are an
+        argument, not the supervisor's runtime_env, which its agents would inherit: an actor with a runtime_env
+        of its own cannot start on one of Ray's prestarted workers."""
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.tracing = mission_tracing(tracing, log_content=spec.policies.log_content)
         configure_process(self.tracing, "controlplane.supervisor")
@@ -83,7 +86,8 @@ class SupervisorActor:
         self.metrics = MissionMetrics(mission_id)
         self.agents = AgentPool(spec, mission_id, namespace, self.log, hold=self._hold_agent,
                                 release=self._agent_back)
-        self.crew = Crew(spec, mission_id, namespace, self.log, self.agents, memory_dir=memory_dir)
+        self.crew = Crew(spec, mission_id, namespace, self.log, self.agents, memory_dir=memory_dir,
+                         secret_files=secret_files)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
                                       count_call=lambda: self.budgets.count_calls("control-plane"),
                                       supervisor_token=self._control_token,

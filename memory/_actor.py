@@ -311,15 +311,16 @@ class MemoryActor:
 
 
 def start_memory_actor(config: MemoryConfig, *, mission_id: str, judge: Judge | None = None,
-                       namespace: str | None = None, resources: dict[str, float] | None = None) -> Any:
+                       namespace: str | None = None, resources: dict[str, float] | None = None,
+                       secret_files: dict[str, str] | None = None) -> Any:
     """Start (or find) the mission's memory actor, named f"{mission_id}:memory", with the config's GPU share
     and restart policy, in Ray namespace `namespace` (None: the driver's); `resources` are custom resources it
-    asks for (e.g. the head pin). It verifies tokens with the root secret file of this process's environment
-    (only the path travels)."""
+    asks for (e.g. the head pin). It verifies tokens with the root secret file that `secret_files` names
+    (`secret_file_env()` of the process that chose it; default: this process's). Only the path travels."""
     if config.data_dir is None:
         raise SpecError(where="memory.data_dir", value=None, why="the memory actor needs a place for its log",
                         fix="set data_dir to a directory or an fsspec URL")
-    env = secret_file_env()
+    env = secret_file_env() if secret_files is None else secret_files
     return MemoryActor.options(  # type: ignore[attr-defined]
         name=f"{mission_id}:memory", namespace=namespace, get_if_exists=True, lifetime="detached",
         num_gpus=config.num_gpus, max_restarts=config.max_restarts, max_task_retries=-1,

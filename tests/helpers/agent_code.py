@@ -52,6 +52,16 @@ async def router_handle_setup(task: Any, ctx: Any) -> dict[str, Any]:
             "runtime_env": ray.get_runtime_context().get_runtime_env_string()}
 
 
+async def memory_round_trip(task: Any, ctx: Any) -> dict[str, Any]:
+    """A `kind: python` agent that posts a note to memory and searches for it, and reports the runtime_env its
+    actor runs under."""
+    import ray
+
+    await ctx.memory.post("The launch venue is Lisbon.")
+    hits = await ctx.memory.search("Where is the launch venue?")
+    return {"found": [hit["text"] for hit in hits], "runtime_env": ray.get_runtime_context().get_runtime_env_string()}
+
+
 def gpu_ids() -> list[str]:
     """The GPUs Ray gave the process this tool runs in; raises when there are none."""
     import ray

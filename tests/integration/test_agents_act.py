@@ -11,11 +11,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from serving._secrets import secret_file_env
+from serving._secrets import ROOT_SECRET_ENV
 from tests.helpers import agent, by_id, run_mission, task
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 HELPERS = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
+
+
+def job_runtime_env() -> dict:
+    import ray
+
+    return json.loads(ray.get_runtime_context().get_runtime_env_string())
 
 
 def actor(name: str, **extra):
@@ -52,14 +58,28 @@ def test_recall_leaves_out_the_notes_of_tasks_whose_results_are_already_in_the_p
 
 def test_agents_route_their_router_calls_on_their_own_event_loop_over_grpc_without_a_runtime_env_of_their_own(router):
     """Set on the handle, not in a runtime_env of the agent's own, which would keep it off Ray's prestarted
-    workers: the agent runs under its supervisor's (here the secret files' paths, which this test's cluster sets)."""
+    workers: the agent runs under the job's."""
     result = run_mission(router, {"agents": [agent("p", kind="python",
                                                    entrypoint="tests.helpers.agent_code:router_handle_setup")],
                                   "tasks": [task("setup", "p")]})
     assert result["status"] == "succeeded", result["reason"]
     setup = by_id(result)["setup"]["output"]
     assert (setup["router_in_separate_loop"], setup["by_reference"]) == (False, False)
-    assert json.loads(setup["runtime_env"]) == {"env_vars": secret_file_env()}
+    assert json.loads(setup["runtime_env"]) == job_runtime_env()
+
+
+def test_the_memory_actor_verifies_with_the_drivers_root_secret_while_agents_keep_the_jobs_runtime_env(
+        router, tmp_path, monkeypatch):
+    """The driver's secret-file paths reach the memory actor as an argument, not through the supervisor's
+    runtime_env, which its agents would inherit (and start on fresh workers for)."""
+    monkeypatch.setenv(ROOT_SECRET_ENV, str(tmp_path / "drivers_root_secret"))  # not the one Ray's processes see
+    result = run_mission(router, {"agents": [agent("p", kind="python", tools=["memory.post", "memory.search"],
+                                                   entrypoint="tests.helpers.agent_code:memory_round_trip")],
+                                  "tasks": [task("note", "p")]}, memory_dir=str(tmp_path / "memory"))
+    assert result["status"] == "succeeded", result["reason"]
+    note = by_id(result)["note"]["output"]
+    assert note["found"] == ["The launch venue is Lisbon."]
+    assert json.loads(note["runtime_env"]) == job_runtime_env()
 
 
 def test_delegation_adds_a_child_task_and_hands_its_result_back(router):
