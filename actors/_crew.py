@@ -2,7 +2,8 @@
 together and stop together.
 
 Start order: the MCP host first (agents learn its tools when they answer); then the memory actor loads its
-embedding model while the agents start, and the mission may dispatch once both are ready (`placed`).
+embedding model while the agents start, and the mission may dispatch once both are ready (`placed`). A
+`plan: auto` mission's planner call runs meanwhile (see the supervisor).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from actors._agent_pool import AgentPool, kill_actors
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
+from actors._together import both
 from controlplane._core.events import EventLog
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import MissionSpec
@@ -45,14 +47,9 @@ class Crew:
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir, self.secret_files,
                                        app_name=getattr(router, "app_name", None))
-        opening_memory = asyncio.ensure_future(self._open_memory(control_token))
-        try:
-            await self.agents.start(router=router, memory=self.memory, mcp=self.mcp, router_url=router_url,
-                                    supervisor=supervisor, tracing=tracing)
-        except BaseException:
-            opening_memory.cancel()
-            raise
-        await opening_memory
+        await both(self.agents.start(router=router, memory=self.memory, mcp=self.mcp, router_url=router_url,
+                                     supervisor=supervisor, tracing=tracing),
+                   self._open_memory(control_token))
         self.agents.announce_placed()
 
     async def _open_memory(self, token: str) -> None:

@@ -34,6 +34,7 @@ from actors._observe import (
     mission_tracing,
 )
 from actors._planning import approve_plan, plan_mission
+from actors._together import both
 from actors._tool_journal import ToolJournalDesk
 from controlplane._core.events import EventLog, MissionStatus
 from controlplane._core.identity import MissionTokens
@@ -284,11 +285,12 @@ class SupervisorActor:
                       + (" (resumed from the mission log)" if resuming else ""))
         trace = MissionTrace(self.mission_id, self.spec.name)
         try:
-            await self._start_actors()
+            await self.budgets.arm(self._control_token())
             if resuming:
+                await self._start_actors()
                 self._resume()
             else:
-                tasks = await self._plan()
+                tasks, _ = await both(self._plan(), self._start_actors())  # the planner's call while agents start
                 self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
                 self.phase = MissionStatus.RUNNING
                 self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
@@ -367,7 +369,6 @@ class SupervisorActor:
         return self.budgets.usage if self._done.is_set() else await self.budgets.read_usage()
 
     async def _start_actors(self) -> None:
-        await self.budgets.arm(self._control_token())
         await self.crew.start(router=self.router, router_url=self.router_url,
                               supervisor=ray.get_runtime_context().current_actor, tracing=self.tracing,
                               control_token=self._control_token())

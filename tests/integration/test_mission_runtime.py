@@ -119,6 +119,15 @@ def test_auto_plan_falls_back_and_says_so_when_the_planner_answer_is_unusable(ro
     assert any(e["kind"] == "plan" for e in result["events"])
 
 
+def test_the_planners_call_runs_while_the_agents_start(router):
+    data = {"agents": [agent("a", role="researcher"), agent("b", role="writer")], "tasks": [], "plan": "auto",
+            "planner": {"model": "scripted-tools", "max_tasks": 4}}
+    result = run_mission(router, data)
+    assert result["status"] == "succeeded", result["reason"]
+    at = {(e["kind"], e["status"]): e["time_s"] for e in result["events"]}
+    assert at[("plan", "planned")] < at[("mission", "placed")] < at[("mission", "running")]
+
+
 @pytest.mark.parametrize("count", [2])
 def test_every_transition_is_one_event_in_order(router, count):
     result = run_mission(router, {"agents": [agent("a")], "tasks": [task(f"t{i}", "a") for i in range(count)]})
