@@ -32,10 +32,17 @@ logger = logging.getLogger(__name__)
 
 ROUTER_DEPLOYMENT = "Router"
 GRPC_ENV = "RAY_SERVE_USE_GRPC_BY_DEFAULT"
+
+
+def _grpc_setting() -> str:
+    """Serve sends calls between its processes over gRPC ("1") unless this process's environment says "0"."""
+    return os.environ.get(GRPC_ENV, "1")
+
+
 # The router replica routes its calls to the model replicas on its own event loop (no cross-thread hop and GIL
 # hand-off per call), sends them over gRPC unless its starter's environment says otherwise, and, doing only async
 # work, runs its own code on the replica's main event loop.
-ROUTER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", GRPC_ENV: os.environ.get(GRPC_ENV, "1"),
+ROUTER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", GRPC_ENV: _grpc_setting(),
               "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 AFFINITY_ROUTER = "serving._affinity_router:AffinityRequestRouter"
 # Ray Serve's high-throughput mode, for the Serve instance `deploy` starts (its controller, and through it every
@@ -251,7 +258,7 @@ class RouterClient:
             handle = serve.get_deployment_handle(ROUTER_DEPLOYMENT, self.app_name)
             if self._on_actor_loop:  # as Serve's own proxy sets its handles up (ray.serve._private.default_impl)
                 handle._init(_run_router_in_separate_loop=False)
-                handle = handle.options(_by_reference=os.environ.get(GRPC_ENV, "1") == "0")
+                handle = handle.options(_by_reference=_grpc_setting() == "0")
             self._handle = handle
         return self._handle
 
