@@ -75,7 +75,7 @@ def test_an_approval_that_times_out_is_a_denial(scripted_router):
     assert len(denial) == 1 and denial[0]["data"]["decided_by"] == "timeout"
 
 
-def test_an_auto_plan_waits_for_approval_before_any_task_runs(scripted_router):
+def test_an_auto_plan_waits_for_approval_before_any_task_runs_and_its_agents_start_meanwhile(scripted_router):
     handle = start(scripted_router, "approvals-3", plan="auto", planner={"model": "scripted"},
                    policies={"approve_plan": True}, agents=[agent("solo", model="scripted")])
     try:
@@ -83,6 +83,8 @@ def test_an_auto_plan_waits_for_approval_before_any_task_runs(scripted_router):
         assert [a["tool"] for a in waiting] == ["plan"]
         summary = ray.get(handle.summary.remote())
         assert summary["status"] == "planning" and not summary["tasks"]  # no task runs before the approval
+        wait_for(lambda: any(e.get("status") == "placed" for e in ray.get(handle.events_since.remote(0))),
+                 timeout_s=120, what="the agents to start while the plan waits")
         approve("approvals-3", waiting[0]["id"])
         result = follow(handle, timeout_s=120)
     finally:
