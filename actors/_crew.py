@@ -1,9 +1,10 @@
 """The actors of a mission beside its supervisor: the MCP host, the memory actor and the agents. They start
 together and stop together.
 
-Start order: the MCP host first (agents learn its tools when they answer); then the memory actor loads its
-embedding model while the agents start, and the mission may dispatch once both are ready (`placed`). A
-`plan: auto` mission's planner call runs meanwhile (see the supervisor).
+They start at once: the MCP host starts its servers, and the memory actor loads its embedding model, while the
+agents start (an agent learns the MCP tools when it answers, so it waits for the servers). The mission may
+dispatch once every one is ready (`placed`). A `plan: auto` mission's planner call runs meanwhile (see the
+supervisor).
 """
 
 from __future__ import annotations
@@ -41,16 +42,20 @@ class Crew:
         if self.spec.mcp_servers:
             self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(  # type: ignore[attr-defined]
                 list(self.spec.mcp_servers))
-            tools = await self.mcp.start.remote()
-            self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
-                          f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir, self.secret_files,
                                        app_name=getattr(router, "app_name", None))
         await both(self.agents.start(router=router, memory=self.memory, mcp=self.mcp, router_url=router_url,
                                      supervisor=supervisor, tracing=tracing),
-                   self._open_memory(control_token))
+                   both(self._start_mcp(), self._open_memory(control_token)))
         self.agents.announce_placed()
+
+    async def _start_mcp(self) -> None:
+        if self.mcp is None:
+            return
+        tools = await self.mcp.start.remote()
+        self.log.emit(time.time(), "mission", "tools", message=f"{len(tools)} MCP tools from "
+                      f"{len(self.spec.mcp_servers)} servers", data={"mcp_tools": sorted(tools)})
 
     async def _open_memory(self, token: str) -> None:
         """The agents' grants, and the supervisor's conflicts subscription, on the memory actor (if any)."""

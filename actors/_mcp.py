@@ -93,11 +93,13 @@ def tool_spec(decl: McpServerDecl, tool: Any) -> ToolSpec:
 
 @ray.remote(num_cpus=0)
 class McpHostActor:
-    """Holds the mission's MCP servers. `start` is all-or-nothing: a server that fails stops the others."""
+    """Holds the mission's MCP servers. `start` is all-or-nothing: a server that fails stops the others.
+    Agents start meanwhile: `tools` answers once `start` has ended."""
 
     def __init__(self, servers: list[McpServerDecl]) -> None:
         self._connections = {decl.name: McpConnection(decl) for decl in servers}
         self._specs: dict[str, ToolSpec] = {}
+        self._start_ended = asyncio.Event()
 
     async def start(self) -> dict[str, ToolSpec]:
         started: list[McpConnection] = []
@@ -108,10 +110,14 @@ class McpHostActor:
         except BaseException:
             await asyncio.gather(*(c.stop() for c in started), return_exceptions=True)
             raise
+        finally:
+            self._start_ended.set()
         self._specs = {spec.name: spec for c in started for spec in (tool_spec(c.decl, t) for t in c.tools)}
         return dict(self._specs)
 
     async def tools(self) -> dict[str, ToolSpec]:
+        """The servers' tools, once `start` has ended; none if it failed (the mission fails on that, not here)."""
+        await self._start_ended.wait()
         return dict(self._specs)
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:

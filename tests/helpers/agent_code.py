@@ -72,9 +72,20 @@ def gpu_ids() -> list[str]:
     return ids
 
 
+MCP_SERVER_WAITS_FOR = "ECHO_SERVER_WAITS_FOR"
+
+
 def main() -> None:
-    """An MCP stdio server with one tool, `shout`, written with the official SDK."""
+    """An MCP stdio server with one tool, `shout`, written with the official SDK. With MCP_SERVER_WAITS_FOR set
+    to a path, it answers only once that file exists (a server slow to start, held open by the test)."""
+    import os
+    import time
+
     from mcp.server.mcpserver import MCPServer
+
+    gate = os.environ.get(MCP_SERVER_WAITS_FOR)
+    while gate and not os.path.exists(gate):
+        time.sleep(0.05)
 
     server = MCPServer("echo")
 

@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from serving._secrets import ROOT_SECRET_ENV
-from tests.helpers import agent, by_id, run_mission, task
+from tests.helpers import agent, by_id, run_mission, task, wait_for
+from tests.helpers.agent_code import MCP_SERVER_WAITS_FOR
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 HELPERS = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
@@ -148,6 +149,44 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
     assert not left, "the MCP server outlived its mission"
 
 
+def test_agents_start_while_the_mcp_servers_start(router, tmp_path):
+    import ray
+
+    from actors import MISSION_NAMESPACE, follow, new_mission_id, start_mission
+    from controlplane import parse_mission
+
+    gate = tmp_path / "serve"
+    server = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)], "startup_timeout_s": 120,
+              "env": {MCP_SERVER_WAITS_FOR: str(gate)}}
+    spec = parse_mission({"name": "itest", "goal": "Test the runtime", "mcp_servers": [server],
+                          "agents": [actor("caller", tools=["echo.*"])], "tasks": [task("t", "caller", "Shout hello")]})
+    mission_id = new_mission_id(spec.name)
+    handle = start_mission(spec, router=router, mission_id=mission_id)
+    try:
+        try:  # the server answers only once the gate opens: the agent's actor must be up before that
+            wait_for(lambda: named_actor_exists(f"{mission_id}:caller", MISSION_NAMESPACE), timeout_s=60,
+                     what="the agent's actor while the MCP server is still starting")
+        finally:
+            gate.touch()
+        result = follow(handle, timeout_s=120)
+    finally:
+        ray.kill(handle)
+    assert result["status"] == "succeeded", result["reason"]
+    assert by_id(result)["t"]["output"] == "The server shouted back."  # it knew the server's tools when it ran
+    at = {e["status"]: e["time_s"] for e in result["events"] if e["kind"] == "mission"}
+    assert at["tools"] <= at["placed"]
+
+
+def named_actor_exists(name: str, namespace: str) -> bool:
+    import ray
+
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    return True
+
+
 def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(router):
     server = {"name": "broken", "command": "/nonexistent/mcp-server", "startup_timeout_s": 10}
     result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["broken.*"])],
@@ -155,6 +194,10 @@ def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(rou
     assert result["status"] == "failed"
     assert "MCP server 'broken'" in result["reason"] and "did not start" in result["reason"]
     assert result["tasks"] == []  # nothing was planned or dispatched
+    from actors import MISSION_NAMESPACE
+
+    wait_for(lambda: not named_actor_exists(f"{result['mission_id']}:caller", MISSION_NAMESPACE), timeout_s=30,
+             what="the agent started beside the server to go with the mission")
 
 
 def test_a_tool_with_a_gpu_share_runs_as_a_ray_task_on_a_gpu(router):
