@@ -1,4 +1,4 @@
-"""Starting the benchmarks' own Ray cluster on a shared, busy machine."""
+"""The benchmarks' own Ray cluster on a shared, busy machine: starting it, and looking up its actors."""
 
 from __future__ import annotations
 
@@ -25,3 +25,14 @@ def start_ray(num_cpus: int, attempts: int = 6) -> None:
                 raise
             print(f"  ray.init failed ({exc}); killed {len(leftovers)} leftover processes; retrying", flush=True)
             time.sleep(30)
+
+
+def actor_alive(name: str, namespace: str) -> bool:
+    """Whether Ray holds an actor of that name: created, and not killed (a killed one leaves its names)."""
+    import ray
+
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    return True

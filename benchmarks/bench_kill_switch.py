@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._ports import free_port  # noqa: E402
+from benchmarks._ray_start import actor_alive  # noqa: E402
 
 ROUNDS, ROUNDS_QUICK = 5, 2
 TOOLS_IN_FLIGHT, GENERATIONS_IN_FLIGHT = 8, 8
@@ -75,23 +76,13 @@ def one_round(router, n: int) -> tuple[float, float]:
         killed_at = time.time()
         ray.get(handle.cancel.remote("bench_kill_switch"))
         names = [f"{mission_id}:worker", f"{mission_id}:thinker"]
-        while any(_alive(name, MISSION_NAMESPACE) for name in names):
+        while any(actor_alive(name, MISSION_NAMESPACE) for name in names):
             time.sleep(0.05)
         dead_s = time.time() - killed_at
         time.sleep(3.0)  # a late side effect would show by now
         return max(0.0, last_side_effect_s(folder) - killed_at), dead_s
     finally:
         ray.kill(handle)
-
-
-def _alive(name: str, namespace: str) -> bool:
-    import ray
-
-    try:
-        ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks._ports import free_port  # noqa: F401  re-exported: the tests' and the benchmarks' one helper
+from benchmarks._ray_start import actor_alive  # noqa: F401  re-exported likewise
 
 
 def wait_for(condition: Callable[[], object], *, timeout_s: float = 60.0, interval_s: float = 0.1,

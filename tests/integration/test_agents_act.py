@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from serving._secrets import ROOT_SECRET_ENV
-from tests.helpers import agent, by_id, run_mission, task, wait_for
+from tests.helpers import actor_alive, agent, by_id, run_mission, task, wait_for
 from tests.helpers.agent_code import MCP_SERVER_WAITS_FOR
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
@@ -164,7 +164,7 @@ def test_agents_start_while_the_mcp_servers_start(router, tmp_path):
     handle = start_mission(spec, router=router, mission_id=mission_id)
     try:
         try:  # the server answers only once the gate opens: the agent's actor must be up before that
-            wait_for(lambda: named_actor_exists(f"{mission_id}:caller", MISSION_NAMESPACE), timeout_s=60,
+            wait_for(lambda: actor_alive(f"{mission_id}:caller", MISSION_NAMESPACE), timeout_s=60,
                      what="the agent's actor while the MCP server is still starting")
         finally:
             gate.touch()
@@ -177,16 +177,6 @@ def test_agents_start_while_the_mcp_servers_start(router, tmp_path):
     assert at["tools"] <= at["placed"]
 
 
-def named_actor_exists(name: str, namespace: str) -> bool:
-    import ray
-
-    try:
-        ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return False
-    return True
-
-
 def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(router):
     server = {"name": "broken", "command": "/nonexistent/mcp-server", "startup_timeout_s": 10}
     result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["broken.*"])],
@@ -196,7 +186,7 @@ def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(rou
     assert result["tasks"] == []  # nothing was planned or dispatched
     from actors import MISSION_NAMESPACE
 
-    wait_for(lambda: not named_actor_exists(f"{result['mission_id']}:caller", MISSION_NAMESPACE), timeout_s=30,
+    wait_for(lambda: not actor_alive(f"{result['mission_id']}:caller", MISSION_NAMESPACE), timeout_s=30,
              what="the agent started beside the server to go with the mission")
 
 

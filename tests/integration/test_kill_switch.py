@@ -11,7 +11,7 @@ import ray
 
 from actors import MISSION_NAMESPACE, follow, start_mission, stop_all
 from controlplane import parse_mission
-from tests.helpers import agent, task, wait_for
+from tests.helpers import actor_alive, agent, task, wait_for
 from tests.helpers.slow_tools import last_side_effect_s, started
 
 SIDE_EFFECT_BOUND_S = 5.0  # the target is 2 s (bench_governance); a loaded CI machine gets slack
@@ -45,7 +45,7 @@ def test_stop_all_cancels_tools_and_generations_and_kills_the_mission(scripted_r
         returned_s = time.time() - cancelled_at
         assert stopped["killme-1"] == "cancelled"
         assert returned_s < TOOL_SLEEP_S  # it waited neither for the tools nor for the minute-long generations
-        wait_for(lambda: all(_gone(f"killme-1:{a}") for a in ("worker", "thinker")),
+        wait_for(lambda: all(not actor_alive(f"killme-1:{a}", MISSION_NAMESPACE) for a in ("worker", "thinker")),
                  timeout_s=ACTORS_DEAD_BOUND_S, what="every agent of the mission to be dead")
         dead_s = time.time() - cancelled_at
         result = follow(handle, timeout_s=30)
@@ -57,11 +57,3 @@ def test_stop_all_cancels_tools_and_generations_and_kills_the_mission(scripted_r
     assert dead_s < ACTORS_DEAD_BOUND_S
     assert result["status"] == "cancelled" and result["reason"] == "kill switch test"
     assert {t["status"] for t in result["tasks"]} == {"cancelled"}
-
-
-def _gone(name: str) -> bool:
-    try:
-        ray.get_actor(name, namespace=MISSION_NAMESPACE)
-    except ValueError:
-        return True
-    return False

@@ -10,7 +10,7 @@ import ray
 
 from actors import MISSION_NAMESPACE, follow, start_mission
 from controlplane import parse_mission
-from tests.helpers import agent, task, wait_for
+from tests.helpers import actor_alive, agent, task, wait_for
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -43,17 +43,10 @@ def test_status_and_cancel_from_another_process(router, tmp_path):
         assert states <= {"succeeded", "cancelled"} and "cancelled" in states
         assert result["events"][-1]["status"] == "cancelled"
         for name in ("a", "b"):  # the agents were killed
-            wait_for(lambda name=name: _gone(f"cancelme-1:{name}"), timeout_s=30, what=f"agent {name} to be killed")
+            wait_for(lambda name=name: not actor_alive(f"cancelme-1:{name}", MISSION_NAMESPACE), timeout_s=30,
+                     what=f"agent {name} to be killed")
     finally:
         ray.kill(handle)
-
-
-def _gone(name: str) -> bool:
-    try:
-        ray.get_actor(name, namespace=MISSION_NAMESPACE)
-    except ValueError:
-        return True
-    return False
 
 
 def test_unknown_missions_are_reported_with_the_known_ones(ray_cluster, tmp_path):
