@@ -17,7 +17,7 @@ from typing import Any
 from actors._agent_pool import AgentPool, kill_actors
 from actors._mcp import McpHostActor
 from actors._memory import memory_needed, start_memory
-from actors._together import both
+from actors._together import at_once
 from controlplane._core.events import EventLog
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import MissionSpec
@@ -45,9 +45,9 @@ class Crew:
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir, self.secret_files,
                                        app_name=getattr(router, "app_name", None))
-        await both(self.agents.start(router=router, memory=self.memory, mcp=self.mcp, router_url=router_url,
-                                     supervisor=supervisor, tracing=tracing),
-                   both(self._start_mcp(), self._open_memory(control_token)))
+        await at_once(self.agents.start(router=router, memory=self.memory, mcp=self.mcp, router_url=router_url,
+                                        supervisor=supervisor, tracing=tracing),
+                      self._start_mcp(), self._open_memory(control_token))
         self.agents.announce_placed()
 
     async def _start_mcp(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 
+from actors._together import at_once
 from controlplane._core.tools import ToolSpec
 from controlplane.config._tools import McpServerDecl
 from controlplane.errors import SpecError, ToolError
@@ -34,8 +35,13 @@ class McpConnection:
         """Connect and list the tools; SpecError naming the server when it does not start in time."""
         self._task = asyncio.create_task(self._hold())
         ready = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, timeout=self.decl.startup_timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({ready, self._task}, timeout=self.decl.startup_timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # another server failed: drop this one's connection at once
+            ready.cancel()
+            self._task.cancel()
+            raise
         if ready in done:
             if not self.tools:
                 await self.stop()
@@ -93,8 +99,8 @@ def tool_spec(decl: McpServerDecl, tool: Any) -> ToolSpec:
 
 @ray.remote(num_cpus=0)
 class McpHostActor:
-    """Holds the mission's MCP servers. `start` is all-or-nothing: a server that fails stops the others.
-    Agents start meanwhile: `tools` answers once `start` has ended."""
+    """Holds the mission's MCP servers. `start` starts them at once, all or nothing: a server that fails stops
+    the others. Agents start meanwhile: `tools` answers once `start` has ended."""
 
     def __init__(self, servers: list[McpServerDecl]) -> None:
         self._connections = {decl.name: McpConnection(decl) for decl in servers}
@@ -102,17 +108,15 @@ class McpHostActor:
         self._start_ended = asyncio.Event()
 
     async def start(self) -> dict[str, ToolSpec]:
-        started: list[McpConnection] = []
+        connections = list(self._connections.values())
         try:
-            for connection in self._connections.values():
-                await connection.start()
-                started.append(connection)
+            await at_once(*(c.start() for c in connections))
         except BaseException:
-            await asyncio.gather(*(c.stop() for c in started), return_exceptions=True)
+            await asyncio.gather(*(c.stop() for c in connections), return_exceptions=True)
             raise
         finally:
             self._start_ended.set()
-        self._specs = {spec.name: spec for c in started for spec in (tool_spec(c.decl, t) for t in c.tools)}
+        self._specs = {spec.name: spec for c in connections for spec in (tool_spec(c.decl, t) for t in c.tools)}
         return dict(self._specs)
 
     async def tools(self) -> dict[str, ToolSpec]:

@@ -34,7 +34,7 @@ from actors._observe import (
     mission_tracing,
 )
 from actors._planning import approve_plan, plan_mission
-from actors._together import both
+from actors._together import at_once
 from actors._tool_journal import ToolJournalDesk
 from controlplane._core.events import EventLog, MissionStatus
 from controlplane._core.identity import MissionTokens
@@ -290,7 +290,7 @@ class SupervisorActor:
                 await self._start_actors()
                 self._resume()
             else:
-                tasks, _ = await both(self._plan(), self._start_actors())  # the planner's call while agents start
+                tasks, _ = await at_once(self._plan(), self._start_actors())  # the planner's call while agents start
                 self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
                 self.phase = MissionStatus.RUNNING
                 self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")

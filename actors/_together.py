@@ -1,4 +1,4 @@
-"""Running two steps of an actor's start at once."""
+"""Running steps of an actor's start at once."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from collections.abc import Awaitable
 from typing import Any
 
 
-async def both(first: Awaitable[Any], second: Awaitable[Any]) -> tuple[Any, Any]:
-    """Both results; when either fails, the other is cancelled and the failure raised (as is, not grouped)."""
-    steps = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+async def at_once(*steps: Awaitable[Any]) -> list[Any]:
+    """Every step's result, in order; when one fails, the others are cancelled and its failure raised (as is,
+    not grouped)."""
+    futures = [asyncio.ensure_future(step) for step in steps]
     try:
-        first_result, second_result = await asyncio.gather(*steps)
+        return await asyncio.gather(*futures)
     except BaseException:
-        for step in steps:
-            step.cancel()
+        for future in futures:
+            future.cancel()
         raise
-    return first_result, second_result

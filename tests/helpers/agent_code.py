@@ -73,16 +73,21 @@ def gpu_ids() -> list[str]:
 
 
 MCP_SERVER_WAITS_FOR = "ECHO_SERVER_WAITS_FOR"
+MCP_SERVER_TOUCHES = "ECHO_SERVER_TOUCHES"
 
 
 def main() -> None:
-    """An MCP stdio server with one tool, `shout`, written with the official SDK. With MCP_SERVER_WAITS_FOR set
-    to a path, it answers only once that file exists (a server slow to start, held open by the test)."""
+    """An MCP stdio server with one tool, `shout`, written with the official SDK. With MCP_SERVER_TOUCHES set to
+    a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers only once that file exists
+    (a server slow to start, held open by the test or by another server)."""
     import os
     import time
+    from pathlib import Path
 
     from mcp.server.mcpserver import MCPServer
 
+    if os.environ.get(MCP_SERVER_TOUCHES):
+        Path(os.environ[MCP_SERVER_TOUCHES]).touch()
     gate = os.environ.get(MCP_SERVER_WAITS_FOR)
     while gate and not os.path.exists(gate):
         time.sleep(0.05)

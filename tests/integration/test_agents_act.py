@@ -13,7 +13,7 @@ import pytest
 
 from serving._secrets import ROOT_SECRET_ENV
 from tests.helpers import actor_alive, agent, by_id, run_mission, task, wait_for
-from tests.helpers.agent_code import MCP_SERVER_WAITS_FOR
+from tests.helpers.agent_code import MCP_SERVER_TOUCHES, MCP_SERVER_WAITS_FOR
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 HELPERS = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
@@ -175,6 +175,30 @@ def test_agents_start_while_the_mcp_servers_start(router, tmp_path):
     assert by_id(result)["t"]["output"] == "The server shouted back."  # it knew the server's tools when it ran
     at = {e["status"]: e["time_s"] for e in result["events"] if e["kind"] == "mission"}
     assert at["tools"] <= at["placed"]
+
+
+def test_a_missions_mcp_servers_start_at_once(router, tmp_path):
+    started = tmp_path / "loud-started"  # "echo" answers only once "loud" has started: one at a time, it never would
+    server = {"command": sys.executable, "args": [str(HELPERS)], "startup_timeout_s": 30}
+    servers = [{"name": "echo", **server, "env": {MCP_SERVER_WAITS_FOR: str(started)}},
+               {"name": "loud", **server, "env": {MCP_SERVER_TOUCHES: str(started)}}]
+    result = run_mission(router, {"mcp_servers": servers, "agents": [actor("caller", tools=["echo.*"])],
+                                  "tasks": [task("t", "caller", "Shout hello")]})
+    assert result["status"] == "succeeded", result["reason"]
+    tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
+    assert tools == ["echo.shout", "loud.shout"]
+    assert by_id(result)["t"]["output"] == "The server shouted back."
+
+
+def test_a_server_that_fails_stops_the_ones_still_starting(router, tmp_path):
+    slow = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)], "startup_timeout_s": 120,
+            "env": {MCP_SERVER_WAITS_FOR: str(tmp_path / "never")}}
+    broken = {"name": "broken", "command": "/nonexistent/mcp-server"}
+    result = run_mission(router, {"mcp_servers": [slow, broken], "agents": [actor("caller", tools=["echo.*"])],
+                                  "tasks": [task("t", "caller", "Shout hello")]})
+    assert result["status"] == "failed" and "MCP server 'broken'" in result["reason"], result["reason"]
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
+    assert not left, "the server still starting outlived the mission"
 
 
 def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(router):
