@@ -40,8 +40,9 @@ class Crew:
                     control_token: str) -> None:
         """Start every actor and wait until each answers; then emit `placed`."""
         if self.spec.mcp_servers:
-            self.mcp = McpHostActor.options(name=f"{self.mission_id}:mcp", namespace=self.namespace).remote(  # type: ignore[attr-defined]
-                list(self.spec.mcp_servers))
+            self.mcp = McpHostActor.options(  # type: ignore[attr-defined]
+                name=f"{self.mission_id}:mcp", namespace=self.namespace, lifetime="detached", get_if_exists=True,
+            ).remote(list(self.spec.mcp_servers))
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir, self.secret_files,
                                        app_name=getattr(router, "app_name", None))

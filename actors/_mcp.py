@@ -100,14 +100,24 @@ def tool_spec(decl: McpServerDecl, tool: Any) -> ToolSpec:
 @ray.remote(num_cpus=0)
 class McpHostActor:
     """Holds the mission's MCP servers. `start` starts them at once, all or nothing: a server that fails stops
-    the others. Agents start meanwhile: `tools` answers once `start` has ended."""
+    the others. Agents start meanwhile: `tools` answers once `start` has ended.
+
+    Detached, like the agents that hold its handle: it outlives a supervisor that dies, whose successor re-attaches
+    and calls `start` again, to the same outcome."""
 
     def __init__(self, servers: list[McpServerDecl]) -> None:
         self._connections = {decl.name: McpConnection(decl) for decl in servers}
         self._specs: dict[str, ToolSpec] = {}
         self._start_ended = asyncio.Event()
+        self._starting: asyncio.Future[None] | None = None
 
     async def start(self) -> dict[str, ToolSpec]:
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start_all())
+        await asyncio.shield(self._starting)  # the servers' start is the actor's, not one caller's
+        return dict(self._specs)
+
+    async def _start_all(self) -> None:
         connections = list(self._connections.values())
         try:
             await at_once(*(c.start() for c in connections))
@@ -117,7 +127,6 @@ class McpHostActor:
         finally:
             self._start_ended.set()
         self._specs = {spec.name: spec for c in connections for spec in (tool_spec(c.decl, t) for t in c.tools)}
-        return dict(self._specs)
 
     async def tools(self) -> dict[str, ToolSpec]:
         """The servers' tools, once `start` has ended; none if it failed (the mission fails on that, not here)."""

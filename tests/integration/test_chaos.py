@@ -9,7 +9,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
+import psutil
 import pytest
 import ray
 
@@ -18,6 +20,8 @@ from controlplane import parse_mission
 from controlplane._logfile import read_log, verify_log
 from controlplane._rundir import read_result
 from tests.helpers import agent, task, wait_for
+
+MCP_SERVER = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +33,10 @@ def chaos_router(ray_cluster, http_port):
     from serving import deploy
 
     config = {"router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
-              "models": {"scripted-slow": {"kind": "scripted", "latency_s": 0.3,
-                                                "replies": [{"match": ".", "text": '{"final": "done"}'}]}}}
+              "models": {"scripted-slow": {"kind": "scripted", "latency_s": 0.3, "replies": [
+                  {"match": r"Result of echo\.shout", "text": '{"final": "The server shouted back."}'},
+                  {"match": "(?i)shout hello", "text": '{"tool": "echo.shout", "arguments": {"text": "hello"}}'},
+                  {"match": ".", "text": '{"final": "done"}'}]}}}
     # Serve's HTTP proxy is the session's (one per cluster): the app joins it under its own route, and only it
     # goes at the end (serve.shutdown would take the session's shared app down with it).
     client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=http_port, route_prefix="/chaos")
@@ -38,9 +44,12 @@ def chaos_router(ray_cluster, http_port):
     serve.delete("chaos")
 
 
+def chain_tasks(n: int) -> list[dict]:
+    return [task("t0", "a")] + [task(f"t{i}", "a" if i % 2 else "b", deps=(f"t{i - 1}",)) for i in range(1, n)]
+
+
 def chain_spec(name: str, n: int) -> object:
-    tasks = [task("t0", "a")] + [task(f"t{i}", "a" if i % 2 else "b", deps=(f"t{i - 1}",)) for i in range(1, n)]
-    return parse_mission({"name": name, "goal": "Survive", "tasks": tasks,
+    return parse_mission({"name": name, "goal": "Survive", "tasks": chain_tasks(n),
                           "agents": [agent("a", model="scripted-slow"), agent("b", model="scripted-slow")]})
 
 
@@ -82,6 +91,34 @@ def test_supervisor_killed_mid_mission_resumes_without_rerunning_completed_tasks
         wait_for(lambda: [g["state"] for g in ray.util.placement_group_table().values()
                           if g["name"] == "supkill-1:agents"] == ["REMOVED"],
                  timeout_s=60, what="one placement group of the agents, removed")
+    finally:
+        ray.kill(handle)
+
+
+def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_server(chaos_router, tmp_path):
+    run_dir, n = str(tmp_path / "mcp-kill"), 8
+    tasks = chain_tasks(n)
+    tasks[-1]["description"] = "Shout hello"  # t7, agent a's, long after the supervisor's restart
+    server = {"name": "echo", "command": sys.executable, "args": [str(MCP_SERVER)]}
+    spec = parse_mission({"name": "mcpkill", "goal": "Survive", "tasks": tasks, "mcp_servers": [server],
+                          "agents": [agent("a", model="scripted-slow", tools=["echo.*"]),
+                                     agent("b", model="scripted-slow")]})
+    handle = start_mission(spec, router=chaos_router, mission_id="mcpkill-1", run_dir=run_dir)
+    try:
+        wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=300, what="three tasks done")
+        ray.kill(handle, no_restart=False)
+        waited = collect_with_cli(run_dir)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        result = read_result(run_dir)
+        assert result["status"] == "succeeded", result["reason"]
+        assert_exactly_once(run_dir, n)
+        records = read_log(run_dir)
+        resumed = next(r.seq for r in records if r.kind == "mission.status" and "resumed" in r.data.get("message", ""))
+        assert next(r.seq for r in records if r.kind == "task.succeeded" and r.data["task"] == "t7") > resumed
+        assert {t["id"]: t for t in result["tasks"]}["t7"]["output"] == "The server shouted back."
+        wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"])
+                              if str(MCP_SERVER) in " ".join(p.info["cmdline"] or [])],
+                 timeout_s=30, what="the MCP server to stop with the mission")
     finally:
         ray.kill(handle)
 
