@@ -151,6 +151,8 @@ class McpHostActor:
         return structured if structured is not None else text
 
     async def stop(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()  # servers still starting are dropped at once, not waited for
         await asyncio.gather(*(c.stop() for c in self._connections.values()), return_exceptions=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -199,6 +200,36 @@ def test_a_server_that_fails_stops_the_ones_still_starting(router, tmp_path):
     assert result["status"] == "failed" and "MCP server 'broken'" in result["reason"], result["reason"]
     left = [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
     assert not left, "the server still starting outlived the mission"
+
+
+def test_cancelling_a_mission_stops_its_mcp_servers_still_starting_at_once(router, tmp_path):
+    import ray
+
+    from actors import MISSION_NAMESPACE, new_mission_id, start_mission
+    from actors._mcp import STOP_TIMEOUT_S
+    from controlplane import parse_mission
+
+    server = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)], "startup_timeout_s": 120,
+              "env": {MCP_SERVER_WAITS_FOR: str(tmp_path / "never")}}
+    spec = parse_mission({"name": "itest", "goal": "Test the runtime", "mcp_servers": [server],
+                          "agents": [actor("caller", tools=["echo.*"])], "tasks": [task("t", "caller", "Shout hello")]})
+    mission_id = new_mission_id(spec.name)
+    handle = start_mission(spec, router=router, mission_id=mission_id)
+    try:
+        wait_for(lambda: actor_alive(f"{mission_id}:caller", MISSION_NAMESPACE) and mcp_servers_running(),
+                 timeout_s=60, what="the agent's actor and the server, still starting")
+        cancelled_at = time.monotonic()
+        status = ray.get(handle.cancel.remote("cancelled while starting"), timeout=60)
+        took_s = time.monotonic() - cancelled_at
+    finally:
+        ray.kill(handle)
+    assert status == "cancelled"
+    assert took_s < STOP_TIMEOUT_S, f"the cancel took {took_s:.1f} s: it waited for the starting server to stop"
+    wait_for(lambda: not mcp_servers_running(), timeout_s=30, what="the server still starting to be stopped")
+
+
+def mcp_servers_running() -> list:
+    return [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
 
 
 def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(router):
