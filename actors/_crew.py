@@ -42,6 +42,7 @@ class Crew:
         if self.spec.mcp_servers:
             self.mcp = McpHostActor.options(  # type: ignore[attr-defined]
                 name=f"{self.mission_id}:mcp", namespace=self.namespace, lifetime="detached", get_if_exists=True,
+                max_restarts=-1,
             ).remote(list(self.spec.mcp_servers))
         if memory_needed(self.spec):
             self.memory = start_memory(self.spec, self.mission_id, self.memory_dir, self.secret_files,

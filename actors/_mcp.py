@@ -103,7 +103,8 @@ class McpHostActor:
     the others. Agents start meanwhile: `tools` answers once `start` has ended.
 
     Detached, like the agents that hold its handle: it outlives a supervisor that dies, whose successor re-attaches
-    and calls `start` again, to the same outcome."""
+    and calls `start` again, to the same outcome. When it dies itself, Ray restarts it and its next call starts the
+    servers again; a call in flight then fails rather than run twice."""
 
     def __init__(self, servers: list[McpServerDecl]) -> None:
         self._connections = {decl.name: McpConnection(decl) for decl in servers}
@@ -112,10 +113,14 @@ class McpHostActor:
         self._starting: asyncio.Future[None] | None = None
 
     async def start(self) -> dict[str, ToolSpec]:
+        await asyncio.shield(self._started())  # the servers' start is the actor's, not one caller's
+        return dict(self._specs)
+
+    def _started(self) -> asyncio.Future[None]:
+        """The servers' start, begun by whichever call comes first."""
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start_all())
-        await asyncio.shield(self._starting)  # the servers' start is the actor's, not one caller's
-        return dict(self._specs)
+        return self._starting
 
     async def _start_all(self) -> None:
         connections = list(self._connections.values())
@@ -130,10 +135,12 @@ class McpHostActor:
 
     async def tools(self) -> dict[str, ToolSpec]:
         """The servers' tools, once `start` has ended; none if it failed (the mission fails on that, not here)."""
+        self._started()
         await self._start_ended.wait()
         return dict(self._specs)
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+        await asyncio.shield(self._started())
         server, tool = name.split(".", 1)
         connection, spec = self._connections[server], self._specs[name]
         try:

@@ -70,6 +70,13 @@ def assert_exactly_once(run_dir: str, n: int) -> None:
     assert verify_log(run_dir).ok
 
 
+def assert_the_server_answered(result: dict) -> None:
+    """t7 (`Shout hello`) called the MCP server, and it answered."""
+    shout = {t["id"]: t for t in result["tasks"]}["t7"]
+    assert [(r["tool"], r["status"]) for r in shout["loop"]["tool_records"]] == [("echo.shout", "ok")], shout["loop"]
+    assert shout["output"] == "The server shouted back."
+
+
 def collect_with_cli(run_dir: str) -> subprocess.CompletedProcess:
     """`controlplane wait RUN` from another process: reads storage, needs neither Ray nor the driver."""
     return subprocess.run([sys.executable, "-m", "controlplane", "wait", run_dir, "--timeout-s", "240"],
@@ -115,10 +122,30 @@ def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_serv
         records = read_log(run_dir)
         resumed = next(r.seq for r in records if r.kind == "mission.status" and "resumed" in r.data.get("message", ""))
         assert next(r.seq for r in records if r.kind == "task.succeeded" and r.data["task"] == "t7") > resumed
-        assert {t["id"]: t for t in result["tasks"]}["t7"]["output"] == "The server shouted back."
+        assert_the_server_answered(result)
         wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"])
                               if str(MCP_SERVER) in " ".join(p.info["cmdline"] or [])],
                  timeout_s=30, what="the MCP server to stop with the mission")
+    finally:
+        ray.kill(handle)
+
+
+def test_the_mcp_host_killed_mid_mission_is_restarted_and_serves_the_next_call(chaos_router, tmp_path):
+    run_dir, n = str(tmp_path / "mcp-host-kill"), 8
+    tasks = chain_tasks(n)
+    tasks[-1]["description"] = "Shout hello"
+    server = {"name": "echo", "command": sys.executable, "args": [str(MCP_SERVER)]}
+    spec = parse_mission({"name": "mcphost", "goal": "Survive", "tasks": tasks, "mcp_servers": [server],
+                          "agents": [agent("a", model="scripted-slow", tools=["echo.*"]),
+                                     agent("b", model="scripted-slow")]})
+    handle = start_mission(spec, router=chaos_router, mission_id="mcphost-1", run_dir=run_dir)
+    try:
+        wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=300, what="three tasks done")
+        ray.kill(ray.get_actor("mcphost-1:mcp", namespace=MISSION_NAMESPACE), no_restart=False)
+        wait_for(lambda: read_result(run_dir) is not None, timeout_s=240, what="the mission to end")
+        result = read_result(run_dir)
+        assert result["status"] == "succeeded", result["reason"]
+        assert_the_server_answered(result)
     finally:
         ray.kill(handle)
 
