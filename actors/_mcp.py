@@ -30,9 +30,12 @@ class McpConnection:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._lost = False
+        self._restarting = asyncio.Lock()
 
     async def start(self) -> None:
         """Connect and list the tools; SpecError naming the server when it does not start in time."""
+        self._ready.clear()
         self._task = asyncio.create_task(self._hold())
         ready = asyncio.create_task(self._ready.wait())
         try:
@@ -55,6 +58,19 @@ class McpConnection:
         await self.stop()
         raise self._failed(f"it did not list its tools within startup_timeout_s={self.decl.startup_timeout_s:g}",
                            "check that it speaks MCP on this transport, or raise startup_timeout_s")
+
+    def lost(self) -> None:
+        """Its session closed under a call (the server crashed or exited): the next call starts it again."""
+        self._lost = True
+
+    async def restart_if_lost(self) -> None:
+        async with self._restarting:
+            if self._lost:
+                logger.warning("MCP server %r went away; starting it again", self.decl.name)
+                await self.stop()
+                self._stop.clear()
+                self._lost = False
+                await self.start()
 
     async def _hold(self) -> None:
         from mcp import Client
@@ -143,11 +159,18 @@ class McpHostActor:
         await asyncio.shield(self._started())
         server, tool = name.split(".", 1)
         connection, spec = self._connections[server], self._specs[name]
+        await connection.restart_if_lost()
         try:
             result = await asyncio.wait_for(connection.client.call_tool(tool, arguments), spec.timeout_s)
         except TimeoutError:
             raise ToolError(tool=name, why=f"the MCP call did not finish within timeout_s={spec.timeout_s:g}",
                             fix="raise the server's timeout_s, or make the tool faster") from None
+        except Exception as exc:
+            if not _connection_closed(exc):
+                raise
+            connection.lost()  # not sent again: it may have run
+            raise ToolError(tool=name, why="the server's connection closed during the call (it crashed or exited)",
+                            fix="the next call starts the server again; see the server's log") from None
         text = "\n".join(getattr(part, "text", "") for part in result.content or [])
         if result.is_error:
             raise ToolError(tool=name, why=text or "the server reported an error",
@@ -161,6 +184,13 @@ class McpHostActor:
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()  # servers still starting are dropped at once, not waited for
         await asyncio.gather(*(c.stop() for c in self._connections.values()), return_exceptions=True)
+
+
+def _connection_closed(exc: Exception) -> bool:
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import CONNECTION_CLOSED
+
+    return isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
 
 
 def _program(command: str) -> str:

@@ -99,6 +99,11 @@ def main() -> None:
         """Upper-case the text."""
         return text.upper()
 
+    @server.tool()
+    def crash() -> str:
+        """End this server's process at once, as a crash would."""
+        os._exit(1)
+
     server.run()
 
 

@@ -145,9 +145,22 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
                                   "tasks": [task("t", "caller", "Shout hello")]})
     assert result["status"] == "succeeded", result["reason"]
     assert by_id(result)["t"]["output"] == "The server shouted back."
-    assert [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"] == ["echo.shout"]
+    tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
+    assert tools == ["echo.crash", "echo.shout"]
     left = [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
     assert not left, "the MCP server outlived its mission"
+
+
+def test_an_mcp_server_that_crashed_is_started_again_for_the_next_call(router):
+    server = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)]}
+    result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["echo.*"])],
+                                  "tasks": [task("crash", "caller", "Crash the server"),
+                                            task("shout", "caller", "Shout hello", deps=("crash",))]})
+    assert result["status"] == "succeeded", result["reason"]
+    records = {t["id"]: t["loop"]["tool_records"] for t in result["tasks"]}
+    assert [(r["tool"], r["status"]) for r in records["crash"]] == [("echo.crash", "error")]
+    assert [(r["tool"], r["status"]) for r in records["shout"]] == [("echo.shout", "ok")], records["shout"]
+    assert by_id(result)["shout"]["output"] == "The server shouted back."
 
 
 def test_agents_start_while_the_mcp_servers_start(router, tmp_path):
@@ -187,7 +200,7 @@ def test_a_missions_mcp_servers_start_at_once(router, tmp_path):
                                   "tasks": [task("t", "caller", "Shout hello")]})
     assert result["status"] == "succeeded", result["reason"]
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
-    assert tools == ["echo.shout", "loud.shout"]
+    assert tools == ["echo.crash", "echo.shout", "loud.crash", "loud.shout"]
     assert by_id(result)["t"]["output"] == "The server shouted back."
 
 
