@@ -69,8 +69,8 @@ class McpConnection:
                 logger.warning("MCP server %r went away; starting it again", self.decl.name)
                 await self.stop()
                 self._stop.clear()
+                await self.start()  # if it fails, the next call tries again
                 self._lost = False
-                await self.start()
 
     async def _hold(self) -> None:
         from mcp import Client

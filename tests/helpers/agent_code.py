@@ -74,12 +74,14 @@ def gpu_ids() -> list[str]:
 
 MCP_SERVER_WAITS_FOR = "ECHO_SERVER_WAITS_FOR"
 MCP_SERVER_TOUCHES = "ECHO_SERVER_TOUCHES"
+MCP_SERVER_HTTP_PORT = "ECHO_SERVER_HTTP_PORT"
 
 
 def main() -> None:
-    """An MCP stdio server with one tool, `shout`, written with the official SDK. With MCP_SERVER_TOUCHES set to
+    """An MCP server with two tools, `shout` and `crash`, written with the official SDK. With MCP_SERVER_TOUCHES set to
     a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers only once that file exists
-    (a server slow to start, held open by the test or by another server)."""
+    (a server slow to start, held open by the test or by another server). With MCP_SERVER_HTTP_PORT, it serves
+    streamable HTTP on 127.0.0.1 at that port (path /mcp) instead of stdio."""
     import os
     import time
     from pathlib import Path
@@ -104,7 +106,10 @@ def main() -> None:
         """End this server's process at once, as a crash would."""
         os._exit(1)
 
-    server.run()
+    if os.environ.get(MCP_SERVER_HTTP_PORT):
+        server.run("streamable-http", port=int(os.environ[MCP_SERVER_HTTP_PORT]))
+    else:
+        server.run()
 
 
 if __name__ == "__main__":

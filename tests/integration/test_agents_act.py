@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from serving._secrets import ROOT_SECRET_ENV
-from tests.helpers import actor_alive, agent, by_id, run_mission, task, wait_for
-from tests.helpers.agent_code import MCP_SERVER_TOUCHES, MCP_SERVER_WAITS_FOR
+from tests.helpers import actor_alive, agent, by_id, free_port, listening_pids, run_mission, task, wait_for
+from tests.helpers.agent_code import MCP_SERVER_HTTP_PORT, MCP_SERVER_TOUCHES, MCP_SERVER_WAITS_FOR
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 HELPERS = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
@@ -149,6 +149,65 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
     assert tools == ["echo.crash", "echo.shout"]
     left = [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
     assert not left, "the MCP server outlived its mission"
+
+
+def http_mcp_server(port: int):
+    """The helper server over streamable HTTP on `port`, listening."""
+    import os
+    import subprocess
+
+    server = subprocess.Popen([sys.executable, str(HELPERS)], env={**os.environ, MCP_SERVER_HTTP_PORT: str(port)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: listening_pids(port), timeout_s=60, what="the HTTP MCP server to listen")
+    return server
+
+
+def test_an_mcp_server_over_streamable_http_is_called_by_url(router):
+    port = free_port()
+    server = http_mcp_server(port)
+    try:
+        result = run_mission(router, {"mcp_servers": [{"name": "echo", "url": f"http://127.0.0.1:{port}/mcp"}],
+                                      "agents": [actor("caller", tools=["echo.*"])],
+                                      "tasks": [task("t", "caller", "Shout hello")]})
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    assert result["status"] == "succeeded", result["reason"]
+    done = by_id(result)["t"]
+    assert [(r["tool"], r["status"]) for r in done["loop"]["tool_records"]] == [("echo.shout", "ok")]
+    assert done["output"] == "The server shouted back."
+
+
+def test_an_http_mcp_servers_session_is_reopened_once_the_server_is_back():
+    import asyncio
+
+    from actors._mcp import McpConnection
+    from controlplane.config._tools import McpServerDecl
+
+    port = free_port()
+
+    servers = [http_mcp_server(port)]
+
+    async def scenario():
+        connection = McpConnection(McpServerDecl(name="echo", url=f"http://127.0.0.1:{port}/mcp"))
+        await connection.start()
+        try:
+            servers[0].kill()
+            servers[0].wait(timeout=30)
+            with pytest.raises(Exception, match="Connection closed"):
+                await connection.client.call_tool("shout", {"text": "x"})
+            connection.lost()  # as McpHostActor.call marks it
+            servers.append(http_mcp_server(port))
+            await connection.restart_if_lost()
+            return (await connection.client.call_tool("shout", {"text": "back"})).content[0].text
+        finally:
+            await connection.stop()
+
+    try:
+        assert asyncio.run(scenario()) == "BACK"
+    finally:
+        for server in servers:
+            server.kill()
 
 
 def test_an_mcp_server_that_crashed_is_started_again_for_the_next_call(router):
