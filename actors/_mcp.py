@@ -125,7 +125,6 @@ class McpHostActor:
     def __init__(self, servers: list[McpServerDecl]) -> None:
         self._connections = {decl.name: McpConnection(decl) for decl in servers}
         self._specs: dict[str, ToolSpec] = {}
-        self._start_ended = asyncio.Event()
         self._starting: asyncio.Future[None] | None = None
 
     async def start(self) -> dict[str, ToolSpec]:
@@ -145,14 +144,11 @@ class McpHostActor:
         except BaseException:
             await asyncio.gather(*(c.stop() for c in connections), return_exceptions=True)
             raise
-        finally:
-            self._start_ended.set()
         self._specs = {spec.name: spec for c in connections for spec in (tool_spec(c.decl, t) for t in c.tools)}
 
     async def tools(self) -> dict[str, ToolSpec]:
         """The servers' tools, once `start` has ended; none if it failed (the mission fails on that, not here)."""
-        self._started()
-        await self._start_ended.wait()
+        await asyncio.wait({self._started()})  # raises nothing, and cancels nothing when this call is cancelled
         return dict(self._specs)
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,13 @@ def wait_for(condition: Callable[[], object], *, timeout_s: float = 60.0, interv
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def processes_running(script: str | Path) -> list[Any]:
+    """The processes on this machine whose command line names `script` (a path)."""
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"]) if str(script) in " ".join(p.info["cmdline"] or [])]
 
 
 def listening_pids(port: int) -> set[int]:

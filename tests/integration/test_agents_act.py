@@ -9,11 +9,20 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from serving._secrets import ROOT_SECRET_ENV
-from tests.helpers import actor_alive, agent, by_id, free_port, listening_pids, run_mission, task, wait_for
+from tests.helpers import (
+    actor_alive,
+    agent,
+    by_id,
+    free_port,
+    listening_pids,
+    processes_running,
+    run_mission,
+    task,
+    wait_for,
+)
 from tests.helpers.agent_code import MCP_SERVER_HTTP_PORT, MCP_SERVER_TOUCHES, MCP_SERVER_WAITS_FOR
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
@@ -147,8 +156,7 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
     assert by_id(result)["t"]["output"] == "The server shouted back."
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
     assert tools == ["echo.crash", "echo.shout"]
-    left = [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
-    assert not left, "the MCP server outlived its mission"
+    assert not processes_running(HELPERS), "the MCP server outlived its mission"
 
 
 def http_mcp_server(port: int):
@@ -270,8 +278,7 @@ def test_a_server_that_fails_stops_the_ones_still_starting(router, tmp_path):
     result = run_mission(router, {"mcp_servers": [slow, broken], "agents": [actor("caller", tools=["echo.*"])],
                                   "tasks": [task("t", "caller", "Shout hello")]})
     assert result["status"] == "failed" and "MCP server 'broken'" in result["reason"], result["reason"]
-    left = [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
-    assert not left, "the server still starting outlived the mission"
+    assert not processes_running(HELPERS), "the server still starting outlived the mission"
 
 
 def test_cancelling_a_mission_stops_its_mcp_servers_still_starting_at_once(router, tmp_path):
@@ -288,7 +295,7 @@ def test_cancelling_a_mission_stops_its_mcp_servers_still_starting_at_once(route
     mission_id = new_mission_id(spec.name)
     handle = start_mission(spec, router=router, mission_id=mission_id)
     try:
-        wait_for(lambda: actor_alive(f"{mission_id}:caller", MISSION_NAMESPACE) and mcp_servers_running(),
+        wait_for(lambda: actor_alive(f"{mission_id}:caller", MISSION_NAMESPACE) and processes_running(HELPERS),
                  timeout_s=60, what="the agent's actor and the server, still starting")
         cancelled_at = time.monotonic()
         status = ray.get(handle.cancel.remote("cancelled while starting"), timeout=60)
@@ -297,11 +304,7 @@ def test_cancelling_a_mission_stops_its_mcp_servers_still_starting_at_once(route
         ray.kill(handle)
     assert status == "cancelled"
     assert took_s < STOP_TIMEOUT_S, f"the cancel took {took_s:.1f} s: it waited for the starting server to stop"
-    wait_for(lambda: not mcp_servers_running(), timeout_s=30, what="the server still starting to be stopped")
-
-
-def mcp_servers_running() -> list:
-    return [p for p in psutil.process_iter(["cmdline"]) if str(HELPERS) in " ".join(p.info["cmdline"] or [])]
+    wait_for(lambda: not processes_running(HELPERS), timeout_s=30, what="the server still starting to be stopped")
 
 
 def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(router):

@@ -11,7 +11,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 import ray
 
@@ -19,7 +18,7 @@ from actors import MISSION_NAMESPACE, start_mission
 from controlplane import parse_mission
 from controlplane._logfile import read_log, verify_log
 from controlplane._rundir import read_result
-from tests.helpers import agent, task, wait_for
+from tests.helpers import agent, processes_running, task, wait_for
 
 MCP_SERVER = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
 
@@ -127,9 +126,8 @@ def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_serv
         resumed = next(r.seq for r in records if r.kind == "mission.status" and "resumed" in r.data.get("message", ""))
         assert next(r.seq for r in records if r.kind == "task.succeeded" and r.data["task"] == "t7") > resumed
         assert_the_server_answered(result)
-        wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"])
-                              if str(MCP_SERVER) in " ".join(p.info["cmdline"] or [])],
-                 timeout_s=30, what="the MCP server to stop with the mission")
+        wait_for(lambda: not processes_running(MCP_SERVER), timeout_s=30,
+                 what="the MCP server to stop with the mission")
     finally:
         ray.kill(handle)
 
