@@ -157,16 +157,16 @@ class McpHostActor:
         connection, spec = self._connections[server], self._specs[name]
         await connection.restart_if_lost()
         try:
-            result = await asyncio.wait_for(connection.client.call_tool(tool, arguments), spec.timeout_s)
-        except TimeoutError:
-            raise ToolError(tool=name, why=f"the MCP call did not finish within timeout_s={spec.timeout_s:g}",
-                            fix="raise the server's timeout_s, or make the tool faster") from None
+            result = await _send(connection, spec, tool, arguments)
         except Exception as exc:
-            if not _connection_closed(exc):
+            if not _session_expired(exc):
                 raise
-            connection.lost()  # not sent again: it may have run
-            raise ToolError(tool=name, why="the server's connection closed during the call (it crashed or exited)",
-                            fix="the next call starts the server again; see the server's log") from None
+            # an HTTP server on the 2025 protocol that restarted refuses the old session before running the call:
+            # a new session may send it again
+            logger.warning("MCP server %r no longer knows its session; opening a new one", server)
+            connection.lost()
+            await connection.restart_if_lost()
+            result = await _send(connection, spec, tool, arguments)
         text = "\n".join(getattr(part, "text", "") for part in result.content or [])
         if result.is_error:
             raise ToolError(tool=name, why=text or "the server reported an error",
@@ -180,6 +180,28 @@ class McpHostActor:
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()  # servers still starting are dropped at once, not waited for
         await asyncio.gather(*(c.stop() for c in self._connections.values()), return_exceptions=True)
+
+
+async def _send(connection: McpConnection, spec: ToolSpec, tool: str, arguments: dict[str, Any]) -> Any:
+    try:
+        return await asyncio.wait_for(connection.client.call_tool(tool, arguments), spec.timeout_s)
+    except TimeoutError:
+        raise ToolError(tool=spec.name, why=f"the MCP call did not finish within timeout_s={spec.timeout_s:g}",
+                        fix="raise the server's timeout_s, or make the tool faster") from None
+    except Exception as exc:
+        if not _connection_closed(exc):
+            raise
+        connection.lost()  # not sent again: it may have run
+        raise ToolError(tool=spec.name, why="the server's connection closed during the call (it crashed or exited)",
+                        fix="the next call starts the server again; see the server's log") from None
+
+
+def _session_expired(exc: Exception) -> bool:
+    """The server answered HTTP 404 for the session (the 2025 protocol's sessions), spelt as the Python SDK's
+    server ("Session not found", with its JSON body) or client ("Session terminated", without one) spell it."""
+    from mcp.shared.exceptions import MCPError
+
+    return isinstance(exc, MCPError) and exc.error.message.lower() in ("session not found", "session terminated")
 
 
 def _connection_closed(exc: Exception) -> bool:

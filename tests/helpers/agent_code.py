@@ -75,18 +75,23 @@ def gpu_ids() -> list[str]:
 MCP_SERVER_WAITS_FOR = "ECHO_SERVER_WAITS_FOR"
 MCP_SERVER_TOUCHES = "ECHO_SERVER_TOUCHES"
 MCP_SERVER_HTTP_PORT = "ECHO_SERVER_HTTP_PORT"
+MCP_SERVER_LEGACY = "ECHO_SERVER_LEGACY"
 
 
 def main() -> None:
     """An MCP server with two tools, `shout` and `crash`, written with the official SDK. With MCP_SERVER_TOUCHES set to
     a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers only once that file exists
     (a server slow to start, held open by the test or by another server). With MCP_SERVER_HTTP_PORT, it serves
-    streamable HTTP on 127.0.0.1 at that port (path /mcp) instead of stdio."""
+    streamable HTTP on 127.0.0.1 at that port (path /mcp) instead of stdio. With MCP_SERVER_LEGACY, it refuses the
+    2026 protocol's `server/discover`, as a server on the 2025 protocol does: clients then open a session (the
+    initialize handshake), which a restarted server no longer knows."""
     import os
     import time
     from pathlib import Path
 
     from mcp.server.mcpserver import MCPServer
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import METHOD_NOT_FOUND
 
     if os.environ.get(MCP_SERVER_TOUCHES):
         Path(os.environ[MCP_SERVER_TOUCHES]).touch()
@@ -94,7 +99,12 @@ def main() -> None:
     while gate and not os.path.exists(gate):
         time.sleep(0.05)
 
-    server = MCPServer("echo")
+    async def refuse_discover(ctx, call_next):
+        if ctx.method == "server/discover":
+            raise MCPError(METHOD_NOT_FOUND, "server/discover: this server speaks the 2025 protocol")
+        return await call_next(ctx)
+
+    server = MCPServer("echo", middleware=[refuse_discover] if os.environ.get(MCP_SERVER_LEGACY) else None)
 
     @server.tool()
     def shout(text: str) -> str:

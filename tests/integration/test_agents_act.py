@@ -23,7 +23,12 @@ from tests.helpers import (
     task,
     wait_for,
 )
-from tests.helpers.agent_code import MCP_SERVER_HTTP_PORT, MCP_SERVER_TOUCHES, MCP_SERVER_WAITS_FOR
+from tests.helpers.agent_code import (
+    MCP_SERVER_HTTP_PORT,
+    MCP_SERVER_LEGACY,
+    MCP_SERVER_TOUCHES,
+    MCP_SERVER_WAITS_FOR,
+)
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 HELPERS = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
@@ -159,12 +164,13 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
     assert not processes_running(HELPERS), "the MCP server outlived its mission"
 
 
-def http_mcp_server(port: int):
+def http_mcp_server(port: int, *, env: dict[str, str] | None = None):
     """The helper server over streamable HTTP on `port`, listening."""
     import os
     import subprocess
 
-    server = subprocess.Popen([sys.executable, str(HELPERS)], env={**os.environ, MCP_SERVER_HTTP_PORT: str(port)},
+    server = subprocess.Popen([sys.executable, str(HELPERS)],
+                              env={**os.environ, MCP_SERVER_HTTP_PORT: str(port), **(env or {})},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: listening_pids(port), timeout_s=60, what="the HTTP MCP server to listen")
     return server
@@ -214,6 +220,32 @@ def test_an_http_mcp_servers_session_is_reopened_once_the_server_is_back():
     try:
         assert asyncio.run(scenario()) == "BACK"
     finally:
+        for server in servers:
+            server.kill()
+
+
+def test_an_http_mcp_server_restarted_between_calls_gets_a_new_session_and_the_call(ray_cluster):
+    """A server on the 2025 protocol holds a session, which it forgets when it restarts (or drops when idle): the
+    next call is answered 404 before it runs. The host opens a new session and sends that call again."""
+    import ray
+
+    from actors._mcp import McpHostActor
+    from controlplane.config._tools import McpServerDecl
+
+    port = free_port()
+    legacy = {MCP_SERVER_LEGACY: "1"}
+    servers = [http_mcp_server(port, env=legacy)]
+    host = McpHostActor.remote([McpServerDecl(name="echo", url=f"http://127.0.0.1:{port}/mcp")])
+    try:
+        ray.get(host.start.remote(), timeout=60)
+        assert ray.get(host.call.remote("echo.shout", {"text": "one"}), timeout=60) == "ONE"
+        servers[0].kill()
+        servers[0].wait(timeout=30)
+        servers.append(http_mcp_server(port, env=legacy))
+        assert ray.get(host.call.remote("echo.shout", {"text": "two"}), timeout=60) == "TWO"
+    finally:
+        ray.get(host.stop.remote(), timeout=60)
+        ray.kill(host)
         for server in servers:
             server.kill()
 
