@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
@@ -32,9 +33,11 @@ class McpConnection:
         self._task: asyncio.Task | None = None
         self._lost = False
         self._restarting = asyncio.Lock()
+        self._resolved = decl
 
     async def start(self) -> None:
         """Connect and list the tools; SpecError naming the server when it does not start in time."""
+        self._resolved = self.decl.resolved(os.environ)
         self._ready.clear()
         self._task = asyncio.create_task(self._hold())
         ready = asyncio.create_task(self._ready.wait())
@@ -82,15 +85,16 @@ class McpConnection:
             await self._stop.wait()
 
     def _target(self) -> Any:
-        if self.decl.url is not None:
+        decl = self._resolved
+        if decl.url is not None:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
-            return streamable_http_client(self.decl.url, http_client=httpx2.AsyncClient(headers=self.decl.headers))
+            return streamable_http_client(decl.url, http_client=httpx2.AsyncClient(headers=decl.headers))
         from mcp import StdioServerParameters
 
-        return StdioServerParameters(command=_program(self.decl.command or ""), args=list(self.decl.args),
-                                     env=dict(self.decl.env) or None)
+        return StdioServerParameters(command=_program(decl.command or ""), args=list(decl.args),
+                                     env=dict(decl.env) or None)
 
     async def stop(self) -> None:
         self._stop.set()

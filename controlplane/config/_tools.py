@@ -7,7 +7,8 @@ mission's validation. Both work on any agent object with the same attribute name
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -19,6 +20,8 @@ SERVER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 BUILTIN_TOOL_NAMES = ("delegate", "memory.post", "memory.search")
 GLOB_CHARS = frozenset("*?[")
+ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Approval = Literal["never", "required"]
 AgentKind = Literal["llm", "python"]
@@ -60,10 +63,12 @@ class McpServerDecl(_Model):
     name: str = Field(pattern=SERVER_NAME_PATTERN, description="Prefix of its tools' names, e.g. `files`.")
     command: str | None = Field(None, description="stdio transport: the program to start, e.g. `python`.")
     args: list[str] = Field(default_factory=list, description="stdio transport: the program's arguments.")
-    env: dict[str, str] = Field(default_factory=dict, description="stdio transport: extra environment variables.")
+    env: dict[str, str] = Field(default_factory=dict, description="stdio transport: extra environment variables; "
+                                "`${NAME}` in a value is read from the MCP host's environment as the server starts.")
     url: str | None = Field(None, pattern=r"^https?://", description="Streamable HTTP transport: the server's "
                             "endpoint, e.g. `http://127.0.0.1:8765/mcp`.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Streamable HTTP transport: extra headers.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Streamable HTTP transport: extra headers; "
+                                    "`${NAME}` in a value is read from the MCP host's environment as it connects.")
     startup_timeout_s: float = Field(30.0, gt=0, le=600, description="Time allowed to start and list its tools.")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="Wall time allowed per tool call.")
     approval: Approval = Field("never", description="`required`: each call of its tools waits for an approval.")
@@ -80,7 +85,29 @@ class McpServerDecl(_Model):
             raise ValueError("`args` and `env` belong to a stdio server (`command`); remove them, or use `command`")
         if self.command is not None and self.headers:
             raise ValueError("`headers` belong to an HTTP server (`url`); remove them, or use `url`")
+        for field, values in (("env", self.env), ("headers", self.headers)):
+            for key, value in values.items():
+                bad = [name for name in ENV_REFERENCE.findall(value) if not ENV_NAME.match(name)]
+                if bad:
+                    raise ValueError(f"{field}.{key}: ${{{bad[0]}}} is not a reference to an environment variable; "
+                                     "write ${NAME}, with NAME of letters, digits and underscores")
         return self
+
+    def resolved(self, environ: Mapping[str, str]) -> McpServerDecl:
+        """This server with each `${NAME}` in its env and headers replaced by `environ[NAME]` (the secret stays out
+        of the spec, and so out of the mission log). SpecError naming the first variable that is not set."""
+        def resolve(field: str, key: str, value: str) -> str:
+            for name in ENV_REFERENCE.findall(value):
+                if name not in environ:
+                    raise SpecError(where=f"mcp_servers({self.name}).{field}.{key}", value=value,
+                                    why=f"${name} is not set where the MCP host runs",
+                                    fix=f"export {name} before `controlplane run`, or set it in the cluster's "
+                                    "environment (the job's runtime_env env_vars)")
+            return ENV_REFERENCE.sub(lambda match: environ[match.group(1)], value)
+
+        return self.model_copy(update={
+            "env": {key: resolve("env", key, value) for key, value in self.env.items()},
+            "headers": {key: resolve("headers", key, value) for key, value in self.headers.items()}})
 
 
 class DelegationLimits(_Model):

@@ -16,6 +16,9 @@ import pytest
 from benchmarks._ports import free_port  # noqa: F401  re-exported: the tests' and the benchmarks' one helper
 from benchmarks._ray_start import actor_alive  # noqa: F401  re-exported likewise
 
+MCP_TOKEN_ENV = "CONTROLPLANE_TEST_MCP_TOKEN"
+"""The variable that holds the session's MCP credential (the `mcp_token` fixture) in Ray's processes."""
+
 
 def wait_for(condition: Callable[[], object], *, timeout_s: float = 60.0, interval_s: float = 0.1,
              what: str = "condition") -> Any:

@@ -76,20 +76,25 @@ MCP_SERVER_WAITS_FOR = "ECHO_SERVER_WAITS_FOR"
 MCP_SERVER_TOUCHES = "ECHO_SERVER_TOUCHES"
 MCP_SERVER_HTTP_PORT = "ECHO_SERVER_HTTP_PORT"
 MCP_SERVER_LEGACY = "ECHO_SERVER_LEGACY"
+MCP_SERVER_TOKEN = "ECHO_SERVER_TOKEN"
+MCP_SERVER_TOKEN_DIGEST = "ECHO_SERVER_TOKEN_DIGEST"
 
 
 def main() -> None:
-    """An MCP server with two tools, `shout` and `crash`, written with the official SDK. With MCP_SERVER_TOUCHES set to
-    a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers only once that file exists
-    (a server slow to start, held open by the test or by another server). With MCP_SERVER_HTTP_PORT, it serves
-    streamable HTTP on 127.0.0.1 at that port (path /mcp) instead of stdio. With MCP_SERVER_LEGACY, it refuses the
-    2026 protocol's `server/discover`, as a server on the 2025 protocol does: clients then open a session (the
-    initialize handshake), which a restarted server no longer knows."""
+    """An MCP server with three tools, `shout`, `crash` and `credential`, written with the official SDK. With
+    MCP_SERVER_TOUCHES set to a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers only
+    once that file exists (a server slow to start, held open by the test or by another server). With
+    MCP_SERVER_HTTP_PORT, it serves streamable HTTP on 127.0.0.1 at that port (path /mcp) instead of stdio. With
+    MCP_SERVER_LEGACY, it refuses the 2026 protocol's `server/discover`, as a server on the 2025 protocol does:
+    clients then open a session (the initialize handshake), which a restarted server no longer knows. `credential`
+    checks the bearer token of the HTTP request, or else MCP_SERVER_TOKEN, against the SHA-256 hex digest in
+    MCP_SERVER_TOKEN_DIGEST."""
+    import hashlib
     import os
     import time
     from pathlib import Path
 
-    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver import Context, MCPServer
     from mcp.shared.exceptions import MCPError
     from mcp.types import METHOD_NOT_FOUND
 
@@ -115,6 +120,17 @@ def main() -> None:
     def crash() -> str:
         """End this server's process at once, as a crash would."""
         os._exit(1)
+
+    def credential(ctx) -> str:
+        """Check the credential this server was given."""
+        bearer = (ctx.headers or {}).get("authorization", "").removeprefix("Bearer ")
+        given = bearer or os.environ.get(MCP_SERVER_TOKEN, "")
+        if hashlib.sha256(given.encode()).hexdigest() != os.environ.get(MCP_SERVER_TOKEN_DIGEST):
+            raise ValueError("the credential is wrong")
+        return "the credential is right"
+
+    credential.__annotations__["ctx"] = Context  # this module's annotations are strings, and Context is not global
+    server.tool()(credential)
 
     if os.environ.get(MCP_SERVER_HTTP_PORT):
         server.run("streamable-http", port=int(os.environ[MCP_SERVER_HTTP_PORT]))

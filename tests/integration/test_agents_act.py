@@ -13,6 +13,7 @@ import pytest
 
 from serving._secrets import ROOT_SECRET_ENV
 from tests.helpers import (
+    MCP_TOKEN_ENV,
     actor_alive,
     agent,
     by_id,
@@ -26,6 +27,8 @@ from tests.helpers import (
 from tests.helpers.agent_code import (
     MCP_SERVER_HTTP_PORT,
     MCP_SERVER_LEGACY,
+    MCP_SERVER_TOKEN,
+    MCP_SERVER_TOKEN_DIGEST,
     MCP_SERVER_TOUCHES,
     MCP_SERVER_WAITS_FOR,
 )
@@ -160,7 +163,7 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
     assert result["status"] == "succeeded", result["reason"]
     assert by_id(result)["t"]["output"] == "The server shouted back."
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
-    assert tools == ["echo.crash", "echo.shout"]
+    assert tools == ["echo.crash", "echo.credential", "echo.shout"]
     assert not processes_running(HELPERS), "the MCP server outlived its mission"
 
 
@@ -250,6 +253,47 @@ def test_an_http_mcp_server_restarted_between_calls_gets_a_new_session_and_the_c
             server.kill()
 
 
+def test_mcp_credentials_come_from_the_hosts_environment_and_never_reach_the_run_directory(router, mcp_token,
+                                                                                             tmp_path):
+    """A `${NAME}` in a server's env or headers is read where the MCP host runs: the servers get the secret, and
+    the mission log keeps only the reference (which a restarted supervisor resolves again)."""
+    import hashlib
+
+    digest = hashlib.sha256(mcp_token.encode()).hexdigest()
+    reference = f"${{{MCP_TOKEN_ENV}}}"
+    port = free_port()
+    http_server = http_mcp_server(port, env={MCP_SERVER_TOKEN_DIGEST: digest})
+    servers = [{"name": "echo", "command": sys.executable, "args": [str(HELPERS)],
+                "env": {MCP_SERVER_TOKEN: reference, MCP_SERVER_TOKEN_DIGEST: digest}},
+               {"name": "web", "url": f"http://127.0.0.1:{port}/mcp",
+                "headers": {"Authorization": f"Bearer {reference}"}}]
+    run_dir = tmp_path / "run"
+    try:
+        result = run_mission(router, {"mcp_servers": servers, "agents": [actor("caller", tools=["echo.*", "web.*"])],
+                                      "tasks": [task("stdio", "caller", "Show your credential"),
+                                                task("http", "caller", "Show the web credential")]},
+                             run_dir=str(run_dir))
+    finally:
+        http_server.kill()
+    assert result["status"] == "succeeded", result["reason"]
+    for task_id, tool in (("stdio", "echo.credential"), ("http", "web.credential")):
+        assert [(r["tool"], r["status"]) for r in by_id(result)[task_id]["loop"]["tool_records"]] == [(tool, "ok")]
+        assert by_id(result)[task_id]["output"] == "The server accepted the credential."
+    written = "".join(f.read_text(errors="replace") for f in run_dir.rglob("*") if f.is_file())
+    assert reference in written and mcp_token not in written
+
+
+def test_an_mcp_credential_whose_variable_is_not_set_fails_the_mission_start_naming_it(router):
+    server = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)],
+              "env": {MCP_SERVER_TOKEN: "${CONTROLPLANE_TEST_NOT_SET}"}}
+    result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["echo.*"])],
+                                  "tasks": [task("t", "caller", "Show your credential")]})
+    assert result["status"] == "failed"
+    assert "mcp_servers(echo).env.ECHO_SERVER_TOKEN" in result["reason"], result["reason"]
+    assert "$CONTROLPLANE_TEST_NOT_SET is not set where the MCP host runs" in result["reason"], result["reason"]
+    assert result["tasks"] == []  # nothing was planned or dispatched
+
+
 def test_an_mcp_server_that_crashed_is_started_again_for_the_next_call(router):
     server = {"name": "echo", "command": sys.executable, "args": [str(HELPERS)]}
     result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["echo.*"])],
@@ -299,7 +343,7 @@ def test_a_missions_mcp_servers_start_at_once(router, tmp_path):
                                   "tasks": [task("t", "caller", "Shout hello")]})
     assert result["status"] == "succeeded", result["reason"]
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
-    assert tools == ["echo.crash", "echo.shout", "loud.crash", "loud.shout"]
+    assert tools == ["echo.crash", "echo.credential", "echo.shout", "loud.crash", "loud.credential", "loud.shout"]
     assert by_id(result)["t"]["output"] == "The server shouted back."
 
 

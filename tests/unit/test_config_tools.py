@@ -33,6 +33,20 @@ def test_an_mcp_server_has_exactly_one_transport():
             McpServerDecl.model_validate(bad)
 
 
+def test_an_mcp_servers_env_and_headers_read_their_references_from_the_hosts_environment():
+    github = McpServerDecl(name="gh", command="python", env={"GITHUB_TOKEN": "${GH_TOKEN}", "MODE": "read"})
+    web = McpServerDecl(name="web", url="http://h/mcp", headers={"Authorization": "Bearer ${WEB_TOKEN}"})
+    environ = {"GH_TOKEN": "ghp-1", "WEB_TOKEN": "w-2"}
+    assert github.resolved(environ).env == {"GITHUB_TOKEN": "ghp-1", "MODE": "read"}
+    assert web.resolved(environ).headers == {"Authorization": "Bearer w-2"}
+    assert github.env["GITHUB_TOKEN"] == "${GH_TOKEN}"  # the spec, and so the mission log, keeps the reference
+    with pytest.raises(SpecError, match=r"mcp_servers\(web\)\.headers\.Authorization.*\$WEB_TOKEN is not set.*export "
+                       "WEB_TOKEN"):
+        web.resolved({"GH_TOKEN": "ghp-1"})
+    with pytest.raises(ValidationError, match=r"env\.A: \$\{GH TOKEN\} is not a reference"):
+        McpServerDecl(name="gh", command="python", env={"A": "${GH TOKEN}"})
+
+
 def test_agent_acting_fields():
     assert AgentActing().kind == "llm" and AgentActing().max_steps == 8
     assert AgentActing(kind="python", entrypoint="pkg.mod:Agent").entrypoint == "pkg.mod:Agent"
