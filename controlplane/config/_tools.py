@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -62,11 +62,13 @@ class McpServerDecl(_Model):
 
     name: str = Field(pattern=SERVER_NAME_PATTERN, description="Prefix of its tools' names, e.g. `files`.")
     command: str | None = Field(None, description="stdio transport: the program to start, e.g. `python`.")
-    args: list[str] = Field(default_factory=list, description="stdio transport: the program's arguments.")
+    args: list[str] = Field(default_factory=list, description="stdio transport: the program's arguments; "
+                            "`${NAME}` in one is read from the MCP host's environment as the server starts.")
     env: dict[str, str] = Field(default_factory=dict, description="stdio transport: extra environment variables; "
                                 "`${NAME}` in a value is read from the MCP host's environment as the server starts.")
     url: str | None = Field(None, pattern=r"^https?://", description="Streamable HTTP transport: the server's "
-                            "endpoint, e.g. `http://127.0.0.1:8765/mcp`.")
+                            "endpoint, e.g. `http://127.0.0.1:8765/mcp`; `${NAME}` in it is read from the MCP host's "
+                            "environment as it connects.")
     headers: dict[str, str] = Field(default_factory=dict, description="Streamable HTTP transport: extra headers; "
                                     "`${NAME}` in a value is read from the MCP host's environment as it connects.")
     startup_timeout_s: float = Field(30.0, gt=0, le=600, description="Time allowed to start and list its tools.")
@@ -85,29 +87,38 @@ class McpServerDecl(_Model):
             raise ValueError("`args` and `env` belong to a stdio server (`command`); remove them, or use `command`")
         if self.command is not None and self.headers:
             raise ValueError("`headers` belong to an HTTP server (`url`); remove them, or use `url`")
-        for field, values in (("env", self.env), ("headers", self.headers)):
-            for key, value in values.items():
-                bad = [name for name in ENV_REFERENCE.findall(value) if not ENV_NAME.match(name)]
-                if bad:
-                    raise ValueError(f"{field}.{key}: ${{{bad[0]}}} is not a reference to an environment variable; "
-                                     "write ${NAME}, with NAME of letters, digits and underscores")
+        self._with_references(_checked_reference)
         return self
 
     def resolved(self, environ: Mapping[str, str]) -> McpServerDecl:
-        """This server with each `${NAME}` in its env and headers replaced by `environ[NAME]` (the secret stays out
-        of the spec, and so out of the mission log). SpecError naming the first variable that is not set."""
-        def resolve(field: str, key: str, value: str) -> str:
+        """This server with each `${NAME}` in its args, url, env and headers replaced by `environ[NAME]` (the secret
+        stays out of the spec, and so out of the mission log). SpecError naming the first variable that is not set."""
+        def resolve(path: str, value: str) -> str:
             for name in ENV_REFERENCE.findall(value):
                 if name not in environ:
-                    raise SpecError(where=f"mcp_servers({self.name}).{field}.{key}", value=value,
+                    raise SpecError(where=f"mcp_servers({self.name}).{path}", value=value,
                                     why=f"${name} is not set where the MCP host runs",
                                     fix=f"export {name} before `controlplane run`, or set it in the cluster's "
                                     "environment (the job's runtime_env env_vars)")
             return ENV_REFERENCE.sub(lambda match: environ[match.group(1)], value)
 
+        return self._with_references(resolve)
+
+    def _with_references(self, replace: Callable[[str, str], str]) -> McpServerDecl:
+        """A copy with `replace(path, value)` applied to every value that may hold references."""
         return self.model_copy(update={
-            "env": {key: resolve("env", key, value) for key, value in self.env.items()},
-            "headers": {key: resolve("headers", key, value) for key, value in self.headers.items()}})
+            "args": [replace(f"args[{index}]", value) for index, value in enumerate(self.args)],
+            "url": None if self.url is None else replace("url", self.url),
+            "env": {key: replace(f"env.{key}", value) for key, value in self.env.items()},
+            "headers": {key: replace(f"headers.{key}", value) for key, value in self.headers.items()}})
+
+
+def _checked_reference(path: str, value: str) -> str:
+    bad = [name for name in ENV_REFERENCE.findall(value) if not ENV_NAME.match(name)]
+    if bad:
+        raise ValueError(f"{path}: ${{{bad[0]}}} is not a reference to an environment variable; write ${{NAME}}, "
+                         "with NAME of letters, digits and underscores")
+    return value
 
 
 class DelegationLimits(_Model):

@@ -33,18 +33,23 @@ def test_an_mcp_server_has_exactly_one_transport():
             McpServerDecl.model_validate(bad)
 
 
-def test_an_mcp_servers_env_and_headers_read_their_references_from_the_hosts_environment():
-    github = McpServerDecl(name="gh", command="python", env={"GITHUB_TOKEN": "${GH_TOKEN}", "MODE": "read"})
-    web = McpServerDecl(name="web", url="http://h/mcp", headers={"Authorization": "Bearer ${WEB_TOKEN}"})
-    environ = {"GH_TOKEN": "ghp-1", "WEB_TOKEN": "w-2"}
+def test_an_mcp_servers_args_url_env_and_headers_read_their_references_from_the_hosts_environment():
+    github = McpServerDecl(name="gh", command="python", env={"GITHUB_TOKEN": "${GH_TOKEN}", "MODE": "read"},
+                           args=["-m", "pg_server", "postgresql://app:${DB_PASSWORD}@db/app"])
+    web = McpServerDecl(name="web", url="http://h/mcp?team=${TEAM}", headers={"Authorization": "Bearer ${WEB_TOKEN}"})
+    environ = {"GH_TOKEN": "ghp-1", "WEB_TOKEN": "w-2", "DB_PASSWORD": "pw", "TEAM": "growth"}
     assert github.resolved(environ).env == {"GITHUB_TOKEN": "ghp-1", "MODE": "read"}
+    assert github.resolved(environ).args == ["-m", "pg_server", "postgresql://app:pw@db/app"]
     assert web.resolved(environ).headers == {"Authorization": "Bearer w-2"}
+    assert web.resolved(environ).url == "http://h/mcp?team=growth"
     assert github.env["GITHUB_TOKEN"] == "${GH_TOKEN}"  # the spec, and so the mission log, keeps the reference
     with pytest.raises(SpecError, match=r"mcp_servers\(web\)\.headers\.Authorization.*\$WEB_TOKEN is not set.*export "
                        "WEB_TOKEN"):
-        web.resolved({"GH_TOKEN": "ghp-1"})
+        web.resolved({"TEAM": "growth"})
     with pytest.raises(ValidationError, match=r"env\.A: \$\{GH TOKEN\} is not a reference"):
         McpServerDecl(name="gh", command="python", env={"A": "${GH TOKEN}"})
+    with pytest.raises(ValidationError, match=r"args\[1\]: \$\{\} is not a reference"):
+        McpServerDecl(name="gh", command="python", args=["-m", "x${}"])
 
 
 def test_agent_acting_fields():
