@@ -4,10 +4,12 @@ the outcome. Agents call their tools through it as `<server>.<tool>`. Uses the o
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import sys
-from typing import Any
+import threading
+from typing import Any, BinaryIO
 
 import ray
 
@@ -18,6 +20,7 @@ from controlplane.errors import SpecError, ToolError
 
 logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
+STDERR_LINES = 5
 
 
 class McpConnection:
@@ -34,6 +37,7 @@ class McpConnection:
         self._lost = False
         self._restarting = asyncio.Lock()
         self._resolved = decl
+        self._stderr: StderrTail | None = None
 
     async def start(self) -> None:
         """Connect and list the tools; SpecError naming the server when it does not start in time."""
@@ -55,12 +59,23 @@ class McpConnection:
             return
         ready.cancel()
         if self._task in done:
-            error = self._task.exception()
-            raise self._failed(f"it did not start ({type(error).__name__}: {error})",
+            error = _cause(self._task.exception() or RuntimeError("its session ended"))
+            raise self._failed(f"it did not start ({type(error).__name__}: {error}){self._last_words()}",
                                "check the command (or URL), run it by hand to see its error")
         await self.stop()
-        raise self._failed(f"it did not list its tools within startup_timeout_s={self.decl.startup_timeout_s:g}",
+        raise self._failed(f"it did not list its tools within startup_timeout_s={self.decl.startup_timeout_s:g}"
+                           f"{self._last_words()}",
                            "check that it speaks MCP on this transport, or raise startup_timeout_s")
+
+    def _last_words(self) -> str:
+        """The end of a stdio server's stderr, with the values of its references put back as `${NAME}`."""
+        if self._stderr is None:
+            return ""
+        text = " | ".join(self._stderr.last_lines())
+        for name in self.decl.references():
+            if os.environ.get(name):
+                text = text.replace(os.environ[name], f"${{{name}}}")
+        return f"; its stderr ended: {text}" if text else ""
 
     def lost(self) -> None:
         """Its session closed under a call (the server crashed or exited): the next call starts it again."""
@@ -79,6 +94,8 @@ class McpConnection:
         from mcp import Client
 
         async with Client(self._target()) as client:
+            if self._stderr is not None:
+                self._stderr.spawned()
             self.client = client
             self.tools = list((await client.list_tools()).tools)
             self._ready.set()
@@ -92,9 +109,11 @@ class McpConnection:
 
             return streamable_http_client(decl.url, http_client=httpx2.AsyncClient(headers=decl.headers))
         from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
 
-        return StdioServerParameters(command=_program(decl.command or ""), args=list(decl.args),
-                                     env=dict(decl.env) or None)
+        self._stderr = StderrTail()
+        return stdio_client(StdioServerParameters(command=_program(decl.command or ""), args=list(decl.args),
+                                                  env=dict(decl.env) or None), errlog=self._stderr.sink)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -108,6 +127,35 @@ class McpConnection:
     def _failed(self, why: str, fix: str) -> SpecError:
         return SpecError(where=f"mcp_servers({self.decl.name})", value=self.decl.command or self.decl.url,
                          why=f"MCP server {self.decl.name!r}: {why}", fix=fix)
+
+
+class StderrTail:
+    """A stdio server's stderr, through a pipe: copied on to this process's stderr (the MCP host's Ray log), and
+    its last lines kept for the error that names a server that does not start."""
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        self.sink = os.fdopen(write_fd, "w")
+        self._lines: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._copier = threading.Thread(target=self._copy, args=(os.fdopen(read_fd, "rb"),), name="mcp-stderr",
+                                        daemon=True)
+        self._copier.start()
+
+    def _copy(self, source: BinaryIO) -> None:
+        with source:
+            for line in source:
+                text = line.decode(errors="replace")
+                sys.stderr.write(text)
+                self._lines.append(text.rstrip())
+
+    def spawned(self) -> None:
+        """Close this process's end of the pipe once the server holds its own: the copy ends when the server does."""
+        self.sink.close()
+
+    def last_lines(self, wait_s: float = 1.0) -> list[str]:
+        self.spawned()
+        self._copier.join(wait_s)
+        return [line for line in self._lines if line]
 
 
 def tool_spec(decl: McpServerDecl, tool: Any) -> ToolSpec:
@@ -206,6 +254,13 @@ def _session_expired(exc: Exception) -> bool:
     from mcp.shared.exceptions import MCPError
 
     return isinstance(exc, MCPError) and exc.error.message.lower() in ("session not found", "session terminated")
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The one error inside the SDK's task groups, which wrap it (`ExceptionGroup`, twice for stdio)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _connection_closed(exc: Exception) -> bool:

@@ -104,6 +104,17 @@ class McpServerDecl(_Model):
 
         return self._with_references(resolve)
 
+    def references(self) -> set[str]:
+        """The names of the environment variables its values refer to."""
+        names: set[str] = set()
+
+        def collect(path: str, value: str) -> str:
+            names.update(ENV_REFERENCE.findall(value))
+            return value
+
+        self._with_references(collect)
+        return names
+
     def _with_references(self, replace: Callable[[str, str], str]) -> McpServerDecl:
         """A copy with `replace(path, value)` applied to every value that may hold references."""
         return self.model_copy(update={

@@ -396,6 +396,20 @@ def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(rou
              what="the agent started beside the server to go with the mission")
 
 
+def test_a_stdio_server_that_exits_at_start_fails_the_mission_with_its_last_words_and_no_secret(router, mcp_token):
+    """The reason quotes the end of the server's stderr (not the SDK's task-group wrapper), with the values of its
+    references put back as `${NAME}`."""
+    reference = f"${{{MCP_TOKEN_ENV}}}"
+    server = {"name": "db", "command": "python", "args": [
+        "-c", "import sys; sys.exit('cannot reach the database at ' + sys.argv[1])", f"postgresql://app:{reference}@db"]}
+    result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["db.*"])],
+                                  "tasks": [task("t", "caller", "Shout hello")]})
+    assert result["status"] == "failed" and result["tasks"] == []
+    assert f"its stderr ended: cannot reach the database at postgresql://app:{reference}@db" in result["reason"], \
+        result["reason"]
+    assert "ExceptionGroup" not in result["reason"] and mcp_token not in json.dumps(result)
+
+
 def test_a_tool_with_a_gpu_share_runs_as_a_ray_task_on_a_gpu(router):
     gpu_tool = {"name": "gpu_ids", "function": "tests.helpers.agent_code:gpu_ids",
                 "resources": {"num_cpus": 0, "num_gpus": 0.5}}

@@ -42,6 +42,7 @@ def test_an_mcp_servers_args_url_env_and_headers_read_their_references_from_the_
     assert github.resolved(environ).args == ["-m", "pg_server", "postgresql://app:pw@db/app"]
     assert web.resolved(environ).headers == {"Authorization": "Bearer w-2"}
     assert web.resolved(environ).url == "http://h/mcp?team=growth"
+    assert github.references() == {"GH_TOKEN", "DB_PASSWORD"} and web.references() == {"TEAM", "WEB_TOKEN"}
     assert github.env["GITHUB_TOKEN"] == "${GH_TOKEN}"  # the spec, and so the mission log, keeps the reference
     with pytest.raises(SpecError, match=r"mcp_servers\(web\)\.headers\.Authorization.*\$WEB_TOKEN is not set.*export "
                        "WEB_TOKEN"):
