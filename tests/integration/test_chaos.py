@@ -142,6 +142,8 @@ def test_the_mcp_host_killed_mid_mission_is_restarted_and_serves_the_next_call(c
         result = read_result(run_dir)
         assert result["status"] == "succeeded", result["reason"]
         assert_the_server_answered(result)
+        wait_for(lambda: not processes_running(MCP_SERVER), timeout_s=30,  # the killed host's server too
+                 what="the MCP servers of both hosts to stop")
     finally:
         ray.kill(handle)
 
