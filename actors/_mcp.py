@@ -219,7 +219,7 @@ class McpHostActor:
             connection.lost()
             await connection.restart_if_lost()
             result = await _send(connection, spec, tool, arguments)
-        text = "\n".join(getattr(part, "text", "") for part in result.content or [])
+        text = "\n".join(_readable(part) for part in result.content or [])
         if result.is_error:
             raise ToolError(tool=name, why=text or "the server reported an error",
                             fix="see the server's log; the model was told and may call it differently")
@@ -254,6 +254,20 @@ def _session_expired(exc: Exception) -> bool:
     from mcp.shared.exceptions import MCPError
 
     return isinstance(exc, MCPError) and exc.error.message.lower() in ("session not found", "session terminated")
+
+
+def _readable(part: Any) -> str:
+    """One block of a tool's result as a text model reads it: text, an embedded text resource's text, and in place
+    of what it cannot read (an image, audio, a binary resource, a link), a note that says what was left out."""
+    kind = getattr(part, "type", "unknown")
+    if kind == "text":
+        return str(part.text)
+    if kind == "resource" and getattr(part.resource, "text", None) is not None:
+        return str(part.resource.text)
+    source = getattr(part, "uri", None) or getattr(getattr(part, "resource", None), "uri", None)
+    mime_type = getattr(part, "mime_type", None) or getattr(getattr(part, "resource", None), "mime_type", None)
+    details = ", ".join(str(d) for d in (source, mime_type) if d)
+    return f"[{kind} left out{f': {details}' if details else ''}]"
 
 
 def _cause(error: BaseException) -> BaseException:

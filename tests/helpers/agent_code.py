@@ -81,9 +81,9 @@ MCP_SERVER_TOKEN_DIGEST = "ECHO_SERVER_TOKEN_DIGEST"
 
 
 def main() -> None:
-    """An MCP server with three tools, `shout`, `crash` and `credential`, written with the official SDK. With
-    MCP_SERVER_TOUCHES set to a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers only
-    once that file exists (a server slow to start, held open by the test or by another server). With
+    """An MCP server with four tools, `shout`, `crash`, `credential` and `report`, written with the official SDK.
+    With MCP_SERVER_TOUCHES set to a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers
+    only once that file exists (a server slow to start, held open by the test or by another server). With
     MCP_SERVER_HTTP_PORT, it serves streamable HTTP on 127.0.0.1 at that port (path /mcp) instead of stdio. With
     MCP_SERVER_LEGACY, it refuses the 2026 protocol's `server/discover`, as a server on the 2025 protocol does:
     clients then open a session (the initialize handshake), which a restarted server no longer knows. `credential`
@@ -128,6 +128,17 @@ def main() -> None:
         if hashlib.sha256(given.encode()).hexdigest() != os.environ.get(MCP_SERVER_TOKEN_DIGEST):
             raise ValueError("the credential is wrong")
         return "the credential is right"
+
+    @server.tool(structured_output=False)  # content blocks only, as most servers answer
+    def report() -> list[Any]:
+        """A report in three blocks: a summary, the details as an embedded text resource, and a chart."""
+        from mcp.types import EmbeddedResource, ImageContent, TextContent, TextResourceContents
+
+        details = TextResourceContents(uri="file:///report/details.txt", mime_type="text/plain",
+                                       text="Sales rose 4% in May.")
+        return [TextContent(type="text", text="Summary: sales rose."),
+                EmbeddedResource(type="resource", resource=details),
+                ImageContent(type="image", data="iVBORw0KGgo=", mime_type="image/png")]
 
     credential.__annotations__["ctx"] = Context  # this module's annotations are strings, and Context is not global
     server.tool()(credential)

@@ -163,7 +163,7 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
     assert result["status"] == "succeeded", result["reason"]
     assert by_id(result)["t"]["output"] == "The server shouted back."
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
-    assert tools == ["echo.crash", "echo.credential", "echo.shout"]
+    assert tools == ["echo.crash", "echo.credential", "echo.report", "echo.shout"]
     assert not processes_running(HELPERS), "the MCP server outlived its mission"
 
 
@@ -251,6 +251,22 @@ def test_an_http_mcp_server_restarted_between_calls_gets_a_new_session_and_the_c
         ray.kill(host)
         for server in servers:
             server.kill()
+
+
+def test_an_mcp_results_embedded_text_is_kept_and_what_a_text_model_cannot_read_is_named(ray_cluster):
+    import ray
+
+    from actors._mcp import McpHostActor
+    from controlplane.config._tools import McpServerDecl
+
+    host = McpHostActor.remote([McpServerDecl(name="echo", command=sys.executable, args=[str(HELPERS)])])
+    try:
+        ray.get(host.start.remote(), timeout=60)
+        assert ray.get(host.call.remote("echo.report", {}), timeout=60) == (
+            "Summary: sales rose.\nSales rose 4% in May.\n[image left out: image/png]")
+    finally:
+        ray.get(host.stop.remote(), timeout=60)
+        ray.kill(host)
 
 
 def test_mcp_credentials_come_from_the_hosts_environment_and_never_reach_the_run_directory(router, mcp_token,
@@ -343,7 +359,8 @@ def test_a_missions_mcp_servers_start_at_once(router, tmp_path):
                                   "tasks": [task("t", "caller", "Shout hello")]})
     assert result["status"] == "succeeded", result["reason"]
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
-    assert tools == ["echo.crash", "echo.credential", "echo.shout", "loud.crash", "loud.credential", "loud.shout"]
+    assert tools == [f"{server}.{tool}" for server in ("echo", "loud") for tool in ("crash", "credential", "report",
+                                                                                     "shout")]
     assert by_id(result)["t"]["output"] == "The server shouted back."
 
 
