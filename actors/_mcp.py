@@ -95,13 +95,14 @@ class McpConnection:
 
         async with Client(self._target()) as client:
             if self._stderr is not None:
-                self._stderr.spawned()
+                self._stderr.close()
             self.client = client
             self.tools = list((await client.list_tools()).tools)
             self._ready.set()
             await self._stop.wait()
 
     def _target(self) -> Any:
+        """The SDK's transport to the server; a stdio server's stderr goes through a new StderrTail."""
         decl = self._resolved
         if decl.url is not None:
             import httpx2
@@ -123,6 +124,8 @@ class McpConnection:
             await asyncio.wait_for(self._task, STOP_TIMEOUT_S)
         except BaseException:  # a server that will not stop is cut off; the mission's end must not hang on it
             self._task.cancel()
+        if self._stderr is not None:
+            self._stderr.close()
 
     def _failed(self, why: str, fix: str) -> SpecError:
         return SpecError(where=f"mcp_servers({self.decl.name})", value=self.decl.command or self.decl.url,
@@ -148,12 +151,13 @@ class StderrTail:
                 sys.stderr.write(text)
                 self._lines.append(text.rstrip())
 
-    def spawned(self) -> None:
-        """Close this process's end of the pipe once the server holds its own: the copy ends when the server does."""
+    def close(self) -> None:
+        """Close this process's end of the pipe, once the server holds its own (or will not start): the copy ends
+        when the server does."""
         self.sink.close()
 
     def last_lines(self, wait_s: float = 1.0) -> list[str]:
-        self.spawned()
+        self.close()
         self._copier.join(wait_s)
         return [line for line in self._lines if line]
 
