@@ -22,6 +22,8 @@ BUILTIN_TOOL_NAMES = ("delegate", "memory.post", "memory.search")
 GLOB_CHARS = frozenset("*?[")
 ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CREDENTIAL_ENV_KEY = re.compile(r"(?i)(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY)$")
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
 
 Approval = Literal["never", "required"]
 AgentKind = Literal["llm", "python"]
@@ -178,6 +180,7 @@ def check_tools(*, agents: Sequence[Any], tools: Sequence[ToolDecl], mcp_servers
     passes here and is checked again after the server lists its tools.
     """
     declared = _check_declared_names(tools, mcp_servers)
+    _check_no_literal_credentials(mcp_servers)
     servers = [server.name for server in mcp_servers]
     known = sorted(declared) + [f"{server}.*" for server in servers]
     for i, agent in enumerate(agents):
@@ -208,6 +211,21 @@ def _check_declared_names(tools: Sequence[ToolDecl], mcp_servers: Sequence[McpSe
                                 f"`{server.name}.<tool>`)", fix="rename the server")
         servers.add(server.name)
     return names
+
+
+def _check_no_literal_credentials(mcp_servers: Sequence[McpServerDecl]) -> None:
+    """A server's env var or header that names a credential must hold a `${NAME}` reference: the spec is written
+    to the mission log. The error does not repeat the value."""
+    for i, server in enumerate(mcp_servers):
+        named = [(f"env.{key}", value) for key, value in server.env.items() if CREDENTIAL_ENV_KEY.search(key)]
+        named += [(f"headers.{key}", value) for key, value in server.headers.items()
+                  if key.lower() in CREDENTIAL_HEADERS]
+        for path, value in named:
+            if value and not ENV_REFERENCE.search(value):
+                raise SpecError(where=f"mcp_servers[{i}]({server.name}).{path}", value="<a literal, not shown>",
+                                why="it holds a credential, and the mission's spec is written to its log",
+                                fix="export the credential where the MCP host runs and write a reference, e.g. "
+                                    "`${GITHUB_TOKEN}` or `Bearer ${SEARCH_TOKEN}`")
 
 
 def _names_a_tool(entry: str, declared: set[str], servers: list[str]) -> bool:

@@ -53,6 +53,25 @@ def test_an_mcp_servers_args_url_env_and_headers_read_their_references_from_the_
         McpServerDecl(name="gh", command="python", args=["-m", "x${}"])
 
 
+def test_a_literal_credential_in_an_mcp_servers_env_or_headers_is_refused_without_repeating_it():
+    for server, where in ((McpServerDecl(name="gh", command="p", env={"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp-1"}),
+                           "mcp_servers[0](gh).env.GITHUB_PERSONAL_ACCESS_TOKEN"),
+                          (McpServerDecl(name="web", url="http://h/mcp", headers={"authorization": "Bearer w-2"}),
+                           "mcp_servers[0](web).headers.authorization")):
+        with pytest.raises(SpecError, match=r"holds a credential.*Fix: export") as caught:
+            check_tools(agents=[], tools=[], mcp_servers=[server])
+        assert caught.value.where == where and "ghp-1" not in str(caught.value) and "w-2" not in str(caught.value)
+    references = McpServerDecl(name="gh", command="p", env={"GITHUB_TOKEN": "${GH}", "PASSWORD_FILE": "/run/pw",
+                                                            "MAX_TOKENS": "100", "TOKENIZERS_PARALLELISM": "false"})
+    check_tools(agents=[], tools=[], mcp_servers=[references])  # references, and keys that name no credential
+    from controlplane import parse_mission
+
+    with pytest.raises(SpecError, match=r"env\.GITHUB_TOKEN: '<a literal, not shown>' is invalid"):
+        parse_mission({"name": "m", "goal": "g", "agents": [{"name": "a", "role": "r", "tools": ["gh.*"]}],
+                       "tasks": [{"id": "t", "agent": "a", "description": "d"}],
+                       "mcp_servers": [{"name": "gh", "command": "p", "env": {"GITHUB_TOKEN": "ghp-1"}}]})
+
+
 def test_agent_acting_fields():
     assert AgentActing().kind == "llm" and AgentActing().max_steps == 8
     assert AgentActing(kind="python", entrypoint="pkg.mod:Agent").entrypoint == "pkg.mod:Agent"
