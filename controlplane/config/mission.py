@@ -330,12 +330,23 @@ _FIXES = {
 }
 
 
+def _quotable(value: Any) -> Any:
+    """The rejected input as the error may quote it: the values of an MCP server's `env` and `headers`, where its
+    credentials live, left out."""
+    if isinstance(value, list):
+        return [_quotable(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {key: {name: "<not shown>" for name in item} if key in ("env", "headers") and isinstance(item, dict)
+            else _quotable(item) for key, item in value.items()}
+
+
 def _to_spec_error(exc: ValidationError, data: dict[str, Any], source: str) -> SpecError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in ("str", "dict[str,any]", "none")))
     more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
-    value = "<missing>" if first["type"] == "missing" else first.get("input")
+    value = "<missing>" if first["type"] == "missing" else _quotable(first.get("input"))
     fix = _FIXES.get(first["type"], "correct the value")
     return SpecError(where=f"{source}: {yaml_path(loc, data)}", value=value,
                      why=first["msg"].removeprefix("Value error, ") + more, fix=fix)

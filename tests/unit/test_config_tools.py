@@ -72,6 +72,17 @@ def test_a_literal_credential_in_an_mcp_servers_env_or_headers_is_refused_withou
                        "mcp_servers": [{"name": "gh", "command": "p", "env": {"GITHUB_TOKEN": "ghp-1"}}]})
 
 
+def test_a_spec_error_on_an_mcp_server_quotes_it_without_its_env_and_header_values():
+    from controlplane import parse_mission
+
+    with pytest.raises(SpecError, match=r"exactly one of `command`") as caught:
+        parse_mission({"name": "m", "goal": "g", "agents": [{"name": "a", "role": "r"}],
+                       "tasks": [{"id": "t", "agent": "a", "description": "d"}],
+                       "mcp_servers": [{"name": "gh", "command": "p", "url": "http://h/mcp",
+                                        "headers": {"Authorization": "Bearer ghp-1"}}]})
+    assert caught.value.value["headers"] == {"Authorization": "<not shown>"} and "ghp-1" not in str(caught.value)
+
+
 def test_agent_acting_fields():
     assert AgentActing().kind == "llm" and AgentActing().max_steps == 8
     assert AgentActing(kind="python", entrypoint="pkg.mod:Agent").entrypoint == "pkg.mod:Agent"
