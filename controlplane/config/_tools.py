@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -83,8 +84,8 @@ class McpServerDecl(_Model):
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerDecl:
         if (self.command is None) == (self.url is None):
-            raise ValueError(f"give exactly one of `command` (stdio) or `url` (streamable HTTP) "
-                             f"(command={self.command!r}, url={self.url!r})")
+            raise ValueError("give exactly one of `command` (stdio) or `url` (streamable HTTP); this server has "
+                             + ("both" if self.command else "neither"))
         if self.url is not None and (self.args or self.env):
             raise ValueError("`args` and `env` belong to a stdio server (`command`); remove them, or use `command`")
         if self.command is not None and self.headers:
@@ -214,18 +215,59 @@ def _check_declared_names(tools: Sequence[ToolDecl], mcp_servers: Sequence[McpSe
 
 
 def _check_no_literal_credentials(mcp_servers: Sequence[McpServerDecl]) -> None:
-    """A server's env var or header that names a credential must hold a `${NAME}` reference: the spec is written
-    to the mission log. The error does not repeat the value."""
+    """Where a server's declaration passes a credential, it must pass a `${NAME}` reference: the spec is written to
+    the mission log. The error does not repeat the value."""
     for i, server in enumerate(mcp_servers):
-        named = [(f"env.{key}", value) for key, value in server.env.items() if CREDENTIAL_ENV_KEY.search(key)]
-        named += [(f"headers.{key}", value) for key, value in server.headers.items()
-                  if key.lower() in CREDENTIAL_HEADERS]
-        for path, value in named:
+        for path, value in credential_values(server.model_dump()):
             if value and not ENV_REFERENCE.search(value):
                 raise SpecError(where=f"mcp_servers[{i}]({server.name}).{path}", value="<a literal, not shown>",
                                 why="it holds a credential, and the mission's spec is written to its log",
                                 fix="export the credential where the MCP host runs and write a reference, e.g. "
                                     "`${GITHUB_TOKEN}` or `Bearer ${SEARCH_TOKEN}`")
+
+
+def credential_values(server: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(path, value) of each place in an MCP server's declaration (a dict, as written) that passes a credential:
+    an env var or header named as one, the value of a `--token`-like argument, and a URL's password or
+    credential-named query parameter, in `url` or in an argument."""
+    for key, value in _str_items(server.get("env")):
+        if CREDENTIAL_ENV_KEY.search(key):
+            yield f"env.{key}", value
+    for key, value in _str_items(server.get("headers")):
+        if key.lower() in CREDENTIAL_HEADERS:
+            yield f"headers.{key}", value
+    args = server.get("args")
+    args = [arg if isinstance(arg, str) else "" for arg in args] if isinstance(args, list) else []
+    for index, arg in enumerate(args):
+        flag, equals, inline = arg.partition("=")
+        if flag.startswith("-") and CREDENTIAL_ENV_KEY.search(flag.lstrip("-").replace("-", "_")):
+            if equals:
+                yield f"args[{index}]", inline
+            elif index + 1 < len(args) and not args[index + 1].startswith("-"):
+                yield f"args[{index + 1}]", args[index + 1]
+        else:
+            yield from ((f"args[{index}]", value) for value in _url_credentials(arg))
+    url = server.get("url")
+    yield from (("url", value) for value in _url_credentials(url if isinstance(url, str) else ""))
+
+
+def _str_items(mapping: Any) -> list[tuple[str, str]]:
+    if not isinstance(mapping, dict):
+        return []
+    return [(key, value) for key, value in mapping.items() if isinstance(key, str) and isinstance(value, str)]
+
+
+def _url_credentials(text: str) -> list[str]:
+    """A URL's password and the values of its query parameters named as credentials (`?api_key=...`)."""
+    if "://" not in text:
+        return []
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return []
+    named = [value for name, value in parse_qsl(parts.query) if CREDENTIAL_ENV_KEY.search(name.replace("-", "_"))]
+    return ([password] if password else []) + named
 
 
 def _names_a_tool(entry: str, declared: set[str], servers: list[str]) -> bool:

@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from controlplane.config._graph import find_cycle, format_cycle
-from controlplane.config._tools import AgentActing, DelegationLimits, McpServerDecl, ToolDecl, check_tools
+from controlplane.config._tools import (
+    AgentActing,
+    DelegationLimits,
+    McpServerDecl,
+    ToolDecl,
+    check_tools,
+    credential_values,
+)
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 
@@ -331,14 +338,23 @@ _FIXES = {
 
 
 def _quotable(value: Any) -> Any:
-    """The rejected input as the error may quote it: the values of an MCP server's `env` and `headers`, where its
-    credentials live, left out."""
+    """The rejected input as the error may quote it, with what may hold an MCP server's credentials left out: the
+    values of its `env` and `headers`, and an argument or URL that passes one."""
     if isinstance(value, list):
         return [_quotable(item) for item in value]
     if not isinstance(value, dict):
         return value
-    return {key: {name: "<not shown>" for name in item} if key in ("env", "headers") and isinstance(item, dict)
-            else _quotable(item) for key, item in value.items()}
+    hidden = {path for path, _ in credential_values(value)}
+    quoted = {key: _quotable(item) for key, item in value.items()}
+    for key in ("env", "headers"):
+        if isinstance(value.get(key), dict):
+            quoted[key] = {name: "<not shown>" for name in value[key]}
+    if isinstance(value.get("args"), list):
+        quoted["args"] = ["<not shown>" if f"args[{index}]" in hidden else arg
+                          for index, arg in enumerate(value["args"])]
+    if "url" in hidden:
+        quoted["url"] = "<not shown>"
+    return quoted
 
 
 def _to_spec_error(exc: ValidationError, data: dict[str, Any], source: str) -> SpecError:

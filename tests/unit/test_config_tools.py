@@ -72,7 +72,28 @@ def test_a_literal_credential_in_an_mcp_servers_env_or_headers_is_refused_withou
                        "mcp_servers": [{"name": "gh", "command": "p", "env": {"GITHUB_TOKEN": "ghp-1"}}]})
 
 
-def test_a_spec_error_on_an_mcp_server_quotes_it_without_its_env_and_header_values():
+@pytest.mark.parametrize(("declared", "where"), [
+    ({"command": "p", "args": ["--api-key", "sk-1"]}, "args[1]"),
+    ({"command": "p", "args": ["-m", "srv", "--access-token=sk-1"]}, "args[2]"),
+    ({"command": "p", "args": ["postgresql://app:sk-1@db/app"]}, "args[0]"),
+    ({"url": "https://h/mcp?team=growth&api_key=sk-1"}, "url"),
+    ({"url": "https://app:sk-1@h/mcp"}, "url"),
+])
+def test_a_literal_credential_in_an_mcp_servers_args_or_url_is_refused_without_repeating_it(declared, where):
+    with pytest.raises(SpecError, match=r"holds a credential.*Fix: export") as caught:
+        check_tools(agents=[], tools=[], mcp_servers=[McpServerDecl(name="s", **declared)])
+    assert caught.value.where == f"mcp_servers[0](s).{where}" and "sk-1" not in str(caught.value)
+
+
+def test_arguments_and_urls_that_pass_no_literal_credential_are_accepted():
+    for declared in ({"command": "p", "args": ["--api-key", "${KEY}", "--token=${T}", "--max-tokens", "100",
+                                               "--password-file", "/run/pw", "--token", "--verbose"]},
+                     {"command": "p", "args": ["postgresql://app:${DB_PASSWORD}@db/app", "http://[bad", "https://h/x"]},
+                     {"url": "https://h/mcp?team=growth&access_token=${T}&max_tokens=9"}):
+        check_tools(agents=[], tools=[], mcp_servers=[McpServerDecl(name="s", **declared)])
+
+
+def test_a_spec_error_on_an_mcp_server_quotes_it_without_the_values_that_may_hold_its_credentials():
     from controlplane import parse_mission
 
     with pytest.raises(SpecError, match=r"exactly one of `command`") as caught:
@@ -81,6 +102,13 @@ def test_a_spec_error_on_an_mcp_server_quotes_it_without_its_env_and_header_valu
                        "mcp_servers": [{"name": "gh", "command": "p", "url": "http://h/mcp",
                                         "headers": {"Authorization": "Bearer ghp-1"}}]})
     assert caught.value.value["headers"] == {"Authorization": "<not shown>"} and "ghp-1" not in str(caught.value)
+    with pytest.raises(SpecError, match=r"exactly one of `command`") as caught:
+        parse_mission({"name": "m", "goal": "g", "agents": [{"name": "a", "role": "r"}],
+                       "tasks": [{"id": "t", "agent": "a", "description": "d"}],
+                       "mcp_servers": [{"name": "gh", "command": "p", "args": ["-m", "srv", "--token", "ghp-1"],
+                                        "url": "https://app:ghp-2@h/mcp"}]})
+    assert caught.value.value["args"] == ["-m", "srv", "--token", "<not shown>"]
+    assert caught.value.value["url"] == "<not shown>" and "ghp-" not in str(caught.value)
 
 
 def test_agent_acting_fields():
