@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import ray
@@ -68,13 +69,9 @@ class McpConnection:
                            "check that it speaks MCP on this transport, or raise startup_timeout_s")
 
     def _last_words(self) -> str:
-        """The end of a stdio server's stderr, with the values of its references put back as `${NAME}`."""
         if self._stderr is None:
             return ""
         text = " | ".join(self._stderr.last_lines())
-        for name in self.decl.references():
-            if os.environ.get(name):
-                text = text.replace(os.environ[name], f"${{{name}}}")
         return f"; its stderr ended: {text}" if text else ""
 
     def lost(self) -> None:
@@ -112,7 +109,8 @@ class McpConnection:
         from mcp import StdioServerParameters
         from mcp.client.stdio import stdio_client
 
-        self._stderr = StderrTail()
+        secrets = {os.environ[name]: f"${{{name}}}" for name in self.decl.references() if os.environ.get(name)}
+        self._stderr = StderrTail(secrets)
         return stdio_client(StdioServerParameters(command=_program(decl.command or ""), args=list(decl.args),
                                                   env=dict(decl.env) or None), errlog=self._stderr.sink)
 
@@ -134,9 +132,11 @@ class McpConnection:
 
 class StderrTail:
     """A stdio server's stderr, through a pipe: copied on to this process's stderr (the MCP host's Ray log), and
-    its last lines kept for the error that names a server that does not start."""
+    its last lines kept for the error that names a server that does not start. Each of `secrets` (a value: its
+    `${NAME}`) is written as its name in both."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._secrets = sorted(secrets.items(), key=lambda item: -len(item[0]))
         read_fd, write_fd = os.pipe()
         self.sink = os.fdopen(write_fd, "w")
         self._lines: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
@@ -148,6 +148,8 @@ class StderrTail:
         with source:
             for line in source:
                 text = line.decode(errors="replace")
+                for value, name in self._secrets:
+                    text = text.replace(value, name)
                 sys.stderr.write(text)
                 self._lines.append(text.rstrip())
 

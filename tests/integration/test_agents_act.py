@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 
 from serving._secrets import ROOT_SECRET_ENV
 from tests.helpers import (
@@ -38,8 +39,6 @@ HELPERS = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
 
 
 def job_runtime_env() -> dict:
-    import ray
-
     return json.loads(ray.get_runtime_context().get_runtime_env_string())
 
 
@@ -230,8 +229,6 @@ def test_an_http_mcp_servers_session_is_reopened_once_the_server_is_back():
 def test_an_http_mcp_server_restarted_between_calls_gets_a_new_session_and_the_call(ray_cluster):
     """A server on the 2025 protocol holds a session, which it forgets when it restarts (or drops when idle): the
     next call is answered 404 before it runs. The host opens a new session and sends that call again."""
-    import ray
-
     from actors._mcp import McpHostActor
     from controlplane.config._tools import McpServerDecl
 
@@ -254,8 +251,6 @@ def test_an_http_mcp_server_restarted_between_calls_gets_a_new_session_and_the_c
 
 
 def test_an_mcp_results_embedded_text_is_kept_and_what_a_text_model_cannot_read_is_named(ray_cluster):
-    import ray
-
     from actors._mcp import McpHostActor
     from controlplane.config._tools import McpServerDecl
 
@@ -323,8 +318,6 @@ def test_an_mcp_server_that_crashed_is_started_again_for_the_next_call(router):
 
 
 def test_agents_start_while_the_mcp_servers_start(router, tmp_path):
-    import ray
-
     from actors import MISSION_NAMESPACE, follow, new_mission_id, start_mission
     from controlplane import parse_mission
 
@@ -375,8 +368,6 @@ def test_a_server_that_fails_stops_the_ones_still_starting(router, tmp_path):
 
 
 def test_cancelling_a_mission_stops_its_mcp_servers_still_starting_at_once(router, tmp_path):
-    import ray
-
     from actors import MISSION_NAMESPACE, new_mission_id, start_mission
     from actors._mcp import STOP_TIMEOUT_S
     from controlplane import parse_mission
@@ -415,7 +406,7 @@ def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(rou
 
 def test_a_stdio_server_that_exits_at_start_fails_the_mission_with_its_last_words_and_no_secret(router, mcp_token):
     """The reason quotes the end of the server's stderr (not the SDK's task-group wrapper), with the values of its
-    references put back as `${NAME}`."""
+    references put back as `${NAME}`; the whole stderr goes on to the MCP host's Ray log, written the same way."""
     reference = f"${{{MCP_TOKEN_ENV}}}"
     server = {"name": "db", "command": "python", "args": [
         "-c", "import sys; sys.exit('cannot reach the database at ' + sys.argv[1])", f"postgresql://app:{reference}@db"]}
@@ -425,6 +416,10 @@ def test_a_stdio_server_that_exits_at_start_fails_the_mission_with_its_last_word
     assert f"its stderr ended: cannot reach the database at postgresql://app:{reference}@db" in result["reason"], \
         result["reason"]
     assert "ExceptionGroup" not in result["reason"] and mcp_token not in json.dumps(result)
+    logs = [path.read_text(errors="replace") for path in
+            Path(ray._private.worker._global_node.get_logs_dir_path()).glob("worker-*.err")]
+    copied = f"\ncannot reach the database at postgresql://app:{reference}@db\n"  # a line of its own: not the reason
+    assert any(copied in log for log in logs) and not any(mcp_token in log for log in logs)
 
 
 def test_a_tool_with_a_gpu_share_runs_as_a_ray_task_on_a_gpu(router):
