@@ -105,7 +105,7 @@ def fake_autoscaling_cluster(work_dir: Path, *, head_resources: dict[str, float]
         stop_processes_of(temp_dir)
 
 
-def stop_processes_of(temp_dir: str, grace_s: float = 15.0) -> None:
+def stop_processes_of(temp_dir: str, grace_s: float = 3.0) -> None:
     """Stop this cluster's processes by pid, TERM then KILL: those whose command line names `temp_dir`, and their
     children (Serve's HAProxy names no temp dir, and outlives a parent that is killed)."""
     def named() -> set[psutil.Process]:
