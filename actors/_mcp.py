@@ -39,6 +39,7 @@ class McpConnection:
         self._restarting = asyncio.Lock()
         self._resolved = decl
         self._stderr: StderrTail | None = None
+        self._refused: tuple[int, str] | None = None
 
     async def start(self) -> None:
         """Connect and list the tools; SpecError naming the server when it does not start in time."""
@@ -61,14 +62,22 @@ class McpConnection:
         ready.cancel()
         if self._task in done:
             error = _cause(self._task.exception() or RuntimeError("its session ended"))
-            raise self._failed(f"it did not start ({type(error).__name__}: {error}){self._last_words()}",
-                               "check the command (or URL), run it by hand to see its error")
+            if self._refused and self._refused[0] in (401, 403):
+                fix = ("check the credential it is given (in `headers`, such as `Authorization: Bearer ${TOKEN}`, or "
+                       "in the URL): is the variable set to a current one where the MCP host runs?")
+            else:
+                fix = "check the command (or URL), run it by hand to see its error"
+            raise self._failed(f"it did not start ({type(error).__name__}: {error}){self._last_words()}", fix)
         await self.stop()
         raise self._failed(f"it did not list its tools within startup_timeout_s={self.decl.startup_timeout_s:g}"
                            f"{self._last_words()}",
                            "check that it speaks MCP on this transport, or raise startup_timeout_s")
 
     def _last_words(self) -> str:
+        """What the server said as it failed: an HTTP server's error status (the SDK's error leaves it out), the
+        end of a stdio server's stderr."""
+        if self._refused:
+            return f"; it answered HTTP {self._refused[0]} {self._refused[1]}"
         if self._stderr is None:
             return ""
         text = " | ".join(self._stderr.last_lines())
@@ -105,7 +114,9 @@ class McpConnection:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
-            return streamable_http_client(decl.url, http_client=httpx2.AsyncClient(headers=decl.headers))
+            self._refused = None
+            client = httpx2.AsyncClient(headers=decl.headers, event_hooks={"response": [self._note_refusal]})
+            return streamable_http_client(decl.url, http_client=client)
         from mcp import StdioServerParameters
         from mcp.client.stdio import stdio_client
 
@@ -113,6 +124,10 @@ class McpConnection:
         self._stderr = StderrTail(secrets)
         return stdio_client(StdioServerParameters(command=_program(decl.command or ""), args=list(decl.args),
                                                   env=dict(decl.env) or None), errlog=self._stderr.sink)
+
+    async def _note_refusal(self, response: Any) -> None:
+        refused = response.status_code >= 400
+        self._refused = (response.status_code, response.reason_phrase) if refused else None
 
     async def stop(self) -> None:
         self._stop.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 
@@ -78,6 +79,7 @@ MCP_SERVER_HTTP_PORT = "ECHO_SERVER_HTTP_PORT"
 MCP_SERVER_LEGACY = "ECHO_SERVER_LEGACY"
 MCP_SERVER_TOKEN = "ECHO_SERVER_TOKEN"
 MCP_SERVER_TOKEN_DIGEST = "ECHO_SERVER_TOKEN_DIGEST"
+MCP_SERVER_REQUIRES_TOKEN = "ECHO_SERVER_REQUIRES_TOKEN"
 
 
 def main() -> None:
@@ -88,8 +90,8 @@ def main() -> None:
     MCP_SERVER_LEGACY, it refuses the 2026 protocol's `server/discover`, as a server on the 2025 protocol does:
     clients then open a session (the initialize handshake), which a restarted server no longer knows. `credential`
     checks the bearer token of the HTTP request, or else MCP_SERVER_TOKEN, against the SHA-256 hex digest in
-    MCP_SERVER_TOKEN_DIGEST."""
-    import hashlib
+    MCP_SERVER_TOKEN_DIGEST. With MCP_SERVER_REQUIRES_TOKEN, the HTTP server refuses (401) every request whose
+    bearer token does not match that digest, as the SDK's bearer-token auth does."""
     import os
     import time
     from pathlib import Path
@@ -109,7 +111,8 @@ def main() -> None:
             raise MCPError(METHOD_NOT_FOUND, "server/discover: this server speaks the 2025 protocol")
         return await call_next(ctx)
 
-    server = MCPServer("echo", middleware=[refuse_discover] if os.environ.get(MCP_SERVER_LEGACY) else None)
+    auth = _bearer_auth(_matches) if os.environ.get(MCP_SERVER_REQUIRES_TOKEN) else {}
+    server = MCPServer("echo", middleware=[refuse_discover] if os.environ.get(MCP_SERVER_LEGACY) else None, **auth)
 
     @server.tool()
     def shout(text: str) -> str:
@@ -124,8 +127,7 @@ def main() -> None:
     def credential(ctx) -> str:
         """Check the credential this server was given."""
         bearer = (ctx.headers or {}).get("authorization", "").removeprefix("Bearer ")
-        given = bearer or os.environ.get(MCP_SERVER_TOKEN, "")
-        if hashlib.sha256(given.encode()).hexdigest() != os.environ.get(MCP_SERVER_TOKEN_DIGEST):
+        if not _matches(bearer or os.environ.get(MCP_SERVER_TOKEN, "")):
             raise ValueError("the credential is wrong")
         return "the credential is right"
 
@@ -147,6 +149,29 @@ def main() -> None:
         server.run("streamable-http", port=int(os.environ[MCP_SERVER_HTTP_PORT]))
     else:
         server.run()
+
+
+def _matches(token: str) -> bool:
+    import hashlib
+    import os
+
+    return hashlib.sha256(token.encode()).hexdigest() == os.environ.get(MCP_SERVER_TOKEN_DIGEST)
+
+
+def _bearer_auth(matches: Callable[[str], bool]) -> dict[str, Any]:
+    """The SDK server's bearer-token auth, accepting the tokens that `matches`."""
+    import os
+
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.auth.settings import AuthSettings
+
+    class Verifier:
+        async def verify_token(self, token: str) -> AccessToken | None:
+            return AccessToken(token=token, client_id="test", scopes=[]) if matches(token) else None
+
+    url = f"http://127.0.0.1:{os.environ[MCP_SERVER_HTTP_PORT]}"
+    return {"token_verifier": Verifier(), "auth": AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp",
+                                                               validate_token_resource=False)}
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from tests.helpers import (
 from tests.helpers.agent_code import (
     MCP_SERVER_HTTP_PORT,
     MCP_SERVER_LEGACY,
+    MCP_SERVER_REQUIRES_TOKEN,
     MCP_SERVER_TOKEN,
     MCP_SERVER_TOKEN_DIGEST,
     MCP_SERVER_TOUCHES,
@@ -273,7 +274,7 @@ def test_mcp_credentials_come_from_the_hosts_environment_and_never_reach_the_run
     digest = hashlib.sha256(mcp_token.encode()).hexdigest()
     reference = f"${{{MCP_TOKEN_ENV}}}"
     port = free_port()
-    http_server = http_mcp_server(port, env={MCP_SERVER_TOKEN_DIGEST: digest})
+    http_server = http_mcp_server(port, env={MCP_SERVER_TOKEN_DIGEST: digest, MCP_SERVER_REQUIRES_TOKEN: "1"})
     servers = [{"name": "echo", "command": sys.executable, "args": [str(HELPERS)],
                 "env": {MCP_SERVER_TOKEN: reference, MCP_SERVER_TOKEN_DIGEST: digest}},
                {"name": "web", "url": f"http://127.0.0.1:{port}/mcp",
@@ -292,6 +293,26 @@ def test_mcp_credentials_come_from_the_hosts_environment_and_never_reach_the_run
         assert by_id(result)[task_id]["output"] == "The server accepted the credential."
     written = "".join(f.read_text(errors="replace") for f in run_dir.rglob("*") if f.is_file())
     assert reference in written and mcp_token not in written
+
+
+def test_an_http_mcp_server_that_refuses_the_credential_fails_the_mission_start_with_its_status(router, mcp_token):
+    """The SDK's error for a refused request leaves out the HTTP status; the reason gives it, and the fix names
+    the credential."""
+    import hashlib
+
+    port = free_port()
+    server = http_mcp_server(port, env={MCP_SERVER_TOKEN_DIGEST: hashlib.sha256(mcp_token.encode()).hexdigest(),
+                                        MCP_SERVER_REQUIRES_TOKEN: "1"})
+    wrong = {"name": "web", "url": f"http://127.0.0.1:{port}/mcp",
+             "headers": {"Authorization": "Bearer ${HOME}"}}  # set where the host runs, but not the token
+    try:
+        result = run_mission(router, {"mcp_servers": [wrong], "agents": [actor("caller", tools=["web.*"])],
+                                      "tasks": [task("t", "caller", "Show the web credential")]})
+    finally:
+        server.kill()
+    assert result["status"] == "failed" and result["tasks"] == []
+    assert "it answered HTTP 401 Unauthorized" in result["reason"], result["reason"]
+    assert "Fix: check the credential it is given" in result["reason"], result["reason"]
 
 
 def test_an_mcp_credential_whose_variable_is_not_set_fails_the_mission_start_naming_it(router):
