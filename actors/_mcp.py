@@ -39,7 +39,8 @@ class McpConnection:
         self._restarting = asyncio.Lock()
         self._resolved = decl
         self._stderr: StderrTail | None = None
-        self._refused: tuple[int, str] | None = None
+        self.refused: tuple[int, str] | None = None
+        """The HTTP error status of the server's last answer, if it was one (the SDK's error leaves it out)."""
 
     async def start(self) -> None:
         """Connect and list the tools; SpecError naming the server when it does not start in time."""
@@ -62,7 +63,7 @@ class McpConnection:
         ready.cancel()
         if self._task in done:
             error = _cause(self._task.exception() or RuntimeError("its session ended"))
-            if self._refused and self._refused[0] in (401, 403):
+            if self.refused and self.refused[0] in (401, 403):
                 fix = ("check the credential it is given (in `headers`, such as `Authorization: Bearer ${TOKEN}`, or "
                        "in the URL): is the variable set to a current one where the MCP host runs?")
             else:
@@ -76,8 +77,8 @@ class McpConnection:
     def _last_words(self) -> str:
         """What the server said as it failed: an HTTP server's error status (the SDK's error leaves it out), the
         end of a stdio server's stderr."""
-        if self._refused:
-            return f"; it answered HTTP {self._refused[0]} {self._refused[1]}"
+        if self.refused:
+            return f"; it answered HTTP {self.refused[0]} {self.refused[1]}"
         if self._stderr is None:
             return ""
         text = " | ".join(self._stderr.last_lines())
@@ -114,7 +115,7 @@ class McpConnection:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
-            self._refused = None
+            self.refused = None
             client = httpx2.AsyncClient(headers=decl.headers, event_hooks={"response": [self._note_refusal]})
             return streamable_http_client(decl.url, http_client=client)
         from mcp import StdioServerParameters
@@ -127,7 +128,7 @@ class McpConnection:
 
     async def _note_refusal(self, response: Any) -> None:
         refused = response.status_code >= 400
-        self._refused = (response.status_code, response.reason_phrase) if refused else None
+        self.refused = (response.status_code, response.reason_phrase) if refused else None
 
     async def stop(self) -> None:
         self._stop.set()
@@ -262,6 +263,11 @@ async def _send(connection: McpConnection, spec: ToolSpec, tool: str, arguments:
         raise ToolError(tool=spec.name, why=f"the MCP call did not finish within timeout_s={spec.timeout_s:g}",
                         fix="raise the server's timeout_s, or make the tool faster") from None
     except Exception as exc:
+        if connection.refused and not _session_expired(exc):
+            status, phrase = connection.refused
+            raise ToolError(tool=spec.name, why=f"the server answered HTTP {status} {phrase}",
+                            fix="check the credential the server is given" if status in (401, 403)
+                            else "see the server's log") from None
         if not _connection_closed(exc):
             raise
         connection.lost()  # not sent again: it may have run

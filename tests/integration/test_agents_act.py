@@ -251,6 +251,39 @@ def test_an_http_mcp_server_restarted_between_calls_gets_a_new_session_and_the_c
             server.kill()
 
 
+def test_an_http_mcp_server_that_stops_accepting_the_credential_fails_the_call_with_its_status(ray_cluster,
+                                                                                                mcp_token):
+    """The server restarts with a new credential (a rotation) between two calls: the next call is a tool error
+    that gives the HTTP status, which the SDK's error leaves out."""
+    import hashlib
+
+    from actors._mcp import McpHostActor
+    from controlplane.config._tools import McpServerDecl
+    from controlplane.errors import ToolError
+
+    def server_accepting(token: str):
+        return http_mcp_server(port, env={MCP_SERVER_TOKEN_DIGEST: hashlib.sha256(token.encode()).hexdigest(),
+                                          MCP_SERVER_REQUIRES_TOKEN: "1"})
+
+    port = free_port()
+    servers = [server_accepting(mcp_token)]
+    host = McpHostActor.remote([McpServerDecl(name="echo", url=f"http://127.0.0.1:{port}/mcp",
+                                              headers={"Authorization": f"Bearer ${{{MCP_TOKEN_ENV}}}"})])
+    try:
+        ray.get(host.start.remote(), timeout=60)
+        assert ray.get(host.call.remote("echo.shout", {"text": "one"}), timeout=60) == "ONE"
+        servers[0].kill()
+        servers[0].wait(timeout=30)
+        servers.append(server_accepting("the rotated token"))
+        with pytest.raises(ToolError, match=r"the server answered HTTP 401 Unauthorized.*Fix: check the credential"):
+            ray.get(host.call.remote("echo.shout", {"text": "two"}), timeout=60)
+    finally:
+        ray.get(host.stop.remote(), timeout=60)
+        ray.kill(host)
+        for server in servers:
+            server.kill()
+
+
 def test_an_mcp_results_embedded_text_is_kept_and_what_a_text_model_cannot_read_is_named(ray_cluster):
     from actors._mcp import McpHostActor
     from controlplane.config._tools import McpServerDecl
