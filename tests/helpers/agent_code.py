@@ -83,7 +83,8 @@ MCP_SERVER_REQUIRES_TOKEN = "ECHO_SERVER_REQUIRES_TOKEN"
 
 
 def main() -> None:
-    """An MCP server with four tools, `shout`, `crash`, `credential` and `report`, written with the official SDK.
+    """An MCP server with five tools, `shout`, `crash`, `credential`, `report` and `wait`, written with the official
+    SDK.
     With MCP_SERVER_TOUCHES set to a path, it creates that file as it starts; with MCP_SERVER_WAITS_FOR, it answers
     only once that file exists (a server slow to start, held open by the test or by another server). With
     MCP_SERVER_HTTP_PORT, it serves streamable HTTP on 127.0.0.1 at that port (path /mcp) instead of stdio. With
@@ -142,6 +143,7 @@ def main() -> None:
                 EmbeddedResource(type="resource", resource=details),
                 ImageContent(type="image", data="iVBORw0KGgo=", mime_type="image/png")]
 
+    server.tool(name="wait")(_wait)
     credential.__annotations__["ctx"] = Context  # this module's annotations are strings, and Context is not global
     server.tool()(credential)
 
@@ -149,6 +151,20 @@ def main() -> None:
         server.run("streamable-http", port=int(os.environ[MCP_SERVER_HTTP_PORT]))
     else:
         server.run()
+
+
+async def _wait(seconds: float, cancelled_file: str) -> str:
+    """Wait `seconds`; a call cancelled meanwhile writes `cancelled_file`."""
+    from pathlib import Path
+
+    import anyio
+
+    try:
+        await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():
+        Path(cancelled_file).write_text("cancelled")
+        raise
+    return "waited"
 
 
 def _matches(token: str) -> bool:

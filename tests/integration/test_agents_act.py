@@ -163,7 +163,7 @@ def test_mcp_stdio_server_tools_are_called_and_the_server_stops_with_the_mission
     assert result["status"] == "succeeded", result["reason"]
     assert by_id(result)["t"]["output"] == "The server shouted back."
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
-    assert tools == ["echo.crash", "echo.credential", "echo.report", "echo.shout"]
+    assert tools == ["echo.crash", "echo.credential", "echo.report", "echo.shout", "echo.wait"]
     assert not processes_running(HELPERS), "the MCP server outlived its mission"
 
 
@@ -282,6 +282,27 @@ def test_an_http_mcp_server_that_stops_accepting_the_credential_fails_the_call_w
         ray.kill(host)
         for server in servers:
             server.kill()
+
+
+def test_an_mcp_call_past_its_timeout_is_cancelled_on_the_server_and_the_session_serves_the_next(ray_cluster,
+                                                                                                   tmp_path):
+    from actors._mcp import McpHostActor
+    from controlplane.config._tools import McpServerDecl
+    from controlplane.errors import ToolError
+
+    cancelled = tmp_path / "cancelled"
+    host = McpHostActor.remote([McpServerDecl(name="echo", command=sys.executable, args=[str(HELPERS)], timeout_s=1)])
+    try:
+        ray.get(host.start.remote(), timeout=60)
+        started = time.monotonic()
+        with pytest.raises(ToolError, match=r"did not finish within timeout_s=1"):
+            ray.get(host.call.remote("echo.wait", {"seconds": 60, "cancelled_file": str(cancelled)}), timeout=60)
+        assert time.monotonic() - started < 5
+        wait_for(cancelled.exists, timeout_s=5, what="the server to be told the call was cancelled")
+        assert ray.get(host.call.remote("echo.shout", {"text": "next"}), timeout=60) == "NEXT"
+    finally:
+        ray.get(host.stop.remote(), timeout=60)
+        ray.kill(host)
 
 
 def test_an_mcp_results_embedded_text_is_kept_and_what_a_text_model_cannot_read_is_named(ray_cluster):
@@ -407,7 +428,7 @@ def test_a_missions_mcp_servers_start_at_once(router, tmp_path):
     assert result["status"] == "succeeded", result["reason"]
     tools = [e for e in result["events"] if e["status"] == "tools"][0]["data"]["mcp_tools"]
     assert tools == [f"{server}.{tool}" for server in ("echo", "loud") for tool in ("crash", "credential", "report",
-                                                                                     "shout")]
+                                                                                     "shout", "wait")]
     assert by_id(result)["t"]["output"] == "The server shouted back."
 
 
