@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from controlplane.config import ServingConfig, parse_serving_config
+from controlplane.config._yaml import read_yaml
 from controlplane.errors import SpecError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
@@ -18,4 +17,4 @@ def load_serving_config(path: str | Path | None = None) -> ServingConfig:
     if not path.is_file():
         raise SpecError(where=str(path), value=str(path), why="no such file",
                         fix="pass the path of a serving YAML")
-    return parse_serving_config(yaml.safe_load(path.read_text()), where=str(path))
+    return parse_serving_config(read_yaml(path), where=str(path))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -22,6 +21,7 @@ from controlplane.config._tools import (
     check_tools,
     credential_values,
 )
+from controlplane.config._yaml import read_yaml
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 
@@ -286,13 +286,7 @@ def load_mission(path: str | Path) -> MissionSpec:
     if not path.is_file():
         raise SpecError(where=str(path), value=str(path), why="no such file",
                         fix="give the path of a mission YAML file, e.g. missions/product_launch.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpecError(where=where, value=str(getattr(exc, "problem", exc)), why="the file is not valid YAML",
-                        fix="fix the YAML syntax at that line") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(where=str(path), value=type(data).__name__, why="a mission must be a YAML mapping",
                         fix="start the file with `name:`, `goal:`, `agents:` and `tasks:`")

@@ -33,9 +33,16 @@ def test_min_replicas_above_max_quotes_both():
         parse_serving_config({"models": {"a": {"kind": "vllm", "replicas": {"min_replicas": 3, "max_replicas": 2}}}})
 
 
-def test_missing_file_is_a_spec_error(tmp_path):
+def test_missing_file_bad_yaml_and_a_key_written_twice_are_spec_errors(tmp_path):
     with pytest.raises(SpecError, match="no such file"):
         load_serving_config(tmp_path / "missing.yaml")
+    path = tmp_path / "serving.yaml"
+    path.write_text("models:\n  m: [unclosed\n")
+    with pytest.raises(SpecError, match=r"serving\.yaml:\d+: .* is invalid: the file is not valid YAML"):
+        load_serving_config(path)
+    path.write_text("models:\n  m: {kind: scripted}\n  m: {kind: vllm}\n")
+    with pytest.raises(SpecError, match=r"serving\.yaml:3: \"'m' \(first on line 2\)\" is invalid: the key is written"):
+        load_serving_config(path)
 
 
 def test_missing_api_key_env_var_is_named(monkeypatch):

@@ -81,6 +81,24 @@ def test_load_mission_bad_yaml_and_missing_file(tmp_path):
         load_mission(path)
 
 
+def test_a_key_written_twice_in_a_mission_is_refused_naming_its_lines(tmp_path):
+    """YAML loaders keep the last of two equal keys: the first `tasks:` list would be dropped without a word."""
+    path = tmp_path / "twice.yaml"
+    head = "name: m\ngoal: g\nagents:\n"
+    path.write_text(head + "  - {name: a, role: r}\ntasks:\n  - {id: t1, agent: a, description: one}\n"
+                    "tasks:\n  - {id: t2, agent: a, description: two}\n")
+    with pytest.raises(SpecError, match=r"twice\.yaml:7: \"'tasks' \(first on line 5\)\" is invalid: the key is "
+                       r"written twice.*Fix: merge the two"):
+        load_mission(path)
+    path.write_text(head + "  - {name: a, role: r, name: b}\ntasks: []\n")
+    with pytest.raises(SpecError, match=r"twice\.yaml:4: \"'name' \(first on line 4\)\""):
+        load_mission(path)
+    path.write_text(head + "  - &agent {name: a, role: r}\n  - {<<: *agent, name: b, role: editor}\n"
+                    "tasks: [{id: t, agent: b, description: d}]\n")
+    # a merged key (`<<: *agent`) may be overridden
+    assert [(a.name, a.role) for a in load_mission(path).agents] == [("a", "r"), ("b", "editor")]
+
+
 def test_defaults_and_structured_output():
     spec = parse_mission(_with(("tasks", 0, "expected_output"), {"type": "object"}))
     assert spec.tasks[0].expected_output == {"type": "object"}
