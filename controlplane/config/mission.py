@@ -322,12 +322,21 @@ def yaml_path(loc: tuple[Any, ...], data: Any = None) -> str:
     return out or "<top level>"
 
 
+_MAPPING_FIX = "write a YAML mapping: `key: value` lines, or `{key: value}`"
 _FIXES = {
     "missing": "add the field",
     "extra_forbidden": "remove it, or check its spelling against the mission spec in the README",
     "literal_error": "use one of the allowed values",
     "string_pattern_mismatch": "use letters, digits, '_', '.' and '-' only, starting with a letter or digit",
     "reserved_name": "rename the agent (e.g. add a suffix: `-agent`) and the tasks that name it",
+    "list_type": "write a YAML list: `[a, b]`, or one `- item` per line (a single item too: `[a]`)",
+    "dict_type": _MAPPING_FIX,
+    "model_type": _MAPPING_FIX,
+    "string_type": "write text; quote it where YAML would read a number, true/false or a date (`\"5\"`)",
+    "int_parsing": "write a whole number",
+    "float_parsing": "write a number",
+    "bool_parsing": "write true or false",
+    "too_short": "give at least one",
 }
 
 

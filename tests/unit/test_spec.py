@@ -51,6 +51,18 @@ def test_bad_specs_name_path_value_and_fix(data, where, why):
     assert err.fix and "Fix:" in str(err)
 
 
+@pytest.mark.parametrize(("field", "value", "fix"), [
+    (("tasks", 1, "depends_on"), "draft", "write a YAML list"),
+    (("agents", 0, "resources"), "gpu", "write a YAML mapping"),
+    (("name",), 5, "write text"),
+    (("tasks", 0, "retries"), "three", "write a whole number"),
+])
+def test_a_value_of_the_wrong_type_gets_a_fix_that_says_how_to_write_the_right_one(field, value, fix):
+    with pytest.raises(SpecError) as info:
+        parse_mission(_with(field, value), source="m.yaml")
+    assert info.value.fix.startswith(fix), info.value.fix
+
+
 def test_cycle_is_printed_as_the_cycle():
     data = _with(("tasks", 0, "depends_on"), ["final"])
     with pytest.raises(SpecError) as info:
