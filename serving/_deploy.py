@@ -19,6 +19,7 @@ from controlplane._core.placement import head_pin
 from controlplane._model_cache import default_model_path
 from controlplane._tracing import ENDPOINT_ENV
 from controlplane.config import ScriptedModelSpec, ServingConfig, VLLMModelSpec
+from controlplane.errors import SetupError
 from serving._apps import OnConflict, choose_app, config_app_name
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
@@ -173,9 +174,29 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
     application = build_app(config)
     start_serve(http_host, http_port or 8000)
     prefix = route_prefix if choice.name == app_name else f"/{choice.name}"
-    serve.run(application, name=choice.name, route_prefix=prefix)
+    try:
+        serve.run(application, name=choice.name, route_prefix=prefix)
+    except RuntimeError:  # Serve gave up on a deployment: say which model and why, and leave nothing half-started
+        failure = deploy_failure(choice.name, serve.status().applications.get(choice.name))
+        serve.delete(choice.name)
+        raise failure from None
     logger.info("serving app %r is running with models %s", choice.name, sorted(config.models))
     return RouterClient(choice.name)
+
+
+def deploy_failure(app_name: str, status: Any) -> SetupError:
+    """The error for an app Serve could not deploy: each failed model and its replica's error, the last line of
+    the traceback that ends Serve's message."""
+    failed = {name: deployment.message for name, deployment in (status.deployments.items() if status else ())
+              if deployment.status == "DEPLOY_FAILED"}
+    causes = [f"models.{name.split(':', 1)[-1]} ({name}): "
+              f"{(message.strip().splitlines() or ['no message'])[-1].rstrip('.')}"
+              for name, message in sorted(failed.items())]
+    why = "; ".join(causes) if causes else (status.message if status else "Serve gave no reason")
+    return SetupError(what=f"the serving app {app_name!r} did not start: {why}",
+                      fix="correct that model in the serving config (a vLLM model_path is a folder with its "
+                          "config.json and weights, on every node that may run it); the replica's log in the "
+                          "Ray dashboard has the whole traceback")
 
 
 def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:

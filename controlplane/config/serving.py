@@ -142,6 +142,8 @@ class ScriptedFaultSpec(_Spec):
                                            "outage starts; None = no outage.")
     outage_s: float = Field(10.0, gt=0, description="How long the outage lasts; every call in it fails.")
     seed: int | None = Field(None, description="Seed of the random failures; None = a fresh one per replica.")
+    start_error: str | None = Field(None, description="Each replica fails to start with this error, as one whose "
+                                    "model cannot load does; None = replicas start.")
 
 
 class ScriptedModelSpec(_ModelBase):

@@ -235,7 +235,10 @@ class ScriptedReplica:
         self._latency_s = latency_s
         self._steps = EngineSteps(step_s) if step_s is not None else None
         self._calls = CallRunner()
-        self._faults = FaultInjector(ScriptedFaultSpec.model_validate(faults)) if faults is not None else None
+        fault_spec = ScriptedFaultSpec.model_validate(faults) if faults is not None else None
+        if fault_spec is not None and fault_spec.start_error:
+            raise RuntimeError(fault_spec.start_error)
+        self._faults = FaultInjector(fault_spec) if fault_spec is not None else None
 
     async def fault_record(self) -> dict[str, Any]:
         """What this replica's fault injector did, times in epoch seconds; {} when it injects none."""
