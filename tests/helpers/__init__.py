@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks._ports import free_port  # noqa: F401  re-exported: the tests' and the benchmarks' one helper
+from benchmarks._ports import free_port, free_ports  # noqa: F401  re-exported: the tests' and the benchmarks' helpers
 from benchmarks._ray_start import actor_alive  # noqa: F401  re-exported likewise
 
 MCP_TOKEN_ENV = "CONTROLPLANE_TEST_MCP_TOKEN"

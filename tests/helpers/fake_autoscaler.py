@@ -74,19 +74,19 @@ def fake_autoscaling_cluster(work_dir: Path, *, head_resources: dict[str, float]
     """Start the cluster (head: 2 CPUs, no GPU), yield it, then stop its processes (and only those)."""
     import ray._private.services as services
 
-    from tests.helpers import free_port
+    from tests.helpers import free_ports
 
     temp_dir = f"/tmp/cpfake-{uuid.uuid4().hex[:6]}"
-    port = free_port()
+    names = ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             "metrics-export-port", "node-manager-port", "object-manager-port", "runtime-env-agent-port")
+    port, *others = free_ports(1 + len(names))
+    ports = dict(zip(names, others))
     address = f"{services.get_node_ip_address()}:{port}"
     config_path = work_dir / "autoscaler.yaml"
     config_path.write_text(yaml.safe_dump(autoscaler_config(address, gpu_max_workers=gpu_max_workers)))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
         "RAY_AUTH_MODE": "token", "CONTROLPLANE_AUTOSCALER_CONFIG": str(config_path),
         "PATH": f"{Path(RAY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    ports = {name: free_port() for name in ("ray-client-server-port", "dashboard-agent-listen-port",
-                                            "dashboard-agent-grpc-port", "metrics-export-port", "node-manager-port",
-                                            "object-manager-port", "runtime-env-agent-port")}
     cmd = [RAY, "start", "--head", "--port", str(port), "--num-cpus", "2", "--num-gpus", "0",
            "--resources", json.dumps(head_resources or {}), "--temp-dir", temp_dir, "--include-dashboard", "false",
            "--disable-usage-stats", "--min-worker-port", "0", "--max-worker-port", "0",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controlplane._tracing import read_spans
-from tests.helpers import free_port
+from tests.helpers import free_port, free_ports
 from tests.helpers.fake_autoscaler import stop_processes_of
 
 ROOT = Path(__file__).parents[2]
@@ -29,10 +29,10 @@ def head_cluster():
     # As in an activated venv: the job's `python` is the project's.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
         "RAY_AUTH_MODE": "token", "PATH": f"{Path(RAY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
-                                            "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                            "metrics-export-port", "node-manager-port", "object-manager-port",
-                                            "runtime-env-agent-port")}
+    names = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "metrics-export-port", "node-manager-port", "object-manager-port",
+             "runtime-env-agent-port")
+    ports = dict(zip(names, free_ports(len(names))))
     cmd = [RAY, "start", "--head", "--num-cpus", "8", "--num-gpus", "1", "--temp-dir", temp_dir,
            "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--min-worker-port", "0",
            "--max-worker-port", "0", *[a for name, p in ports.items() for a in (f"--{name}", str(p))]]
