@@ -8,11 +8,17 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from controlplane.errors import SetupError
+
 LOCAL_MIN_CPUS = 16
 
 
 def init_ray(address: str | None, verbose: bool) -> bool:
-    """Join a cluster (--address or $RAY_ADDRESS) or start a local Ray; True when it started a local one."""
+    """Join a cluster (--address or $RAY_ADDRESS) or start a local Ray; True when it started a local one.
+    SetupError when nothing answers at the address given."""
+    given = address or os.environ.get("RAY_ADDRESS")
+    if given and given not in ("auto", "local"):
+        _check_address(given, "--address" if address else "$RAY_ADDRESS")
     import ray
 
     from actors import MISSION_NAMESPACE
@@ -31,6 +37,18 @@ def init_ray(address: str | None, verbose: bool) -> bool:
         ray.init(address=address, **common)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     return local
+
+
+def _check_address(address: str, source: str) -> None:
+    if address.startswith(("http://", "https://")):
+        raise SetupError(what=f"{address!r} (from {source}) is a dashboard's address, which `ray job submit` takes; "
+                         "joining a cluster takes its head's host:port",
+                         fix=f"give --address HEAD_HOST:6379, or submit the mission as a job: `ray job submit "
+                             f"--address {address} -- controlplane run MISSION.yaml`")
+    if not reachable(address.removeprefix("ray://")):
+        raise SetupError(what=f"no Ray cluster answers at {address!r} (from {source})",
+                         fix="give the head node's host:port (`ray start --head` prints it; the port is 6379 unless "
+                             "you chose another), or leave out --address and unset RAY_ADDRESS to start a local Ray")
 
 
 def dashboard_hint(dashboard_url: str | None, node_ip: str | None, metrics_port: int | None) -> str:

@@ -27,6 +27,22 @@ def test_a_model_the_serving_config_lacks_is_refused(tmp_path, capsys):
     assert "agents[0](writer).model: 'gpt-9' is invalid" in err and "known models: default" in err
 
 
+def test_an_address_where_no_cluster_answers_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
+    from tests.helpers import free_port
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission()))
+    nobody = f"127.0.0.1:{free_port()}"
+    assert main(["run", str(path), "--address", nobody, "--runs-dir", str(tmp_path / "runs")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"no Ray cluster answers at '{nobody}' (from --address)" in err and "Fix: give the head node's" in err
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # set for `ray job submit`
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "(from $RAY_ADDRESS) is a dashboard's address" in err and "ray job submit --address" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_memory_settings_are_refused(tmp_path, capsys):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(mission(memory={"exact_below": 0})))
