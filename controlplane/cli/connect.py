@@ -16,9 +16,7 @@ LOCAL_MIN_CPUS = 16
 def init_ray(address: str | None, verbose: bool) -> bool:
     """Join a cluster (--address or $RAY_ADDRESS) or start a local Ray; True when it started a local one.
     SetupError when nothing answers at the address given."""
-    given = address or os.environ.get("RAY_ADDRESS")
-    if given and given not in ("auto", "local"):
-        _check_address(given, "--address" if address else "$RAY_ADDRESS")
+    check_address(address)
     import ray
 
     from actors import MISSION_NAMESPACE
@@ -39,14 +37,20 @@ def init_ray(address: str | None, verbose: bool) -> bool:
     return local
 
 
-def _check_address(address: str, source: str) -> None:
-    if address.startswith(("http://", "https://")):
-        raise SetupError(what=f"{address!r} (from {source}) is a dashboard's address, which `ray job submit` takes; "
+def check_address(address: str | None) -> None:
+    """SetupError when `address` (else $RAY_ADDRESS) names a cluster that cannot be joined: a dashboard's URL, or
+    one where nothing answers (ray.init would wait minutes on it)."""
+    given = address or os.environ.get("RAY_ADDRESS")
+    if not given or given in ("auto", "local"):
+        return
+    source = "--address" if address else "$RAY_ADDRESS"
+    if given.startswith(("http://", "https://")):
+        raise SetupError(what=f"{given!r} (from {source}) is a dashboard's address, which `ray job submit` takes; "
                          "joining a cluster takes its head's host:port",
                          fix=f"give --address HEAD_HOST:6379, or submit the mission as a job: `ray job submit "
-                             f"--address {address} -- controlplane run MISSION.yaml`")
-    if not reachable(address.removeprefix("ray://")):
-        raise SetupError(what=f"no Ray cluster answers at {address!r} (from {source})",
+                             f"--address {given} -- controlplane run MISSION.yaml`")
+    if not reachable(given.removeprefix("ray://")):
+        raise SetupError(what=f"no Ray cluster answers at {given!r} (from {source})",
                          fix="give the head node's host:port (`ray start --head` prints it; the port is 6379 unless "
                              "you chose another), or leave out --address and unset RAY_ADDRESS to start a local Ray")
 
@@ -92,6 +96,8 @@ def connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
         address = recorded.read_text().strip()
         if not reachable(address):  # that cluster is gone (a local Ray ends with its `run`)
             return False
+    else:
+        check_address(address)
     try:
         ray.init(address=address or "auto", namespace=MISSION_NAMESPACE, log_to_driver=False)
     except ConnectionError:

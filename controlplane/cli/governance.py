@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from controlplane.cli._codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from controlplane.cli.connect import connect, use_token_auth
+from controlplane.cli.connect import check_address, connect, use_token_auth
 from controlplane.errors import MissionNotFound
 
 
@@ -38,6 +38,7 @@ def stop_command(args: argparse.Namespace) -> int:
     if not args.all:
         print("error: `controlplane stop` needs --all (to stop one mission: `controlplane cancel RUN`)")
         return EXIT_USAGE
+    check_address(args.address)
     use_token_auth()
     import ray
 

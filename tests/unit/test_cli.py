@@ -41,6 +41,11 @@ def test_an_address_where_no_cluster_answers_is_refused_before_anything_starts(t
     err = capsys.readouterr().err
     assert "(from $RAY_ADDRESS) is a dashboard's address" in err and "ray job submit --address" in err
     assert not (tmp_path / "runs").exists()
+    monkeypatch.delenv("RAY_ADDRESS")
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    for command in (["status", "m-1", *runs], ["cancel", "m-1", *runs], ["approvals", "m-1", *runs], ["stop", "--all"]):
+        assert main([*command, "--address", nobody]) == EXIT_USAGE, command
+        assert f"no Ray cluster answers at '{nobody}'" in capsys.readouterr().err
 
 
 def test_bad_memory_settings_are_refused(tmp_path, capsys):
