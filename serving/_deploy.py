@@ -189,14 +189,19 @@ def deploy_failure(app_name: str, status: Any) -> SetupError:
     the traceback that ends Serve's message."""
     failed = {name: deployment.message for name, deployment in (status.deployments.items() if status else ())
               if deployment.status == "DEPLOY_FAILED"}
-    causes = [f"models.{name.split(':', 1)[-1]} ({name}): "
-              f"{(message.strip().splitlines() or ['no message'])[-1].rstrip('.')}"
+    causes = [f"{_deployment_label(name)}: {(message.strip().splitlines() or ['no message'])[-1].rstrip('.')}"
               for name, message in sorted(failed.items())]
     why = "; ".join(causes) if causes else (status.message if status else "Serve gave no reason")
     return SetupError(what=f"the serving app {app_name!r} did not start: {why}",
                       fix="correct that model in the serving config (a vLLM model_path is a folder with its "
                           "config.json and weights, on every node that may run it); the replica's log in the "
                           "Ray dashboard has the whole traceback")
+
+
+def _deployment_label(name: str) -> str:
+    """`vllm:default` reads `models.default (vllm:default)`; the router's deployment keeps its name."""
+    model = name.partition(":")[2]
+    return f"models.{model} ({name})" if model else name
 
 
 def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:

@@ -86,3 +86,21 @@ def test_haproxy_gets_a_connection_limit_that_fits_the_hard_files_limit_unless_t
     assert callers == "1000"
     assert _deploy.haproxy_maxconn(4096, resource.RLIM_INFINITY) == 4096
     assert _deploy.haproxy_maxconn(4096, 1 << 20) == 4096  # never raised above Serve's own default
+
+
+def test_a_failed_deploy_names_each_failed_deployment_by_its_model_and_the_last_line_of_its_error():
+    from types import SimpleNamespace
+
+    from serving._deploy import deploy_failure
+
+    def deployment(status: str, message: str) -> SimpleNamespace:
+        return SimpleNamespace(status=status, message=message)
+
+    status = SimpleNamespace(message="Failed to update the deployments", deployments={
+        "vllm:default": deployment("DEPLOY_FAILED", "Traceback ...\n  File x\nOSError: no config.json in /m.\n"),
+        "Router": deployment("DEPLOY_FAILED", "ValueError: bad"),
+        "scripted:judge": deployment("HEALTHY", "")})
+    what = deploy_failure("controlplane", status).what
+    assert what == ("the serving app 'controlplane' did not start: Router: ValueError: bad; models.default "
+                    "(vllm:default): OSError: no config.json in /m")
+    assert deploy_failure("x", None).what == "the serving app 'x' did not start: Serve gave no reason"
