@@ -4,6 +4,7 @@ agents with `ctx`, MCP servers over stdio, and a GPU tool that runs as a Ray tas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -179,6 +180,28 @@ def http_mcp_server(port: int, *, env: dict[str, str] | None = None):
     return server
 
 
+@contextlib.contextmanager
+def mcp_host(**server):
+    """An `McpHostActor` holding one server named `echo`, started; stopped and killed at the end."""
+    from actors._mcp import McpHostActor
+    from controlplane.config._tools import McpServerDecl
+
+    host = McpHostActor.remote([McpServerDecl(name="echo", **server)])
+    try:
+        ray.get(host.start.remote(), timeout=60)
+        yield host
+    finally:
+        ray.get(host.stop.remote(), timeout=60)
+        ray.kill(host)
+
+
+def restart(servers: list, start_again) -> None:
+    """Kill the last of `servers` and append the one `start_again()` starts on its port."""
+    servers[-1].kill()
+    servers[-1].wait(timeout=30)
+    servers.append(start_again())
+
+
 def test_an_mcp_server_over_streamable_http_is_called_by_url(router):
     port = free_port()
     server = http_mcp_server(port)
@@ -230,23 +253,14 @@ def test_an_http_mcp_servers_session_is_reopened_once_the_server_is_back():
 def test_an_http_mcp_server_restarted_between_calls_gets_a_new_session_and_the_call(ray_cluster):
     """A server on the 2025 protocol holds a session, which it forgets when it restarts (or drops when idle): the
     next call is answered 404 before it runs. The host opens a new session and sends that call again."""
-    from actors._mcp import McpHostActor
-    from controlplane.config._tools import McpServerDecl
-
     port = free_port()
-    legacy = {MCP_SERVER_LEGACY: "1"}
-    servers = [http_mcp_server(port, env=legacy)]
-    host = McpHostActor.remote([McpServerDecl(name="echo", url=f"http://127.0.0.1:{port}/mcp")])
+    servers = [http_mcp_server(port, env={MCP_SERVER_LEGACY: "1"})]
     try:
-        ray.get(host.start.remote(), timeout=60)
-        assert ray.get(host.call.remote("echo.shout", {"text": "one"}), timeout=60) == "ONE"
-        servers[0].kill()
-        servers[0].wait(timeout=30)
-        servers.append(http_mcp_server(port, env=legacy))
-        assert ray.get(host.call.remote("echo.shout", {"text": "two"}), timeout=60) == "TWO"
+        with mcp_host(url=f"http://127.0.0.1:{port}/mcp") as host:
+            assert ray.get(host.call.remote("echo.shout", {"text": "one"}), timeout=60) == "ONE"
+            restart(servers, lambda: http_mcp_server(port, env={MCP_SERVER_LEGACY: "1"}))
+            assert ray.get(host.call.remote("echo.shout", {"text": "two"}), timeout=60) == "TWO"
     finally:
-        ray.get(host.stop.remote(), timeout=60)
-        ray.kill(host)
         for server in servers:
             server.kill()
 
@@ -257,8 +271,6 @@ def test_an_http_mcp_server_that_stops_accepting_the_credential_fails_the_call_w
     that gives the HTTP status, which the SDK's error leaves out."""
     import hashlib
 
-    from actors._mcp import McpHostActor
-    from controlplane.config._tools import McpServerDecl
     from controlplane.errors import ToolError
 
     def server_accepting(token: str):
@@ -267,56 +279,37 @@ def test_an_http_mcp_server_that_stops_accepting_the_credential_fails_the_call_w
 
     port = free_port()
     servers = [server_accepting(mcp_token)]
-    host = McpHostActor.remote([McpServerDecl(name="echo", url=f"http://127.0.0.1:{port}/mcp",
-                                              headers={"Authorization": f"Bearer ${{{MCP_TOKEN_ENV}}}"})])
     try:
-        ray.get(host.start.remote(), timeout=60)
-        assert ray.get(host.call.remote("echo.shout", {"text": "one"}), timeout=60) == "ONE"
-        servers[0].kill()
-        servers[0].wait(timeout=30)
-        servers.append(server_accepting("the rotated token"))
-        with pytest.raises(ToolError, match=r"the server answered HTTP 401 Unauthorized.*Fix: check the credential"):
-            ray.get(host.call.remote("echo.shout", {"text": "two"}), timeout=60)
+        with mcp_host(url=f"http://127.0.0.1:{port}/mcp",
+                      headers={"Authorization": f"Bearer ${{{MCP_TOKEN_ENV}}}"}) as host:
+            assert ray.get(host.call.remote("echo.shout", {"text": "one"}), timeout=60) == "ONE"
+            restart(servers, lambda: server_accepting("the rotated token"))
+            with pytest.raises(ToolError, match=r"the server answered HTTP 401 Unauthorized.*Fix: check the "
+                               r"credential"):
+                ray.get(host.call.remote("echo.shout", {"text": "two"}), timeout=60)
     finally:
-        ray.get(host.stop.remote(), timeout=60)
-        ray.kill(host)
         for server in servers:
             server.kill()
 
 
 def test_an_mcp_call_past_its_timeout_is_cancelled_on_the_server_and_the_session_serves_the_next(ray_cluster,
                                                                                                    tmp_path):
-    from actors._mcp import McpHostActor
-    from controlplane.config._tools import McpServerDecl
     from controlplane.errors import ToolError
 
     cancelled = tmp_path / "cancelled"
-    host = McpHostActor.remote([McpServerDecl(name="echo", command=sys.executable, args=[str(HELPERS)], timeout_s=1)])
-    try:
-        ray.get(host.start.remote(), timeout=60)
+    with mcp_host(command=sys.executable, args=[str(HELPERS)], timeout_s=1) as host:
         started = time.monotonic()
         with pytest.raises(ToolError, match=r"did not finish within timeout_s=1"):
             ray.get(host.call.remote("echo.wait", {"seconds": 60, "cancelled_file": str(cancelled)}), timeout=60)
         assert time.monotonic() - started < 5
         wait_for(cancelled.exists, timeout_s=5, what="the server to be told the call was cancelled")
         assert ray.get(host.call.remote("echo.shout", {"text": "next"}), timeout=60) == "NEXT"
-    finally:
-        ray.get(host.stop.remote(), timeout=60)
-        ray.kill(host)
 
 
 def test_an_mcp_results_embedded_text_is_kept_and_what_a_text_model_cannot_read_is_named(ray_cluster):
-    from actors._mcp import McpHostActor
-    from controlplane.config._tools import McpServerDecl
-
-    host = McpHostActor.remote([McpServerDecl(name="echo", command=sys.executable, args=[str(HELPERS)])])
-    try:
-        ray.get(host.start.remote(), timeout=60)
+    with mcp_host(command=sys.executable, args=[str(HELPERS)]) as host:
         assert ray.get(host.call.remote("echo.report", {}), timeout=60) == (
             "Summary: sales rose.\nSales rose 4% in May.\n[image left out: image/png]")
-    finally:
-        ray.get(host.stop.remote(), timeout=60)
-        ray.kill(host)
 
 
 def test_mcp_credentials_come_from_the_hosts_environment_and_never_reach_the_run_directory(router, mcp_token,
