@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import yaml
 
 from controlplane._core.placement import HEAD_RESOURCE, ClusterCapacity, head_pin, node_types_from_config
+from controlplane.config._yaml import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ RAY_HEAD_MARKER = "node:__internal_head__"
 _warned: set[str] = set()
 
 
-def autoscaler_config() -> dict[str, Any] | None:
-    """The autoscaler config of this cluster when a file for it is known; None otherwise."""
+def autoscaler_config_path() -> Path | None:
+    """The autoscaler config file of this cluster when one is known; None otherwise."""
     named = os.environ.get(AUTOSCALER_CONFIG_ENV)
     path = Path(named).expanduser() if named else LAUNCHER_CONFIG.expanduser()
     if not path.is_file():
@@ -34,17 +34,18 @@ def autoscaler_config() -> dict[str, Any] | None:
             logger.warning("$%s names %s, which does not exist; counting only the nodes up now",
                            AUTOSCALER_CONFIG_ENV, path)
         return None
-    return yaml.safe_load(path.read_text())
+    return path
 
 
 def read_capacity() -> ClusterCapacity:
     """The nodes alive now, plus the node types the autoscaler may add (when its config is known)."""
     nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-    config = autoscaler_config()
-    if config is None:
+    path = autoscaler_config_path()
+    if path is None:
         return ClusterCapacity(nodes=nodes)
     heads = [n for n in nodes if n.get(RAY_HEAD_MARKER)]
-    return ClusterCapacity(nodes=nodes, fixed=heads, node_types=node_types_from_config(config))
+    node_types = node_types_from_config(read_yaml(path), source=str(path))
+    return ClusterCapacity(nodes=nodes, fixed=heads, node_types=node_types)
 
 
 def head_options(what: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, ValidationError
+
 from controlplane.config.mission import MissionSpec
 from controlplane.errors import SpecError
 
@@ -71,19 +73,44 @@ class ClusterCapacity:
         return f"{gpus:g} GPUs and {cpus:g} CPUs{scaling}"
 
 
-def node_types_from_config(config: Mapping[str, Any]) -> list[NodeType]:
+_NODE_TYPES_FORMAT = ("the Ray autoscaler's format: `available_node_types: {<type>: {resources: {CPU: 4, GPU: 1}, "
+                      "max_workers: 2}}`, whole numbers for `max_workers`")
+
+
+class _AutoscalerNodeType(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    resources: dict[str, NonNegativeFloat] | None = None
+    max_workers: NonNegativeInt | None = None
+
+
+class _AutoscalerConfig(BaseModel):
+    """The parts of a Ray autoscaler config the pre-flight check reads; the rest is the autoscaler's."""
+
+    model_config = ConfigDict(extra="ignore")
+    available_node_types: dict[str, _AutoscalerNodeType] | None = None
+    head_node_type: str | None = None
+    max_workers: NonNegativeInt | None = None
+
+
+def node_types_from_config(config: Any, *, source: str = "<autoscaler config>") -> list[NodeType]:
     """The worker types of a Ray autoscaler config (`available_node_types`, head type left out), each capped
-    by the config's cluster-wide `max_workers`."""
-    types = config.get("available_node_types") or {}
-    head = config.get("head_node_type")
-    cap = config.get("max_workers")
+    by the config's cluster-wide `max_workers`. SpecError, naming `source` and the field, when a part it
+    reads is not in Ray's format."""
+    if not isinstance(config, Mapping):
+        raise SpecError(where=source, value=config, why="an autoscaler config is a YAML mapping",
+                        fix=f"point $CONTROLPLANE_AUTOSCALER_CONFIG at a file in {_NODE_TYPES_FORMAT}")
+    try:
+        parsed = _AutoscalerConfig.model_validate(config)
+    except ValidationError as exc:
+        raise SpecError.from_validation(exc, where=f"{source}: ", fix=f"write it in {_NODE_TYPES_FORMAT}") from None
     out = []
-    for name, node in sorted(types.items()):
-        if name == head:
+    for name, node in sorted((parsed.available_node_types or {}).items()):
+        if name == parsed.head_node_type:
             continue
-        most = int(node.get("max_workers", cap or 0))
-        out.append(NodeType(name=name, resources={k: float(v) for k, v in (node.get("resources") or {}).items()},
-                            max_workers=most if cap is None else min(most, int(cap))))
+        cap = parsed.max_workers
+        most = node.max_workers if node.max_workers is not None else (cap or 0)
+        out.append(NodeType(name=name, resources=dict(node.resources or {}),
+                            max_workers=most if cap is None else min(most, cap)))
     return out
 
 

@@ -45,3 +45,22 @@ def test_more_gpus_than_the_cluster_has_are_refused_before_any_actor_starts(ray_
     with pytest.raises(SpecError, match="1.25 GPUs together but the cluster has 1"):
         start_mission(spec, router=None, mission_id="toomany-1")
     assert "toomany-1" not in running_missions() and ray.cluster_resources()["GPU"] == 1
+
+
+@pytest.mark.parametrize(("written", "named"), [
+    ("available_node_types:\n  gpu: {resources: {GPU: many}}\n", "available_node_types.gpu.resources.GPU"),
+    ("max_workers: 2\nmax_workers: 4\n", "'max_workers' (first on line 1)"),
+])
+def test_an_autoscaler_config_ray_could_not_read_refuses_the_mission_naming_the_file_and_field(
+        ray_cluster, tmp_path, monkeypatch, written, named):
+    from actors import running_missions
+    from controlplane import SpecError, parse_mission
+
+    config = tmp_path / "autoscaler.yaml"
+    config.write_text(written)
+    monkeypatch.setenv("CONTROLPLANE_AUTOSCALER_CONFIG", str(config))
+    spec = parse_mission({"name": "scaled", "goal": "g", "agents": [{"name": "a", "role": "worker"}],
+                          "tasks": [{"id": "t", "role": "worker", "description": "d"}]})
+    with pytest.raises(SpecError, match=str(config)) as refused:
+        start_mission(spec, router=None, mission_id="scaled-1")
+    assert named in str(refused.value) and "scaled-1" not in running_missions()
