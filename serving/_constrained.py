@@ -8,10 +8,11 @@ A request with `tools` goes to the backend as a plain guided-JSON call:
 - `json_schema` becomes the union of `actions.action_schema`: one branch per offered tool, plus `{"final": ...}`
   (typed by the request's own json_schema, if any), so the grammar admits only a valid call or an answer.
 
-tool_choice: `none` offers no tools (plain text), `required` drops the `final` branch, a named function offers
-only that tool. The reply maps back: `{"tool", "arguments"}` to one OpenAI tool call (finish_reason
-`tool_calls`), `{"final": text}` to content, streamed as it is decoded; anything else (a cut or unconstrained
-reply) to its raw text. A constrained model makes at most one tool call per reply.
+tool_choice: `none` offers no tools (plain text, or only the `final` branch once the conversation has tool
+history), `required` drops the `final` branch, a named function offers only that tool. The reply maps back:
+`{"tool", "arguments"}` to one OpenAI tool call (finish_reason `tool_calls`), `{"final": text}` to content,
+streamed as it is decoded; anything else (a cut or unconstrained reply) to its raw text. A constrained model
+makes at most one tool call per reply.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def _with_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, An
 def constrained_call(call: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """The backend call for a constrained model, and whether its reply is an action to map back.
 
-    A call without tools or tool messages is returned as it is."""
+    A call without tools or tool messages is returned as it is. A conversation with tool history but no tool to
+    offer (none given, or `tool_choice: none`) must be answered as `{"final": ...}`: shown its earlier calls as
+    action JSON, a small model answering in free text writes another call as text."""
     messages = call.get("messages")
     has_history = messages is not None and any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if not call.get("tools") and not has_history:
@@ -127,9 +130,9 @@ def constrained_call(call: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     body["messages"] = plain_messages(messages or [])
     tool_choice = call.get("tool_choice") or "auto"
     tools = offered_tools(call.get("tools") or [], tool_choice)
-    if not tools:
+    if not tools and not has_history:
         return body, False
-    answer_allowed = tool_choice == "auto"
+    answer_allowed = tool_choice in ("auto", "none")
     instructions = constrained_instructions(tools, structured=call.get("json_schema") is not None)
     if not answer_allowed:
         instructions = f"{instructions}\n{MUST_CALL}"

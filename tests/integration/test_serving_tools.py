@@ -54,7 +54,8 @@ def test_openai_client_streams_tool_call_deltas(router_base_url, api_key):
 
 
 def test_default_model_makes_a_tool_call_through_constrained_decoding(router_base_url, api_key):
-    reply = client(router_base_url, api_key, "tools-smol").chat.completions.create(
+    api = client(router_base_url, api_key, "tools-smol")
+    reply = api.chat.completions.create(
         model="default", max_tokens=64, tools=[WEATHER], tool_choice="required", messages=[QUESTION])
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls", choice.message.content
@@ -62,6 +63,12 @@ def test_default_model_makes_a_tool_call_through_constrained_decoding(router_bas
     arguments = json.loads(call.function.arguments)
     assert call.function.name == "get_weather" and set(arguments) == {"city"} and isinstance(arguments["city"], str)
     assert reply.usage.completion_tokens > 3
+    # Told to answer now, after its call: shown that call as action JSON, it once wrote another call as text.
+    messages = [QUESTION, choice.message, {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}]
+    answer = api.chat.completions.create(
+        model="default", max_tokens=48, tools=[WEATHER], tool_choice="none", messages=messages).choices[0]
+    assert answer.message.tool_calls is None and answer.message.content
+    assert '"tool"' not in answer.message.content and not answer.message.content.lstrip().startswith("{")
 
 
 def ask_weather(model: str) -> ChatRequest:

@@ -65,7 +65,7 @@ def test_tool_choice_decides_what_the_grammar_admits(tool_choice, callable_tools
     assert admits(schema, {"final": "done"}) == may_answer
 
 
-def test_tool_choice_none_asks_for_plain_text():
+def test_tool_choice_none_on_a_conversation_without_tool_history_asks_for_plain_text():
     body, is_action = constrained_call(tool_call(tool_choice="none"))
     assert not is_action and "json_schema" not in body and body["messages"] == ASK
 
@@ -88,8 +88,14 @@ def test_tool_history_is_flattened_into_roles_every_template_knows():
         {"role": "assistant", "content": '{"tool": "get_weather", "arguments": {"city": "Paris"}}\n'
                                          '{"tool": "get_time", "arguments": {}}'},
         {"role": "user", "content": "Result of get_weather: sunny\nResult of get_time: noon"}]
-    body, is_action = constrained_call({"messages": history, "max_tokens": 50})  # no tools: plain text
-    assert not is_action and body["messages"] == plain_messages(history)
+    for no_tool_offered in ({}, {"tools": [WEATHER], "tool_choice": "none"}):
+        body, is_action = constrained_call({"messages": history, "max_tokens": 50, **no_tool_offered})
+        assert is_action and body["messages"][1:] == plain_messages(history)[1:]
+        # the model was shown its calls as action JSON: it answers in it too, and may only answer
+        assert admits(body["json_schema"], {"final": "Sunny at noon."})
+        assert not admits(body["json_schema"], {"tool": "get_weather", "arguments": {"city": "Paris"}})
+        assert 'When you have the answer: {"final"' in body["messages"][0]["content"]
+        assert "get_weather(" not in body["messages"][0]["content"]
 
 
 def feed_all(chunks, done=None):
