@@ -10,9 +10,9 @@ OpenAI-compatible API (`ctx.openai_base_url`), with headers that carry this agen
 and the mission result shows its tokens under the agent. Tracing is off: nothing leaves the machine.
 
 The agent offers the SDK a `calculator` function tool that calls the mission's governed calculator through
-`ctx.tools.call` (allow-list, schema check, timeout). The model chooses to call it once the router returns
-OpenAI `tool_calls` (the router-tools work, with constrained decoding for models without a tool parser); until
-then the router ignores the `tools` field and the model answers in text.
+`ctx.tools.call` (allow-list, schema check, timeout). The router returns the model's choice as OpenAI `tool_calls`
+(constrained decoding makes them for models without a tool parser, the bundled SmolLM2 among them); the SDK runs
+the tool and sends its result back for the answer.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """The shipped agent examples, end to end on Ray and the shared router.
 
 - the LangGraph and OpenAI Agents SDK examples (`kind: python`) call the router over its OpenAI-compatible HTTP
-  API, and their calls are accounted as their agent's (tokens in result.json under the agent);
+  API, their model's OpenAI `tool_calls` run the mission's governed tools, and their calls are accounted as their
+  agent's (tokens in result.json under the agent);
 - the MCP example mission runs its SDK-written stdio server on the scripted engine;
 - the real default model (vLLM-CPU) makes a tool call through constrained actions.
 
-The framework examples use the scripted model: the real one is too slow on a 2-core machine for a graph, and what
-is under test is the wiring (identity headers, accounting, governed tools), not the text.
+The framework examples use a scripted model: what is under test is the wiring (tools offered and called through
+the router, identity headers, accounting, governed tools), not the text; the real model's tool call is the last
+test's.
 """
 
 from __future__ import annotations
@@ -40,24 +42,27 @@ def assert_accounted_to(result: dict[str, Any], agent: str, task: dict[str, Any]
     assert result["usage"]["tokens"] >= tokens
 
 
-def test_langgraph_example_runs_its_tool_node_and_its_model_calls_count_as_its_agent(router, router_base_url):
+def test_langgraph_example_model_chooses_its_tool_call_and_its_calls_count_as_its_agent(router, router_base_url):
     pytest.importorskip("langgraph")
-    result = run_mission(router, example("langgraph.yaml", model="scripted"), router_url=router_base_url)
+    result = run_mission(router, example("langgraph.yaml", model="scripted-tools"), router_url=router_base_url)
     assert result["status"] == "succeeded", result["reason"]
     pitch = by_id(result)["pitch"]
-    # The scripted model echoes the prompt: the tool node's facts reached the model node through the graph.
-    assert pitch["output"].startswith("scripted reply to:") and "Product facts" in pitch["output"]
+    # The scripted model calls read_file only when the request offers it (bind_tools), and answers only on a tool
+    # result with the facts in it: the router's tool_calls reached the ToolNode, and its result the model.
+    assert pitch["output"] == "Tidy turns messy notes into a weekly plan for 4 dollars a month."
     assert pitch["tool_calls"] == 1  # read_file, through ctx.tools.call (the allow-list and schema check)
+    assert pitch["model_calls"] == 2
     assert_accounted_to(result, "analyst", pitch)
 
 
-def test_openai_agents_sdk_example_runs_against_the_router_as_its_agent(router, router_base_url):
+def test_openai_agents_sdk_example_model_calls_its_tool_through_the_router_as_its_agent(router, router_base_url):
     pytest.importorskip("agents")
-    result = run_mission(router, example("openai_agents.yaml", model="scripted"), router_url=router_base_url)
+    result = run_mission(router, example("openai_agents.yaml", model="scripted-tools"), router_url=router_base_url)
     assert result["status"] == "succeeded", result["reason"]
     revenue = by_id(result)["revenue"]
-    # The scripted model echoes the start of the prompt the SDK sent: the goal and the task.
-    assert revenue["output"].startswith("scripted reply to: Team goal: Size Tidy")
+    # The answer rule fits only the calculator's true result, 200000 * 4 * 12: the SDK ran the tool call.
+    assert revenue["output"] == "9,600,000 dollars a year."
+    assert revenue["tool_calls"] == 1 and revenue["model_calls"] == 2
     assert_accounted_to(result, "advisor", revenue)
 
 
