@@ -41,14 +41,13 @@ from controlplane._core.identity import MissionTokens
 from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.results import MissionResult, MissionSummary
 from controlplane._core.scheduler import Scheduler
+from controlplane._core.tick_guard import TickGuard
 from controlplane._rundir import write_run_dir
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.errors import BudgetExceeded
 
 logger = logging.getLogger(__name__)
-SLOW_TICK_S = 0.05
-MAX_FAILED_TICKS = 20  # consecutive failing ticks before the mission fails with the error
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
 TOKEN_MARGIN_S = 60.0
 """An agent's token outlives its task's timeout by this much (queueing at the router, the memory post)."""
@@ -108,7 +107,7 @@ class SupervisorActor:
         self._done = asyncio.Event()
         self._main: asyncio.Task | None = None
         self._metrics_at = 0.0
-        self._failed_ticks = 0
+        self._ticks = TickGuard()
         self._stored_result: dict[str, Any] | None = None
         self.tool_desk = ToolJournalDesk(self.writer, self.opened.state.tools)
         self._take_over()
@@ -402,26 +401,24 @@ class SupervisorActor:
         assert self.sched is not None
         while not self.sched.finished:
             t0 = time.perf_counter()
-            pause_s = 0.0
+            error: Exception | None = None
             try:
                 self._tick(time.time())
-                self._failed_ticks = 0
-            except Exception:
-                self._failed_ticks += 1
-                if self._failed_ticks >= MAX_FAILED_TICKS:
-                    raise  # the mission fails with this error rather than spin
-                logger.exception("mission %s: supervisor tick failed; the loop goes on", self.mission_id)
-                pause_s = 0.1
-            took = time.perf_counter() - t0
-            if took > SLOW_TICK_S:
+            except Exception as exc:
+                error = exc
+            took_s = time.perf_counter() - t0
+            verdict = self._ticks.judge(took_s, error)  # raises at the last failure: the mission fails, not spins
+            if error is not None:
+                logger.error("mission %s: supervisor tick failed; the loop goes on", self.mission_id, exc_info=error)
+            if verdict.slow:
                 logger.warning("mission %s: slow supervisor tick, %.3f s with %d tasks in flight; likely cause: "
                                "the supervisor's process is short of CPU (many tasks finishing at once, or a busy "
                                "node). Fix: give the supervisor a node with spare CPU (cluster.yaml head), or lower "
-                               "agents' max_concurrency", self.mission_id, took, self.sched.in_flight())
+                               "agents' max_concurrency", self.mission_id, took_s, self.sched.in_flight())
             if self.sched.finished:
                 break
             wakes = [t for t in (self.sched.next_wakeup_s(), self.budgets.tracker.wall_deadline_s()) if t is not None]
-            timeout = max(pause_s, min(wakes) - time.time()) if wakes else (pause_s or None)
+            timeout = max(verdict.pause_s, min(wakes) - time.time()) if wakes else (verdict.pause_s or None)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
