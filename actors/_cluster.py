@@ -44,7 +44,7 @@ def read_capacity() -> ClusterCapacity:
     if path is None:
         return ClusterCapacity(nodes=nodes)
     heads = [n for n in nodes if n.get(RAY_HEAD_MARKER)]
-    node_types = node_types_from_config(read_yaml(path), source=str(path))
+    node_types = node_types_from_config(read_yaml(path, expected="a Ray autoscaler config"), source=str(path))
     return ClusterCapacity(nodes=nodes, fixed=heads, node_types=node_types)
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from controlplane.config import ServingConfig, parse_serving_config
 from controlplane.config._yaml import read_yaml
-from controlplane.errors import SpecError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 
@@ -14,7 +13,4 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 def load_serving_config(path: str | Path | None = None) -> ServingConfig:
     """Read a serving YAML; None = the shipped `serving/default.yaml`."""
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    if not path.is_file():
-        raise SpecError(where=str(path), value=str(path), why="no such file",
-                        fix="pass the path of a serving YAML")
-    return parse_serving_config(read_yaml(path), where=str(path))
+    return parse_serving_config(read_yaml(path, expected="a serving YAML file"), where=str(path))

@@ -206,7 +206,8 @@ def _deployment_label(name: str) -> str:
 
 def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
     """`serve.start` in Serve's high-throughput mode (SERVE_CONTROLLER_ENV); a running Serve keeps its options.
-    First it stops the HAProxy processes a killed Serve left on this machine, which would keep their ports."""
+    First it stops the HAProxy processes a killed Serve left on this machine, which would keep their ports.
+    SetupError, with no Serve left running, when another process holds the HTTP port."""
     stopped = stop_orphaned_haproxies()
     if stopped:
         logger.warning("stopped %d HAProxy processes left by a Serve that was killed (pids %s)", len(stopped), stopped)
@@ -214,8 +215,16 @@ def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
     env.update({name: os.environ.get(name) or str(_port_or_free(port)) for name, port in HAPROXY_PORTS.items()})
     env[HAPROXY_MAXCONN_ENV] = os.environ.get(HAPROXY_MAXCONN_ENV) or str(
         haproxy_maxconn(serve_haproxy_maxconn(), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    serve.start(http_options={"host": http_host, "port": http_port},
-                controller_options={"runtime_env": {"env_vars": env}})
+    try:
+        serve.start(http_options={"host": http_host, "port": http_port},
+                    controller_options={"runtime_env": {"env_vars": env}})
+    except RuntimeError as exc:  # Serve's proxy could not bind: only a Serve that was not running binds a port
+        if "address already in use" not in str(exc).lower():
+            raise
+        serve.shutdown()  # a Serve left running would keep this port in its options for the next try
+        raise SetupError(what=f"Serve's HTTP port {http_port} on {http_host} is in use by another process",
+                         fix=f"stop that process (`ss -ltnp 'sport = :{http_port}'` names it), or give Serve another "
+                             f"port: `controlplane run MISSION.yaml --http-port {http_port + 1}`") from None
 
 
 def haproxy_maxconn(serve_default: int, hard_files_limit: int) -> int:

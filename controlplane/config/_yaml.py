@@ -31,8 +31,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: Path) -> Any:
-    """The file's YAML, read strictly: SpecError `<path>:<line>` for bad syntax or a duplicate key."""
+def read_yaml(path: Path, *, expected: str) -> Any:
+    """The file's YAML, read strictly: SpecError `<path>:<line>` for bad syntax or a duplicate key, and SpecError
+    naming `expected` (what the path should be, e.g. "a mission YAML file") when there is no file there."""
+    if not path.is_file():
+        why = "it is a directory" if path.is_dir() else "no such file"
+        raise SpecError(where=str(path), value=str(path), why=why, fix=f"give the path of {expected}")
     try:
         return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:

@@ -283,10 +283,7 @@ def _unknown(where: str, value: str, kind: str, known: list[str]) -> SpecError:
 def load_mission(path: str | Path) -> MissionSpec:
     """Read and validate a mission YAML file; any problem raises `SpecError` naming file and YAML path."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(where=str(path), value=str(path), why="no such file",
-                        fix="give the path of a mission YAML file, e.g. missions/product_launch.yaml")
-    data = read_yaml(path)
+    data = read_yaml(path, expected="a mission YAML file, e.g. missions/product_launch.yaml")
     if not isinstance(data, dict):
         raise SpecError(where=str(path), value=type(data).__name__, why="a mission must be a YAML mapping",
                         fix="start the file with `name:`, `goal:`, `agents:` and `tasks:`")

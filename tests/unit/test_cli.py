@@ -63,6 +63,17 @@ def test_subcommands_and_options():
         build_parser().parse_args(["explode"])
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "eighty"])
+def test_an_http_port_that_is_no_tcp_port_is_a_usage_error_before_anything_starts(port, capsys):
+    for command in ("run", "resume"):
+        with pytest.raises(SystemExit) as usage:
+            build_parser().parse_args([command, "x", "--http-port", port])
+        assert usage.value.code == EXIT_USAGE
+        assert f"argument --http-port: '{port}' is not a TCP port: give a whole number from 1 to 65535" \
+            in capsys.readouterr().err
+    assert build_parser().parse_args(["run", "x", "--http-port", "8001"]).http_port == 8001
+
+
 def test_status_and_cancel_of_an_ended_mission_use_its_record_without_a_cluster(tmp_path, capsys):
     import json
 

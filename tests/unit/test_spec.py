@@ -88,6 +88,8 @@ def test_load_mission_bad_yaml_and_missing_file(tmp_path):
         load_mission(path)
     with pytest.raises(SpecError, match="no such file"):
         load_mission(tmp_path / "missing.yaml")
+    with pytest.raises(SpecError, match="it is a directory. Fix: give the path of a mission YAML file"):
+        load_mission(tmp_path)
     path.write_text("- just a list\n")
     with pytest.raises(SpecError, match="must be a YAML mapping"):
         load_mission(path)
