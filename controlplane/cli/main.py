@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from controlplane.cli import governance, keys
-from controlplane.cli._codes import EXIT_FAILED, EXIT_USAGE
+from controlplane.cli._codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
 
@@ -107,3 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:  # `status --watch`, `wait`, or `run` before its mission started: stop, no traceback
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -74,6 +74,17 @@ def test_an_http_port_that_is_no_tcp_port_is_a_usage_error_before_anything_start
     assert build_parser().parse_args(["run", "x", "--http-port", "8001"]).http_port == 8001
 
 
+def test_ctrl_c_outside_a_running_mission_stops_the_command_without_a_traceback(monkeypatch, capsys):
+    from controlplane.cli import missions
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(missions, "status_command", interrupted)  # as `status --watch` is, when Ctrl-C comes
+    assert main(["status", "m-1", "--watch"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_status_and_cancel_of_an_ended_mission_use_its_record_without_a_cluster(tmp_path, capsys):
     import json
 
