@@ -1,28 +1,35 @@
 """`ray job submit --working-dir . -- python -m controlplane run ...` against its own `ray start --head`.
 
 The cluster has token auth on (Ray 2.60's default for `ray start`), so the client sets RAY_AUTH_MODE=token.
-It runs on non-default ports with its own temp dir, and only its own processes are stopped at the end.
+It runs on non-default ports with its own temp dir, and only its own processes are stopped at the end. Its
+two jobs: a mission with fractional GPUs, and one whose MCP server's credential is given only in the job's
+`runtime_env` (`env_vars`), as a user passes a secret to a job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from controlplane._tracing import read_spans
-from tests.helpers import free_port, free_ports
+from tests.helpers import by_id, free_port, free_ports
+from tests.helpers.agent_code import MCP_SERVER_TOKEN, MCP_SERVER_TOKEN_DIGEST
 from tests.helpers.fake_autoscaler import stop_processes_of
 
 ROOT = Path(__file__).parents[2]
 RAY = str(Path(os.sys.executable).parent / "ray")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_cluster():
     """A `ray start --head` cluster with one logical GPU; yields (env, dashboard URL)."""
     temp_dir = f"/tmp/cpjob-{uuid.uuid4().hex[:6]}"
@@ -65,3 +72,35 @@ def test_ray_job_submit_runs_a_mission_with_fractional_gpus(head_cluster, tmp_pa
     spans = read_spans(runs / "jobsubmit-1" / "traces.jsonl")  # the run's one trace, from every process
     assert len({s["trace_id"] for s in spans}) == 1
     assert {s["service"] for s in spans} == {"controlplane.supervisor", "controlplane.agent", "controlplane.router"}
+
+
+def test_an_mcp_credential_given_in_the_jobs_runtime_env_reaches_the_server(head_cluster, tmp_path):
+    env, dashboard = head_cluster
+    token, name = secrets.token_hex(16), "CONTROLPLANE_JOB_MCP_TOKEN"
+    assert name not in env  # only the job's runtime_env has it
+    serving = tmp_path / "serving.yaml"
+    serving.write_text(yaml.safe_dump({"models": {"caller": {"kind": "scripted", "replies": [
+        {"match": "Result of echo.credential: the credential is right",
+         "text": '{"final": "The server accepted the credential."}'},
+        {"match": "(?i)show your credential", "text": '{"tool": "echo.credential", "arguments": {}}'}]}}}))
+    mission = tmp_path / "mission.yaml"
+    mission.write_text(yaml.safe_dump({
+        "name": "job-credential", "goal": "Call a server with a credential", "serving": str(serving),
+        "mcp_servers": [{"name": "echo", "command": sys.executable, "args": [str(ROOT / "tests/helpers/agent_code.py")],
+                         "env": {MCP_SERVER_TOKEN: f"${{{name}}}",
+                                 MCP_SERVER_TOKEN_DIGEST: hashlib.sha256(token.encode()).hexdigest()}}],
+        "agents": [{"name": "caller", "role": "caller", "model": "caller", "tools": ["echo.credential"]}],
+        "tasks": [{"id": "call", "agent": "caller", "description": "Show your credential"}]}))
+    runs = tmp_path / "runs"
+    cmd = [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".",
+           "--runtime-env-json", json.dumps({"env_vars": {name: token}}), "--",
+           "python", "-m", "controlplane", "run", str(mission), "--runs-dir", str(runs), "--mission-id",
+           "jobcredential-1", "--http-port", str(free_port())]
+    job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    result = json.loads((runs / "jobcredential-1" / "result.json").read_text())
+    assert result["status"] == "succeeded", result["reason"]
+    call = by_id(result)["call"]
+    assert [(r["tool"], r["status"]) for r in call["loop"]["tool_records"]] == [("echo.credential", "ok")]
+    assert call["output"] == "The server accepted the credential."
+    assert token not in job.stdout + job.stderr
