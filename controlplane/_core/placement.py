@@ -103,11 +103,10 @@ def node_types_from_config(config: Any, *, source: str = "<autoscaler config>") 
         parsed = _AutoscalerConfig.model_validate(config)
     except ValidationError as exc:
         raise SpecError.from_validation(exc, where=f"{source}: ", fix=f"write it in {_NODE_TYPES_FORMAT}") from None
-    out = []
+    out, cap = [], parsed.max_workers
     for name, node in sorted((parsed.available_node_types or {}).items()):
         if name == parsed.head_node_type:
             continue
-        cap = parsed.max_workers
         most = node.max_workers if node.max_workers is not None else (cap or 0)
         out.append(NodeType(name=name, resources=dict(node.resources or {}),
                             max_workers=most if cap is None else min(most, cap)))
