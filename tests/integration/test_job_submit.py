@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from controlplane._tracing import read_spans
+from tests.fixtures.serving import TOOL_TRANSCRIPTS
 from tests.helpers import by_id, free_port, free_ports
 from tests.helpers.agent_code import MCP_SERVER_TOKEN, MCP_SERVER_TOKEN_DIGEST
 from tests.helpers.fake_autoscaler import stop_processes_of
@@ -79,10 +80,7 @@ def test_an_mcp_credential_given_in_the_jobs_runtime_env_reaches_the_server(head
     token, name = secrets.token_hex(16), "CONTROLPLANE_JOB_MCP_TOKEN"
     assert name not in env  # only the job's runtime_env has it
     serving = tmp_path / "serving.yaml"
-    serving.write_text(yaml.safe_dump({"models": {"caller": {"kind": "scripted", "replies": [
-        {"match": "Result of echo.credential: the credential is right",
-         "text": '{"final": "The server accepted the credential."}'},
-        {"match": "(?i)show your credential", "text": '{"tool": "echo.credential", "arguments": {}}'}]}}}))
+    serving.write_text(yaml.safe_dump({"models": {"caller": {"kind": "scripted", "replies": TOOL_TRANSCRIPTS}}}))
     mission = tmp_path / "mission.yaml"
     mission.write_text(yaml.safe_dump({
         "name": "job-credential", "goal": "Call a server with a credential", "serving": str(serving),
