@@ -284,12 +284,11 @@ class SupervisorActor:
                       + (" (resumed from the mission log)" if resuming else ""))
         trace = MissionTrace(self.mission_id, self.spec.name)
         try:
-            await self.budgets.arm(self._control_token())
             if resuming:
-                await self._start_actors()
+                await at_once(self.budgets.arm(self._control_token()), self._start_actors())
                 self._resume()
             else:
-                tasks, _ = await at_once(self._plan(), self._start_actors())  # the planner's call while agents start
+                tasks, _ = await at_once(self._plan(), self._start_actors())  # caps and the planner while agents start
                 self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
                 self.phase = MissionStatus.RUNNING
                 self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
@@ -380,6 +379,8 @@ class SupervisorActor:
         self._wake.set()
 
     async def _plan(self) -> list[TaskSpec]:
+        """The mission's tasks, once the router holds its caps (the planner's call is under them)."""
+        await self.budgets.arm(self._control_token())
         if self.spec.plan == "declared":
             return list(self.spec.tasks)
         self.phase = MissionStatus.PLANNING

@@ -18,7 +18,7 @@ from serving._breaker import CircuitBreaker
 from serving._gate import Gate
 from serving._keys import KeyScope
 from serving._leases import shared_amounts
-from serving._ledger import BudgetLedger, Charge, ModelPrice, Reservation
+from serving._ledger import AccountState, BudgetLedger, Charge, ModelPrice, Reservation
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
 from serving._tool_calls import check_tool_request, message_text, tools_text
@@ -37,6 +37,16 @@ class Shared(Protocol):
     async def acquire(self, scope: str, amount: float) -> None: ...
 
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
+
+
+class Book(Protocol):
+    """Where capped missions' caps and usage outlive this replica (serving/_budget_book.py: BudgetBook)."""
+
+    async def load(self, mission_id: str) -> list[AccountState]: ...
+
+    async def put(self, mission_id: str, states: list[AccountState]) -> None: ...
+
+    def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None: ...
 
 
 @dataclass(kw_only=True)
@@ -101,9 +111,13 @@ class RouterCore:
     def __init__(self, config: ServingConfig, backends: dict[str, Backend], *,
                  clock: Callable[[], float] = time.monotonic,
                  on_record: Callable[[str, Identity, dict[str, Any] | None], None] | None = None,
-                 shared: Shared | None = None) -> None:
+                 shared: Shared | None = None, book: Book | None = None) -> None:
         self.config = config
         self._shared = shared
+        self._book = book
+        self._loaded: set[str] = set()
+        """Missions whose accounts were read from the book (or that it did not hold)."""
+        self._load_lock = asyncio.Lock()
         self.ledger = Ledger()
         self.budgets = BudgetLedger(mission_max_tokens=config.router.mission.token_budget,
                                     mission_max_usd=config.router.mission.usd_budget)
@@ -133,9 +147,10 @@ class RouterCore:
             raise SpecError(where="model", value=model, why=f"no such model; known: {sorted(self.config.models)}",
                             fix="use one of the known model names")
 
-    def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
-                   max_usd: float | None = None) -> None:
-        """Hard caps of a mission (agent_id None) or of one of its agents; None = uncapped.
+    async def set_budget(self, mission_id: str, agent_id: str | None = None, *, max_tokens: int | None = None,
+                         max_usd: float | None = None) -> None:
+        """Hard caps of a mission (agent_id None) or of one of its agents; None = uncapped. With a book, the
+        mission's caps and usage are written there before this returns.
 
         Refused with several router replicas: a cap lives in the replica that receives it, so it would not bind
         the others (budgets are not shared through the limiter actor yet)."""
@@ -148,7 +163,19 @@ class RouterCore:
                             fix="run missions with budgets.max_tokens, budgets.max_usd or an agent budget on a "
                                 "serving config with router.replicas: 1, or leave those caps out "
                                 "(budgets.max_llm_calls and max_wall_s are kept by the supervisor)")
+        await self._load_budgets(mission_id)
         self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+        if self._book is not None:
+            await self._book.put(mission_id, self.budgets.export(mission_id))
+
+    async def _load_budgets(self, mission_id: str) -> None:
+        """Carry on the caps and usage the book holds of a mission, once, before this replica first uses them."""
+        if self._book is None or mission_id in self._loaded:
+            return
+        async with self._load_lock:
+            if mission_id not in self._loaded:
+                self.budgets.restore(mission_id, await self._book.load(mission_id))
+                self._loaded.add(mission_id)
 
     def set_mission_weight(self, mission_id: str, weight: float) -> None:
         """A mission's share of each model while calls wait (default 1): weighted fair queueing between missions."""
@@ -220,6 +247,7 @@ class RouterCore:
         start_s = self._clock()
         if call.key is not None:
             scopes.append(self._key_scope(call.key, start_s))
+        await self._load_budgets(ident.mission_id)
         reservation = self._reserve(model, call, start_s)
         shared: list[str] = []
         try:
@@ -245,6 +273,8 @@ class RouterCore:
             if final is None:
                 charge = self.budgets.release(reservation, **progress.usage(call.body))
             used = charge.prompt_tokens + charge.completion_tokens
+            if self._book is not None and used and self.budgets.capped(ident.mission_id, ident.agent_id):
+                self._book.charge(ident.mission_id, ident.agent_id, used, charge.usd)
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._settle_shared(shared, est_tokens, used)
             self._account(model, ident, final, charge)

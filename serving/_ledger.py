@@ -84,6 +84,18 @@ class Spend:
     reserved_usd: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class AccountState:
+    """One account as the budget book keeps it, so that a router replica started later can carry it on."""
+
+    agent_id: str | None
+    """None for the mission's own account."""
+    max_tokens: int | None
+    max_pico_usd: int | None
+    used_tokens: int
+    used_pico_usd: int
+
+
 @dataclass
 class _Account:
     max_tokens: int | None = None
@@ -150,6 +162,38 @@ class BudgetLedger:
         with self._lock:
             return self._close(reservation, min(prompt_tokens, reservation.prompt_tokens),
                                min(completion_tokens, reservation.max_tokens), 0)
+
+    def charge(self, mission_id: str, agent_id: str, *, tokens: int, usd: float) -> None:
+        """Count usage settled elsewhere (the budget book, for the replica that settled it)."""
+        with self._lock:
+            for _, account in self._accounts_of(mission_id, agent_id):
+                account.used_tokens += tokens
+                account.used_pico_usd += round(usd * PICO_USD)
+
+    def capped(self, mission_id: str, agent_id: str) -> bool:
+        """Whether a call of this agent counts against any cap."""
+        with self._lock:
+            return any(account.max_tokens is not None or account.max_pico_usd is not None
+                       for _, account in self._accounts_of(mission_id, agent_id))
+
+    def export(self, mission_id: str) -> list[AccountState]:
+        """The caps and settled usage of a mission and its agents."""
+        with self._lock:
+            return [AccountState(agent_id=agent_id, max_tokens=a.max_tokens, max_pico_usd=a.max_pico_usd,
+                                 used_tokens=a.used_tokens, used_pico_usd=a.used_pico_usd)
+                    for (m, agent_id), a in self._accounts.items() if m == mission_id]
+
+    def restore(self, mission_id: str, states: list[AccountState]) -> None:
+        """Carry on a mission from its exported accounts: their usage replaces this ledger's, and so do their
+        caps, except that a cap of None leaves this ledger's default in place."""
+        with self._lock:
+            for state in states:
+                account = self._account(mission_id, state.agent_id)
+                account.used_tokens, account.used_pico_usd = state.used_tokens, state.used_pico_usd
+                if state.max_tokens is not None:
+                    account.max_tokens = state.max_tokens
+                if state.max_pico_usd is not None:
+                    account.max_pico_usd = state.max_pico_usd
 
     def spend(self, mission_id: str, agent_id: str | None = None) -> Spend:
         """A mission's (agent_id None) or an agent's usage."""

@@ -24,6 +24,7 @@ from serving import _http
 from serving._auth import Authenticator
 from serving._backends.remote import RemoteBackend
 from serving._batcher import Batcher
+from serving._budget_book import BudgetBook
 from serving._constrained import ConstrainedBackend
 from serving._core import Backend, Call, RouterCore
 from serving._keys import ApiKeyStore
@@ -103,14 +104,13 @@ def _cancel_when_this_request_ends(future: asyncio.Future[Any]) -> None:
     task.add_done_callback(lambda _: future.cancel())
 
 
-def _shared(config: ServingConfig) -> SharedLimits | None:
+def _shared(config: ServingConfig, app_name: str, on_head: dict[str, float]) -> SharedLimits | None:
     """With several router replicas, the models' rpm/tpm go through the app's limiter actor (started by the first
     replica that needs it)."""
     quotas = shared_quotas(config.models)
     if config.router.replicas == 1 or not quotas:
         return None
-    limiter = start_limiter(serve.get_replica_context().app_name, quotas,
-                            resources=head_pin(ray.cluster_resources()))
+    limiter = start_limiter(app_name, quotas, resources=on_head)
     return SharedLimits(limiter)
 
 
@@ -129,7 +129,10 @@ class Router:
         styled: dict[str, Backend] = {
             name: ConstrainedBackend(backend) if self._config.models[name].tool_style == "constrained" else backend
             for name, backend in backends.items()}
-        self._core = RouterCore(self._config, styled, on_record=_Metrics().record, shared=_shared(self._config))
+        app_name, on_head = serve.get_replica_context().app_name, head_pin(ray.cluster_resources())
+        self._core = RouterCore(self._config, styled, on_record=_Metrics().record,
+                                shared=_shared(self._config, app_name, on_head),
+                                book=BudgetBook(app_name, resources=on_head))
         self._auth = Authenticator(root_secret=load_or_create_root_secret(),
                                    keys=ApiKeyStore(router.auth.api_keys_file),
                                    allow_anonymous=router.auth.allow_anonymous)
@@ -176,7 +179,7 @@ class Router:
     async def set_budget(self, token: str, agent_id: str | None = None, *, max_tokens: int | None = None,
                          max_usd: float | None = None) -> None:
         claims = self._auth.supervisor(token, action="router.set_budget", now_s=time.time())
-        self._core.set_budget(claims.mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+        await self._core.set_budget(claims.mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     async def set_mission_weight(self, mission_id: str, weight: float) -> None:
         self._core.set_mission_weight(mission_id, weight)

@@ -6,6 +6,7 @@ again after it succeeded.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections import Counter
@@ -178,3 +179,49 @@ def test_a_second_run_with_a_taken_id_is_refused(chaos_router, tmp_path):
              timeout_s=30, what="the supervisor to go")
     with pytest.raises(MissionIdInUse, match="already ended"):
         start_mission(chain_spec("dup", 4), router=chaos_router, mission_id="dup-1", run_dir=run_dir)
+
+
+def router_replicas(app_name: str) -> list:
+    """The processes of an app's Router replicas (Ray titles them after their actor)."""
+    import psutil
+
+    from serving._deploy import ROUTER_DEPLOYMENT
+
+    title = f"ray::ServeReplica:{app_name}:{ROUTER_DEPLOYMENT}"
+    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == title]
+
+
+def test_a_missions_hard_cap_and_its_usage_outlive_its_router_replica(chaos_router):
+    """Serve starts a new Router replica after one dies; the mission's cap still binds there, counting what was
+    used before. (It kills the module's Router replica, so it runs last here.)"""
+    from controlplane import BudgetExceeded
+    from serving import ChatMessage, ChatRequest
+    from serving._core import worst_case_prompt_tokens
+    from tests.helpers import agent_token, supervisor_token
+
+    def ask(mission: str, max_tokens: int) -> ChatRequest:
+        return ChatRequest(model="scripted-slow", messages=[ChatMessage(role="user", content="go on")],
+                           max_tokens=max_tokens, token=agent_token(mission, "a"))
+
+    asyncio.run(chaos_router.set_budget(supervisor_token("capkill-1"), max_tokens=200))
+    used = sum(asyncio.run(chaos_router.chat(ask("capkill-1", 16))).usage.total_tokens for _ in range(3))
+    assert 0 < used < 200 - 100
+
+    [replica] = router_replicas("chaos")
+    replica.kill()
+    wait_for(lambda: [p for p in router_replicas("chaos") if p.pid != replica.pid], timeout_s=120,
+             what="Serve to start another Router replica")
+    wait_for(lambda: _serves(chaos_router, ask("capkill-other", 4)), timeout_s=120, what="the new replica to serve")
+
+    assert asyncio.run(chaos_router.usage("capkill-1")) == []  # the replica's own ledger starts empty...
+    prompt = worst_case_prompt_tokens(ask("capkill-1", 1).model_dump(include={"messages", "max_tokens"}), 10**6)
+    with pytest.raises(BudgetExceeded, match=rf"\({used} used of 200\)"):  # ...the cap and the usage do not:
+        asyncio.run(chaos_router.chat(ask("capkill-1", 201 - used - prompt)))  # it would fit a fresh cap
+
+
+def _serves(router, request) -> bool:
+    try:
+        asyncio.run(router.chat(request))
+    except Exception:
+        return False
+    return True

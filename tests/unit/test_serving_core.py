@@ -105,7 +105,7 @@ def test_no_fallback_and_breaker_open_fails_fast():
 
 def test_mission_budget_hard_cap():
     core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()})
-    core.set_budget("m", max_tokens=60)
+    asyncio.run(core.set_budget("m", max_tokens=60))
     ident = Identity(mission_id="m")
     asyncio.run(run(core, call(identity=ident)))  # worst case 5 + 8 + 32 + 10 = 55, used 9
     with pytest.raises(BudgetExceeded):
@@ -115,8 +115,8 @@ def test_mission_budget_hard_cap():
 def test_a_hard_cap_is_refused_with_several_router_replicas_that_would_not_all_know_it():
     core = RouterCore(config(replicas=3), {"main": FakeBackend(), "spare": FakeBackend()})
     with pytest.raises(SpecError, match="router.replicas: 3 .*bind only the one router replica"):
-        core.set_budget("m", "a", max_usd=1.0)
-    core.set_budget("m", max_tokens=None)  # uncapped is the same on every replica
+        asyncio.run(core.set_budget("m", "a", max_usd=1.0))
+    asyncio.run(core.set_budget("m", max_tokens=None))  # uncapped is the same on every replica
 
 
 def test_agent_rpm_limit():
@@ -205,3 +205,44 @@ def test_on_dispatch_is_called_when_a_call_leaves_the_queue_for_its_backend():
     asyncio.run(scenario())
     assert [(name, calls) for name, calls, _ in dispatched] == [("first", 0), ("queued", 1)]  # before its backend call
     assert dispatched[0][2] < 0.1 and dispatched[1][2] >= 0.19  # the queued one left when the first one ended
+
+
+class InProcessBook:
+    """The budget book's methods on a BudgetLedger, awaitable like actor calls."""
+
+    def __init__(self):
+        from serving._ledger import BudgetLedger
+
+        self.ledger, self.charges = BudgetLedger(), 0
+
+    async def load(self, mission_id):
+        return self.ledger.export(mission_id)
+
+    async def put(self, mission_id, states):
+        self.ledger.restore(mission_id, states)
+
+    def charge(self, mission_id, agent_id, tokens, usd):
+        self.charges += 1
+        self.ledger.charge(mission_id, agent_id, tokens=tokens, usd=usd)
+
+
+def test_a_replica_started_after_one_died_carries_on_its_missions_caps_and_usage_from_the_book():
+    book = InProcessBook()
+    dead = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()}, book=book)
+    asyncio.run(dead.set_budget("m", max_tokens=70))
+    ident = Identity(mission_id="m", agent_id="a")
+    asyncio.run(run(dead, call(identity=ident)))  # used 9
+
+    started = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()}, book=book)
+    asyncio.run(run(started, call(identity=ident, max_tokens=10)))  # worst case 9 + 55 <= 70: used 18
+    assert started.used_tokens("m") == 18 and book.ledger.spend("m").tokens == 18
+    with pytest.raises(BudgetExceeded, match=r"\(18 used of 70\)"):
+        asyncio.run(run(started, call(identity=ident, max_tokens=8)))  # 18 + 53 > 70; a fresh ledger allows it
+
+
+def test_uncapped_missions_never_write_to_the_book():
+    book = InProcessBook()
+    core = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()}, book=book)
+    for _ in range(3):
+        asyncio.run(run(core, call(identity=Identity(mission_id="free"))))
+    assert book.charges == 0 and book.ledger.export("free") == []

@@ -144,8 +144,8 @@ def test_twenty_parallel_router_calls_never_overshoot_mission_or_agent_caps():
     config = ServingConfig.model_validate({"router": {"agent": {"max_in_flight": 64}}, "models": {
         "main": {"kind": "scripted", "price": {"input_usd_per_1m": 1.0, "output_usd_per_1m": 2.0}}}})
     core = RouterCore(config, {"main": SlowBackend()})
-    core.set_budget("m", max_tokens=3000, max_usd=None)
-    core.set_budget("m", "a0", max_tokens=100, max_usd=None)
+    asyncio.run(core.set_budget("m", max_tokens=3000, max_usd=None))
+    asyncio.run(core.set_budget("m", "a0", max_tokens=100, max_usd=None))
 
     async def task(n: int) -> int:
         calls = 0
@@ -263,3 +263,32 @@ def test_a_call_refused_before_dispatch_is_charged_nothing():
         asyncio.run(_drain(core, _call()))
     spend = core.budgets.spend("m")
     assert (spend.tokens, spend.reserved_tokens) == (5, 0)
+
+
+def test_a_ledger_restored_from_an_export_carries_on_the_caps_and_the_usage():
+    first = BudgetLedger()
+    first.set_budget("m", None, max_tokens=100, max_usd=0.01)
+    first.set_budget("m", "a", max_tokens=40, max_usd=None)
+    first.settle(first.reserve("m", "a", prompt_tokens=10, max_tokens=20, price=PRICE), prompt_tokens=10,
+                 completion_tokens=20)
+    first.reserve("m", "a", prompt_tokens=5, max_tokens=5, price=FREE)  # in flight: dies with its ledger
+    first.settle(first.reserve("other", "a", prompt_tokens=1, max_tokens=1, price=FREE), prompt_tokens=1,
+                 completion_tokens=1)
+
+    later = BudgetLedger(mission_max_tokens=1000)
+    later.restore("m", first.export("m"))
+    assert (later.spend("m").tokens, later.spend("m", "a").tokens, later.spend("m").reserved_tokens) == (30, 30, 0)
+    assert later.spend("m").usd == first.spend("m").usd
+    with pytest.raises(BudgetExceeded, match="agent 'a'"):
+        later.reserve("m", "a", prompt_tokens=5, max_tokens=6, price=FREE)  # 30 + 11 > 40
+    assert later.spend("other").tokens == 0
+
+
+def test_a_cap_the_export_leaves_unset_keeps_the_restoring_ledgers_default():
+    book = BudgetLedger()
+    book.charge("m", "a", tokens=70, usd=0.0)
+    later = BudgetLedger(mission_max_tokens=100)
+    later.restore("m", book.export("m"))
+    assert not book.capped("m", "a") and later.capped("m", "a")
+    with pytest.raises(BudgetExceeded, match="mission 'm'"):
+        later.reserve("m", "b", prompt_tokens=10, max_tokens=21, price=FREE)  # 70 + 31 > 100
