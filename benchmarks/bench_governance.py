@@ -8,7 +8,12 @@ against parallel tasks.
    an in-process zero-latency backend), where the check runs. The same difference through Ray Serve's handle
    API to a scripted zero-latency replica (concurrency 1) is `identity_check_overhead_ms_serve`: it adds the
    token's bytes on the wire, but on a loaded 2-core machine its noise is larger than the check.
-2. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
+2. budget_book_overhead_ms. What a mission's hard cap costs per call: the check against the cap, and the
+   call's usage sent to the app's budget book (serving/_budget_book.py, so that a Router replica started later
+   carries the cap on). RouterCore calls (in process, zero-latency backend, the real book actor)
+   of a mission capped at 10^12 tokens and of an uncapped one, alternating call by call: the difference of
+   the medians, median over the repetitions.
+3. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
    with 0.2 s latency) against a mission cap of 600 tokens, run by the real supervisor, agents and router; the
    router's charged tokens for the mission minus the cap (0 when under it), the maximum over the repetitions.
    Baseline: the same mission without a cap, in the same run (`budget_uncapped_tokens`).
@@ -113,7 +118,39 @@ def identity_figures(client, root: bytes, keys_file: str, mode: str) -> dict[str
             "serve_call_p50_ms_anonymous": statistics.median(off for _, off in serve)}
 
 
-# -- 2. budget overshoot --------------------------------------------------------------------------------
+# -- 2. the budget book ---------------------------------------------------------------------------------
+async def book_path_ms(core, calls: int) -> tuple[float, float]:
+    """(p50 of a capped mission's call, p50 of an uncapped one's), alternating call by call."""
+    from serving import Identity
+    from serving._core import Call
+
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
+    capped, free = Identity(mission_id="bench-book-capped"), Identity(mission_id="bench-book-free")
+    with_cap, without = [], []
+    for n in range(2 * calls):
+        started = time.perf_counter()
+        async for _ in core.stream(Call(model="zero", body=body, identity=capped if n % 2 == 0 else free)):
+            pass
+        (with_cap if n % 2 == 0 else without).append((time.perf_counter() - started) * 1e3)
+    return statistics.median(with_cap), statistics.median(without)
+
+
+def book_figures(mode: str) -> dict[str, float]:
+    from controlplane.config import ServingConfig
+    from serving._budget_book import BudgetBook
+    from serving._core import RouterCore
+
+    core = RouterCore(ServingConfig.model_validate(serving_config(anonymous=True)),
+                      {"zero": ZeroBackend(), "slow": ZeroBackend()}, book=BudgetBook(f"{APP_NAME}-in-process"))
+    asyncio.run(core.set_budget("bench-book-capped", max_tokens=10**12))  # starts the book
+    asyncio.run(book_path_ms(core, 200))
+    reps = [asyncio.run(book_path_ms(core, IN_ROUTER_CALLS[mode])) for _ in range(REPS[mode])]
+    return {"budget_book_overhead_ms": statistics.median(on - off for on, off in reps),
+            "router_call_p50_ms_capped": statistics.median(on for on, _ in reps),
+            "router_call_p50_ms_uncapped": statistics.median(off for _, off in reps)}
+
+
+# -- 3. budget overshoot --------------------------------------------------------------------------------
 def budget_mission(cap: int | None) -> dict:
     return {"name": "bench-budget", "goal": "Spend tokens in parallel",
             "agents": [{"name": "crowd", "role": "worker", "model": "slow", "max_concurrency": BUDGET_TASKS,
@@ -194,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                             http_port=free_port())
             figures: dict[str, float | str | int | bool] = {}
             figures.update(identity_figures(client, root, keys_file, mode))
+            figures.update(book_figures(mode))
             figures.update(budget_figures(client, mode))
         finally:
             serve.shutdown()
@@ -212,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_governance: identity check {figures['identity_check_overhead_ms']:.3f} ms per router call "
           f"(target <=0.2; a call without it {figures['router_call_p50_ms_anonymous']:.3f} ms; through Serve "
           f"{figures['identity_check_overhead_ms_serve']:+.3f} ms on {figures['serve_call_p50_ms_anonymous']:.2f} ms "
-          f"calls); budget overshoot "
+          f"calls); budget book {figures['budget_book_overhead_ms']:.3f} ms per capped call; budget "
+          f"overshoot "
           f"{figures['budget_overshoot_tokens']} tokens (target 0) with {BUDGET_TASKS} parallel tasks on a "
           f"{BUDGET_CAP_TOKENS}-token cap (uncapped they use {figures['budget_uncapped_tokens']:.0f}); "
           f"{cores} cores, no GPU", flush=True)
