@@ -19,8 +19,11 @@ Scenarios (same run, same local Ray cluster, scripted engine):
 - side effects: a `side_effects: true`, non-idempotent tool that appends a line to a file; its agent is killed once
   after the call's result was recorded (during the next model call), once while the call still runs (it acted and
   waits for a slow confirmation). Figure: executions beyond the first, counted in the file.
+- r8 (last: it kills the app's Router replica): a chain of 12 tasks under a 300-token cap (6 tasks' worth); the
+  Router replica's process is killed after 3 tasks. Figures: the mission's status and tasks done, the tokens the
+  budget book charged it beyond the cap, and the time from the kill to the next task's success.
 
-The r6, r7 and side-effect scenarios are `tests/helpers/chaos.py`, which `tests/integration/test_chaos_faults.py`
+The r6, r7, side-effect and r8 scenarios are `tests/helpers/chaos.py`, which `tests/integration/test_chaos_faults.py`
 runs with coarse bounds.
 
     python benchmarks/bench_chaos.py [--quick] [--json PATH]
@@ -46,6 +49,7 @@ SIZES = {"quick": {"r1_tasks": 40, "r2_tasks": 16, "r6_posts": 400, "r7_tasks": 
 AGENT_KILL_EVERY_S = 2.0
 SUPERVISOR_KILLS = 3
 LATENCY_S = 0.05
+APP_NAME = "chaos"
 
 
 def spec(name: str, tasks: list[dict], agents: list[str]):
@@ -152,8 +156,8 @@ def _resumed(records) -> list[float]:
     return [r.time_s for r in records if r.kind == "mission.status" and "resumed:" in r.data.get("message", "")]
 
 
-def run_r6_r7_side_effects(router, root: str, size: dict) -> dict:
-    from tests.helpers.chaos import run_r6, run_r7, run_side_effects
+def run_r6_r7_side_effects_r8(router, root: str, size: dict) -> dict:
+    from tests.helpers.chaos import run_r6, run_r7, run_r8, run_side_effects
 
     started = time.monotonic()
     r6 = run_r6(router, root, posts=size["r6_posts"], kills=2)
@@ -174,7 +178,11 @@ def run_r6_r7_side_effects(router, root: str, size: dict) -> dict:
         print(f"side effects, agent killed {label.replace('_', ' ')}: executed "
               f"{effects[f'side_effects_{label}_executions']} time(s); task "
               f"{effects[f'side_effects_{label}_status']}; {effects[f'side_effects_{label}_error'][:60]}")
-    return {**r6, **r7, **effects}
+    r8 = run_r8(router, root, APP_NAME)
+    print(f"r8: Router replica killed after 3 tasks (replaced: {r8['r8_router_replaced']}): status {r8['r8_status']} "
+          f"with {r8['r8_tasks_succeeded']} tasks done, {r8['r8_tokens_charged']} of {r8['r8_cap_tokens']} tokens "
+          f"charged; the next task succeeded {r8['r8_stall_s']} s after the kill")
+    return {**r6, **r7, **effects, **r8}
 
 
 def main() -> int:
@@ -196,13 +204,13 @@ def main() -> int:
         "router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
         "models": {"scripted-50ms": {"kind": "scripted", "latency_s": LATENCY_S,
                                      "replies": [{"match": ".", "text": '{"final": "done"}'}]}, **chaos_models()}}),
-        app_name="chaos", http_port=free_port())
+        app_name=APP_NAME, http_port=free_port())
     root = tempfile.mkdtemp(prefix="bench-chaos-")
     started, load_before = time.monotonic(), os.getloadavg()[0]
     print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls (r1-r3), {os.cpu_count()} cores, no GPU, "
           f"load average {load_before:.1f}; runs in {root}")
     figures = {**run_r1(router, root, size["r1_tasks"]), **run_r2_r3(router, root, size["r2_tasks"]),
-               **run_r6_r7_side_effects(router, root, size)}
+               **run_r6_r7_side_effects_r8(router, root, size)}
     figures.update(bench_s=round(time.monotonic() - started, 1), load_average_start=round(load_before, 1),
                    load_average_end=round(os.getloadavg()[0], 1))
     print(f"summary: lost {figures['r1_tasks_lost']}, duplicated {figures['r1_tasks_duplicated']}, makespan x"
@@ -212,7 +220,8 @@ def main() -> int:
           f"acked posts lost, {figures['r6_duplicates']} stored twice; backend faults: mission succeeded "
           f"{figures['r7_mission_succeeded']}, {figures['r7_failures_before_breaker_open']} failures before the "
           f"breaker opened, closed {figures['r7_breaker_recovered_s']} s after the outage; side effects executed "
-          f"twice: {figures['side_effects_executed_twice']}; {figures['bench_s']} s, load average "
+          f"twice: {figures['side_effects_executed_twice']}; Router replica killed: {figures['r8_status']}, "
+          f"{figures['r8_cap_overshoot_tokens']} tokens over the cap; {figures['bench_s']} s, load average "
           f"{load_before:.1f} -> {figures['load_average_end']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

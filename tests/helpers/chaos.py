@@ -1,5 +1,6 @@
 """Chaos scenarios beyond the mission's own actors dying: the memory actor killed during posts (r6), backend faults
-under the router (r7), and an agent killed around a side-effecting tool call. Each runs a real mission on the local
+under the router (r7), an agent killed around a side-effecting tool call, and the Router replica killed during a
+capped mission (r8). Each runs a real mission on the local
 Ray cluster with scripted models (CHAOS_MODELS, deployed on the router it is given) and returns its figures:
 `tests/integration/test_chaos_faults.py` asserts coarse bounds on them, `benchmarks/bench_chaos.py` reports them.
 """
@@ -17,6 +18,7 @@ from tests.helpers.chaos_code import EFFECTS_FILE
 
 FINAL = [{"match": ".", "text": '{"final": "done"}'}]
 FLAKY, BACKUP, EFFECTS, IDLE = "chaos-flaky", "chaos-flaky-backup", "chaos-effects", "chaos-idle"
+STEADY = "chaos-steady"
 R7_FAILURE_RATE, R7_OUTAGE_S, R7_OPEN_S, R7_FAILURE_THRESHOLD = 0.3, 10.0, 2.0, 5
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the memory actor's embedder
 CHAOS_MODELS: dict[str, dict[str, Any]] = {
@@ -35,7 +37,9 @@ CHAOS_MODELS: dict[str, dict[str, Any]] = {
         {"match": "(?i)call record_effect once", "tool_call": {"name": "record_effect",
                                                                "arguments": {"note": "effect"}}}]},
     IDLE: {"kind": "scripted", "replies": FINAL},  # r6's python agents never call it
+    STEADY: {"kind": "scripted", "latency_s": 0.3, "replies": FINAL},  # r8
 }
+R8_TASKS, R8_CAP_TOKENS = 12, 300
 
 
 def chaos_models() -> dict[str, dict[str, Any]]:
@@ -236,6 +240,59 @@ def _effect_mission(router: Any, root: str, label: str, tool: str, ready: Any) -
         end_mission(mission_id)
     retried = any(r.kind == "task.retry" for r in read_log(run_dir))
     return result, len(effects.read_text().splitlines()) if effects.exists() else 0, retried
+
+
+# -- r8: the Router replica killed during a capped mission ----------------------------------------------------------
+def run_r8(router: Any, root: str, app_name: str) -> dict[str, Any]:
+    """A chain of 12 tasks under a 300-token cap; the process of the app's Router replica is killed after 3 tasks.
+    Without the kill the mission ends `budget_exceeded` with 6 tasks done (a call reserves about 160 tokens and uses
+    about 23). Figures: the mission's status and tasks done, the tokens the app's budget book charged it, and the
+    time from the kill to the next task's success (the calls wait for the replica Serve starts next)."""
+    import ray
+
+    from actors import start_mission
+    from controlplane import parse_mission
+    from controlplane._logfile import read_log
+
+    mission_id, run_dir = f"r8-{uuid.uuid4().hex[:6]}", f"{root}/r8-run"
+    tasks = [{"id": f"t{i}", "agent": "ab"[i % 2], "description": f"Do t{i}", "retries": 5,
+              "depends_on": [f"t{i - 1}"] if i else []} for i in range(R8_TASKS)]
+    spec = parse_mission({
+        "name": "routerkill", "goal": "Survive", "tasks": tasks, "budgets": {"max_tokens": R8_CAP_TOKENS},
+        # Retries outlast the replica's replacement.
+        "policies": {"retry_backoff_s": 1.0, "retry_backoff_max_s": 8.0},
+        "agents": [{"name": name, "role": "worker", "model": STEADY, "max_tokens": 16} for name in "ab"]})
+
+    def succeeded() -> list[float]:
+        return [r.time_s for r in read_log(run_dir) if r.kind == "task.succeeded"]
+
+    start_mission(spec, router=router, mission_id=mission_id, run_dir=run_dir)
+    try:
+        _wait(lambda: len(succeeded()) >= 3, what="r8: three tasks done")
+        [replica] = router_replicas(app_name)
+        killed_at = time.time()
+        replica.kill()
+        result = wait_result(run_dir, timeout_s=300)
+    finally:
+        end_mission(mission_id)
+    book = ray.get_actor(f"{app_name}:budgets", namespace="controlplane")
+    [account] = [a for a in ray.get(book.load.remote(mission_id)) if a.agent_id is None]
+    after = [t for t in succeeded() if t > killed_at]
+    return {"r8_status": result["status"], "r8_tasks_succeeded": len(succeeded()),
+            "r8_router_replaced": any(p.pid != replica.pid for p in router_replicas(app_name)),
+            "r8_cap_tokens": account.max_tokens, "r8_tokens_charged": account.used_tokens,
+            "r8_cap_overshoot_tokens": max(0, account.used_tokens - R8_CAP_TOKENS),
+            "r8_stall_s": round(after[0] - killed_at, 2) if after else None}
+
+
+def router_replicas(app_name: str) -> list[Any]:
+    """The processes of an app's Router replicas (Ray titles them after their actor)."""
+    import psutil
+
+    from serving._deploy import ROUTER_DEPLOYMENT
+
+    title = f"ray::ServeReplica:{app_name}:{ROUTER_DEPLOYMENT}"
+    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == title]
 
 
 def _wait(condition: Any, *, what: str, timeout_s: float = 600.0) -> None:

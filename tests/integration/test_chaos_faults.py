@@ -6,7 +6,9 @@ benchmarks/bench_chaos.py runs for its figures):
 - 30% of backend calls fail and one model, which has a fallback, is down for 10 s: the mission succeeds, the
   breaker opens after at most its threshold of failures, and closes again after the outage;
 - an agent is killed after a side-effecting tool acted: the tool never runs twice (the recorded result is
-  replayed; a call whose result was never recorded fails its task instead of running again).
+  replayed; a call whose result was never recorded fails its task instead of running again);
+- the Router replica is killed during a mission under a token cap: the mission's calls go on on the replica Serve
+  starts next, and the cap still binds there, counting the usage from before the kill.
 
 The bounds are coarse, for a loaded CI machine; the targets are in docs/benchmarks.md.
 """
@@ -15,7 +17,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.chaos import R7_FAILURE_THRESHOLD, R7_OPEN_S, chaos_models, run_r6, run_r7, run_side_effects
+from tests.helpers.chaos import (
+    R7_FAILURE_THRESHOLD,
+    R7_OPEN_S,
+    R8_CAP_TOKENS,
+    R8_TASKS,
+    chaos_models,
+    run_r6,
+    run_r7,
+    run_r8,
+    run_side_effects,
+)
 
 APP = "chaos-faults"
 
@@ -63,3 +75,14 @@ def test_an_agent_killed_around_a_side_effecting_call_never_runs_it_twice(faults
     assert figures["side_effects_in_flight_executions"] == 1
     assert figures["side_effects_in_flight_status"] == "failed", figures
     assert figures["side_effects_in_flight_error"].startswith("ToolCallInDoubt: Tool 'record_effect_slowly'"), figures
+
+
+def test_a_router_replica_killed_mid_mission_is_replaced_and_the_missions_token_cap_still_binds(faults_router,
+                                                                                                tmp_path):
+    """A new replica that forgot the cap would let all 12 tasks run; one that kept the cap but forgot the usage from
+    before the kill, 8 (6 without a kill). It kills the module's Router replica, so it runs last here."""
+    figures = run_r8(faults_router, str(tmp_path), APP)
+    assert figures["r8_router_replaced"], figures
+    assert figures["r8_status"] == "budget_exceeded", figures
+    assert 3 < figures["r8_tasks_succeeded"] <= 7 < R8_TASKS, figures
+    assert figures["r8_cap_tokens"] == R8_CAP_TOKENS and 0 < figures["r8_tokens_charged"] <= R8_CAP_TOKENS, figures
