@@ -1,6 +1,7 @@
 """Many nodes on one machine: a head and three worker raylets (`ray.cluster_utils.Cluster`, 2 CPUs each).
 
-- the supervisor, the router and the memory actor land on the head (custom resource `controlplane_head`);
+- the supervisor, the router, its budget book and the memory actor land on the head (custom resource
+  `controlplane_head`);
   agents spread over the nodes;
 - a mission's agents are reserved together: one that cannot be placed waits (no agent starts), then starts
   once the resources free up, or fails after placement.timeout_s naming what is missing;
@@ -83,7 +84,8 @@ def test_control_plane_on_the_head_agents_spread_over_the_nodes(cluster):
 
     _, router = cluster
     spec = _spec("spread", _agents(3, cpus=1, tools=["memory.post", "memory.search"]),
-                 [{"id": f"t{i}", "agent": f"a{i}", "description": f"step {i}"} for i in range(3)])
+                 [{"id": f"t{i}", "agent": f"a{i}", "description": f"step {i}"} for i in range(3)],
+                 budgets={"max_tokens": 100_000})  # a cap: the router starts its app's budget book
     handle = start_mission(spec, router=router, mission_id="spread-1")
     try:
         result = follow(handle, timeout_s=180)
@@ -94,6 +96,7 @@ def test_control_plane_on_the_head_agents_spread_over_the_nodes(cluster):
     head = _head_id()
     router_nodes = {node for name, node in where.items() if "Router" in name}
     assert where["spread-1"] == head and where["spread-1:memory"] == head and router_nodes == {head}
+    assert where["controlplane:budgets"] == head
     assert len({a["node_id"] for a in result["agents"].values()}) >= 2  # SPREAD: not all on one node
 
 
