@@ -178,4 +178,3 @@ def test_a_second_run_with_a_taken_id_is_refused(chaos_router, tmp_path):
              timeout_s=30, what="the supervisor to go")
     with pytest.raises(MissionIdInUse, match="already ended"):
         start_mission(chain_spec("dup", 4), router=chaos_router, mission_id="dup-1", run_dir=run_dir)
-
