@@ -81,25 +81,33 @@ class ZeroBackend:
         yield {"done": True, "finish_reason": "stop", "prompt_tokens": 6, "completion_tokens": 1}
 
 
+async def alternating_p50_ms(core, identity_of, calls: int) -> tuple[float, float]:
+    """(p50 of the first path's calls, p50 of the second's) of RouterCore calls to the zero model, the two paths
+    alternating call by call; `identity_of(first)` runs inside the timed window."""
+    from serving._core import Call
+
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
+    first_ms, second_ms = [], []
+    for n in range(2 * calls):
+        started = time.perf_counter()
+        async for _ in core.stream(Call(model="zero", body=body, identity=identity_of(n % 2 == 0))):
+            pass
+        (first_ms if n % 2 == 0 else second_ms).append((time.perf_counter() - started) * 1e3)
+    return statistics.median(first_ms), statistics.median(second_ms)
+
+
 async def in_router_ms(token: str, root: bytes, keys_file: str, calls: int) -> tuple[float, float]:
     """(p50 with the token, p50 without) of RouterCore calls, the identity taken as the router replica does."""
     from controlplane.config import ServingConfig
     from serving._auth import Authenticator
-    from serving._core import Call, RouterCore
+    from serving._core import RouterCore
     from serving._keys import ApiKeyStore
 
     config = ServingConfig.model_validate(serving_config(anonymous=True))
     core = RouterCore(config, {"zero": ZeroBackend(), "slow": ZeroBackend()})
     door = Authenticator(root_secret=root, keys=ApiKeyStore(keys_file), allow_anonymous=True)
-    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
-    with_token, without = [], []
-    for n in range(2 * calls):
-        started = time.perf_counter()
-        identity = door.for_handle(token if n % 2 == 0 else None, None, now_s=time.time())
-        async for _ in core.stream(Call(model="zero", body=body, identity=identity)):
-            pass
-        (with_token if n % 2 == 0 else without).append((time.perf_counter() - started) * 1e3)
-    return statistics.median(with_token), statistics.median(without)
+    return await alternating_p50_ms(
+        core, lambda first: door.for_handle(token if first else None, None, now_s=time.time()), calls)
 
 
 def identity_figures(client, root: bytes, keys_file: str, mode: str) -> dict[str, float]:
@@ -122,17 +130,9 @@ def identity_figures(client, root: bytes, keys_file: str, mode: str) -> dict[str
 async def book_path_ms(core, calls: int) -> tuple[float, float]:
     """(p50 of a capped mission's call, p50 of an uncapped one's), alternating call by call."""
     from serving import Identity
-    from serving._core import Call
 
-    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
     capped, free = Identity(mission_id="bench-book-capped"), Identity(mission_id="bench-book-free")
-    with_cap, without = [], []
-    for n in range(2 * calls):
-        started = time.perf_counter()
-        async for _ in core.stream(Call(model="zero", body=body, identity=capped if n % 2 == 0 else free)):
-            pass
-        (with_cap if n % 2 == 0 else without).append((time.perf_counter() - started) * 1e3)
-    return statistics.median(with_cap), statistics.median(without)
+    return await alternating_p50_ms(core, lambda first: capped if first else free, calls)
 
 
 def book_figures(mode: str) -> dict[str, float]:
