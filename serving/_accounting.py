@@ -24,23 +24,24 @@ class Ledger:
         return self._totals.setdefault((mission_id, agent_id, model), UsageTotals())
 
     def record(self, mission_id: str, agent_id: str, model: str, *, prompt_tokens: int,
-               completion_tokens: int, ttft_s: float, latency_s: float, usd: float = 0.0) -> None:
-        row = self._row(mission_id, agent_id, model)
-        row.calls += 1
-        row.prompt_tokens += prompt_tokens
-        row.completion_tokens += completion_tokens
-        row.ttft_s_sum += ttft_s
-        row.latency_s_sum += latency_s
-        row.usd += usd
+               completion_tokens: int, ttft_s: float, latency_s: float, usd: float = 0.0) -> UsageTotals:
+        """Count a finished call; returns the call's own totals."""
+        return self.add(mission_id, agent_id, model, UsageTotals(
+            calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_s_sum=ttft_s,
+            latency_s_sum=latency_s, usd=usd))
 
     def record_error(self, mission_id: str, agent_id: str, model: str, *, prompt_tokens: int = 0,
-                     completion_tokens: int = 0, usd: float = 0.0) -> None:
-        """A failed call, with what it was charged (the budget ledger charges failed calls too)."""
+                     completion_tokens: int = 0, usd: float = 0.0) -> UsageTotals:
+        """Count a failed call, with what it was charged (the budget ledger charges failed calls too)."""
+        return self.add(mission_id, agent_id, model, UsageTotals(
+            errors=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, usd=usd))
+
+    def add(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> UsageTotals:
+        """Add totals counted elsewhere (the budget book gathers every router replica's calls this way)."""
         row = self._row(mission_id, agent_id, model)
-        row.errors += 1
-        row.prompt_tokens += prompt_tokens
-        row.completion_tokens += completion_tokens
-        row.usd += usd
+        for name, value in asdict(totals).items():
+            setattr(row, name, getattr(row, name) + value)
+        return totals
 
     def snapshot(self, mission_id: str | None = None) -> list[dict]:
         """One row per (mission, agent, model), optionally for one mission."""

@@ -1,56 +1,93 @@
-"""The budget book: each capped mission's hard caps and settled usage, kept outside the router replica, so that
-the replica Serve starts after one dies (or a redeploy's) carries the mission on instead of starting it from zero.
+"""The budget book: an app's detached actor that keeps its capped missions' caps and usage outside the router
+replicas (the logic is serving/_bookkeeper.py; this is the Ray shell).
 
-The ledger logic is pure (serving/_ledger.py); this is the Ray shell. A replica reads a mission from the book
-once, before the mission's first call or cap there, writes the mission whenever a cap is set, and sends each
-capped call's usage once it is settled, without waiting.
+With one router replica, the replica reads a mission from the book once, before the mission's first call or cap
+there, writes the mission whenever a cap is set, and sends each capped call's usage once it is settled, without
+waiting, so that the replica Serve starts after one dies (or a redeploy's) carries the mission on.
+
+With several, the book is the authority: caps are set there, every capped call awaits its reservation there, and
+every call's usage row goes there without waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import ray
 
-from serving._ledger import AccountState, BudgetLedger
+from controlplane.errors import BackpressureError, ControlPlaneError
+from serving._accounting import UsageTotals
+from serving._bookkeeper import BookKeeper
+from serving._ledger import AccountState, ModelPrice, Reservation
 from serving._limiter import LIMITER_NAMESPACE
 
 logger = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 5.0
+RESERVE_TIMEOUT_S = 5.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class BudgetBookActor:
-    """One per app, detached. A restart of the book itself forgets what it held."""
+    """One per app, detached. A restart of the book itself forgets what it held. Refusals come back as values,
+    so that the replica raises them as they are."""
 
     def __init__(self) -> None:
-        self._ledger = BudgetLedger()
+        self._keeper = BookKeeper(holder_alive=_replica_alive)
 
     def load(self, mission_id: str) -> list[AccountState]:
-        return self._ledger.export(mission_id)
+        return self._keeper.load(mission_id)
 
     def put(self, mission_id: str, states: list[AccountState]) -> None:
-        self._ledger.restore(mission_id, states)
+        self._keeper.put(mission_id, states)
 
     def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
-        self._ledger.charge(mission_id, agent_id, tokens=tokens, usd=usd)
+        self._keeper.charge(mission_id, agent_id, tokens, usd)
+
+    def set_budget(self, mission_id: str, agent_id: str | None, max_tokens: int | None,
+                   max_usd: float | None) -> ControlPlaneError | None:
+        try:
+            self._keeper.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+        except ControlPlaneError as exc:
+            return exc
+        return None
+
+    def reserve(self, mission_id: str, agent_id: str, prompt_tokens: int, max_tokens: int, price: ModelPrice,
+                holder: str | None, lease_s: float) -> Reservation | ControlPlaneError:
+        try:
+            return self._keeper.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                                        price=price, holder=holder, now_s=time.monotonic(), lease_s=lease_s)
+        except ControlPlaneError as exc:
+            return exc
+
+    def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int) -> None:
+        self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+        self._keeper.record(mission_id, agent_id, model, totals)
+
+    def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
+        return self._keeper.usage.snapshot(mission_id)
 
 
 class BudgetBook:
-    """A replica's door to its app's book, `<app>:budgets`. The book is created by the first replica that caps a
-    mission, so an app whose missions have no caps never starts it."""
+    """A replica's door to its app's book, `<app>:budgets`. With one router replica the book is created by the
+    first replica that caps a mission, so an app whose missions have no caps never starts it; with several
+    (`start=True`), each replica starts it, or finds it, when it starts."""
 
-    def __init__(self, app_name: str, *, resources: dict[str, float] | None = None) -> None:
+    def __init__(self, app_name: str, *, resources: dict[str, float] | None = None, start: bool = False) -> None:
         self._name, self._resources = f"{app_name}:budgets", resources or None
-        try:
-            self._actor: Any = ray.get_actor(self._name, namespace=LIMITER_NAMESPACE)
-        except ValueError:
-            self._actor = None  # no replica before this one capped a mission: nothing to carry on
+        self._holder = ray.get_runtime_context().get_actor_name()
+        """This replica's actor name: the book charges the calls it held if it is gone."""
+        self._actor: Any = self._find()
+        if start:
+            self._book()
 
     async def load(self, mission_id: str) -> list[AccountState]:
-        """What the book holds of a mission; nothing when the book does not answer (logged)."""
+        """What the book holds of a mission; nothing when there is no book or it does not answer (logged)."""
+        self._actor = self._actor or self._find()
         if self._actor is None:
             return []
         try:
@@ -66,9 +103,52 @@ class BudgetBook:
     def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
         self._book().charge.remote(mission_id, agent_id, tokens, usd)
 
+    async def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
+                         max_usd: float | None) -> None:
+        refused = await self._book().set_budget.remote(mission_id, agent_id, max_tokens, max_usd)
+        if refused is not None:
+            raise refused
+
+    async def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int,
+                      price: ModelPrice, lease_s: float) -> Reservation:
+        try:
+            answer = await asyncio.wait_for(self._book().reserve.remote(
+                mission_id, agent_id, prompt_tokens, max_tokens, price, self._holder, lease_s), RESERVE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise BackpressureError(scope=f"the budget book {self._name}", limit=f"{RESERVE_TIMEOUT_S:g} s answer",
+                                    retry_after_s=1.0) from None
+        if isinstance(answer, ControlPlaneError):
+            raise answer
+        return answer
+
+    def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
+        self._book().settle.remote(reservation, prompt_tokens, completion_tokens)
+
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+        self._book().record.remote(mission_id, agent_id, model, totals)
+
+    async def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
+        return await self._book().usage.remote(mission_id)
+
+    def _find(self) -> Any:
+        try:
+            return ray.get_actor(self._name, namespace=LIMITER_NAMESPACE)
+        except ValueError:
+            return None
+
     def _book(self) -> Any:
         if self._actor is None:
             self._actor = BudgetBookActor.options(  # type: ignore[attr-defined]
                 name=self._name, namespace=LIMITER_NAMESPACE, lifetime="detached", get_if_exists=True,
                 resources=self._resources).remote()
         return self._actor
+
+
+def _replica_alive(name: str) -> bool:
+    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(name, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True

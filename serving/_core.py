@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from controlplane.config import ServingConfig
 from controlplane.errors import BackpressureError, DeadlineExceeded, ReplicaUnavailable, SpecError
-from serving._accounting import Ledger
+from serving._accounting import Ledger, UsageTotals
 from serving._affinity import affinity_key
 from serving._breaker import CircuitBreaker
 from serving._gate import Gate
@@ -40,13 +40,26 @@ class Shared(Protocol):
 
 
 class Book(Protocol):
-    """Where capped missions' caps and usage outlive this replica (serving/_budget_book.py: BudgetBook)."""
+    """Where capped missions' caps and usage outlive this replica, and, with several router replicas, where
+    they are kept for all of them (serving/_budget_book.py: BudgetBook)."""
 
     async def load(self, mission_id: str) -> list[AccountState]: ...
 
     async def put(self, mission_id: str, states: list[AccountState]) -> None: ...
 
     def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None: ...
+
+    async def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
+                         max_usd: float | None) -> None: ...
+
+    async def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int,
+                      price: ModelPrice, lease_s: float) -> Reservation: ...
+
+    def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None: ...
+
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None: ...
+
+    async def usage(self, mission_id: str | None) -> list[dict[str, Any]]: ...
 
 
 @dataclass(kw_only=True)
@@ -71,6 +84,8 @@ MESSAGE_OVERHEAD_TOKENS = 8
 """Chat-template tokens around one message, at most (role markers, separators)."""
 PROMPT_OVERHEAD_TOKENS = 32
 """Template tokens per prompt, at most (a default system prompt, the generation prompt)."""
+BOOK_LEASE_GRACE_S = 30.0
+"""How long past its deadline a call's reservation in the book outlives a replica that never settles it."""
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
@@ -115,6 +130,8 @@ class RouterCore:
         self.config = config
         self._shared = shared
         self._book = book
+        self._deciding_book = book if config.router.replicas > 1 else None
+        """With several replicas, the book keeps the caps, holds capped calls' reservations and counts usage."""
         self._loaded: set[str] = set()
         """Missions whose accounts were read from the book (or that it did not hold)."""
         self._load_lock = asyncio.Lock()
@@ -152,17 +169,19 @@ class RouterCore:
         """Hard caps of a mission (agent_id None) or of one of its agents; None = uncapped. With a book, the
         mission's caps and usage are written there before this returns.
 
-        Refused with several router replicas: a cap lives in the replica that receives it, so it would not bind
-        the others (budgets are not shared through the limiter actor yet)."""
+        With several router replicas, a cap is kept only in the book: it is refused without one, or once a
+        replica has served the mission (`BookKeeper.set_budget`)."""
+        if self._deciding_book is not None:
+            await self._deciding_book.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+            return
         replicas = self.config.router.replicas
         if replicas > 1 and (max_tokens is not None or max_usd is not None):
             who = f"mission {mission_id!r}" + (f", agent {agent_id!r}" if agent_id else "")
             raise SpecError(where="router.replicas", value=replicas,
-                            why=f"the hard cap of {who} would bind only the one router replica that receives it "
-                                "(budgets are kept per replica, and only model rpm/tpm are shared)",
-                            fix="run missions with budgets.max_tokens, budgets.max_usd or an agent budget on a "
-                                "serving config with router.replicas: 1, or leave those caps out "
-                                "(budgets.max_llm_calls and max_wall_s are kept by the supervisor)")
+                            why=f"the hard cap of {who} would bind only the one router replica that receives it, "
+                                "as this router has no budget book",
+                            fix="deploy the router with serving.deploy (it gives every replica the app's book), "
+                                "or use router.replicas: 1")
         await self._load_budgets(mission_id)
         self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
         if self._book is not None:
@@ -181,6 +200,13 @@ class RouterCore:
         """A mission's share of each model while calls wait (default 1): weighted fair queueing between missions."""
         for gate in self._gates.values():
             gate.set_weight(mission_id, weight)
+
+    async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
+        """Usage rows per (mission, agent, model): every replica's from the book when it decides, else this
+        replica's."""
+        if self._deciding_book is not None:
+            return await self._deciding_book.usage(mission_id)
+        return self.ledger.snapshot(mission_id)
 
     def used_tokens(self, mission_id: str) -> int:
         return self.budgets.spend(mission_id).tokens
@@ -248,13 +274,14 @@ class RouterCore:
         if call.key is not None:
             scopes.append(self._key_scope(call.key, start_s))
         await self._load_budgets(ident.mission_id)
-        reservation = self._reserve(model, call, start_s)
+        reservation, booked = await self._reserve(model, call, start_s)
         shared: list[str] = []
         try:
             shared = await self._admit_shared(model, est_tokens)
             self._admission.admit(scopes, est_tokens, start_s)
         except BaseException:
             self.budgets.release(reservation, prompt_tokens=0, completion_tokens=0)
+            self._settle_booked(booked, 0, 0)
             self._settle_shared(shared, est_tokens, 0)
             self._breakers[model].abandon(start_s)
             raise
@@ -273,7 +300,9 @@ class RouterCore:
             if final is None:
                 charge = self.budgets.release(reservation, **progress.usage(call.body))
             used = charge.prompt_tokens + charge.completion_tokens
-            if self._book is not None and used and self.budgets.capped(ident.mission_id, ident.agent_id):
+            if booked is not None:
+                self._settle_booked(booked, charge.prompt_tokens, charge.completion_tokens)
+            elif self._book is not None and used and self.budgets.capped(ident.mission_id, ident.agent_id):
                 self._book.charge(ident.mission_id, ident.agent_id, used, charge.usd)
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._settle_shared(shared, est_tokens, used)
@@ -310,24 +339,37 @@ class RouterCore:
             self._admission.set_limits(scope, limits, now_s)
         return scope
 
-    def _reserve(self, model: str, call: Call, now_s: float) -> Reservation:
-        context_limit = self.config.models[model].max_context_tokens
+    async def _reserve(self, model: str, call: Call, now_s: float) -> tuple[Reservation, Reservation | None]:
+        """The call's worst case held in this replica's ledger and, when the book decides and the call is
+        capped, in the book (awaited, so that every replica's calls count against one cap)."""
+        ident, booked = call.identity, None
+        prompt_tokens = worst_case_prompt_tokens(call.body, self.config.models[model].max_context_tokens)
+        size = {"prompt_tokens": prompt_tokens, "max_tokens": call.body["max_tokens"], "price": self._prices[model]}
         try:
-            return self.budgets.reserve(call.identity.mission_id, call.identity.agent_id,
-                                        prompt_tokens=worst_case_prompt_tokens(call.body, context_limit),
-                                        max_tokens=call.body["max_tokens"], price=self._prices[model])
-        except Exception:
+            if self._deciding_book is not None and self.budgets.capped(ident.mission_id, ident.agent_id):
+                booked = await self._deciding_book.reserve(ident.mission_id, ident.agent_id, **size, lease_s=(
+                    call.timeout_s or self.config.router.request_timeout_s) + BOOK_LEASE_GRACE_S)
+            return self.budgets.reserve(ident.mission_id, ident.agent_id, **size), booked
+        except BaseException:
+            self._settle_booked(booked, 0, 0)
             self._breakers[model].abandon(now_s)
             raise
 
+    def _settle_booked(self, booked: Reservation | None, prompt_tokens: int, completion_tokens: int) -> None:
+        if booked is not None and self._deciding_book is not None:
+            self._deciding_book.settle(booked, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
     def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge) -> None:
         if final is None:
-            self.ledger.record_error(ident.mission_id, ident.agent_id, model, prompt_tokens=charge.prompt_tokens,
-                                     completion_tokens=charge.completion_tokens, usd=charge.usd)
+            totals = self.ledger.record_error(ident.mission_id, ident.agent_id, model,
+                                              prompt_tokens=charge.prompt_tokens,
+                                              completion_tokens=charge.completion_tokens, usd=charge.usd)
         else:
-            self.ledger.record(ident.mission_id, ident.agent_id, model, prompt_tokens=final["prompt_tokens"],
-                               completion_tokens=final["completion_tokens"], ttft_s=final["ttft_s"],
-                               latency_s=final["latency_s"], usd=charge.usd)
+            totals = self.ledger.record(ident.mission_id, ident.agent_id, model, prompt_tokens=final["prompt_tokens"],
+                                        completion_tokens=final["completion_tokens"], ttft_s=final["ttft_s"],
+                                        latency_s=final["latency_s"], usd=charge.usd)
+        if self._deciding_book is not None:
+            self._deciding_book.record(ident.mission_id, ident.agent_id, model, totals)
         self._on_record(model, ident, final)
 
     async def _run(self, model: str, call: Call, start_s: float, progress: _Progress) -> AsyncIterator[dict[str, Any]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from controlplane.errors import BackpressureError, BudgetExceeded
@@ -57,6 +58,10 @@ class Reservation:
     max_tokens: int
     price: ModelPrice
     pico_usd: int
+    holder: str | None = None
+    """Who holds it (the budget book's router replica), for `lapse`."""
+    lease_until_s: float | None = None
+    """After this, its holder is taken for dead (see `lapse`)."""
 
     @property
     def tokens(self) -> int:
@@ -131,7 +136,7 @@ class BudgetLedger:
             account.max_tokens, account.max_pico_usd = max_tokens, _pico(max_usd)
 
     def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int,
-                price: ModelPrice) -> Reservation:
+                price: ModelPrice, holder: str | None = None, lease_until_s: float | None = None) -> Reservation:
         """Hold the call's worst case against the mission and the agent, or raise and hold nothing.
 
         BudgetExceeded when the call cannot fit even once every call in flight has settled;
@@ -139,7 +144,8 @@ class BudgetLedger:
         with self._lock:
             reservation = Reservation(id=next(self._ids), mission_id=mission_id, agent_id=agent_id,
                                       prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=price,
-                                      pico_usd=cost_pico_usd(price, prompt_tokens, max_tokens))
+                                      pico_usd=cost_pico_usd(price, prompt_tokens, max_tokens),
+                                      holder=holder, lease_until_s=lease_until_s)
             accounts = self._accounts_of(mission_id, agent_id)
             for scope, account in accounts:
                 _check(scope, account, reservation)
@@ -163,12 +169,33 @@ class BudgetLedger:
             return self._close(reservation, min(prompt_tokens, reservation.prompt_tokens),
                                min(completion_tokens, reservation.max_tokens), 0)
 
+    def lapse(self, lapsed: Callable[[Reservation], bool]) -> list[Reservation]:
+        """Close the open reservations `lapsed` picks (their holder is gone), charging each its worst case: no one
+        can say any more what the backend processed, and a hard cap must count the most it may have."""
+        with self._lock:
+            closed = [r for r in self._open.values() if lapsed(r)]
+            for reservation in closed:
+                self._close(reservation, reservation.prompt_tokens, reservation.max_tokens, 0)
+            return closed
+
+    def holders(self) -> set[str]:
+        """The holders of the open reservations."""
+        with self._lock:
+            return {r.holder for r in self._open.values() if r.holder is not None}
+
     def charge(self, mission_id: str, agent_id: str, *, tokens: int, usd: float) -> None:
         """Count usage settled elsewhere (the budget book, for the replica that settled it)."""
         with self._lock:
             for _, account in self._accounts_of(mission_id, agent_id):
                 account.used_tokens += tokens
                 account.used_pico_usd += round(usd * PICO_USD)
+
+    def has_caps(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
+                 max_usd: float | None) -> bool:
+        """Whether a mission (agent_id None) or one of its agents has exactly these caps."""
+        with self._lock:
+            account = self._account(mission_id, agent_id)
+            return (account.max_tokens, account.max_pico_usd) == (max_tokens, _pico(max_usd))
 
     def capped(self, mission_id: str, agent_id: str) -> bool:
         """Whether a call of this agent counts against any cap."""

@@ -132,7 +132,7 @@ class Router:
         app_name, on_head = serve.get_replica_context().app_name, head_pin(ray.cluster_resources())
         self._core = RouterCore(self._config, styled, on_record=_Metrics().record,
                                 shared=_shared(self._config, app_name, on_head),
-                                book=BudgetBook(app_name, resources=on_head))
+                                book=BudgetBook(app_name, resources=on_head, start=router.replicas > 1))
         self._auth = Authenticator(root_secret=load_or_create_root_secret(),
                                    keys=ApiKeyStore(router.auth.api_keys_file),
                                    allow_anonymous=router.auth.allow_anonymous)
@@ -171,7 +171,7 @@ class Router:
         return self._config.model_dump(mode="json")
 
     async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
-        return self._core.ledger.snapshot(mission_id)
+        return await self._core.usage(mission_id)
 
     async def batch_stats(self) -> dict[str, dict[str, int]]:
         return {name: {"batches": b.batches, "calls": b.calls} for name, b in self._batchers.items()}

@@ -1,6 +1,6 @@
 """Chaos scenarios beyond the mission's own actors dying: the memory actor killed during posts (r6), backend faults
-under the router (r7), an agent killed around a side-effecting tool call, and the Router replica killed during a
-capped mission (r8). Each runs a real mission on the local
+under the router (r7), an agent killed around a side-effecting tool call, and a Router replica killed during a
+capped mission, on an app with one Router replica (r8) and with two (r9). Each runs a real mission on the local
 Ray cluster with scripted models (CHAOS_MODELS, deployed on the router it is given) and returns its figures:
 `tests/integration/test_chaos_faults.py` asserts coarse bounds on them, `benchmarks/bench_chaos.py` reports them.
 """
@@ -242,21 +242,40 @@ def _effect_mission(router: Any, root: str, label: str, tool: str, ready: Any) -
     return result, len(effects.read_text().splitlines()) if effects.exists() else 0, retried
 
 
-# -- r8: the Router replica killed during a capped mission ----------------------------------------------------------
+# -- r8, r9: a Router replica killed during a capped mission --------------------------------------------------------
 def run_r8(router: Any, root: str, app_name: str) -> dict[str, Any]:
-    """A chain of 12 tasks under a 300-token cap; the process of the app's Router replica is killed after 3 tasks.
-    Without the kill the mission ends `budget_exceeded` with 6 tasks done (a call reserves about 160 tokens and uses
-    about 23). Figures: the mission's status and tasks done, the tokens the app's budget book charged it, and the
-    time from the kill to the next task's success (the calls wait for the replica Serve starts next)."""
+    """A chain of 12 tasks under a 300-token cap; the process of the app's one Router replica is killed after 3
+    tasks. Without the kill the mission ends `budget_exceeded` with 6 tasks done (a call reserves about 160 tokens
+    and uses about 23). The calls wait for the replica Serve starts next."""
+    return _router_replica_killed_under_a_cap("r8", router, root, app_name, roots=1, kill_after=3)
+
+
+def run_r9(router: Any, root: str, app_name: str) -> dict[str, Any]:
+    """r8 on an app with two Router replicas (`router.replicas: 2`), which keep the cap in the app's budget book.
+    The chain starts with two tasks at once, so that both replicas read the mission early, and one replica is
+    killed after 5 tasks; the other takes the calls at once. Were the cap kept per replica, each would allow about
+    6 tasks. A call the killed replica held is charged its worst case (about 160 tokens) as soon as it holds back
+    another, so the mission may end with 5 tasks done."""
+    return _router_replica_killed_under_a_cap("r9", router, root, app_name, roots=2, kill_after=5)
+
+
+def _router_replica_killed_under_a_cap(label: str, router: Any, root: str, app_name: str, *, roots: int,
+                                      kill_after: int) -> dict[str, Any]:
+    """A chain of R8_TASKS tasks, after `roots` tasks at once, under a 300-token cap; a Router replica is killed
+    after `kill_after` tasks. Figures: the mission's status and tasks done, the model calls in its result's usage,
+    the tokens the app's budget book charged it, and the times from the kill to the next task's success and to the
+    mission's end."""
     import ray
 
     from actors import start_mission
     from controlplane import parse_mission
     from controlplane._logfile import read_log
+    from serving._limiter import LIMITER_NAMESPACE
 
-    mission_id, run_dir = f"r8-{uuid.uuid4().hex[:6]}", f"{root}/r8-run"
+    mission_id, run_dir = f"{label}-{uuid.uuid4().hex[:6]}", f"{root}/{label}-run"
     tasks = [{"id": f"t{i}", "agent": "ab"[i % 2], "description": f"Do t{i}", "retries": 5,
-              "depends_on": [f"t{i - 1}"] if i else []} for i in range(R8_TASKS)]
+              "depends_on": [] if i < roots else [f"t{j}" for j in range(roots)] if i == roots else [f"t{i - 1}"]}
+             for i in range(R8_TASKS)]
     spec = parse_mission({
         "name": "routerkill", "goal": "Survive", "tasks": tasks, "budgets": {"max_tokens": R8_CAP_TOKENS},
         # Retries outlast the replica's replacement.
@@ -268,21 +287,24 @@ def run_r8(router: Any, root: str, app_name: str) -> dict[str, Any]:
 
     start_mission(spec, router=router, mission_id=mission_id, run_dir=run_dir)
     try:
-        _wait(lambda: len(succeeded()) >= 3, what="r8: three tasks done")
-        [replica] = router_replicas(app_name)
+        _wait(lambda: len(succeeded()) >= kill_after, what=f"{label}: {kill_after} tasks done")
+        replicas = router_replicas(app_name)
         killed_at = time.time()
-        replica.kill()
+        replicas[0].kill()
         result = wait_result(run_dir, timeout_s=300)
+        ended_s = time.time() - killed_at
     finally:
         end_mission(mission_id)
-    book = ray.get_actor(f"{app_name}:budgets", namespace="controlplane")
+    book = ray.get_actor(f"{app_name}:budgets", namespace=LIMITER_NAMESPACE)
     [account] = [a for a in ray.get(book.load.remote(mission_id)) if a.agent_id is None]
     after = [t for t in succeeded() if t > killed_at]
-    return {"r8_status": result["status"], "r8_tasks_succeeded": len(succeeded()),
-            "r8_router_replaced": any(p.pid != replica.pid for p in router_replicas(app_name)),
-            "r8_cap_tokens": account.max_tokens, "r8_tokens_charged": account.used_tokens,
-            "r8_cap_overshoot_tokens": max(0, account.used_tokens - R8_CAP_TOKENS),
-            "r8_stall_s": round(after[0] - killed_at, 2) if after else None}
+    return {f"{label}_status": result["status"], f"{label}_tasks_succeeded": len(succeeded()),
+            f"{label}_router_replicas": len(replicas), f"{label}_llm_calls": result["usage"]["llm_calls"],
+            f"{label}_router_replaced": any(p.pid != replicas[0].pid for p in router_replicas(app_name)),
+            f"{label}_cap_tokens": account.max_tokens, f"{label}_tokens_charged": account.used_tokens,
+            f"{label}_cap_overshoot_tokens": max(0, account.used_tokens - R8_CAP_TOKENS),
+            f"{label}_stall_s": round(after[0] - killed_at, 2) if after else None,
+            f"{label}_end_after_kill_s": round(ended_s, 1)}
 
 
 def router_replicas(app_name: str) -> list[Any]:

@@ -8,7 +8,9 @@ benchmarks/bench_chaos.py runs for its figures):
 - an agent is killed after a side-effecting tool acted: the tool never runs twice (the recorded result is
   replayed; a call whose result was never recorded fails its task instead of running again);
 - the Router replica is killed during a mission under a token cap: the mission's calls go on on the replica Serve
-  starts next, and the cap still binds there, counting the usage from before the kill.
+  starts next, and the cap still binds there, counting the usage from before the kill;
+- the same with two Router replicas, which keep the cap in the app's budget book: one cap binds both, the other
+  replica takes the calls at once, and the mission's usage counts the calls of both.
 
 The bounds are coarse, for a loaded CI machine; the targets are in docs/benchmarks.md.
 """
@@ -22,10 +24,12 @@ from tests.helpers.chaos import (
     R7_OPEN_S,
     R8_CAP_TOKENS,
     R8_TASKS,
+    STEADY,
     chaos_models,
     run_r6,
     run_r7,
     run_r8,
+    run_r9,
     run_side_effects,
 )
 
@@ -86,3 +90,29 @@ def test_a_router_replica_killed_mid_mission_is_replaced_and_the_missions_token_
     assert figures["r8_status"] == "budget_exceeded", figures
     assert 3 < figures["r8_tasks_succeeded"] <= 7 < R8_TASKS, figures
     assert figures["r8_cap_tokens"] == R8_CAP_TOKENS and 0 < figures["r8_tokens_charged"] <= R8_CAP_TOKENS, figures
+
+
+def test_two_router_replicas_share_one_missions_token_cap_and_usage_and_one_killed_leaves_the_other_serving(
+        ray_cluster, http_port, tmp_path):
+    from ray import serve
+
+    from controlplane.config import ServingConfig
+    from serving import deploy
+
+    app = "chaos-faults-2r"
+    config = {"router": {"replicas": 2, "agent": {"max_in_flight": 64}, "request_timeout_s": 60},
+              "models": {STEADY: chaos_models()[STEADY]}}
+    router = deploy(ServingConfig.model_validate(config), app_name=app, http_port=http_port, route_prefix=f"/{app}")
+    try:
+        figures = run_r9(router, str(tmp_path), app)
+    finally:
+        serve.delete(app)
+    assert figures["r9_router_replicas"] == 2, figures
+    # One cap for both replicas: with a cap per replica, the chain's 12 tasks all succeed.
+    assert figures["r9_status"] == "budget_exceeded", figures
+    assert 5 <= figures["r9_tasks_succeeded"] <= 7 < R8_TASKS, figures
+    assert figures["r9_cap_tokens"] == R8_CAP_TOKENS and 0 < figures["r9_tokens_charged"] <= R8_CAP_TOKENS, figures
+    # Usage from the book: every task's call, whichever replica served it (one replica's own ledger has some).
+    assert figures["r9_llm_calls"] >= figures["r9_tasks_succeeded"], figures
+    # No wait for the replacement, nor for the killed replica's reservation to run out (60 s + 30 s).
+    assert figures["r9_end_after_kill_s"] < 45, figures

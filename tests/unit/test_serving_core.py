@@ -112,7 +112,7 @@ def test_mission_budget_hard_cap():
         asyncio.run(run(core, call(identity=ident, max_tokens=20)))  # 9 + 45 + 20 > 60
 
 
-def test_a_hard_cap_is_refused_with_several_router_replicas_that_would_not_all_know_it():
+def test_a_hard_cap_is_refused_with_several_router_replicas_and_no_book_to_share_it():
     core = RouterCore(config(replicas=3), {"main": FakeBackend(), "spare": FakeBackend()})
     with pytest.raises(SpecError, match="router.replicas: 3 .*bind only the one router replica"):
         asyncio.run(core.set_budget("m", "a", max_usd=1.0))
@@ -208,22 +208,38 @@ def test_on_dispatch_is_called_when_a_call_leaves_the_queue_for_its_backend():
 
 
 class InProcessBook:
-    """The budget book's methods on a BudgetLedger, awaitable like actor calls."""
+    """The budget book's methods on its BookKeeper, awaitable like actor calls, with the time passed in."""
 
     def __init__(self):
-        from serving._ledger import BudgetLedger
+        from serving._bookkeeper import BookKeeper
 
-        self.ledger, self.charges = BudgetLedger(), 0
+        self.keeper, self.charges, self.now_s = BookKeeper(), 0, 0.0
+        self.ledger = self.keeper.budgets
 
     async def load(self, mission_id):
-        return self.ledger.export(mission_id)
+        return self.keeper.load(mission_id)
 
     async def put(self, mission_id, states):
-        self.ledger.restore(mission_id, states)
+        self.keeper.put(mission_id, states)
 
     def charge(self, mission_id, agent_id, tokens, usd):
         self.charges += 1
-        self.ledger.charge(mission_id, agent_id, tokens=tokens, usd=usd)
+        self.keeper.charge(mission_id, agent_id, tokens, usd)
+
+    async def set_budget(self, mission_id, agent_id, *, max_tokens, max_usd):
+        self.keeper.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+
+    async def reserve(self, mission_id, agent_id, **size):
+        return self.keeper.reserve(mission_id, agent_id, now_s=self.now_s, **size)
+
+    def settle(self, reservation, **usage):
+        self.keeper.settle(reservation, **usage)
+
+    def record(self, mission_id, agent_id, model, totals):
+        self.keeper.record(mission_id, agent_id, model, totals)
+
+    async def usage(self, mission_id):
+        return self.keeper.usage.snapshot(mission_id)
 
 
 def test_a_replica_started_after_one_died_carries_on_its_missions_caps_and_usage_from_the_book():
@@ -246,3 +262,93 @@ def test_uncapped_missions_never_write_to_the_book():
     for _ in range(3):
         asyncio.run(run(core, call(identity=Identity(mission_id="free"))))
     assert book.charges == 0 and book.ledger.export("free") == []
+
+
+def replicas_sharing(book, count=2):
+    return [RouterCore(config(replicas=count), {"main": FakeBackend(), "spare": FakeBackend()}, book=book)
+            for _ in range(count)]
+
+
+def test_with_several_router_replicas_one_missions_cap_binds_them_all_through_the_book():
+    book = InProcessBook()
+    armed, other = replicas_sharing(book)
+    asyncio.run(armed.set_budget("m", max_tokens=100))
+    ident = Identity(mission_id="m", agent_id="a")
+    asyncio.run(run(other, call(identity=ident)))  # worst case 55 <= 100; used 9
+    asyncio.run(run(armed, call(identity=ident)))  # 9 + 55 <= 100; used 18
+    with pytest.raises(BudgetExceeded, match=r"\(18 used of 100\)"):
+        asyncio.run(run(other, call(identity=ident, max_tokens=40)))  # 18 + 85 > 100; its own 9 + 85 would fit
+    assert book.ledger.spend("m").tokens == 18 and book.ledger.spend("m").reserved_tokens == 0
+
+
+def test_with_several_router_replicas_calls_in_flight_on_any_replica_hold_their_worst_case_in_the_book():
+    async def scenario():
+        book = InProcessBook()
+        first, second = replicas_sharing(book)
+        for core in (first, second):
+            core._backends["main"] = FakeBackend(delay_s=0.05)
+        await first.set_budget("m", max_tokens=100)
+        ident = Identity(mission_id="m", agent_id="a")
+        slow = asyncio.ensure_future(run(first, call(identity=ident)))  # holds 55 while it runs
+        await asyncio.sleep(0.01)
+        with pytest.raises(BackpressureError, match="55 held by calls in flight"):
+            await run(second, call(identity=ident))
+        await slow
+        await run(second, call(identity=ident))  # fits once the first has settled at 9
+
+    asyncio.run(scenario())
+
+
+def test_a_reservation_its_replica_never_settles_is_charged_its_worst_case_once_its_lease_runs_out():
+    from serving._bookkeeper import BookKeeper
+    from serving._ledger import ModelPrice, Spend
+
+    keeper = BookKeeper()
+    keeper.set_budget("m", None, max_tokens=100, max_usd=None)
+    size = {"price": ModelPrice(), "lease_s": 10.0}
+    lost = keeper.reserve("m", "a", prompt_tokens=20, max_tokens=30, now_s=0.0, **size)  # its replica dies
+    with pytest.raises(BackpressureError, match="50 held by calls in flight"):
+        keeper.reserve("m", "a", prompt_tokens=20, max_tokens=40, now_s=9.0, **size)
+    with pytest.raises(BudgetExceeded, match=r"\(50 used of 100\)"):  # the lease ran out: charged 50
+        keeper.reserve("m", "a", prompt_tokens=20, max_tokens=40, now_s=10.5, **size)
+    assert keeper.budgets.spend("m") == Spend(tokens=50, usd=0.0, reserved_tokens=0, reserved_usd=0.0)
+    keeper.settle(lost, prompt_tokens=5, completion_tokens=5)  # too late: it stays charged its worst case
+    assert keeper.budgets.spend("m").tokens == 50
+
+
+def test_with_several_router_replicas_caps_cannot_change_once_a_replica_has_served_the_mission():
+    book = InProcessBook()
+    armed, other = replicas_sharing(book)
+    asyncio.run(armed.set_budget("m", max_tokens=100))
+    asyncio.run(run(other, call(identity=Identity(mission_id="m"))))  # other read the caps before this call
+    with pytest.raises(SpecError, match="already made model calls.*arm a mission's caps before its first"):
+        asyncio.run(armed.set_budget("m", max_tokens=500))
+    asyncio.run(armed.set_budget("m", max_tokens=100))  # the same caps again: a resumed mission re-arms them
+
+
+def test_with_several_router_replicas_usage_is_every_replicas_whichever_replica_is_asked():
+    book = InProcessBook()
+    cores = replicas_sharing(book, 3)
+    for core in cores:
+        asyncio.run(run(core, call(identity=Identity(mission_id="m", agent_id="a"))))
+    for core in cores:
+        [row] = asyncio.run(core.usage("m"))
+        assert (row["calls"], row["prompt_tokens"], row["completion_tokens"]) == (3, 21, 6)
+    assert [row["calls"] for row in cores[0].ledger.snapshot("m")] == [1]  # each replica's own is one call
+
+
+def test_a_reservation_whose_replica_is_gone_is_charged_at_once_when_it_holds_back_a_call():
+    from serving._bookkeeper import BookKeeper
+    from serving._ledger import ModelPrice
+
+    alive = {"r1": True, "r2": True}
+    keeper = BookKeeper(holder_alive=alive.__getitem__)
+    keeper.set_budget("m", None, max_tokens=100, max_usd=None)
+    size = {"price": ModelPrice(), "lease_s": 1000.0, "now_s": 0.0}
+    keeper.reserve("m", "a", prompt_tokens=20, max_tokens=30, holder="r1", **size)
+    with pytest.raises(BackpressureError, match="50 held by calls in flight"):  # r1 may yet settle for less
+        keeper.reserve("m", "a", prompt_tokens=20, max_tokens=40, holder="r2", **size)
+    alive["r1"] = False
+    with pytest.raises(BudgetExceeded, match=r"\(50 used of 100\)"):  # long before the lease runs out
+        keeper.reserve("m", "a", prompt_tokens=20, max_tokens=40, holder="r2", **size)
+    keeper.reserve("m", "a", prompt_tokens=20, max_tokens=30, holder="r2", **size)  # what is left still serves

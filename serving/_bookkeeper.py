@@ -1,0 +1,88 @@
+"""What an app's budget book keeps, without Ray (the actor is serving/_budget_book.py).
+
+With one router replica, the book keeps each capped mission's caps and settled usage, so that the replica Serve
+starts after one dies carries them on. With several, it is the authority: every capped call reserves its worst
+case here, so one cap binds all the replicas, and every replica's calls are counted here, so a mission's usage is
+whole whichever replica is asked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from controlplane.errors import BackpressureError, SpecError
+from serving._accounting import Ledger, UsageTotals
+from serving._ledger import AccountState, BudgetLedger, ModelPrice, Reservation
+
+logger = logging.getLogger(__name__)
+
+
+class BookKeeper:
+    def __init__(self, *, holder_alive: Callable[[str], bool] = lambda holder: True) -> None:
+        """`holder_alive` says whether a router replica that holds reservations still runs."""
+        self.budgets = BudgetLedger()
+        self.usage = Ledger()
+        self._holder_alive = holder_alive
+        self._loaded: set[str] = set()
+        """Missions a replica has read for a call: their caps are fixed from then on."""
+
+    def load(self, mission_id: str) -> list[AccountState]:
+        self._loaded.add(mission_id)
+        return self.budgets.export(mission_id)
+
+    def put(self, mission_id: str, states: list[AccountState]) -> None:
+        self.budgets.restore(mission_id, states)
+
+    def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
+        self.budgets.charge(mission_id, agent_id, tokens=tokens, usd=usd)
+
+    def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
+                   max_usd: float | None) -> None:
+        """Cap a mission or one of its agents for every replica; usage so far is kept. Each replica reads a
+        mission's caps once, before it serves the mission's first call, so new caps after that are refused (the
+        same caps again are not: a resumed mission arms them again)."""
+        if mission_id in self._loaded and not self.budgets.has_caps(mission_id, agent_id, max_tokens=max_tokens,
+                                                                    max_usd=max_usd):
+            who = f"mission {mission_id!r}" + (f", agent {agent_id!r}" if agent_id else "")
+            raise SpecError(where="budgets", value=f"max_tokens={max_tokens}, max_usd={max_usd} for {who}",
+                            why="the mission has already made model calls, and with several router replicas each "
+                                "replica reads a mission's caps once, before its first call there",
+                            fix="arm a mission's caps before its first model call (its supervisor does), or serve "
+                                "it with router.replicas: 1")
+        self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+
+    def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int, price: ModelPrice,
+                holder: str | None = None, now_s: float, lease_s: float) -> Reservation:
+        """A call's worst case, held until its replica settles it. A reservation whose holder is gone, or that
+        `lease_s` outlived, is charged its worst case: the lease is checked on every reservation, the holders only
+        when the calls in flight leave no room. Raises as `BudgetLedger.reserve` does."""
+        self._lapse(lambda r: r.lease_until_s is not None and r.lease_until_s < now_s, "within its lease")
+
+        def attempt() -> Reservation:
+            return self.budgets.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                                        price=price, holder=holder, lease_until_s=now_s + lease_s)
+
+        try:
+            return attempt()
+        except BackpressureError:
+            gone = {h for h in self.budgets.holders() if not self._holder_alive(h)}
+            if not self._lapse(lambda r: r.holder in gone, "by its router replica, which is gone"):
+                raise
+            return attempt()
+
+    def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
+        try:
+            self.budgets.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        except ValueError:
+            logger.warning("a call of mission %s (agent %s) was settled too late: it stays charged its worst case",
+                           reservation.mission_id, reservation.agent_id)
+
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+        self.usage.add(mission_id, agent_id, model, totals)
+
+    def _lapse(self, lapsed: Callable[[Reservation], bool], why: str) -> list[Reservation]:
+        closed = self.budgets.lapse(lapsed)
+        for reservation in closed:
+            logger.warning("a call of mission %s (agent %s) was not settled %s: it is charged its worst case, %d "
+                           "tokens", reservation.mission_id, reservation.agent_id, why, reservation.tokens)
+        return closed
