@@ -22,9 +22,12 @@ Scenarios (same run, same local Ray cluster, scripted engine):
 - r8 (last: it kills the app's Router replica): a chain of 12 tasks under a 300-token cap (6 tasks' worth); the
   Router replica's process is killed after 3 tasks. Figures: the mission's status and tasks done, the tokens the
   budget book charged it beyond the cap, and the time from the kill to the next task's success.
+- r9: r8 on a second app with two Router replicas (`router.replicas: 2`, one cap kept in the app's budget book);
+  the chain starts two tasks wide and one replica is killed after 5 tasks. The same figures, the model calls in
+  the mission's usage, and the time from the kill to the mission's end.
 
-The r6, r7, side-effect and r8 scenarios are `tests/helpers/chaos.py`, which `tests/integration/test_chaos_faults.py`
-runs with coarse bounds.
+The r6, r7, side-effect, r8 and r9 scenarios are `tests/helpers/chaos.py`, which
+`tests/integration/test_chaos_faults.py` runs with coarse bounds.
 
     python benchmarks/bench_chaos.py [--quick] [--json PATH]
 """
@@ -185,6 +188,28 @@ def run_r6_r7_side_effects_r8(router, root: str, size: dict) -> dict:
     return {**r6, **r7, **effects, **r8}
 
 
+def run_r9_on_two_router_replicas(root: str, http_port: int) -> dict:
+    from ray import serve
+
+    from controlplane.config import ServingConfig
+    from serving import deploy
+    from tests.helpers.chaos import STEADY, chaos_models, run_r9
+
+    app = f"{APP_NAME}-2r"
+    router = deploy(ServingConfig.model_validate({
+        "router": {"replicas": 2, "agent": {"max_in_flight": 64}, "request_timeout_s": 60},
+        "models": {STEADY: chaos_models()[STEADY]}}), app_name=app, http_port=http_port, route_prefix=f"/{app}")
+    try:
+        r9 = run_r9(router, root, app)
+    finally:
+        serve.delete(app)
+    print(f"r9: one of 2 Router replicas killed after 5 tasks: status {r9['r9_status']} with "
+          f"{r9['r9_tasks_succeeded']} tasks done ({r9['r9_llm_calls']} model calls in its usage), "
+          f"{r9['r9_tokens_charged']} of {r9['r9_cap_tokens']} tokens charged; the next task succeeded "
+          f"{r9['r9_stall_s']} s after the kill, the mission ended {r9['r9_end_after_kill_s']} s after it")
+    return r9
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small missions (about 5 minutes)")
@@ -200,17 +225,18 @@ def main() -> int:
     from tests.helpers.chaos import chaos_models
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    http_port = free_port()
     router = deploy(ServingConfig.model_validate({
         "router": {"agent": {"max_in_flight": 64}, "request_timeout_s": 60},
         "models": {"scripted-50ms": {"kind": "scripted", "latency_s": LATENCY_S,
                                      "replies": [{"match": ".", "text": '{"final": "done"}'}]}, **chaos_models()}}),
-        app_name=APP_NAME, http_port=free_port())
+        app_name=APP_NAME, http_port=http_port)
     root = tempfile.mkdtemp(prefix="bench-chaos-")
     started, load_before = time.monotonic(), os.getloadavg()[0]
     print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls (r1-r3), {os.cpu_count()} cores, no GPU, "
           f"load average {load_before:.1f}; runs in {root}")
     figures = {**run_r1(router, root, size["r1_tasks"]), **run_r2_r3(router, root, size["r2_tasks"]),
-               **run_r6_r7_side_effects_r8(router, root, size)}
+               **run_r6_r7_side_effects_r8(router, root, size), **run_r9_on_two_router_replicas(root, http_port)}
     figures.update(bench_s=round(time.monotonic() - started, 1), load_average_start=round(load_before, 1),
                    load_average_end=round(os.getloadavg()[0], 1))
     print(f"summary: lost {figures['r1_tasks_lost']}, duplicated {figures['r1_tasks_duplicated']}, makespan x"
@@ -221,7 +247,8 @@ def main() -> int:
           f"{figures['r7_mission_succeeded']}, {figures['r7_failures_before_breaker_open']} failures before the "
           f"breaker opened, closed {figures['r7_breaker_recovered_s']} s after the outage; side effects executed "
           f"twice: {figures['side_effects_executed_twice']}; Router replica killed: {figures['r8_status']}, "
-          f"{figures['r8_cap_overshoot_tokens']} tokens over the cap; {figures['bench_s']} s, load average "
+          f"{figures['r8_cap_overshoot_tokens']} tokens over the cap; one of two killed: {figures['r9_status']}, "
+          f"{figures['r9_cap_overshoot_tokens']} tokens over the cap; {figures['bench_s']} s, load average "
           f"{load_before:.1f} -> {figures['load_average_end']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

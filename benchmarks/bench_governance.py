@@ -12,7 +12,11 @@ against parallel tasks.
    call's usage sent to the app's budget book (serving/_budget_book.py, so that a Router replica started later
    carries the cap on). RouterCore calls (in process, zero-latency backend, the real book actor)
    of a mission capped at 10^12 tokens and of an uncapped one, alternating call by call: the difference of
-   the medians, median over the repetitions.
+   the medians, median over the repetitions. With two router replicas the book is the authority: a capped
+   call awaits its reservation there, and every call's usage row goes there. The same difference for a capped
+   and for an uncapped call on a RouterCore configured with `router.replicas: 2` (and its own book), each
+   against the uncapped call on one replica: `budget_book_two_replicas_capped_overhead_ms` and
+   `budget_book_two_replicas_uncapped_overhead_ms`.
 3. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
    with 0.2 s latency) against a mission cap of 600 tokens, run by the real supervisor, agents and router; the
    router's charged tokens for the mission minus the cap (0 when under it), the maximum over the repetitions.
@@ -49,8 +53,9 @@ APP_NAME = "bench-governance"
 TARGETS = {"identity_check_overhead_ms": ("<=", 0.2), "budget_overshoot_tokens": ("==", 0)}
 
 
-def serving_config(anonymous: bool) -> dict:
-    return {"router": {"auth": {"allow_anonymous": anonymous}, "agent": {"max_in_flight": 64}},
+def serving_config(anonymous: bool, router_replicas: int = 1) -> dict:
+    return {"router": {"auth": {"allow_anonymous": anonymous}, "agent": {"max_in_flight": 64},
+                       "replicas": router_replicas},
             "models": {"zero": {"kind": "scripted", "latency_s": 0.0},
                        "slow": {"kind": "scripted", "latency_s": 0.2}}}
 
@@ -81,19 +86,21 @@ class ZeroBackend:
         yield {"done": True, "finish_reason": "stop", "prompt_tokens": 6, "completion_tokens": 1}
 
 
-async def alternating_p50_ms(core, identity_of, calls: int) -> tuple[float, float]:
+async def alternating_p50_ms(first, second, calls: int) -> tuple[float, float]:
     """(p50 of the first path's calls, p50 of the second's) of RouterCore calls to the zero model, the two paths
-    alternating call by call; `identity_of(first)` runs inside the timed window."""
+    alternating call by call. A path is a function that gives the (RouterCore, Identity) of its next call; it runs
+    inside the timed window."""
     from serving._core import Call
 
     body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
-    first_ms, second_ms = [], []
+    paths, times_ms = (first, second), ([], [])
     for n in range(2 * calls):
         started = time.perf_counter()
-        async for _ in core.stream(Call(model="zero", body=body, identity=identity_of(n % 2 == 0))):
+        core, identity = paths[n % 2]()
+        async for _ in core.stream(Call(model="zero", body=body, identity=identity)):
             pass
-        (first_ms if n % 2 == 0 else second_ms).append((time.perf_counter() - started) * 1e3)
-    return statistics.median(first_ms), statistics.median(second_ms)
+        times_ms[n % 2].append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times_ms[0]), statistics.median(times_ms[1])
 
 
 async def in_router_ms(token: str, root: bytes, keys_file: str, calls: int) -> tuple[float, float]:
@@ -106,8 +113,8 @@ async def in_router_ms(token: str, root: bytes, keys_file: str, calls: int) -> t
     config = ServingConfig.model_validate(serving_config(anonymous=True))
     core = RouterCore(config, {"zero": ZeroBackend(), "slow": ZeroBackend()})
     door = Authenticator(root_secret=root, keys=ApiKeyStore(keys_file), allow_anonymous=True)
-    return await alternating_p50_ms(
-        core, lambda first: door.for_handle(token if first else None, None, now_s=time.time()), calls)
+    return await alternating_p50_ms(lambda: (core, door.for_handle(token, None, now_s=time.time())),
+                                    lambda: (core, door.for_handle(None, None, now_s=time.time())), calls)
 
 
 def identity_figures(client, root: bytes, keys_file: str, mode: str) -> dict[str, float]:
@@ -127,27 +134,38 @@ def identity_figures(client, root: bytes, keys_file: str, mode: str) -> dict[str
 
 
 # -- 2. the budget book ---------------------------------------------------------------------------------
-async def book_path_ms(core, calls: int) -> tuple[float, float]:
-    """(p50 of a capped mission's call, p50 of an uncapped one's), alternating call by call."""
-    from serving import Identity
-
-    capped, free = Identity(mission_id="bench-book-capped"), Identity(mission_id="bench-book-free")
-    return await alternating_p50_ms(core, lambda first: capped if first else free, calls)
-
-
 def book_figures(mode: str) -> dict[str, float]:
+    """Alternating RouterCore calls, each pair against an uncapped call on one router replica: a capped call on one
+    replica, and a capped and an uncapped call on a router of two replicas (whose book the calls await or feed)."""
     from controlplane.config import ServingConfig
+    from serving import Identity
     from serving._budget_book import BudgetBook
     from serving._core import RouterCore
 
-    core = RouterCore(ServingConfig.model_validate(serving_config(anonymous=True)),
-                      {"zero": ZeroBackend(), "slow": ZeroBackend()}, book=BudgetBook(f"{APP_NAME}-in-process"))
-    asyncio.run(core.set_budget("bench-book-capped", max_tokens=10**12))  # starts the book
-    asyncio.run(book_path_ms(core, 200))
-    reps = [asyncio.run(book_path_ms(core, IN_ROUTER_CALLS[mode])) for _ in range(REPS[mode])]
-    return {"budget_book_overhead_ms": statistics.median(on - off for on, off in reps),
-            "router_call_p50_ms_capped": statistics.median(on for on, _ in reps),
-            "router_call_p50_ms_uncapped": statistics.median(off for _, off in reps)}
+    def router(replicas: int, book: BudgetBook) -> RouterCore:
+        return RouterCore(ServingConfig.model_validate(serving_config(anonymous=True, router_replicas=replicas)),
+                          {"zero": ZeroBackend(), "slow": ZeroBackend()}, book=book)
+
+    one = router(1, BudgetBook(f"{APP_NAME}-in-process"))
+    two = router(2, BudgetBook(f"{APP_NAME}-in-process-2r", start=True))
+    capped, free = Identity(mission_id="bench-book-capped"), Identity(mission_id="bench-book-free")
+    for core in (one, two):
+        asyncio.run(core.set_budget(capped.mission_id, max_tokens=10**12))  # starts the one-replica book
+
+    def against_uncapped(core: RouterCore, identity: Identity) -> tuple[float, float, float]:
+        """(median overhead, median p50 of the path, median p50 of the uncapped one-replica call)."""
+        paths = (lambda: (core, identity)), (lambda: (one, free))
+        asyncio.run(alternating_p50_ms(*paths, 200))
+        reps = [asyncio.run(alternating_p50_ms(*paths, IN_ROUTER_CALLS[mode])) for _ in range(REPS[mode])]
+        return (statistics.median(on - off for on, off in reps), statistics.median(on for on, _ in reps),
+                statistics.median(off for _, off in reps))
+
+    book, capped_ms, uncapped_ms = against_uncapped(one, capped)
+    shared_capped, _, _ = against_uncapped(two, capped)
+    shared_usage, _, _ = against_uncapped(two, free)
+    return {"budget_book_overhead_ms": book, "router_call_p50_ms_capped": capped_ms,
+            "router_call_p50_ms_uncapped": uncapped_ms, "budget_book_two_replicas_capped_overhead_ms": shared_capped,
+            "budget_book_two_replicas_uncapped_overhead_ms": shared_usage}
 
 
 # -- 3. budget overshoot --------------------------------------------------------------------------------
@@ -250,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_governance: identity check {figures['identity_check_overhead_ms']:.3f} ms per router call "
           f"(target <=0.2; a call without it {figures['router_call_p50_ms_anonymous']:.3f} ms; through Serve "
           f"{figures['identity_check_overhead_ms_serve']:+.3f} ms on {figures['serve_call_p50_ms_anonymous']:.2f} ms "
-          f"calls); budget book {figures['budget_book_overhead_ms']:.3f} ms per capped call; budget "
+          f"calls); budget book {figures['budget_book_overhead_ms']:.3f} ms per capped call (two router replicas: "
+          f"{figures['budget_book_two_replicas_capped_overhead_ms']:.3f} ms capped, "
+          f"{figures['budget_book_two_replicas_uncapped_overhead_ms']:.3f} ms uncapped); budget "
           f"overshoot "
           f"{figures['budget_overshoot_tokens']} tokens (target 0) with {BUDGET_TASKS} parallel tasks on a "
           f"{BUDGET_CAP_TOKENS}-token cap (uncapped they use {figures['budget_uncapped_tokens']:.0f}); "

@@ -77,7 +77,11 @@ class BookKeeper:
             logger.warning("a call of mission %s (agent %s) was settled too late: it stays charged its worst case",
                            reservation.mission_id, reservation.agent_id)
 
-    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
+               settles: Reservation | None = None) -> None:
+        """Count a call's usage row and settle its reservation, if it held one, with the same tokens."""
+        if settles is not None:
+            self.settle(settles, prompt_tokens=totals.prompt_tokens, completion_tokens=totals.completion_tokens)
         self.usage.add(mission_id, agent_id, model, totals)
 
     def _lapse(self, lapsed: Callable[[Reservation], bool], why: str) -> list[Reservation]:

@@ -65,8 +65,9 @@ class BudgetBookActor:
     def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int) -> None:
         self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
-    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
-        self._keeper.record(mission_id, agent_id, model, totals)
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
+               settles: Reservation | None) -> None:
+        self._keeper.record(mission_id, agent_id, model, totals, settles=settles)
 
     def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
         return self._keeper.usage.snapshot(mission_id)
@@ -124,8 +125,9 @@ class BudgetBook:
     def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
         self._book().settle.remote(reservation, prompt_tokens, completion_tokens)
 
-    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
-        self._book().record.remote(mission_id, agent_id, model, totals)
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
+               settles: Reservation | None = None) -> None:
+        self._book().record.remote(mission_id, agent_id, model, totals, settles)
 
     async def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
         return await self._book().usage.remote(mission_id)

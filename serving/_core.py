@@ -57,7 +57,8 @@ class Book(Protocol):
 
     def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None: ...
 
-    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None: ...
+    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
+               settles: Reservation | None = None) -> None: ...
 
     async def usage(self, mission_id: str | None) -> list[dict[str, Any]]: ...
 
@@ -300,13 +301,12 @@ class RouterCore:
             if final is None:
                 charge = self.budgets.release(reservation, **progress.usage(call.body))
             used = charge.prompt_tokens + charge.completion_tokens
-            if booked is not None:
-                self._settle_booked(booked, charge.prompt_tokens, charge.completion_tokens)
-            elif self._book is not None and used and self.budgets.capped(ident.mission_id, ident.agent_id):
+            if booked is None and self._book is not None and used and self.budgets.capped(ident.mission_id,
+                                                                                          ident.agent_id):
                 self._book.charge(ident.mission_id, ident.agent_id, used, charge.usd)
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._settle_shared(shared, est_tokens, used)
-            self._account(model, ident, final, charge)
+            self._account(model, ident, final, charge, booked)
 
     async def _admit_shared(self, model: str, est_tokens: int) -> list[str]:
         """Take the call's share of the limits every replica shares (a model's rpm and tpm); all or none."""
@@ -359,7 +359,10 @@ class RouterCore:
         if booked is not None and self._deciding_book is not None:
             self._deciding_book.settle(booked, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
-    def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge) -> None:
+    def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge,
+                 booked: Reservation | None) -> None:
+        """Count the call here and, when the book decides, in the book, which settles its reservation there
+        from the same totals (one message)."""
         if final is None:
             totals = self.ledger.record_error(ident.mission_id, ident.agent_id, model,
                                               prompt_tokens=charge.prompt_tokens,
@@ -369,7 +372,7 @@ class RouterCore:
                                         completion_tokens=final["completion_tokens"], ttft_s=final["ttft_s"],
                                         latency_s=final["latency_s"], usd=charge.usd)
         if self._deciding_book is not None:
-            self._deciding_book.record(ident.mission_id, ident.agent_id, model, totals)
+            self._deciding_book.record(ident.mission_id, ident.agent_id, model, totals, settles=booked)
         self._on_record(model, ident, final)
 
     async def _run(self, model: str, call: Call, start_s: float, progress: _Progress) -> AsyncIterator[dict[str, Any]]:

@@ -235,8 +235,8 @@ class InProcessBook:
     def settle(self, reservation, **usage):
         self.keeper.settle(reservation, **usage)
 
-    def record(self, mission_id, agent_id, model, totals):
-        self.keeper.record(mission_id, agent_id, model, totals)
+    def record(self, mission_id, agent_id, model, totals, settles=None):
+        self.keeper.record(mission_id, agent_id, model, totals, settles=settles)
 
     async def usage(self, mission_id):
         return self.keeper.usage.snapshot(mission_id)
