@@ -36,6 +36,11 @@ class BookKeeper:
     def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
         self.budgets.charge(mission_id, agent_id, tokens=tokens, usd=usd)
 
+    def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
+        """The router's default mission caps (`router.mission.token_budget`, `usd_budget`); each replica sends
+        its config's when it starts, so a redeploy's replace them for missions not seen yet."""
+        self.budgets.set_default_caps(mission_max_tokens=max_tokens, mission_max_usd=max_usd)
+
     def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
                    max_usd: float | None) -> None:
         """Cap a mission or one of its agents for every replica; usage so far is kept. Each replica reads a

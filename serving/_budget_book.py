@@ -46,6 +46,9 @@ class BudgetBookActor:
     def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
         self._keeper.charge(mission_id, agent_id, tokens, usd)
 
+    def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
+        self._keeper.set_default_caps(max_tokens, max_usd)
+
     def set_budget(self, mission_id: str, agent_id: str | None, max_tokens: int | None,
                    max_usd: float | None) -> ControlPlaneError | None:
         try:
@@ -103,6 +106,9 @@ class BudgetBook:
 
     def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
         self._book().charge.remote(mission_id, agent_id, tokens, usd)
+
+    def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
+        self._book().set_default_caps.remote(max_tokens, max_usd)
 
     async def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
                          max_usd: float | None) -> None:

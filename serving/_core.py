@@ -49,6 +49,8 @@ class Book(Protocol):
 
     def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None: ...
 
+    def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None: ...
+
     async def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
                          max_usd: float | None) -> None: ...
 
@@ -139,6 +141,8 @@ class RouterCore:
         self.ledger = Ledger()
         self.budgets = BudgetLedger(mission_max_tokens=config.router.mission.token_budget,
                                     mission_max_usd=config.router.mission.usd_budget)
+        if self._deciding_book is not None:
+            self._deciding_book.set_default_caps(config.router.mission.token_budget, config.router.mission.usd_budget)
         self._prices = {name: ModelPrice(**spec.price.model_dump()) for name, spec in config.models.items()}
         self._backends = backends
         self._clock = clock

@@ -128,6 +128,11 @@ class BudgetLedger:
         self.overrun_tokens = 0
         """Tokens settled beyond their reservations, over the ledger's life."""
 
+    def set_default_caps(self, *, mission_max_tokens: int | None, mission_max_usd: float | None) -> None:
+        """The caps of missions that `set_budget` did not name, from their next account on."""
+        with self._lock:
+            self._default = (mission_max_tokens, _pico(mission_max_usd))
+
     def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
                    max_usd: float | None) -> None:
         """Cap a mission (agent_id None) or one of its agents; usage so far is kept."""

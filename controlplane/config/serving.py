@@ -211,7 +211,8 @@ class RouterSpec(_Spec):
                                   "calls counts as busy.")
     replicas: int = Field(1, ge=1, description="Router replicas. Above 1 they share each model's limits.rpm and "
                           "limits.tpm through one limiter actor (token leases: together within replicas x 1% of "
-                          "the limit, never above); agent and mission limits stay per replica.")
+                          "the limit, never above), and hard caps and usage through the app's budget book; agent "
+                          "and mission rate limits stay per replica.")
 
 
 class ServingConfig(_Spec):

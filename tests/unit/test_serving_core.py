@@ -226,6 +226,9 @@ class InProcessBook:
         self.charges += 1
         self.keeper.charge(mission_id, agent_id, tokens, usd)
 
+    def set_default_caps(self, max_tokens, max_usd):
+        self.keeper.set_default_caps(max_tokens, max_usd)
+
     async def set_budget(self, mission_id, agent_id, *, max_tokens, max_usd):
         self.keeper.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
@@ -264,8 +267,8 @@ def test_uncapped_missions_never_write_to_the_book():
     assert book.charges == 0 and book.ledger.export("free") == []
 
 
-def replicas_sharing(book, count=2):
-    return [RouterCore(config(replicas=count), {"main": FakeBackend(), "spare": FakeBackend()}, book=book)
+def replicas_sharing(book, count=2, **router):
+    return [RouterCore(config(replicas=count, **router), {"main": FakeBackend(), "spare": FakeBackend()}, book=book)
             for _ in range(count)]
 
 
@@ -352,3 +355,13 @@ def test_a_reservation_whose_replica_is_gone_is_charged_at_once_when_it_holds_ba
     with pytest.raises(BudgetExceeded, match=r"\(50 used of 100\)"):  # long before the lease runs out
         keeper.reserve("m", "a", prompt_tokens=20, max_tokens=40, holder="r2", **size)
     keeper.reserve("m", "a", prompt_tokens=20, max_tokens=30, holder="r2", **size)  # what is left still serves
+
+
+def test_with_several_router_replicas_the_routers_default_mission_cap_binds_them_all_through_the_book():
+    book = InProcessBook()
+    first, second = replicas_sharing(book, mission={"token_budget": 100})  # no set_budget: the config's default
+    ident = Identity(mission_id="m", agent_id="a")
+    asyncio.run(run(second, call(identity=ident)))  # worst case 55 <= 100; used 9
+    asyncio.run(run(first, call(identity=ident)))  # 9 + 55 <= 100; used 18
+    with pytest.raises(BudgetExceeded, match=r"\(18 used of 100\)"):
+        asyncio.run(run(second, call(identity=ident, max_tokens=40)))  # its own 9 + 85 would fit
