@@ -33,8 +33,12 @@ class BookKeeper:
     def put(self, mission_id: str, states: list[AccountState]) -> None:
         self.budgets.restore(mission_id, states)
 
-    def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
-        self.budgets.charge(mission_id, agent_id, tokens=tokens, usd=usd)
+    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+        """A call of a capped mission that a lone replica settled: charged against the caps, and counted in the
+        usage rows."""
+        self.budgets.charge(mission_id, agent_id, tokens=totals.prompt_tokens + totals.completion_tokens,
+                            usd=totals.usd)
+        self.usage.add(mission_id, agent_id, model, totals)
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         """The router's default mission caps (`router.mission.token_budget`, `usd_budget`); each replica sends

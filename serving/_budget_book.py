@@ -2,8 +2,9 @@
 replicas (the logic is serving/_bookkeeper.py; this is the Ray shell).
 
 With one router replica, the replica reads a mission from the book once, before the mission's first call or cap
-there, writes the mission whenever a cap is set, and sends each capped call's usage once it is settled, without
-waiting, so that the replica Serve starts after one dies (or a redeploy's) carries the mission on.
+there, writes the mission whenever a cap is set, and sends the usage of each call of a capped mission once it is
+settled, without waiting, so that the replica Serve starts after one dies (or a redeploy's) carries the mission's
+caps and usage on.
 
 With several, the book is the authority: caps are set there, every capped call awaits its reservation there, and
 every call's usage row goes there without waiting.
@@ -43,8 +44,8 @@ class BudgetBookActor:
     def put(self, mission_id: str, states: list[AccountState]) -> None:
         self._keeper.put(mission_id, states)
 
-    def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
-        self._keeper.charge(mission_id, agent_id, tokens, usd)
+    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+        self._keeper.charge(mission_id, agent_id, model, totals)
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         self._keeper.set_default_caps(max_tokens, max_usd)
@@ -104,8 +105,8 @@ class BudgetBook:
     async def put(self, mission_id: str, states: list[AccountState]) -> None:
         await self._book().put.remote(mission_id, states)
 
-    def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None:
-        self._book().charge.remote(mission_id, agent_id, tokens, usd)
+    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+        self._book().charge.remote(mission_id, agent_id, model, totals)
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         self._book().set_default_caps.remote(max_tokens, max_usd)

@@ -47,7 +47,7 @@ class Book(Protocol):
 
     async def put(self, mission_id: str, states: list[AccountState]) -> None: ...
 
-    def charge(self, mission_id: str, agent_id: str, tokens: int, usd: float) -> None: ...
+    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None: ...
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None: ...
 
@@ -207,10 +207,14 @@ class RouterCore:
             gate.set_weight(mission_id, weight)
 
     async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
-        """Usage rows per (mission, agent, model): every replica's from the book when it decides, else this
-        replica's."""
+        """Usage rows per (mission, agent, model): from the book when it decides (every replica's), or for a
+        mission with caps (the calls of the replicas before this one too); else this replica's."""
         if self._deciding_book is not None:
             return await self._deciding_book.usage(mission_id)
+        if self._book is not None and mission_id is not None:
+            await self._load_budgets(mission_id)
+            if self.budgets.mission_capped(mission_id):
+                return await self._book.usage(mission_id)
         return self.ledger.snapshot(mission_id)
 
     def used_tokens(self, mission_id: str) -> int:
@@ -305,9 +309,6 @@ class RouterCore:
             if final is None:
                 charge = self.budgets.release(reservation, **progress.usage(call.body))
             used = charge.prompt_tokens + charge.completion_tokens
-            if booked is None and self._book is not None and used and self.budgets.capped(ident.mission_id,
-                                                                                          ident.agent_id):
-                self._book.charge(ident.mission_id, ident.agent_id, used, charge.usd)
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._settle_shared(shared, est_tokens, used)
             self._account(model, ident, final, charge, booked)
@@ -365,8 +366,8 @@ class RouterCore:
 
     def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge,
                  booked: Reservation | None) -> None:
-        """Count the call here and, when the book decides, in the book, which settles its reservation there
-        from the same totals (one message)."""
+        """Count the call here, and in the book: when it decides, with the reservation it settles from the same
+        totals (one message); else when the mission has caps, which the book charges."""
         if final is None:
             totals = self.ledger.record_error(ident.mission_id, ident.agent_id, model,
                                               prompt_tokens=charge.prompt_tokens,
@@ -377,6 +378,8 @@ class RouterCore:
                                         latency_s=final["latency_s"], usd=charge.usd)
         if self._deciding_book is not None:
             self._deciding_book.record(ident.mission_id, ident.agent_id, model, totals, settles=booked)
+        elif self._book is not None and self.budgets.mission_capped(ident.mission_id):
+            self._book.charge(ident.mission_id, ident.agent_id, model, totals)
         self._on_record(model, ident, final)
 
     async def _run(self, model: str, call: Call, start_s: float, progress: _Progress) -> AsyncIterator[dict[str, Any]]:

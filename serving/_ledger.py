@@ -202,6 +202,12 @@ class BudgetLedger:
             account = self._account(mission_id, agent_id)
             return (account.max_tokens, account.max_pico_usd) == (max_tokens, _pico(max_usd))
 
+    def mission_capped(self, mission_id: str) -> bool:
+        """Whether the mission or any of its agents has a cap."""
+        with self._lock:
+            return any(m == mission_id and (a.max_tokens is not None or a.max_pico_usd is not None)
+                       for (m, _), a in self._accounts.items())
+
     def capped(self, mission_id: str, agent_id: str) -> bool:
         """Whether a call of this agent counts against any cap."""
         with self._lock:

@@ -8,7 +8,8 @@ benchmarks/bench_chaos.py runs for its figures):
 - an agent is killed after a side-effecting tool acted: the tool never runs twice (the recorded result is
   replayed; a call whose result was never recorded fails its task instead of running again);
 - the Router replica is killed during a mission under a token cap: the mission's calls go on on the replica Serve
-  starts next, and the cap still binds there, counting the usage from before the kill;
+  starts next, the cap still binds there, counting the usage from before the kill, and the mission's usage
+  counts the calls from before the kill;
 - the same with two Router replicas, which keep the cap in the app's budget book: one cap binds both, the other
   replica takes the calls at once, and the mission's usage counts the calls of both.
 
@@ -90,6 +91,8 @@ def test_a_router_replica_killed_mid_mission_is_replaced_and_the_missions_token_
     assert figures["r8_status"] == "budget_exceeded", figures
     assert 3 < figures["r8_tasks_succeeded"] <= 7 < R8_TASKS, figures
     assert figures["r8_cap_tokens"] == R8_CAP_TOKENS and 0 < figures["r8_tokens_charged"] <= R8_CAP_TOKENS, figures
+    # The result's usage counts the calls from before the kill too: the capped mission's rows are in the book.
+    assert figures["r8_llm_calls"] >= figures["r8_tasks_succeeded"], figures
 
 
 def test_two_router_replicas_share_one_missions_token_cap_and_usage_and_one_killed_leaves_the_other_serving(

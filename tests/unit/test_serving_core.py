@@ -222,9 +222,9 @@ class InProcessBook:
     async def put(self, mission_id, states):
         self.keeper.put(mission_id, states)
 
-    def charge(self, mission_id, agent_id, tokens, usd):
+    def charge(self, mission_id, agent_id, model, totals):
         self.charges += 1
-        self.keeper.charge(mission_id, agent_id, tokens, usd)
+        self.keeper.charge(mission_id, agent_id, model, totals)
 
     def set_default_caps(self, max_tokens, max_usd):
         self.keeper.set_default_caps(max_tokens, max_usd)
@@ -255,6 +255,8 @@ def test_a_replica_started_after_one_died_carries_on_its_missions_caps_and_usage
     started = RouterCore(config(), {"main": FakeBackend(), "spare": FakeBackend()}, book=book)
     asyncio.run(run(started, call(identity=ident, max_tokens=10)))  # worst case 9 + 55 <= 70: used 18
     assert started.used_tokens("m") == 18 and book.ledger.spend("m").tokens == 18
+    [row] = asyncio.run(started.usage("m"))  # the result's usage counts the calls before the restart too
+    assert (row["calls"], row["prompt_tokens"] + row["completion_tokens"]) == (2, 18)
     with pytest.raises(BudgetExceeded, match=r"\(18 used of 70\)"):
         asyncio.run(run(started, call(identity=ident, max_tokens=8)))  # 18 + 53 > 70; a fresh ledger allows it
 
