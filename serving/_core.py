@@ -12,13 +12,14 @@ from typing import Any, Protocol
 
 from controlplane.config import ServingConfig
 from controlplane.errors import BackpressureError, DeadlineExceeded, ReplicaUnavailable, SpecError
-from serving._accounting import Ledger, UsageTotals
+from serving._accounting import Ledger
 from serving._affinity import affinity_key
 from serving._breaker import CircuitBreaker
+from serving._caps import Book, Hold, RouterCaps
 from serving._gate import Gate
 from serving._keys import KeyScope
 from serving._leases import shared_amounts
-from serving._ledger import AccountState, BudgetLedger, Charge, ModelPrice, Reservation
+from serving._ledger import Charge
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
 from serving._tool_calls import check_tool_request, message_text, tools_text
@@ -39,32 +40,6 @@ class Shared(Protocol):
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
 
 
-class Book(Protocol):
-    """Where capped missions' caps and usage outlive this replica, and, with several router replicas, where
-    they are kept for all of them (serving/_budget_book.py: BudgetBook)."""
-
-    async def load(self, mission_id: str) -> list[AccountState]: ...
-
-    async def put(self, mission_id: str, states: list[AccountState]) -> None: ...
-
-    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None: ...
-
-    def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None: ...
-
-    async def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
-                         max_usd: float | None) -> None: ...
-
-    async def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int,
-                      price: ModelPrice, lease_s: float) -> Reservation: ...
-
-    def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None: ...
-
-    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
-               settles: Reservation | None = None) -> None: ...
-
-    async def usage(self, mission_id: str | None) -> list[dict[str, Any]]: ...
-
-
 @dataclass(kw_only=True)
 class Call:
     """One admitted unit of work: a chat (`messages`) or a completion (`prompt`)."""
@@ -83,28 +58,11 @@ class Call:
     """Called when the call leaves the queue for its backend (again if its fallback takes it)."""
 
 
-MESSAGE_OVERHEAD_TOKENS = 8
-"""Chat-template tokens around one message, at most (role markers, separators)."""
-PROMPT_OVERHEAD_TOKENS = 32
-"""Template tokens per prompt, at most (a default system prompt, the generation prompt)."""
-BOOK_LEASE_GRACE_S = 30.0
-"""How long past its deadline a call's reservation in the book outlives a replica that never settles it."""
-
-
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """A tokenizer-free estimate (4 characters a token) used for admission and size checks."""
     if "prompt" in body:
         return len(body["prompt"]) // 4 + 1
     return sum(len(message_text(m)) // 4 + 4 for m in body["messages"]) + len(tools_text(body)) // 4
-
-
-def worst_case_prompt_tokens(body: dict[str, Any], context_limit: int) -> int:
-    """An upper bound of the prompt's tokens, for budget reservations: a byte-level tokenizer makes at most
-    one token per UTF-8 byte, plus template tokens; and the engine refuses prompt + max_tokens > its context."""
-    texts = [body["prompt"]] if "prompt" in body else [*map(message_text, body["messages"])]
-    texts += [tools_text(body)] if body.get("tools") else []
-    bound = sum(len(text.encode()) + MESSAGE_OVERHEAD_TOKENS for text in texts) + PROMPT_OVERHEAD_TOKENS
-    return min(bound, context_limit - body["max_tokens"])
 
 
 @dataclass
@@ -132,18 +90,8 @@ class RouterCore:
                  shared: Shared | None = None, book: Book | None = None) -> None:
         self.config = config
         self._shared = shared
-        self._book = book
-        self._deciding_book = book if config.router.replicas > 1 else None
-        """With several replicas, the book keeps the caps, holds capped calls' reservations and counts usage."""
-        self._loaded: set[str] = set()
-        """Missions whose accounts were read from the book (or that it did not hold)."""
-        self._load_lock = asyncio.Lock()
+        self.caps = RouterCaps(config, book)
         self.ledger = Ledger()
-        self.budgets = BudgetLedger(mission_max_tokens=config.router.mission.token_budget,
-                                    mission_max_usd=config.router.mission.usd_budget)
-        if self._deciding_book is not None:
-            self._deciding_book.set_default_caps(config.router.mission.token_budget, config.router.mission.usd_budget)
-        self._prices = {name: ModelPrice(**spec.price.model_dump()) for name, spec in config.models.items()}
         self._backends = backends
         self._clock = clock
         self._on_record = on_record or (lambda model, identity, final: None)
@@ -176,30 +124,7 @@ class RouterCore:
 
         With several router replicas, a cap is kept only in the book: it is refused without one, or once a
         replica has served the mission (`BookKeeper.set_budget`)."""
-        if self._deciding_book is not None:
-            await self._deciding_book.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
-            return
-        replicas = self.config.router.replicas
-        if replicas > 1 and (max_tokens is not None or max_usd is not None):
-            who = f"mission {mission_id!r}" + (f", agent {agent_id!r}" if agent_id else "")
-            raise SpecError(where="router.replicas", value=replicas,
-                            why=f"the hard cap of {who} would bind only the one router replica that receives it, "
-                                "as this router has no budget book",
-                            fix="deploy the router with serving.deploy (it gives every replica the app's book), "
-                                "or use router.replicas: 1")
-        await self._load_budgets(mission_id)
-        self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
-        if self._book is not None:
-            await self._book.put(mission_id, self.budgets.export(mission_id))
-
-    async def _load_budgets(self, mission_id: str) -> None:
-        """Carry on the caps and usage the book holds of a mission, once, before this replica first uses them."""
-        if self._book is None or mission_id in self._loaded:
-            return
-        async with self._load_lock:
-            if mission_id not in self._loaded:
-                self.budgets.restore(mission_id, await self._book.load(mission_id))
-                self._loaded.add(mission_id)
+        await self.caps.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
 
     def set_mission_weight(self, mission_id: str, weight: float) -> None:
         """A mission's share of each model while calls wait (default 1): weighted fair queueing between missions."""
@@ -209,16 +134,11 @@ class RouterCore:
     async def usage(self, mission_id: str | None = None) -> list[dict[str, Any]]:
         """Usage rows per (mission, agent, model): from the book when it decides (every replica's), or for a
         mission with caps (the calls of the replicas before this one too); else this replica's."""
-        if self._deciding_book is not None:
-            return await self._deciding_book.usage(mission_id)
-        if self._book is not None and mission_id is not None:
-            await self._load_budgets(mission_id)
-            if self.budgets.mission_capped(mission_id):
-                return await self._book.usage(mission_id)
-        return self.ledger.snapshot(mission_id)
+        rows = await self.caps.usage(mission_id)
+        return self.ledger.snapshot(mission_id) if rows is None else rows
 
     def used_tokens(self, mission_id: str) -> int:
-        return self.budgets.spend(mission_id).tokens
+        return self.caps.ledger.spend(mission_id).tokens
 
     def check(self, call: Call) -> None:
         """Refuse a call that can never succeed: unknown model, absurd sizes."""
@@ -282,15 +202,14 @@ class RouterCore:
         start_s = self._clock()
         if call.key is not None:
             scopes.append(self._key_scope(call.key, start_s))
-        await self._load_budgets(ident.mission_id)
-        reservation, booked = await self._reserve(model, call, start_s)
+        await self.caps.load(ident.mission_id)
+        hold = await self._reserve(model, call, start_s)
         shared: list[str] = []
         try:
             shared = await self._admit_shared(model, est_tokens)
             self._admission.admit(scopes, est_tokens, start_s)
         except BaseException:
-            self.budgets.release(reservation, prompt_tokens=0, completion_tokens=0)
-            self._settle_booked(booked, 0, 0)
+            self.caps.drop(hold)
             self._settle_shared(shared, est_tokens, 0)
             self._breakers[model].abandon(start_s)
             raise
@@ -299,19 +218,19 @@ class RouterCore:
         try:
             async for event in self._run(model, call, start_s, progress):
                 if event.get("done"):
-                    charge = self.budgets.settle(reservation, prompt_tokens=event["prompt_tokens"],
-                                                 completion_tokens=event["completion_tokens"])
+                    charge = self.caps.settle(hold, prompt_tokens=event["prompt_tokens"],
+                                              completion_tokens=event["completion_tokens"])
                     event = final = {**event, "usd": charge.usd}
                 else:
                     progress.seen(event)
                 yield event
         finally:
             if final is None:
-                charge = self.budgets.release(reservation, **progress.usage(call.body))
+                charge = self.caps.release(hold, **progress.usage(call.body))
             used = charge.prompt_tokens + charge.completion_tokens
             self._admission.release(scopes, est_tokens, used, self._clock())
             self._settle_shared(shared, est_tokens, used)
-            self._account(model, ident, final, charge, booked)
+            self._account(model, ident, final, charge, hold)
 
     async def _admit_shared(self, model: str, est_tokens: int) -> list[str]:
         """Take the call's share of the limits every replica shares (a model's rpm and tpm); all or none."""
@@ -344,30 +263,16 @@ class RouterCore:
             self._admission.set_limits(scope, limits, now_s)
         return scope
 
-    async def _reserve(self, model: str, call: Call, now_s: float) -> tuple[Reservation, Reservation | None]:
-        """The call's worst case held in this replica's ledger and, when the book decides and the call is
-        capped, in the book (awaited, so that every replica's calls count against one cap)."""
-        ident, booked = call.identity, None
-        prompt_tokens = worst_case_prompt_tokens(call.body, self.config.models[model].max_context_tokens)
-        size = {"prompt_tokens": prompt_tokens, "max_tokens": call.body["max_tokens"], "price": self._prices[model]}
+    async def _reserve(self, model: str, call: Call, now_s: float) -> Hold:
         try:
-            if self._deciding_book is not None and self.budgets.capped(ident.mission_id, ident.agent_id):
-                booked = await self._deciding_book.reserve(ident.mission_id, ident.agent_id, **size, lease_s=(
-                    call.timeout_s or self.config.router.request_timeout_s) + BOOK_LEASE_GRACE_S)
-            return self.budgets.reserve(ident.mission_id, ident.agent_id, **size), booked
+            return await self.caps.reserve(model, call.identity.mission_id, call.identity.agent_id, call.body,
+                                           call.timeout_s or self.config.router.request_timeout_s)
         except BaseException:
-            self._settle_booked(booked, 0, 0)
             self._breakers[model].abandon(now_s)
             raise
 
-    def _settle_booked(self, booked: Reservation | None, prompt_tokens: int, completion_tokens: int) -> None:
-        if booked is not None and self._deciding_book is not None:
-            self._deciding_book.settle(booked, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-
     def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge,
-                 booked: Reservation | None) -> None:
-        """Count the call here, and in the book: when it decides, with the reservation it settles from the same
-        totals (one message); else when the mission has caps, which the book charges."""
+                 hold: Hold) -> None:
         if final is None:
             totals = self.ledger.record_error(ident.mission_id, ident.agent_id, model,
                                               prompt_tokens=charge.prompt_tokens,
@@ -376,10 +281,7 @@ class RouterCore:
             totals = self.ledger.record(ident.mission_id, ident.agent_id, model, prompt_tokens=final["prompt_tokens"],
                                         completion_tokens=final["completion_tokens"], ttft_s=final["ttft_s"],
                                         latency_s=final["latency_s"], usd=charge.usd)
-        if self._deciding_book is not None:
-            self._deciding_book.record(ident.mission_id, ident.agent_id, model, totals, settles=booked)
-        elif self._book is not None and self.budgets.mission_capped(ident.mission_id):
-            self._book.charge(ident.mission_id, ident.agent_id, model, totals)
+        self.caps.record(model, ident.mission_id, ident.agent_id, totals, hold)
         self._on_record(model, ident, final)
 
     async def _run(self, model: str, call: Call, start_s: float, progress: _Progress) -> AsyncIterator[dict[str, Any]]:

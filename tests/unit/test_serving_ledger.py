@@ -165,12 +165,12 @@ def test_twenty_parallel_router_calls_never_overshoot_mission_or_agent_caps():
         return await asyncio.gather(*(task(n) for n in range(20)))
 
     calls = asyncio.run(main())
-    mission, a0 = core.budgets.spend("m"), core.budgets.spend("m", "a0")
+    mission, a0 = core.caps.ledger.spend("m"), core.caps.ledger.spend("m", "a0")
     assert mission.tokens == 5 * sum(calls) and mission.tokens <= 3000 and a0.tokens <= 100
     # Each call reserves 5 + 8 + 32 + 10 = 55 and uses 5: a0 stops once 5 * n + 55 > 100, the mission likewise.
     assert (a0.tokens, mission.tokens) == (50, 2950)
     assert mission.usd == pytest.approx(sum(calls) * (3 * 1.0 + 2 * 2.0) / 1e6)
-    assert core.budgets.overrun_tokens == 0
+    assert core.caps.ledger.overrun_tokens == 0
 
 
 class _Backend:
@@ -223,14 +223,14 @@ def test_a_finished_call_carries_its_cost_and_is_charged_its_usage():
     core = _core(_Backend(deltas=2))
     final = asyncio.run(_drain(core, _call()))
     assert final["usd"] == (3 * 1.0 + 2 * 2.0) / 1e6
-    assert core.budgets.spend("m").tokens == 5 and core.ledger.snapshot("m")[0]["usd"] == final["usd"]
+    assert core.caps.ledger.spend("m").tokens == 5 and core.ledger.snapshot("m")[0]["usd"] == final["usd"]
 
 
 def test_a_failed_call_is_charged_its_prompt_and_what_it_generated():
     core = _core(_Backend(deltas=1, fail_status=503))
     with pytest.raises(Exception, match="backend says no"):
         asyncio.run(_drain(core, _call()))
-    spend = core.budgets.spend("m", "a")
+    spend = core.caps.ledger.spend("m", "a")
     assert (spend.tokens, spend.reserved_tokens) == (5 + 1, 0)  # prompt estimate 5, one delta
     assert core.ledger.snapshot("m")[0]["errors"] == 1 and core.ledger.snapshot("m")[0]["prompt_tokens"] == 5
 
@@ -239,20 +239,20 @@ def test_a_timed_out_call_is_charged():
     core = _core(_Backend(deltas=3, hang=True))
     with pytest.raises(Exception, match="timeout_s=0.05"):
         asyncio.run(_drain(core, _call(timeout_s=0.05)))
-    assert core.budgets.spend("m").tokens == 5 + 3
+    assert core.caps.ledger.spend("m").tokens == 5 + 3
 
 
 def test_a_timed_out_call_is_charged_every_chunk_of_the_deltas_the_router_merged():
     core = _core(_Backend(deltas=8, hang=True, text="a"))  # ready together, the 8 one-character chunks go as one
     with pytest.raises(Exception, match="timeout_s=0.05"):
         asyncio.run(_drain(core, _call(timeout_s=0.05)))
-    assert core.budgets.spend("m").tokens == 5 + 8
+    assert core.caps.ledger.spend("m").tokens == 5 + 8
 
 
 def test_a_cancelled_call_is_charged_what_it_generated_before_the_caller_went():
     core = _core(_Backend(deltas=2, hang=True))
     assert asyncio.run(_drain(core, _call(), stop_after=1)) is None
-    spend = core.budgets.spend("m")
+    spend = core.caps.ledger.spend("m")
     assert (spend.tokens, spend.reserved_tokens) == (5 + 2, 0)  # "word word " = 10 characters, about 2 tokens
 
 
@@ -261,7 +261,7 @@ def test_a_call_refused_before_dispatch_is_charged_nothing():
     asyncio.run(_drain(core, _call()))
     with pytest.raises(BackpressureError, match="rpm=1"):
         asyncio.run(_drain(core, _call()))
-    spend = core.budgets.spend("m")
+    spend = core.caps.ledger.spend("m")
     assert (spend.tokens, spend.reserved_tokens) == (5, 0)
 
 
