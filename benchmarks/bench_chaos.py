@@ -193,12 +193,11 @@ def run_r9_on_two_router_replicas(root: str, http_port: int) -> dict:
 
     from controlplane.config import ServingConfig
     from serving import deploy
-    from tests.helpers.chaos import STEADY, chaos_models, run_r9
+    from tests.helpers.chaos import r9_serving_config, run_r9
 
     app = f"{APP_NAME}-2r"
-    router = deploy(ServingConfig.model_validate({
-        "router": {"replicas": 2, "agent": {"max_in_flight": 64}, "request_timeout_s": 60},
-        "models": {STEADY: chaos_models()[STEADY]}}), app_name=app, http_port=http_port, route_prefix=f"/{app}")
+    router = deploy(ServingConfig.model_validate(r9_serving_config()), app_name=app, http_port=http_port,
+                    route_prefix=f"/{app}")
     try:
         r9 = run_r9(router, root, app)
     finally:

@@ -250,6 +250,12 @@ def run_r8(router: Any, root: str, app_name: str) -> dict[str, Any]:
     return _router_replica_killed_under_a_cap("r8", router, root, app_name, roots=1, kill_after=3)
 
 
+def r9_serving_config() -> dict[str, Any]:
+    """r9's app: two Router replicas in front of the steady model."""
+    return {"router": {"replicas": 2, "agent": {"max_in_flight": 64}, "request_timeout_s": 60},
+            "models": {STEADY: chaos_models()[STEADY]}}
+
+
 def run_r9(router: Any, root: str, app_name: str) -> dict[str, Any]:
     """r8 on an app with two Router replicas (`router.replicas: 2`), which keep the cap in the app's budget book.
     The chain starts with two tasks at once, so that both replicas read the mission early, and one replica is

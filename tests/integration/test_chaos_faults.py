@@ -25,8 +25,8 @@ from tests.helpers.chaos import (
     R7_OPEN_S,
     R8_CAP_TOKENS,
     R8_TASKS,
-    STEADY,
     chaos_models,
+    r9_serving_config,
     run_r6,
     run_r7,
     run_r8,
@@ -103,9 +103,8 @@ def test_two_router_replicas_share_one_missions_token_cap_and_usage_and_one_kill
     from serving import deploy
 
     app = "chaos-faults-2r"
-    config = {"router": {"replicas": 2, "agent": {"max_in_flight": 64}, "request_timeout_s": 60},
-              "models": {STEADY: chaos_models()[STEADY]}}
-    router = deploy(ServingConfig.model_validate(config), app_name=app, http_port=http_port, route_prefix=f"/{app}")
+    router = deploy(ServingConfig.model_validate(r9_serving_config()), app_name=app, http_port=http_port,
+                    route_prefix=f"/{app}")
     try:
         figures = run_r9(router, str(tmp_path), app)
     finally:
