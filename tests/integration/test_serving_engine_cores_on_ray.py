@@ -28,11 +28,19 @@ def replica_of(app: str) -> psutil.Process:
     return replicas[0]
 
 
+def threads_of(pid: int) -> list[int]:
+    """The process's thread ids; none once it has ended."""
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
 def thread_cores(proc: psutil.Process) -> set[frozenset[int]]:
     found = set()
-    for tid in os.listdir(f"/proc/{proc.pid}/task"):
+    for tid in threads_of(proc.pid):
         try:
-            found.add(frozenset(os.sched_getaffinity(int(tid))))
+            found.add(frozenset(os.sched_getaffinity(tid)))
         except OSError:  # the thread ended meanwhile
             continue
     return found
@@ -53,9 +61,9 @@ def reserving_replica(router, http_port):
     finally:
         serve.delete(APP)
         for proc in node_processes(raylet.pid):
-            for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            for tid in threads_of(proc.pid):
                 try:
-                    os.sched_setaffinity(int(tid), CORES)
+                    os.sched_setaffinity(tid, CORES)
                 except OSError:
                     continue
 
