@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,13 @@ async def python_agent(task: Any, ctx: Any) -> dict[str, Any]:
     reply = await ctx.chat([{"role": "user", "content": "What is the capital of France?"}])
     ctx.emit("note", "asked the router once")
     return {"total": total, "capital": reply.text}
+
+
+async def waits_for_file(task: Any, ctx: Any) -> str:
+    """A `kind: python` agent that ends once the file its task's description names exists: a test's gate."""
+    while not os.path.exists(task.description):
+        await asyncio.sleep(0.05)
+    return "go"
 
 
 async def finishes_despite_cancel(task: Any, ctx: Any) -> str:

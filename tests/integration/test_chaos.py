@@ -6,10 +6,12 @@ again after it succeeded.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -69,21 +71,28 @@ def assert_exactly_once(run_dir: str, n: int) -> None:
     assert verify_log(run_dir).ok
 
 
-def mcp_chain_spec(name: str, n: int) -> object:
+def mcp_chain(name: str, n: int) -> dict:
     """The chain, with an MCP server whose tool its last task (agent a's) calls, long after the chaos begins."""
     tasks = chain_tasks(n)
     tasks[-1]["description"] = "Shout hello"
     server = {"name": "echo", "command": sys.executable, "args": [str(MCP_SERVER)]}
-    return parse_mission({"name": name, "goal": "Survive", "tasks": tasks, "mcp_servers": [server],
-                          "agents": [agent("a", model="scripted-slow", tools=["echo.*"]),
-                                     agent("b", model="scripted-slow")]})
+    return {"name": name, "goal": "Survive", "tasks": tasks, "mcp_servers": [server],
+            "agents": [agent("a", model="scripted-slow", tools=["echo.*"]), agent("b", model="scripted-slow")]}
 
 
 def assert_the_server_answered(result: dict) -> None:
     """The last task (`Shout hello`) called the MCP server, and it answered."""
-    shout = max(result["tasks"], key=lambda t: int(t["id"][1:]))
+    shout = max((t for t in result["tasks"] if t["id"][1:].isdigit()), key=lambda t: int(t["id"][1:]))
     assert [(r["tool"], r["status"]) for r in shout["loop"]["tool_records"]] == [("echo.shout", "ok")], shout["loop"]
     assert shout["output"] == "The server shouted back."
+
+
+def pid_of(actor: Any) -> int | None:
+    """The actor's process id; None while it is dead or restarting."""
+    try:
+        return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=10)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return None
 
 
 def collect_with_cli(run_dir: str) -> subprocess.CompletedProcess:
@@ -113,7 +122,8 @@ def test_supervisor_killed_mid_mission_resumes_without_rerunning_completed_tasks
 
 def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_server(chaos_router, tmp_path):
     run_dir, n = str(tmp_path / "mcp-kill"), 8
-    handle = start_mission(mcp_chain_spec("mcpkill", n), router=chaos_router, mission_id="mcpkill-1", run_dir=run_dir)
+    handle = start_mission(parse_mission(mcp_chain("mcpkill", n)), router=chaos_router, mission_id="mcpkill-1",
+                           run_dir=run_dir)
     try:
         wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=300, what="three tasks done")
         ray.kill(handle, no_restart=False)
@@ -133,11 +143,22 @@ def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_serv
 
 
 def test_the_mcp_host_killed_mid_mission_is_restarted_and_serves_the_next_call(chaos_router, tmp_path):
-    run_dir, n = str(tmp_path / "mcp-host-kill"), 8
-    handle = start_mission(mcp_chain_spec("mcphost", n), router=chaos_router, mission_id="mcphost-1", run_dir=run_dir)
+    run_dir, n, go = str(tmp_path / "mcp-host-kill"), 8, tmp_path / "go"
+    data = mcp_chain("mcphost", n)  # the last task, which calls the server, waits for the test's gate
+    data["agents"].append(agent("gate", model="scripted-slow", kind="python",
+                                entrypoint="tests.helpers.agent_code:waits_for_file"))
+    data["tasks"][-1]["depends_on"].append("gate")
+    data["tasks"].append(task("gate", "gate", str(go)))
+    handle = start_mission(parse_mission(data), router=chaos_router, mission_id="mcphost-1", run_dir=run_dir)
     try:
         wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=300, what="three tasks done")
-        ray.kill(ray.get_actor("mcphost-1:mcp", namespace=MISSION_NAMESPACE), no_restart=False)
+        host = ray.get_actor("mcphost-1:mcp", namespace=MISSION_NAMESPACE)
+        killed_pid = pid_of(host)
+        ray.kill(host, no_restart=False)
+        # A call already on its way to the host when it died fails (it may have had side effects): the call
+        # under test is the next one, made once Ray has restarted the host.
+        wait_for(lambda: pid_of(host) not in (None, killed_pid), timeout_s=120, what="the MCP host's restart")
+        go.touch()
         wait_for(lambda: read_result(run_dir) is not None, timeout_s=240, what="the mission to end")
         result = read_result(run_dir)
         assert result["status"] == "succeeded", result["reason"]
