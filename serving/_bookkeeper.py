@@ -3,12 +3,17 @@
 With one router replica, the book keeps each capped mission's caps and settled usage, so that the replica Serve
 starts after one dies carries them on. With several, it is the authority: every capped call reserves its worst
 case here, so one cap binds all the replicas, and every replica's calls are counted here, so a mission's usage is
-whole whichever replica is asked."""
+whole whichever replica is asked.
+
+Every change is saved to a `BookStore` before it is answered, mission by mission, so that a book that restarts
+carries on from it (the Ray one keeps it in the cluster's GCS)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from controlplane.errors import BackpressureError, SpecError
 from serving._accounting import Ledger, UsageTotals
@@ -17,21 +22,61 @@ from serving._ledger import AccountState, BudgetLedger, ModelPrice, Reservation
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class MissionRecord:
+    """All the book keeps of one mission."""
+
+    accounts: list[AccountState]
+    open: list[Reservation]
+    """Its calls in flight."""
+    usage: list[dict[str, Any]]
+    """Its usage rows (`Ledger.snapshot`)."""
+    loaded: bool
+    last_reservation_id: int
+    """The book's last reservation id when the record was saved."""
+
+
+@dataclass(frozen=True)
+class DefaultCaps:
+    max_tokens: int | None
+    max_usd: float | None
+
+
+class BookStore(Protocol):
+    """Where the book saves what it keeps: one record per mission, and the default caps."""
+
+    def save(self, key: str, record: MissionRecord | DefaultCaps) -> None: ...
+
+    def load_all(self) -> dict[str, MissionRecord | DefaultCaps]: ...
+
+
+DEFAULTS_KEY = "defaults"
+MISSION_KEY = "mission:"
+
+
 class BookKeeper:
-    def __init__(self, *, holder_alive: Callable[[str], bool] = lambda holder: True) -> None:
-        """`holder_alive` says whether a router replica that holds reservations still runs."""
+    def __init__(self, *, holder_alive: Callable[[str], bool] = lambda holder: True,
+                 store: BookStore | None = None) -> None:
+        """`holder_alive` says whether a router replica that holds reservations still runs. What `store` holds,
+        a book before this one saved: it is carried on."""
         self.budgets = BudgetLedger()
         self.usage = Ledger()
         self._holder_alive = holder_alive
+        self._store = store
         self._loaded: set[str] = set()
         """Missions a replica has read for a call: their caps are fixed from then on."""
+        if store is not None:
+            self._restore(store.load_all())
 
     def load(self, mission_id: str) -> list[AccountState]:
-        self._loaded.add(mission_id)
+        if mission_id not in self._loaded:
+            self._loaded.add(mission_id)
+            self._save([mission_id])
         return self.budgets.export(mission_id)
 
     def put(self, mission_id: str, states: list[AccountState]) -> None:
         self.budgets.restore(mission_id, states)
+        self._save([mission_id])
 
     def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
         """A call of a capped mission that a lone replica settled: charged against the caps, and counted in the
@@ -39,11 +84,14 @@ class BookKeeper:
         self.budgets.charge(mission_id, agent_id, tokens=totals.prompt_tokens + totals.completion_tokens,
                             usd=totals.usd)
         self.usage.add(mission_id, agent_id, model, totals)
+        self._save([mission_id])
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         """The router's default mission caps (`router.mission.token_budget`, `usd_budget`); each replica sends
         its config's when it starts, so a redeploy's replace them for missions not seen yet."""
         self.budgets.set_default_caps(mission_max_tokens=max_tokens, mission_max_usd=max_usd)
+        if self._store is not None:
+            self._store.save(DEFAULTS_KEY, DefaultCaps(max_tokens, max_usd))
 
     def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
                    max_usd: float | None) -> None:
@@ -59,39 +107,52 @@ class BookKeeper:
                             fix="arm a mission's caps before its first model call (its supervisor does), or serve "
                                 "it with router.replicas: 1")
         self.budgets.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+        self._save([mission_id])
 
     def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int, price: ModelPrice,
                 holder: str | None = None, now_s: float, lease_s: float) -> Reservation:
         """A call's worst case, held until its replica settles it. A reservation whose holder is gone, or that
         `lease_s` outlived, is charged its worst case: the lease is checked on every reservation, the holders only
         when the calls in flight leave no room. Raises as `BudgetLedger.reserve` does."""
-        self._lapse(lambda r: r.lease_until_s is not None and r.lease_until_s < now_s, "within its lease")
+        closed = self._lapse(lambda r: r.lease_until_s is not None and r.lease_until_s < now_s, "within its lease")
 
         def attempt() -> Reservation:
             return self.budgets.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                                         price=price, holder=holder, lease_until_s=now_s + lease_s)
 
+        granted = None
         try:
-            return attempt()
-        except BackpressureError:
-            gone = {h for h in self.budgets.holders() if not self._holder_alive(h)}
-            if not self._lapse(lambda r: r.holder in gone, "by its router replica, which is gone"):
-                raise
-            return attempt()
+            try:
+                granted = attempt()
+            except BackpressureError:
+                gone = {h for h in self.budgets.holders() if not self._holder_alive(h)}
+                freed = self._lapse(lambda r: r.holder in gone, "by its router replica, which is gone")
+                closed += freed
+                if not freed:
+                    raise
+                granted = attempt()
+            return granted
+        finally:
+            self._save({r.mission_id for r in closed} | ({mission_id} if granted else set()))
 
     def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
-        try:
-            self.budgets.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        except ValueError:
-            logger.warning("a call of mission %s (agent %s) was settled too late: it stays charged its worst case",
-                           reservation.mission_id, reservation.agent_id)
+        self._settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        self._save([reservation.mission_id])
 
     def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
                settles: Reservation | None = None) -> None:
         """Count a call's usage row and settle its reservation, if it held one, with the same tokens."""
         if settles is not None:
-            self.settle(settles, prompt_tokens=totals.prompt_tokens, completion_tokens=totals.completion_tokens)
+            self._settle(settles, prompt_tokens=totals.prompt_tokens, completion_tokens=totals.completion_tokens)
         self.usage.add(mission_id, agent_id, model, totals)
+        self._save([mission_id])
+
+    def _settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
+        try:
+            self.budgets.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        except ValueError:
+            logger.warning("a call of mission %s (agent %s) was settled too late: it stays charged its worst case",
+                           reservation.mission_id, reservation.agent_id)
 
     def _lapse(self, lapsed: Callable[[Reservation], bool], why: str) -> list[Reservation]:
         closed = self.budgets.lapse(lapsed)
@@ -99,3 +160,28 @@ class BookKeeper:
             logger.warning("a call of mission %s (agent %s) was not settled %s: it is charged its worst case, %d "
                            "tokens", reservation.mission_id, reservation.agent_id, why, reservation.tokens)
         return closed
+
+    def _save(self, mission_ids: Iterable[str]) -> None:
+        if self._store is None:
+            return
+        for mission_id in mission_ids:
+            self._store.save(MISSION_KEY + mission_id, MissionRecord(
+                accounts=self.budgets.export(mission_id), open=self.budgets.open_reservations(mission_id),
+                usage=self.usage.snapshot(mission_id), loaded=mission_id in self._loaded,
+                last_reservation_id=self.budgets.last_reservation_id))
+
+    def _restore(self, records: dict[str, MissionRecord | DefaultCaps]) -> None:
+        defaults = records.get(DEFAULTS_KEY)
+        if isinstance(defaults, DefaultCaps):
+            self.budgets.set_default_caps(mission_max_tokens=defaults.max_tokens, mission_max_usd=defaults.max_usd)
+        for key, record in records.items():
+            if not isinstance(record, MissionRecord):
+                continue
+            mission_id = key.removeprefix(MISSION_KEY)
+            self.budgets.restore(mission_id, record.accounts, keep_defaults=False)
+            self.budgets.reopen(record.open, last_reservation_id=record.last_reservation_id)
+            for row in record.usage:
+                totals = {k: v for k, v in row.items() if k not in ("mission_id", "agent_id", "model")}
+                self.usage.add(mission_id, row["agent_id"], row["model"], UsageTotals(**totals))
+            if record.loaded:
+                self._loaded.add(mission_id)

@@ -8,20 +8,27 @@ caps and usage on.
 
 With several, the book is the authority: caps are set there, every capped call awaits its reservation there, and
 every call's usage row goes there without waiting.
+
+The book saves each change in the cluster's GCS (its internal key-value store, where Serve keeps its own
+checkpoints) before it answers, so that when its process dies, the book Ray restarts carries on with the caps,
+calls in flight and usage rows it held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
+from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list, _internal_kv_put
 
 from controlplane.errors import BackpressureError, ControlPlaneError
 from serving._accounting import UsageTotals
-from serving._bookkeeper import BookKeeper
+from serving._bookkeeper import BookKeeper, DefaultCaps, MissionRecord
 from serving._ledger import AccountState, ModelPrice, Reservation
 from serving._limiter import LIMITER_NAMESPACE
 
@@ -32,11 +39,11 @@ RESERVE_TIMEOUT_S = 5.0
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class BudgetBookActor:
-    """One per app, detached. A restart of the book itself forgets what it held. Refusals come back as values,
+    """One per app, detached; a restart carries on from what it saved in the GCS. Refusals come back as values,
     so that the replica raises them as they are."""
 
-    def __init__(self) -> None:
-        self._keeper = BookKeeper(holder_alive=_replica_alive)
+    def __init__(self, name: str) -> None:
+        self._keeper = BookKeeper(holder_alive=_replica_alive, store=GcsBookStore(name))
 
     def load(self, mission_id: str) -> list[AccountState]:
         return self._keeper.load(mission_id)
@@ -62,7 +69,7 @@ class BudgetBookActor:
                 holder: str | None, lease_s: float) -> Reservation | ControlPlaneError:
         try:
             return self._keeper.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                                        price=price, holder=holder, now_s=time.monotonic(), lease_s=lease_s)
+                                        price=price, holder=holder, now_s=time.time(), lease_s=lease_s)
         except ControlPlaneError as exc:
             return exc
 
@@ -122,7 +129,7 @@ class BudgetBook:
         try:
             answer = await asyncio.wait_for(self._book().reserve.remote(
                 mission_id, agent_id, prompt_tokens, max_tokens, price, self._holder, lease_s), RESERVE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
             raise BackpressureError(scope=f"the budget book {self._name}", limit=f"{RESERVE_TIMEOUT_S:g} s answer",
                                     retry_after_s=1.0) from None
         if isinstance(answer, ControlPlaneError):
@@ -149,8 +156,26 @@ class BudgetBook:
         if self._actor is None:
             self._actor = BudgetBookActor.options(  # type: ignore[attr-defined]
                 name=self._name, namespace=LIMITER_NAMESPACE, lifetime="detached", get_if_exists=True,
-                resources=self._resources).remote()
+                resources=self._resources).remote(self._name)
         return self._actor
+
+
+class GcsBookStore:
+    """A book's records in the GCS's internal key-value store, under `<book name>/`."""
+
+    def __init__(self, book_name: str) -> None:
+        self._prefix = f"{book_name}/"
+
+    def save(self, key: str, record: MissionRecord | DefaultCaps) -> None:
+        _internal_kv_put(self._prefix + key, pickle.dumps(record), namespace=LIMITER_NAMESPACE)
+
+    def load_all(self) -> dict[str, MissionRecord | DefaultCaps]:
+        records = {}
+        for key in _internal_kv_list(self._prefix, namespace=LIMITER_NAMESPACE):
+            value = _internal_kv_get(key, namespace=LIMITER_NAMESPACE)
+            if value is not None:
+                records[key.decode().removeprefix(self._prefix)] = pickle.loads(value)
+        return records
 
 
 def _replica_alive(name: str) -> bool:

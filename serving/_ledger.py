@@ -15,7 +15,6 @@ What a call is charged:
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,9 +120,11 @@ class BudgetLedger:
     def __init__(self, *, mission_max_tokens: int | None = None, mission_max_usd: float | None = None) -> None:
         """The caps of a mission that `set_budget` did not name."""
         self._default = (mission_max_tokens, _pico(mission_max_usd))
-        self._accounts: dict[tuple[str, str | None], _Account] = {}
+        self._accounts: dict[str, dict[str | None, _Account]] = {}
+        """Per mission, its own account (None) and its agents'."""
         self._open: dict[int, Reservation] = {}
-        self._ids = itertools.count(1)
+        self.last_reservation_id = 0
+        """The highest id given to a reservation."""
         self._lock = threading.Lock()
         self.overrun_tokens = 0
         """Tokens settled beyond their reservations, over the ledger's life."""
@@ -147,7 +148,8 @@ class BudgetLedger:
         BudgetExceeded when the call cannot fit even once every call in flight has settled;
         BackpressureError when it may fit after they settle."""
         with self._lock:
-            reservation = Reservation(id=next(self._ids), mission_id=mission_id, agent_id=agent_id,
+            self.last_reservation_id += 1
+            reservation = Reservation(id=self.last_reservation_id, mission_id=mission_id, agent_id=agent_id,
                                       prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=price,
                                       pico_usd=cost_pico_usd(price, prompt_tokens, max_tokens),
                                       holder=holder, lease_until_s=lease_until_s)
@@ -205,8 +207,8 @@ class BudgetLedger:
     def mission_capped(self, mission_id: str) -> bool:
         """Whether the mission or any of its agents has a cap."""
         with self._lock:
-            return any(m == mission_id and (a.max_tokens is not None or a.max_pico_usd is not None)
-                       for (m, _), a in self._accounts.items())
+            return any(a.max_tokens is not None or a.max_pico_usd is not None
+                       for a in self._accounts.get(mission_id, {}).values())
 
     def capped(self, mission_id: str, agent_id: str) -> bool:
         """Whether a call of this agent counts against any cap."""
@@ -219,24 +221,40 @@ class BudgetLedger:
         with self._lock:
             return [AccountState(agent_id=agent_id, max_tokens=a.max_tokens, max_pico_usd=a.max_pico_usd,
                                  used_tokens=a.used_tokens, used_pico_usd=a.used_pico_usd)
-                    for (m, agent_id), a in self._accounts.items() if m == mission_id]
+                    for agent_id, a in self._accounts.get(mission_id, {}).items()]
 
-    def restore(self, mission_id: str, states: list[AccountState]) -> None:
+    def restore(self, mission_id: str, states: list[AccountState], *, keep_defaults: bool = True) -> None:
         """Carry on a mission from its exported accounts: their usage replaces this ledger's, and so do their
-        caps, except that a cap of None leaves this ledger's default in place."""
+        caps, except that a cap of None leaves this ledger's default in place unless `keep_defaults` is False."""
         with self._lock:
             for state in states:
                 account = self._account(mission_id, state.agent_id)
                 account.used_tokens, account.used_pico_usd = state.used_tokens, state.used_pico_usd
-                if state.max_tokens is not None:
+                if state.max_tokens is not None or not keep_defaults:
                     account.max_tokens = state.max_tokens
-                if state.max_pico_usd is not None:
+                if state.max_pico_usd is not None or not keep_defaults:
                     account.max_pico_usd = state.max_pico_usd
+
+    def open_reservations(self, mission_id: str) -> list[Reservation]:
+        """A mission's calls in flight."""
+        with self._lock:
+            return [r for r in self._open.values() if r.mission_id == mission_id]
+
+    def reopen(self, reservations: list[Reservation], *, last_reservation_id: int) -> None:
+        """Hold again the reservations an exported ledger held (their accounts restored first). That ledger had
+        given ids up to `last_reservation_id`, so later reservations here get ids after them."""
+        with self._lock:
+            for reservation in reservations:
+                for _, account in self._accounts_of(reservation.mission_id, reservation.agent_id):
+                    account.reserved_tokens += reservation.tokens
+                    account.reserved_pico_usd += reservation.pico_usd
+                self._open[reservation.id] = reservation
+            self.last_reservation_id = max(self.last_reservation_id, last_reservation_id)
 
     def spend(self, mission_id: str, agent_id: str | None = None) -> Spend:
         """A mission's (agent_id None) or an agent's usage."""
         with self._lock:
-            account = self._accounts.get((mission_id, agent_id))
+            account = self._accounts.get(mission_id, {}).get(agent_id)
             return (account or _Account()).spend()
 
     def _close(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int, overrun: int) -> Charge:
@@ -256,10 +274,11 @@ class BudgetLedger:
                 (f"agent {agent_id!r} of mission {mission_id!r}", self._account(mission_id, agent_id))]
 
     def _account(self, mission_id: str, agent_id: str | None) -> _Account:
-        account = self._accounts.get((mission_id, agent_id))
+        accounts = self._accounts.setdefault(mission_id, {})
+        account = accounts.get(agent_id)
         if account is None:
             caps = self._default if agent_id is None else (None, None)
-            account = self._accounts[(mission_id, agent_id)] = _Account(*caps)
+            account = accounts[agent_id] = _Account(*caps)
         return account
 
 

@@ -1,6 +1,7 @@
 """The router's control path on fake backends (no Ray): checks, fallback, deadlines, accounting."""
 
 import asyncio
+import pickle
 
 import pytest
 
@@ -207,13 +208,28 @@ def test_on_dispatch_is_called_when_a_call_leaves_the_queue_for_its_backend():
     assert dispatched[0][2] < 0.1 and dispatched[1][2] >= 0.19  # the queued one left when the first one ended
 
 
+class PickledStore(dict):
+    """A book's store that keeps only bytes, as the GCS does."""
+
+    def save(self, key, record):
+        self[key] = pickle.dumps(record)
+
+    def load_all(self):
+        return {key: pickle.loads(value) for key, value in self.items()}
+
+
 class InProcessBook:
     """The budget book's methods on its BookKeeper, awaitable like actor calls, with the time passed in."""
 
-    def __init__(self):
+    def __init__(self, store=None):
+        self.store, self.charges, self.now_s = store, 0, 0.0
+        self.restart()
+
+    def restart(self):
+        """A new book process: it has only what the store holds."""
         from serving._bookkeeper import BookKeeper
 
-        self.keeper, self.charges, self.now_s = BookKeeper(), 0, 0.0
+        self.keeper = BookKeeper(store=self.store)
         self.ledger = self.keeper.budgets
 
     async def load(self, mission_id):
@@ -367,3 +383,48 @@ def test_with_several_router_replicas_the_routers_default_mission_cap_binds_them
     asyncio.run(run(first, call(identity=ident)))  # 9 + 55 <= 100; used 18
     with pytest.raises(BudgetExceeded, match=r"\(18 used of 100\)"):
         asyncio.run(run(second, call(identity=ident, max_tokens=40)))  # its own 9 + 85 would fit
+
+
+def test_with_several_router_replicas_a_budget_book_that_restarts_carries_on_its_caps_calls_in_flight_and_usage():
+    async def scenario():
+        book = InProcessBook(PickledStore())
+        first, second = replicas_sharing(book)
+        first._backends["main"] = FakeBackend(delay_s=0.05)
+        await first.set_budget("m", max_tokens=100)
+        ident = Identity(mission_id="m", agent_id="a")
+        await run(second, call(identity=ident))  # used 9
+        slow = asyncio.ensure_future(run(first, call(identity=ident)))  # holds 55 while it runs
+        await asyncio.sleep(0.01)
+        book.restart()
+        with pytest.raises(BackpressureError, match="55 held by calls in flight"):  # an empty book would allow it
+            await run(second, call(identity=ident))
+        await slow  # settles in the new book the reservation the old one granted: used 18
+        with pytest.raises(BudgetExceeded, match=r"\(18 used of 100\)"):
+            await run(second, call(identity=ident, max_tokens=40))
+        [row] = await second.usage("m")
+        assert (row["calls"], row["prompt_tokens"] + row["completion_tokens"]) == (2, 18)
+        with pytest.raises(SpecError, match="already made model calls"):  # the caps stay fixed
+            await first.set_budget("m", max_tokens=500)
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_books_reservations_never_reuse_an_id_and_it_keeps_the_default_caps():
+    from serving._bookkeeper import BookKeeper
+    from serving._ledger import ModelPrice
+
+    store = PickledStore()
+    keeper = BookKeeper(store=store)
+    keeper.set_default_caps(100, None)
+    size = {"price": ModelPrice(), "lease_s": 10.0, "now_s": 0.0}
+    held = keeper.reserve("m", "a", prompt_tokens=10, max_tokens=10, **size)
+    settled = keeper.reserve("m", "a", prompt_tokens=10, max_tokens=10, **size)
+    keeper.settle(settled, prompt_tokens=5, completion_tokens=5)
+
+    restarted = BookKeeper(store=store)
+    later = restarted.reserve("m", "a", prompt_tokens=10, max_tokens=10, **size)
+    assert later.id > settled.id > held.id
+    restarted.settle(settled, prompt_tokens=1, completion_tokens=1)  # a duplicate settle closes nothing
+    assert restarted.budgets.spend("m").reserved_tokens == 40 and restarted.budgets.spend("m").tokens == 10
+    with pytest.raises(BudgetExceeded, match="max_tokens"):  # a new mission gets the saved default cap
+        restarted.reserve("new", "a", prompt_tokens=60, max_tokens=50, **size)

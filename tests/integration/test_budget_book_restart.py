@@ -1,0 +1,60 @@
+"""Durability: kill the budget book's process mid-mission; the book Ray restarts carries on the mission's caps, its
+calls in flight and its usage rows from what the book saved in the GCS."""
+
+import asyncio
+import os
+import signal
+
+import pytest
+import ray
+from ray.exceptions import RayActorError
+
+from controlplane import BackpressureError, BudgetExceeded, SpecError
+from serving._accounting import UsageTotals
+from serving._budget_book import BudgetBook
+from serving._ledger import ModelPrice
+from tests.helpers import wait_for
+
+SIZE = {"price": ModelPrice(), "lease_s": 600.0}
+
+
+def book_pid(book: BudgetBook) -> int | None:
+    try:
+        return ray.get(book._book().__ray_call__.remote(lambda actor: os.getpid()), timeout=10)
+    except (RayActorError, ray.exceptions.GetTimeoutError):
+        return None
+
+
+def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_and_usage(ray_cluster):
+    book = BudgetBook("book-restart", start=True)
+
+    async def before_the_kill():
+        await book.set_budget("m", None, max_tokens=100, max_usd=None)
+        await book.load("m")  # a replica has read the caps: they are fixed from now on
+        held = await book.reserve("m", "a", prompt_tokens=20, max_tokens=30, **SIZE)  # in flight across the kill
+        done = await book.reserve("m", "a", prompt_tokens=10, max_tokens=10, **SIZE)
+        book.record("m", "a", "main", UsageTotals(calls=1, prompt_tokens=6, completion_tokens=4), settles=done)
+        assert len(await book.usage("m")) == 1
+        return held
+
+    held = asyncio.run(before_the_kill())
+    first_pid = book_pid(book)
+    os.kill(first_pid, signal.SIGKILL)
+    wait_for(lambda: book_pid(book) not in (None, first_pid), timeout_s=60, what="the book's restart")
+
+    async def after_the_restart():
+        with pytest.raises(BackpressureError, match="50 held by calls in flight"):  # an empty book would allow it
+            await book.reserve("m", "a", prompt_tokens=20, max_tokens=40, **SIZE)
+        book.settle(held, prompt_tokens=20, completion_tokens=10)  # the replica settles what the old book granted
+        with pytest.raises(BudgetExceeded, match=r"\(40 used of 100\)"):
+            await book.reserve("m", "a", prompt_tokens=31, max_tokens=30, **SIZE)
+        [row] = await book.usage("m")
+        assert (row["calls"], row["prompt_tokens"], row["completion_tokens"]) == (1, 6, 4)
+        with pytest.raises(SpecError, match="already made model calls"):
+            await book.set_budget("m", None, max_tokens=500, max_usd=None)
+        await book.reserve("m", "a", prompt_tokens=30, max_tokens=30, **SIZE)  # what is left still serves
+
+    try:
+        asyncio.run(after_the_restart())
+    finally:
+        ray.kill(book._book(), no_restart=True)
