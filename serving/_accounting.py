@@ -18,10 +18,11 @@ class UsageTotals:
 
 class Ledger:
     def __init__(self) -> None:
-        self._totals: dict[tuple[str, str, str], UsageTotals] = {}
+        self._totals: dict[str, dict[tuple[str, str], UsageTotals]] = {}
+        """Per mission, per (agent, model)."""
 
     def _row(self, mission_id: str, agent_id: str, model: str) -> UsageTotals:
-        return self._totals.setdefault((mission_id, agent_id, model), UsageTotals())
+        return self._totals.setdefault(mission_id, {}).setdefault((agent_id, model), UsageTotals())
 
     def record(self, mission_id: str, agent_id: str, model: str, *, prompt_tokens: int,
                completion_tokens: int, ttft_s: float, latency_s: float, usd: float = 0.0) -> UsageTotals:
@@ -45,6 +46,6 @@ class Ledger:
 
     def snapshot(self, mission_id: str | None = None) -> list[dict]:
         """One row per (mission, agent, model), optionally for one mission."""
+        missions = sorted(self._totals) if mission_id is None else [mission_id]
         return [{"mission_id": m, "agent_id": a, "model": model, **asdict(totals)}
-                for (m, a, model), totals in sorted(self._totals.items())
-                if mission_id is None or m == mission_id]
+                for m in missions for (a, model), totals in sorted(self._totals.get(m, {}).items())]

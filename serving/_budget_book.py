@@ -10,8 +10,8 @@ With several, the book is the authority: caps are set there, every capped call a
 every call's usage row goes there without waiting.
 
 The book saves each change in the cluster's GCS (its internal key-value store, where Serve keeps its own
-checkpoints) before it answers, so that when its process dies, the book Ray restarts carries on with the caps,
-calls in flight and usage rows it held.
+checkpoints), and answers a replica that waits for it once its change is there, so that when its process dies,
+the book Ray restarts carries on with the caps, calls in flight and usage rows it held.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import threading
 import time
 from typing import Any
 
@@ -35,21 +36,29 @@ from serving._limiter import LIMITER_NAMESPACE
 logger = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 5.0
 RESERVE_TIMEOUT_S = 5.0
+WRITE_RETRY_S = 0.5
+WRITE_LINGER_S = 0.005
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class BudgetBookActor:
-    """One per app, detached; a restart carries on from what it saved in the GCS. Refusals come back as values,
-    so that the replica raises them as they are."""
+    """One per app, detached; a restart carries on from what it saved in the GCS. A method whose answer a replica
+    awaits answers once its change (and every one before it) is saved; the others return at once, and their
+    changes are saved in the background. Refusals come back as values, so that the replica raises them as they
+    are."""
 
     def __init__(self, name: str) -> None:
-        self._keeper = BookKeeper(holder_alive=_replica_alive, store=GcsBookStore(name))
+        self._store = GcsBookStore(name)
+        self._keeper = BookKeeper(holder_alive=_replica_alive, store=self._store)
 
     def load(self, mission_id: str) -> list[AccountState]:
-        return self._keeper.load(mission_id)
+        states = self._keeper.load(mission_id)
+        self._store.wait_saved()
+        return states
 
     def put(self, mission_id: str, states: list[AccountState]) -> None:
         self._keeper.put(mission_id, states)
+        self._store.wait_saved()
 
     def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
         self._keeper.charge(mission_id, agent_id, model, totals)
@@ -63,15 +72,19 @@ class BudgetBookActor:
             self._keeper.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
         except ControlPlaneError as exc:
             return exc
+        self._store.wait_saved()
         return None
 
     def reserve(self, mission_id: str, agent_id: str, prompt_tokens: int, max_tokens: int, price: ModelPrice,
                 holder: str | None, lease_s: float) -> Reservation | ControlPlaneError:
         try:
-            return self._keeper.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                                        price=price, holder=holder, now_s=time.time(), lease_s=lease_s)
+            reservation = self._keeper.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens,
+                                               max_tokens=max_tokens, price=price, holder=holder,
+                                               now_s=time.time(), lease_s=lease_s)
         except ControlPlaneError as exc:
             return exc
+        self._store.wait_saved()
+        return reservation
 
     def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int) -> None:
         self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -161,13 +174,33 @@ class BudgetBook:
 
 
 class GcsBookStore:
-    """A book's records in the GCS's internal key-value store, under `<book name>/`."""
+    """A book's records in the GCS's internal key-value store, under `<book name>/`. A writer thread writes them
+    in order, a batch at a time: the latest record of each key saved meanwhile. A batch that no one waits for
+    lingers `WRITE_LINGER_S` first, so that the usage of a call and the reservation of the next one, which a
+    replica waits for, go in one write."""
 
     def __init__(self, book_name: str) -> None:
         self._prefix = f"{book_name}/"
+        self._pending: dict[str, bytes] = {}
+        self._saves = self._written = self._waiting = 0
+        """How many records were saved, how many of those are in the GCS, and how many callers wait for it."""
+        self._progress = threading.Condition()
+        threading.Thread(target=self._write, name="budget-book-writer", daemon=True).start()
 
     def save(self, key: str, record: MissionRecord | DefaultCaps) -> None:
-        _internal_kv_put(self._prefix + key, pickle.dumps(record), namespace=LIMITER_NAMESPACE)
+        value = pickle.dumps(record)
+        with self._progress:
+            self._pending[key] = value
+            self._saves += 1
+            self._progress.notify_all()
+
+    def wait_saved(self) -> None:
+        """Return once every record saved so far is in the GCS."""
+        with self._progress:
+            wanted, self._waiting = self._saves, self._waiting + 1
+            self._progress.notify_all()
+            self._progress.wait_for(lambda: self._written >= wanted)
+            self._waiting -= 1
 
     def load_all(self) -> dict[str, MissionRecord | DefaultCaps]:
         records = {}
@@ -176,6 +209,25 @@ class GcsBookStore:
             if value is not None:
                 records[key.decode().removeprefix(self._prefix)] = pickle.loads(value)
         return records
+
+    def _write(self) -> None:
+        while True:
+            with self._progress:
+                self._progress.wait_for(lambda: bool(self._pending))
+                self._progress.wait_for(lambda: self._waiting > 0, timeout=WRITE_LINGER_S)
+                batch, self._pending, upto = self._pending, {}, self._saves
+            try:
+                for key, value in batch.items():
+                    _internal_kv_put(self._prefix + key, value, namespace=LIMITER_NAMESPACE)
+            except Exception as exc:  # the GCS is away: keep the batch, under anything saved since
+                logger.warning("the budget book could not save its records in the GCS (%s); retrying", exc)
+                with self._progress:
+                    self._pending = {**batch, **self._pending}
+                time.sleep(WRITE_RETRY_S)
+                continue
+            with self._progress:
+                self._written = upto
+                self._progress.notify_all()
 
 
 def _replica_alive(name: str) -> bool:

@@ -34,7 +34,7 @@ def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_an
         held = await book.reserve("m", "a", prompt_tokens=20, max_tokens=30, **SIZE)  # in flight across the kill
         done = await book.reserve("m", "a", prompt_tokens=10, max_tokens=10, **SIZE)
         book.record("m", "a", "main", UsageTotals(calls=1, prompt_tokens=6, completion_tokens=4), settles=done)
-        assert len(await book.usage("m")) == 1
+        await book.load("m")  # an awaited answer comes once every change before it is saved, the record's too
         return held
 
     held = asyncio.run(before_the_kill())
