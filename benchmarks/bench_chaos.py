@@ -25,8 +25,10 @@ Scenarios (same run, same local Ray cluster, scripted engine):
 - r9: r8 on a second app with two Router replicas (`router.replicas: 2`, one cap kept in the app's budget book);
   the chain starts two tasks wide and one replica is killed after 5 tasks. The same figures, the model calls in
   the mission's usage, and the time from the kill to the mission's end.
+- r10: r9's mission on the same app, but the process of the app's budget book is killed after 5 tasks (Ray
+  restarts it from what it saved in the GCS). The same figures.
 
-The r6, r7, side-effect, r8 and r9 scenarios are `tests/helpers/chaos.py`, which
+The r6, r7, side-effect, r8, r9 and r10 scenarios are `tests/helpers/chaos.py`, which
 `tests/integration/test_chaos_faults.py` runs with coarse bounds.
 
     python benchmarks/bench_chaos.py [--quick] [--json PATH]
@@ -188,25 +190,29 @@ def run_r6_r7_side_effects_r8(router, root: str, size: dict) -> dict:
     return {**r6, **r7, **effects, **r8}
 
 
-def run_r9_on_two_router_replicas(root: str, http_port: int) -> dict:
+def run_r9_r10_on_two_router_replicas(root: str, http_port: int) -> dict:
     from ray import serve
 
     from controlplane.config import ServingConfig
     from serving import deploy
-    from tests.helpers.chaos import r9_serving_config, run_r9
+    from tests.helpers.chaos import r9_serving_config, run_r9, run_r10
 
     app = f"{APP_NAME}-2r"
     router = deploy(ServingConfig.model_validate(r9_serving_config()), app_name=app, http_port=http_port,
                     route_prefix=f"/{app}")
     try:
         r9 = run_r9(router, root, app)
+        r10 = run_r10(router, root, app)
     finally:
         serve.delete(app)
-    print(f"r9: one of 2 Router replicas killed after 5 tasks: status {r9['r9_status']} with "
-          f"{r9['r9_tasks_succeeded']} tasks done ({r9['r9_llm_calls']} model calls in its usage), "
-          f"{r9['r9_tokens_charged']} of {r9['r9_cap_tokens']} tokens charged; the next task succeeded "
-          f"{r9['r9_stall_s']} s after the kill, the mission ended {r9['r9_end_after_kill_s']} s after it")
-    return r9
+    for figures, label, killed in ((r9, "r9", "one of 2 Router replicas"),
+                                   (r10, "r10", "the budget book of 2 Router replicas")):
+        print(f"{label}: {killed} killed after 5 tasks: status {figures[f'{label}_status']} with "
+              f"{figures[f'{label}_tasks_succeeded']} tasks done ({figures[f'{label}_llm_calls']} model calls in "
+              f"its usage), {figures[f'{label}_tokens_charged']} of {figures[f'{label}_cap_tokens']} tokens "
+              f"charged; the next task succeeded {figures[f'{label}_stall_s']} s after the kill, the mission ended "
+              f"{figures[f'{label}_end_after_kill_s']} s after it")
+    return {**r9, **r10}
 
 
 def main() -> int:
@@ -235,7 +241,7 @@ def main() -> int:
     print(f"conditions: scripted engine, {LATENCY_S * 1000:.0f} ms calls (r1-r3), {os.cpu_count()} cores, no GPU, "
           f"load average {load_before:.1f}; runs in {root}")
     figures = {**run_r1(router, root, size["r1_tasks"]), **run_r2_r3(router, root, size["r2_tasks"]),
-               **run_r6_r7_side_effects_r8(router, root, size), **run_r9_on_two_router_replicas(root, http_port)}
+               **run_r6_r7_side_effects_r8(router, root, size), **run_r9_r10_on_two_router_replicas(root, http_port)}
     figures.update(bench_s=round(time.monotonic() - started, 1), load_average_start=round(load_before, 1),
                    load_average_end=round(os.getloadavg()[0], 1))
     print(f"summary: lost {figures['r1_tasks_lost']}, duplicated {figures['r1_tasks_duplicated']}, makespan x"
@@ -247,7 +253,8 @@ def main() -> int:
           f"breaker opened, closed {figures['r7_breaker_recovered_s']} s after the outage; side effects executed "
           f"twice: {figures['side_effects_executed_twice']}; Router replica killed: {figures['r8_status']}, "
           f"{figures['r8_cap_overshoot_tokens']} tokens over the cap; one of two killed: {figures['r9_status']}, "
-          f"{figures['r9_cap_overshoot_tokens']} tokens over the cap; {figures['bench_s']} s, load average "
+          f"{figures['r9_cap_overshoot_tokens']} tokens over the cap; budget book killed: {figures['r10_status']}, "
+          f"{figures['r10_cap_overshoot_tokens']} tokens over the cap; {figures['bench_s']} s, load average "
           f"{load_before:.1f} -> {figures['load_average_end']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

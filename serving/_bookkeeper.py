@@ -34,6 +34,8 @@ class MissionRecord:
     loaded: bool
     last_reservation_id: int
     """The book's last reservation id when the record was saved."""
+    applied: dict[str, int]
+    """Per sender, the number of its last message applied to the mission."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class BookKeeper:
         self._store = store
         self._loaded: set[str] = set()
         """Missions a replica has read for a call: their caps are fixed from then on."""
+        self._applied: dict[str, dict[str, int]] = {}
+        """Per mission and sender, the number of the last message applied (see `_first_time`)."""
         if store is not None:
             self._restore(store.load_all())
 
@@ -78,9 +82,12 @@ class BookKeeper:
         self.budgets.restore(mission_id, states)
         self._save([mission_id])
 
-    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
+    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
+               message: tuple[str, int] | None = None) -> None:
         """A call of a capped mission that a lone replica settled: charged against the caps, and counted in the
         usage rows."""
+        if not self._first_time(mission_id, message):
+            return
         self.budgets.charge(mission_id, agent_id, tokens=totals.prompt_tokens + totals.completion_tokens,
                             usd=totals.usd)
         self.usage.add(mission_id, agent_id, model, totals)
@@ -110,15 +117,20 @@ class BookKeeper:
         self._save([mission_id])
 
     def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int, price: ModelPrice,
-                holder: str | None = None, now_s: float, lease_s: float) -> Reservation:
+                holder: str | None = None, now_s: float, lease_s: float,
+                request: tuple[str, int] | None = None) -> Reservation:
         """A call's worst case, held until its replica settles it. A reservation whose holder is gone, or that
         `lease_s` outlived, is charged its worst case: the lease is checked on every reservation, the holders only
-        when the calls in flight leave no room. Raises as `BudgetLedger.reserve` does."""
+        when the calls in flight leave no room. Raises as `BudgetLedger.reserve` does. A `request` sent again
+        gets the reservation it was granted, if it is still open."""
+        granted_before = [r for r in self.budgets.open_reservations(mission_id) if request and r.request == request]
+        if granted_before:
+            return granted_before[0]
         closed = self._lapse(lambda r: r.lease_until_s is not None and r.lease_until_s < now_s, "within its lease")
 
         def attempt() -> Reservation:
             return self.budgets.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                                        price=price, holder=holder, lease_until_s=now_s + lease_s)
+                                        price=price, holder=holder, lease_until_s=now_s + lease_s, request=request)
 
         granted = None
         try:
@@ -135,13 +147,18 @@ class BookKeeper:
         finally:
             self._save({r.mission_id for r in closed} | ({mission_id} if granted else set()))
 
-    def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
+    def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int,
+               message: tuple[str, int] | None = None) -> None:
+        if not self._first_time(reservation.mission_id, message):
+            return
         self._settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         self._save([reservation.mission_id])
 
     def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
-               settles: Reservation | None = None) -> None:
+               settles: Reservation | None = None, message: tuple[str, int] | None = None) -> None:
         """Count a call's usage row and settle its reservation, if it held one, with the same tokens."""
+        if not self._first_time(mission_id, message):
+            return
         if settles is not None:
             self._settle(settles, prompt_tokens=totals.prompt_tokens, completion_tokens=totals.completion_tokens)
         self.usage.add(mission_id, agent_id, model, totals)
@@ -161,6 +178,18 @@ class BookKeeper:
                            "tokens", reservation.mission_id, reservation.agent_id, why, reservation.tokens)
         return closed
 
+    def _first_time(self, mission_id: str, message: tuple[str, int] | None) -> bool:
+        """Whether a message, numbered in order by its sender, is new. Ray sends a message again to the book it
+        restarts when the one before died before answering, even if that one had applied it."""
+        if message is None:
+            return True
+        sender, number = message
+        applied = self._applied.setdefault(mission_id, {})
+        if number <= applied.get(sender, 0):
+            return False
+        applied[sender] = number
+        return True
+
     def _save(self, mission_ids: Iterable[str]) -> None:
         if self._store is None:
             return
@@ -168,7 +197,8 @@ class BookKeeper:
             self._store.save(MISSION_KEY + mission_id, MissionRecord(
                 accounts=self.budgets.export(mission_id), open=self.budgets.open_reservations(mission_id),
                 usage=self.usage.snapshot(mission_id), loaded=mission_id in self._loaded,
-                last_reservation_id=self.budgets.last_reservation_id))
+                last_reservation_id=self.budgets.last_reservation_id,
+                applied=dict(self._applied.get(mission_id, {}))))
 
     def _restore(self, records: dict[str, MissionRecord | DefaultCaps]) -> None:
         defaults = records.get(DEFAULTS_KEY)
@@ -185,3 +215,4 @@ class BookKeeper:
                 self.usage.add(mission_id, row["agent_id"], row["model"], UsageTotals(**totals))
             if record.loaded:
                 self._loaded.add(mission_id)
+            self._applied[mission_id] = dict(record.applied)

@@ -17,10 +17,12 @@ the book Ray restarts carries on with the caps, calls in flight and usage rows i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import pickle
 import threading
 import time
+import uuid
 from typing import Any
 
 import ray
@@ -40,12 +42,13 @@ WRITE_RETRY_S = 0.5
 WRITE_LINGER_S = 0.005
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class BudgetBookActor:
     """One per app, detached; a restart carries on from what it saved in the GCS. A method whose answer a replica
     awaits answers once its change (and every one before it) is saved; the others return at once, and their
-    changes are saved in the background. Refusals come back as values, so that the replica raises them as they
-    are."""
+    changes are saved in the background. A message the book was handling when it died is sent again to the one Ray
+    restarts; each carries its sender's (name, number), so that one applied before is not applied twice.
+    Refusals come back as values, so that the replica raises them as they are."""
 
     def __init__(self, name: str) -> None:
         self._store = GcsBookStore(name)
@@ -60,8 +63,9 @@ class BudgetBookActor:
         self._keeper.put(mission_id, states)
         self._store.wait_saved()
 
-    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
-        self._keeper.charge(mission_id, agent_id, model, totals)
+    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
+               message: tuple[str, int]) -> None:
+        self._keeper.charge(mission_id, agent_id, model, totals, message=message)
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         self._keeper.set_default_caps(max_tokens, max_usd)
@@ -76,22 +80,24 @@ class BudgetBookActor:
         return None
 
     def reserve(self, mission_id: str, agent_id: str, prompt_tokens: int, max_tokens: int, price: ModelPrice,
-                holder: str | None, lease_s: float) -> Reservation | ControlPlaneError:
+                holder: str | None, lease_s: float, request: tuple[str, int]) -> Reservation | ControlPlaneError:
         try:
             reservation = self._keeper.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens,
                                                max_tokens=max_tokens, price=price, holder=holder,
-                                               now_s=time.time(), lease_s=lease_s)
+                                               now_s=time.time(), lease_s=lease_s, request=request)
         except ControlPlaneError as exc:
             return exc
         self._store.wait_saved()
         return reservation
 
-    def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int) -> None:
-        self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int,
+               message: tuple[str, int]) -> None:
+        self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                            message=message)
 
     def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
-               settles: Reservation | None) -> None:
-        self._keeper.record(mission_id, agent_id, model, totals, settles=settles)
+               settles: Reservation | None, message: tuple[str, int]) -> None:
+        self._keeper.record(mission_id, agent_id, model, totals, settles=settles, message=message)
 
     def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
         return self._keeper.usage.snapshot(mission_id)
@@ -106,6 +112,8 @@ class BudgetBook:
         self._name, self._resources = f"{app_name}:budgets", resources or None
         self._holder = ray.get_runtime_context().get_actor_name()
         """This replica's actor name: the book charges the calls it held if it is gone."""
+        self._sender, self._numbers = uuid.uuid4().hex, itertools.count(1)
+        """Numbers this door's messages in order, for the book to apply each once."""
         self._actor: Any = self._find()
         if start:
             self._book()
@@ -126,7 +134,7 @@ class BudgetBook:
         await self._book().put.remote(mission_id, states)
 
     def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
-        self._book().charge.remote(mission_id, agent_id, model, totals)
+        self._book().charge.remote(mission_id, agent_id, model, totals, self._message())
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         self._book().set_default_caps.remote(max_tokens, max_usd)
@@ -141,7 +149,8 @@ class BudgetBook:
                       price: ModelPrice, lease_s: float) -> Reservation:
         try:
             answer = await asyncio.wait_for(self._book().reserve.remote(
-                mission_id, agent_id, prompt_tokens, max_tokens, price, self._holder, lease_s), RESERVE_TIMEOUT_S)
+                mission_id, agent_id, prompt_tokens, max_tokens, price, self._holder, lease_s, self._message()),
+                RESERVE_TIMEOUT_S)
         except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
             raise BackpressureError(scope=f"the budget book {self._name}", limit=f"{RESERVE_TIMEOUT_S:g} s answer",
                                     retry_after_s=1.0) from None
@@ -150,14 +159,17 @@ class BudgetBook:
         return answer
 
     def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
-        self._book().settle.remote(reservation, prompt_tokens, completion_tokens)
+        self._book().settle.remote(reservation, prompt_tokens, completion_tokens, self._message())
 
     def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
                settles: Reservation | None = None) -> None:
-        self._book().record.remote(mission_id, agent_id, model, totals, settles)
+        self._book().record.remote(mission_id, agent_id, model, totals, settles, self._message())
 
     async def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
         return await self._book().usage.remote(mission_id)
+
+    def _message(self) -> tuple[str, int]:
+        return self._sender, next(self._numbers)
 
     def _find(self) -> Any:
         try:

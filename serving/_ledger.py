@@ -61,6 +61,8 @@ class Reservation:
     """Who holds it (the budget book's router replica), for `lapse`."""
     lease_until_s: float | None = None
     """After this, its holder is taken for dead (see `lapse`)."""
+    request: tuple[str, int] | None = None
+    """The (sender, number) of the request that asked for it, so that the request sent again finds it."""
 
     @property
     def tokens(self) -> int:
@@ -142,7 +144,8 @@ class BudgetLedger:
             account.max_tokens, account.max_pico_usd = max_tokens, _pico(max_usd)
 
     def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int,
-                price: ModelPrice, holder: str | None = None, lease_until_s: float | None = None) -> Reservation:
+                price: ModelPrice, holder: str | None = None, lease_until_s: float | None = None,
+                request: tuple[str, int] | None = None) -> Reservation:
         """Hold the call's worst case against the mission and the agent, or raise and hold nothing.
 
         BudgetExceeded when the call cannot fit even once every call in flight has settled;
@@ -152,7 +155,7 @@ class BudgetLedger:
             reservation = Reservation(id=self.last_reservation_id, mission_id=mission_id, agent_id=agent_id,
                                       prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=price,
                                       pico_usd=cost_pico_usd(price, prompt_tokens, max_tokens),
-                                      holder=holder, lease_until_s=lease_until_s)
+                                      holder=holder, lease_until_s=lease_until_s, request=request)
             accounts = self._accounts_of(mission_id, agent_id)
             for scope, account in accounts:
                 _check(scope, account, reservation)

@@ -8,9 +8,11 @@ Ray cluster with scripted models (CHAOS_MODELS, deployed on the router it is giv
 from __future__ import annotations
 
 import copy
+import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +249,7 @@ def run_r8(router: Any, root: str, app_name: str) -> dict[str, Any]:
     """A chain of 12 tasks under a 300-token cap; the process of the app's one Router replica is killed after 3
     tasks. Without the kill the mission ends `budget_exceeded` with 6 tasks done (a call reserves about 160 tokens
     and uses about 23). The calls wait for the replica Serve starts next."""
-    return _router_replica_killed_under_a_cap("r8", router, root, app_name, roots=1, kill_after=3)
+    return _killed_under_a_cap("r8", router, root, app_name, roots=1, kill_after=3, victim=_first_router_replica)
 
 
 def r9_serving_config() -> dict[str, Any]:
@@ -262,15 +264,37 @@ def run_r9(router: Any, root: str, app_name: str) -> dict[str, Any]:
     killed after 5 tasks; the other takes the calls at once. Were the cap kept per replica, each would allow about
     6 tasks. A call the killed replica held is charged its worst case (about 160 tokens) as soon as it holds back
     another, so the mission may end with 5 tasks done."""
-    return _router_replica_killed_under_a_cap("r9", router, root, app_name, roots=2, kill_after=5)
+    return _killed_under_a_cap("r9", router, root, app_name, roots=2, kill_after=5, victim=_first_router_replica)
 
 
-def _router_replica_killed_under_a_cap(label: str, router: Any, root: str, app_name: str, *, roots: int,
-                                      kill_after: int) -> dict[str, Any]:
-    """A chain of R8_TASKS tasks, after `roots` tasks at once, under a 300-token cap; a Router replica is killed
-    after `kill_after` tasks. Figures: the mission's status and tasks done, the model calls in its result's usage,
-    the tokens the app's budget book charged it, and the times from the kill to the next task's success and to the
-    mission's end."""
+def run_r10(router: Any, root: str, app_name: str) -> dict[str, Any]:
+    """r9, but the process of the app's budget book is killed after 5 tasks, not a Router replica. Ray restarts
+    the book, which carries on the mission's caps, calls in flight and usage rows from the GCS: the mission ends
+    `budget_exceeded` as r9 without a kill would (about 6 tasks), with every call in its usage."""
+    return _killed_under_a_cap("r10", router, root, app_name, roots=2, kill_after=5, victim=_budget_book)
+
+
+def _first_router_replica(app_name: str) -> Any:
+    return router_replicas(app_name)[0]
+
+
+def _budget_book(app_name: str) -> Any:
+    """The process of the app's budget book."""
+    import psutil
+    import ray
+
+    from serving._limiter import LIMITER_NAMESPACE
+
+    book = ray.get_actor(f"{app_name}:budgets", namespace=LIMITER_NAMESPACE)
+    return psutil.Process(ray.get(book.__ray_call__.remote(lambda _: os.getpid())))
+
+
+def _killed_under_a_cap(label: str, router: Any, root: str, app_name: str, *, roots: int, kill_after: int,
+                        victim: Callable[[str], Any]) -> dict[str, Any]:
+    """A chain of R8_TASKS tasks, after `roots` tasks at once, under a 300-token cap; the process `victim` finds
+    for the app is killed after `kill_after` tasks. Figures: the mission's status and tasks done, the model calls
+    in its result's usage, the tokens the app's budget book charged it, and the times from the kill to the next
+    task's success and to the mission's end."""
     import ray
 
     from actors import start_mission
@@ -294,9 +318,9 @@ def _router_replica_killed_under_a_cap(label: str, router: Any, root: str, app_n
     start_mission(spec, router=router, mission_id=mission_id, run_dir=run_dir)
     try:
         _wait(lambda: len(succeeded()) >= kill_after, what=f"{label}: {kill_after} tasks done")
-        replicas = router_replicas(app_name)
+        replicas, killed = router_replicas(app_name), victim(app_name)
         killed_at = time.time()
-        replicas[0].kill()
+        killed.kill()
         result = wait_result(run_dir, timeout_s=300)
         ended_s = time.time() - killed_at
     finally:
@@ -306,7 +330,7 @@ def _router_replica_killed_under_a_cap(label: str, router: Any, root: str, app_n
     after = [t for t in succeeded() if t > killed_at]
     return {f"{label}_status": result["status"], f"{label}_tasks_succeeded": len(succeeded()),
             f"{label}_router_replicas": len(replicas), f"{label}_llm_calls": result["usage"]["llm_calls"],
-            f"{label}_router_replaced": any(p.pid != replicas[0].pid for p in router_replicas(app_name)),
+            f"{label}_router_replaced": {p.pid for p in router_replicas(app_name)} != {p.pid for p in replicas},
             f"{label}_cap_tokens": account.max_tokens, f"{label}_tokens_charged": account.used_tokens,
             f"{label}_cap_overshoot_tokens": max(0, account.used_tokens - R8_CAP_TOKENS),
             f"{label}_stall_s": round(after[0] - killed_at, 2) if after else None,

@@ -1,9 +1,11 @@
 """Durability: kill the budget book's process mid-mission; the book Ray restarts carries on the mission's caps, its
-calls in flight and its usage rows from what the book saved in the GCS."""
+calls in flight and its usage rows from what the book saved in the GCS, and applies the message it was sent but
+had not handled."""
 
 import asyncio
 import os
 import signal
+import time
 
 import pytest
 import ray
@@ -39,6 +41,9 @@ def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_an
 
     held = asyncio.run(before_the_kill())
     first_pid = book_pid(book)
+    book._book().__ray_call__.remote(lambda actor: time.sleep(3))  # busy when it dies, with a message queued:
+    book.record("m", "b", "main", UsageTotals(calls=1, prompt_tokens=1, completion_tokens=1))  # Ray sends it again
+    time.sleep(0.5)
     os.kill(first_pid, signal.SIGKILL)
     wait_for(lambda: book_pid(book) not in (None, first_pid), timeout_s=60, what="the book's restart")
 
@@ -48,8 +53,9 @@ def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_an
         book.settle(held, prompt_tokens=20, completion_tokens=10)  # the replica settles what the old book granted
         with pytest.raises(BudgetExceeded, match=r"\(40 used of 100\)"):
             await book.reserve("m", "a", prompt_tokens=31, max_tokens=30, **SIZE)
-        [row] = await book.usage("m")
-        assert (row["calls"], row["prompt_tokens"], row["completion_tokens"]) == (1, 6, 4)
+        rows = {row["agent_id"]: row for row in await book.usage("m")}
+        assert (rows["a"]["calls"], rows["a"]["prompt_tokens"], rows["a"]["completion_tokens"]) == (1, 6, 4)
+        assert rows["b"]["calls"] == 1  # the queued message, applied once by the restarted book
         with pytest.raises(SpecError, match="already made model calls"):
             await book.set_budget("m", None, max_tokens=500, max_usd=None)
         await book.reserve("m", "a", prompt_tokens=30, max_tokens=30, **SIZE)  # what is left still serves

@@ -428,3 +428,25 @@ def test_a_restarted_books_reservations_never_reuse_an_id_and_it_keeps_the_defau
     assert restarted.budgets.spend("m").reserved_tokens == 40 and restarted.budgets.spend("m").tokens == 10
     with pytest.raises(BudgetExceeded, match="max_tokens"):  # a new mission gets the saved default cap
         restarted.reserve("new", "a", prompt_tokens=60, max_tokens=50, **size)
+
+
+def test_a_message_a_restarted_book_gets_again_is_applied_once():
+    from serving._accounting import UsageTotals
+    from serving._bookkeeper import BookKeeper
+    from serving._ledger import ModelPrice
+
+    store = PickledStore()
+    keeper = BookKeeper(store=store)
+    keeper.set_budget("m", None, max_tokens=100, max_usd=None)
+    size = {"price": ModelPrice(), "lease_s": 10.0, "now_s": 0.0}
+    held = keeper.reserve("m", "a", prompt_tokens=20, max_tokens=30, request=("replica", 1), **size)
+    totals = UsageTotals(calls=1, prompt_tokens=20, completion_tokens=10)
+    keeper.record("m", "a", "main", totals, settles=held, message=("replica", 2))
+
+    restarted = BookKeeper(store=store)  # the book died before answering: Ray sends the record again
+    restarted.record("m", "a", "main", totals, settles=held, message=("replica", 2))
+    assert restarted.budgets.spend("m").tokens == 30
+    assert [row["calls"] for row in restarted.usage.snapshot("m")] == [1]
+    granted = restarted.reserve("m", "a", prompt_tokens=20, max_tokens=30, request=("replica", 3), **size)
+    assert restarted.reserve("m", "a", prompt_tokens=20, max_tokens=30, request=("replica", 3), **size) == granted
+    assert restarted.budgets.spend("m").reserved_tokens == 50  # held once
