@@ -5,8 +5,8 @@ starts after one dies carries them on. With several, it is the authority: every 
 case here, so one cap binds all the replicas, and every replica's calls are counted here, so a mission's usage is
 whole whichever replica is asked.
 
-Every change is saved to a `BookStore` before it is answered, mission by mission, so that a book that restarts
-carries on from it (the Ray one keeps it in the cluster's GCS)."""
+Every change goes to a `BookStore` as it is made, as the record of its mission, so that a book that restarts
+carries on from it (the Ray one writes the records to the cluster's GCS)."""
 
 from __future__ import annotations
 

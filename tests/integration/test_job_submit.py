@@ -24,7 +24,7 @@ from controlplane._tracing import read_spans
 from tests.fixtures.serving import TOOL_TRANSCRIPTS
 from tests.helpers import by_id, free_port, free_ports
 from tests.helpers.agent_code import MCP_SERVER_TOKEN, MCP_SERVER_TOKEN_DIGEST
-from tests.helpers.fake_autoscaler import stop_processes_of
+from tests.helpers.fake_autoscaler import START_ATTEMPTS, stop_processes_of
 
 ROOT = Path(__file__).parents[2]
 RAY = str(Path(os.sys.executable).parent / "ray")
@@ -40,12 +40,16 @@ def head_cluster():
     names = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
              "dashboard-agent-grpc-port", "metrics-export-port", "node-manager-port", "object-manager-port",
              "runtime-env-agent-port")
-    ports = dict(zip(names, free_ports(len(names))))
-    cmd = [RAY, "start", "--head", "--num-cpus", "8", "--num-gpus", "1", "--temp-dir", temp_dir,
-           "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--min-worker-port", "0",
-           "--max-worker-port", "0", *[a for name, p in ports.items() for a in (f"--{name}", str(p))]]
-    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     try:
+        for _ in range(START_ATTEMPTS):
+            ports = dict(zip(names, free_ports(len(names))))
+            cmd = [RAY, "start", "--head", "--num-cpus", "8", "--num-gpus", "1", "--temp-dir", temp_dir,
+                   "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--min-worker-port", "0",
+                   "--max-worker-port", "0", *[a for name, p in ports.items() for a in (f"--{name}", str(p))]]
+            started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+            if started.returncode == 0:
+                break
+            stop_processes_of(temp_dir)  # a free port taken by another process meanwhile: try fresh ones
         assert started.returncode == 0, started.stdout + started.stderr
         yield env, f"http://127.0.0.1:{ports['dashboard-port']}"
     finally:
