@@ -6,6 +6,7 @@ Submodules: `synthetic_run` (a mission on a simulated clock) and `otlp_receiver`
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,16 @@ from benchmarks._ray_start import actor_alive  # noqa: F401  re-exported likewis
 
 MCP_TOKEN_ENV = "CONTROLPLANE_TEST_MCP_TOKEN"
 """The variable that holds the session's MCP credential (the `mcp_token` fixture) in Ray's processes."""
+
+
+def actor_pid(actor: Any) -> int | None:
+    """A Ray actor's process id; None while it is dead or restarting."""
+    import ray
+
+    try:
+        return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=10)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return None
 
 
 def wait_for(condition: Callable[[], object], *, timeout_s: float = 60.0, interval_s: float = 0.1,

@@ -8,7 +8,6 @@ Ray cluster with scripted models (CHAOS_MODELS, deployed on the router it is giv
 from __future__ import annotations
 
 import copy
-import os
 import time
 import uuid
 from collections import Counter
@@ -284,9 +283,10 @@ def _budget_book(app_name: str) -> Any:
     import ray
 
     from serving._limiter import LIMITER_NAMESPACE
+    from tests.helpers import actor_pid
 
     book = ray.get_actor(f"{app_name}:budgets", namespace=LIMITER_NAMESPACE)
-    return psutil.Process(ray.get(book.__ray_call__.remote(lambda _: os.getpid())))
+    return psutil.Process(actor_pid(book))
 
 
 def _killed_under_a_cap(label: str, router: Any, root: str, app_name: str, *, roots: int, kill_after: int,

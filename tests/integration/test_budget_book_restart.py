@@ -9,22 +9,14 @@ import time
 
 import pytest
 import ray
-from ray.exceptions import RayActorError
 
 from controlplane import BackpressureError, BudgetExceeded, SpecError
 from serving._accounting import UsageTotals
 from serving._budget_book import BudgetBook
 from serving._ledger import ModelPrice
-from tests.helpers import wait_for
+from tests.helpers import actor_pid, wait_for
 
 SIZE = {"price": ModelPrice(), "lease_s": 600.0}
-
-
-def book_pid(book: BudgetBook) -> int | None:
-    try:
-        return ray.get(book._book().__ray_call__.remote(lambda actor: os.getpid()), timeout=10)
-    except (RayActorError, ray.exceptions.GetTimeoutError):
-        return None
 
 
 def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_and_usage(ray_cluster):
@@ -40,12 +32,12 @@ def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_an
         return held
 
     held = asyncio.run(before_the_kill())
-    first_pid = book_pid(book)
+    first_pid = actor_pid(book._book())
     book._book().__ray_call__.remote(lambda actor: time.sleep(3))  # busy when it dies, with a message queued:
     book.record("m", "b", "main", UsageTotals(calls=1, prompt_tokens=1, completion_tokens=1))  # Ray sends it again
     time.sleep(0.5)
     os.kill(first_pid, signal.SIGKILL)
-    wait_for(lambda: book_pid(book) not in (None, first_pid), timeout_s=60, what="the book's restart")
+    wait_for(lambda: actor_pid(book._book()) not in (None, first_pid), timeout_s=60, what="the book's restart")
 
     async def after_the_restart():
         with pytest.raises(BackpressureError, match="50 held by calls in flight"):  # an empty book would allow it

@@ -6,12 +6,10 @@ again after it succeeded.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
@@ -20,7 +18,7 @@ from actors import MISSION_NAMESPACE, start_mission
 from controlplane import parse_mission
 from controlplane._logfile import read_log, verify_log
 from controlplane._rundir import read_result
-from tests.helpers import agent, processes_running, task, wait_for
+from tests.helpers import actor_pid, agent, processes_running, task, wait_for
 
 MCP_SERVER = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
 
@@ -87,14 +85,6 @@ def assert_the_server_answered(result: dict) -> None:
     assert shout["output"] == "The server shouted back."
 
 
-def pid_of(actor: Any) -> int | None:
-    """The actor's process id; None while it is dead or restarting."""
-    try:
-        return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=10)
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-        return None
-
-
 def collect_with_cli(run_dir: str) -> subprocess.CompletedProcess:
     """`controlplane wait RUN` from another process: reads storage, needs neither Ray nor the driver."""
     return subprocess.run([sys.executable, "-m", "controlplane", "wait", run_dir, "--timeout-s", "240"],
@@ -153,11 +143,11 @@ def test_the_mcp_host_killed_mid_mission_is_restarted_and_serves_the_next_call(c
     try:
         wait_for(lambda: succeeded_count(run_dir) >= 3, timeout_s=300, what="three tasks done")
         host = ray.get_actor("mcphost-1:mcp", namespace=MISSION_NAMESPACE)
-        killed_pid = pid_of(host)
+        killed_pid = actor_pid(host)
         ray.kill(host, no_restart=False)
         # A call already on its way to the host when it died fails (it may have had side effects): the call
         # under test is the next one, made once Ray has restarted the host.
-        wait_for(lambda: pid_of(host) not in (None, killed_pid), timeout_s=120, what="the MCP host's restart")
+        wait_for(lambda: actor_pid(host) not in (None, killed_pid), timeout_s=120, what="the MCP host's restart")
         go.touch()
         wait_for(lambda: read_result(run_dir) is not None, timeout_s=240, what="the mission to end")
         result = read_result(run_dir)
