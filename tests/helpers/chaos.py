@@ -286,7 +286,9 @@ def _budget_book(app_name: str) -> Any:
     from tests.helpers import actor_pid
 
     book = ray.get_actor(f"{app_name}:budgets", namespace=LIMITER_NAMESPACE)
-    return psutil.Process(actor_pid(book))
+    pid = actor_pid(book)
+    assert pid is not None, "the budget book does not answer"  # psutil.Process(None) is this process
+    return psutil.Process(pid)
 
 
 def _killed_under_a_cap(label: str, router: Any, root: str, app_name: str, *, roots: int, kill_after: int,
