@@ -73,15 +73,16 @@ class LeaseBook:
         return math.inf if bucket is None else max(1.0, math.floor(bucket.quota.capacity * self.max_lease_fraction))
 
     def grant(self, scope: str, want: float, now_s: float, *, at_least: float = 0.0) -> Lease:
-        """Up to `want` whole units (capped at `max_lease`) out of the bucket, or none when fewer than `at_least`
-        are there (a call needs its whole amount); then `retry_after_s` says when they will be."""
+        """Up to `want` whole units (capped at `max_lease`, but never below `at_least`) out of the bucket, or none
+        when fewer than `at_least` are there (a call needs its whole amount); then `retry_after_s` says when they
+        will be."""
         bucket = self._buckets.get(scope)
         if bucket is None:
             return Lease(scope=scope, units=want)
         bucket.refill(now_s)
-        units = float(math.floor(min(want, self.max_lease(scope), bucket.level)))  # units are requests or tokens
+        units = float(math.floor(min(max(min(want, self.max_lease(scope)), at_least), bucket.level)))  # whole units
         if units < at_least or units <= 0:
-            return Lease(scope=scope, units=0.0, retry_after_s=self._wait_s(bucket, max(at_least, 1e-9)))
+            return Lease(scope=scope, units=0.0, retry_after_s=self._wait_s(bucket, max(at_least, 1.0)))
         bucket.level -= units
         return Lease(scope=scope, units=units)
 

@@ -97,3 +97,12 @@ def test_release_all_and_put_back():
     holder.put_back("s", 2, 0.0)  # estimate above the real usage
     assert holder.held("s", 0.0) == 3
     assert holder.release_all() == {"s": 3} and holder.held("s", 0.0) == 0
+
+
+def test_a_call_larger_than_the_lease_cap_gets_its_whole_amount_while_the_bucket_holds_it():
+    book = LeaseBook(max_lease_fraction=0.01)
+    book.set_quota("model:m:tpm", Quota.per_minute(10_000), 0.0)  # leases of 100 tokens; the call needs 600
+    assert book.grant("model:m:tpm", math.inf, 0.0, at_least=600).units == 600
+    book.charge("model:m:tpm", 9_000, 0.0)
+    refused = book.grant("model:m:tpm", math.inf, 0.0, at_least=600)
+    assert refused.units == 0 and refused.retry_after_s == pytest.approx(1.2)  # 200 tokens short, 166.7 a second
