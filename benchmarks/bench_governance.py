@@ -17,7 +17,12 @@ against parallel tasks.
    and for an uncapped call on a RouterCore configured with `router.replicas: 2` (and its own book), each
    against the uncapped call on one replica: `budget_book_two_replicas_capped_overhead_ms` and
    `budget_book_two_replicas_uncapped_overhead_ms`.
-3. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
+3. shared_limit_lease_overhead_ms. With several router replicas, rpm and tpm limits are leased from the app's
+   limiter actor (serving/_limiter.py). The worst case, a call that finds its scope's lease spent and asks the
+   limiter: RouterCore calls of an agent with an rpm limit whose leases are one request each (the real limiter
+   actor, started with the smallest leases, as an rpm of 100 or less has), against the uncapped call on one
+   replica.
+4. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
    with 0.2 s latency) against a mission cap of 600 tokens, run by the real supervisor, agents and router; the
    router's charged tokens for the mission minus the cap (0 when under it), the maximum over the repetitions.
    Baseline: the same mission without a cap, in the same run (`budget_uncapped_tokens`).
@@ -213,6 +218,28 @@ def budget_figures(client, mode: str) -> dict[str, float | str]:
 
 # -- main -----------------------------------------------------------------------------------------------
 
+# -- 3. a limiter lease per call ------------------------------------------------------------------------
+def limiter_figures(mode: str) -> dict[str, float]:
+    from controlplane.config import ServingConfig
+    from serving import Identity
+    from serving._core import RouterCore
+    from serving._limiter import LimiterActor, SharedLimits
+
+    def router(config: dict) -> RouterCore:
+        return RouterCore(ServingConfig.model_validate(config), {"zero": ZeroBackend(), "slow": ZeroBackend()},
+                          shared=SharedLimits(LimiterActor.remote(max_lease_fraction=0.0)))  # type: ignore[attr-defined]
+
+    limited_config = serving_config(anonymous=True, router_replicas=2)
+    limited_config["router"]["agent"]["rpm"] = 10**12  # never refuses; each lease is one request
+    limited, one = router(limited_config), RouterCore(
+        ServingConfig.model_validate(serving_config(anonymous=True)), {"zero": ZeroBackend(), "slow": ZeroBackend()})
+    paths = (lambda: (limited, Identity(mission_id="bench-limits"))), (lambda: (one, Identity(mission_id="free")))
+    asyncio.run(alternating_p50_ms(*paths, 200))
+    reps = [asyncio.run(alternating_p50_ms(*paths, IN_ROUTER_CALLS[mode])) for _ in range(REPS[mode])]
+    return {"shared_limit_lease_overhead_ms": statistics.median(on - off for on, off in reps),
+            "router_call_p50_ms_leasing": statistics.median(on for on, _ in reps)}
+
+
 def met(key: str, value: float) -> bool:
     op, target = TARGETS[key]
     return value <= target if op == "<=" else value == target
@@ -250,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             figures: dict[str, float | str | int | bool] = {}
             figures.update(identity_figures(client, root, keys_file, mode))
             figures.update(book_figures(mode))
+            figures.update(limiter_figures(mode))
             figures.update(budget_figures(client, mode))
         finally:
             serve.shutdown()
@@ -270,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['identity_check_overhead_ms_serve']:+.3f} ms on {figures['serve_call_p50_ms_anonymous']:.2f} ms "
           f"calls); budget book {figures['budget_book_overhead_ms']:.3f} ms per capped call (two router replicas: "
           f"{figures['budget_book_two_replicas_capped_overhead_ms']:.3f} ms capped, "
-          f"{figures['budget_book_two_replicas_uncapped_overhead_ms']:.3f} ms uncapped); budget "
+          f"{figures['budget_book_two_replicas_uncapped_overhead_ms']:.3f} ms uncapped); a limiter lease "
+          f"{figures['shared_limit_lease_overhead_ms']:.3f} ms per call that needs one; budget "
           f"overshoot "
           f"{figures['budget_overshoot_tokens']} tokens (target 0) with {BUDGET_TASKS} parallel tasks on a "
           f"{BUDGET_CAP_TOKENS}-token cap (uncapped they use {figures['budget_uncapped_tokens']:.0f}); "

@@ -14,7 +14,8 @@
    relative error. The same load without weights (an even split) is the baseline.
 5. Shared limits: a Serve app with 3 router replicas and a scripted model at rpm=600, driven by 24 concurrent
    clients through the handle API; admissions over a window that starts once the full bucket's burst is
-   spent (and the leases taken during it with it), against the limit's exact count for that window.
+   spent (and the leases taken during it with it), against the limit's exact count for that window. Then the
+   same with the rpm=600 on the agent (router.agent.rpm) instead of the model.
 6. Autoscaling: Ray's fake multi-node provider (tests/helpers/fake_autoscaler.py); 3 actors at 0.5 GPU on a
    GPU-less head: seconds until 2 fake GPU nodes serve them, then until they are gone (idle timeout 12 s).
 
@@ -270,7 +271,15 @@ def bench_fair(quick: bool) -> dict:
 
 
 # -- 5. shared limits over 3 router replicas ------------------------------------------------------------
+LIMITED_SCOPES = {"model": "model:limited:rpm", "agent": "agent:default/anonymous:rpm"}
+
+
 def bench_limits(quick: bool) -> dict:
+    """A model's rpm, then an agent's (every call here is the anonymous agent's), each shared by 3 replicas."""
+    return bench_limit("model", quick) | bench_limit("agent", quick)
+
+
+def bench_limit(scope: str, quick: bool) -> dict:
     import ray
     from ray import serve
 
@@ -280,16 +289,18 @@ def bench_limits(quick: bool) -> dict:
     from serving._limiter import LIMITER_NAMESPACE
 
     window_s = LIMIT_WINDOW_S_QUICK if quick else LIMIT_WINDOW_S
+    app = f"bench-scale-{scope}-limits"
+    limited = {"rpm": LIMIT_RPM}
     config = ServingConfig.model_validate({
-        "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000}, "request_timeout_s": 60,
-                   "auth": {"allow_anonymous": True}},  # a local app of its own: calls without a token
-        "models": {"limited": {"kind": "scripted", "limits": {"rpm": LIMIT_RPM}}}})
+        "router": {"replicas": LIMIT_REPLICAS, "agent": {"max_in_flight": 1000} | (limited if scope == "agent" else {}),
+                   "request_timeout_s": 60, "auth": {"allow_anonymous": True}},  # a local app: calls without a token
+        "models": {"limited": {"kind": "scripted"} | ({"limits": limited} if scope == "model" else {})}})
     port = free_port()
     serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1", "port": port})  # handles only
-    client = deploy(config, app_name="bench-scale-limits", http_port=port)
+    client = deploy(config, app_name=app, http_port=port)
     try:
-        replicas = sum(serve.status().applications["bench-scale-limits"].deployments["Router"].replica_states.values())
-        limiter = ray.get_actor("bench-scale-limits:limiter", namespace=LIMITER_NAMESPACE)
+        replicas = sum(serve.status().applications[app].deployments["Router"].replica_states.values())
+        limiter = ray.get_actor(f"{app}:limiter", namespace=LIMITER_NAMESPACE)
         stamps: list[float] = []
         refused: list[float] = []  # refusals all through the window show the clients asked for more than the limit
         window = {"from": float("inf"), "until": float("inf")}
@@ -305,8 +316,9 @@ def bench_limits(quick: bool) -> dict:
                     await asyncio.sleep(min(exc.retry_after_s, 0.05))
 
         async def measure_once_drained() -> None:
-            # The bucket starts full (a minute's worth at once); the rate is measured once that burst is gone.
-            while await limiter.level.remote("model:limited:rpm") >= 1:
+            # The bucket starts full (a minute's worth at once) when the first call asks for it; the rate is
+            # measured once that burst is gone (the level of a bucket not yet made is infinite).
+            while await limiter.level.remote(LIMITED_SCOPES[scope]) >= 1:
                 await asyncio.sleep(0.25)
             await asyncio.sleep(LEASE_TTL_S + 1.0)  # leases taken during the burst are spent or handed back
             window["from"] = time.time()
@@ -317,16 +329,17 @@ def bench_limits(quick: bool) -> dict:
 
         asyncio.run(run())
     finally:
-        serve.delete("bench-scale-limits")
-        _kill_limiter(ray, "bench-scale-limits")
+        serve.delete(app)
+        _kill_limiter(ray, app)
     counted = [t for t in stamps if window["from"] <= t < window["until"]]
     exact = LIMIT_RPM / 60.0 * window_s
-    out = {"router_limit_error_3_replicas": round(abs(len(counted) - exact) / exact, 4),
-           "router_limit_admitted": len(counted), "router_limit_exact": exact, "router_limit_window_s": window_s,
-           "router_limit_replicas": replicas, "router_limit_burst": len([t for t in stamps if t < window["from"]]),
-           "router_limit_refused_in_window": len([t for t in refused if window["from"] <= t < window["until"]])}
-    print(f"{'limit error, 3 router replicas':<36}{out['router_limit_error_3_replicas']:>10.4f}  admitted "
-          f"{len(counted)} of exactly {exact:g} in {window_s:g} s ({replicas} replicas, rpm={LIMIT_RPM})")
+    key = "router_limit" if scope == "model" else "router_agent_limit"
+    out = {f"{key}_error_3_replicas": round(abs(len(counted) - exact) / exact, 4),
+           f"{key}_admitted": len(counted), f"{key}_exact": exact, f"{key}_window_s": window_s,
+           f"{key}_replicas": replicas, f"{key}_burst": len([t for t in stamps if t < window["from"]]),
+           f"{key}_refused_in_window": len([t for t in refused if window["from"] <= t < window["until"]])}
+    print(f"{f'{scope} limit error, 3 router replicas':<36}{out[f'{key}_error_3_replicas']:>10.4f}  admitted "
+          f"{len(counted)} of exactly {exact:g} in {window_s:g} s ({replicas} replicas, {scope} rpm={LIMIT_RPM})")
     return out
 
 
@@ -357,7 +370,7 @@ def bench_autoscale(quick: bool) -> dict:
 # -- main ------------------------------------------------------------------------------------------------
 TARGETS = {"supervisor_50k_vs_1k": ("<=", 1.5), "memory_filtered_search_p50_ms_1m": ("<=", 10.0),
            "memory_filtered_vs_unfiltered_ratio_1m": ("<=", 2.0), "router_fair_share_error": ("<=", 0.1),
-           "router_limit_error_3_replicas": ("<=", 0.05)}
+           "router_limit_error_3_replicas": ("<=", 0.05), "router_agent_limit_error_3_replicas": ("<=", 0.05)}
 
 
 def main() -> int:
@@ -424,7 +437,8 @@ def report(figures: dict, json_path: str | None) -> None:
             f"fair share error {get('router_fair_share_error')} (target <=0.1; "
             f"{get('router_fair_share_error_without_weights')} without weights)"),
         "router_limit_error_3_replicas": lambda: (
-            f"limit error {get('router_limit_error_3_replicas')} with 3 router replicas (target <=0.05)"),
+            f"limit error {get('router_limit_error_3_replicas')} (a model's rpm), "
+            f"{get('router_agent_limit_error_3_replicas')} (an agent's) with 3 router replicas (target <=0.05)"),
         "autoscale_gpu_node_up_s": lambda: (
             f"GPU nodes up {get('autoscale_gpu_node_up_s')} s, down {get('autoscale_gpu_node_down_s')} s"),
     }

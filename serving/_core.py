@@ -18,7 +18,7 @@ from serving._breaker import CircuitBreaker
 from serving._caps import Book, Hold, RouterCaps
 from serving._gate import Gate
 from serving._keys import KeyScope
-from serving._leases import shared_amounts
+from serving._leases import Quota, shared_amounts
 from serving._ledger import Charge
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
@@ -35,7 +35,7 @@ class Backend(Protocol):
 class Shared(Protocol):
     """Limits shared by every replica of the router (serving/_limiter.py: SharedLimits)."""
 
-    async def acquire(self, scope: str, amount: float) -> None: ...
+    async def acquire(self, scope: str, amount: float, quota: Quota) -> None: ...
 
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
 
@@ -206,7 +206,7 @@ class RouterCore:
         hold = await self._reserve(model, call, start_s)
         shared: list[str] = []
         try:
-            shared = await self._admit_shared(model, est_tokens)
+            shared = await self._admit_shared(scopes, est_tokens)
             self._admission.admit(scopes, est_tokens, start_s)
         except BaseException:
             self.caps.drop(hold)
@@ -232,14 +232,16 @@ class RouterCore:
             self._settle_shared(shared, est_tokens, used)
             self._account(model, ident, final, charge, hold)
 
-    async def _admit_shared(self, model: str, est_tokens: int) -> list[str]:
-        """Take the call's share of the limits every replica shares (a model's rpm and tpm); all or none."""
+    async def _admit_shared(self, scopes: list[str], est_tokens: int) -> list[str]:
+        """Take the call's share of the rpm and tpm limits every replica shares (its agent's, mission's, model's
+        and API key's); all or none. Calls in flight (`max_in_flight`) are counted per replica."""
         if self._shared is None:
             return []
         taken: list[str] = []
         try:
-            for scope, amount in shared_amounts(model, self.config.models[model].limits, est_tokens):
-                await self._shared.acquire(scope, amount)
+            limits = {scope: self._admission.limits(scope) for scope in scopes}
+            for scope, amount, quota in shared_amounts(limits, est_tokens):
+                await self._shared.acquire(scope, amount, quota)
                 taken.append(scope)
         except BaseException:
             self._settle_shared(taken, est_tokens, 0)

@@ -1,11 +1,15 @@
 """Shared limits for N router replicas: one book of buckets hands out leases of units. Pure logic, time passed in.
 
-The limiter (one actor) owns a bucket per scope (`model:m` rpm, `mission:x` token budget, ...). A replica
+The limiter (one actor) owns a bucket per scope (`model:m:rpm`, `agent:m1/a1:tpm`, `key:k1:rpm`, ...). A replica
 admits a call from units it holds; when it holds too few it asks the limiter for a lease, which is taken out
 of the bucket. Units leave a bucket only as leases, so N replicas together never admit more than one exact
 limiter would: the error is one-sided. What a replica holds unused is lost to the others until it gives it
 back (at most `ttl_s` later), so admissions may fall short of the exact limit by at most
 N x `max_lease` units at any moment: with `max_lease = 1%` of the capacity and 3 replicas, within 3%.
+
+A replica's request for a lease carries the scope's quota, so the limiter needs no config: it makes a scope's
+bucket when the first request comes (or the quota changes), and drops buckets once they are full again, since
+a full bucket is what the next request would make.
 """
 
 from __future__ import annotations
@@ -57,25 +61,29 @@ class _Bucket:
 class LeaseBook:
     """The limiter's side: one bucket per scope with a quota; scopes without one are unlimited."""
 
-    def __init__(self, *, max_lease_fraction: float = 0.01) -> None:
+    def __init__(self, *, max_lease_fraction: float = 0.01, prune_every_s: float = 60.0) -> None:
         self.max_lease_fraction = max_lease_fraction
+        self.prune_every_s = prune_every_s
         self._buckets: dict[str, _Bucket] = {}
+        self._pruned_at_s: float | None = None
 
-    def set_quota(self, scope: str, quota: Quota | None, now_s: float) -> None:
-        """Give a scope its bucket (full), or None to make it unlimited; the same quota again changes nothing."""
-        if quota is None:
-            self._buckets.pop(scope, None)
-        elif scope not in self._buckets or self._buckets[scope].quota != quota:
+    def set_quota(self, scope: str, quota: Quota, now_s: float) -> None:
+        """Give a scope its bucket (full); the same quota again changes nothing."""
+        if scope not in self._buckets or self._buckets[scope].quota != quota:
             self._buckets[scope] = _Bucket(quota, quota.capacity, now_s)
 
     def max_lease(self, scope: str) -> float:
         bucket = self._buckets.get(scope)
         return math.inf if bucket is None else max(1.0, math.floor(bucket.quota.capacity * self.max_lease_fraction))
 
-    def grant(self, scope: str, want: float, now_s: float, *, at_least: float = 0.0) -> Lease:
+    def grant(self, scope: str, want: float, now_s: float, *, at_least: float = 0.0,
+              quota: Quota | None = None) -> Lease:
         """Up to `want` whole units (capped at `max_lease`, but never below `at_least`) out of the bucket, or none
         when fewer than `at_least` are there (a call needs its whole amount); then `retry_after_s` says when they
-        will be."""
+        will be. A `quota` gives the scope its bucket if it has none or another quota."""
+        if quota is not None:
+            self._prune(now_s)
+            self.set_quota(scope, quota, now_s)
         bucket = self._buckets.get(scope)
         if bucket is None:
             return Lease(scope=scope, units=want)
@@ -107,6 +115,19 @@ class LeaseBook:
             return math.inf
         bucket.refill(now_s)
         return bucket.level
+
+    def _prune(self, now_s: float) -> None:
+        """Drop the buckets that are full again, at most once per `prune_every_s`."""
+        if self._pruned_at_s is not None and now_s - self._pruned_at_s < self.prune_every_s:
+            return
+        self._pruned_at_s = now_s
+        for scope, bucket in list(self._buckets.items()):
+            bucket.refill(now_s)
+            if bucket.level >= bucket.quota.capacity:
+                del self._buckets[scope]
+
+    def scopes(self) -> list[str]:
+        return list(self._buckets)
 
     @staticmethod
     def _wait_s(bucket: _Bucket, need: float) -> float:
@@ -178,22 +199,13 @@ class LeaseHolder:
         return 0.0 if held is None or held.expires_at_s <= now_s else held.units
 
 
-def shared_quotas(models: dict[str, Any]) -> dict[str, Quota]:
-    """The buckets every router replica shares: each model's `limits.rpm` and `limits.tpm` (ServingConfig.models)."""
-    quotas = {}
-    for name, spec in models.items():
-        if spec.limits.rpm is not None:
-            quotas[f"model:{name}:rpm"] = Quota.per_minute(spec.limits.rpm)
-        if spec.limits.tpm is not None:
-            quotas[f"model:{name}:tpm"] = Quota.per_minute(spec.limits.tpm)
-    return quotas
-
-
-def shared_amounts(model: str, limits: Any, est_tokens: int) -> list[tuple[str, float]]:
-    """What one call of `est_tokens` takes from the shared buckets of `model` (its LimitSpec)."""
-    out: list[tuple[str, float]] = []
-    if limits.rpm is not None:
-        out.append((f"model:{model}:rpm", 1.0))
-    if limits.tpm is not None:
-        out.append((f"model:{model}:tpm", float(est_tokens)))
+def shared_amounts(limits_by_scope: dict[str, Any], est_tokens: int) -> list[tuple[str, float, Quota]]:
+    """What one call of `est_tokens` takes from the shared buckets of its scopes (each scope's ScopeLimits or
+    LimitSpec): a request of each `rpm` bucket and the tokens of each `tpm` one, with the bucket's quota."""
+    out: list[tuple[str, float, Quota]] = []
+    for scope, limits in limits_by_scope.items():
+        if limits.rpm is not None:
+            out.append((f"{scope}:rpm", 1.0, Quota.per_minute(limits.rpm)))
+        if limits.tpm is not None:
+            out.append((f"{scope}:tpm", float(est_tokens), Quota.per_minute(limits.tpm)))
     return out

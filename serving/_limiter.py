@@ -25,16 +25,11 @@ LIMITER_NAMESPACE = "controlplane"
 class LimiterActor:
     """The one book of shared limits of an app. A restart refills every bucket (a short overshoot, once)."""
 
-    def __init__(self, quotas: dict[str, Quota], max_lease_fraction: float = 0.01) -> None:
+    def __init__(self, max_lease_fraction: float = 0.01) -> None:
         self._book = LeaseBook(max_lease_fraction=max_lease_fraction)
-        for scope, quota in quotas.items():
-            self._book.set_quota(scope, quota, time.monotonic())
 
-    def set_quota(self, scope: str, quota: Quota | None) -> None:
-        self._book.set_quota(scope, quota, time.monotonic())
-
-    def grant(self, scope: str, want: float, at_least: float) -> Lease:
-        return self._book.grant(scope, want, time.monotonic(), at_least=at_least)
+    def grant(self, scope: str, want: float, at_least: float, quota: Quota) -> Lease:
+        return self._book.grant(scope, want, time.monotonic(), at_least=at_least, quota=quota)
 
     def give_back(self, units_by_scope: dict[str, float]) -> None:
         for scope, units in units_by_scope.items():
@@ -47,15 +42,12 @@ class LimiterActor:
         return self._book.level(scope, time.monotonic())
 
 
-def start_limiter(app_name: str, quotas: dict[str, Quota], *, max_lease_fraction: float = 0.01,
-                  resources: dict[str, float] | None = None) -> Any:
-    """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica); a
-    redeployed config's quotas replace changed ones (unchanged buckets keep their level)."""
-    limiter = LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",  # type: ignore[attr-defined]
-                                   get_if_exists=True, resources=resources or None).remote(quotas, max_lease_fraction)
-    for scope, quota in quotas.items():
-        limiter.set_quota.remote(scope, quota)
-    return limiter
+def start_limiter(app_name: str, *, max_lease_fraction: float = 0.01, resources: dict[str, float] | None = None) -> Any:
+    """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica). Each
+    request for a lease carries its scope's quota, so a redeployed config's changed quotas reach it with the
+    next call (an unchanged bucket keeps its level)."""
+    return LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",  # type: ignore[attr-defined]
+                                get_if_exists=True, resources=resources or None).remote(max_lease_fraction)
 
 
 class SharedLimits:
@@ -69,17 +61,20 @@ class SharedLimits:
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def acquire(self, scope: str, amount: float) -> None:
-        """Take `amount` units of `scope`, leasing more when short; BackpressureError when the limiter has none."""
+    async def acquire(self, scope: str, amount: float, quota: Quota) -> None:
+        """Take `amount` units of `scope` (whose bucket has `quota`), leasing more when short; BackpressureError
+        when the limiter has none."""
         if self._holder.take(scope, amount, self._clock()):
             return
         async with self._locks.setdefault(scope, asyncio.Lock()):
             if self._holder.take(scope, amount, self._clock()):
                 return  # another call leased meanwhile
             await self._return_expired()
-            lease = await self._limiter.grant.remote(scope, max(amount, self._lease_units), amount)
+            lease = await self._limiter.grant.remote(scope, max(amount, self._lease_units), amount, quota)
             if lease.units < amount:
-                raise BackpressureError(scope=scope, limit="its shared limit", retry_after_s=lease.retry_after_s)
+                owner, kind = scope.rsplit(":", 1)
+                raise BackpressureError(scope=owner, limit=f"shared {kind}={quota.capacity:g}",
+                                        retry_after_s=lease.retry_after_s)
             self._holder.add(lease, self._clock())
             self._holder.take(scope, amount, self._clock())
 

@@ -88,12 +88,13 @@ class Admission:
     def _state(self, scope: str, now_s: float) -> _ScopeState:
         state = self._scopes.get(scope)
         if state is None:
-            limits = self._limits(scope)
+            limits = self.limits(scope)
             state = _ScopeState(TokenBucket(limits.rpm, now_s), TokenBucket(limits.tpm, now_s))
             self._scopes[scope] = state
         return state
 
-    def _limits(self, scope: str) -> ScopeLimits:
+    def limits(self, scope: str) -> ScopeLimits:
+        """The scope's own limits if it has them, else those of its kind."""
         if scope in self._overrides:
             return self._overrides[scope]
         return self.limits_by_kind.get(scope.split(":", 1)[0], ScopeLimits())
@@ -109,7 +110,7 @@ class Admission:
             state.in_flight += 1
 
     def _check(self, scope: str, est_tokens: int, now_s: float) -> None:
-        limits, state = self._limits(scope), self._state(scope, now_s)
+        limits, state = self.limits(scope), self._state(scope, now_s)
         if limits.max_in_flight is not None and state.in_flight >= limits.max_in_flight:
             raise BackpressureError(scope=scope, limit=f"max_in_flight={limits.max_in_flight}",
                                     retry_after_s=1.0)

@@ -28,7 +28,6 @@ from serving._budget_book import BudgetBook
 from serving._constrained import ConstrainedBackend
 from serving._core import Backend, Call, RouterCore
 from serving._keys import ApiKeyStore
-from serving._leases import shared_quotas
 from serving._limiter import SharedLimits, start_limiter
 from serving._secrets import load_or_create_root_secret
 from serving._stream import first_event_or_a_silent_run
@@ -105,13 +104,11 @@ def _cancel_when_this_request_ends(future: asyncio.Future[Any]) -> None:
 
 
 def _shared(config: ServingConfig, app_name: str, on_head: dict[str, float]) -> SharedLimits | None:
-    """With several router replicas, the models' rpm/tpm go through the app's limiter actor (started by the first
-    replica that needs it)."""
-    quotas = shared_quotas(config.models)
-    if config.router.replicas == 1 or not quotas:
+    """With several router replicas, the rpm and tpm limits go through the app's limiter actor (started by the
+    first replica)."""
+    if config.router.replicas == 1:
         return None
-    limiter = start_limiter(app_name, quotas, resources=on_head)
-    return SharedLimits(limiter)
+    return SharedLimits(start_limiter(app_name, resources=on_head))
 
 
 @serve.deployment(max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})

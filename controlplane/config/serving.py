@@ -209,10 +209,10 @@ class RouterSpec(_Spec):
     mission: MissionLimitSpec = Field(default_factory=MissionLimitSpec, description="Limits of each mission.")
     affinity_busy_at: int = Field(8, ge=1, description="A preferred replica running this many "
                                   "calls counts as busy.")
-    replicas: int = Field(1, ge=1, description="Router replicas. Above 1 they share each model's limits.rpm and "
-                          "limits.tpm through one limiter actor (token leases: together within replicas x 1% of "
-                          "the limit, never above), and hard caps and usage through the app's budget book; agent "
-                          "and mission rate limits stay per replica.")
+    replicas: int = Field(1, ge=1, description="Router replicas. Above 1 they share every rpm and tpm limit "
+                          "(models', agents', missions', API keys') through one limiter actor (leases: together "
+                          "within replicas x 1% of the limit, never above), and hard caps and usage through the "
+                          "app's budget book; max_in_flight stays per replica.")
 
 
 class ServingConfig(_Spec):

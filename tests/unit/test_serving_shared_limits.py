@@ -1,18 +1,26 @@
-"""Three router cores sharing one model's rpm through the lease client: together they admit the limit, not 3x."""
+"""Three router cores sharing rpm and tpm limits through the lease client: together they admit each limit (a
+model's, an agent's, a mission's, an API key's), not 3x; calls in flight stay per replica."""
 
 import asyncio
+
+import pytest
 
 from controlplane import BackpressureError
 from controlplane.config import ServingConfig
 from serving._core import Call, RouterCore
-from serving._leases import LeaseBook, shared_quotas
+from serving._keys import KeyScope
+from serving._leases import LeaseBook, Quota
 from serving._limiter import SharedLimits
+from serving._types import Identity
 
 
 class FakeBackend:
+    def __init__(self, prompt_tokens=3):
+        self.prompt_tokens = prompt_tokens
+
     async def stream(self, call, affinity_key):
         yield {"delta": "ok"}
-        yield {"done": True, "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 1}
+        yield {"done": True, "finish_reason": "stop", "prompt_tokens": self.prompt_tokens, "completion_tokens": 1}
 
 
 class _Remote:
@@ -28,32 +36,93 @@ class _Remote:
 class InProcessLimiter:
     """The LimiterActor's methods on a LeaseBook, awaitable like actor calls, on a fixed clock."""
 
-    def __init__(self, config, now_s=0.0):
+    def __init__(self, now_s=0.0):
         self.book = LeaseBook()
-        for scope, quota in shared_quotas(config.models).items():
-            self.book.set_quota(scope, quota, now_s)
-        self.grant = _Remote(lambda scope, want, at_least: self.book.grant(scope, want, now_s, at_least=at_least))
+        self.grant = _Remote(lambda scope, want, at_least, quota:
+                             self.book.grant(scope, want, now_s, at_least=at_least, quota=quota))
         self.give_back = _Remote(lambda units: [self.book.give_back(s, u, now_s) for s, u in units.items()])
         self.charge = _Remote(lambda scope, units: self.book.charge(scope, units, now_s))
 
 
-def test_three_cores_admit_the_shared_rpm_once_not_three_times():
-    config = ServingConfig.model_validate({"models": {"m": {"kind": "scripted", "limits": {"rpm": 120}}}})
-    limiter = InProcessLimiter(config)
-    cores = [RouterCore(config, {"m": FakeBackend()}, clock=lambda: 0.0,
+def three_cores(serving: dict, backend: FakeBackend | None = None) -> tuple[list[RouterCore], InProcessLimiter]:
+    config = ServingConfig.model_validate(serving)
+    limiter = InProcessLimiter()
+    cores = [RouterCore(config, {"m": backend or FakeBackend()}, clock=lambda: 0.0,
                         shared=SharedLimits(limiter, ttl_s=60.0, clock=lambda: 0.0)) for _ in range(3)]
+    return cores, limiter
 
-    async def one(core):
-        call = Call(model="m", body={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-        try:
-            async for _ in core.stream(call):
-                pass
-        except BackpressureError:
-            return 0
-        return 1
+
+async def admitted(core: RouterCore, *, agent: str = "a1", mission: str = "m1", key: KeyScope | None = None,
+                   content: str = "hi") -> int:
+    call = Call(model="m", body={"messages": [{"role": "user", "content": content}], "max_tokens": 4},
+                identity=Identity(mission_id=mission, agent_id=agent), key=key)
+    try:
+        async for _ in core.stream(call):
+            pass
+    except BackpressureError:
+        return 0
+    return 1
+
+
+def test_three_cores_admit_the_shared_rpm_once_not_three_times():
+    cores, limiter = three_cores({"models": {"m": {"kind": "scripted", "limits": {"rpm": 120}}}})
 
     async def scenario():
-        return sum([await one(cores[i % 3]) for i in range(400)])
+        return sum([await admitted(cores[i % 3]) for i in range(400)])
 
     assert asyncio.run(scenario()) == 120  # each core's own bucket would allow 120: 360 without sharing
     assert limiter.book.level("model:m:rpm", 0.0) == 0
+
+
+def test_three_cores_admit_each_agents_rpm_once_and_the_agents_do_not_share_it():
+    cores, limiter = three_cores({"router": {"agent": {"rpm": 30}}, "models": {"m": {"kind": "scripted"}}})
+
+    async def scenario():
+        return {agent: sum([await admitted(cores[i % 3], agent=agent) for i in range(100)])
+                for agent in ("a1", "a2")}
+
+    assert asyncio.run(scenario()) == {"a1": 30, "a2": 30}  # 90 each with a bucket per replica
+    assert limiter.book.level("agent:m1/a1:rpm", 0.0) == 0
+
+
+def test_three_cores_admit_a_missions_tpm_once_and_a_refusal_names_the_shared_limit():
+    estimate = 360 // 4 + 4 + 4  # characters / 4, 4 per message, max_tokens
+    cores, _ = three_cores({"router": {"mission": {"tpm": 1000}}, "models": {"m": {"kind": "scripted"}}},
+                           FakeBackend(prompt_tokens=estimate - 1))  # each call uses what it reserved
+
+    async def scenario():
+        return sum([await admitted(cores[i % 3], agent=f"a{i}", content="x" * 360) for i in range(30)])
+
+    calls = asyncio.run(scenario())
+    assert calls == 1000 // estimate  # 30 with a bucket per replica
+    with pytest.raises(BackpressureError, match="mission:m1 is over its shared tpm=1000 limit"):
+        asyncio.run(_stream_all(cores[0], Call(model="m", body={"messages": [{"role": "user", "content": "x" * 360}],
+                                                                "max_tokens": 4},
+                                               identity=Identity(mission_id="m1", agent_id="a9"))))
+
+
+async def _stream_all(core: RouterCore, call: Call) -> None:
+    async for _ in core.stream(call):
+        pass
+
+
+def test_three_cores_admit_an_api_keys_rpm_once():
+    cores, _ = three_cores({"models": {"m": {"kind": "scripted"}}})
+    key = KeyScope(id="k1", name="ci", kind="mission", scope_id="m1", rpm=12, created_at_s=0.0)
+
+    async def scenario():
+        return sum([await admitted(cores[i % 3], agent=f"a{i}", key=key) for i in range(60)])
+
+    assert asyncio.run(scenario()) == 12
+
+
+def test_the_limiter_forgets_buckets_that_are_full_again_and_keeps_those_in_use():
+    book = LeaseBook(prune_every_s=60.0)
+    quota = Quota.per_minute(60)
+    book.grant("agent:m1/a1:rpm", 1, 0.0, at_least=1, quota=quota)
+    book.grant("agent:m1/a2:rpm", 1, 0.0, at_least=1, quota=quota)
+    book.charge("agent:m1/a2:rpm", 120, 0.0)  # a2 overran by two minutes; a1 made one request
+    book.grant("agent:m1/a3:rpm", 1, 30.0, at_least=1, quota=quota)  # too soon to prune
+    assert sorted(book.scopes()) == ["agent:m1/a1:rpm", "agent:m1/a2:rpm", "agent:m1/a3:rpm"]
+    book.grant("agent:m1/a3:rpm", 1, 61.0, at_least=1, quota=quota)
+    assert sorted(book.scopes()) == ["agent:m1/a2:rpm", "agent:m1/a3:rpm"]  # a1 refilled: as good as new
