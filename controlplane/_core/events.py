@@ -5,12 +5,9 @@ Progress, metrics, events.jsonl and (in later waves) checkpoints and the audit l
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
-
-logger = logging.getLogger("controlplane.events")
 
 
 class TaskStatus(StrEnum):
@@ -74,10 +71,6 @@ class EventLog:
     def emit(self, now_s: float, kind: str, status: str, **fields: Any) -> Event:
         event = Event(seq=len(self.events), time_s=now_s, kind=kind, status=str(status), **fields)
         self.events.append(event)
-        logger.info("mission %s: %s%s %s%s%s", self.mission_id, kind,
-                    f" {event.task}" if event.task else "", event.status,
-                    f" on {event.agent}" if event.agent else "",
-                    f" ({event.message})" if event.message else "")
         return event
 
     def since(self, cursor: int) -> list[Event]:
