@@ -13,17 +13,21 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 
 from controlplane.errors import BackpressureError
 from serving._leases import Lease, LeaseBook, LeaseHolder, Quota
 
 logger = logging.getLogger(__name__)
 LIMITER_NAMESPACE = "controlplane"
+ANSWER_TIMEOUT_S = 5.0
+"""How long a call waits for a lease before it is refused (a BackpressureError)."""
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class LimiterActor:
-    """The one book of shared limits of an app. A restart refills every bucket (a short overshoot, once)."""
+    """The one book of shared limits of an app. A restart refills every bucket (a short overshoot, once); Ray
+    sends the requests it had not answered to the restarted limiter."""
 
     def __init__(self, max_lease_fraction: float = 0.01) -> None:
         self._book = LeaseBook(max_lease_fraction=max_lease_fraction)
@@ -54,8 +58,9 @@ class SharedLimits:
     """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after."""
 
     def __init__(self, limiter: Any, *, ttl_s: float = 1.0, lease_units: float = float("inf"),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
         self._limiter = limiter
+        self._answer_timeout_s = answer_timeout_s
         self._holder = LeaseHolder(ttl_s=ttl_s)
         self._lease_units = lease_units
         self._clock = clock
@@ -69,8 +74,11 @@ class SharedLimits:
         async with self._locks.setdefault(scope, asyncio.Lock()):
             if self._holder.take(scope, amount, self._clock()):
                 return  # another call leased meanwhile
-            await self._return_expired()
-            lease = await self._limiter.grant.remote(scope, max(amount, self._lease_units), amount, quota)
+            try:
+                lease = await asyncio.wait_for(self._lease(scope, amount, quota), self._answer_timeout_s)
+            except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
+                raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
+                                        retry_after_s=1.0) from None
             if lease.units < amount:
                 owner, kind = scope.rsplit(":", 1)
                 raise BackpressureError(scope=owner, limit=f"shared {kind}={quota.capacity:g}",
@@ -85,6 +93,10 @@ class SharedLimits:
             self._holder.put_back(scope, reserved - used, self._clock())
         elif used > reserved and not self._holder.take(scope, used - reserved, self._clock()):
             self._limiter.charge.remote(scope, used - reserved)
+
+    async def _lease(self, scope: str, amount: float, quota: Quota) -> Lease:
+        await self._return_expired()
+        return await self._limiter.grant.remote(scope, max(amount, self._lease_units), amount, quota)
 
     async def _return_expired(self) -> None:
         expired = self._holder.expired(self._clock())

@@ -1,47 +1,115 @@
-"""An agent's rpm on a Serve app of two Router replicas: the replicas admit it once between them, through the
-app's limiter actor, not once each."""
+"""Two Router replicas of one Serve app share an agent's rpm through the app's limiter actor: they admit it once
+between them, not once each; when the limiter's process is killed, Ray restarts it and the calls go on, none
+failing with anything but backpressure."""
 
 import asyncio
+import os
+import signal
+import time
+from collections import Counter
 
 from controlplane import BackpressureError
+from tests.helpers import actor_pid
 
 AGENT_RPM = 6
 CALLS = 16
 
 
-def test_two_router_replicas_admit_an_agents_rpm_once_between_them(ray_cluster, http_port):
+def two_replica_app(name: str, http_port: int, agent_rpm: float):
+    from controlplane.config import ServingConfig
+    from serving import deploy
+
+    config = ServingConfig.model_validate({
+        "router": {"replicas": 2, "agent": {"rpm": agent_rpm, "max_in_flight": 64},
+                   "auth": {"allow_anonymous": True}},  # an app of the test's own: calls without a token
+        "models": {"steady": {"kind": "scripted", "latency_s": 0.05}}})
+    return deploy(config, app_name=name, http_port=http_port, route_prefix=f"/{name}")
+
+
+def remove(name: str) -> None:
     import ray
     from ray import serve
 
-    from controlplane.config import ServingConfig
-    from serving import ChatMessage, ChatRequest, deploy
     from serving._limiter import LIMITER_NAMESPACE
 
-    app = "shared-limits-2r"
-    config = ServingConfig.model_validate({
-        "router": {"replicas": 2, "agent": {"rpm": AGENT_RPM}, "auth": {"allow_anonymous": True}},
-        "models": {"steady": {"kind": "scripted", "latency_s": 0.05}}})
-    router = deploy(config, app_name=app, http_port=http_port, route_prefix=f"/{app}")
-    request = ChatRequest(model="steady", messages=[ChatMessage(role="user", content="hi")], max_tokens=4)
+    serve.delete(name)
+    ray.kill(ray.get_actor(f"{name}:limiter", namespace=LIMITER_NAMESPACE))
 
-    async def one() -> str:
-        try:
-            await router.chat(request)
-            return "admitted"
-        except BackpressureError as exc:
-            return str(exc)
+
+def request():
+    from serving import ChatMessage, ChatRequest
+
+    return ChatRequest(model="steady", messages=[ChatMessage(role="user", content="hi")], max_tokens=4)
+
+
+async def outcome(router) -> str:
+    try:
+        await router.chat(request())
+        return "admitted"
+    except BackpressureError as exc:
+        return str(exc)
+
+
+def test_two_router_replicas_admit_an_agents_rpm_once_between_them(ray_cluster, http_port):
+    from ray import serve
+
+    app = "shared-limits-2r"
+    router = two_replica_app(app, http_port, AGENT_RPM)
 
     async def burst() -> list[str]:
-        return await asyncio.gather(*(one() for _ in range(CALLS)))
+        return await asyncio.gather(*(outcome(router) for _ in range(CALLS)))
 
     try:
         outcomes = asyncio.run(burst())
         replicas = sum(serve.status().applications[app].deployments["Router"].replica_states.values())
     finally:
-        serve.delete(app)
-        ray.kill(ray.get_actor(f"{app}:limiter", namespace=LIMITER_NAMESPACE))
+        remove(app)
     assert replicas == 2
     # A bucket per replica would admit up to 2 x 6; the next request refills only after 10 s.
     assert outcomes.count("admitted") == AGENT_RPM, outcomes
-    refusals = [outcome for outcome in outcomes if outcome != "admitted"]
+    refusals = [o for o in outcomes if o != "admitted"]
     assert all("agent:default/anonymous is over its shared rpm=6 limit" in r for r in refusals), refusals
+
+
+def test_a_killed_limiter_is_restarted_and_no_call_fails_but_with_backpressure(ray_cluster, http_port):
+    import ray
+
+    from serving._limiter import LIMITER_NAMESPACE
+
+    app = "shared-limits-kill"
+    router = two_replica_app(app, http_port, 600_000)  # leases of 6,000 requests: a grant every few calls
+    limiter = ray.get_actor(f"{app}:limiter", namespace=LIMITER_NAMESPACE)
+    outcomes: list[tuple[float, str]] = []
+    until = {"s": float("inf")}
+
+    async def client() -> None:
+        while time.time() < until["s"]:
+            try:
+                outcomes.append((time.time(), await outcome(router)))
+            except Exception as exc:  # noqa: BLE001 - what reaches the caller is what the test checks
+                outcomes.append((time.time(), f"{type(exc).__name__}: {exc}"))
+            await asyncio.sleep(0.01)
+
+    async def kill_after_calls() -> tuple[float, int]:
+        while len(outcomes) < 50:
+            await asyncio.sleep(0.05)
+        pid = await asyncio.get_running_loop().run_in_executor(None, actor_pid, limiter)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        until["s"] = time.time() + 8.0
+        return time.time(), pid
+
+    async def run() -> tuple[float, int]:
+        killed, *_ = await asyncio.gather(kill_after_calls(), *(client() for _ in range(8)))
+        return killed
+
+    try:
+        killed_at, killed_pid = asyncio.run(run())
+        restarted_pid = actor_pid(limiter)
+    finally:
+        remove(app)
+    assert restarted_pid not in (None, killed_pid)
+    kinds = Counter(text if text == "admitted" else text.split(" is over")[0] for _, text in outcomes)
+    assert set(kinds) <= {"admitted", "the router's limiter"}, kinds
+    after = [text for at, text in outcomes if at > killed_at + 5.0]
+    assert after and all(text == "admitted" for text in after), Counter(after)

@@ -1,9 +1,11 @@
 """Three router cores sharing rpm and tpm limits through the lease client: together they admit each limit (a
-model's, an agent's, a mission's, an API key's), not 3x; calls in flight stay per replica."""
+model's, an agent's, a mission's, an API key's), not 3x; a limiter that does not answer refuses calls with
+backpressure."""
 
 import asyncio
 
 import pytest
+from ray.exceptions import RayActorError
 
 from controlplane import BackpressureError
 from controlplane.config import ServingConfig
@@ -126,3 +128,30 @@ def test_the_limiter_forgets_buckets_that_are_full_again_and_keeps_those_in_use(
     assert sorted(book.scopes()) == ["agent:m1/a1:rpm", "agent:m1/a2:rpm", "agent:m1/a3:rpm"]
     book.grant("agent:m1/a3:rpm", 1, 61.0, at_least=1, quota=quota)
     assert sorted(book.scopes()) == ["agent:m1/a2:rpm", "agent:m1/a3:rpm"]  # a1 refilled: as good as new
+
+
+class _Unanswered:
+    def __init__(self, error):
+        self._error = error
+
+    async def remote(self, *_):
+        if self._error is None:
+            await asyncio.Event().wait()
+        raise self._error
+
+
+class UnreachableLimiter:
+    """A limiter that is restarting (Ray raises) or never answers."""
+
+    def __init__(self, error):
+        self.grant = _Unanswered(error)
+
+
+@pytest.mark.parametrize("error", [None, RayActorError()], ids=["silent", "restarting"])
+def test_a_call_whose_limiter_does_not_answer_is_refused_with_backpressure_not_an_actor_error(error):
+    config = ServingConfig.model_validate({"router": {"agent": {"rpm": 60}}, "models": {"m": {"kind": "scripted"}}})
+    core = RouterCore(config, {"m": FakeBackend()}, shared=SharedLimits(UnreachableLimiter(error),
+                                                                        answer_timeout_s=0.05))
+    with pytest.raises(BackpressureError, match="the router's limiter is over its 0.05 s answer limit"):
+        asyncio.run(_stream_all(core, Call(model="m", body={"messages": [{"role": "user", "content": "hi"}],
+                                                            "max_tokens": 4})))
