@@ -21,20 +21,16 @@ from typing import Any
 
 @dataclass(frozen=True, kw_only=True)
 class Quota:
-    """A bucket: `capacity` units, refilled evenly at `refill_per_s` (0 for a budget that never refills)."""
+    """A bucket: `capacity` units, refilled evenly at `refill_per_s`."""
 
     capacity: float
     """Most units the bucket holds; an `rpm` limit is capacity=rpm."""
     refill_per_s: float
-    """Units added per second; an `rpm` limit refills rpm/60; a hard budget, 0."""
+    """Units added per second; an `rpm` limit refills rpm/60."""
 
     @classmethod
     def per_minute(cls, limit: float) -> Quota:
         return cls(capacity=limit, refill_per_s=limit / 60.0)
-
-    @classmethod
-    def budget(cls, total: float) -> Quota:
-        return cls(capacity=total, refill_per_s=0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +75,9 @@ class LeaseBook:
     def grant(self, scope: str, want: float, now_s: float, *, at_least: float = 0.0,
               quota: Quota | None = None) -> Lease:
         """Up to `want` whole units (capped at `max_lease`, but never below `at_least`) out of the bucket, or none
-        when fewer than `at_least` are there (a call needs its whole amount); then `retry_after_s` says when they
-        will be. A `quota` gives the scope its bucket if it has none or another quota."""
+        while it holds fewer than `at_least`; then `retry_after_s` says when it will. A call larger than the
+        bucket takes it full, and the level goes below zero (as one replica's own bucket does). A `quota` gives
+        the scope its bucket if it has none or another quota."""
         if quota is not None:
             self._prune(now_s)
             self.set_quota(scope, quota, now_s)
@@ -88,9 +85,10 @@ class LeaseBook:
         if bucket is None:
             return Lease(scope=scope, units=want)
         bucket.refill(now_s)
-        units = float(math.floor(min(max(min(want, self.max_lease(scope)), at_least), bucket.level)))  # whole units
-        if units < at_least or units <= 0:
-            return Lease(scope=scope, units=0.0, retry_after_s=self._wait_s(bucket, max(at_least, 1.0)))
+        need = max(min(at_least, bucket.quota.capacity), 1.0)  # units are whole requests or tokens
+        if bucket.level < need:
+            return Lease(scope=scope, units=0.0, retry_after_s=self._wait_s(bucket, need))
+        units = max(float(math.floor(min(want, self.max_lease(scope), bucket.level))), at_least)
         bucket.level -= units
         return Lease(scope=scope, units=units)
 
@@ -131,10 +129,9 @@ class LeaseBook:
 
     @staticmethod
     def _wait_s(bucket: _Bucket, need: float) -> float:
-        short = need - bucket.level
-        if short > bucket.quota.capacity or bucket.quota.refill_per_s == 0:
-            return math.inf  # it will never hold that much
-        return short / bucket.quota.refill_per_s
+        if bucket.quota.refill_per_s == 0:
+            return math.inf  # it never refills
+        return (need - bucket.level) / bucket.quota.refill_per_s
 
 
 @dataclass

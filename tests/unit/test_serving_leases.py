@@ -1,5 +1,6 @@
 """Shared limits by leases: N replicas never admit more than one exact limiter, and fall short of it by at most
-N x max_lease units; unused units go back; budgets never refill."""
+N x max_lease units; unused units go back; a call larger than a lease, or than the bucket, is served as one
+replica's own bucket would."""
 
 import math
 
@@ -47,10 +48,10 @@ def test_a_lease_is_capped_and_refused_when_the_bucket_is_short():
     book.set_quota("model:m", Quota.per_minute(6000), 0.0)
     assert book.grant("model:m", 10_000, 0.0).units == 60  # 1% of the capacity
     book.grant("model:m", 10_000, 0.0)
-    book.set_quota("mission:x", Quota.budget(100), 0.0)
+    book.set_quota("mission:x", Quota.per_minute(100), 0.0)
     assert book.grant("mission:x", 80, 0.0).units == 1  # 1% of 100, and at least one unit
     refused = book.grant("mission:x", 500, 0.0, at_least=500)
-    assert refused.units == 0 and refused.retry_after_s == math.inf  # a budget never holds that much
+    assert refused.units == 0 and refused.retry_after_s == pytest.approx(0.6)  # until the bucket is full
 
 
 def test_retry_after_says_when_the_bucket_will_hold_the_amount():
@@ -69,7 +70,7 @@ def test_unlimited_scopes_grant_what_is_asked():
 
 def test_unused_units_expire_and_go_back():
     book = LeaseBook(max_lease_fraction=0.5)
-    book.set_quota("s", Quota.budget(10), 0.0)
+    book.set_quota("s", Quota(capacity=10, refill_per_s=0.0), 0.0)
     holder = LeaseHolder(ttl_s=1.0)
     holder.add(book.grant("s", 5, 0.0), 0.0)
     assert holder.take("s", 2, 0.5) and book.level("s", 0.5) == 5
@@ -106,3 +107,12 @@ def test_a_call_larger_than_the_lease_cap_gets_its_whole_amount_while_the_bucket
     book.charge("model:m:tpm", 9_000, 0.0)
     refused = book.grant("model:m:tpm", math.inf, 0.0, at_least=600)
     assert refused.units == 0 and refused.retry_after_s == pytest.approx(1.2)  # 200 tokens short, 166.7 a second
+
+
+def test_a_call_larger_than_the_bucket_takes_it_full_as_one_replicas_own_bucket_does():
+    book = LeaseBook()
+    book.set_quota("agent:a:tpm", Quota.per_minute(600), 0.0)
+    assert book.grant("agent:a:tpm", math.inf, 0.0, at_least=700).units == 700
+    assert book.level("agent:a:tpm", 0.0) == -100
+    refused = book.grant("agent:a:tpm", math.inf, 0.0, at_least=700)
+    assert refused.units == 0 and refused.retry_after_s == pytest.approx(70.0)  # back to full: 700 tokens at 10/s
