@@ -72,27 +72,11 @@ def _layered(n_tasks: int) -> dict:
     return {"name": "scale", "goal": "measure", "agents": agents, "tasks": tasks}
 
 
-class _InstantAgent:
-    """An agent whose `run.remote(...)` answers at once (what Ray's actor call would return, minus the hop)."""
-
-    def __init__(self, result) -> None:
-        self.run = self
-        self._result = result
-
-    def remote(self, spec, attempt, context, token, trace=None, slack_s=None):
-        async def answer():
-            return self._result
-        return answer()
-
-
 def supervisor_s(spec) -> float:
     from controlplane._core.events import MissionStatus
-    from controlplane._core.prompts import StepResult
-    from tests.helpers.inprocess_supervisor import run_supervised
+    from tests.helpers.inprocess_supervisor import InstantAgent, run_supervised
 
-    result = StepResult(output="ok", prompt_tokens=10, completion_tokens=2, attempt=1, started_at_s=0.0,
-                        ended_at_s=0.0, model_latency_s=0.0, memory_hits=0, posted=0)
-    agents = {a.name: _InstantAgent(result) for a in spec.agents}
+    agents = {a.name: InstantAgent() for a in spec.agents}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as run_dir:  # the mission log is part of the cost
         sched, took = asyncio.run(run_supervised(spec, agents, run_dir, mission_id="bench-scale"))
     assert sched.status() == MissionStatus.SUCCEEDED, sched.reason()

@@ -9,8 +9,25 @@ from typing import Any
 import actors._supervisor as supervisor_module
 from actors._supervisor import SupervisorActor
 from controlplane._core.events import MissionStatus
+from controlplane._core.prompts import StepResult
 from controlplane._core.scheduler import Scheduler
 from controlplane.config.mission import MissionSpec
+
+
+class InstantAgent:
+    """An agent whose `run.remote(...)` answers at once with a succeeded step (what Ray's actor call would return,
+    minus the hop)."""
+
+    def __init__(self) -> None:
+        self.run = self
+        self._result = StepResult(output="ok", prompt_tokens=10, completion_tokens=2, attempt=1, started_at_s=0.0,
+                                  ended_at_s=0.0, model_latency_s=0.0, memory_hits=0, posted=0)
+
+    def remote(self, spec: Any, attempt: int, context: Any, token: str, trace: Any = None,
+               slack_s: float | None = None) -> Any:
+        async def answer() -> StepResult:
+            return self._result
+        return answer()
 
 
 class _NoMetrics:
