@@ -172,12 +172,18 @@ class LeaseHolder:
             held.units += units
 
     def expired(self, now_s: float) -> dict[str, float]:
-        """Unused units whose time is up, by scope; they are forgotten here and go back to the limiter."""
-        for scope, held in self._held.items():
+        """Unused units whose time is up, by scope; they are forgotten here (their scopes too) and go back to the
+        limiter."""
+        for scope, held in list(self._held.items()):
             if held.expires_at_s <= now_s:
                 self._expire(scope, held)
+                del self._held[scope]
         out, self._returns = self._returns, {}
         return out
+
+    def scopes(self) -> set[str]:
+        """The scopes this replica holds a lease of (expired ones until `expired` forgets them)."""
+        return set(self._held)
 
     def release_all(self) -> dict[str, float]:
         """Everything held or due back, by scope, to return now (the replica is going away)."""

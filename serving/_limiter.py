@@ -100,6 +100,9 @@ class SharedLimits:
 
     async def _return_expired(self) -> None:
         expired = self._holder.expired(self._clock())
+        for scope in set(self._locks) - self._holder.scopes():  # one lock per scope in use, not per scope ever seen
+            if not self._locks[scope].locked():
+                del self._locks[scope]
         if expired:
             await self._limiter.give_back.remote(expired)
 

@@ -155,3 +155,19 @@ def test_a_call_whose_limiter_does_not_answer_is_refused_with_backpressure_not_a
     with pytest.raises(BackpressureError, match="the router's limiter is over its 0.05 s answer limit"):
         asyncio.run(_stream_all(core, Call(model="m", body={"messages": [{"role": "user", "content": "hi"}],
                                                             "max_tokens": 4})))
+
+
+def test_a_replica_forgets_the_scopes_whose_leases_expired():
+    now = [0.0]
+    shared = SharedLimits(InProcessLimiter(), ttl_s=1.0, clock=lambda: now[0])
+    quota = Quota.per_minute(6000)
+
+    async def scenario():
+        for n in range(100):  # a hundred agents of ended missions
+            await shared.acquire(f"agent:m{n}/a:rpm", 1, quota)
+        now[0] = 2.0
+        await shared.acquire("agent:m-live/a:rpm", 1, quota)
+
+    asyncio.run(scenario())
+    assert shared._holder.scopes() == {"agent:m-live/a:rpm"}
+    assert set(shared._locks) == {"agent:m-live/a:rpm"}
