@@ -36,6 +36,13 @@ class TokenBucket:
         need = min(amount, self.capacity) - self._level
         return 0.0 if need <= 0 else need * 60.0 / self.capacity
 
+    def full(self, now_s: float) -> bool:
+        """Whether it holds its whole capacity: then it is as good as a new bucket."""
+        if self.capacity is None:
+            return True
+        self._refill(now_s)
+        return self._level >= self.capacity
+
     def take(self, amount: float, now_s: float) -> None:
         """Take `amount` (the level may go negative when reconciling real usage)."""
         if self.capacity is None:
@@ -75,8 +82,12 @@ class Admission:
 
     limits_by_kind: dict[str, ScopeLimits]
     """Limits for each scope kind (`agent`, `mission`, `model`); the kind is the text before ':'."""
+    forget_every_s: float = 60.0
+    """How often the scopes with no call running and full buckets (as good as new ones) are forgotten, so that
+    the agents and missions that came and went do not pile up."""
     _scopes: dict[str, _ScopeState] = field(default_factory=dict)
     _overrides: dict[str, ScopeLimits] = field(default_factory=dict)
+    _forgot_at_s: float | None = None
 
     def set_limits(self, scope: str, limits: ScopeLimits, now_s: float) -> None:
         """Give one scope (e.g. `mission:m1`) its own limits; its usage so far is kept."""
@@ -101,6 +112,7 @@ class Admission:
 
     def admit(self, scopes: list[str], est_tokens: int, now_s: float) -> None:
         """Charge every scope for one call of `est_tokens`, or raise and charge none."""
+        self._forget_idle(now_s)
         for scope in scopes:
             self._check(scope, est_tokens, now_s)
         for scope in scopes:
@@ -130,6 +142,18 @@ class Admission:
                 state.tokens.take(used_tokens - est_tokens, now_s)
             else:
                 state.tokens.give_back(est_tokens - used_tokens, now_s)
+
+    def _forget_idle(self, now_s: float) -> None:
+        if self._forgot_at_s is not None and now_s - self._forgot_at_s < self.forget_every_s:
+            return
+        self._forgot_at_s = now_s
+        for scope, state in list(self._scopes.items()):
+            if state.in_flight == 0 and state.requests.full(now_s) and state.tokens.full(now_s):
+                del self._scopes[scope]
+
+    def scopes(self) -> list[str]:
+        """The scopes it keeps state for."""
+        return list(self._scopes)
 
     def in_flight(self, scope: str) -> int:
         state = self._scopes.get(scope)

@@ -58,3 +58,18 @@ def test_refusal_charges_no_scope():
         admission.admit(["agent:b", "mission:m"], 1, now_s=0.0)
     assert admission.in_flight("agent:b") == 0
 
+
+
+def test_scopes_of_agents_that_came_and_went_are_forgotten_and_busy_or_spent_ones_kept():
+    admission = Admission({"agent": ScopeLimits(rpm=60, tpm=6000)}, forget_every_s=60.0)
+    for n in range(100):  # the agents of ended missions, one call each
+        admission.admit([f"agent:m{n}/a"], 10, now_s=0.0)
+        admission.release([f"agent:m{n}/a"], 10, 10, now_s=0.0)
+    admission.admit(["agent:live/running"], 10, now_s=1.0)  # still running at the next sweep
+    for _ in range(60):
+        admission.admit(["agent:live/spent"], 10, now_s=60.5)
+        admission.release(["agent:live/spent"], 10, 10, now_s=60.5)
+    admission.admit(["agent:live/new"], 10, now_s=61.0)
+    assert sorted(admission.scopes()) == ["agent:live/new", "agent:live/running", "agent:live/spent"]
+    with pytest.raises(BackpressureError):  # the spent agent's bucket was kept, not forgotten and refilled
+        admission.admit(["agent:live/spent"], 10, now_s=61.0)
