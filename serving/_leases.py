@@ -57,11 +57,11 @@ class _Bucket:
 class LeaseBook:
     """The limiter's side: one bucket per scope with a quota; scopes without one are unlimited."""
 
-    def __init__(self, *, max_lease_fraction: float = 0.01, prune_every_s: float = 60.0) -> None:
+    def __init__(self, *, max_lease_fraction: float = 0.01, forget_every_s: float = 60.0) -> None:
         self.max_lease_fraction = max_lease_fraction
-        self.prune_every_s = prune_every_s
+        self.forget_every_s = forget_every_s
         self._buckets: dict[str, _Bucket] = {}
-        self._pruned_at_s: float | None = None
+        self._forgot_at_s: float | None = None
 
     def set_quota(self, scope: str, quota: Quota, now_s: float) -> None:
         """Give a scope its bucket (full); the same quota again changes nothing."""
@@ -79,7 +79,7 @@ class LeaseBook:
         bucket takes it full, and the level goes below zero (as one replica's own bucket does). A `quota` gives
         the scope its bucket if it has none or another quota."""
         if quota is not None:
-            self._prune(now_s)
+            self._forget_full(now_s)
             self.set_quota(scope, quota, now_s)
         bucket = self._buckets.get(scope)
         if bucket is None:
@@ -114,11 +114,11 @@ class LeaseBook:
         bucket.refill(now_s)
         return bucket.level
 
-    def _prune(self, now_s: float) -> None:
-        """Drop the buckets that are full again, at most once per `prune_every_s`."""
-        if self._pruned_at_s is not None and now_s - self._pruned_at_s < self.prune_every_s:
+    def _forget_full(self, now_s: float) -> None:
+        """Drop the buckets that are full again, at most once per `forget_every_s`."""
+        if self._forgot_at_s is not None and now_s - self._forgot_at_s < self.forget_every_s:
             return
-        self._pruned_at_s = now_s
+        self._forgot_at_s = now_s
         for scope, bucket in list(self._buckets.items()):
             bucket.refill(now_s)
             if bucket.level >= bucket.quota.capacity:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,23 +47,22 @@ class LimiterActor:
         return self._book.level(scope, time.monotonic())
 
 
-def start_limiter(app_name: str, *, max_lease_fraction: float = 0.01, resources: dict[str, float] | None = None) -> Any:
+def start_limiter(app_name: str, *, resources: dict[str, float] | None = None) -> Any:
     """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica). Each
     request for a lease carries its scope's quota, so a redeployed config's changed quotas reach it with the
     next call (an unchanged bucket keeps its level)."""
     return LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",  # type: ignore[attr-defined]
-                                get_if_exists=True, resources=resources or None).remote(max_lease_fraction)
+                                get_if_exists=True, resources=resources or None).remote()
 
 
 class SharedLimits:
     """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after."""
 
-    def __init__(self, limiter: Any, *, ttl_s: float = 1.0, lease_units: float = float("inf"),
-                 clock: Callable[[], float] = time.monotonic, answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
+    def __init__(self, limiter: Any, *, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
         self._limiter = limiter
         self._answer_timeout_s = answer_timeout_s
         self._holder = LeaseHolder(ttl_s=ttl_s)
-        self._lease_units = lease_units
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -96,7 +96,7 @@ class SharedLimits:
 
     async def _lease(self, scope: str, amount: float, quota: Quota) -> Lease:
         await self._return_expired()
-        return await self._limiter.grant.remote(scope, max(amount, self._lease_units), amount, quota)
+        return await self._limiter.grant.remote(scope, math.inf, amount, quota)  # as much as the lease cap allows
 
     async def _return_expired(self) -> None:
         expired = self._holder.expired(self._clock())

@@ -119,12 +119,12 @@ def test_three_cores_admit_an_api_keys_rpm_once():
 
 
 def test_the_limiter_forgets_buckets_that_are_full_again_and_keeps_those_in_use():
-    book = LeaseBook(prune_every_s=60.0)
+    book = LeaseBook(forget_every_s=60.0)
     quota = Quota.per_minute(60)
     book.grant("agent:m1/a1:rpm", 1, 0.0, at_least=1, quota=quota)
     book.grant("agent:m1/a2:rpm", 1, 0.0, at_least=1, quota=quota)
     book.charge("agent:m1/a2:rpm", 120, 0.0)  # a2 overran by two minutes; a1 made one request
-    book.grant("agent:m1/a3:rpm", 1, 30.0, at_least=1, quota=quota)  # too soon to prune
+    book.grant("agent:m1/a3:rpm", 1, 30.0, at_least=1, quota=quota)  # too soon to forget
     assert sorted(book.scopes()) == ["agent:m1/a1:rpm", "agent:m1/a2:rpm", "agent:m1/a3:rpm"]
     book.grant("agent:m1/a3:rpm", 1, 61.0, at_least=1, quota=quota)
     assert sorted(book.scopes()) == ["agent:m1/a2:rpm", "agent:m1/a3:rpm"]  # a1 refilled: as good as new
