@@ -5,6 +5,8 @@
    agent actors: makespan with tracing on (every span to the run's OTLP JSON lines file: the mission, each
    attempt, each router call with its queue-wait event) / the same mission with tracing off. Runs alternate
    off/on after one warm-up of each; medians. Makespan: from the mission's `running` event to the last task's end.
+   tracing_sampled_out_ratio: the same, for the mission traced but sampled out (`sample_ratio` 0, as
+   OTEL_TRACES_SAMPLER=always_off gives): what tracing costs a mission that a sampler drops.
 2. span_overhead_us. One `invoke_agent` span with a `chat` span inside (attributes, a queue-wait event and
    the usage recorded), tracing on with the OTLP JSON lines file exporter (batched), timed until the file
    holds every span, divided by the spans made; minus the same loop with tracing off. Baseline: the loop
@@ -129,7 +131,7 @@ def layered_mission(tasks: int) -> dict:
     return {"name": "bench-tracing", "goal": "measure tracing", "agents": agents, "tasks": items}
 
 
-def mission_makespan_s(router, data: dict, traces: Path | None) -> tuple[float, int]:
+def mission_makespan_s(router, data: dict, traces: Path | None, sample_ratio: float = 1.0) -> tuple[float, int]:
     """(makespan of one mission through the supervisor, spans in its traces file); tracing off when None."""
     import ray
 
@@ -138,7 +140,8 @@ def mission_makespan_s(router, data: dict, traces: Path | None) -> tuple[float, 
     from controlplane import parse_mission
     from controlplane._tracing import TracingConfig
 
-    config = TracingConfig(file_path=str(traces), otlp_endpoint=None) if traces is not None else None
+    config = (TracingConfig(file_path=str(traces), otlp_endpoint=None, sample_ratio=sample_ratio)
+              if traces is not None else None)
     handle = start_mission(parse_mission(data), router=router, tracing=config)
     try:
         result = follow(handle, poll_s=0.5)
@@ -146,12 +149,13 @@ def mission_makespan_s(router, data: dict, traces: Path | None) -> tuple[float, 
         ray.kill(handle)
     assert result["status"] == "succeeded", result["reason"]
     began = next(e["time_s"] for e in result["events"] if e["kind"] == "mission" and e["status"] == "running")
-    spans = len(tracing.read_spans(traces)) if traces is not None else 0
+    spans = len(tracing.read_spans(traces)) if traces is not None and traces.exists() else 0
     return max(t["ended_at"] for t in result["tasks"]) - began, spans
 
 
 def tracing_overhead(reps: int) -> dict:
-    """Makespans of the same mission with tracing off and on, alternating, after a warm-up of each."""
+    """Makespans of the same mission with tracing off, on, and on but sampled out, alternating, after a warm-up
+    of each."""
     import ray
     from ray import serve
 
@@ -165,20 +169,26 @@ def tracing_overhead(reps: int) -> dict:
                                                       "models": {"zero": {"kind": "scripted", "latency_s": 0.0}}}),
                         app_name="bench-observability", http_port=free_port())
         data = layered_mission(MISSION_TASKS)
-        off, on, spans = [], [], 0
+        off, on, sampled_out, spans = [], [], [], 0
         with tempfile.TemporaryDirectory() as tmp:
             for rep in range(reps + 1):
                 off_s, _ = mission_makespan_s(router, data, None)
                 on_s, spans = mission_makespan_s(router, data, Path(tmp) / f"traces-{rep}.jsonl")
+                out_s, dropped = mission_makespan_s(router, data, Path(tmp) / f"out-{rep}.jsonl", sample_ratio=0.0)
+                assert dropped == 0, f"a sampled-out mission wrote {dropped} spans"
                 print(f"{f'mission {MISSION_TASKS} tasks, rep {rep}':<32}{off_s:>10.3f} off {on_s:>8.3f} on "
-                      f"({spans} spans){' (warm-up)' if rep == 0 else ''}")
+                      f"({spans} spans) {out_s:>8.3f} sampled out{' (warm-up)' if rep == 0 else ''}")
                 if rep:
                     off.append(off_s)
                     on.append(on_s)
+                    sampled_out.append(out_s)
     finally:
         serve.shutdown()
         ray.shutdown()
     return {"tracing_overhead_ratio": round(statistics.median(on) / statistics.median(off), 3),
+            "tracing_sampled_out_ratio": round(statistics.median(sampled_out) / statistics.median(off), 3),
+            "makespan_sampled_out_s": round(statistics.median(sampled_out), 3),
+            "makespans_sampled_out_s": [round(x, 3) for x in sampled_out],
             "makespan_off_s": round(statistics.median(off), 3), "makespan_on_s": round(statistics.median(on), 3),
             "makespans_off_s": [round(x, 3) for x in off], "makespans_on_s": [round(x, 3) for x in on],
             "spans_per_mission": spans, "mission_tasks": MISSION_TASKS, "mission_reps": reps}
@@ -208,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     figures["span_overhead_target_met"] = figures["span_overhead_us"] <= TARGET_SPAN_US
     figures["tracing_overhead_target_met"] = figures["tracing_overhead_ratio"] <= TARGET_RATIO
-    for key in ("tracing_overhead_ratio", "span_on_us", "span_off_us", "span_overhead_us",
+    for key in ("tracing_overhead_ratio", "tracing_sampled_out_ratio", "span_on_us", "span_off_us", "span_overhead_us",
                 "report_render_s_1000_tasks", "python_ref_us"):
         print(f"{key:<32}{figures[key]:>12}")
     if args.json:
@@ -216,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     print(f"bench_observability: tracing_overhead_ratio {figures['tracing_overhead_ratio']} (target "
           f"<={TARGET_RATIO}; {MISSION_TASKS}-task scripted mission, {figures['makespan_off_s']} s off vs "
-          f"{figures['makespan_on_s']} s on, {figures['spans_per_mission']} spans); span overhead "
+          f"{figures['makespan_on_s']} s on, {figures['spans_per_mission']} spans; sampled out "
+          f"{figures['tracing_sampled_out_ratio']}); span overhead "
           f"{figures['span_overhead_us']} us/span (target <={TARGET_SPAN_US}; file exporter, batched); report of "
           f"{REPORT_TASKS} tasks rendered in {figures['report_render_s_1000_tasks']} s ({size / 1e6:.1f} MB); "
           f"{figures['cores']} cores, no GPU, python_ref {figures['python_ref_us']} us")

@@ -8,6 +8,8 @@ into spans only when `TracingConfig.content` is on.
 
 One mission is one trace: a caller passes `inject()` across a Ray call or a Serve request and the callee
 opens its span with `parent=` that carrier (W3C `traceparent`). An HTTP request's headers are a carrier too.
+So sampling keeps or drops whole missions: a trace's root decides by its trace id (`TracingConfig.sample_ratio`)
+and every span under it follows its parent's decision, in any process.
 
 Spans: `invoke_workflow` (a mission), `invoke_agent` (a task attempt), `chat` (a model call),
 `execute_tool`, `memory` (search_memory / update_memory), and `queue_wait` as an event on the current span.
@@ -29,9 +31,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from controlplane.errors import SetupError
+
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+SAMPLER_ENV, SAMPLER_ARG_ENV = "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+_FIXED_SAMPLERS = {"always_on": 1.0, "parentbased_always_on": 1.0, "always_off": 0.0, "parentbased_always_off": 0.0}
 PROVIDER_NAME = "controlplane"
 MAX_QUEUED_SPANS = 16_384  # per exporter, before the batch processor drops spans
 SPAN_FLAGS_HAS_IS_REMOTE, SPAN_FLAGS_IS_REMOTE = 0x100, 0x200  # OTLP span flags: is the parent remote?
@@ -50,6 +58,37 @@ class TracingConfig:
     """OTLP/HTTP base URL (spans go to `<endpoint>/v1/traces`); None sends nothing over the network."""
     content: bool = False
     """Record prompts, outputs, tool arguments and memory queries in spans."""
+    sample_ratio: float = 1.0
+    """The share of traces kept, decided at each trace's root by its id (a mission is one trace); spans with a
+    parent follow the parent's decision. `sample_ratio_from_env()` reads OpenTelemetry's variables."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample_ratio <= 1.0:
+            raise ValueError(f"TracingConfig.sample_ratio={self.sample_ratio!r}: a share of traces, from 0 to 1")
+
+
+def sample_ratio_from_env() -> float:
+    """`TracingConfig.sample_ratio` from OpenTelemetry's standard `OTEL_TRACES_SAMPLER` (and `_ARG`) where a
+    mission starts; the mission carries it to every process, whatever their own environment says."""
+    name = os.environ.get(SAMPLER_ENV, "").strip().lower() or "parentbased_always_on"
+    if name in _FIXED_SAMPLERS:
+        return _FIXED_SAMPLERS[name]
+    known = ", ".join([*_FIXED_SAMPLERS, *_RATIO_SAMPLERS])
+    if name not in _RATIO_SAMPLERS:
+        raise SetupError(what=f"{SAMPLER_ENV}={name!r} is not a sampler controlplane can apply to a mission "
+                              f"(it keeps or drops whole missions; known: {known})",
+                         fix=f"unset {SAMPLER_ENV}, or set it to parentbased_traceidratio with {SAMPLER_ARG_ENV}=0.1 "
+                             "to trace one mission in ten")
+    arg = os.environ.get(SAMPLER_ARG_ENV, "").strip() or "1.0"
+    try:
+        ratio = float(arg)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise SetupError(what=f"{SAMPLER_ARG_ENV}={arg!r} is not a share of traces from 0 to 1 ({SAMPLER_ENV}={name} "
+                              "needs one)",
+                         fix=f"set {SAMPLER_ARG_ENV} to a number from 0 to 1, e.g. 0.1 to trace one mission in ten")
+    return ratio
 
 
 class _NoSpan:
@@ -99,7 +138,8 @@ def configure(config: TracingConfig, *, exporters: Sequence[SpanExporter] = (), 
         if _state is not None:
             _state.provider.shutdown()
         provider = TracerProvider(resource=Resource.create({"service.name": config.service_name,
-                                                            "service.instance.id": str(os.getpid())}))
+                                                            "service.instance.id": str(os.getpid())}),
+                                  sampler=ParentBasedTraceIdRatio(config.sample_ratio))
         for exporter in [*_exporters_for(config), *exporters]:
             provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUED_SPANS) if batch
                                         else SimpleSpanProcessor(exporter))

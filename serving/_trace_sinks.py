@@ -130,13 +130,16 @@ class RouterTracing:
 
     def open(self, *, model: str, mission_id: str, agent: str, body: Mapping[str, Any],
              carrier: Mapping[str, str] | None, sink: TracingConfig | None) -> CallSpan | None:
-        """A started `chat` span for a call, or None when the call's spans would go nowhere."""
+        """A started `chat` span for a call, or None when the call's spans would go nowhere or its trace is
+        sampled out."""
         sink = sink or self.sinks.sink_for(mission_id)
         if sink is None:
             return None
         span = tracing.start_chat(model, agent=agent, mission_id=mission_id, max_tokens=body.get("max_tokens"),
                                   temperature=body.get("temperature"), parent=carrier,
                                   messages=body.get("messages") or body.get("prompt"), content=sink.content)
+        if not span.is_recording():  # the caller's trace was sampled out
+            return None
         self.sinks.route(span.get_span_context().trace_id, sink, mission_id)
         return CallSpan(span=span, content=sink.content)
 

@@ -12,7 +12,7 @@ from typing import Any
 from controlplane._core.recovery import replay
 from controlplane._logfile import read_log
 from controlplane._rundir import TRACES, run_uri
-from controlplane._tracing import TracingConfig
+from controlplane._tracing import TracingConfig, sample_ratio_from_env
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
 from controlplane.cli.progress import make_progress
@@ -70,10 +70,12 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
 
 
 def mission_tracing_config(run_dir: str, spec: MissionSpec) -> TracingConfig:
-    """Spans always to `<run_dir>/traces.jsonl` (a local run directory; with a URL, OTLP only), and over OTLP/HTTP
-    when OTEL_EXPORTER_OTLP_ENDPOINT is set; prompts and outputs in spans only with `policies.log_content`."""
+    """Spans to `<run_dir>/traces.jsonl` (a local run directory; with a URL, OTLP only), and over OTLP/HTTP
+    when OTEL_EXPORTER_OTLP_ENDPOINT is set; prompts and outputs in spans only with `policies.log_content`; the
+    mission traced or not as OTEL_TRACES_SAMPLER (and _ARG) say."""
     path = None if "://" in run_dir else str(Path(run_dir) / TRACES)
-    return TracingConfig(service_name="controlplane", file_path=path, content=spec.policies.log_content)
+    return TracingConfig(service_name="controlplane", file_path=path, content=spec.policies.log_content,
+                         sample_ratio=sample_ratio_from_env())
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -91,6 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
         spec, serving = preflight(args.mission)
         mission_id = args.mission_id or new_mission_id(spec.name)
         run_dir = run_uri(_local_or_url(args.state_uri or args.runs_dir), mission_id)
+    tracing = mission_tracing_config(run_dir, spec)
     local = init_ray(args.address, args.verbose)
     try:
         router = deploy(serving, http_port=args.http_port, missions_running=len(running_missions()))
@@ -106,7 +109,6 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
               f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API key of the mission "
               f"(revoked at its end): {key_path}", flush=True)
-        tracing = mission_tracing_config(run_dir, spec)
         handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
                                router_url=f"http://127.0.0.1:{args.http_port or 8000}{prefix}/v1", run_dir=run_dir,
                                resume=resuming, tracing=tracing)

@@ -2,6 +2,7 @@
 
 - a mission is ONE trace: supervisor -> agents -> router (handle and HTTP with a `traceparent`), memory spans,
   GenAI attribute names, no content while content logging is off; the spans reach a real OTLP/HTTP receiver too;
+  a mission sampled out leaves no span anywhere;
 - the bottleneck of skewed real missions: a slow agent is named; an overloaded model's queue is named;
 - Ray's metrics endpoint, scraped during a mission, has the mission metrics beside the router's, with bounded
   label sets; `status --watch` shows the critical path and slowest agent live.
@@ -146,6 +147,15 @@ def test_content_goes_into_spans_when_the_mission_logs_content(router, tmp_path)
     assert SECRET in chat["attributes"]["gen_ai.input.messages"] and chat["attributes"]["gen_ai.output.messages"]
     tool = next(s for s in spans if s["name"] == "execute_tool calculator")["attributes"]
     assert tool["gen_ai.tool.call.arguments"] and "42" in tool["gen_ai.tool.call.result"]
+
+
+def test_a_sampled_out_mission_runs_and_no_process_writes_a_span_of_it(router, tmp_path):
+    path = tmp_path / "traces.jsonl"
+    result = run_mission(router, traced_mission_data(),
+                         tracing=TracingConfig(file_path=str(path), otlp_endpoint=None, sample_ratio=0.0))
+    assert result["status"] == "succeeded", result["reason"]
+    asyncio.run(router.flush_traces())
+    assert not path.exists() or tracing.read_spans(path) == []
 
 
 def bottleneck_of(result: dict):

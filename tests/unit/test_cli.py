@@ -27,6 +27,16 @@ def test_a_model_the_serving_config_lacks_is_refused(tmp_path, capsys):
     assert "agents[0](writer).model: 'gpt-9' is invalid" in err and "known models: default" in err
 
 
+def test_a_trace_sampler_it_cannot_apply_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission()))
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "ten percent")
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == EXIT_USAGE  # ray.init would raise
+    assert "OTEL_TRACES_SAMPLER_ARG='ten percent' is not a share of traces" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_address_where_no_cluster_answers_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
     from tests.helpers import free_port
 

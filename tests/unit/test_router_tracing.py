@@ -164,3 +164,14 @@ def test_untraced_calls_pass_through_untouched():
     events = asyncio.run(run())
     assert events[0] == {"delta": "scripted words"} and events[-1]["queue_s"] >= 0
     assert time.perf_counter() - started < 5
+
+
+def test_a_call_of_a_sampled_out_trace_is_served_and_makes_no_span(router_tracing, tmp_path):
+    the_core, mission = core(), sink(tmp_path, "m-1")
+    sampled_out = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
+    assert router_tracing.open(model="m", mission_id="m-1", agent="writer", body={}, carrier=sampled_out,
+                               sink=mission) is None
+    events = asyncio.run(through(router_tracing, the_core, call(), sink=mission, carrier=sampled_out))
+    assert events[-1]["done"] and events[-1]["completion_tokens"] == 2
+    router_tracing.flush()
+    assert not (tmp_path / "m-1" / "traces.jsonl").exists()

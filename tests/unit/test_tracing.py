@@ -181,3 +181,56 @@ def test_the_endpoint_comes_from_the_environment(monkeypatch):
     assert TracingConfig().otlp_endpoint == "http://collector:4318"
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
     assert TracingConfig().otlp_endpoint is None
+
+
+def test_a_sampled_out_mission_records_no_span_in_any_process_and_its_carrier_says_so():
+    exporter = in_memory(sample_ratio=0.0)
+    a_mission()
+    assert exporter.get_finished_spans() == ()
+    with tracing.invoke_workflow("m-2", "launch"):
+        carrier = tracing.inject()
+    assert int(carrier["traceparent"].split("-")[3], 16) & 1 == 0  # valid ids, the sampled flag off: children follow
+    tracing.configure(TracingConfig(otlp_endpoint=None), exporters=[exporter], batch=False)  # a process tracing all
+    in_another_process(agent_step, carrier)
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_ratio_keeps_or_drops_whole_missions():
+    exporter = in_memory(sample_ratio=0.5)
+    for _ in range(200):
+        a_mission()
+    by_trace: dict[int, set[str]] = {}
+    for span in exporter.get_finished_spans():
+        by_trace.setdefault(span.context.trace_id, set()).add(span.name)
+    assert 60 < len(by_trace) < 140  # about half the missions
+    assert all(len(names) == 5 for names in by_trace.values())  # every kept mission whole
+
+
+@pytest.mark.parametrize(("sampler", "arg", "ratio"), [(None, None, 1.0), ("always_off", None, 0.0),
+                                                       ("parentbased_always_off", None, 0.0),
+                                                       ("parentbased_traceidratio", "0.1", 0.1),
+                                                       ("TraceIdRatio", None, 1.0)])
+def test_the_sample_ratio_comes_from_opentelemetrys_variables(monkeypatch, sampler, arg, ratio):
+    for name, value in (("OTEL_TRACES_SAMPLER", sampler), ("OTEL_TRACES_SAMPLER_ARG", arg)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert tracing.sample_ratio_from_env() == ratio
+
+
+@pytest.mark.parametrize(("sampler", "arg", "named"), [("jaeger_remote", None, "OTEL_TRACES_SAMPLER='jaeger_remote'"),
+                                                       ("traceidratio", "half", "OTEL_TRACES_SAMPLER_ARG='half'"),
+                                                       ("traceidratio", "1.5", "OTEL_TRACES_SAMPLER_ARG='1.5'")])
+def test_a_sampler_controlplane_cannot_apply_is_refused_naming_the_variable_and_the_fix(monkeypatch, sampler, arg,
+                                                                                       named):
+    from controlplane.errors import SetupError
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    if arg is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    with pytest.raises(SetupError) as raised:
+        tracing.sample_ratio_from_env()
+    assert named in str(raised.value) and "Fix:" in str(raised.value) and "0.1" in str(raised.value)
+    with pytest.raises(ValueError, match="sample_ratio=1.5"):
+        TracingConfig(sample_ratio=1.5)
