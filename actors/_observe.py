@@ -54,6 +54,11 @@ class MissionTrace:
         self._stack = contextlib.ExitStack()
         self.span = self._stack.enter_context(tracing.invoke_workflow(mission_id, name, parent=parent))
 
+    @property
+    def sampled(self) -> bool:
+        """False when tracing is off or the sampler dropped the mission."""
+        return self.span.is_recording()
+
     def end(self, status: str, reason: str) -> None:
         self.span.set_attribute("controlplane.mission.status", status)
         if reason:

@@ -62,6 +62,16 @@ def test_an_attempt_is_a_child_of_the_mission_and_its_router_calls_carry_the_att
                                                                                    {"web.search"})
 
 
+def test_a_mission_knows_whether_it_is_traced():
+    assert not MissionTrace("m-1", "launch").sampled  # tracing off
+    for ratio, sampled in ((1.0, True), (0.0, False)):
+        tracing.configure(TracingConfig(otlp_endpoint=None, sample_ratio=ratio), exporters=[InMemorySpanExporter()])
+        mission = MissionTrace("m-1", "launch")
+        assert mission.sampled is sampled
+        mission.end("succeeded", "")
+    tracing.shutdown()
+
+
 def test_a_failed_attempt_marks_its_span_and_keeps_its_detail(spans):
     with pytest.raises(ValueError) as raised:
         with AttemptObserver(agent="writer", mission_id="m-1", task_id="draft", attempt=2, trace=None,
