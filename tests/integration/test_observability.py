@@ -31,6 +31,7 @@ CHAT_ATTRIBUTES = {"gen_ai.operation.name", "gen_ai.request.model", "gen_ai.usag
                    "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons", "gen_ai.agent.name"}
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 OUTSIDE_TRACE, OUTSIDE_PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+DROPPED_TRACE = "5b8aa5a2d2c872e8321cf37308d69df2"  # an outside app's trace that its own sampler dropped
 
 
 def traced_mission_data() -> dict:
@@ -45,8 +46,8 @@ def traced_mission_data() -> dict:
 
 @pytest.fixture(scope="module")
 def traced(router, router_base_url, api_key, tmp_path_factory):
-    """One mission traced to a file and to a real OTLP/HTTP receiver, plus an outside HTTP call under the same
-    mission id with its own `traceparent`."""
+    """One mission traced to a file and to a real OTLP/HTTP receiver, plus two outside HTTP calls under the same
+    mission id with their own `traceparent`: one sampled, one its app's sampler dropped."""
     path = tmp_path_factory.mktemp("traced") / "traces.jsonl"
     with OtlpReceiver() as receiver:
         config = TracingConfig(file_path=str(path), otlp_endpoint=receiver.endpoint)
@@ -57,6 +58,11 @@ def traced(router, router_base_url, api_key, tmp_path_factory):
             headers={"traceparent": f"00-{OUTSIDE_TRACE}-{OUTSIDE_PARENT}-01", "authorization": f"Bearer {key}",
                      "x-agent-id": "outside-app"})
         assert reply.status_code == 200, reply.text
+        dropped = httpx.post(f"{router_base_url}/chat/completions", timeout=30, json={
+            "model": "scripted", "max_tokens": 4, "messages": [{"role": "user", "content": "hello"}]},
+            headers={"traceparent": f"00-{DROPPED_TRACE}-{OUTSIDE_PARENT}-00", "authorization": f"Bearer {key}",
+                     "x-agent-id": "outside-app"})
+        assert dropped.status_code == 200, f"a call whose trace its app sampled out failed: {dropped.text}"
         asyncio.run(router.flush_traces())
         spans = wait_for(lambda: (lambda found: found if any(s["trace_id"] == OUTSIDE_TRACE for s in found)
                                   else None)(tracing.read_spans(path)), timeout_s=30, what="the HTTP call's span")
@@ -133,6 +139,11 @@ def test_the_spans_reach_a_real_otlp_http_receiver(traced):
                                                  "controlplane.router"}
     chat = next(s for s in received if s["name"] == "chat scripted" and s["trace_id"] != OUTSIDE_TRACE)
     assert chat["attributes"]["gen_ai.usage.output_tokens"] > 0
+
+
+def test_an_outside_call_whose_trace_its_app_sampled_out_is_served_and_makes_no_span(traced):
+    _, spans, received = traced  # the fixture asserted the call's 200
+    assert not [s for s in spans + received if s["trace_id"] == DROPPED_TRACE]
 
 
 def test_content_goes_into_spans_when_the_mission_logs_content(router, tmp_path):
