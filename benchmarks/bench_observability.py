@@ -136,8 +136,8 @@ def mission_makespan_s(router, data: dict, traces: Path | None, sample_ratio: fl
     import ray
 
     from actors import follow, start_mission
-    from controlplane import _tracing as tracing
     from controlplane import parse_mission
+    from controlplane._trace_file import read_spans
     from controlplane._tracing import TracingConfig
 
     config = (TracingConfig(file_path=str(traces), otlp_endpoint=None, sample_ratio=sample_ratio)
@@ -149,7 +149,7 @@ def mission_makespan_s(router, data: dict, traces: Path | None, sample_ratio: fl
         ray.kill(handle)
     assert result["status"] == "succeeded", result["reason"]
     began = next(e["time_s"] for e in result["events"] if e["kind"] == "mission" and e["status"] == "running")
-    spans = len(tracing.read_spans(traces)) if traces is not None and traces.exists() else 0
+    spans = len(read_spans(traces)) if traces is not None and traces.exists() else 0
     return max(t["ended_at"] for t in result["tasks"]) - began, spans
 
 

@@ -20,7 +20,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 from controlplane import _tracing as tracing
-from controlplane._tracing import OtlpJsonLinesExporter, TracingConfig
+from controlplane._trace_file import OtlpJsonLinesExporter
+from controlplane._tracing import TracingConfig
 
 ROUTER_SERVICE = "controlplane.router"
 MAX_TRACES = 4096

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controlplane._tracing import read_spans
+from controlplane._trace_file import read_spans
 from tests.fixtures.serving import TOOL_TRANSCRIPTS
 from tests.helpers import by_id, free_port, free_ports
 from tests.helpers.agent_code import MCP_SERVER_TOKEN, MCP_SERVER_TOKEN_DIGEST

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controlplane import _tracing as tracing
 from controlplane._core.timeline import build_timeline, deps_from_result, find_bottleneck
+from controlplane._trace_file import read_spans
 from controlplane._tracing import TracingConfig
 from tests.helpers import agent, by_id, run_mission, task, wait_for
 from tests.helpers.otlp_receiver import OtlpReceiver
@@ -65,7 +65,7 @@ def traced(router, router_base_url, api_key, tmp_path_factory):
         assert dropped.status_code == 200, f"a call whose trace its app sampled out failed: {dropped.text}"
         asyncio.run(router.flush_traces())
         spans = wait_for(lambda: (lambda found: found if any(s["trace_id"] == OUTSIDE_TRACE for s in found)
-                                  else None)(tracing.read_spans(path)), timeout_s=30, what="the HTTP call's span")
+                                  else None)(read_spans(path)), timeout_s=30, what="the HTTP call's span")
         in_file = {s["span_id"] for s in spans}
         received = wait_for(lambda: (lambda got: got if in_file <= {s["span_id"] for s in got} else None)(
             receiver.spans()), timeout_s=30, what="every span of the file at the OTLP receiver")
@@ -153,7 +153,7 @@ def test_content_goes_into_spans_when_the_mission_logs_content(router, tmp_path)
     data["tasks"] = [data["tasks"][0], task("sum", "analyst", "Compute the total of the order")]
     result = run_mission(router, data, tracing=TracingConfig(file_path=str(path), otlp_endpoint=None))
     assert result["status"] == "succeeded", result["reason"]
-    spans = tracing.read_spans(path)
+    spans = read_spans(path)
     chat = next(s for s in spans if s["name"] == "chat scripted")
     assert SECRET in chat["attributes"]["gen_ai.input.messages"] and chat["attributes"]["gen_ai.output.messages"]
     tool = next(s for s in spans if s["name"] == "execute_tool calculator")["attributes"]
@@ -166,7 +166,7 @@ def test_a_sampled_out_mission_runs_and_no_process_writes_a_span_of_it(router, t
                          tracing=TracingConfig(file_path=str(path), otlp_endpoint=None, sample_ratio=0.0))
     assert result["status"] == "succeeded", result["reason"]
     asyncio.run(router.flush_traces())
-    assert not path.exists() or tracing.read_spans(path) == []
+    assert not path.exists() or read_spans(path) == []
 
 
 def bottleneck_of(result: dict):

@@ -16,7 +16,7 @@ LAYERS = [
     ("controlplane.config",),
     ("controlplane._core", "controlplane._logfile", "controlplane._model_cache", "controlplane._rundir",
      "controlplane._setup",
-     "controlplane._tracing"),
+     "controlplane._trace_file", "controlplane._tracing"),
     ("serving",),
     ("memory",),
     ("actors",),

@@ -9,6 +9,7 @@ import pytest
 
 from controlplane import ReplicaUnavailable
 from controlplane import _tracing as tracing
+from controlplane._trace_file import read_spans
 from controlplane._tracing import TracingConfig
 from controlplane.config import ServingConfig
 from serving import Identity
@@ -70,7 +71,7 @@ def test_queue_wait_is_measured_at_the_gate_and_is_an_event_on_the_chat_span(rou
     assert first["queue_s"] < 0.05 and 0.15 < second["queue_s"] < 0.5  # the second waited for the one slot
     assert second["latency_s"] - second["queue_s"] == pytest.approx(0.2, abs=0.1)
     router_tracing.flush()
-    spans = tracing.read_spans(mission.file_path)
+    spans = read_spans(mission.file_path)
     assert [s["name"] for s in spans] == ["chat m", "chat m"] and all(s["service"] == "controlplane.router"
                                                                         for s in spans)
     attributes = spans[0]["attributes"]
@@ -117,7 +118,7 @@ def test_one_shared_router_writes_each_missions_spans_to_its_own_file(router_tra
 
     asyncio.run(calls())
     router_tracing.flush()
-    first, second = tracing.read_spans(one.file_path), tracing.read_spans(two.file_path)
+    first, second = read_spans(one.file_path), read_spans(two.file_path)
     assert len(first) == 2 and len(second) == 1
     assert {s["attributes"]["gen_ai.conversation.id"] for s in first} == {"m-1"}
     assert second[0]["attributes"]["gen_ai.conversation.id"] == "m-2"
@@ -131,8 +132,8 @@ def test_content_only_when_the_callers_sink_asks_for_it(router_tracing, tmp_path
     asyncio.run(through(router_tracing, the_core, call("q"), sink=quiet))
     asyncio.run(through(router_tracing, the_core, call("l"), sink=loud))
     router_tracing.flush()
-    (quiet_span,) = tracing.read_spans(quiet.file_path)
-    (loud_span,) = tracing.read_spans(loud.file_path)
+    (quiet_span,) = read_spans(quiet.file_path)
+    (loud_span,) = read_spans(loud.file_path)
     assert not any(SECRET in str(v) for v in quiet_span["attributes"].values())
     assert not {"gen_ai.input.messages", "gen_ai.output.messages"} & set(quiet_span["attributes"])
     assert SECRET in loud_span["attributes"]["gen_ai.input.messages"]
@@ -144,7 +145,7 @@ def test_a_failed_call_ends_its_span_with_the_error(router_tracing, tmp_path):
     with pytest.raises(ReplicaUnavailable):
         asyncio.run(through(router_tracing, core(fail=True), call(), sink=mission))
     router_tracing.flush()
-    (span,) = tracing.read_spans(mission.file_path)
+    (span,) = read_spans(mission.file_path)
     assert "gen_ai.usage.input_tokens" not in span["attributes"]
     line = open(mission.file_path).read()
     assert '"status":{"code":2' in line and "ReplicaUnavailable" in line

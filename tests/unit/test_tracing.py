@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from controlplane import _tracing as tracing
+from controlplane._trace_file import read_spans, to_otlp_json
 from controlplane._tracing import TracingConfig
 from tests.helpers.otlp_receiver import OtlpReceiver
 
@@ -136,7 +137,7 @@ def test_the_file_holds_otlp_json_lines(tmp_path):
     tracing.configure(TracingConfig(service_name="controlplane.test", file_path=str(path), otlp_endpoint=None))
     a_mission()
     tracing.shutdown()  # flushes the batch
-    spans = {s["name"]: s for s in tracing.read_spans(path)}
+    spans = {s["name"]: s for s in read_spans(path)}
     assert set(spans) == {"invoke_workflow launch", "invoke_agent writer", "search_memory shared",
                           "execute_tool web.search", "chat default"}
     chat, agent = spans["chat default"], spans["invoke_agent writer"]
@@ -153,7 +154,7 @@ def test_the_file_encoding_equals_the_otlp_protobuf_encoding():
     a_mission()
     spans = exporter.get_finished_spans()
     assert any(s.parent is not None and s.parent.is_remote for s in spans)
-    mine = ParseDict(_ids_to_base64(tracing.to_otlp_json(spans)), ExportTraceServiceRequest())
+    mine = ParseDict(_ids_to_base64(to_otlp_json(spans)), ExportTraceServiceRequest())
     assert mine == encode_spans(spans)
 
 
