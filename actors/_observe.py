@@ -59,6 +59,11 @@ class MissionTrace:
         """False when tracing is off or the sampler dropped the mission."""
         return self.span.is_recording()
 
+    def handed_on(self, config: TracingConfig | None) -> TracingConfig | None:
+        """The tracing config for the mission's agents and planner: none when the sampler dropped the mission, so
+        they make no spans and their router calls carry no trace context."""
+        return config if self.sampled else None
+
     def end(self, status: str, reason: str) -> None:
         self.span.set_attribute("controlplane.mission.status", status)
         if reason:

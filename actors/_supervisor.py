@@ -283,8 +283,7 @@ class SupervisorActor:
         self.log.emit(time.time(), "mission", MissionStatus.STARTING, message=f"{len(self.spec.agents)} agents"
                       + (" (resumed from the mission log)" if resuming else ""))
         trace = MissionTrace(self.mission_id, self.spec.name)
-        if not trace.sampled:  # the agents and the planner trace nothing: no spans, no carriers in their calls
-            self.tracing = None
+        self.tracing = trace.handed_on(self.tracing)
         try:
             if resuming:
                 await at_once(self.budgets.arm(self._control_token()), self._start_actors())

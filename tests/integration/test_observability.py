@@ -166,7 +166,7 @@ def test_a_sampled_out_mission_runs_and_no_process_writes_a_span_of_it(router, t
                          tracing=TracingConfig(file_path=str(path), otlp_endpoint=None, sample_ratio=0.0))
     assert result["status"] == "succeeded", result["reason"]
     asyncio.run(router.flush_traces())
-    assert not path.exists() or read_spans(path) == []
+    assert not path.exists(), read_spans(path)  # the exporter creates the file with its first span
 
 
 def bottleneck_of(result: dict):

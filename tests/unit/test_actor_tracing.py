@@ -62,12 +62,14 @@ def test_an_attempt_is_a_child_of_the_mission_and_its_router_calls_carry_the_att
                                                                                    {"web.search"})
 
 
-def test_a_mission_knows_whether_it_is_traced():
+def test_a_mission_knows_whether_it_is_traced_and_a_dropped_one_hands_its_agents_no_tracing():
     assert not MissionTrace("m-1", "launch").sampled  # tracing off
     for ratio, sampled in ((1.0, True), (0.0, False)):
-        tracing.configure(TracingConfig(otlp_endpoint=None, sample_ratio=ratio), exporters=[InMemorySpanExporter()])
+        config = TracingConfig(otlp_endpoint=None, sample_ratio=ratio)
+        tracing.configure(config, exporters=[InMemorySpanExporter()])
         mission = MissionTrace("m-1", "launch")
         assert mission.sampled is sampled
+        assert mission.handed_on(config) == (config if sampled else None)
         mission.end("succeeded", "")
     tracing.shutdown()
 
