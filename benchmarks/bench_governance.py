@@ -21,7 +21,8 @@ against parallel tasks.
    limiter actor (serving/_limiter.py). The worst case, a call that finds its scope's lease spent and asks the
    limiter: RouterCore calls of an agent with an rpm limit whose leases are one request each (the real limiter
    actor, started with the smallest leases, as an rpm of 100 or less has), against the uncapped call on one
-   replica.
+   replica. shared_limit_slot_overhead_ms: the same for an agent with a max_in_flight limit (and no rpm), whose
+   every call takes a slot from the limiter and hands it back.
 4. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
    with 0.2 s latency) against a mission cap of 600 tokens, run by the real supervisor, agents and router; the
    router's charged tokens for the mission minus the cap (0 when under it), the maximum over the repetitions.
@@ -225,19 +226,27 @@ def limiter_figures(mode: str) -> dict[str, float]:
     from serving._core import RouterCore
     from serving._limiter import LimiterActor, SharedLimits
 
-    def router(config: dict) -> RouterCore:
-        return RouterCore(ServingConfig.model_validate(config), {"zero": ZeroBackend(), "slow": ZeroBackend()},
-                          shared=SharedLimits(LimiterActor.remote(max_lease_fraction=0.0)))  # type: ignore[attr-defined]
+    limiter = LimiterActor.remote(max_lease_fraction=0.0)  # type: ignore[attr-defined]
 
-    limited_config = serving_config(anonymous=True, router_replicas=2)
-    limited_config["router"]["agent"]["rpm"] = 10**12  # never refuses; each lease is one request
-    limited, one = router(limited_config), RouterCore(
-        ServingConfig.model_validate(serving_config(anonymous=True)), {"zero": ZeroBackend(), "slow": ZeroBackend()})
-    paths = (lambda: (limited, Identity(mission_id="bench-limits"))), (lambda: (one, Identity(mission_id="free")))
-    asyncio.run(alternating_p50_ms(*paths, 200))
-    reps = [asyncio.run(alternating_p50_ms(*paths, IN_ROUTER_CALLS[mode])) for _ in range(REPS[mode])]
-    return {"shared_limit_lease_overhead_ms": statistics.median(on - off for on, off in reps),
-            "router_call_p50_ms_leasing": statistics.median(on for on, _ in reps)}
+    def router(agent_limits: dict) -> RouterCore:
+        config = serving_config(anonymous=True, router_replicas=2)
+        config["router"]["agent"] = agent_limits
+        return RouterCore(ServingConfig.model_validate(config), {"zero": ZeroBackend(), "slow": ZeroBackend()},
+                          shared=SharedLimits(limiter, holder="bench-governance"))
+
+    one = RouterCore(ServingConfig.model_validate(serving_config(anonymous=True)),
+                     {"zero": ZeroBackend(), "slow": ZeroBackend()})
+    figures = {}
+    for name, agent_limits in (("lease", {"rpm": 10**12}),  # never refuses; each lease is one request
+                               ("slot", {"max_in_flight": 64})):
+        shared = router(agent_limits)
+        paths = ((lambda core=shared: (core, Identity(mission_id="bench-limits"))),
+                 (lambda: (one, Identity(mission_id="free"))))
+        asyncio.run(alternating_p50_ms(*paths, 200))
+        reps = [asyncio.run(alternating_p50_ms(*paths, IN_ROUTER_CALLS[mode])) for _ in range(REPS[mode])]
+        figures[f"shared_limit_{name}_overhead_ms"] = statistics.median(on - off for on, off in reps)
+        figures[f"router_call_p50_ms_shared_{name}"] = statistics.median(on for on, _ in reps)
+    return figures
 
 
 def met(key: str, value: float) -> bool:
@@ -299,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
           f"calls); budget book {figures['budget_book_overhead_ms']:.3f} ms per capped call (two router replicas: "
           f"{figures['budget_book_two_replicas_capped_overhead_ms']:.3f} ms capped, "
           f"{figures['budget_book_two_replicas_uncapped_overhead_ms']:.3f} ms uncapped); a limiter lease "
-          f"{figures['shared_limit_lease_overhead_ms']:.3f} ms per call that needs one; budget "
+          f"{figures['shared_limit_lease_overhead_ms']:.3f} ms per call that needs one, a shared max_in_flight slot "
+          f"{figures['shared_limit_slot_overhead_ms']:.3f} ms per call; budget "
           f"overshoot "
           f"{figures['budget_overshoot_tokens']} tokens (target 0) with {BUDGET_TASKS} parallel tasks on a "
           f"{BUDGET_CAP_TOKENS}-token cap (uncapped they use {figures['budget_uncapped_tokens']:.0f}); "

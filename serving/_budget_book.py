@@ -33,7 +33,7 @@ from controlplane.errors import BackpressureError, ControlPlaneError
 from serving._accounting import UsageTotals
 from serving._bookkeeper import BookKeeper, DefaultCaps, MissionRecord
 from serving._ledger import AccountState, ModelPrice, Reservation
-from serving._limiter import LIMITER_NAMESPACE
+from serving._limiter import LIMITER_NAMESPACE, replica_alive
 
 logger = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 5.0
@@ -52,7 +52,7 @@ class BudgetBookActor:
 
     def __init__(self, name: str) -> None:
         self._store = GcsBookStore(name)
-        self._keeper = BookKeeper(holder_alive=_replica_alive, store=self._store)
+        self._keeper = BookKeeper(holder_alive=replica_alive, store=self._store)
 
     def load(self, mission_id: str) -> list[AccountState]:
         states = self._keeper.load(mission_id)
@@ -240,13 +240,3 @@ class GcsBookStore:
             with self._progress:
                 self._written = upto
                 self._progress.notify_all()
-
-
-def _replica_alive(name: str) -> bool:
-    from ray.serve._private.constants import SERVE_NAMESPACE
-
-    try:
-        ray.get_actor(name, namespace=SERVE_NAMESPACE)
-    except ValueError:
-        return False
-    return True

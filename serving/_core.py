@@ -18,7 +18,7 @@ from serving._breaker import CircuitBreaker
 from serving._caps import Book, Hold, RouterCaps
 from serving._gate import Gate
 from serving._keys import KeyScope
-from serving._leases import Quota, shared_amounts
+from serving._leases import Quota, shared_amounts, shared_slots
 from serving._ledger import Charge
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
@@ -38,6 +38,10 @@ class Shared(Protocol):
     async def acquire(self, scope: str, amount: float, quota: Quota) -> None: ...
 
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
+
+    async def take_slot(self, scope: str, capacity: int) -> None: ...
+
+    def give_slot(self, scope: str) -> None: ...
 
 
 @dataclass(kw_only=True)
@@ -233,13 +237,16 @@ class RouterCore:
             self._account(model, ident, final, charge, hold)
 
     async def _admit_shared(self, scopes: list[str], est_tokens: int) -> list[str]:
-        """Take the call's share of the rpm and tpm limits every replica shares (its agent's, mission's, model's
-        and API key's); all or none. Calls in flight (`max_in_flight`) are counted per replica."""
+        """Take the call's share of the limits every replica shares (its agent's, mission's, model's and API key's
+        rpm and tpm, and a slot of its agent's and mission's max_in_flight); all or none."""
         if self._shared is None:
             return []
         taken: list[str] = []
         try:
             limits = {scope: self._admission.limits(scope) for scope in scopes}
+            for scope, capacity in shared_slots(limits):
+                await self._shared.take_slot(scope, capacity)
+                taken.append(scope)
             for scope, amount, quota in shared_amounts(limits, est_tokens):
                 await self._shared.acquire(scope, amount, quota)
                 taken.append(scope)
@@ -252,7 +259,9 @@ class RouterCore:
         if self._shared is None:
             return
         for scope in scopes:
-            if scope.endswith(":tpm"):
+            if scope.endswith(":in_flight"):
+                self._shared.give_slot(scope)
+            elif scope.endswith(":tpm"):
                 self._shared.settle(scope, est_tokens, used_tokens)
             elif used_tokens == 0 and scope.endswith(":rpm"):
                 self._shared.settle(scope, 1, 0)  # refused or failed before it ran: the request is given back

@@ -15,6 +15,8 @@ a full bucket is what the next request would make.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +136,41 @@ class LeaseBook:
         return (need - bucket.level) / bucket.quota.refill_per_s
 
 
+class SlotBook:
+    """Calls in flight shared by N replicas: a scope's `capacity` slots, each held by one replica from a call's
+    admission to its end. A slot is handed back when its call ends; a replica that died holding slots is asked
+    about (`holder_alive`) only when a scope is full, and its slots are freed then."""
+
+    def __init__(self, holder_alive: Callable[[str], bool]) -> None:
+        self._holder_alive = holder_alive
+        self._held: dict[str, Counter[str]] = {}
+
+    def take(self, scope: str, capacity: int, holder: str) -> bool:
+        """One slot of `scope` for `holder`; False when all `capacity` are held by replicas that still run."""
+        held = self._held.setdefault(scope, Counter())
+        if sum(held.values()) >= capacity:
+            for gone in [h for h in held if not self._holder_alive(h)]:
+                del held[gone]
+            if sum(held.values()) >= capacity:
+                return False
+        held[holder] += 1
+        return True
+
+    def give_back(self, scope: str, holder: str) -> None:
+        """The end of a call that took a slot (unknown ones, e.g. taken before a restart of the book, are ignored)."""
+        held = self._held.get(scope)
+        if held is None or held[holder] <= 0:
+            return
+        held[holder] -= 1
+        if held[holder] == 0:
+            del held[holder]
+        if not held:
+            del self._held[scope]
+
+    def in_flight(self, scope: str) -> int:
+        return sum(self._held.get(scope, Counter()).values())
+
+
 @dataclass
 class _Held:
     units: float = 0.0
@@ -200,6 +237,12 @@ class LeaseHolder:
     def held(self, scope: str, now_s: float) -> float:
         held = self._held.get(scope)
         return 0.0 if held is None or held.expires_at_s <= now_s else held.units
+
+
+def shared_slots(limits_by_scope: dict[str, Any]) -> list[tuple[str, int]]:
+    """The `max_in_flight` slots one call holds while it runs (each scope's ScopeLimits), with their capacity."""
+    return [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
+            if limits.max_in_flight is not None]
 
 
 def shared_amounts(limits_by_scope: dict[str, Any], est_tokens: int) -> list[tuple[str, float, Quota]]:

@@ -2,6 +2,8 @@
 
 The lease logic is pure (serving/_leases.py); this is the Ray shell around it. A replica admits a call from
 units it holds and asks the limiter for a lease only when it runs short, so most calls cost no actor hop.
+Calls in flight (`max_in_flight`) are slots: a call takes one from the limiter and hands it back when it ends,
+one round trip each, so the count is exact across replicas.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from controlplane.errors import BackpressureError
-from serving._leases import Lease, LeaseBook, LeaseHolder, Quota
+from serving._leases import Lease, LeaseBook, LeaseHolder, Quota, SlotBook
 
 logger = logging.getLogger(__name__)
 LIMITER_NAMESPACE = "controlplane"
@@ -32,6 +34,16 @@ class LimiterActor:
 
     def __init__(self, max_lease_fraction: float = 0.01) -> None:
         self._book = LeaseBook(max_lease_fraction=max_lease_fraction)
+        self._slots = SlotBook(holder_alive=replica_alive)
+
+    def take_slot(self, scope: str, capacity: int, holder: str) -> bool:
+        return self._slots.take(scope, capacity, holder)
+
+    def give_slot(self, scope: str, holder: str) -> None:
+        self._slots.give_back(scope, holder)
+
+    def in_flight(self, scope: str) -> int:
+        return self._slots.in_flight(scope)
 
     def grant(self, scope: str, want: float, at_least: float, quota: Quota) -> Lease:
         return self._book.grant(scope, want, time.monotonic(), at_least=at_least, quota=quota)
@@ -55,12 +67,26 @@ def start_limiter(app_name: str, *, resources: dict[str, float] | None = None) -
                                 get_if_exists=True, resources=resources or None).remote()
 
 
-class SharedLimits:
-    """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after."""
+def replica_alive(name: str) -> bool:
+    """Whether the Serve replica actor `name` (a router replica) still runs."""
+    from ray.serve._private.constants import SERVE_NAMESPACE
 
-    def __init__(self, limiter: Any, *, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
+    try:
+        ray.get_actor(name, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+class SharedLimits:
+    """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after; for calls
+    in flight, `await take_slot(scope, capacity)` before and `give_slot(scope)` after. `holder` is this replica's
+    actor name, by which the limiter frees the slots of a replica that died."""
+
+    def __init__(self, limiter: Any, *, holder: str, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
         self._limiter = limiter
+        self._holder_name = holder
         self._answer_timeout_s = answer_timeout_s
         self._holder = LeaseHolder(ttl_s=ttl_s)
         self._clock = clock
@@ -85,6 +111,22 @@ class SharedLimits:
                                         retry_after_s=lease.retry_after_s)
             self._holder.add(lease, self._clock())
             self._holder.take(scope, amount, self._clock())
+
+    async def take_slot(self, scope: str, capacity: int) -> None:
+        """One of the `capacity` slots of `scope`; BackpressureError when every replica's calls hold them all."""
+        try:
+            taken = await asyncio.wait_for(self._limiter.take_slot.remote(scope, capacity, self._holder_name),
+                                           self._answer_timeout_s)
+        except (asyncio.TimeoutError, RayActorError):
+            raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
+                                    retry_after_s=1.0) from None
+        if not taken:
+            raise BackpressureError(scope=scope.rsplit(":", 1)[0], limit=f"shared max_in_flight={capacity}",
+                                    retry_after_s=1.0)
+
+    def give_slot(self, scope: str) -> None:
+        """The end of a call that took a slot (in the background, so this never waits)."""
+        self._limiter.give_slot.remote(scope, self._holder_name)
 
     def settle(self, scope: str, reserved: float, used: float) -> None:
         """After a call: units reserved but unused are kept for the next call; an overrun is charged (in the

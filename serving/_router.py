@@ -104,11 +104,12 @@ def _cancel_when_this_request_ends(future: asyncio.Future[Any]) -> None:
 
 
 def _shared(config: ServingConfig, app_name: str, on_head: dict[str, float]) -> SharedLimits | None:
-    """With several router replicas, the rpm and tpm limits go through the app's limiter actor (started by the
-    first replica)."""
+    """With several router replicas, the rpm, tpm and max_in_flight limits go through the app's limiter actor
+    (started by the first replica)."""
     if config.router.replicas == 1:
         return None
-    return SharedLimits(start_limiter(app_name, resources=on_head))
+    return SharedLimits(start_limiter(app_name, resources=on_head),
+                        holder=ray.get_runtime_context().get_actor_name() or "")
 
 
 @serve.deployment(max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})

@@ -1,6 +1,6 @@
-"""Two Router replicas of one Serve app share an agent's rpm through the app's limiter actor: they admit it once
-between them, not once each; when the limiter's process is killed, Ray restarts it and the calls go on, none
-failing with anything but backpressure."""
+"""Two Router replicas of one Serve app share an agent's rpm and max_in_flight through the app's limiter actor: they
+admit each once between them, not once each; when the limiter's process is killed, Ray restarts it and the calls
+go on, none failing with anything but backpressure."""
 
 import asyncio
 import os
@@ -15,14 +15,15 @@ AGENT_RPM = 6
 CALLS = 16
 
 
-def two_replica_app(name: str, http_port: int, agent_rpm: float):
+def two_replica_app(name: str, http_port: int, agent_rpm: float | None, *, max_in_flight: int = 64,
+                    latency_s: float = 0.05):
     from controlplane.config import ServingConfig
     from serving import deploy
 
     config = ServingConfig.model_validate({
-        "router": {"replicas": 2, "agent": {"rpm": agent_rpm, "max_in_flight": 64},
+        "router": {"replicas": 2, "agent": {"rpm": agent_rpm, "max_in_flight": max_in_flight},
                    "auth": {"allow_anonymous": True}},  # an app of the test's own: calls without a token
-        "models": {"steady": {"kind": "scripted", "latency_s": 0.05}}})
+        "models": {"steady": {"kind": "scripted", "latency_s": latency_s}}})
     return deploy(config, app_name=name, http_port=http_port, route_prefix=f"/{name}")
 
 
@@ -69,6 +70,32 @@ def test_two_router_replicas_admit_an_agents_rpm_once_between_them(ray_cluster, 
     assert outcomes.count("admitted") == AGENT_RPM, outcomes
     refusals = [o for o in outcomes if o != "admitted"]
     assert all("agent:default/anonymous is over its shared rpm=6 limit" in r for r in refusals), refusals
+
+
+def test_two_router_replicas_run_an_agents_max_in_flight_once_between_them(ray_cluster, http_port):
+    from ray import serve
+
+    app = "shared-slots-2r"
+    router = two_replica_app(app, http_port, None, max_in_flight=2, latency_s=1.0)
+
+    async def bursts() -> list[list[str]]:
+        found = []
+        for _ in range(3):  # the first warms both replicas up; each next one finds the slots given back
+            found.append(await asyncio.gather(*(outcome(router) for _ in range(8))))
+            await asyncio.sleep(0.5)
+        return found[1:]
+
+    try:
+        outcomes, again = asyncio.run(bursts())
+        deployment = serve.status().applications[app].deployments["Router"]
+        replicas = sum(deployment.replica_states.values())
+    finally:
+        remove(app)
+    assert replicas == 2
+    # A count per replica would admit 2 on each of them, 4 in all, when Serve spreads the calls over both.
+    assert outcomes.count("admitted") == 2 and again.count("admitted") == 2, (outcomes, again)
+    refusals = [o for o in outcomes if o != "admitted"]
+    assert all("agent:default/anonymous is over its shared max_in_flight=2 limit" in r for r in refusals), refusals
 
 
 def test_a_killed_limiter_is_restarted_and_no_call_fails_but_with_backpressure(ray_cluster, http_port):

@@ -1,5 +1,5 @@
-"""Three router cores sharing rpm and tpm limits through the lease client: together they admit each limit (a
-model's, an agent's, a mission's, an API key's), not 3x; a limiter that does not answer refuses calls with
+"""Three router cores sharing rpm, tpm and max_in_flight limits through the lease client: together they admit each
+limit (a model's, an agent's, a mission's, an API key's), not 3x; a limiter that does not answer refuses calls with
 backpressure."""
 
 import asyncio
@@ -11,7 +11,7 @@ from controlplane import BackpressureError
 from controlplane.config import ServingConfig
 from serving._core import Call, RouterCore
 from serving._keys import KeyScope
-from serving._leases import LeaseBook, Quota
+from serving._leases import LeaseBook, Quota, SlotBook
 from serving._limiter import SharedLimits
 from serving._types import Identity
 
@@ -26,13 +26,23 @@ class FakeBackend:
 
 
 class _Remote:
+    """An actor method in this process: it runs when called, as Ray starts a call at once, and its result is
+    awaited or left alone (a call sent without waiting)."""
+
     def __init__(self, fn):
         self._fn = fn
 
     def remote(self, *args):
-        async def call():
-            return self._fn(*args)
-        return call()
+        return _Done(self._fn(*args))
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        yield from ()
+        return self.value
 
 
 class InProcessLimiter:
@@ -44,13 +54,17 @@ class InProcessLimiter:
                              self.book.grant(scope, want, now_s, at_least=at_least, quota=quota))
         self.give_back = _Remote(lambda units: [self.book.give_back(s, u, now_s) for s, u in units.items()])
         self.charge = _Remote(lambda scope, units: self.book.charge(scope, units, now_s))
+        self.alive = {"r0", "r1", "r2"}
+        self.slots = SlotBook(holder_alive=lambda holder: holder in self.alive)
+        self.take_slot = _Remote(self.slots.take)
+        self.give_slot = _Remote(self.slots.give_back)
 
 
 def three_cores(serving: dict, backend: FakeBackend | None = None) -> tuple[list[RouterCore], InProcessLimiter]:
     config = ServingConfig.model_validate(serving)
     limiter = InProcessLimiter()
     cores = [RouterCore(config, {"m": backend or FakeBackend()}, clock=lambda: 0.0,
-                        shared=SharedLimits(limiter, ttl_s=60.0, clock=lambda: 0.0)) for _ in range(3)]
+                        shared=SharedLimits(limiter, holder=f"r{i}", ttl_s=60.0, clock=lambda: 0.0)) for i in range(3)]
     return cores, limiter
 
 
@@ -108,6 +122,50 @@ async def _stream_all(core: RouterCore, call: Call) -> None:
         pass
 
 
+class HeldBackend(FakeBackend):
+    """Answers once `go` is set, so that calls stay in flight."""
+
+    def __init__(self):
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def stream(self, call, affinity_key):
+        await self.go.wait()
+        async for event in super().stream(call, affinity_key):
+            yield event
+
+
+def test_three_cores_run_an_agents_max_in_flight_once_between_them_and_a_call_that_ends_frees_its_slot():
+    backend = HeldBackend()
+    cores, limiter = three_cores({"router": {"agent": {"max_in_flight": 2}}, "models": {"m": {"kind": "scripted"}}},
+                                 backend)
+    slot = "agent:m1/a1:in_flight"
+
+    async def scenario():
+        calls = [asyncio.create_task(admitted(cores[i % 3])) for i in range(6)]
+        await asyncio.sleep(0.01)
+        held = limiter.slots.in_flight(slot)
+        backend.go.set()
+        first = await asyncio.gather(*calls)
+        again = await asyncio.gather(*(admitted(cores[i]) for i in (1, 2)))
+        return held, first, again
+
+    held, first, again = asyncio.run(scenario())
+    assert held == 2 and sum(first) == 2  # each core's own count would let 2 run on each: 6
+    assert again == [1, 1] and limiter.slots.in_flight(slot) == 0
+
+
+def test_a_slot_whose_replica_died_is_freed_once_the_scope_is_full():
+    alive = {"r0", "r1"}
+    book = SlotBook(holder_alive=lambda holder: holder in alive)
+    assert book.take("agent:m1/a1:in_flight", 2, "r0") and book.take("agent:m1/a1:in_flight", 2, "r0")
+    assert not book.take("agent:m1/a1:in_flight", 2, "r1")
+    alive.discard("r0")  # r0 died with both calls in flight
+    assert book.take("agent:m1/a1:in_flight", 2, "r1")
+    book.give_back("agent:m1/a1:in_flight", "r0")  # a late word from the dead replica changes nothing
+    assert book.in_flight("agent:m1/a1:in_flight") == 1
+
+
 def test_three_cores_admit_an_api_keys_rpm_once():
     cores, _ = three_cores({"models": {"m": {"kind": "scripted"}}})
     key = KeyScope(id="k1", name="ci", kind="mission", scope_id="m1", rpm=12, created_at_s=0.0)
@@ -144,13 +202,13 @@ class UnreachableLimiter:
     """A limiter that is restarting (Ray raises) or never answers."""
 
     def __init__(self, error):
-        self.grant = _Unanswered(error)
+        self.grant = self.take_slot = _Unanswered(error)
 
 
 @pytest.mark.parametrize("error", [None, RayActorError()], ids=["silent", "restarting"])
 def test_a_call_whose_limiter_does_not_answer_is_refused_with_backpressure_not_an_actor_error(error):
     config = ServingConfig.model_validate({"router": {"agent": {"rpm": 60}}, "models": {"m": {"kind": "scripted"}}})
-    core = RouterCore(config, {"m": FakeBackend()}, shared=SharedLimits(UnreachableLimiter(error),
+    core = RouterCore(config, {"m": FakeBackend()}, shared=SharedLimits(UnreachableLimiter(error), holder="r0",
                                                                         answer_timeout_s=0.05))
     with pytest.raises(BackpressureError, match="the router's limiter is over its 0.05 s answer limit"):
         asyncio.run(_stream_all(core, Call(model="m", body={"messages": [{"role": "user", "content": "hi"}],
@@ -159,7 +217,7 @@ def test_a_call_whose_limiter_does_not_answer_is_refused_with_backpressure_not_a
 
 def test_a_replica_forgets_the_scopes_whose_leases_expired():
     now = [0.0]
-    shared = SharedLimits(InProcessLimiter(), ttl_s=1.0, clock=lambda: now[0])
+    shared = SharedLimits(InProcessLimiter(), holder="r0", ttl_s=1.0, clock=lambda: now[0])
     quota = Quota.per_minute(6000)
 
     async def scenario():
