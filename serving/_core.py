@@ -39,9 +39,9 @@ class Shared(Protocol):
 
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
 
-    async def take_slot(self, scope: str, capacity: int) -> None: ...
+    async def take_slot(self, scope: str, capacity: int) -> str: ...
 
-    def give_slot(self, scope: str) -> None: ...
+    def give_slot(self, scope: str, slot: str) -> None: ...
 
 
 @dataclass(kw_only=True)
@@ -208,7 +208,7 @@ class RouterCore:
             scopes.append(self._key_scope(call.key, start_s))
         await self.caps.load(ident.mission_id)
         hold = await self._reserve(model, call, start_s)
-        shared: list[str] = []
+        shared: list[tuple[str, str]] = []
         try:
             shared = await self._admit_shared(scopes, est_tokens)
             self._admission.admit(scopes, est_tokens, start_s)
@@ -236,31 +236,31 @@ class RouterCore:
             self._settle_shared(shared, est_tokens, used)
             self._account(model, ident, final, charge, hold)
 
-    async def _admit_shared(self, scopes: list[str], est_tokens: int) -> list[str]:
+    async def _admit_shared(self, scopes: list[str], est_tokens: int) -> list[tuple[str, str]]:
         """Take the call's share of the limits every replica shares (its agent's, mission's, model's and API key's
-        rpm and tpm, and a slot of its agent's and mission's max_in_flight); all or none."""
+        rpm and tpm, and a slot of its agent's and mission's max_in_flight); all or none. What it took: (scope,
+        slot id) for a slot, (scope, "") for units."""
         if self._shared is None:
             return []
-        taken: list[str] = []
+        taken: list[tuple[str, str]] = []
         try:
             limits = {scope: self._admission.limits(scope) for scope in scopes}
             for scope, capacity in shared_slots(limits):
-                await self._shared.take_slot(scope, capacity)
-                taken.append(scope)
+                taken.append((scope, await self._shared.take_slot(scope, capacity)))
             for scope, amount, quota in shared_amounts(limits, est_tokens):
                 await self._shared.acquire(scope, amount, quota)
-                taken.append(scope)
+                taken.append((scope, ""))
         except BaseException:
             self._settle_shared(taken, est_tokens, 0)
             raise
         return taken
 
-    def _settle_shared(self, scopes: list[str], est_tokens: int, used_tokens: int) -> None:
+    def _settle_shared(self, taken: list[tuple[str, str]], est_tokens: int, used_tokens: int) -> None:
         if self._shared is None:
             return
-        for scope in scopes:
-            if scope.endswith(":in_flight"):
-                self._shared.give_slot(scope)
+        for scope, slot in taken:
+            if slot:
+                self._shared.give_slot(scope, slot)
             elif scope.endswith(":tpm"):
                 self._shared.settle(scope, est_tokens, used_tokens)
             elif used_tokens == 0 and scope.endswith(":rpm"):

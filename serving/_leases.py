@@ -15,7 +15,6 @@ a full bucket is what the next request would make.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,38 +136,35 @@ class LeaseBook:
 
 
 class SlotBook:
-    """Calls in flight shared by N replicas: a scope's `capacity` slots, each held by one replica from a call's
-    admission to its end. A slot is handed back when its call ends; a replica that died holding slots is asked
-    about (`holder_alive`) only when a scope is full, and its slots are freed then."""
+    """Calls in flight shared by N replicas: a scope's `capacity` slots, each held by one call of one replica from
+    its admission to its end. Slots have ids, so that handing one back twice, or one that was never taken, changes
+    nothing. A replica that died holding slots is asked about (`holder_alive`) only when a scope is full, and its
+    slots are freed then."""
 
     def __init__(self, holder_alive: Callable[[str], bool]) -> None:
         self._holder_alive = holder_alive
-        self._held: dict[str, Counter[str]] = {}
+        self._held: dict[str, dict[str, str]] = {}  # scope -> slot id -> holder
 
-    def take(self, scope: str, capacity: int, holder: str) -> bool:
-        """One slot of `scope` for `holder`; False when all `capacity` are held by replicas that still run."""
-        held = self._held.setdefault(scope, Counter())
-        if sum(held.values()) >= capacity:
-            for gone in [h for h in held if not self._holder_alive(h)]:
-                del held[gone]
-            if sum(held.values()) >= capacity:
+    def take(self, scope: str, capacity: int, holder: str, slot: str) -> bool:
+        """Slot `slot` of `scope` for `holder`; False when all `capacity` are held by replicas that still run."""
+        held = self._held.setdefault(scope, {})
+        if len(held) >= capacity:
+            gone = {h for h in set(held.values()) if not self._holder_alive(h)}
+            for freed in [s for s, h in held.items() if h in gone]:
+                del held[freed]
+            if len(held) >= capacity:
                 return False
-        held[holder] += 1
+        held[slot] = holder
         return True
 
-    def give_back(self, scope: str, holder: str) -> None:
-        """The end of a call that took a slot (unknown ones, e.g. taken before a restart of the book, are ignored)."""
+    def give_back(self, scope: str, slot: str) -> None:
+        """The end of the call that took `slot`."""
         held = self._held.get(scope)
-        if held is None or held[holder] <= 0:
-            return
-        held[holder] -= 1
-        if held[holder] == 0:
-            del held[holder]
-        if not held:
+        if held is not None and held.pop(slot, None) is not None and not held:
             del self._held[scope]
 
     def in_flight(self, scope: str) -> int:
-        return sum(self._held.get(scope, Counter()).values())
+        return len(self._held.get(scope, {}))
 
 
 @dataclass

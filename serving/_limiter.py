@@ -9,6 +9,7 @@ one round trip each, so the count is exact across replicas.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -36,11 +37,11 @@ class LimiterActor:
         self._book = LeaseBook(max_lease_fraction=max_lease_fraction)
         self._slots = SlotBook(holder_alive=replica_alive)
 
-    def take_slot(self, scope: str, capacity: int, holder: str) -> bool:
-        return self._slots.take(scope, capacity, holder)
+    def take_slot(self, scope: str, capacity: int, holder: str, slot: str) -> bool:
+        return self._slots.take(scope, capacity, holder, slot)
 
-    def give_slot(self, scope: str, holder: str) -> None:
-        self._slots.give_back(scope, holder)
+    def give_slot(self, scope: str, slot: str) -> None:
+        self._slots.give_back(scope, slot)
 
     def in_flight(self, scope: str) -> int:
         return self._slots.in_flight(scope)
@@ -80,13 +81,14 @@ def replica_alive(name: str) -> bool:
 
 class SharedLimits:
     """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after; for calls
-    in flight, `await take_slot(scope, capacity)` before and `give_slot(scope)` after. `holder` is this replica's
-    actor name, by which the limiter frees the slots of a replica that died."""
+    in flight, `slot = await take_slot(scope, capacity)` before and `give_slot(scope, slot)` after. `holder` is this
+    replica's actor name, by which the limiter frees the slots of a replica that died."""
 
     def __init__(self, limiter: Any, *, holder: str, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
         self._limiter = limiter
         self._holder_name = holder
+        self._slot_ids = itertools.count()
         self._answer_timeout_s = answer_timeout_s
         self._holder = LeaseHolder(ttl_s=ttl_s)
         self._clock = clock
@@ -112,21 +114,27 @@ class SharedLimits:
             self._holder.add(lease, self._clock())
             self._holder.take(scope, amount, self._clock())
 
-    async def take_slot(self, scope: str, capacity: int) -> None:
-        """One of the `capacity` slots of `scope`; BackpressureError when every replica's calls hold them all."""
+    async def take_slot(self, scope: str, capacity: int) -> str:
+        """One of the `capacity` slots of `scope`, by its id; BackpressureError when every replica's calls hold
+        them all."""
+        slot = f"{self._holder_name}/{next(self._slot_ids)}"
         try:
-            taken = await asyncio.wait_for(self._limiter.take_slot.remote(scope, capacity, self._holder_name),
+            taken = await asyncio.wait_for(self._limiter.take_slot.remote(scope, capacity, self._holder_name, slot),
                                            self._answer_timeout_s)
-        except (asyncio.TimeoutError, RayActorError):
-            raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
-                                    retry_after_s=1.0) from None
+        except BaseException as exc:  # the limiter may still take it: Ray runs this caller's calls in order
+            self.give_slot(scope, slot)
+            if isinstance(exc, (asyncio.TimeoutError, RayActorError)):
+                raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
+                                        retry_after_s=1.0) from None
+            raise
         if not taken:
             raise BackpressureError(scope=scope.rsplit(":", 1)[0], limit=f"shared max_in_flight={capacity}",
                                     retry_after_s=1.0)
+        return slot
 
-    def give_slot(self, scope: str) -> None:
-        """The end of a call that took a slot (in the background, so this never waits)."""
-        self._limiter.give_slot.remote(scope, self._holder_name)
+    def give_slot(self, scope: str, slot: str) -> None:
+        """The end of the call that took `slot` (sent in the background, so this never waits)."""
+        self._limiter.give_slot.remote(scope, slot)
 
     def settle(self, scope: str, reserved: float, used: float) -> None:
         """After a call: units reserved but unused are kept for the next call; an overrun is charged (in the

@@ -156,14 +156,48 @@ def test_three_cores_run_an_agents_max_in_flight_once_between_them_and_a_call_th
 
 
 def test_a_slot_whose_replica_died_is_freed_once_the_scope_is_full():
-    alive = {"r0", "r1"}
+    alive, scope = {"r0", "r1"}, "agent:m1/a1:in_flight"
     book = SlotBook(holder_alive=lambda holder: holder in alive)
-    assert book.take("agent:m1/a1:in_flight", 2, "r0") and book.take("agent:m1/a1:in_flight", 2, "r0")
-    assert not book.take("agent:m1/a1:in_flight", 2, "r1")
+    assert book.take(scope, 2, "r0", "r0/1") and book.take(scope, 2, "r0", "r0/2")
+    assert not book.take(scope, 2, "r1", "r1/1")
     alive.discard("r0")  # r0 died with both calls in flight
-    assert book.take("agent:m1/a1:in_flight", 2, "r1")
-    book.give_back("agent:m1/a1:in_flight", "r0")  # a late word from the dead replica changes nothing
-    assert book.in_flight("agent:m1/a1:in_flight") == 1
+    assert book.take(scope, 2, "r1", "r1/2")
+    book.give_back(scope, "r0/1")  # a late word from the dead replica changes nothing
+    book.give_back(scope, "r1/1")  # nor does a slot that was refused
+    assert book.in_flight(scope) == 1
+    book.give_back(scope, "r1/2")
+    assert book.in_flight(scope) == 0
+
+
+def test_a_call_that_stops_waiting_for_its_slot_hands_that_slot_back():
+    """The limiter may still take a slot whose caller timed out or was cancelled; the replica sends the slot's
+    return after the request, and Ray runs one caller's calls to an actor in the order they were sent."""
+    sent = []
+
+    class NeverAnswers:
+        def remote(self, scope, capacity, holder, slot):
+            sent.append(("take", slot))
+            return asyncio.Event().wait()
+
+    class Records:
+        def remote(self, scope, slot):
+            sent.append(("give", slot))
+
+    limiter = UnreachableLimiter(None)
+    limiter.take_slot, limiter.give_slot = NeverAnswers(), Records()
+    shared = SharedLimits(limiter, holder="r0", answer_timeout_s=0.05)
+
+    async def cancelled():
+        asking = asyncio.create_task(shared.take_slot("agent:m1/a1:in_flight", 2))
+        await asyncio.sleep(0.01)
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+
+    with pytest.raises(BackpressureError, match="the router's limiter"):
+        asyncio.run(shared.take_slot("agent:m1/a1:in_flight", 2))
+    asyncio.run(cancelled())
+    assert sent == [("take", "r0/0"), ("give", "r0/0"), ("take", "r0/1"), ("give", "r0/1")]
 
 
 def test_three_cores_admit_an_api_keys_rpm_once():
@@ -203,6 +237,7 @@ class UnreachableLimiter:
 
     def __init__(self, error):
         self.grant = self.take_slot = _Unanswered(error)
+        self.give_slot = _Remote(lambda scope, slot: None)
 
 
 @pytest.mark.parametrize("error", [None, RayActorError()], ids=["silent", "restarting"])
