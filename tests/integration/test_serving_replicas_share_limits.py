@@ -23,8 +23,7 @@ def two_replica_app(name: str, http_port: int, agent_rpm: float | None, *, max_i
     config = ServingConfig.model_validate({
         "router": {"replicas": 2, "agent": {"rpm": agent_rpm, "max_in_flight": max_in_flight},
                    "auth": {"allow_anonymous": True}},  # an app of the test's own: calls without a token
-        "models": {"steady": {"kind": "scripted", "latency_s": latency_s},
-                   "quick": {"kind": "scripted", "latency_s": 0.05}}})
+        "models": {"steady": {"kind": "scripted", "latency_s": latency_s}}})
     return deploy(config, app_name=name, http_port=http_port, route_prefix=f"/{name}")
 
 
@@ -38,15 +37,15 @@ def remove(name: str) -> None:
     ray.kill(ray.get_actor(f"{name}:limiter", namespace=LIMITER_NAMESPACE))
 
 
-def request(model: str = "steady"):
+def request():
     from serving import ChatMessage, ChatRequest
 
-    return ChatRequest(model=model, messages=[ChatMessage(role="user", content="hi")], max_tokens=4)
+    return ChatRequest(model="steady", messages=[ChatMessage(role="user", content="hi")], max_tokens=4)
 
 
-async def outcome(router, model: str = "steady") -> str:
+async def outcome(router) -> str:
     try:
-        await router.chat(request(model))
+        await router.chat(request())
         return "admitted"
     except BackpressureError as exc:
         return str(exc)
