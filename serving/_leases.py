@@ -10,6 +10,9 @@ N x `max_lease` units at any moment: with `max_lease = 1%` of the capacity and 3
 A replica's request for a lease carries the scope's quota, so the limiter needs no config: it makes a scope's
 bucket when the first request comes (or the quota changes), and drops buckets once they are full again, since
 a full bucket is what the next request would make.
+
+Calls in flight (`max_in_flight`) are not leased but counted exactly: `SlotBook` holds one slot per running call,
+taken before the call and handed back when it ends.
 """
 
 from __future__ import annotations
