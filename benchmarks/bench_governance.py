@@ -22,7 +22,9 @@ against parallel tasks.
    limiter: RouterCore calls of an agent with an rpm limit whose leases are one request each (the real limiter
    actor, started with the smallest leases, as an rpm of 100 or less has), against the uncapped call on one
    replica. shared_limit_slot_overhead_ms: the same for an agent with a max_in_flight limit (and no rpm), whose
-   every call takes a slot from the limiter and hands it back.
+   every call takes a slot from the limiter and hands it back. shared_limit_capped_slots_overhead_ms: a call of
+   a capped mission whose agent and mission both have a max_in_flight limit: its reservation in the budget book
+   and its two slots.
 4. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
    with 0.2 s latency) against a mission cap of 600 tokens, run by the real supervisor, agents and router; the
    router's charged tokens for the mission minus the cap (0 when under it), the maximum over the repetitions.
@@ -223,23 +225,27 @@ def budget_figures(client, mode: str) -> dict[str, float | str]:
 def limiter_figures(mode: str) -> dict[str, float]:
     from controlplane.config import ServingConfig
     from serving import Identity
+    from serving._budget_book import BudgetBook
     from serving._core import RouterCore
     from serving._limiter import LimiterActor, SharedLimits
 
     limiter = LimiterActor.remote(max_lease_fraction=0.0)  # type: ignore[attr-defined]
 
-    def router(agent_limits: dict) -> RouterCore:
+    def router(agent_limits: dict, mission_limits: dict | None = None, book: BudgetBook | None = None) -> RouterCore:
         config = serving_config(anonymous=True, router_replicas=2)
         config["router"]["agent"] = agent_limits
+        config["router"]["mission"] = mission_limits or {}
         return RouterCore(ServingConfig.model_validate(config), {"zero": ZeroBackend(), "slow": ZeroBackend()},
-                          shared=SharedLimits(limiter, holder="bench-governance"))
+                          book=book, shared=SharedLimits(limiter, holder="bench-governance"))
 
     one = RouterCore(ServingConfig.model_validate(serving_config(anonymous=True)),
                      {"zero": ZeroBackend(), "slow": ZeroBackend()})
+    capped = router({"max_in_flight": 64}, {"max_in_flight": 256}, BudgetBook(f"{APP_NAME}-slots", start=True))
+    asyncio.run(capped.set_budget("bench-limits", max_tokens=10**12))
     figures = {}
-    for name, agent_limits in (("lease", {"rpm": 10**12}),  # never refuses; each lease is one request
-                               ("slot", {"max_in_flight": 64})):
-        shared = router(agent_limits)
+    for name, shared in (("lease", router({"rpm": 10**12})),  # never refuses; each lease is one request
+                         ("slot", router({"max_in_flight": 64})),
+                         ("capped_slots", capped)):
         paths = ((lambda core=shared: (core, Identity(mission_id="bench-limits"))),
                  (lambda: (one, Identity(mission_id="free"))))
         asyncio.run(alternating_p50_ms(*paths, 200))
@@ -309,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['budget_book_two_replicas_capped_overhead_ms']:.3f} ms capped, "
           f"{figures['budget_book_two_replicas_uncapped_overhead_ms']:.3f} ms uncapped); a limiter lease "
           f"{figures['shared_limit_lease_overhead_ms']:.3f} ms per call that needs one, a shared max_in_flight slot "
-          f"{figures['shared_limit_slot_overhead_ms']:.3f} ms per call; budget "
-          f"overshoot "
+          f"{figures['shared_limit_slot_overhead_ms']:.3f} ms per call, a capped call with two shared slots "
+          f"{figures['shared_limit_capped_slots_overhead_ms']:.3f} ms; budget overshoot "
           f"{figures['budget_overshoot_tokens']} tokens (target 0) with {BUDGET_TASKS} parallel tasks on a "
           f"{BUDGET_CAP_TOKENS}-token cap (uncapped they use {figures['budget_uncapped_tokens']:.0f}); "
           f"{cores} cores, no GPU", flush=True)

@@ -39,9 +39,19 @@ class Shared(Protocol):
 
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
 
-    async def take_slot(self, scope: str, capacity: int) -> str: ...
+    async def take_slots(self, slots: list[tuple[str, int]]) -> str: ...
 
-    def give_slot(self, scope: str, slot: str) -> None: ...
+    def give_slots(self, scopes: list[str], slot: str) -> None: ...
+
+
+@dataclass
+class _SharedTake:
+    """What a call took of the limits every replica shares: a slot of each of its `max_in_flight` scopes (under
+    one id), and units of its rpm and tpm buckets."""
+
+    slot: str = ""
+    slot_scopes: list[str] = field(default_factory=list)
+    unit_scopes: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -94,6 +104,7 @@ class RouterCore:
                  shared: Shared | None = None, book: Book | None = None) -> None:
         self.config = config
         self._shared = shared
+        self._pending_holds: set[asyncio.Future[Hold]] = set()
         self.caps = RouterCaps(config, book)
         self.ledger = Ledger()
         self._backends = backends
@@ -207,16 +218,7 @@ class RouterCore:
         if call.key is not None:
             scopes.append(self._key_scope(call.key, start_s))
         await self.caps.load(ident.mission_id)
-        hold = await self._reserve(model, call, start_s)
-        shared: list[tuple[str, str]] = []
-        try:
-            shared = await self._admit_shared(scopes, est_tokens)
-            self._admission.admit(scopes, est_tokens, start_s)
-        except BaseException:
-            self.caps.drop(hold)
-            self._settle_shared(shared, est_tokens, 0)
-            self._breakers[model].abandon(start_s)
-            raise
+        hold, shared = await self._admit(model, call, scopes, est_tokens, start_s)
         final: dict[str, Any] | None = None
         progress = _Progress()
         try:
@@ -236,35 +238,73 @@ class RouterCore:
             self._settle_shared(shared, est_tokens, used)
             self._account(model, ident, final, charge, hold)
 
-    async def _admit_shared(self, scopes: list[str], est_tokens: int) -> list[tuple[str, str]]:
+    async def _admit(self, model: str, call: Call, scopes: list[str], est_tokens: int,
+                     start_s: float) -> tuple[Hold, _SharedTake]:
+        """The call's budget hold, its share of the limits every replica shares, and its admission here; all or
+        none. With several replicas the hold (from the budget book) and the share (from the limiter) are asked
+        for at once."""
+        ident, timeout_s = call.identity, call.timeout_s or self.config.router.request_timeout_s
+        reserving = self.caps.reserve(model, ident.mission_id, ident.agent_id, call.body, timeout_s)
+        hold, pending, shared = None, None, _SharedTake()
+        try:
+            if self._shared is None:
+                hold = await reserving
+            else:
+                pending = asyncio.ensure_future(reserving)
+                shared = await self._admit_shared(scopes, est_tokens)
+                hold = await asyncio.shield(pending)
+            self._admission.admit(scopes, est_tokens, start_s)
+        except BaseException:
+            if hold is not None:
+                self.caps.drop(hold)
+            elif pending is not None:
+                self._drop_once_held(pending)
+            self._settle_shared(shared, est_tokens, 0)
+            self._breakers[model].abandon(start_s)
+            raise
+        return hold, shared
+
+    def _drop_once_held(self, pending: asyncio.Future[Hold]) -> None:
+        """A hold still on its way when its call was refused or cancelled: dropped when it comes. (Cancelled
+        instead, the book would keep it until its lease ends.)"""
+        def drop(done: asyncio.Future[Hold]) -> None:
+            self._pending_holds.discard(done)
+            if not done.cancelled() and done.exception() is None:
+                self.caps.drop(done.result())
+
+        self._pending_holds.add(pending)
+        pending.add_done_callback(drop)
+
+    async def _admit_shared(self, scopes: list[str], est_tokens: int) -> _SharedTake:
         """Take the call's share of the limits every replica shares (its agent's, mission's, model's and API key's
-        rpm and tpm, and a slot of its agent's and mission's max_in_flight); all or none. What it took: (scope,
-        slot id) for a slot, (scope, "") for units."""
+        rpm and tpm, and a slot of its agent's and mission's max_in_flight); all or none."""
+        taken = _SharedTake()
         if self._shared is None:
-            return []
-        taken: list[tuple[str, str]] = []
+            return taken
         try:
             limits = {scope: self._admission.limits(scope) for scope in scopes}
-            for scope, capacity in shared_slots(limits):
-                taken.append((scope, await self._shared.take_slot(scope, capacity)))
+            slots = shared_slots(limits)
+            if slots:
+                taken.slot = await self._shared.take_slots(slots)
+                taken.slot_scopes = [scope for scope, _ in slots]
             for scope, amount, quota in shared_amounts(limits, est_tokens):
                 await self._shared.acquire(scope, amount, quota)
-                taken.append((scope, ""))
+                taken.unit_scopes.append(scope)
         except BaseException:
             self._settle_shared(taken, est_tokens, 0)
             raise
         return taken
 
-    def _settle_shared(self, taken: list[tuple[str, str]], est_tokens: int, used_tokens: int) -> None:
+    def _settle_shared(self, taken: _SharedTake, est_tokens: int, used_tokens: int) -> None:
         if self._shared is None:
             return
-        for scope, slot in taken:
-            if slot:
-                self._shared.give_slot(scope, slot)
-            elif scope.endswith(":tpm"):
+        if taken.slot:
+            self._shared.give_slots(taken.slot_scopes, taken.slot)
+        for scope in taken.unit_scopes:
+            if scope.endswith(":tpm"):
                 self._shared.settle(scope, est_tokens, used_tokens)
-            elif used_tokens == 0 and scope.endswith(":rpm"):
-                self._shared.settle(scope, 1, 0)  # refused or failed before it ran: the request is given back
+            elif used_tokens == 0:  # an rpm request refused or failed before it ran is given back
+                self._shared.settle(scope, 1, 0)
 
     def _key_scope(self, key: KeyScope, now_s: float) -> str:
         """The admission scope of an API key, with the key's limits (reset only when they change)."""
@@ -273,14 +313,6 @@ class RouterCore:
             self._key_limits[scope] = limits
             self._admission.set_limits(scope, limits, now_s)
         return scope
-
-    async def _reserve(self, model: str, call: Call, now_s: float) -> Hold:
-        try:
-            return await self.caps.reserve(model, call.identity.mission_id, call.identity.agent_id, call.body,
-                                           call.timeout_s or self.config.router.request_timeout_s)
-        except BaseException:
-            self._breakers[model].abandon(now_s)
-            raise
 
     def _account(self, model: str, ident: Identity, final: dict[str, Any] | None, charge: Charge,
                  hold: Hold) -> None:

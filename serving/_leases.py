@@ -11,8 +11,8 @@ A replica's request for a lease carries the scope's quota, so the limiter needs 
 bucket when the first request comes (or the quota changes), and drops buckets once they are full again, since
 a full bucket is what the next request would make.
 
-Calls in flight (`max_in_flight`) are not leased but counted exactly: `SlotBook` holds one slot per running call,
-taken before the call and handed back when it ends.
+Calls in flight (`max_in_flight`) are not leased but counted exactly: `SlotBook` holds one slot per running call
+and scope, taken before the call and handed back when it ends.
 """
 
 from __future__ import annotations
@@ -140,34 +140,43 @@ class LeaseBook:
 
 class SlotBook:
     """Calls in flight shared by N replicas: a scope's `capacity` slots, each held by one call of one replica from
-    its admission to its end. Slots have ids, so that handing one back twice, or one that was never taken, changes
-    nothing. A replica that died holding slots is asked about (`holder_alive`) only when a scope is full, and its
-    slots are freed then."""
+    its admission to its end. A call takes one slot of each of its scopes (its agent's, its mission's) under one
+    id, all or none. Slots have ids, so that handing one back twice, or one that was never taken, changes
+    nothing. A replica that died holding slots is asked about (`holder_alive`) only when a scope
+    is full, and its slots are freed then."""
 
     def __init__(self, holder_alive: Callable[[str], bool]) -> None:
         self._holder_alive = holder_alive
         self._held: dict[str, dict[str, str]] = {}  # scope -> slot id -> holder
 
-    def take(self, scope: str, capacity: int, holder: str, slot: str) -> bool:
-        """Slot `slot` of `scope` for `holder`; False when all `capacity` are held by replicas that still run."""
-        held = self._held.setdefault(scope, {})
-        if len(held) >= capacity:
-            gone = {h for h in set(held.values()) if not self._holder_alive(h)}
-            for freed in [s for s, h in held.items() if h in gone]:
-                del held[freed]
-            if len(held) >= capacity:
-                return False
-        held[slot] = holder
-        return True
+    def take(self, slots: list[tuple[str, int]], holder: str, slot: str) -> str | None:
+        """Slot `slot` of each (scope, capacity) for `holder`; None when taken, else the first scope whose
+        `capacity` slots are all held by replicas that still run (and nothing is taken)."""
+        for scope, capacity in slots:
+            if not self._has_room(scope, capacity):
+                return scope
+        for scope, _ in slots:
+            self._held.setdefault(scope, {})[slot] = holder
+        return None
 
-    def give_back(self, scope: str, slot: str) -> None:
-        """The end of the call that took `slot`."""
-        held = self._held.get(scope)
-        if held is not None and held.pop(slot, None) is not None and not held:
-            del self._held[scope]
+    def give_back(self, scopes: list[str], slot: str) -> None:
+        """The end of the call that took `slot` of `scopes`."""
+        for scope in scopes:
+            held = self._held.get(scope)
+            if held is not None and held.pop(slot, None) is not None and not held:
+                del self._held[scope]
 
     def in_flight(self, scope: str) -> int:
         return len(self._held.get(scope, {}))
+
+    def _has_room(self, scope: str, capacity: int) -> bool:
+        held = self._held.get(scope, {})
+        if len(held) < capacity:
+            return True
+        gone = {h for h in set(held.values()) if not self._holder_alive(h)}
+        for freed in [s for s, h in held.items() if h in gone]:
+            del held[freed]
+        return len(held) < capacity
 
 
 @dataclass

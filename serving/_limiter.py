@@ -2,8 +2,8 @@
 
 The lease logic is pure (serving/_leases.py); this is the Ray shell around it. A replica admits a call from
 units it holds and asks the limiter for a lease only when it runs short, so most calls cost no actor hop.
-Calls in flight (`max_in_flight`) are slots: a call takes one from the limiter and hands it back when it ends,
-one round trip each, so the count is exact across replicas.
+Calls in flight (`max_in_flight`) are slots: a call takes one of each of its scopes from the limiter and hands
+them back when it ends, one round trip each, so the count is exact across replicas.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ class LimiterActor:
         self._book = LeaseBook(max_lease_fraction=max_lease_fraction)
         self._slots = SlotBook(holder_alive=replica_alive)
 
-    def take_slot(self, scope: str, capacity: int, holder: str, slot: str) -> bool:
-        return self._slots.take(scope, capacity, holder, slot)
+    def take_slots(self, slots: list[tuple[str, int]], holder: str, slot: str) -> str | None:
+        return self._slots.take(slots, holder, slot)
 
-    def give_slot(self, scope: str, slot: str) -> None:
-        self._slots.give_back(scope, slot)
+    def give_slots(self, scopes: list[str], slot: str) -> None:
+        self._slots.give_back(scopes, slot)
 
     def in_flight(self, scope: str) -> int:
         return self._slots.in_flight(scope)
@@ -81,8 +81,8 @@ def replica_alive(name: str) -> bool:
 
 class SharedLimits:
     """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after; for calls
-    in flight, `slot = await take_slot(scope, capacity)` before and `give_slot(scope, slot)` after. `holder` is this
-    replica's actor name, by which the limiter frees the slots of a replica that died."""
+    in flight, `slot = await take_slots([(scope, capacity), ...])` before and `give_slots(scopes, slot)` after.
+    `holder` is this replica's actor name, by which the limiter frees the slots of a replica that died."""
 
     def __init__(self, limiter: Any, *, holder: str, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
@@ -114,27 +114,28 @@ class SharedLimits:
             self._holder.add(lease, self._clock())
             self._holder.take(scope, amount, self._clock())
 
-    async def take_slot(self, scope: str, capacity: int) -> str:
-        """One of the `capacity` slots of `scope`, by its id; BackpressureError when every replica's calls hold
-        them all."""
-        slot = f"{self._holder_name}/{next(self._slot_ids)}"
+    async def take_slots(self, slots: list[tuple[str, int]]) -> str:
+        """A slot of each (scope, capacity), in one round trip, by their one id; BackpressureError naming the first
+        scope whose slots every replica's calls hold, and nothing taken."""
+        slot, scopes = f"{self._holder_name}/{next(self._slot_ids)}", [scope for scope, _ in slots]
         try:
-            taken = await asyncio.wait_for(self._limiter.take_slot.remote(scope, capacity, self._holder_name, slot),
-                                           self._answer_timeout_s)
-        except BaseException as exc:  # the limiter may still take it: Ray runs this caller's calls in order
-            self.give_slot(scope, slot)
+            refused = await asyncio.wait_for(self._limiter.take_slots.remote(slots, self._holder_name, slot),
+                                             self._answer_timeout_s)
+        except BaseException as exc:  # the limiter may still take them: Ray runs this caller's calls in order
+            self.give_slots(scopes, slot)
             if isinstance(exc, (asyncio.TimeoutError, RayActorError)):
                 raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
                                         retry_after_s=1.0) from None
             raise
-        if not taken:
-            raise BackpressureError(scope=scope.rsplit(":", 1)[0], limit=f"shared max_in_flight={capacity}",
+        if refused is not None:
+            capacity = dict(slots)[refused]
+            raise BackpressureError(scope=refused.rsplit(":", 1)[0], limit=f"shared max_in_flight={capacity}",
                                     retry_after_s=1.0)
         return slot
 
-    def give_slot(self, scope: str, slot: str) -> None:
-        """The end of the call that took `slot` (sent in the background, so this never waits)."""
-        self._limiter.give_slot.remote(scope, slot)
+    def give_slots(self, scopes: list[str], slot: str) -> None:
+        """The end of the call that took `slot` of `scopes` (sent in the background, so this never waits)."""
+        self._limiter.give_slots.remote(scopes, slot)
 
     def settle(self, scope: str, reserved: float, used: float) -> None:
         """After a call: units reserved but unused are kept for the next call; an overrun is charged (in the

@@ -211,8 +211,9 @@ class RouterSpec(_Spec):
                                   "calls counts as busy.")
     replicas: int = Field(1, ge=1, description="Router replicas. Above 1 they share every rpm and tpm limit "
                           "(models', agents', missions', API keys') through one limiter actor (leases: together "
-                          "within replicas x 1% of the limit, never above), and hard caps and usage through the "
-                          "app's budget book; max_in_flight stays per replica.")
+                          "within replicas x 1% of the limit, never above), agents' and missions' max_in_flight "
+                          "exactly through the same actor, and hard caps and usage through the app's budget book; "
+                          "a model's max_in_flight_per_model stays per replica.")
 
 
 class ServingConfig(_Spec):

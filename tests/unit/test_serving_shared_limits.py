@@ -14,6 +14,7 @@ from serving._keys import KeyScope
 from serving._leases import LeaseBook, Quota, SlotBook
 from serving._limiter import SharedLimits
 from serving._types import Identity
+from tests.helpers.inprocess_book import InProcessBook
 
 
 class FakeBackend:
@@ -55,15 +56,20 @@ class InProcessLimiter:
         self.give_back = _Remote(lambda units: [self.book.give_back(s, u, now_s) for s, u in units.items()])
         self.charge = _Remote(lambda scope, units: self.book.charge(scope, units, now_s))
         self.alive = {"r0", "r1", "r2"}
+        self.restart_slots()
+
+    def restart_slots(self):
+        """A restarted limiter's slots: it knows none of the calls in flight."""
         self.slots = SlotBook(holder_alive=lambda holder: holder in self.alive)
-        self.take_slot = _Remote(self.slots.take)
-        self.give_slot = _Remote(self.slots.give_back)
+        self.take_slots = _Remote(self.slots.take)
+        self.give_slots = _Remote(self.slots.give_back)
 
 
-def three_cores(serving: dict, backend: FakeBackend | None = None) -> tuple[list[RouterCore], InProcessLimiter]:
+def three_cores(serving: dict, backend: FakeBackend | None = None, book: InProcessBook | None = None,
+                ) -> tuple[list[RouterCore], InProcessLimiter]:
     config = ServingConfig.model_validate(serving)
     limiter = InProcessLimiter()
-    cores = [RouterCore(config, {"m": backend or FakeBackend()}, clock=lambda: 0.0,
+    cores = [RouterCore(config, {"m": backend or FakeBackend()}, clock=lambda: 0.0, book=book,
                         shared=SharedLimits(limiter, holder=f"r{i}", ttl_s=60.0, clock=lambda: 0.0)) for i in range(3)]
     return cores, limiter
 
@@ -158,46 +164,183 @@ def test_three_cores_run_an_agents_max_in_flight_once_between_them_and_a_call_th
 def test_a_slot_whose_replica_died_is_freed_once_the_scope_is_full():
     alive, scope = {"r0", "r1"}, "agent:m1/a1:in_flight"
     book = SlotBook(holder_alive=lambda holder: holder in alive)
-    assert book.take(scope, 2, "r0", "r0/1") and book.take(scope, 2, "r0", "r0/2")
-    assert not book.take(scope, 2, "r1", "r1/1")
+    assert book.take([(scope, 2)], "r0", "r0/1") is None and book.take([(scope, 2)], "r0", "r0/2") is None
+    assert book.take([(scope, 2)], "r1", "r1/1") == scope
     alive.discard("r0")  # r0 died with both calls in flight
-    assert book.take(scope, 2, "r1", "r1/2")
-    book.give_back(scope, "r0/1")  # a late word from the dead replica changes nothing
-    book.give_back(scope, "r1/1")  # nor does a slot that was refused
+    assert book.take([(scope, 2)], "r1", "r1/2") is None
+    book.give_back([scope], "r0/1")  # a late word from the dead replica changes nothing
+    book.give_back([scope], "r1/1")  # nor does a slot that was refused
     assert book.in_flight(scope) == 1
-    book.give_back(scope, "r1/2")
+    book.give_back([scope], "r1/2")
     assert book.in_flight(scope) == 0
 
 
-def test_a_call_that_stops_waiting_for_its_slot_hands_that_slot_back():
-    """The limiter may still take a slot whose caller timed out or was cancelled; the replica sends the slot's
+def test_a_call_takes_its_agents_and_missions_slots_all_or_none():
+    agent, mission = "agent:m1/a1:in_flight", "mission:m1:in_flight"
+    book = SlotBook(holder_alive=lambda holder: True)
+    assert book.take([(agent, 2), (mission, 1)], "r0", "r0/1") is None
+    assert book.take([(agent, 2), (mission, 1)], "r1", "r1/1") == mission
+    assert book.in_flight(agent) == 1  # the refused call holds none of its agent's slots either
+    book.give_back([agent, mission], "r0/1")
+    assert book.in_flight(agent) == book.in_flight(mission) == 0
+
+
+def test_a_call_that_stops_waiting_for_its_slots_hands_them_back():
+    """The limiter may still take the slots of a caller that timed out or was cancelled; the replica sends their
     return after the request, and Ray runs one caller's calls to an actor in the order they were sent."""
     sent = []
+    slots = [("agent:m1/a1:in_flight", 2), ("mission:m1:in_flight", 4)]
 
     class NeverAnswers:
-        def remote(self, scope, capacity, holder, slot):
+        def remote(self, slots, holder, slot):
             sent.append(("take", slot))
             return asyncio.Event().wait()
 
     class Records:
-        def remote(self, scope, slot):
-            sent.append(("give", slot))
+        def remote(self, scopes, slot):
+            sent.append(("give", slot, len(scopes)))
 
     limiter = UnreachableLimiter(None)
-    limiter.take_slot, limiter.give_slot = NeverAnswers(), Records()
+    limiter.take_slots, limiter.give_slots = NeverAnswers(), Records()
     shared = SharedLimits(limiter, holder="r0", answer_timeout_s=0.05)
 
     async def cancelled():
-        asking = asyncio.create_task(shared.take_slot("agent:m1/a1:in_flight", 2))
+        asking = asyncio.create_task(shared.take_slots(slots))
         await asyncio.sleep(0.01)
         asking.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asking
 
     with pytest.raises(BackpressureError, match="the router's limiter"):
-        asyncio.run(shared.take_slot("agent:m1/a1:in_flight", 2))
+        asyncio.run(shared.take_slots(slots))
     asyncio.run(cancelled())
-    assert sent == [("take", "r0/0"), ("give", "r0/0"), ("take", "r0/1"), ("give", "r0/1")]
+    assert sent == [("take", "r0/0"), ("give", "r0/0", 2), ("take", "r0/1"), ("give", "r0/1", 2)]
+
+
+def test_a_restarted_limiter_starts_with_every_slot_free_and_the_old_slots_given_back_change_nothing():
+    backend = HeldBackend()
+    cores, limiter = three_cores({"router": {"agent": {"max_in_flight": 2}}, "models": {"m": {"kind": "scripted"}}},
+                                 backend)
+    slot = "agent:m1/a1:in_flight"
+
+    async def scenario():
+        before = [asyncio.create_task(admitted(cores[i])) for i in (0, 1)]
+        await asyncio.sleep(0.01)
+        limiter.restart_slots()
+        after = [asyncio.create_task(admitted(cores[2])) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        held = limiter.slots.in_flight(slot)
+        backend.go.set()
+        return held, await asyncio.gather(*before), await asyncio.gather(*after)
+
+    held, before, after = asyncio.run(scenario())
+    assert held == 2 and before == [1, 1]
+    assert after == [1, 1, 0]  # the calls still running are not counted: one overshoot, to 4 in flight at most
+    assert limiter.slots.in_flight(slot) == 0  # the two old calls' slots, handed to the new limiter, freed nothing
+
+
+class GatedBook(InProcessBook):
+    """A book whose reservations are answered only once `gate` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def reserve(self, mission_id, agent_id, **size):
+        await self.gate.wait()
+        return await super().reserve(mission_id, agent_id, **size)
+
+
+def gated_core() -> tuple[RouterCore, InProcessLimiter, GatedBook]:
+    book = GatedBook()
+    [core, *_], limiter = three_cores({"router": {"replicas": 3, "agent": {"max_in_flight": 2}},
+                                       "models": {"m": {"kind": "scripted"}}}, book=book)
+    return core, limiter, book
+
+
+def test_a_capped_calls_reservation_and_its_slots_are_asked_for_at_once():
+    core, limiter, book = gated_core()
+    take_slots = limiter.take_slots
+
+    def asked(*args):  # a router that waits for its reservation before it asks for slots never gets an answer
+        book.gate.set()
+        return take_slots.remote(*args)
+
+    limiter.take_slots = type("Asked", (), {"remote": staticmethod(asked)})()
+
+    async def scenario():
+        await core.set_budget("m1", max_tokens=1000)
+        return await asyncio.wait_for(admitted(core), 2.0)
+
+    assert asyncio.run(scenario()) == 1
+    assert book.ledger.spend("m1").tokens > 0
+
+
+def test_a_call_cancelled_while_its_reservation_is_on_its_way_drops_it_when_it_comes_and_hands_its_slots_back():
+    core, limiter, book = gated_core()
+
+    async def scenario():
+        await core.set_budget("m1", max_tokens=1000)
+        calling = asyncio.create_task(admitted(core))
+        await asyncio.sleep(0.01)
+        in_flight = limiter.slots.in_flight("agent:m1/a1:in_flight")
+        calling.cancel()
+        await asyncio.sleep(0.01)
+        book.gate.set()
+        await asyncio.sleep(0.01)
+        return in_flight
+
+    assert asyncio.run(scenario()) == 1
+    assert limiter.slots.in_flight("agent:m1/a1:in_flight") == 0
+    assert book.ledger.spend("m1").reserved_tokens == 0 and book.ledger.spend("m1").tokens == 0
+
+
+def capped_cores(max_tokens: int) -> tuple[list[RouterCore], InProcessLimiter, InProcessBook, HeldBackend]:
+    """Three replicas deciding hard caps through one book, an agent's max_in_flight of 2, mission m1 capped."""
+    backend, book = HeldBackend(), InProcessBook()
+    cores, limiter = three_cores({"router": {"replicas": 3, "agent": {"max_in_flight": 2}},
+                                  "models": {"m": {"kind": "scripted"}}}, backend, book)
+    asyncio.run(cores[0].set_budget("m1", max_tokens=max_tokens))
+    return cores, limiter, book, backend
+
+
+def test_a_call_refused_its_slots_drops_the_reservation_it_asked_for_at_the_same_time():
+    [core, *_], _, book, backend = capped_cores(max_tokens=1000)
+
+    async def scenario():
+        running = [asyncio.create_task(admitted(core)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        reserved = book.ledger.spend("m1").reserved_tokens
+        refused = await admitted(core)
+        await asyncio.sleep(0.01)
+        after = book.ledger.spend("m1").reserved_tokens
+        backend.go.set()
+        await asyncio.gather(*running)
+        return reserved, refused, after
+
+    reserved, refused, after = asyncio.run(scenario())
+    assert reserved == 2 * 46 and refused == 0  # 46: the worst case of one call
+    assert after == reserved  # the refused call's reservation came, and was dropped
+    assert book.ledger.spend("m1").reserved_tokens == 0
+
+
+def test_a_call_refused_by_its_budget_hands_back_the_slots_it_took_at_the_same_time():
+    [core, other, _], limiter, _, backend = capped_cores(max_tokens=100)  # two calls' worst case, not three
+
+    async def scenario():
+        running = [asyncio.create_task(admitted(core)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        limiter.restart_slots()  # room for slots again, while the two calls still hold their reservations
+        with pytest.raises(BackpressureError, match="max_tokens=100 .92 held by calls in flight"):
+            await _stream_all(other, Call(model="m", body={"messages": [{"role": "user", "content": "hi"}],
+                                                           "max_tokens": 4},
+                                          identity=Identity(mission_id="m1", agent_id="a1")))
+        in_flight = limiter.slots.in_flight("agent:m1/a1:in_flight")
+        backend.go.set()
+        await asyncio.gather(*running)
+        return in_flight
+
+    assert asyncio.run(scenario()) == 0
 
 
 def test_three_cores_admit_an_api_keys_rpm_once():
@@ -236,8 +379,8 @@ class UnreachableLimiter:
     """A limiter that is restarting (Ray raises) or never answers."""
 
     def __init__(self, error):
-        self.grant = self.take_slot = _Unanswered(error)
-        self.give_slot = _Remote(lambda scope, slot: None)
+        self.grant = self.take_slots = _Unanswered(error)
+        self.give_slots = _Remote(lambda scopes, slot: None)
 
 
 @pytest.mark.parametrize("error", [None, RayActorError()], ids=["silent", "restarting"])
