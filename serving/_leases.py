@@ -142,18 +142,22 @@ class SlotBook:
     """Calls in flight shared by N replicas: a scope's `capacity` slots, each held by one call of one replica from
     its admission to its end. A call takes one slot of each of its scopes (its agent's, its mission's) under one
     id, all or none. Slots have ids, so that handing one back twice, or one that was never taken, changes
-    nothing. A replica that died holding slots is asked about (`holder_alive`) only when a scope
-    is full, and its slots are freed then."""
+    nothing. A replica that died holding slots is asked about (`holder_alive`) only when a scope is full, and its
+    slots are freed then. A replica that answered, or that asked for a slot itself, is taken to run for
+    `alive_for_s`, so that calls refused one after another do not ask again each time."""
 
-    def __init__(self, holder_alive: Callable[[str], bool]) -> None:
+    def __init__(self, holder_alive: Callable[[str], bool], *, alive_for_s: float = 2.0) -> None:
         self._holder_alive = holder_alive
+        self._alive_for_s = alive_for_s
         self._held: dict[str, dict[str, str]] = {}  # scope -> slot id -> holder
+        self._seen_alive_at_s: dict[str, float] = {}
 
-    def take(self, slots: list[tuple[str, int]], holder: str, slot: str) -> str | None:
+    def take(self, slots: list[tuple[str, int]], holder: str, slot: str, now_s: float) -> str | None:
         """Slot `slot` of each (scope, capacity) for `holder`; None when taken, else the first scope whose
         `capacity` slots are all held by replicas that still run (and nothing is taken)."""
+        self._seen_alive_at_s[holder] = now_s
         for scope, capacity in slots:
-            if not self._has_room(scope, capacity):
+            if not self._has_room(scope, capacity, now_s):
                 return scope
         for scope, _ in slots:
             self._held.setdefault(scope, {})[slot] = holder
@@ -169,14 +173,24 @@ class SlotBook:
     def in_flight(self, scope: str) -> int:
         return len(self._held.get(scope, {}))
 
-    def _has_room(self, scope: str, capacity: int) -> bool:
+    def _has_room(self, scope: str, capacity: int, now_s: float) -> bool:
         held = self._held.get(scope, {})
         if len(held) < capacity:
             return True
-        gone = {h for h in set(held.values()) if not self._holder_alive(h)}
+        self._seen_alive_at_s = {h: at_s for h, at_s in self._seen_alive_at_s.items()
+                                 if now_s - at_s < self._alive_for_s}
+        gone = {h for h in set(held.values()) if not self._runs(h, now_s)}
         for freed in [s for s, h in held.items() if h in gone]:
             del held[freed]
         return len(held) < capacity
+
+    def _runs(self, holder: str, now_s: float) -> bool:
+        if holder in self._seen_alive_at_s:
+            return True
+        if self._holder_alive(holder):
+            self._seen_alive_at_s[holder] = now_s
+            return True
+        return False
 
 
 @dataclass

@@ -38,7 +38,7 @@ class LimiterActor:
         self._slots = SlotBook(holder_alive=replica_alive)
 
     def take_slots(self, slots: list[tuple[str, int]], holder: str, slot: str) -> str | None:
-        return self._slots.take(slots, holder, slot)
+        return self._slots.take(slots, holder, slot, time.monotonic())
 
     def give_slots(self, scopes: list[str], slot: str) -> None:
         self._slots.give_back(scopes, slot)

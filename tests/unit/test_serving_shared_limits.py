@@ -50,6 +50,7 @@ class InProcessLimiter:
     """The LimiterActor's methods on a LeaseBook, awaitable like actor calls, on a fixed clock."""
 
     def __init__(self, now_s=0.0):
+        self.now_s = now_s
         self.book = LeaseBook()
         self.grant = _Remote(lambda scope, want, at_least, quota:
                              self.book.grant(scope, want, now_s, at_least=at_least, quota=quota))
@@ -61,7 +62,7 @@ class InProcessLimiter:
     def restart_slots(self):
         """A restarted limiter's slots: it knows none of the calls in flight."""
         self.slots = SlotBook(holder_alive=lambda holder: holder in self.alive)
-        self.take_slots = _Remote(self.slots.take)
+        self.take_slots = _Remote(lambda slots, holder, slot: self.slots.take(slots, holder, slot, self.now_s))
         self.give_slots = _Remote(self.slots.give_back)
 
 
@@ -161,13 +162,18 @@ def test_three_cores_run_an_agents_max_in_flight_once_between_them_and_a_call_th
     assert again == [1, 1] and limiter.slots.in_flight(slot) == 0
 
 
-def test_a_slot_whose_replica_died_is_freed_once_the_scope_is_full():
-    alive, scope = {"r0", "r1"}, "agent:m1/a1:in_flight"
-    book = SlotBook(holder_alive=lambda holder: holder in alive)
-    assert book.take([(scope, 2)], "r0", "r0/1") is None and book.take([(scope, 2)], "r0", "r0/2") is None
-    assert book.take([(scope, 2)], "r1", "r1/1") == scope
+def test_a_slot_whose_replica_died_is_freed_once_the_scope_is_full_and_the_replica_not_seen_for_a_while():
+    alive, asked, scope = {"r0", "r1"}, [], "agent:m1/a1:in_flight"
+
+    def holder_alive(holder):
+        asked.append(holder)
+        return holder in alive
+
+    book = SlotBook(holder_alive=holder_alive, alive_for_s=2.0)
+    assert book.take([(scope, 2)], "r0", "r0/1", 0.0) is None and book.take([(scope, 2)], "r0", "r0/2", 0.0) is None
     alive.discard("r0")  # r0 died with both calls in flight
-    assert book.take([(scope, 2)], "r1", "r1/2") is None
+    assert book.take([(scope, 2)], "r1", "r1/1", 1.0) == scope  # r0 asked for a slot 1 s ago: it is not asked about
+    assert book.take([(scope, 2)], "r1", "r1/2", 2.5) is None and asked == ["r0"]
     book.give_back([scope], "r0/1")  # a late word from the dead replica changes nothing
     book.give_back([scope], "r1/1")  # nor does a slot that was refused
     assert book.in_flight(scope) == 1
@@ -175,11 +181,20 @@ def test_a_slot_whose_replica_died_is_freed_once_the_scope_is_full():
     assert book.in_flight(scope) == 0
 
 
+def test_calls_refused_one_after_another_ask_whether_a_replica_runs_once_every_few_seconds():
+    asked, scope = [], "agent:m1/a1:in_flight"
+    book = SlotBook(holder_alive=lambda holder: asked.append(holder) or True, alive_for_s=2.0)
+    assert book.take([(scope, 1)], "r0", "r0/1", 0.0) is None
+    refusals = [book.take([(scope, 1)], "r1", f"r1/{n}", n / 10) for n in range(41)]  # 0 s to 4 s, every 0.1 s
+    assert refusals == [scope] * 41
+    assert asked == ["r0", "r0"]  # at 2 s (r0's own request at 0 s counts) and at 4 s: not 41 times
+
+
 def test_a_call_takes_its_agents_and_missions_slots_all_or_none():
     agent, mission = "agent:m1/a1:in_flight", "mission:m1:in_flight"
     book = SlotBook(holder_alive=lambda holder: True)
-    assert book.take([(agent, 2), (mission, 1)], "r0", "r0/1") is None
-    assert book.take([(agent, 2), (mission, 1)], "r1", "r1/1") == mission
+    assert book.take([(agent, 2), (mission, 1)], "r0", "r0/1", 0.0) is None
+    assert book.take([(agent, 2), (mission, 1)], "r1", "r1/1", 0.0) == mission
     assert book.in_flight(agent) == 1  # the refused call holds none of its agent's slots either
     book.give_back([agent, mission], "r0/1")
     assert book.in_flight(agent) == book.in_flight(mission) == 0
