@@ -16,7 +16,9 @@ against parallel tasks.
    call awaits its reservation there, and every call's usage row goes there. The same difference for a capped
    and for an uncapped call on a RouterCore configured with `router.replicas: 2` (and its own book), each
    against the uncapped call on one replica: `budget_book_two_replicas_capped_overhead_ms` and
-   `budget_book_two_replicas_uncapped_overhead_ms`.
+   `budget_book_two_replicas_uncapped_overhead_ms`. The book answers one reservation at a time, each once it is
+   saved in the GCS: `budget_book_two_replicas_capped_calls_per_s_c16` is how many capped calls a second that
+   router makes from 16 concurrent callers, against `..._uncapped_calls_per_s_c16` for uncapped ones.
 3. shared_limit_lease_overhead_ms. With several router replicas, rpm and tpm limits are leased from the app's
    limiter actor (serving/_limiter.py). The worst case, a call that finds its scope's lease spent and asks the
    limiter: RouterCore calls of an agent with an rpm limit whose leases are one request each (the real limiter
@@ -54,6 +56,8 @@ from benchmarks._ports import free_port  # noqa: E402
 IDENTITY_CALLS = {"quick": 300, "full": 1_000}
 """Calls per path and repetition."""
 IN_ROUTER_CALLS = {"quick": 3_000, "full": 10_000}
+THROUGHPUT_CALLS = {"quick": 1_600, "full": 4_800}
+THROUGHPUT_CONCURRENCY = 16
 REPS = {"quick": 3, "full": 5}
 BUDGET_TASKS = 20
 BUDGET_CAP_TOKENS = 600
@@ -98,17 +102,32 @@ async def alternating_p50_ms(first, second, calls: int) -> tuple[float, float]:
     """(p50 of the first path's calls, p50 of the second's) of RouterCore calls to the zero model, the two paths
     alternating call by call. A path is a function that gives the (RouterCore, Identity) of its next call; it runs
     inside the timed window."""
-    from serving._core import Call
-
-    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
     paths, times_ms = (first, second), ([], [])
     for n in range(2 * calls):
         started = time.perf_counter()
-        core, identity = paths[n % 2]()
-        async for _ in core.stream(Call(model="zero", body=body, identity=identity)):
-            pass
+        await zero_call(*paths[n % 2]())
         times_ms[n % 2].append((time.perf_counter() - started) * 1e3)
     return statistics.median(times_ms[0]), statistics.median(times_ms[1])
+
+
+async def zero_call(core, identity) -> None:
+    """One RouterCore call to the zero model, streamed to its end."""
+    from serving._core import Call
+
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
+    async for _ in core.stream(Call(model="zero", body=body, identity=identity)):
+        pass
+
+
+async def calls_per_s(core, identity, calls: int, concurrency: int) -> float:
+    """RouterCore calls per second to the zero model from `concurrency` callers, each calling one after another."""
+    async def caller() -> None:
+        for _ in range(calls // concurrency):
+            await zero_call(core, identity)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return calls // concurrency * concurrency / (time.perf_counter() - started)
 
 
 async def in_router_ms(token: str, root: bytes, keys_file: str, calls: int) -> tuple[float, float]:
@@ -171,9 +190,13 @@ def book_figures(mode: str) -> dict[str, float]:
     book, capped_ms, uncapped_ms = against_uncapped(one, capped)
     shared_capped, _, _ = against_uncapped(two, capped)
     shared_usage, _, _ = against_uncapped(two, free)
+    rates = [[asyncio.run(calls_per_s(two, identity, THROUGHPUT_CALLS[mode], THROUGHPUT_CONCURRENCY))
+              for identity in (capped, free)] for _ in range(REPS[mode])]
     return {"budget_book_overhead_ms": book, "router_call_p50_ms_capped": capped_ms,
             "router_call_p50_ms_uncapped": uncapped_ms, "budget_book_two_replicas_capped_overhead_ms": shared_capped,
-            "budget_book_two_replicas_uncapped_overhead_ms": shared_usage}
+            "budget_book_two_replicas_uncapped_overhead_ms": shared_usage,
+            "budget_book_two_replicas_capped_calls_per_s_c16": statistics.median(c for c, _ in rates),
+            "budget_book_two_replicas_uncapped_calls_per_s_c16": statistics.median(u for _, u in rates)}
 
 
 # -- 3. budget overshoot --------------------------------------------------------------------------------
@@ -313,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['identity_check_overhead_ms_serve']:+.3f} ms on {figures['serve_call_p50_ms_anonymous']:.2f} ms "
           f"calls); budget book {figures['budget_book_overhead_ms']:.3f} ms per capped call (two router replicas: "
           f"{figures['budget_book_two_replicas_capped_overhead_ms']:.3f} ms capped, "
-          f"{figures['budget_book_two_replicas_uncapped_overhead_ms']:.3f} ms uncapped); a limiter lease "
+          f"{figures['budget_book_two_replicas_uncapped_overhead_ms']:.3f} ms uncapped; at concurrency 16 "
+          f"{figures['budget_book_two_replicas_capped_calls_per_s_c16']:.0f} capped calls/s against "
+          f"{figures['budget_book_two_replicas_uncapped_calls_per_s_c16']:.0f} uncapped); a limiter lease "
           f"{figures['shared_limit_lease_overhead_ms']:.3f} ms per call that needs one, a shared max_in_flight slot "
           f"{figures['shared_limit_slot_overhead_ms']:.3f} ms per call, a capped call with two shared slots "
           f"{figures['shared_limit_capped_slots_overhead_ms']:.3f} ms; budget overshoot "
