@@ -248,6 +248,34 @@ def replicas_sharing(book, count=2, **router):
             for _ in range(count)]
 
 
+class AwaitCountingBook(InProcessBook):
+    """Counts the book's methods a replica awaits."""
+
+    def __init__(self):
+        super().__init__()
+        self.awaited = []
+
+    async def load(self, mission_id):
+        self.awaited.append("load")
+        return await super().load(mission_id)
+
+    async def reserve(self, mission_id, agent_id, **size):
+        self.awaited.append("reserve")
+        return await super().reserve(mission_id, agent_id, **size)
+
+
+def test_with_several_replicas_uncapped_calls_wait_for_the_book_once_per_mission_and_capped_ones_each_time():
+    book = AwaitCountingBook()
+    [core, _] = replicas_sharing(book)
+    for _ in range(3):
+        asyncio.run(run(core, call(identity=Identity(mission_id="free"))))
+    assert book.awaited == ["load"]  # the mission's caps, read once; usage rows go without waiting
+    asyncio.run(core.set_budget("capped", max_tokens=1000))
+    for _ in range(2):
+        asyncio.run(run(core, call(identity=Identity(mission_id="capped"))))
+    assert book.awaited == ["load", "load", "reserve", "reserve"]
+
+
 def test_with_several_router_replicas_one_missions_cap_binds_them_all_through_the_book():
     book = InProcessBook()
     armed, other = replicas_sharing(book)
