@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controlplane.errors import BackpressureError, SpecError
+from controlplane.errors import BackpressureError, ControlPlaneError, SpecError
 from serving._accounting import Ledger, UsageTotals
 from serving._ledger import AccountState, BudgetLedger, ModelPrice, Reservation
 
@@ -36,6 +36,22 @@ class MissionRecord:
     """The book's last reservation id when the record was saved."""
     applied: dict[str, int]
     """Per sender, the number of its last message applied to the mission."""
+
+
+@dataclass(frozen=True)
+class ReserveRequest:
+    """A call's worst case, as its router replica asks the book to hold it."""
+
+    mission_id: str
+    agent_id: str
+    prompt_tokens: int
+    max_tokens: int
+    price: ModelPrice
+    lease_s: float
+    holder: str | None = None
+    """The router replica that asks: the book charges the calls it held if it is gone."""
+    request: tuple[str, int] | None = None
+    """Its (sender, number): the same request sent again gets the same reservation."""
 
 
 @dataclass(frozen=True)
@@ -119,33 +135,57 @@ class BookKeeper:
     def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int, price: ModelPrice,
                 holder: str | None = None, now_s: float, lease_s: float,
                 request: tuple[str, int] | None = None) -> Reservation:
-        """A call's worst case, held until its replica settles it. A reservation whose holder is gone, or that
-        `lease_s` outlived, is charged its worst case: the lease is checked on every reservation, the holders only
-        when the calls in flight leave no room. Raises as `BudgetLedger.reserve` does. A `request` sent again
-        gets the reservation it was granted, if it is still open."""
-        granted_before = [r for r in self.budgets.open_reservations(mission_id) if request and r.request == request]
+        """A call's worst case, held until its replica settles it (see `reserve_many`). Raises as
+        `BudgetLedger.reserve` does."""
+        [answer] = self.reserve_many([ReserveRequest(mission_id, agent_id, prompt_tokens, max_tokens, price,
+                                                     lease_s, holder, request)], now_s=now_s)
+        if isinstance(answer, ControlPlaneError):
+            raise answer
+        return answer
+
+    def reserve_many(self, requests: Iterable[ReserveRequest], *,
+                     now_s: float) -> list[Reservation | ControlPlaneError]:
+        """Calls' worst cases, held in order until their replicas settle them; each refusal is answered in its
+        call's place, as the error `BudgetLedger.reserve` raises. The missions they change are saved once, after
+        the last. A reservation whose holder is gone, or that its lease outlived, is charged its worst case: the
+        leases are checked on every reservation, the holders only when the calls in flight leave no room. A
+        `request` sent again gets the reservation it was granted, if it is still open."""
+        changed: set[str] = set()
+        answers: list[Reservation | ControlPlaneError] = []
+        try:
+            for wanted in requests:
+                try:
+                    answers.append(self._reserve(wanted, now_s, changed))
+                except ControlPlaneError as exc:
+                    answers.append(exc)
+        finally:
+            self._save(changed)
+        return answers
+
+    def _reserve(self, wanted: ReserveRequest, now_s: float, changed: set[str]) -> Reservation:
+        granted_before = [r for r in self.budgets.open_reservations(wanted.mission_id)
+                          if wanted.request and r.request == wanted.request]
         if granted_before:
             return granted_before[0]
-        closed = self._lapse(lambda r: r.lease_until_s is not None and r.lease_until_s < now_s, "within its lease")
+        changed.update(r.mission_id for r in self._lapse(
+            lambda r: r.lease_until_s is not None and r.lease_until_s < now_s, "within its lease"))
 
         def attempt() -> Reservation:
-            return self.budgets.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                                        price=price, holder=holder, lease_until_s=now_s + lease_s, request=request)
-
-        granted = None
-        try:
-            try:
-                granted = attempt()
-            except BackpressureError:
-                gone = {h for h in self.budgets.holders() if not self._holder_alive(h)}
-                freed = self._lapse(lambda r: r.holder in gone, "by its router replica, which is gone")
-                closed += freed
-                if not freed:
-                    raise
-                granted = attempt()
+            granted = self.budgets.reserve(wanted.mission_id, wanted.agent_id, prompt_tokens=wanted.prompt_tokens,
+                                           max_tokens=wanted.max_tokens, price=wanted.price, holder=wanted.holder,
+                                           lease_until_s=now_s + wanted.lease_s, request=wanted.request)
+            changed.add(wanted.mission_id)
             return granted
-        finally:
-            self._save({r.mission_id for r in closed} | ({mission_id} if granted else set()))
+
+        try:
+            return attempt()
+        except BackpressureError:
+            gone = {h for h in self.budgets.holders() if not self._holder_alive(h)}
+            freed = self._lapse(lambda r: r.holder in gone, "by its router replica, which is gone")
+            changed.update(r.mission_id for r in freed)
+            if not freed:
+                raise
+            return attempt()
 
     def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int,
                message: tuple[str, int] | None = None) -> None:

@@ -7,7 +7,8 @@ settled, without waiting, so that the replica Serve starts after one dies (or a 
 caps and usage on.
 
 With several, the book is the authority: caps are set there, every capped call awaits its reservation there, and
-every call's usage row goes there without waiting.
+every call's usage row goes there without waiting. A replica's reservations that ask while its last batch is on its
+way go together as the next, so the book saves them at once.
 
 The book saves each change in the cluster's GCS (its internal key-value store, where Serve keeps its own
 checkpoints), and answers a replica that waits for it once its change is there, so that when its process dies,
@@ -29,9 +30,10 @@ import ray
 from ray.exceptions import RayActorError
 from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list, _internal_kv_put
 
+from controlplane._core.batching import GroupSender
 from controlplane.errors import BackpressureError, ControlPlaneError
 from serving._accounting import UsageTotals
-from serving._bookkeeper import BookKeeper, DefaultCaps, MissionRecord
+from serving._bookkeeper import BookKeeper, DefaultCaps, MissionRecord, ReserveRequest
 from serving._ledger import AccountState, ModelPrice, Reservation
 from serving._limiter import LIMITER_NAMESPACE, replica_alive
 
@@ -79,16 +81,10 @@ class BudgetBookActor:
         self._store.wait_saved()
         return None
 
-    def reserve(self, mission_id: str, agent_id: str, prompt_tokens: int, max_tokens: int, price: ModelPrice,
-                holder: str | None, lease_s: float, request: tuple[str, int]) -> Reservation | ControlPlaneError:
-        try:
-            reservation = self._keeper.reserve(mission_id, agent_id, prompt_tokens=prompt_tokens,
-                                               max_tokens=max_tokens, price=price, holder=holder,
-                                               now_s=time.time(), lease_s=lease_s, request=request)
-        except ControlPlaneError as exc:
-            return exc
+    def reserve_many(self, requests: list[ReserveRequest]) -> list[Reservation | ControlPlaneError]:
+        answers = self._keeper.reserve_many(requests, now_s=time.time())
         self._store.wait_saved()
-        return reservation
+        return answers
 
     def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int,
                message: tuple[str, int]) -> None:
@@ -115,6 +111,7 @@ class BudgetBook:
         self._sender, self._numbers = uuid.uuid4().hex, itertools.count(1)
         """Numbers this door's messages in order, for the book to apply each once."""
         self._actor: Any = self._find()
+        self._reservations = GroupSender(self._reserve_many)
         if start:
             self._book()
 
@@ -147,10 +144,12 @@ class BudgetBook:
 
     async def reserve(self, mission_id: str, agent_id: str, *, prompt_tokens: int, max_tokens: int,
                       price: ModelPrice, lease_s: float) -> Reservation:
+        """A capped call's worst case, held in the book. The calls that ask while this replica's last batch is on
+        its way go to the book together, as one message it saves once."""
+        request = ReserveRequest(mission_id, agent_id, prompt_tokens, max_tokens, price, lease_s, self._holder,
+                                 self._message())
         try:
-            answer = await asyncio.wait_for(self._book().reserve.remote(
-                mission_id, agent_id, prompt_tokens, max_tokens, price, self._holder, lease_s, self._message()),
-                RESERVE_TIMEOUT_S)
+            answer = await asyncio.wait_for(self._reservations.ask(request), RESERVE_TIMEOUT_S)
         except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
             raise BackpressureError(scope=f"the budget book {self._name}", limit=f"{RESERVE_TIMEOUT_S:g} s answer",
                                     retry_after_s=1.0) from None
@@ -167,6 +166,9 @@ class BudgetBook:
 
     async def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
         return await self._book().usage.remote(mission_id)
+
+    async def _reserve_many(self, requests: list[ReserveRequest]) -> list[Reservation | ControlPlaneError]:
+        return await self._book().reserve_many.remote(requests)
 
     def _message(self) -> tuple[str, int]:
         return self._sender, next(self._numbers)

@@ -1,9 +1,15 @@
-"""The router's batching decisions, without Serve: which waiting calls travel together, and which
-replica to tell when a call of a batch is cancelled. Pure logic."""
+"""The router's batching decisions, without Serve: which waiting calls travel together, which replica to tell
+when a call of a batch is cancelled, and the group sending of requests to one actor. Pure logic."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
 
 
 def split_batches(keys: Sequence[Hashable | None], max_size: int) -> list[list[int]]:
@@ -41,3 +47,44 @@ class SentBatch:
         self.replica = replica
         waiting, self._waiting = self._waiting, []
         return waiting
+
+
+class GroupSender(Generic[Item, Answer]):
+    """Sends its callers' requests to one receiver a batch at a time, as a group commit does: a request made while
+    no batch is on its way goes at once, alone; the requests made meanwhile go together, as the next batch, once
+    it is answered. `send` answers a batch with one answer per request, in order; when it raises, every request
+    of the batch raises that. A caller cancelled before its request goes is left out of the batch; one cancelled
+    after gets no answer, but its request was made."""
+
+    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Answer]]]) -> None:
+        self._send = send
+        self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.batches = 0
+        """Batches sent so far."""
+
+    async def ask(self, item: Item) -> Answer:
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, answer))
+        if self._sender is None or self._sender.done():
+            # A fresh context: the sender answers every caller, not the one that happened to start it.
+            self._sender = asyncio.get_running_loop().create_task(self._send_all(), context=contextvars.Context())
+        return await answer
+
+    async def _send_all(self) -> None:
+        while self._waiting:
+            batch = [(item, answer) for item, answer in self._waiting if not answer.done()]
+            self._waiting = []
+            if not batch:
+                continue
+            self.batches += 1
+            try:
+                answers = await self._send([item for item, _ in batch])
+            except Exception as exc:
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for (_, answer), value in zip(batch, answers, strict=True):
+                if not answer.done():
+                    answer.set_result(value)

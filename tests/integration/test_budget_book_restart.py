@@ -1,6 +1,6 @@
 """Durability: kill the budget book's process mid-mission; the book Ray restarts carries on the mission's caps, its
 calls in flight and its usage rows from what the book saved in the GCS, and applies the message it was sent but
-had not handled."""
+had not handled. And a replica's concurrent reservations reach the real book in batches, which hold the cap."""
 
 import asyncio
 import os
@@ -13,7 +13,7 @@ import ray
 from controlplane import BackpressureError, BudgetExceeded, SpecError
 from serving._accounting import UsageTotals
 from serving._budget_book import BudgetBook
-from serving._ledger import ModelPrice
+from serving._ledger import ModelPrice, Reservation
 from tests.helpers import actor_pid, wait_for
 
 SIZE = {"price": ModelPrice(), "lease_s": 600.0}
@@ -54,5 +54,24 @@ def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_an
 
     try:
         asyncio.run(after_the_restart())
+    finally:
+        ray.kill(book._book(), no_restart=True)
+
+
+def test_a_replicas_concurrent_reservations_go_to_the_book_in_batches_that_hold_the_cap(ray_cluster):
+    book = BudgetBook("book-batches", start=True)
+
+    async def sixteen_at_once():
+        await book.set_budget("m", None, max_tokens=400, max_usd=None)
+        return await asyncio.gather(*(book.reserve("m", "a", prompt_tokens=20, max_tokens=20, **SIZE)
+                                      for _ in range(16)), return_exceptions=True)
+
+    try:
+        answers = asyncio.run(sixteen_at_once())
+        granted = [answer for answer in answers if isinstance(answer, Reservation)]
+        refused = [answer for answer in answers if not isinstance(answer, Reservation)]
+        assert len({reservation.id for reservation in granted}) == 10  # 10 x 40 = 400
+        assert all(isinstance(error, BackpressureError) for error in refused) and len(refused) == 6
+        assert book._reservations.batches <= 2  # not one message each
     finally:
         ray.kill(book._book(), no_restart=True)

@@ -1,12 +1,12 @@
 """Cancelling one call of a batch: the batching decisions, the replica's call runner, and the batcher
-against a fake replica handle (no Ray)."""
+against a fake replica handle (no Ray); and the group sender, which batches a replica's requests to one actor."""
 
 import asyncio
 from typing import Any
 
 import pytest
 
-from controlplane._core.batching import SentBatch, split_batches
+from controlplane._core.batching import GroupSender, SentBatch, split_batches
 from serving._backends.base import CallRunner
 from serving._batcher import Batcher
 
@@ -23,6 +23,70 @@ def test_a_cancel_before_the_replica_is_known_is_told_once_it_is():
     assert batch.located("r1") == []
     with pytest.raises(ValueError):
         batch.cancel("c9")
+
+
+class GatedReceiver:
+    """Answers each batch with its requests times ten, once `open` is set; records the batches it got."""
+
+    def __init__(self):
+        self.batches, self.open = [], asyncio.Event()
+
+    async def send(self, items):
+        self.batches.append(items)
+        await self.open.wait()
+        if "bad" in items:
+            raise RuntimeError("the receiver failed")
+        return [item * 10 for item in items]
+
+
+async def first_on_its_way():
+    """A group sender whose first request, 1, is on its way to a receiver that answers once it is opened."""
+    receiver = GatedReceiver()
+    sender = GroupSender(receiver.send)
+    first = asyncio.ensure_future(sender.ask(1))
+    await asyncio.sleep(0.01)
+    return receiver, sender, first
+
+
+def test_requests_made_while_a_batch_is_on_its_way_go_together_as_the_next_one():
+    async def scenario():
+        receiver, sender, first = await first_on_its_way()
+        later = [asyncio.ensure_future(sender.ask(n)) for n in (2, 3, 4)]
+        await asyncio.sleep(0.01)
+        assert receiver.batches == [[1]]  # the first went alone, at once; the others wait for its answer
+        receiver.open.set()
+        assert await first == 10 and await asyncio.gather(*later) == [20, 30, 40]
+        assert receiver.batches == [[1], [2, 3, 4]] and sender.batches == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_caller_stopped_waiting_before_it_went_is_left_out_of_the_batch():
+    async def scenario():
+        receiver, sender, first = await first_on_its_way()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(sender.ask(2), 0.01)
+        third = asyncio.ensure_future(sender.ask(3))
+        receiver.open.set()
+        assert (await first, await third) == (10, 30)
+        assert receiver.batches == [[1], [3]]
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_that_fails_fails_each_of_its_requests_and_the_next_batch_still_goes():
+    async def scenario():
+        receiver, sender, first = await first_on_its_way()
+        failing = [asyncio.ensure_future(sender.ask(item)) for item in ("bad", 2)]
+        await asyncio.sleep(0.01)
+        receiver.open.set()
+        assert await first == 10
+        for request in failing:
+            with pytest.raises(RuntimeError, match="the receiver failed"):
+                await request
+        assert await sender.ask(5) == 50 and receiver.batches == [[1], ["bad", 2], [5]]
+
+    asyncio.run(scenario())
 
 
 async def slow_call(call: dict[str, Any]):

@@ -436,3 +436,34 @@ def test_a_message_a_restarted_book_gets_again_is_applied_once():
     granted = restarted.reserve("m", "a", prompt_tokens=20, max_tokens=30, request=("replica", 3), **size)
     assert restarted.reserve("m", "a", prompt_tokens=20, max_tokens=30, request=("replica", 3), **size) == granted
     assert restarted.budgets.spend("m").reserved_tokens == 50  # held once
+
+
+class SaveCountingStore(PickledStore):
+    def __init__(self):
+        super().__init__()
+        self.saves = []
+
+    def save(self, key, record):
+        self.saves.append(key)
+        super().save(key, record)
+
+
+def test_a_batch_of_reservations_is_granted_in_order_up_to_the_cap_refused_in_place_and_saved_once_per_mission():
+    from serving._bookkeeper import BookKeeper, ReserveRequest
+    from serving._ledger import ModelPrice, Reservation
+
+    store = SaveCountingStore()
+    keeper = BookKeeper(store=store)
+    keeper.set_budget("m", None, max_tokens=100, max_usd=None)
+    store.saves.clear()
+
+    def asks(mission, number):
+        return ReserveRequest(mission, "a", 20, 20, ModelPrice(), 10.0, "replica", ("replica", number))
+
+    answers = keeper.reserve_many([asks("m", 1), asks("m", 2), asks("m", 3), asks("n", 4), asks("m", 1)], now_s=0.0)
+    first, second, refused, other, again = answers
+    assert all(isinstance(answer, Reservation) for answer in (first, second, other))
+    assert isinstance(refused, BackpressureError) and "80 held by calls in flight" in str(refused)  # 120 > 100
+    assert again == first  # a request sent again gets what it was granted
+    assert sorted(store.saves) == ["mission:m", "mission:n"]  # once each, after the batch
+    assert BookKeeper(store=store).budgets.spend("m").reserved_tokens == 80
