@@ -18,7 +18,7 @@ from serving._breaker import CircuitBreaker
 from serving._caps import Book, Hold, RouterCaps
 from serving._gate import Gate
 from serving._keys import KeyScope
-from serving._leases import Quota, shared_amounts, shared_slots
+from serving._leases import Shared, SharedAdmission, SharedTake
 from serving._ledger import Charge
 from serving._limits import Admission, ScopeLimits
 from serving._stream import within
@@ -30,28 +30,6 @@ logger = logging.getLogger(__name__)
 
 class Backend(Protocol):
     def stream(self, call: dict[str, Any], affinity_key: str | None) -> AsyncIterator[dict[str, Any]]: ...
-
-
-class Shared(Protocol):
-    """Limits shared by every replica of the router (serving/_limiter.py: SharedLimits)."""
-
-    async def acquire(self, scope: str, amount: float, quota: Quota) -> None: ...
-
-    def settle(self, scope: str, reserved: float, used: float) -> None: ...
-
-    async def take_slots(self, slots: list[tuple[str, int]]) -> str: ...
-
-    def give_slots(self, scopes: list[str], slot: str) -> None: ...
-
-
-@dataclass
-class _SharedTake:
-    """What a call took of the limits every replica shares: a slot of each of its `max_in_flight` scopes (under
-    one id), and units of its rpm and tpm buckets."""
-
-    slot: str = ""
-    slot_scopes: list[str] = field(default_factory=list)
-    unit_scopes: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -103,7 +81,7 @@ class RouterCore:
                  on_record: Callable[[str, Identity, dict[str, Any] | None], None] | None = None,
                  shared: Shared | None = None, book: Book | None = None) -> None:
         self.config = config
-        self._shared = shared
+        self._shared = SharedAdmission(shared) if shared is not None else None
         self._pending_holds: set[asyncio.Future[Hold]] = set()
         self.caps = RouterCaps(config, book)
         self.ledger = Ledger()
@@ -235,23 +213,24 @@ class RouterCore:
                 charge = self.caps.release(hold, **progress.usage(call.body))
             used = charge.prompt_tokens + charge.completion_tokens
             self._admission.release(scopes, est_tokens, used, self._clock())
-            self._settle_shared(shared, est_tokens, used)
+            self._give_back_shared(shared, est_tokens, used)
             self._account(model, ident, final, charge, hold)
 
     async def _admit(self, model: str, call: Call, scopes: list[str], est_tokens: int,
-                     start_s: float) -> tuple[Hold, _SharedTake]:
+                     start_s: float) -> tuple[Hold, SharedTake]:
         """The call's budget hold, its share of the limits every replica shares, and its admission here; all or
         none. With several replicas the hold (from the budget book) and the share (from the limiter) are asked
         for at once."""
         ident, timeout_s = call.identity, call.timeout_s or self.config.router.request_timeout_s
         reserving = self.caps.reserve(model, ident.mission_id, ident.agent_id, call.body, timeout_s)
-        hold, pending, shared = None, None, _SharedTake()
+        hold, pending, shared = None, None, SharedTake()
         try:
             if self._shared is None:
                 hold = await reserving
             else:
                 pending = asyncio.ensure_future(reserving)
-                shared = await self._admit_shared(scopes, est_tokens)
+                shared = await self._shared.take({scope: self._admission.limits(scope) for scope in scopes},
+                                                 est_tokens)
                 hold = await asyncio.shield(pending)
             self._admission.admit(scopes, est_tokens, start_s)
         except BaseException:
@@ -259,7 +238,7 @@ class RouterCore:
                 self.caps.drop(hold)
             elif pending is not None:
                 self._drop_once_held(pending)
-            self._settle_shared(shared, est_tokens, 0)
+            self._give_back_shared(shared, est_tokens, 0)
             self._breakers[model].abandon(start_s)
             raise
         return hold, shared
@@ -275,36 +254,9 @@ class RouterCore:
         self._pending_holds.add(pending)
         pending.add_done_callback(drop)
 
-    async def _admit_shared(self, scopes: list[str], est_tokens: int) -> _SharedTake:
-        """Take the call's share of the limits every replica shares (its agent's, mission's, model's and API key's
-        rpm and tpm, and a slot of its agent's and mission's max_in_flight); all or none."""
-        taken = _SharedTake()
-        if self._shared is None:
-            return taken
-        try:
-            limits = {scope: self._admission.limits(scope) for scope in scopes}
-            slots = shared_slots(limits)
-            if slots:
-                taken.slot = await self._shared.take_slots(slots)
-                taken.slot_scopes = [scope for scope, _ in slots]
-            for scope, amount, quota in shared_amounts(limits, est_tokens):
-                await self._shared.acquire(scope, amount, quota)
-                taken.unit_scopes.append(scope)
-        except BaseException:
-            self._settle_shared(taken, est_tokens, 0)
-            raise
-        return taken
-
-    def _settle_shared(self, taken: _SharedTake, est_tokens: int, used_tokens: int) -> None:
-        if self._shared is None:
-            return
-        if taken.slot:
-            self._shared.give_slots(taken.slot_scopes, taken.slot)
-        for scope in taken.unit_scopes:
-            if scope.endswith(":tpm"):
-                self._shared.settle(scope, est_tokens, used_tokens)
-            elif used_tokens == 0:  # an rpm request refused or failed before it ran is given back
-                self._shared.settle(scope, 1, 0)
+    def _give_back_shared(self, taken: SharedTake, est_tokens: int, used_tokens: int) -> None:
+        if self._shared is not None:
+            self._shared.give_back(taken, est_tokens, used_tokens)
 
     def _key_scope(self, key: KeyScope, now_s: float) -> str:
         """The admission scope of an API key, with the key's limits (reset only when they change)."""

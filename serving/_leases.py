@@ -13,6 +13,8 @@ a full bucket is what the next request would make.
 
 Calls in flight (`max_in_flight`) are not leased but counted exactly: `SlotBook` holds one slot per running call
 and scope, taken before the call and handed back when it ends.
+
+`SharedAdmission` is a replica's side: what one call takes from the limiter, and hands back.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,15 +263,66 @@ class LeaseHolder:
         return 0.0 if held is None or held.expires_at_s <= now_s else held.units
 
 
-def shared_slots(limits_by_scope: dict[str, Any]) -> list[tuple[str, int]]:
-    """The `max_in_flight` slots one call holds while it runs (each scope's ScopeLimits), with their capacity."""
-    return [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
-            if limits.max_in_flight is not None]
+class Shared(Protocol):
+    """The limiter, as a replica reaches it (serving/_limiter.py: SharedLimits)."""
+
+    async def acquire(self, scope: str, amount: float, quota: Quota) -> None: ...
+
+    def settle(self, scope: str, reserved: float, used: float) -> None: ...
+
+    async def take_slots(self, slots: list[tuple[str, int]]) -> str: ...
+
+    def give_slots(self, scopes: list[str], slot: str) -> None: ...
 
 
-def shared_amounts(limits_by_scope: dict[str, Any], est_tokens: int) -> list[tuple[str, float, Quota]]:
-    """What one call of `est_tokens` takes from the shared buckets of its scopes (each scope's ScopeLimits or
-    LimitSpec): a request of each `rpm` bucket and the tokens of each `tpm` one, with the bucket's quota."""
+@dataclass
+class SharedTake:
+    """What a call took of the limits every replica shares: a slot of each of its `max_in_flight` scopes (under
+    one id), and units of its rpm and tpm buckets."""
+
+    slot: str = ""
+    slot_scopes: list[str] = field(default_factory=list)
+    unit_scopes: list[str] = field(default_factory=list)
+
+
+class SharedAdmission:
+    """A call's share of the limits every router replica shares, from the limiter: taken before the call runs,
+    handed back when it ends."""
+
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared
+
+    async def take(self, limits_by_scope: dict[str, Any], est_tokens: int) -> SharedTake:
+        """A slot of each `max_in_flight` scope (each scope's ScopeLimits), in one round trip, and a request of
+        each `rpm` bucket and the `est_tokens` of each `tpm` one; all or none."""
+        taken = SharedTake()
+        try:
+            slots = [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
+                     if limits.max_in_flight is not None]
+            if slots:
+                taken.slot = await self._shared.take_slots(slots)
+                taken.slot_scopes = [scope for scope, _ in slots]
+            for scope, amount, quota in _amounts(limits_by_scope, est_tokens):
+                await self._shared.acquire(scope, amount, quota)
+                taken.unit_scopes.append(scope)
+        except BaseException:
+            self.give_back(taken, est_tokens, 0)
+            raise
+        return taken
+
+    def give_back(self, taken: SharedTake, est_tokens: int, used_tokens: int) -> None:
+        """The call's slots, and what its buckets did not use: the `tpm` tokens beyond `used_tokens`, and the
+        `rpm` request of a call refused or failed before it ran (`used_tokens` 0)."""
+        if taken.slot:
+            self._shared.give_slots(taken.slot_scopes, taken.slot)
+        for scope in taken.unit_scopes:
+            if scope.endswith(":tpm"):
+                self._shared.settle(scope, est_tokens, used_tokens)
+            elif used_tokens == 0:
+                self._shared.settle(scope, 1, 0)
+
+
+def _amounts(limits_by_scope: dict[str, Any], est_tokens: int) -> list[tuple[str, float, Quota]]:
     out: list[tuple[str, float, Quota]] = []
     for scope, limits in limits_by_scope.items():
         if limits.rpm is not None:
