@@ -16,9 +16,10 @@ against parallel tasks.
    call awaits its reservation there, and every call's usage row goes there. The same difference for a capped
    and for an uncapped call on a RouterCore configured with `router.replicas: 2` (and its own book), each
    against the uncapped call on one replica: `budget_book_two_replicas_capped_overhead_ms` and
-   `budget_book_two_replicas_uncapped_overhead_ms`. The book answers one reservation at a time, each once it is
-   saved in the GCS: `budget_book_two_replicas_capped_calls_per_s_c16` is how many capped calls a second that
-   router makes from 16 concurrent callers, against `..._uncapped_calls_per_s_c16` for uncapped ones.
+   `budget_book_two_replicas_uncapped_overhead_ms`. The book answers a batch of reservations once it is saved
+   in the GCS, and a replica's reservations that ask meanwhile go as the next batch:
+   `budget_book_two_replicas_capped_calls_per_s_c16` is how many capped calls a second that router makes from 16
+   concurrent callers, against `..._uncapped_calls_per_s_c16` for uncapped ones.
 3. shared_limit_lease_overhead_ms. With several router replicas, rpm and tpm limits are leased from the app's
    limiter actor (serving/_limiter.py). The worst case, a call that finds its scope's lease spent and asks the
    limiter: RouterCore calls of an agent with an rpm limit whose leases are one request each (the real limiter
