@@ -5,14 +5,15 @@ starts after one dies carries them on. With several, it is the authority: every 
 case here, so one cap binds all the replicas, and every replica's calls are counted here, so a mission's usage is
 whole whichever replica is asked.
 
-Every change goes to a `BookStore` as it is made, as the record of its mission, so that a book that restarts
-carries on from it (the Ray one writes the records to the cluster's GCS)."""
+Every change goes to a `BookStore` as it is made, as how to make its mission's record, so that a book that
+restarts carries on from it (the Ray one writes the records to the cluster's GCS)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from controlplane.errors import BackpressureError, ControlPlaneError, SpecError
@@ -60,12 +61,17 @@ class DefaultCaps:
     max_usd: float | None
 
 
+Record = MissionRecord | DefaultCaps
+
+
 class BookStore(Protocol):
-    """Where the book saves what it keeps: one record per mission, and the default caps."""
+    """Where the book saves what it keeps: one record per mission, and the default caps. A change is saved as
+    how to make its key's record, so that a store may make it once for many changes (the Ray one makes it when
+    it writes the key, under the book's lock)."""
 
-    def save(self, key: str, record: MissionRecord | DefaultCaps) -> None: ...
+    def save(self, key: str, record_of: Callable[[], Record]) -> None: ...
 
-    def load_all(self) -> dict[str, MissionRecord | DefaultCaps]: ...
+    def load_all(self) -> dict[str, Record]: ...
 
 
 DEFAULTS_KEY = "defaults"
@@ -114,7 +120,7 @@ class BookKeeper:
         its config's when it starts, so a redeploy's replace them for missions not seen yet."""
         self.budgets.set_default_caps(mission_max_tokens=max_tokens, mission_max_usd=max_usd)
         if self._store is not None:
-            self._store.save(DEFAULTS_KEY, DefaultCaps(max_tokens, max_usd))
+            self._store.save(DEFAULTS_KEY, partial(DefaultCaps, max_tokens, max_usd))
 
     def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
                    max_usd: float | None) -> None:
@@ -234,13 +240,15 @@ class BookKeeper:
         if self._store is None:
             return
         for mission_id in mission_ids:
-            self._store.save(MISSION_KEY + mission_id, MissionRecord(
-                accounts=self.budgets.export(mission_id), open=self.budgets.open_reservations(mission_id),
-                usage=self.usage.snapshot(mission_id), loaded=mission_id in self._loaded,
-                last_reservation_id=self.budgets.last_reservation_id,
-                applied=dict(self._applied.get(mission_id, {}))))
+            self._store.save(MISSION_KEY + mission_id, partial(self._record, mission_id))
 
-    def _restore(self, records: dict[str, MissionRecord | DefaultCaps]) -> None:
+    def _record(self, mission_id: str) -> MissionRecord:
+        return MissionRecord(accounts=self.budgets.export(mission_id),
+                             open=self.budgets.open_reservations(mission_id), usage=self.usage.snapshot(mission_id),
+                             loaded=mission_id in self._loaded, last_reservation_id=self.budgets.last_reservation_id,
+                             applied=dict(self._applied.get(mission_id, {})))
+
+    def _restore(self, records: dict[str, Record]) -> None:
         defaults = records.get(DEFAULTS_KEY)
         if isinstance(defaults, DefaultCaps):
             self.budgets.set_default_caps(mission_max_tokens=defaults.max_tokens, mission_max_usd=defaults.max_usd)

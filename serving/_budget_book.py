@@ -24,6 +24,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -33,7 +34,7 @@ from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list, _i
 from controlplane._core.batching import GroupSender
 from controlplane.errors import BackpressureError, ControlPlaneError
 from serving._accounting import UsageTotals
-from serving._bookkeeper import BookKeeper, DefaultCaps, MissionRecord, ReserveRequest
+from serving._bookkeeper import BookKeeper, Record, ReserveRequest
 from serving._ledger import AccountState, ModelPrice, Reservation
 from serving._limiter import LIMITER_NAMESPACE, replica_alive
 
@@ -55,48 +56,59 @@ class BudgetBookActor:
     def __init__(self, name: str) -> None:
         self._store = GcsBookStore(name)
         self._keeper = BookKeeper(holder_alive=replica_alive, store=self._store)
+        self._lock = self._store.lock
+        """Held while the keeper changes, so that the store's writer makes whole records."""
 
     def load(self, mission_id: str) -> list[AccountState]:
-        states = self._keeper.load(mission_id)
+        with self._lock:
+            states = self._keeper.load(mission_id)
         self._store.wait_saved()
         return states
 
     def put(self, mission_id: str, states: list[AccountState]) -> None:
-        self._keeper.put(mission_id, states)
+        with self._lock:
+            self._keeper.put(mission_id, states)
         self._store.wait_saved()
 
     def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
                message: tuple[str, int]) -> None:
-        self._keeper.charge(mission_id, agent_id, model, totals, message=message)
+        with self._lock:
+            self._keeper.charge(mission_id, agent_id, model, totals, message=message)
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
-        self._keeper.set_default_caps(max_tokens, max_usd)
+        with self._lock:
+            self._keeper.set_default_caps(max_tokens, max_usd)
 
     def set_budget(self, mission_id: str, agent_id: str | None, max_tokens: int | None,
                    max_usd: float | None) -> ControlPlaneError | None:
         try:
-            self._keeper.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
+            with self._lock:
+                self._keeper.set_budget(mission_id, agent_id, max_tokens=max_tokens, max_usd=max_usd)
         except ControlPlaneError as exc:
             return exc
         self._store.wait_saved()
         return None
 
     def reserve_many(self, requests: list[ReserveRequest]) -> list[Reservation | ControlPlaneError]:
-        answers = self._keeper.reserve_many(requests, now_s=time.time())
+        with self._lock:
+            answers = self._keeper.reserve_many(requests, now_s=time.time())
         self._store.wait_saved()
         return answers
 
     def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int,
                message: tuple[str, int]) -> None:
-        self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                            message=message)
+        with self._lock:
+            self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                message=message)
 
     def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
                settles: Reservation | None, message: tuple[str, int]) -> None:
-        self._keeper.record(mission_id, agent_id, model, totals, settles=settles, message=message)
+        with self._lock:
+            self._keeper.record(mission_id, agent_id, model, totals, settles=settles, message=message)
 
     def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
-        return self._keeper.usage.snapshot(mission_id)
+        with self._lock:
+            return self._keeper.usage.snapshot(mission_id)
 
 
 class BudgetBook:
@@ -187,24 +199,31 @@ class BudgetBook:
         return self._actor
 
 
+def _gcs_put(key: str, value: bytes) -> None:
+    _internal_kv_put(key, value, namespace=LIMITER_NAMESPACE)
+
+
 class GcsBookStore:
     """A book's records in the GCS's internal key-value store, under `<book name>/`. A writer thread writes them
-    in order, a batch at a time: the latest record of each key saved meanwhile. A batch that no one waits for
-    lingers `WRITE_LINGER_S` first, so that the usage of a call and the reservation of the next one, which a
-    replica waits for, go in one write."""
+    in order, a batch at a time: each key saved meanwhile once, its record made as the batch is written, with
+    `lock` held. A batch that no one waits for lingers `WRITE_LINGER_S` first, so that the usage of a call and the
+    reservation of the next one, which a replica waits for, go in one write, and a mission's record is made once
+    for many calls' usage."""
 
-    def __init__(self, book_name: str) -> None:
+    def __init__(self, book_name: str, *, put: Callable[[str, bytes], None] = _gcs_put) -> None:
         self._prefix = f"{book_name}/"
-        self._pending: dict[str, bytes] = {}
+        self._put = put
+        self.lock = threading.Lock()
+        """Held by the book while it changes what the records are made of, and by the writer while it makes them."""
+        self._pending: dict[str, Callable[[], Record]] = {}
         self._saves = self._written = self._waiting = 0
         """How many records were saved, how many of those are in the GCS, and how many callers wait for it."""
         self._progress = threading.Condition()
         threading.Thread(target=self._write, name="budget-book-writer", daemon=True).start()
 
-    def save(self, key: str, record: MissionRecord | DefaultCaps) -> None:
-        value = pickle.dumps(record)
+    def save(self, key: str, record_of: Callable[[], Record]) -> None:
         with self._progress:
-            self._pending[key] = value
+            self._pending[key] = record_of
             self._saves += 1
             self._progress.notify_all()
 
@@ -216,7 +235,7 @@ class GcsBookStore:
             self._progress.wait_for(lambda: self._written >= wanted)
             self._waiting -= 1
 
-    def load_all(self) -> dict[str, MissionRecord | DefaultCaps]:
+    def load_all(self) -> dict[str, Record]:
         records = {}
         for key in _internal_kv_list(self._prefix, namespace=LIMITER_NAMESPACE):
             value = _internal_kv_get(key, namespace=LIMITER_NAMESPACE)
@@ -230,9 +249,11 @@ class GcsBookStore:
                 self._progress.wait_for(lambda: bool(self._pending))
                 self._progress.wait_for(lambda: self._waiting > 0, timeout=WRITE_LINGER_S)
                 batch, self._pending, upto = self._pending, {}, self._saves
+            with self.lock:
+                values = {key: pickle.dumps(record_of()) for key, record_of in batch.items()}
             try:
-                for key, value in batch.items():
-                    _internal_kv_put(self._prefix + key, value, namespace=LIMITER_NAMESPACE)
+                for key, value in values.items():
+                    self._put(self._prefix + key, value)
             except Exception as exc:  # the GCS is away: keep the batch, under anything saved since
                 logger.warning("the budget book could not save its records in the GCS (%s); retrying", exc)
                 with self._progress:

@@ -212,8 +212,8 @@ def test_on_dispatch_is_called_when_a_call_leaves_the_queue_for_its_backend():
 class PickledStore(dict):
     """A book's store that keeps only bytes, as the GCS does."""
 
-    def save(self, key, record):
-        self[key] = pickle.dumps(record)
+    def save(self, key, record_of):
+        self[key] = pickle.dumps(record_of())
 
     def load_all(self):
         return {key: pickle.loads(value) for key, value in self.items()}
@@ -443,9 +443,9 @@ class SaveCountingStore(PickledStore):
         super().__init__()
         self.saves = []
 
-    def save(self, key, record):
+    def save(self, key, record_of):
         self.saves.append(key)
-        super().save(key, record)
+        super().save(key, record_of)
 
 
 def test_a_batch_of_reservations_is_granted_in_order_up_to_the_cap_refused_in_place_and_saved_once_per_mission():
@@ -467,3 +467,28 @@ def test_a_batch_of_reservations_is_granted_in_order_up_to_the_cap_refused_in_pl
     assert again == first  # a request sent again gets what it was granted
     assert sorted(store.saves) == ["mission:m", "mission:n"]  # once each, after the batch
     assert BookKeeper(store=store).budgets.spend("m").reserved_tokens == 80
+
+
+def test_the_book_makes_a_missions_record_once_for_all_the_changes_saved_while_it_writes():
+    import threading
+
+    from serving._budget_book import GcsBookStore
+
+    writing, go_on, written, made = threading.Event(), threading.Event(), [], []
+
+    def put(key, value):
+        writing.set()
+        go_on.wait(5)
+        written.append((key, pickle.loads(value)))
+
+    def record_of(change):
+        return lambda: made.append(change) or change
+
+    store = GcsBookStore("book", put=put)
+    store.save("mission:m", record_of(0))
+    assert writing.wait(5)  # the writer writes the first change's record...
+    for change in range(1, 11):  # ...while ten more are saved
+        store.save("mission:m", record_of(change))
+    go_on.set()
+    store.wait_saved()
+    assert made == [0, 10] and written == [("book/mission:m", 0), ("book/mission:m", 10)]
