@@ -62,6 +62,8 @@ class DefaultCaps:
 
 
 Record = MissionRecord | DefaultCaps
+Posted = tuple[str, tuple[Any, ...], dict[str, Any]]
+"""A message a replica sent without waiting: the BookKeeper method, its arguments and its keyword arguments."""
 
 
 class BookStore(Protocol):
@@ -114,6 +116,12 @@ class BookKeeper:
                             usd=totals.usd)
         self.usage.add(mission_id, agent_id, model, totals)
         self._save([mission_id])
+
+    def apply(self, messages: Iterable[Posted]) -> None:
+        """Messages a replica sent without waiting for them (`charge`, `settle`, `record`), in its order."""
+        methods: dict[str, Callable[..., None]] = {"charge": self.charge, "settle": self.settle, "record": self.record}
+        for method, args, kwargs in messages:
+            methods[method](*args, **kwargs)
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         """The router's default mission caps (`router.mission.token_budget`, `usd_budget`); each replica sends

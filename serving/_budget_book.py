@@ -8,7 +8,8 @@ caps and usage on.
 
 With several, the book is the authority: caps are set there, every capped call awaits its reservation there, and
 every call's usage row goes there without waiting. A replica's reservations that ask while its last batch is on its
-way go together as the next, so the book saves them at once.
+way go together as the next, so the book saves them at once; so do the messages it waits for no answer to (usage
+rows, settlements), in the order it made them, and every other message goes after those.
 
 The book saves each change in the cluster's GCS (its internal key-value store, where Serve keeps its own
 checkpoints), and answers a replica that waits for it once its change is there, so that when its process dies,
@@ -31,10 +32,10 @@ import ray
 from ray.exceptions import RayActorError
 from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list, _internal_kv_put
 
-from controlplane._core.batching import GroupSender
+from controlplane._core.batching import GroupSender, Outbox
 from controlplane.errors import BackpressureError, ControlPlaneError
 from serving._accounting import UsageTotals
-from serving._bookkeeper import BookKeeper, Record, ReserveRequest
+from serving._bookkeeper import BookKeeper, Posted, Record, ReserveRequest
 from serving._ledger import AccountState, ModelPrice, Reservation
 from serving._limiter import LIMITER_NAMESPACE, replica_alive
 
@@ -70,11 +71,6 @@ class BudgetBookActor:
             self._keeper.put(mission_id, states)
         self._store.wait_saved()
 
-    def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
-               message: tuple[str, int]) -> None:
-        with self._lock:
-            self._keeper.charge(mission_id, agent_id, model, totals, message=message)
-
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
         with self._lock:
             self._keeper.set_default_caps(max_tokens, max_usd)
@@ -95,16 +91,9 @@ class BudgetBookActor:
         self._store.wait_saved()
         return answers
 
-    def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int,
-               message: tuple[str, int]) -> None:
+    def apply(self, messages: list[Posted]) -> None:
         with self._lock:
-            self._keeper.settle(reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                message=message)
-
-    def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
-               settles: Reservation | None, message: tuple[str, int]) -> None:
-        with self._lock:
-            self._keeper.record(mission_id, agent_id, model, totals, settles=settles, message=message)
+            self._keeper.apply(messages)
 
     def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
         with self._lock:
@@ -124,6 +113,8 @@ class BudgetBook:
         """Numbers this door's messages in order, for the book to apply each once."""
         self._actor: Any = self._find()
         self._reservations = GroupSender(self._reserve_many)
+        self._outbox: Outbox[Posted] = Outbox(lambda messages: self._book().apply.remote(messages))
+        """The messages no caller waits for, in order; every other message goes after those waiting there."""
         if start:
             self._book()
 
@@ -132,6 +123,7 @@ class BudgetBook:
         self._actor = self._actor or self._find()
         if self._actor is None:
             return []
+        self._outbox.flush()
         try:
             return await asyncio.wait_for(self._actor.load.remote(mission_id), LOAD_TIMEOUT_S)
         except Exception as exc:
@@ -140,17 +132,17 @@ class BudgetBook:
             return []
 
     async def put(self, mission_id: str, states: list[AccountState]) -> None:
-        await self._book().put.remote(mission_id, states)
+        await self._in_order().put.remote(mission_id, states)
 
     def charge(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals) -> None:
-        self._book().charge.remote(mission_id, agent_id, model, totals, self._message())
+        self._outbox.post(("charge", (mission_id, agent_id, model, totals), {"message": self._message()}))
 
     def set_default_caps(self, max_tokens: int | None, max_usd: float | None) -> None:
-        self._book().set_default_caps.remote(max_tokens, max_usd)
+        self._in_order().set_default_caps.remote(max_tokens, max_usd)
 
     async def set_budget(self, mission_id: str, agent_id: str | None, *, max_tokens: int | None,
                          max_usd: float | None) -> None:
-        refused = await self._book().set_budget.remote(mission_id, agent_id, max_tokens, max_usd)
+        refused = await self._in_order().set_budget.remote(mission_id, agent_id, max_tokens, max_usd)
         if refused is not None:
             raise refused
 
@@ -170,20 +162,28 @@ class BudgetBook:
         return answer
 
     def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int) -> None:
-        self._book().settle.remote(reservation, prompt_tokens, completion_tokens, self._message())
+        self._outbox.post(("settle", (reservation,), {"prompt_tokens": prompt_tokens,
+                                                      "completion_tokens": completion_tokens,
+                                                      "message": self._message()}))
 
     def record(self, mission_id: str, agent_id: str, model: str, totals: UsageTotals,
                settles: Reservation | None = None) -> None:
-        self._book().record.remote(mission_id, agent_id, model, totals, settles, self._message())
+        self._outbox.post(("record", (mission_id, agent_id, model, totals), {"settles": settles,
+                                                                             "message": self._message()}))
 
     async def usage(self, mission_id: str | None) -> list[dict[str, Any]]:
-        return await self._book().usage.remote(mission_id)
+        return await self._in_order().usage.remote(mission_id)
 
     async def _reserve_many(self, requests: list[ReserveRequest]) -> list[Reservation | ControlPlaneError]:
-        return await self._book().reserve_many.remote(requests)
+        return await self._in_order().reserve_many.remote(requests)
 
     def _message(self) -> tuple[str, int]:
         return self._sender, next(self._numbers)
+
+    def _in_order(self) -> Any:
+        """The book, for a message sent after those waiting in the outbox."""
+        self._outbox.flush()
+        return self._book()
 
     def _find(self) -> Any:
         try:

@@ -1,15 +1,17 @@
 """The router's batching decisions, without Serve: which waiting calls travel together, which replica to tell
-when a call of a batch is cancelled, and the group sending of requests to one actor. Pure logic."""
+when a call of a batch is cancelled, and the group sending of requests and messages to one actor. Pure logic."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
+logger = logging.getLogger(__name__)
 
 
 def split_batches(keys: Sequence[Hashable | None], max_size: int) -> list[list[int]]:
@@ -88,3 +90,46 @@ class GroupSender(Generic[Item, Answer]):
             for (_, answer), value in zip(batch, answers, strict=True):
                 if not answer.done():
                     answer.set_result(value)
+
+
+class Outbox(Generic[Item]):
+    """Messages no one waits for, sent to one receiver in order, a batch at a time: a message posted while no
+    batch is on its way goes at once; those posted meanwhile go together once it is handled. `send` hands a batch
+    to the receiver before it returns, and returns what to await for its handling. Before a message that must
+    not overtake them, `flush` hands over what waits at once."""
+
+    def __init__(self, send: Callable[[list[Item]], Awaitable[object]]) -> None:
+        self._send = send
+        self._waiting: list[Item] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.batches = 0
+        """Batches sent so far."""
+
+    def post(self, item: Item) -> None:
+        self._waiting.append(item)
+        if self._sender is None or self._sender.done():
+            handled = self._hand_over()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to wait for it in: each message goes at once
+                return
+            self._sender = loop.create_task(self._send_all(handled), context=contextvars.Context())
+
+    def flush(self) -> None:
+        if self._waiting:
+            self._hand_over()
+
+    def _hand_over(self) -> Awaitable[object]:
+        batch, self._waiting = self._waiting, []
+        self.batches += 1
+        return self._send(batch)
+
+    async def _send_all(self, handled: Awaitable[object]) -> None:
+        while True:
+            try:
+                await handled
+            except Exception as exc:
+                logger.warning("a batch of messages was not handled (%s)", exc)
+            if not self._waiting:
+                return
+            handled = self._hand_over()

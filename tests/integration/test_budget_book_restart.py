@@ -1,6 +1,7 @@
 """Durability: kill the budget book's process mid-mission; the book Ray restarts carries on the mission's caps, its
 calls in flight and its usage rows from what the book saved in the GCS, and applies the message it was sent but
-had not handled. And a replica's concurrent reservations reach the real book in batches, which hold the cap."""
+had not handled. And a replica's concurrent reservations, and the usage messages it sends without waiting, reach
+the real book in batches, which hold the cap."""
 
 import asyncio
 import os
@@ -58,7 +59,7 @@ def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_an
         ray.kill(book._book(), no_restart=True)
 
 
-def test_a_replicas_concurrent_reservations_go_to_the_book_in_batches_that_hold_the_cap(ray_cluster):
+def test_a_replicas_reservations_and_usage_messages_reach_the_book_in_batches_in_order_and_hold_the_cap(ray_cluster):
     book = BudgetBook("book-batches", start=True)
 
     async def sixteen_at_once():
@@ -73,5 +74,14 @@ def test_a_replicas_concurrent_reservations_go_to_the_book_in_batches_that_hold_
         assert len({reservation.id for reservation in granted}) == 10  # 10 x 40 = 400
         assert all(isinstance(error, BackpressureError) for error in refused) and len(refused) == 6
         assert book._reservations.batches <= 2  # not one message each
+
+        async def record_them_then_read():
+            for reservation in granted:  # the first goes at once, the other nine wait for it
+                book.record("m", "a", "main", UsageTotals(calls=1, prompt_tokens=20, completion_tokens=10),
+                            settles=reservation)
+            return await book.usage("m")  # sent after the nine, which go first
+
+        [row] = asyncio.run(record_them_then_read())
+        assert row["calls"] == 10 and book._outbox.batches == 2
     finally:
         ray.kill(book._book(), no_restart=True)

@@ -1,12 +1,13 @@
 """Cancelling one call of a batch: the batching decisions, the replica's call runner, and the batcher
-against a fake replica handle (no Ray); and the group sender, which batches a replica's requests to one actor."""
+against a fake replica handle (no Ray); and the group sender and outbox, which batch a replica's requests and
+messages to one actor."""
 
 import asyncio
 from typing import Any
 
 import pytest
 
-from controlplane._core.batching import GroupSender, SentBatch, split_batches
+from controlplane._core.batching import GroupSender, Outbox, SentBatch, split_batches
 from serving._backends.base import CallRunner
 from serving._batcher import Batcher
 
@@ -87,6 +88,64 @@ def test_a_batch_that_fails_fails_each_of_its_requests_and_the_next_batch_still_
         assert await sender.ask(5) == 50 and receiver.batches == [[1], ["bad", 2], [5]]
 
     asyncio.run(scenario())
+
+
+class HandingReceiver:
+    """Takes each batch when it is handed over, and handles it when the test says."""
+
+    def __init__(self):
+        self.batches, self.handled = [], []
+
+    def send(self, items):
+        self.batches.append(items)
+        self.handled.append(asyncio.get_running_loop().create_future())
+        return self.handled[-1]
+
+
+def test_messages_posted_while_a_batch_is_on_its_way_go_together_in_order_once_it_is_handled():
+    async def scenario():
+        receiver = HandingReceiver()
+        outbox = Outbox(receiver.send)
+        outbox.post(1)
+        assert receiver.batches == [[1]]  # at once
+        outbox.post(2)
+        outbox.post(3)
+        await asyncio.sleep(0.01)
+        assert receiver.batches == [[1]]
+        receiver.handled[0].set_exception(RuntimeError("lost"))  # logged; the next batch still goes
+        await asyncio.sleep(0.01)
+        assert receiver.batches == [[1], [2, 3]]
+        receiver.handled[1].set_result(None)
+        await asyncio.sleep(0.01)
+        outbox.post(4)
+        assert receiver.batches == [[1], [2, 3], [4]] and outbox.batches == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_flush_hands_over_the_waiting_messages_at_once_so_that_a_later_message_cannot_overtake_them():
+    async def scenario():
+        receiver = HandingReceiver()
+        outbox = Outbox(receiver.send)
+        for message in (1, 2, 3):
+            outbox.post(message)
+        outbox.flush()
+        assert receiver.batches == [[1], [2, 3]]
+        outbox.flush()  # nothing waits: nothing is sent
+        for handled in receiver.handled:
+            handled.set_result(None)
+        await asyncio.sleep(0.01)
+        assert receiver.batches == [[1], [2, 3]]
+
+    asyncio.run(scenario())
+
+
+def test_messages_posted_outside_an_event_loop_go_at_once():
+    batches = []
+    outbox = Outbox(lambda items: batches.append(items))
+    outbox.post(1)
+    outbox.post(2)
+    assert batches == [[1], [2]]
 
 
 async def slow_call(call: dict[str, Any]):

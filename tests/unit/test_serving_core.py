@@ -492,3 +492,22 @@ def test_the_book_makes_a_missions_record_once_for_all_the_changes_saved_while_i
     go_on.set()
     store.wait_saved()
     assert made == [0, 10] and written == [("book/mission:m", 0), ("book/mission:m", 10)]
+
+
+def test_a_replicas_messages_are_applied_in_order_and_once_when_a_restarted_book_gets_them_again():
+    from serving._accounting import UsageTotals
+    from serving._bookkeeper import BookKeeper
+    from serving._ledger import ModelPrice
+
+    store = PickledStore()
+    keeper = BookKeeper(store=store)
+    keeper.set_budget("m", None, max_tokens=100, max_usd=None)
+    held = keeper.reserve("m", "a", prompt_tokens=20, max_tokens=30, price=ModelPrice(), lease_s=10.0, now_s=0.0)
+    totals = UsageTotals(calls=1, prompt_tokens=20, completion_tokens=10)
+    batch = [("record", ("m", "a", "main", totals), {"settles": held, "message": ("replica", 2)}),
+             ("charge", ("m", "b", "main", totals), {"message": ("replica", 3)})]
+    keeper.apply(batch)
+    restarted = BookKeeper(store=store)  # the book died before answering: Ray sends the batch again
+    restarted.apply(batch)
+    assert restarted.budgets.spend("m").tokens == 60 and restarted.budgets.spend("m").reserved_tokens == 0
+    assert sorted((row["agent_id"], row["calls"]) for row in restarted.usage.snapshot("m")) == [("a", 1), ("b", 1)]
