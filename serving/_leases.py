@@ -266,7 +266,7 @@ class LeaseHolder:
 class Shared(Protocol):
     """The limiter, as a replica reaches it (serving/_limiter.py: SharedLimits)."""
 
-    async def acquire(self, scope: str, amount: float, quota: Quota) -> None: ...
+    async def acquire(self, wants: list[tuple[str, float, Quota]]) -> None: ...
 
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
 
@@ -293,8 +293,9 @@ class SharedAdmission:
         self._shared = shared
 
     async def take(self, limits_by_scope: dict[str, Any], est_tokens: int) -> SharedTake:
-        """A slot of each `max_in_flight` scope (each scope's ScopeLimits), in one round trip, and a request of
-        each `rpm` bucket and the `est_tokens` of each `tpm` one; all or none."""
+        """A slot of each `max_in_flight` scope (each scope's ScopeLimits), in one round trip, then a request of
+        each `rpm` bucket and the `est_tokens` of each `tpm` one, leased in one more when this replica holds too
+        few; all or none."""
         taken = SharedTake()
         try:
             slots = [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
@@ -302,9 +303,10 @@ class SharedAdmission:
             if slots:
                 taken.slot = await self._shared.take_slots(slots)
                 taken.slot_scopes = [scope for scope, _ in slots]
-            for scope, amount, quota in _amounts(limits_by_scope, est_tokens):
-                await self._shared.acquire(scope, amount, quota)
-                taken.unit_scopes.append(scope)
+            wants = _amounts(limits_by_scope, est_tokens)
+            if wants:
+                await self._shared.acquire(wants)
+                taken.unit_scopes = [scope for scope, _, _ in wants]
         except BaseException:
             self.give_back(taken, est_tokens, 0)
             raise

@@ -9,6 +9,7 @@ them back when it ends, one round trip each, so the count is exact across replic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -46,8 +47,11 @@ class LimiterActor:
     def in_flight(self, scope: str) -> int:
         return self._slots.in_flight(scope)
 
-    def grant(self, scope: str, want: float, at_least: float, quota: Quota) -> Lease:
-        return self._book.grant(scope, want, time.monotonic(), at_least=at_least, quota=quota)
+    def grant(self, requests: list[tuple[str, float, float, Quota]]) -> list[Lease]:
+        """A lease per (scope, want, at_least, quota), each as `LeaseBook.grant` gives it."""
+        now_s = time.monotonic()
+        return [self._book.grant(scope, want, now_s, at_least=at_least, quota=quota)
+                for scope, want, at_least, quota in requests]
 
     def give_back(self, units_by_scope: dict[str, float]) -> None:
         for scope, units in units_by_scope.items():
@@ -80,9 +84,10 @@ def replica_alive(name: str) -> bool:
 
 
 class SharedLimits:
-    """A replica's door to the shared limits: `await acquire(scope, n)` before a call, `settle` after; for calls
-    in flight, `slot = await take_slots([(scope, capacity), ...])` before and `give_slots(scopes, slot)` after.
-    `holder` is this replica's actor name, by which the limiter frees the slots of a replica that died."""
+    """A replica's door to the shared limits: `await acquire([(scope, n, quota), ...])` before a call, `settle`
+    after; for calls in flight, `slot = await take_slots([(scope, capacity), ...])` before and
+    `give_slots(scopes, slot)` after. `holder` is this replica's actor name, by which the limiter frees the slots
+    of a replica that died."""
 
     def __init__(self, limiter: Any, *, holder: str, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
@@ -94,25 +99,46 @@ class SharedLimits:
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def acquire(self, scope: str, amount: float, quota: Quota) -> None:
-        """Take `amount` units of `scope` (whose bucket has `quota`), leasing more when short; BackpressureError
-        when the limiter has none."""
-        if self._holder.take(scope, amount, self._clock()):
-            return
-        async with self._locks.setdefault(scope, asyncio.Lock()):
+    async def acquire(self, wants: list[tuple[str, float, Quota]]) -> None:
+        """Take `amount` units of each (scope, amount, quota), all or none, from the units this replica holds;
+        the scopes it holds too few of are leased in one round trip. BackpressureError naming the first scope the
+        limiter has too few units of."""
+        taken: list[tuple[str, float]] = []
+        try:
+            short = self._take_held(wants, taken)
+            if not short:
+                return
+            async with contextlib.AsyncExitStack() as locked:
+                for scope in sorted({scope for scope, _, _ in short}):  # one lease at a time per scope; in order
+                    await locked.enter_async_context(self._locks.setdefault(scope, asyncio.Lock()))
+                short = self._take_held(short, taken)  # other calls may have leased meanwhile
+                if not short:
+                    return
+                leases = await self._leases(short)
+                for lease in leases:
+                    if lease.units > 0:
+                        self._holder.add(lease, self._clock())
+                for (scope, amount, quota), lease in zip(short, leases, strict=True):
+                    if not self._take_held([(scope, amount, quota)], taken):
+                        continue
+                    owner, kind = scope.rsplit(":", 1)
+                    raise BackpressureError(scope=owner, limit=f"shared {kind}={quota.capacity:g}",
+                                            retry_after_s=lease.retry_after_s)
+        except BaseException:
+            for scope, amount in taken:
+                self._holder.put_back(scope, amount, self._clock())
+            raise
+
+    def _take_held(self, wants: list[tuple[str, float, Quota]],
+                   taken: list[tuple[str, float]]) -> list[tuple[str, float, Quota]]:
+        """Take what this replica holds enough of (adding it to `taken`); the rest, still wanted."""
+        short = []
+        for scope, amount, quota in wants:
             if self._holder.take(scope, amount, self._clock()):
-                return  # another call leased meanwhile
-            try:
-                lease = await asyncio.wait_for(self._lease(scope, amount, quota), self._answer_timeout_s)
-            except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
-                raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
-                                        retry_after_s=1.0) from None
-            if lease.units < amount:
-                owner, kind = scope.rsplit(":", 1)
-                raise BackpressureError(scope=owner, limit=f"shared {kind}={quota.capacity:g}",
-                                        retry_after_s=lease.retry_after_s)
-            self._holder.add(lease, self._clock())
-            self._holder.take(scope, amount, self._clock())
+                taken.append((scope, amount))
+            else:
+                short.append((scope, amount, quota))
+        return short
 
     async def take_slots(self, slots: list[tuple[str, int]]) -> str:
         """A slot of each (scope, capacity), in one round trip, by their one id; BackpressureError naming the first
@@ -145,9 +171,17 @@ class SharedLimits:
         elif used > reserved and not self._holder.take(scope, used - reserved, self._clock()):
             self._limiter.charge.remote(scope, used - reserved)
 
-    async def _lease(self, scope: str, amount: float, quota: Quota) -> Lease:
+    async def _leases(self, wants: list[tuple[str, float, Quota]]) -> list[Lease]:
+        try:
+            return await asyncio.wait_for(self._ask_leases(wants), self._answer_timeout_s)
+        except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
+            raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
+                                    retry_after_s=1.0) from None
+
+    async def _ask_leases(self, wants: list[tuple[str, float, Quota]]) -> list[Lease]:
         await self._return_expired()
-        return await self._limiter.grant.remote(scope, math.inf, amount, quota)  # as much as the lease cap allows
+        # as much of each as the lease cap allows, and at least the amount wanted
+        return await self._limiter.grant.remote([(scope, math.inf, amount, quota) for scope, amount, quota in wants])
 
     async def _return_expired(self) -> None:
         expired = self._holder.expired(self._clock())

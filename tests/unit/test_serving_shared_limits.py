@@ -52,12 +52,17 @@ class InProcessLimiter:
     def __init__(self, now_s=0.0):
         self.now_s = now_s
         self.book = LeaseBook()
-        self.grant = _Remote(lambda scope, want, at_least, quota:
-                             self.book.grant(scope, want, now_s, at_least=at_least, quota=quota))
+        self.grants = 0
+        self.grant = _Remote(self._grant)
         self.give_back = _Remote(lambda units: [self.book.give_back(s, u, now_s) for s, u in units.items()])
         self.charge = _Remote(lambda scope, units: self.book.charge(scope, units, now_s))
         self.alive = {"r0", "r1", "r2"}
         self.restart_slots()
+
+    def _grant(self, requests):
+        self.grants += 1
+        return [self.book.grant(scope, want, self.now_s, at_least=at_least, quota=quota)
+                for scope, want, at_least, quota in requests]
 
     def restart_slots(self):
         """A restarted limiter's slots: it knows none of the calls in flight."""
@@ -106,6 +111,35 @@ def test_three_cores_admit_each_agents_rpm_once_and_the_agents_do_not_share_it()
 
     assert asyncio.run(scenario()) == {"a1": 30, "a2": 30}  # 90 each with a bucket per replica
     assert limiter.book.level("agent:m1/a1:rpm", 0.0) == 0
+
+
+def test_a_call_under_small_rpm_limits_of_its_agent_mission_and_model_asks_the_limiter_once():
+    """Limits of 100 or less lease one unit at a time, so every call asks: for its three scopes at once."""
+    cores, limiter = three_cores({"router": {"agent": {"rpm": 40}, "mission": {"rpm": 50}},
+                                  "models": {"m": {"kind": "scripted", "limits": {"rpm": 60}}}})
+
+    async def scenario():
+        return sum([await admitted(cores[i % 3]) for i in range(30)])
+
+    assert asyncio.run(scenario()) == 30
+    assert limiter.grants == 30  # 90 with a round trip per scope
+    assert {scope: limiter.book.level(scope, 0.0) for scope in limiter.book.scopes()} == {
+        "agent:m1/a1:rpm": 10, "mission:m1:rpm": 20, "model:m:rpm": 30}
+
+
+def test_a_call_refused_by_one_shared_limit_keeps_no_unit_of_the_others():
+    """Agent a1's calls past its rpm are refused after the model's unit was leased with the agent's: they must
+    not spend the model's rpm, which the other agents then get whole."""
+    cores, limiter = three_cores({"router": {"agent": {"rpm": 2}},
+                                  "models": {"m": {"kind": "scripted", "limits": {"rpm": 10}}}})
+
+    async def scenario():
+        first = [await admitted(cores[0], agent="a1") for _ in range(12)]
+        others = [await admitted(cores[0], agent=f"a{n}") for n in range(2, 7) for _ in range(3)]
+        return sum(first), sum(others)
+
+    assert asyncio.run(scenario()) == (2, 8)  # the model's 10, split 2 + 8
+    assert limiter.book.level("model:m:rpm", 0.0) == 0
 
 
 def test_three_cores_admit_a_missions_tpm_once_and_a_refusal_names_the_shared_limit():
@@ -415,9 +449,9 @@ def test_a_replica_forgets_the_scopes_whose_leases_expired():
 
     async def scenario():
         for n in range(100):  # a hundred agents of ended missions
-            await shared.acquire(f"agent:m{n}/a:rpm", 1, quota)
+            await shared.acquire([(f"agent:m{n}/a:rpm", 1, quota)])
         now[0] = 2.0
-        await shared.acquire("agent:m-live/a:rpm", 1, quota)
+        await shared.acquire([("agent:m-live/a:rpm", 1, quota)])
 
     asyncio.run(scenario())
     assert shared._holder.scopes() == {"agent:m-live/a:rpm"}
