@@ -19,6 +19,7 @@ and scope, taken before the call and handed back when it ends.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -293,20 +294,27 @@ class SharedAdmission:
         self._shared = shared
 
     async def take(self, limits_by_scope: dict[str, Any], est_tokens: int) -> SharedTake:
-        """A slot of each `max_in_flight` scope (each scope's ScopeLimits), in one round trip, then a request of
-        each `rpm` bucket and the `est_tokens` of each `tpm` one, leased in one more when this replica holds too
-        few; all or none."""
+        """A slot of each `max_in_flight` scope (each scope's ScopeLimits), in one round trip, and at the same time a
+        request of each `rpm` bucket and the `est_tokens` of each `tpm` one, leased in one round trip when this
+        replica holds too few; all or none."""
         taken = SharedTake()
-        try:
-            slots = [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
-                     if limits.max_in_flight is not None]
-            if slots:
-                taken.slot = await self._shared.take_slots(slots)
-                taken.slot_scopes = [scope for scope, _ in slots]
-            wants = _amounts(limits_by_scope, est_tokens)
-            if wants:
-                await self._shared.acquire(wants)
-                taken.unit_scopes = [scope for scope, _, _ in wants]
+        slots = [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
+                 if limits.max_in_flight is not None]
+        wants = _amounts(limits_by_scope, est_tokens)
+
+        async def take_slots() -> None:
+            taken.slot = await self._shared.take_slots(slots)
+            taken.slot_scopes = [scope for scope, _ in slots]
+
+        async def take_units() -> None:
+            await self._shared.acquire(wants)
+            taken.unit_scopes = [scope for scope, _, _ in wants]
+
+        parts = ([take_slots()] if slots else []) + ([take_units()] if wants else [])
+        try:  # gather ends only once every part has: what a part took is in `taken` by then
+            failed = [out for out in await asyncio.gather(*parts, return_exceptions=True) if out is not None]
+            if failed:
+                raise failed[0]
         except BaseException:
             self.give_back(taken, est_tokens, 0)
             raise

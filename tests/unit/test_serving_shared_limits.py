@@ -325,6 +325,36 @@ def test_a_capped_calls_reservation_and_its_slots_are_asked_for_at_once():
     assert book.ledger.spend("m1").tokens > 0
 
 
+def test_a_calls_slots_and_its_leases_are_asked_for_at_once():
+    [core, *_], limiter = three_cores({"router": {"agent": {"max_in_flight": 2, "rpm": 30}},
+                                       "models": {"m": {"kind": "scripted"}}})
+    take_slots, grant, leased = limiter.take_slots, limiter.grant, asyncio.Event()
+
+    async def slots_once_leased(*args):  # a router that waits for its slots before it asks for leases never gets one
+        await leased.wait()
+        return await take_slots.remote(*args)
+
+    def granted(*args):
+        leased.set()
+        return grant.remote(*args)
+
+    limiter.take_slots = type("Gated", (), {"remote": staticmethod(slots_once_leased)})()
+    limiter.grant = type("Asked", (), {"remote": staticmethod(granted)})()
+    assert asyncio.run(asyncio.wait_for(admitted(core), 2.0)) == 1
+    assert limiter.slots.in_flight("agent:m1/a1:in_flight") == 0 and limiter.grants == 1
+
+
+def test_a_call_refused_its_lease_hands_back_the_slots_it_took_at_the_same_time():
+    [core, *_], limiter = three_cores({"router": {"agent": {"max_in_flight": 2, "rpm": 1}},
+                                       "models": {"m": {"kind": "scripted"}}})
+
+    async def scenario():
+        return [await admitted(core) for _ in range(3)]
+
+    assert asyncio.run(scenario()) == [1, 0, 0]
+    assert limiter.slots.in_flight("agent:m1/a1:in_flight") == 0
+
+
 def test_a_call_cancelled_while_its_reservation_is_on_its_way_drops_it_when_it_comes_and_hands_its_slots_back():
     core, limiter, book = gated_core()
 
