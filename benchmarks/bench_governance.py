@@ -25,9 +25,10 @@ against parallel tasks.
    limiter: RouterCore calls of an agent with an rpm limit whose leases are one request each (the real limiter
    actor, started with the smallest leases, as an rpm of 100 or less has), against the uncapped call on one
    replica. shared_limit_slot_overhead_ms: the same for an agent with a max_in_flight limit (and no rpm), whose
-   every call takes a slot from the limiter and hands it back. shared_limit_capped_slots_overhead_ms: a call of
-   a capped mission whose agent and mission both have a max_in_flight limit: its reservation in the budget book
-   and its two slots.
+   every call takes a slot from the limiter and hands it back. shared_limit_leases_and_slot_overhead_ms: an
+   agent with both, in a mission with an rpm limit too: the agent's slot and the two scopes' leases.
+   shared_limit_capped_slots_overhead_ms: a call of a capped mission whose agent and mission both have a
+   max_in_flight limit: its reservation in the budget book and its two slots.
 4. budget_overshoot_tokens. A mission of 20 independent tasks on one agent (max_concurrency 20, scripted model
    with 0.2 s latency) against a mission cap of 600 tokens, run by the real supervisor, agents and router; the
    router's charged tokens for the mission minus the cap (0 when under it), the maximum over the repetitions.
@@ -269,7 +270,8 @@ def limiter_figures(mode: str) -> dict[str, float]:
     figures = {}
     for name, shared in (("lease", router({"rpm": 10**12})),  # never refuses; each lease is one request
                          ("slot", router({"max_in_flight": 64})),
-                         ("capped_slots", capped)):
+                         ("capped_slots", capped),
+                         ("leases_and_slot", router({"rpm": 10**12, "max_in_flight": 64}, {"rpm": 10**12}))):
         paths = ((lambda core=shared: (core, Identity(mission_id="bench-limits"))),
                  (lambda: (one, Identity(mission_id="free"))))
         asyncio.run(alternating_p50_ms(*paths, 200))
@@ -341,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['budget_book_two_replicas_capped_calls_per_s_c16']:.0f} capped calls/s against "
           f"{figures['budget_book_two_replicas_uncapped_calls_per_s_c16']:.0f} uncapped); a limiter lease "
           f"{figures['shared_limit_lease_overhead_ms']:.3f} ms per call that needs one, a shared max_in_flight slot "
-          f"{figures['shared_limit_slot_overhead_ms']:.3f} ms per call, a capped call with two shared slots "
+          f"{figures['shared_limit_slot_overhead_ms']:.3f} ms per call, a slot and two leases "
+          f"{figures['shared_limit_leases_and_slot_overhead_ms']:.3f} ms, a capped call with two shared slots "
           f"{figures['shared_limit_capped_slots_overhead_ms']:.3f} ms; budget overshoot "
           f"{figures['budget_overshoot_tokens']} tokens (target 0) with {BUDGET_TASKS} parallel tasks on a "
           f"{BUDGET_CAP_TOKENS}-token cap (uncapped they use {figures['budget_uncapped_tokens']:.0f}); "
