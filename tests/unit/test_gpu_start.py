@@ -3,7 +3,9 @@ its own KV cache, vllm-project/vllm#55827): the lock serializes two processes on
 dropped with a killed holder, and is not taken for a whole GPU or a CPU engine."""
 
 import asyncio
+import contextlib
 import multiprocessing
+import threading
 import time
 
 import pytest
@@ -13,21 +15,29 @@ from serving._gpu_start import lock_paths, one_engine_start_per_gpu, shares_a_gp
 SHARED = [{"CPU": 1, "GPU": 0.45}]
 
 
-def _start_engine(lock_dir: str, visible: str, bundles: list, hold_s: float, spans) -> None:
+def _start_engine(lock_dir: str, visible: str, bundles: list, hold_s: float, spans, meet=None) -> None:
+    """Hold the start for `hold_s`, or with `meet` (a barrier) until every replica holds it too, or 20 s."""
     async def start() -> None:
         async with one_engine_start_per_gpu(bundles, visible, lock_dir):
             began = time.time()
-            await asyncio.sleep(hold_s)
+            if meet is None:
+                await asyncio.sleep(hold_s)
+            else:
+                with contextlib.suppress(threading.BrokenBarrierError):  # serialized: the other never came
+                    meet.wait(20)
             spans.append((began, time.time()))
 
     asyncio.run(start())
 
 
-def _spans(tmp_path, *replicas: tuple[str, list]) -> list[tuple[float, float]]:
+def _spans(tmp_path, *replicas: tuple[str, list], together: bool = False) -> list[tuple[float, float]]:
+    """The spans in which the replicas held their starts; with `together`, each waits for the others inside, so
+    that a slow process start cannot make starts that may overlap look serialized."""
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         spans = manager.list()
-        processes = [context.Process(target=_start_engine, args=(str(tmp_path), visible, bundles, 0.6, spans))
+        meet = manager.Barrier(len(replicas)) if together else None
+        processes = [context.Process(target=_start_engine, args=(str(tmp_path), visible, bundles, 0.6, spans, meet))
                      for visible, bundles in replicas]
         for process in processes:
             process.start()
@@ -48,9 +58,9 @@ def test_two_replicas_sharing_a_gpu_start_one_after_the_other(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_replicas_on_different_gpus_or_on_whole_gpus_start_together(tmp_path):
-    assert _overlap(_spans(tmp_path, ("0", SHARED), ("1", SHARED)))
-    assert _overlap(_spans(tmp_path, ("0", [{"CPU": 1, "GPU": 1}]), ("0", [{"CPU": 1, "GPU": 1}])))
-    assert _overlap(_spans(tmp_path, ("", [{"CPU": 2}]), ("", [{"CPU": 2}])))
+    assert _overlap(_spans(tmp_path, ("0", SHARED), ("1", SHARED), together=True))
+    assert _overlap(_spans(tmp_path, ("0", [{"CPU": 1, "GPU": 1}]), ("0", [{"CPU": 1, "GPU": 1}]), together=True))
+    assert _overlap(_spans(tmp_path, ("", [{"CPU": 2}]), ("", [{"CPU": 2}]), together=True))
 
 
 @pytest.mark.timeout(60)
