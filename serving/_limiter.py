@@ -150,8 +150,7 @@ class SharedLimits:
         except BaseException as exc:  # the limiter may still take them: Ray runs this caller's calls in order
             self.give_slots(scopes, slot)
             if isinstance(exc, (asyncio.TimeoutError, RayActorError)):
-                raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
-                                        retry_after_s=1.0) from None
+                raise self._no_answer() from None
             raise
         if refused is not None:
             capacity = dict(slots)[refused]
@@ -175,8 +174,12 @@ class SharedLimits:
         try:
             return await asyncio.wait_for(self._ask_leases(wants), self._answer_timeout_s)
         except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
-            raise BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
-                                    retry_after_s=1.0) from None
+            raise self._no_answer() from None
+
+    def _no_answer(self) -> BackpressureError:
+        """The limiter did not answer in time (it is slow, or restarting)."""
+        return BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
+                                 retry_after_s=1.0)
 
     async def _ask_leases(self, wants: list[tuple[str, float, Quota]]) -> list[Lease]:
         await self._return_expired()
