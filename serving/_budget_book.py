@@ -36,8 +36,9 @@ from controlplane._core.batching import GroupSender, Outbox
 from controlplane.errors import BackpressureError, ControlPlaneError
 from serving._accounting import UsageTotals
 from serving._bookkeeper import BookKeeper, Posted, Record, ReserveRequest
+from serving._detached import LIMITER_NAMESPACE, check_runs_this_code, code_version
 from serving._ledger import AccountState, ModelPrice, Reservation
-from serving._limiter import LIMITER_NAMESPACE, replica_alive
+from serving._limiter import replica_alive
 
 logger = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 5.0
@@ -59,6 +60,10 @@ class BudgetBookActor:
         self._keeper = BookKeeper(holder_alive=replica_alive, store=self._store)
         self._lock = self._store.lock
         """Held while the keeper changes, so that the store's writer makes whole records."""
+        self._code_version = code_version()
+
+    def code_version(self) -> str:
+        return self._code_version
 
     def load(self, mission_id: str) -> list[AccountState]:
         with self._lock:
@@ -187,9 +192,11 @@ class BudgetBook:
 
     def _find(self) -> Any:
         try:
-            return ray.get_actor(self._name, namespace=LIMITER_NAMESPACE)
+            book = ray.get_actor(self._name, namespace=LIMITER_NAMESPACE)
         except ValueError:
             return None
+        check_runs_this_code(book, self._name)
+        return book
 
     def _book(self) -> Any:
         if self._actor is None:

@@ -23,6 +23,7 @@ from controlplane.errors import SetupError
 from serving._apps import OnConflict, choose_app, config_app_name
 from serving._backends.scripted import ScriptedReplica
 from serving._config import load_serving_config
+from serving._detached import retire_stale
 from serving._engine_args import replica_bundle, vllm_engine_kwargs
 from serving._engine_cores import RESERVE_ENGINE_CORES_ENV
 from serving._orphans import stop_orphaned_haproxies
@@ -157,7 +158,8 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
 
     An app that runs another config is replaced only when `missions_running` is 0; otherwise this config joins
     as a separate app `<app_name>-<hash>` (HTTP under `/<that name>`), or is refused (`on_conflict="refuse"`).
-    The returned client names the app the config runs in."""
+    The returned client names the app the config runs in. Before it deploys an app, it replaces that app's limiter
+    and budget book if another controlplane version's code started them."""
     import ray
 
     config = config or load_serving_config()
@@ -172,6 +174,7 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
     if choice.action == "reuse":
         return RouterClient(choice.name)
     application = build_app(config)
+    retire_stale(choice.name)  # no mission uses the app it (re)deploys
     start_serve(http_host, http_port or 8000)
     prefix = route_prefix if choice.name == app_name else f"/{choice.name}"
     try:
@@ -192,10 +195,12 @@ def deploy_failure(app_name: str, status: Any) -> SetupError:
     causes = [f"{_deployment_label(name)}: {(message.strip().splitlines() or ['no message'])[-1].rstrip('.')}"
               for name, message in sorted(failed.items())]
     why = "; ".join(causes) if causes else (status.message if status else "Serve gave no reason")
+    traceback = "the replica's log in the Ray dashboard has the whole traceback"
+    if "Fix: " in why:  # a replica's SetupError says what to do
+        return SetupError(what=f"the serving app {app_name!r} did not start: {why}", fix=traceback)
     return SetupError(what=f"the serving app {app_name!r} did not start: {why}",
                       fix="correct that model in the serving config (a vLLM model_path is a folder with its "
-                          "config.json and weights, on every node that may run it); the replica's log in the "
-                          "Ray dashboard has the whole traceback")
+                          f"config.json and weights, on every node that may run it); {traceback}")
 
 
 def _deployment_label(name: str) -> str:

@@ -21,10 +21,10 @@ import ray
 from ray.exceptions import RayActorError
 
 from controlplane.errors import BackpressureError
+from serving._detached import LIMITER_NAMESPACE, check_runs_this_code, code_version
 from serving._leases import Lease, LeaseBook, LeaseHolder, Quota, SlotBook
 
 logger = logging.getLogger(__name__)
-LIMITER_NAMESPACE = "controlplane"
 ANSWER_TIMEOUT_S = 5.0
 """How long a call waits for a lease before it is refused (a BackpressureError)."""
 
@@ -37,6 +37,10 @@ class LimiterActor:
     def __init__(self, max_lease_fraction: float = 0.01) -> None:
         self._book = LeaseBook(max_lease_fraction=max_lease_fraction)
         self._slots = SlotBook(holder_alive=replica_alive)
+        self._code_version = code_version()
+
+    def code_version(self) -> str:
+        return self._code_version
 
     def take_slots(self, slots: list[tuple[str, int]], holder: str, slot: str) -> str | None:
         return self._slots.take(slots, holder, slot, time.monotonic())
@@ -67,9 +71,12 @@ class LimiterActor:
 def start_limiter(app_name: str, *, resources: dict[str, float] | None = None) -> Any:
     """The app's limiter actor, named `<app>:limiter`, detached (created once, found by every replica). Each
     request for a lease carries its scope's quota, so a redeployed config's changed quotas reach it with the
-    next call (an unchanged bucket keeps its level)."""
-    return LimiterActor.options(name=f"{app_name}:limiter", namespace=LIMITER_NAMESPACE, lifetime="detached",  # type: ignore[attr-defined]
-                                get_if_exists=True, resources=resources or None).remote()
+    next call (an unchanged bucket keeps its level). SetupError when the one found runs other code."""
+    name = f"{app_name}:limiter"
+    limiter = LimiterActor.options(name=name, namespace=LIMITER_NAMESPACE, lifetime="detached",  # type: ignore[attr-defined]
+                                   get_if_exists=True, resources=resources or None).remote()
+    check_runs_this_code(limiter, name)
+    return limiter
 
 
 def replica_alive(name: str) -> bool:

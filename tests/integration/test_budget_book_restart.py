@@ -10,10 +10,12 @@ import time
 
 import pytest
 import ray
+from ray.exceptions import RayActorError
 
 from controlplane import BackpressureError, BudgetExceeded, SpecError
 from serving._accounting import UsageTotals
 from serving._budget_book import BudgetBook
+from serving._detached import retire_stale
 from serving._ledger import ModelPrice, Reservation
 from tests.helpers import actor_pid, wait_for
 
@@ -57,6 +59,37 @@ def test_a_budget_book_killed_mid_mission_carries_on_its_caps_calls_in_flight_an
         asyncio.run(after_the_restart())
     finally:
         ray.kill(book._book(), no_restart=True)
+
+
+def test_a_book_replaced_for_running_other_code_hands_its_caps_and_usage_to_the_new_one(ray_cluster):
+    """An upgrade: `deploy` replaces a book that another controlplane version's code started."""
+    book = BudgetBook("book-upgrade", start=True)
+
+    async def before_the_upgrade():
+        await book.set_budget("m", None, max_tokens=100, max_usd=None)
+        await book.load("m")
+        done = await book.reserve("m", "a", prompt_tokens=10, max_tokens=10, **SIZE)
+        book.record("m", "a", "main", UsageTotals(calls=1, prompt_tokens=6, completion_tokens=4), settles=done)
+        await book.load("m")
+
+    asyncio.run(before_the_upgrade())
+    older = book._book()
+    ray.get(older.__ray_call__.remote(lambda actor: setattr(actor, "_code_version", "another version")))
+    assert retire_stale("book-upgrade") == ["book-upgrade:budgets"]
+    with pytest.raises(RayActorError):
+        ray.get(older.usage.remote("m"))
+    upgraded = BudgetBook("book-upgrade", start=True)
+
+    async def after_the_upgrade():
+        with pytest.raises(BudgetExceeded, match=r"\(10 used of 100\)"):
+            await upgraded.reserve("m", "a", prompt_tokens=91, max_tokens=10, **SIZE)
+        rows = {row["agent_id"]: row for row in await upgraded.usage("m")}
+        assert (rows["a"]["calls"], rows["a"]["prompt_tokens"], rows["a"]["completion_tokens"]) == (1, 6, 4)
+
+    try:
+        asyncio.run(after_the_upgrade())
+    finally:
+        ray.kill(upgraded._book(), no_restart=True)
 
 
 def test_a_replicas_reservations_and_usage_messages_reach_the_book_in_batches_in_order_and_hold_the_cap(ray_cluster):

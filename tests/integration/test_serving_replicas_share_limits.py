@@ -165,3 +165,57 @@ def test_a_killed_limiter_is_restarted_and_no_call_fails_but_with_backpressure(r
     assert set(kinds) <= {"admitted", "the router's limiter"}, kinds
     after = [text for at, text in outcomes if at > killed_at + 5.0]
     assert after and all(text == "admitted" for text in after), Counter(after)
+
+
+def older_limiter(name: str):
+    """A detached actor in the limiter's place, as a controlplane that did not say what code it runs left it."""
+    import ray
+
+    from serving._detached import LIMITER_NAMESPACE
+
+    @ray.remote(num_cpus=0)
+    class OlderLimiter:
+        def level(self, scope: str) -> float:
+            return 0.0
+
+    actor = OlderLimiter.options(name=name, namespace=LIMITER_NAMESPACE, lifetime="detached").remote()
+    ray.get(actor.level.remote("any"))
+    return actor
+
+
+def test_deploy_replaces_a_limiter_that_another_controlplane_version_started(ray_cluster, http_port):
+    import pytest
+    import ray
+    from ray.exceptions import RayActorError
+
+    from serving._detached import LIMITER_NAMESPACE, code_version
+
+    app = "shared-limits-upgrade"
+    older = older_limiter(f"{app}:limiter")
+    router = two_replica_app(app, http_port, AGENT_RPM)
+    try:
+        first = asyncio.run(outcome(router))
+        limiter = ray.get_actor(f"{app}:limiter", namespace=LIMITER_NAMESPACE)
+        runs = ray.get(limiter.code_version.remote())
+    finally:
+        remove(app)
+    assert first == "admitted"
+    assert runs == code_version()
+    with pytest.raises(RayActorError):
+        ray.get(older.level.remote("any"))
+
+
+def test_a_router_replica_refuses_a_limiter_that_another_controlplane_version_started(ray_cluster):
+    import pytest
+    import ray
+
+    from controlplane import SetupError
+    from serving._limiter import start_limiter
+
+    older = older_limiter("stale-app:limiter")
+    try:
+        with pytest.raises(SetupError, match="runs another controlplane version's code") as refused:
+            start_limiter("stale-app")
+    finally:
+        ray.kill(older)
+    assert "which replaces it when no mission runs" in str(refused.value)

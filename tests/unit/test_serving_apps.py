@@ -104,3 +104,16 @@ def test_a_failed_deploy_names_each_failed_deployment_by_its_model_and_the_last_
     assert what == ("the serving app 'controlplane' did not start: Router: ValueError: bad; models.default "
                     "(vllm:default): OSError: no config.json in /m")
     assert deploy_failure("x", None).what == "the serving app 'x' did not start: Serve gave no reason"
+
+
+def test_a_failed_deploy_whose_replica_said_what_to_do_gives_that_fix_not_the_models_one():
+    from types import SimpleNamespace
+
+    from serving._deploy import deploy_failure
+
+    refusal = "SetupError: the limiter runs other code. Fix: deploy it with controlplane."
+    status = SimpleNamespace(message="", deployments={"Router": SimpleNamespace(status="DEPLOY_FAILED",
+                                                                                message=f"Traceback\n{refusal}\n")})
+    failure = deploy_failure("controlplane", status)
+    assert failure.what == f"the serving app 'controlplane' did not start: Router: {refusal.rstrip('.')}"
+    assert "model" not in failure.fix and "traceback" in failure.fix
