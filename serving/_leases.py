@@ -19,7 +19,6 @@ and scope, taken before the call and handed back when it ends.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -196,6 +195,25 @@ class SlotBook:
         return False
 
 
+LeaseRequest = tuple[str, float, float, Quota]
+"""(scope, want, at_least, quota), as `LeaseBook.grant` takes them."""
+
+
+def take_slots_and_leases(slot_book: SlotBook, lease_book: LeaseBook, slots: list[tuple[str, int]], holder: str,
+                          slot: str, requests: list[LeaseRequest], now_s: float) -> tuple[str | None, list[Lease]]:
+    """A call's slots and its leases, all or none: the first slot scope refused and no lease; or no refusal and a
+    lease per request. When a lease has fewer units than its `at_least`, the call is refused, so its slots are
+    handed back (the leases granted stay with the replica, for its next calls)."""
+    refused = slot_book.take(slots, holder, slot, now_s) if slots else None
+    if refused is not None:
+        return refused, []
+    leases = [lease_book.grant(scope, want, now_s, at_least=at_least, quota=quota)
+              for scope, want, at_least, quota in requests]
+    if slots and any(lease.units < at_least for lease, (_, _, at_least, _) in zip(leases, requests, strict=True)):
+        slot_book.give_back([scope for scope, _ in slots], slot)
+    return None, leases
+
+
 @dataclass
 class _Held:
     units: float = 0.0
@@ -267,11 +285,9 @@ class LeaseHolder:
 class Shared(Protocol):
     """The limiter, as a replica reaches it (serving/_limiter.py: SharedLimits)."""
 
-    async def acquire(self, wants: list[tuple[str, float, Quota]]) -> None: ...
+    async def take(self, slots: list[tuple[str, int]], wants: list[tuple[str, float, Quota]]) -> str: ...
 
     def settle(self, scope: str, reserved: float, used: float) -> None: ...
-
-    async def take_slots(self, slots: list[tuple[str, int]]) -> str: ...
 
     def give_slots(self, scopes: list[str], slot: str) -> None: ...
 
@@ -294,31 +310,17 @@ class SharedAdmission:
         self._shared = shared
 
     async def take(self, limits_by_scope: dict[str, Any], est_tokens: int) -> SharedTake:
-        """A slot of each `max_in_flight` scope (each scope's ScopeLimits), in one round trip, and at the same time a
-        request of each `rpm` bucket and the `est_tokens` of each `tpm` one, leased in one round trip when this
-        replica holds too few; all or none."""
-        taken = SharedTake()
+        """A slot of each `max_in_flight` scope (each scope's ScopeLimits), a request of each `rpm` bucket and the
+        `est_tokens` of each `tpm` one, all or none; what this replica holds too few of comes from the limiter in
+        one round trip."""
         slots = [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
                  if limits.max_in_flight is not None]
         wants = _amounts(limits_by_scope, est_tokens)
-
-        async def take_slots() -> None:
-            taken.slot = await self._shared.take_slots(slots)
-            taken.slot_scopes = [scope for scope, _ in slots]
-
-        async def take_units() -> None:
-            await self._shared.acquire(wants)
-            taken.unit_scopes = [scope for scope, _, _ in wants]
-
-        parts = ([take_slots()] if slots else []) + ([take_units()] if wants else [])
-        try:  # gather ends only once every part has: what a part took is in `taken` by then
-            failed = [out for out in await asyncio.gather(*parts, return_exceptions=True) if out is not None]
-            if failed:
-                raise failed[0]
-        except BaseException:
-            self.give_back(taken, est_tokens, 0)
-            raise
-        return taken
+        if not slots and not wants:
+            return SharedTake()
+        slot = await self._shared.take(slots, wants)
+        return SharedTake(slot=slot, slot_scopes=[scope for scope, _ in slots],
+                          unit_scopes=[scope for scope, _, _ in wants])
 
     def give_back(self, taken: SharedTake, est_tokens: int, used_tokens: int) -> None:
         """The call's slots, and what its buckets did not use: the `tpm` tokens beyond `used_tokens`, and the

@@ -22,7 +22,7 @@ from ray.exceptions import RayActorError
 
 from controlplane.errors import BackpressureError
 from serving._detached import LIMITER_NAMESPACE, check_runs_this_code, code_version
-from serving._leases import Lease, LeaseBook, LeaseHolder, Quota, SlotBook
+from serving._leases import Lease, LeaseBook, LeaseHolder, LeaseRequest, Quota, SlotBook, take_slots_and_leases
 
 logger = logging.getLogger(__name__)
 ANSWER_TIMEOUT_S = 5.0
@@ -42,20 +42,17 @@ class LimiterActor:
     def code_version(self) -> str:
         return self._code_version
 
-    def take_slots(self, slots: list[tuple[str, int]], holder: str, slot: str) -> str | None:
-        return self._slots.take(slots, holder, slot, time.monotonic())
+    def take(self, slots: list[tuple[str, int]], holder: str, slot: str, requests: list[LeaseRequest],
+             expired: dict[str, float]) -> tuple[str | None, list[Lease]]:
+        """The `expired` units of `holder` back, then a call's slots and leases (`take_slots_and_leases`)."""
+        self.give_back(expired)
+        return take_slots_and_leases(self._slots, self._book, slots, holder, slot, requests, time.monotonic())
 
     def give_slots(self, scopes: list[str], slot: str) -> None:
         self._slots.give_back(scopes, slot)
 
     def in_flight(self, scope: str) -> int:
         return self._slots.in_flight(scope)
-
-    def grant(self, requests: list[tuple[str, float, float, Quota]]) -> list[Lease]:
-        """A lease per (scope, want, at_least, quota), each as `LeaseBook.grant` gives it."""
-        now_s = time.monotonic()
-        return [self._book.grant(scope, want, now_s, at_least=at_least, quota=quota)
-                for scope, want, at_least, quota in requests]
 
     def give_back(self, units_by_scope: dict[str, float]) -> None:
         for scope, units in units_by_scope.items():
@@ -91,10 +88,9 @@ def replica_alive(name: str) -> bool:
 
 
 class SharedLimits:
-    """A replica's door to the shared limits: `await acquire([(scope, n, quota), ...])` before a call, `settle`
-    after; for calls in flight, `slot = await take_slots([(scope, capacity), ...])` before and
-    `give_slots(scopes, slot)` after. `holder` is this replica's actor name, by which the limiter frees the slots
-    of a replica that died."""
+    """A replica's door to the shared limits: `slot = await take(slots, wants)` before a call, with its
+    `max_in_flight` (scope, capacity) slots and its rpm/tpm (scope, amount, quota) wants; `settle` and `give_slots`
+    after. `holder` is this replica's actor name, by which the limiter frees the slots of a replica that died."""
 
     def __init__(self, limiter: Any, *, holder: str, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
@@ -106,31 +102,33 @@ class SharedLimits:
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def acquire(self, wants: list[tuple[str, float, Quota]]) -> None:
-        """Take `amount` units of each (scope, amount, quota), all or none, from the units this replica holds;
-        the scopes it holds too few of are leased in one round trip. BackpressureError naming the first scope the
-        limiter has too few units of."""
+    async def take(self, slots: list[tuple[str, int]], wants: list[tuple[str, float, Quota]]) -> str:
+        """A slot of each (scope, capacity), under the id returned ("" for no slots), and `amount` units of each
+        (scope, amount, quota), all or none. The units come from those this replica holds; the slots, and the
+        leases of the scopes it holds too few of, from the limiter in one round trip. BackpressureError naming the
+        first scope refused, and nothing taken."""
         taken: list[tuple[str, float]] = []
         try:
             short = self._take_held(wants, taken)
-            if not short:
-                return
+            if not slots and not short:
+                return ""
             async with contextlib.AsyncExitStack() as locked:
                 for scope in sorted({scope for scope, _, _ in short}):  # one lease at a time per scope; in order
                     await locked.enter_async_context(self._locks.setdefault(scope, asyncio.Lock()))
                 short = self._take_held(short, taken)  # other calls may have leased meanwhile
-                if not short:
-                    return
-                leases = await self._leases(short)
+                if not slots and not short:
+                    return ""
+                slot = f"{self._holder_name}/{next(self._slot_ids)}" if slots else ""
+                leases = await self._ask(slots, slot, short)
                 for lease in leases:
                     if lease.units > 0:
                         self._holder.add(lease, self._clock())
                 for (scope, amount, quota), lease in zip(short, leases, strict=True):
-                    if not self._take_held([(scope, amount, quota)], taken):
-                        continue
-                    owner, kind = scope.rsplit(":", 1)
-                    raise BackpressureError(scope=owner, limit=f"shared {kind}={quota.capacity:g}",
-                                            retry_after_s=lease.retry_after_s)
+                    if self._take_held([(scope, amount, quota)], taken):  # refused: the limiter gave the slots back
+                        owner, kind = scope.rsplit(":", 1)
+                        raise BackpressureError(scope=owner, limit=f"shared {kind}={quota.capacity:g}",
+                                                retry_after_s=lease.retry_after_s)
+                return slot
         except BaseException:
             for scope, amount in taken:
                 self._holder.put_back(scope, amount, self._clock())
@@ -147,23 +145,26 @@ class SharedLimits:
                 short.append((scope, amount, quota))
         return short
 
-    async def take_slots(self, slots: list[tuple[str, int]]) -> str:
-        """A slot of each (scope, capacity), in one round trip, by their one id; BackpressureError naming the first
-        scope whose slots every replica's calls hold, and nothing taken."""
-        slot, scopes = f"{self._holder_name}/{next(self._slot_ids)}", [scope for scope, _ in slots]
+    async def _ask(self, slots: list[tuple[str, int]], slot: str, short: list[tuple[str, float, Quota]]) -> list[Lease]:
+        """The limiter's leases of `short` (as much of each as the lease cap allows, and at least the amount
+        wanted), once it took `slot` of each of `slots`; it takes the units this replica's expired leases hold
+        back first."""
+        requests = [(scope, math.inf, amount, quota) for scope, amount, quota in short]
         try:
-            refused = await asyncio.wait_for(self._limiter.take_slots.remote(slots, self._holder_name, slot),
-                                             self._answer_timeout_s)
+            refused, leases = await asyncio.wait_for(
+                self._limiter.take.remote(slots, self._holder_name, slot, requests, self._expired()),
+                self._answer_timeout_s)
         except BaseException as exc:  # the limiter may still take them: Ray runs this caller's calls in order
-            self.give_slots(scopes, slot)
-            if isinstance(exc, (asyncio.TimeoutError, RayActorError)):
+            if slots:
+                self.give_slots([scope for scope, _ in slots], slot)
+            if isinstance(exc, (asyncio.TimeoutError, RayActorError)):  # it is slow, or restarting
                 raise self._no_answer() from None
             raise
         if refused is not None:
             capacity = dict(slots)[refused]
             raise BackpressureError(scope=refused.rsplit(":", 1)[0], limit=f"shared max_in_flight={capacity}",
                                     retry_after_s=1.0)
-        return slot
+        return leases
 
     def give_slots(self, scopes: list[str], slot: str) -> None:
         """The end of the call that took `slot` of `scopes` (sent in the background, so this never waits)."""
@@ -177,29 +178,19 @@ class SharedLimits:
         elif used > reserved and not self._holder.take(scope, used - reserved, self._clock()):
             self._limiter.charge.remote(scope, used - reserved)
 
-    async def _leases(self, wants: list[tuple[str, float, Quota]]) -> list[Lease]:
-        try:
-            return await asyncio.wait_for(self._ask_leases(wants), self._answer_timeout_s)
-        except (asyncio.TimeoutError, RayActorError):  # it is slow, or restarting
-            raise self._no_answer() from None
-
     def _no_answer(self) -> BackpressureError:
         """The limiter did not answer in time (it is slow, or restarting)."""
         return BackpressureError(scope="the router's limiter", limit=f"{self._answer_timeout_s:g} s answer",
                                  retry_after_s=1.0)
 
-    async def _ask_leases(self, wants: list[tuple[str, float, Quota]]) -> list[Lease]:
-        await self._return_expired()
-        # as much of each as the lease cap allows, and at least the amount wanted
-        return await self._limiter.grant.remote([(scope, math.inf, amount, quota) for scope, amount, quota in wants])
-
-    async def _return_expired(self) -> None:
+    def _expired(self) -> dict[str, float]:
+        """The units of the leases that expired, taken from this replica's hold; and the locks of scopes it holds
+        nothing of any more dropped (one lock per scope in use, not per scope ever seen)."""
         expired = self._holder.expired(self._clock())
-        for scope in set(self._locks) - self._holder.scopes():  # one lock per scope in use, not per scope ever seen
+        for scope in set(self._locks) - self._holder.scopes():
             if not self._locks[scope].locked():
                 del self._locks[scope]
-        if expired:
-            await self._limiter.give_back.remote(expired)
+        return expired
 
     async def close(self) -> None:
         """Hand every held unit back (a replica scaling in)."""

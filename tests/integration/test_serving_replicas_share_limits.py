@@ -112,11 +112,14 @@ def test_the_slots_of_a_killed_router_replica_are_freed_once_the_scope_is_full(r
     try:
         victim, other = sorted(actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
                                if actor["namespace"] == SERVE_NAMESPACE and f"{app}#Router#" in actor["name"])
-        assert ray.get([limiter.take_slots.remote([(scope, 2)], victim, f"{victim}/{n}") for n in (1, 2)]) == [None] * 2
-        assert ray.get(limiter.take_slots.remote([(scope, 2)], other, f"{other}/1")) == scope  # both holders run
+        def refused(holder: str, slot: str) -> str | None:
+            return ray.get(limiter.take.remote([(scope, 2)], holder, slot, [], {}))[0]
+
+        assert [refused(victim, f"{victim}/{n}") for n in (1, 2)] == [None] * 2
+        assert refused(other, f"{other}/1") == scope  # both holders run
         ray.kill(ray.get_actor(victim, namespace=SERVE_NAMESPACE))
         tries = iter(range(2, 1000))
-        wait_for(lambda: ray.get(limiter.take_slots.remote([(scope, 2)], other, f"{other}/{next(tries)}")) is None,
+        wait_for(lambda: refused(other, f"{other}/{next(tries)}") is None,
                  timeout_s=30, interval_s=0.5, what="the killed replica's slots to be freed")
         assert ray.get(limiter.in_flight.remote(scope)) == 1
     finally:

@@ -11,7 +11,7 @@ from controlplane import BackpressureError
 from controlplane.config import ServingConfig
 from serving._core import Call, RouterCore
 from serving._keys import KeyScope
-from serving._leases import LeaseBook, Quota, SlotBook
+from serving._leases import LeaseBook, Quota, SlotBook, take_slots_and_leases
 from serving._limiter import SharedLimits
 from serving._types import Identity
 from tests.helpers.inprocess_book import InProcessBook
@@ -52,22 +52,26 @@ class InProcessLimiter:
     def __init__(self, now_s=0.0):
         self.now_s = now_s
         self.book = LeaseBook()
-        self.grants = 0
-        self.grant = _Remote(self._grant)
-        self.give_back = _Remote(lambda units: [self.book.give_back(s, u, now_s) for s, u in units.items()])
+        self.asked = []
+        """The (slots, lease requests) of each `take`."""
+        self.take = _Remote(self._take)
+        self.give_back = _Remote(self._give_back)
         self.charge = _Remote(lambda scope, units: self.book.charge(scope, units, now_s))
         self.alive = {"r0", "r1", "r2"}
         self.restart_slots()
 
-    def _grant(self, requests):
-        self.grants += 1
-        return [self.book.grant(scope, want, self.now_s, at_least=at_least, quota=quota)
-                for scope, want, at_least, quota in requests]
+    def _take(self, slots, holder, slot, requests, expired):
+        self.asked.append((slots, requests))
+        self._give_back(expired)
+        return take_slots_and_leases(self.slots, self.book, slots, holder, slot, requests, self.now_s)
+
+    def _give_back(self, units):
+        for scope, unit in units.items():
+            self.book.give_back(scope, unit, self.now_s)
 
     def restart_slots(self):
         """A restarted limiter's slots: it knows none of the calls in flight."""
         self.slots = SlotBook(holder_alive=lambda holder: holder in self.alive)
-        self.take_slots = _Remote(lambda slots, holder, slot: self.slots.take(slots, holder, slot, self.now_s))
         self.give_slots = _Remote(self.slots.give_back)
 
 
@@ -122,7 +126,7 @@ def test_a_call_under_small_rpm_limits_of_its_agent_mission_and_model_asks_the_l
         return sum([await admitted(cores[i % 3]) for i in range(30)])
 
     assert asyncio.run(scenario()) == 30
-    assert limiter.grants == 30  # 90 with a round trip per scope
+    assert len(limiter.asked) == 30  # 90 with a round trip per scope
     assert {scope: limiter.book.level(scope, 0.0) for scope in limiter.book.scopes()} == {
         "agent:m1/a1:rpm": 10, "mission:m1:rpm": 20, "model:m:rpm": 30}
 
@@ -241,7 +245,7 @@ def test_a_call_that_stops_waiting_for_its_slots_hands_them_back():
     slots = [("agent:m1/a1:in_flight", 2), ("mission:m1:in_flight", 4)]
 
     class NeverAnswers:
-        def remote(self, slots, holder, slot):
+        def remote(self, slots, holder, slot, requests, expired):
             sent.append(("take", slot))
             return asyncio.Event().wait()
 
@@ -250,18 +254,18 @@ def test_a_call_that_stops_waiting_for_its_slots_hands_them_back():
             sent.append(("give", slot, len(scopes)))
 
     limiter = UnreachableLimiter(None)
-    limiter.take_slots, limiter.give_slots = NeverAnswers(), Records()
+    limiter.take, limiter.give_slots = NeverAnswers(), Records()
     shared = SharedLimits(limiter, holder="r0", answer_timeout_s=0.05)
 
     async def cancelled():
-        asking = asyncio.create_task(shared.take_slots(slots))
+        asking = asyncio.create_task(shared.take(slots, []))
         await asyncio.sleep(0.01)
         asking.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asking
 
     with pytest.raises(BackpressureError, match="the router's limiter"):
-        asyncio.run(shared.take_slots(slots))
+        asyncio.run(shared.take(slots, []))
     asyncio.run(cancelled())
     assert sent == [("take", "r0/0"), ("give", "r0/0", 2), ("take", "r0/1"), ("give", "r0/1", 2)]
 
@@ -309,13 +313,13 @@ def gated_core() -> tuple[RouterCore, InProcessLimiter, GatedBook]:
 
 def test_a_capped_calls_reservation_and_its_slots_are_asked_for_at_once():
     core, limiter, book = gated_core()
-    take_slots = limiter.take_slots
+    take = limiter.take
 
     def asked(*args):  # a router that waits for its reservation before it asks for slots never gets an answer
         book.gate.set()
-        return take_slots.remote(*args)
+        return take.remote(*args)
 
-    limiter.take_slots = type("Asked", (), {"remote": staticmethod(asked)})()
+    limiter.take = type("Asked", (), {"remote": staticmethod(asked)})()
 
     async def scenario():
         await core.set_budget("m1", max_tokens=1000)
@@ -325,23 +329,18 @@ def test_a_capped_calls_reservation_and_its_slots_are_asked_for_at_once():
     assert book.ledger.spend("m1").tokens > 0
 
 
-def test_a_calls_slots_and_its_leases_are_asked_for_at_once():
-    [core, *_], limiter = three_cores({"router": {"agent": {"max_in_flight": 2, "rpm": 30}},
+def test_a_calls_slots_and_its_leases_come_from_the_limiter_in_one_round_trip():
+    """Limits of 100 or less lease one unit at a time, so every call asks for its rpm units with its slots."""
+    [core, *_], limiter = three_cores({"router": {"agent": {"max_in_flight": 2, "rpm": 30}, "mission": {"rpm": 40}},
                                        "models": {"m": {"kind": "scripted"}}})
-    take_slots, grant, leased = limiter.take_slots, limiter.grant, asyncio.Event()
 
-    async def slots_once_leased(*args):  # a router that waits for its slots before it asks for leases never gets one
-        await leased.wait()
-        return await take_slots.remote(*args)
+    async def scenario():
+        return [await admitted(core) for _ in range(3)]
 
-    def granted(*args):
-        leased.set()
-        return grant.remote(*args)
-
-    limiter.take_slots = type("Gated", (), {"remote": staticmethod(slots_once_leased)})()
-    limiter.grant = type("Asked", (), {"remote": staticmethod(granted)})()
-    assert asyncio.run(asyncio.wait_for(admitted(core), 2.0)) == 1
-    assert limiter.slots.in_flight("agent:m1/a1:in_flight") == 0 and limiter.grants == 1
+    assert asyncio.run(scenario()) == [1, 1, 1]
+    assert [(slots, [scope for scope, *_ in requests]) for slots, requests in limiter.asked] == [
+        ([("agent:m1/a1:in_flight", 2)], ["agent:m1/a1:rpm", "mission:m1:rpm"])] * 3
+    assert limiter.slots.in_flight("agent:m1/a1:in_flight") == 0
 
 
 def test_a_call_refused_its_lease_hands_back_the_slots_it_took_at_the_same_time():
@@ -458,7 +457,7 @@ class UnreachableLimiter:
     """A limiter that is restarting (Ray raises) or never answers."""
 
     def __init__(self, error):
-        self.grant = self.take_slots = _Unanswered(error)
+        self.take = _Unanswered(error)
         self.give_slots = _Remote(lambda scopes, slot: None)
 
 
@@ -479,9 +478,9 @@ def test_a_replica_forgets_the_scopes_whose_leases_expired():
 
     async def scenario():
         for n in range(100):  # a hundred agents of ended missions
-            await shared.acquire([(f"agent:m{n}/a:rpm", 1, quota)])
+            await shared.take([], [(f"agent:m{n}/a:rpm", 1, quota)])
         now[0] = 2.0
-        await shared.acquire([("agent:m-live/a:rpm", 1, quota)])
+        await shared.take([], [("agent:m-live/a:rpm", 1, quota)])
 
     asyncio.run(scenario())
     assert shared._holder.scopes() == {"agent:m-live/a:rpm"}
