@@ -191,7 +191,7 @@ def test_deploy_replaces_a_limiter_that_another_controlplane_version_started(ray
     import ray
     from ray.exceptions import RayActorError
 
-    from serving._detached import LIMITER_NAMESPACE, code_version
+    from serving._detached import LIMITER_NAMESPACE, code_version, retire_stale
 
     app = "shared-limits-upgrade"
     older = older_limiter(f"{app}:limiter")
@@ -200,10 +200,13 @@ def test_deploy_replaces_a_limiter_that_another_controlplane_version_started(ray
         first = asyncio.run(outcome(router))
         limiter = ray.get_actor(f"{app}:limiter", namespace=LIMITER_NAMESPACE)
         runs = ray.get(limiter.code_version.remote())
+        retired_again = retire_stale(app)  # what a later deploy of the app does first
+        still = ray.get_actor(f"{app}:limiter", namespace=LIMITER_NAMESPACE)._actor_id == limiter._actor_id
     finally:
         remove(app)
     assert first == "admitted"
     assert runs == code_version()
+    assert retired_again == [] and still  # one that runs this code keeps its buckets
     with pytest.raises(RayActorError):
         ray.get(older.level.remote("any"))
 
