@@ -264,11 +264,20 @@ class BookKeeper:
             if not isinstance(record, MissionRecord):
                 continue
             mission_id = key.removeprefix(MISSION_KEY)
-            self.budgets.restore(mission_id, record.accounts, keep_defaults=False)
-            self.budgets.reopen(record.open, last_reservation_id=record.last_reservation_id)
-            for row in record.usage:
-                totals = {k: v for k, v in row.items() if k not in ("mission_id", "agent_id", "model")}
-                self.usage.add(mission_id, row["agent_id"], row["model"], UsageTotals(**totals))
-            if record.loaded:
+            try:  # read it all before anything changes: a record another version saved may lack a field
+                rows = [(row["agent_id"], row["model"],
+                         UsageTotals(**{k: v for k, v in row.items() if k not in ("mission_id", "agent_id", "model")}))
+                        for row in record.usage]
+                accounts, calls_open, last_id = record.accounts, record.open, record.last_reservation_id
+                loaded, applied = record.loaded, dict(record.applied)
+            except (AttributeError, KeyError, TypeError) as exc:
+                logger.error("the budget book could not read mission %r's record (%s: %s); it goes on without it",
+                             mission_id, type(exc).__name__, exc)
+                continue
+            self.budgets.restore(mission_id, accounts, keep_defaults=False)
+            self.budgets.reopen(calls_open, last_reservation_id=last_id)
+            for agent_id, model, totals in rows:
+                self.usage.add(mission_id, agent_id, model, totals)
+            if loaded:
                 self._loaded.add(mission_id)
-            self._applied[mission_id] = dict(record.applied)
+            self._applied[mission_id] = applied

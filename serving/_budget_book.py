@@ -246,8 +246,13 @@ class GcsBookStore:
         records = {}
         for key in _internal_kv_list(self._prefix, namespace=LIMITER_NAMESPACE):
             value = _internal_kv_get(key, namespace=LIMITER_NAMESPACE)
-            if value is not None:
+            if value is None:
+                continue
+            try:
                 records[key.decode().removeprefix(self._prefix)] = pickle.loads(value)
+            except Exception as exc:  # saved by another version, whose classes this one lacks
+                logger.error("the budget book could not read its record %r (%s: %s); it goes on without it",
+                             key.decode(), type(exc).__name__, exc)
         return records
 
     def _write(self) -> None:

@@ -511,3 +511,39 @@ def test_a_replicas_messages_are_applied_in_order_and_once_when_a_restarted_book
     restarted.apply(batch)
     assert restarted.budgets.spend("m").tokens == 60 and restarted.budgets.spend("m").reserved_tokens == 0
     assert sorted((row["agent_id"], row["calls"]) for row in restarted.usage.snapshot("m")) == [("a", 1), ("b", 1)]
+
+
+def test_a_book_that_finds_a_record_it_cannot_read_starts_and_carries_on_the_others(caplog):
+    """An upgrade: a record another version saved, with a field this one lacks, must not stop the book (Ray would
+    restart it forever, and every capped call would be refused)."""
+    from serving._accounting import UsageTotals
+    from serving._bookkeeper import MISSION_KEY, BookKeeper, MissionRecord
+
+    store = PickledStore()
+    keeper = BookKeeper(store=store)
+    for mission in ("old", "kept"):
+        keeper.set_budget(mission, None, max_tokens=100, max_usd=None)
+        keeper.record(mission, "a", "main", UsageTotals(calls=1, prompt_tokens=6, completion_tokens=4))
+    older = object.__new__(MissionRecord)
+    for field in ("accounts", "open", "usage", "loaded", "last_reservation_id"):  # no `applied` yet
+        object.__setattr__(older, field, getattr(pickle.loads(store[MISSION_KEY + "old"]), field))
+    store[MISSION_KEY + "old"] = pickle.dumps(older)
+
+    restarted = BookKeeper(store=store)
+    assert [row["calls"] for row in restarted.usage.snapshot("kept")] == [1]
+    assert restarted.usage.snapshot("old") == []
+    assert "could not read mission 'old'" in caplog.text and "applied" in caplog.text
+
+
+def test_the_gcs_store_skips_a_record_it_cannot_unpickle(monkeypatch, caplog):
+    from serving import _budget_book
+    from serving._bookkeeper import DefaultCaps
+
+    saved = {b"app:budgets/defaults": pickle.dumps(DefaultCaps(100, None)),
+             b"app:budgets/mission:m": b"\x80\x04cgone_module\nGoneRecord\n."}
+    monkeypatch.setattr(_budget_book, "_internal_kv_list", lambda prefix, namespace: list(saved))
+    monkeypatch.setattr(_budget_book, "_internal_kv_get", lambda key, namespace: saved[key])
+    store = object.__new__(_budget_book.GcsBookStore)  # no writer thread: only reading is tested
+    store._prefix = "app:budgets/"
+    assert store.load_all() == {"defaults": DefaultCaps(100, None)}
+    assert "could not read its record 'app:budgets/mission:m'" in caplog.text
