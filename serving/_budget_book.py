@@ -117,7 +117,7 @@ class BudgetBook:
         self._sender, self._numbers = uuid.uuid4().hex, itertools.count(1)
         """Numbers this door's messages in order, for the book to apply each once."""
         self._actor: Any = self._find()
-        self._reservations = GroupSender(self._reserve_many)
+        self._reservations = GroupSender(self._reserve_many, unclaimed=self._let_go)
         self._outbox: Outbox[Posted] = Outbox(lambda messages: self._book().apply.remote(messages))
         """The messages no caller waits for, in order; every other message goes after those waiting there."""
         if start:
@@ -181,6 +181,12 @@ class BudgetBook:
 
     async def _reserve_many(self, requests: list[ReserveRequest]) -> list[Reservation | ControlPlaneError]:
         return await self._in_order().reserve_many.remote(requests)
+
+    def _let_go(self, answer: Reservation | ControlPlaneError) -> None:
+        """A reservation that came after its call stopped waiting for it (timed out, refused by the limiter, or
+        cancelled): settled at nothing, so that the book does not hold it until its lease ends."""
+        if isinstance(answer, Reservation):
+            self.settle(answer, prompt_tokens=0, completion_tokens=0)
 
     def _message(self) -> tuple[str, int]:
         return self._sender, next(self._numbers)

@@ -237,6 +237,7 @@ class RouterCore:
             if hold is not None:
                 self.caps.drop(hold)
             elif pending is not None:
+                pending.cancel()  # a reservation not sent yet is never made; one sent is let go when it comes
                 self._drop_once_held(pending)
             self._give_back_shared(shared, est_tokens, 0)
             self._breakers[model].abandon(start_s)
@@ -244,8 +245,8 @@ class RouterCore:
         return hold, shared
 
     def _drop_once_held(self, pending: asyncio.Future[Hold]) -> None:
-        """A hold still on its way when its call was refused or cancelled: dropped when it comes. (Cancelled
-        instead, the book would keep it until its lease ends.)"""
+        """A hold that comes after its call was refused or cancelled (its task ended before the cancel reached
+        it): dropped."""
         def drop(done: asyncio.Future[Hold]) -> None:
             self._pending_holds.discard(done)
             if not done.cancelled() and done.exception() is None:

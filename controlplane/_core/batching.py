@@ -55,11 +55,13 @@ class GroupSender(Generic[Item, Answer]):
     """Sends its callers' requests to one receiver a batch at a time, as a group commit does: a request made while
     no batch is on its way goes at once, alone; the requests made meanwhile go together, as the next batch, once
     it is answered. `send` answers a batch with one answer per request, in order; when it raises, every request
-    of the batch raises that. A caller cancelled before its request goes is left out of the batch; one cancelled
-    after gets no answer, but its request was made."""
+    of the batch raises that. A caller cancelled before its request goes is left out of the batch; the answer to
+    one cancelled after goes to `unclaimed`, so that what it holds can be let go."""
 
-    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Answer]]]) -> None:
+    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Answer]]], *,
+                 unclaimed: Callable[[Answer], None] = lambda answer: None) -> None:
         self._send = send
+        self._unclaimed = unclaimed
         self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
         self._sender: asyncio.Task[None] | None = None
         self.batches = 0
@@ -71,7 +73,12 @@ class GroupSender(Generic[Item, Answer]):
         if self._sender is None or self._sender.done():
             # A fresh context: the sender answers every caller, not the one that happened to start it.
             self._sender = asyncio.get_running_loop().create_task(self._send_all(), context=contextvars.Context())
-        return await answer
+        try:
+            return await answer
+        except asyncio.CancelledError:  # cancelled after its answer came, before it could take it
+            if answer.done() and not answer.cancelled() and answer.exception() is None:
+                self._unclaimed(answer.result())
+            raise
 
     async def _send_all(self) -> None:
         while self._waiting:
@@ -88,7 +95,9 @@ class GroupSender(Generic[Item, Answer]):
                         answer.set_exception(exc)
                 continue
             for (_, answer), value in zip(batch, answers, strict=True):
-                if not answer.done():
+                if answer.done():  # its caller stopped waiting after it went
+                    self._unclaimed(value)
+                else:
                     answer.set_result(value)
 
 

@@ -118,3 +118,22 @@ def test_a_replicas_reservations_and_usage_messages_reach_the_book_in_batches_in
         assert row["calls"] == 10 and book._outbox.batches == 2
     finally:
         ray.kill(book._book(), no_restart=True)
+
+
+def test_a_reservation_that_comes_after_its_call_stopped_waiting_is_let_go(ray_cluster):
+    book = BudgetBook("book-let-go", start=True)
+
+    async def scenario():
+        await book.set_budget("m", None, max_tokens=100, max_usd=None)
+        await book.load("m")
+        book._book().__ray_call__.remote(lambda actor: time.sleep(1.0))  # busy: the reservation waits for it
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(book.reserve("m", "a", prompt_tokens=20, max_tokens=30, **SIZE), 0.2)
+        await asyncio.sleep(1.5)  # the book granted it by now, to a call that had gone
+        return await book.reserve("m", "a", prompt_tokens=50, max_tokens=50, **SIZE)  # the whole cap
+
+    try:
+        whole = asyncio.run(scenario())
+    finally:
+        ray.kill(book._book(), no_restart=True)
+    assert whole.prompt_tokens + whole.max_tokens == 100  # with the late one held for its 600 s lease, 50 are left

@@ -75,6 +75,20 @@ def test_a_request_whose_caller_stopped_waiting_before_it_went_is_left_out_of_th
     asyncio.run(scenario())
 
 
+def test_the_answer_to_a_request_whose_caller_stopped_waiting_after_it_went_goes_to_unclaimed():
+    async def scenario():
+        receiver, unclaimed = GatedReceiver(), []
+        sender = GroupSender(receiver.send, unclaimed=unclaimed.append)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(sender.ask(1), 0.01)  # it went at once, alone
+        second = asyncio.ensure_future(sender.ask(2))
+        receiver.open.set()
+        assert await second == 20
+        return unclaimed
+
+    assert asyncio.run(scenario()) == [10]
+
+
 def test_a_batch_that_fails_fails_each_of_its_requests_and_the_next_batch_still_goes():
     async def scenario():
         receiver, sender, first = await first_on_its_way()

@@ -298,9 +298,11 @@ class GatedBook(InProcessBook):
     def __init__(self):
         super().__init__()
         self.gate = asyncio.Event()
+        self.made = 0
 
     async def reserve(self, mission_id, agent_id, **size):
         await self.gate.wait()
+        self.made += 1
         return await super().reserve(mission_id, agent_id, **size)
 
 
@@ -352,6 +354,22 @@ def test_a_call_refused_its_lease_hands_back_the_slots_it_took_at_the_same_time(
 
     assert asyncio.run(scenario()) == [1, 0, 0]
     assert limiter.slots.in_flight("agent:m1/a1:in_flight") == 0
+
+
+def test_a_call_refused_its_slots_while_its_reservation_waits_never_makes_it():
+    core, limiter, book = gated_core()
+
+    async def scenario():
+        await core.set_budget("m1", max_tokens=1000)
+        for n in (1, 2):  # another replica's calls hold the agent's two slots
+            limiter.slots.take([("agent:m1/a1:in_flight", 2)], "r1", f"r1/{n}", 0.0)
+        refused = await admitted(core)
+        book.gate.set()
+        await asyncio.sleep(0.01)
+        return refused
+
+    assert asyncio.run(scenario()) == 0
+    assert book.made == 0  # the book never held it, not even for a moment
 
 
 def test_a_call_cancelled_while_its_reservation_is_on_its_way_drops_it_when_it_comes_and_hands_its_slots_back():
