@@ -75,8 +75,8 @@ def retire_stale(app_name: str) -> list[str]:
 def check_runs_this_code(actor: Any, name: str) -> None:
     """SetupError when the app's detached actor `name` runs another controlplane version's code."""
     if runs_this_code(actor) is False:
-        raise SetupError(what=f"the detached actor {name!r} (namespace {LIMITER_NAMESPACE!r}) runs another "
-                              "controlplane version's code than this router replica",
+        raise SetupError(what=f"the detached actor {name!r} (namespace {LIMITER_NAMESPACE!r}) was started by "
+                              "another controlplane version: its code differs from this router replica's",
                          fix="deploy the app with controlplane (`controlplane run`, or `serving.deploy`), which "
                              "replaces it when no mission runs; or kill it when no mission runs: "
                              f"`ray.kill(ray.get_actor({name!r}, namespace={LIMITER_NAMESPACE!r}))`")

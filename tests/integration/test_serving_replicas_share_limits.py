@@ -220,7 +220,7 @@ def test_a_router_replica_refuses_a_limiter_that_another_controlplane_version_st
 
     older = older_limiter("stale-app:limiter")
     try:
-        with pytest.raises(SetupError, match="runs another controlplane version's code") as refused:
+        with pytest.raises(SetupError, match="started by another controlplane version: its code") as refused:
             start_limiter("stale-app")
     finally:
         ray.kill(older)
