@@ -316,8 +316,6 @@ class SharedAdmission:
         slots = [(f"{scope}:in_flight", limits.max_in_flight) for scope, limits in limits_by_scope.items()
                  if limits.max_in_flight is not None]
         wants = _amounts(limits_by_scope, est_tokens)
-        if not slots and not wants:
-            return SharedTake()
         slot = await self._shared.take(slots, wants)
         return SharedTake(slot=slot, slot_scopes=[scope for scope, _ in slots],
                           unit_scopes=[scope for scope, _, _ in wants])
