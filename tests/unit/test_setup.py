@@ -72,3 +72,15 @@ def test_browser_install_is_skipped_when_present_and_explained_without_root(setu
     monkeypatch.setattr(setup_module.shutil, "which", lambda name: "/usr/bin/apt-get")
     setup_module.install_browser()
     assert calls == [["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium-driver"]]
+
+
+def test_the_venvs_packages_are_byte_compiled_after_the_install_and_a_file_that_is_not_python_3_does_not_stop_it(
+        setup_module, tmp_path):
+    site_packages = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages"
+    (site_packages / "package").mkdir(parents=True)
+    (site_packages / "package" / "module.py").write_text("VALUE = 1\n")
+    (site_packages / "package" / "template.py").write_text("print 'python 2'\n")
+    (tmp_path / ".venv" / "bin").mkdir()
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    setup_module.compile_bytecode()
+    assert [path.name.split(".")[0] for path in (site_packages / "package" / "__pycache__").iterdir()] == ["module"]
