@@ -25,6 +25,7 @@ rebuilds them from their fields.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -59,26 +60,46 @@ def _rebuild(cls: type[ControlPlaneError], message: str, fields: dict[str, Any])
     return error
 
 
+LISTED_PROBLEMS = 20
+"""A SpecError's message lists at most this many problems after the first."""
+
+
 class SpecError(ControlPlaneError):
-    """A mission spec or config is invalid. `where` is the file and YAML path."""
+    """A mission spec or config is invalid. `where` is the file and YAML path. `also` holds the other problems
+    found in the same check, each a SpecError; the message lists them after the first."""
 
     where: str
     value: Any
     why: str
     fix: str
+    also: list[SpecError]
 
-    def __init__(self, *, where: str, value: Any, why: str, fix: str) -> None:
+    def __init__(self, *, where: str, value: Any, why: str, fix: str, also: Sequence[SpecError] = ()) -> None:
+        others = "".join(f"\nAlso: {problem.message}" for problem in also[:LISTED_PROBLEMS])
+        if len(also) > LISTED_PROBLEMS:
+            others += f"\n... and {len(also) - LISTED_PROBLEMS} more problems (the error's `also` holds them all)"
         super().__init__(
-            f"{where}: {value!r} is invalid: {why}. Fix: {fix}",
-            where=where, value=value, why=why, fix=fix,
+            f"{where}: {value!r} is invalid: {why}. Fix: {fix}{others}",
+            where=where, value=value, why=why, fix=fix, also=list(also),
         )
 
     @classmethod
+    def of(cls, problems: Sequence[SpecError]) -> SpecError:
+        """One error for every problem found: the first's fields, the rest in `also`."""
+        first = problems[0]
+        return cls(where=first.where, value=first.value, why=first.why, fix=first.fix,
+                   also=[*first.also, *problems[1:]])
+
+    def located(self, prefix: str) -> SpecError:
+        """The same problems, each `where` prefixed (e.g. with the file's name)."""
+        return SpecError(where=f"{prefix}{self.where}", value=self.value, why=self.why, fix=self.fix,
+                         also=[problem.located(prefix) for problem in self.also])
+
+    @classmethod
     def from_validation(cls, exc: Any, *, where: str, fix: str) -> SpecError:
-        """The first error of a pydantic ValidationError; `where` is prefixed to its field path."""
-        first = exc.errors(include_url=False)[0]
-        return cls(where=f"{where}{'.'.join(map(str, first['loc']))}", value=first.get("input"),
-                   why=first["msg"], fix=fix)
+        """Every error of a pydantic ValidationError; `where` is prefixed to each field path."""
+        return cls.of([cls(where=f"{where}{'.'.join(map(str, error['loc']))}", value=error.get("input"),
+                           why=error["msg"], fix=fix) for error in exc.errors(include_url=False)])
 
 
 class SetupError(ControlPlaneError):

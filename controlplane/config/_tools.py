@@ -1,6 +1,6 @@
 """What a mission YAML declares about tools: Python function tools, MCP servers, and the acting fields of agents.
 
-`AgentActing` holds the fields that join `AgentSpec`; `check_tools()` is the cross-field check that joins the
+`AgentActing` holds the fields that join `AgentSpec`; `tool_problems()` is the cross-field check that joins the
 mission's validation. Both work on any agent object with the same attribute names.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -174,53 +174,55 @@ def is_glob(pattern: str) -> bool:
     return any(char in GLOB_CHARS for char in pattern)
 
 
-def check_tools(*, agents: Sequence[Any], tools: Sequence[ToolDecl], mcp_servers: Sequence[McpServerDecl]) -> None:
-    """Raise SpecError (where = YAML path) for the first bad tool name or allow-list entry.
+def tool_problems(*, agents: Sequence[Any], tools: Sequence[ToolDecl],
+                  mcp_servers: Sequence[McpServerDecl]) -> Iterator[SpecError]:
+    """Each bad tool name or allow-list entry, as a SpecError (where = YAML path).
 
     `agents` need `.name` and `.tools`. MCP tool names are known only once a server runs, so `<server>.<x>`
     passes here and is checked again after the server lists its tools.
     """
-    declared = _check_declared_names(tools, mcp_servers)
-    _check_no_literal_credentials(mcp_servers)
+    declared = yield from _declared_names(tools, mcp_servers)
+    yield from _literal_credentials(mcp_servers)
     servers = [server.name for server in mcp_servers]
     known = sorted(declared) + [f"{server}.*" for server in servers]
     for i, agent in enumerate(agents):
         for j, entry in enumerate(agent.tools):
             if not _names_a_tool(entry, declared, servers):
-                raise SpecError(where=f"agents[{i}]({agent.name}).tools[{j}]", value=entry,
+                yield SpecError(where=f"agents[{i}]({agent.name}).tools[{j}]", value=entry,
                                 why=f"it names no tool; known tools: {', '.join(known)}",
                                 fix="use a known name or a glob that matches one, or declare the tool under "
                                     "`tools:` or its server under `mcp_servers:`")
         if any(fnmatch.fnmatchcase("delegate", entry) for entry in agent.tools) and len(agents) < 2:
-            raise SpecError(where=f"agents[{i}]({agent.name}).tools", value="delegate",
+            yield SpecError(where=f"agents[{i}]({agent.name}).tools", value="delegate",
                             why="there is no other agent to delegate to", fix="add an agent, or remove `delegate`")
 
 
-def _check_declared_names(tools: Sequence[ToolDecl], mcp_servers: Sequence[McpServerDecl]) -> set[str]:
+def _declared_names(tools: Sequence[ToolDecl],
+                    mcp_servers: Sequence[McpServerDecl]) -> Generator[SpecError, None, set[str]]:
     names = set(BUILTIN_TOOL_NAMES)
     for i, tool in enumerate(tools):
         if tool.name in names:
             why = "it is a built-in tool" if tool.name in BUILTIN_TOOL_NAMES else "two tools have that name"
-            raise SpecError(where=f"tools[{i}].name", value=tool.name, why=why, fix="rename the tool")
+            yield SpecError(where=f"tools[{i}].name", value=tool.name, why=why, fix="rename the tool")
         names.add(tool.name)
     prefixes = {name.split(".", 1)[0] for name in names if "." in name}
     servers: set[str] = set()
     for i, server in enumerate(mcp_servers):
         if server.name in servers or server.name in prefixes:
-            raise SpecError(where=f"mcp_servers[{i}].name", value=server.name,
+            yield SpecError(where=f"mcp_servers[{i}].name", value=server.name,
                             why="another server or tool already uses that prefix (its tools are "
                                 f"`{server.name}.<tool>`)", fix="rename the server")
         servers.add(server.name)
     return names
 
 
-def _check_no_literal_credentials(mcp_servers: Sequence[McpServerDecl]) -> None:
+def _literal_credentials(mcp_servers: Sequence[McpServerDecl]) -> Iterator[SpecError]:
     """Where a server's declaration passes a credential, it must pass a `${NAME}` reference: the spec is written to
     the mission log. The error does not repeat the value."""
     for i, server in enumerate(mcp_servers):
         for path, value in credential_values(server.model_dump()):
             if value and not ENV_REFERENCE.search(value):
-                raise SpecError(where=f"mcp_servers[{i}]({server.name}).{path}", value="<a literal, not shown>",
+                yield SpecError(where=f"mcp_servers[{i}]({server.name}).{path}", value="<a literal, not shown>",
                                 why="it holds a credential, and the mission's spec is written to its log",
                                 fix="export the credential where the MCP host runs and write a reference, e.g. "
                                     "`${GITHUB_TOKEN}` or `Bearer ${SEARCH_TOKEN}`")

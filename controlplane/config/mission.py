@@ -6,6 +6,7 @@ Every problem becomes a `SpecError` whose `where` is the file and the YAML path
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,8 +19,8 @@ from controlplane.config._tools import (
     DelegationLimits,
     McpServerDecl,
     ToolDecl,
-    check_tools,
     credential_values,
+    tool_problems,
 )
 from controlplane.config._yaml import read_yaml
 from controlplane.config.memory import MemoryConfig
@@ -209,36 +210,41 @@ class MissionSpec(_Model):
 
 
 def check_mission(spec: MissionSpec) -> None:
-    """Raise SpecError (where = YAML path) for the first cross-field problem."""
-    _check_unique(spec)
-    _check_tasks(spec)
-    _check_policies(spec)
-    check_tools(agents=spec.agents, tools=spec.tools, mcp_servers=spec.mcp_servers)
+    """Raise SpecError (where = YAML path) for the cross-field problems: the first, with the others in `also`."""
+    problems = [*_unique_problems(spec), *_task_problems(spec), *_policy_problems(spec),
+                *tool_problems(agents=spec.agents, tools=spec.tools, mcp_servers=spec.mcp_servers),
+                *_plan_problems(spec)]
+    if problems:
+        raise SpecError.of(problems)
+
+
+def _plan_problems(spec: MissionSpec) -> Iterator[SpecError]:
     if spec.plan == "declared" and not spec.tasks:
-        raise SpecError(where="tasks", value=[], why="a mission needs tasks, or `plan: auto`",
+        yield SpecError(where="tasks", value=[], why="a mission needs tasks, or `plan: auto`",
                         fix="declare tasks, or set `plan: auto` to let the planner write them")
     if spec.plan == "auto" and spec.tasks:
-        raise SpecError(where="plan", value="auto", why=f"`plan: auto` and {len(spec.tasks)} declared tasks "
+        yield SpecError(where="plan", value="auto", why=f"`plan: auto` and {len(spec.tasks)} declared tasks "
                         "exclude each other", fix="remove `tasks`, or remove `plan: auto`")
-    cycle = find_cycle({t.id: t.depends_on for t in spec.tasks})
+    graph = {t.id: [d for d in t.depends_on if d != t.id] for t in spec.tasks}  # self: _task_problems
+    cycle = find_cycle(graph) if len(graph) == len(spec.tasks) else None  # a task id used twice: no graph yet
     if cycle:
         i = next(i for i, t in enumerate(spec.tasks) if t.id == cycle[0])
-        raise SpecError(where=f"tasks[{i}]({cycle[0]}).depends_on", value=format_cycle(cycle),
+        yield SpecError(where=f"tasks[{i}]({cycle[0]}).depends_on", value=format_cycle(cycle),
                         why="the dependencies form a cycle", fix="remove one dependency of the cycle")
 
 
-def _check_unique(spec: MissionSpec) -> None:
+def _unique_problems(spec: MissionSpec) -> Iterator[SpecError]:
     for field, items, key in (("agents", spec.agents, "name"), ("tasks", spec.tasks, "id")):
         seen: set[str] = set()
         for i, item in enumerate(items):
             value = getattr(item, key)
             if value in seen:
-                raise SpecError(where=f"{field}[{i}].{key}", value=value, why=f"the {key} is used twice",
+                yield SpecError(where=f"{field}[{i}].{key}", value=value, why=f"the {key} is used twice",
                                 fix=f"give each of {field} a unique {key}")
             seen.add(value)
 
 
-def _check_tasks(spec: MissionSpec) -> None:
+def _task_problems(spec: MissionSpec) -> Iterator[SpecError]:
     agents = [a.name for a in spec.agents]
     roles = sorted({a.role for a in spec.agents})
     ids = [t.id for t in spec.tasks]
@@ -246,32 +252,32 @@ def _check_tasks(spec: MissionSpec) -> None:
     for i, task in enumerate(spec.tasks):
         at = f"tasks[{i}]({task.id})"
         if task.agent is not None and task.agent not in agents:
-            raise _unknown(f"{at}.agent", task.agent, "agent", agents)
+            yield _unknown(f"{at}.agent", task.agent, "agent", agents)
         if task.role is not None and task.role not in roles:
-            raise _unknown(f"{at}.role", task.role, "role", roles)
+            yield _unknown(f"{at}.role", task.role, "role", roles)
         if task.fallback_agent is not None and task.fallback_agent not in agents:
-            raise _unknown(f"{at}.fallback_agent", task.fallback_agent, "agent", agents)
+            yield _unknown(f"{at}.fallback_agent", task.fallback_agent, "agent", agents)
         for j, dep in enumerate(task.depends_on):
             if dep == task.id:
-                raise SpecError(where=f"{at}.depends_on[{j}]", value=dep, why="a task cannot depend on itself",
+                yield SpecError(where=f"{at}.depends_on[{j}]", value=dep, why="a task cannot depend on itself",
                                 fix="remove it from depends_on")
-            if dep not in known:
-                raise _unknown(f"{at}.depends_on[{j}]", dep, "task", ids)
+            elif dep not in known:
+                yield _unknown(f"{at}.depends_on[{j}]", dep, "task", ids)
 
 
-def _check_policies(spec: MissionSpec) -> None:
+def _policy_problems(spec: MissionSpec) -> Iterator[SpecError]:
     conflicts = spec.policies.conflicts
     agents = [a.name for a in spec.agents]
     roles = sorted({a.role for a in spec.agents})
     where = "policies.conflicts"
     if conflicts.policy == "resolver" and conflicts.resolver_agent is None:
-        raise SpecError(where=f"{where}.resolver_agent", value=None, why="policy `resolver` needs an agent",
+        yield SpecError(where=f"{where}.resolver_agent", value=None, why="policy `resolver` needs an agent",
                         fix=f"set resolver_agent to one of {agents}")
     if conflicts.resolver_agent is not None and conflicts.resolver_agent not in agents:
-        raise _unknown(f"{where}.resolver_agent", conflicts.resolver_agent, "agent", agents)
+        yield _unknown(f"{where}.resolver_agent", conflicts.resolver_agent, "agent", agents)
     for i, role in enumerate(conflicts.role_priority):
         if role not in roles:
-            raise _unknown(f"{where}.role_priority[{i}]", role, "role", roles)
+            yield _unknown(f"{where}.role_priority[{i}]", role, "role", roles)
 
 
 def _unknown(where: str, value: str, kind: str, known: list[str]) -> SpecError:
@@ -298,7 +304,7 @@ def parse_mission(data: dict[str, Any], *, source: str = "<mission>") -> Mission
     try:
         return MissionSpec.model_validate(data)
     except SpecError as exc:
-        raise SpecError(where=f"{source}: {exc.where}", value=exc.value, why=exc.why, fix=exc.fix) from None
+        raise exc.located(f"{source}: ") from None
     except ValidationError as exc:
         raise _to_spec_error(exc, data, source) from None
 
@@ -358,11 +364,12 @@ def _quotable(value: Any) -> Any:
 
 
 def _to_spec_error(exc: ValidationError, data: dict[str, Any], source: str) -> SpecError:
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in ("str", "dict[str,any]", "none")))
-    more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
-    value = "<missing>" if first["type"] == "missing" else _quotable(first.get("input"))
-    fix = _FIXES.get(first["type"], "correct the value")
-    return SpecError(where=f"{source}: {yaml_path(loc, data)}", value=value,
-                     why=first["msg"].removeprefix("Value error, ") + more, fix=fix)
+    """Every problem pydantic found, one per place (a union's members each report the same place)."""
+    problems: dict[str, SpecError] = {}
+    for error in exc.errors(include_url=False):
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "dict[str,any]", "none")))
+        where = f"{source}: {yaml_path(loc, data)}"
+        value = "<missing>" if error["type"] == "missing" else _quotable(error.get("input"))
+        problems.setdefault(where, SpecError(where=where, value=value, why=error["msg"].removeprefix("Value error, "),
+                                             fix=_FIXES.get(error["type"], "correct the value")))
+    return SpecError.of(list(problems.values()))

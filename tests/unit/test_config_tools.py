@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from controlplane.config._tools import AgentActing, McpServerDecl, ToolDecl, check_tools
+from controlplane.config._tools import AgentActing, McpServerDecl, ToolDecl, tool_problems
 from controlplane.errors import SpecError
 
 CALC = ToolDecl(name="calc", function="controlplane.builtin_tools:calculator")
@@ -12,6 +12,13 @@ FILES = McpServerDecl(name="files", command="python", args=["-m", "files_server"
 
 def agent(name: str, *tools: str) -> SimpleNamespace:
     return SimpleNamespace(name=name, tools=list(tools))
+
+
+def check_tools(**declared) -> None:
+    """The tool problems as a mission's validation raises them: one SpecError, the first problem's fields."""
+    problems = list(tool_problems(**declared))
+    if problems:
+        raise SpecError.of(problems)
 
 
 def test_tool_declarations_are_strict():

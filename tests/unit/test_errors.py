@@ -34,6 +34,21 @@ def test_errors_survive_pickling_between_processes(error):
     assert isinstance(copy, ControlPlaneError)
 
 
+def test_a_spec_error_with_other_problems_keeps_them_across_processes():
+    error = SpecError.of([SpecError(where="a", value=1, why="w1", fix="f1"),
+                          SpecError(where="b", value=2, why="w2", fix="f2")]).located("m.yaml: ")
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error) == "m.yaml: a: 1 is invalid: w1. Fix: f1\nAlso: m.yaml: b: 2 is invalid: w2. Fix: f2"
+    assert [(problem.where, problem.value) for problem in copy.also] == [("m.yaml: b", 2)]
+
+
+def test_a_spec_error_lists_twenty_other_problems_and_counts_the_rest():
+    error = SpecError.of([SpecError(where=f"tasks[{i}]", value=i, why="w", fix="f") for i in range(30)])
+    lines = str(error).splitlines()
+    assert len(lines) == 22 and lines[20].startswith("Also: tasks[20]: 20 is invalid")
+    assert lines[21] == "... and 9 more problems (the error's `also` holds them all)" and len(error.also) == 29
+
+
 def test_spec_error_names_where_value_why_and_fix():
     message = str(EXAMPLES[0])
     for part in ("agents[1].resources.num_gpus", "0.5", "the cluster has 0 GPUs", "Fix: set 0"):

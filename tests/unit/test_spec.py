@@ -49,6 +49,34 @@ def test_bad_specs_name_path_value_and_fix(data, where, why):
     assert err.where.startswith("m.yaml: ") and where in err.where, err.where
     assert why in err.why, err.why
     assert err.fix and "Fix:" in str(err)
+    assert err.also == []  # one mistake, one problem: a task that depends on itself is not also a cycle
+
+
+def test_every_problem_of_a_spec_is_named_at_once_the_first_in_the_errors_fields():
+    data = _with(("tasks", 0, "agent"), "ghost")
+    data["tasks"][1]["depends_on"] = ["nope"]
+    data["agents"][0]["tools"] = ["web.browse"]
+    with pytest.raises(SpecError) as info:
+        parse_mission(data, source="m.yaml")
+    err = info.value
+    assert (err.where, err.value) == ("m.yaml: tasks[0](draft).agent", "ghost")
+    assert [problem.where for problem in err.also] == ["m.yaml: tasks[1](review).depends_on[0]",
+                                                       "m.yaml: agents[0](writer).tools[0]"]
+    lines = str(err).splitlines()
+    assert len(lines) == 3 and lines[0].startswith("m.yaml: tasks[0](draft).agent: 'ghost' is invalid")
+    assert lines[1].startswith("Also: m.yaml: tasks[1](review).depends_on[0]: 'nope' is invalid: no task")
+    assert lines[2].startswith("Also: m.yaml: agents[0](writer).tools[0]: 'web.browse' is invalid")
+    assert all("Fix: " in line for line in lines)
+
+
+def test_every_field_of_the_wrong_form_is_named_at_once():
+    data = _with(("tasks", 0, "retries"), "three")
+    data["agents"][0]["colour"] = "red"
+    with pytest.raises(SpecError) as info:
+        parse_mission(data, source="m.yaml")
+    wheres = [info.value.where, *(problem.where for problem in info.value.also)]
+    assert sorted(wheres) == ["m.yaml: agents[0](writer).colour", "m.yaml: tasks[0](draft).retries"]
+    assert str(info.value).count("Fix: ") == 2
 
 
 @pytest.mark.parametrize(("field", "value", "fix"), [
