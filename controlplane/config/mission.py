@@ -225,8 +225,9 @@ def _plan_problems(spec: MissionSpec) -> Iterator[SpecError]:
     if spec.plan == "auto" and spec.tasks:
         yield SpecError(where="plan", value="auto", why=f"`plan: auto` and {len(spec.tasks)} declared tasks "
                         "exclude each other", fix="remove `tasks`, or remove `plan: auto`")
-    graph = {t.id: [d for d in t.depends_on if d != t.id] for t in spec.tasks}  # self: _task_problems
-    cycle = find_cycle(graph) if len(graph) == len(spec.tasks) else None  # a task id used twice: no graph yet
+    # A task that depends on itself, or an id used twice, is already a problem of its own, not also a cycle.
+    graph = {t.id: [d for d in t.depends_on if d != t.id] for t in spec.tasks}
+    cycle = find_cycle(graph) if len(graph) == len(spec.tasks) else None
     if cycle:
         i = next(i for i, t in enumerate(spec.tasks) if t.id == cycle[0])
         yield SpecError(where=f"tasks[{i}]({cycle[0]}).depends_on", value=format_cycle(cycle),
@@ -369,7 +370,8 @@ def _to_spec_error(exc: ValidationError, data: dict[str, Any], source: str) -> S
     for error in exc.errors(include_url=False):
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "dict[str,any]", "none")))
         where = f"{source}: {yaml_path(loc, data)}"
-        value = "<missing>" if error["type"] == "missing" else _quotable(error.get("input"))
-        problems.setdefault(where, SpecError(where=where, value=value, why=error["msg"].removeprefix("Value error, "),
-                                             fix=_FIXES.get(error["type"], "correct the value")))
+        if where not in problems:
+            value = "<missing>" if error["type"] == "missing" else _quotable(error.get("input"))
+            problems[where] = SpecError(where=where, value=value, why=error["msg"].removeprefix("Value error, "),
+                                        fix=_FIXES.get(error["type"], "correct the value"))
     return SpecError.of(list(problems.values()))
