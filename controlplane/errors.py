@@ -25,7 +25,7 @@ rebuilds them from their fields.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -96,10 +96,41 @@ class SpecError(ControlPlaneError):
                          also=[problem.located(prefix) for problem in self.also])
 
     @classmethod
-    def from_validation(cls, exc: Any, *, where: str, fix: str) -> SpecError:
-        """Every error of a pydantic ValidationError; `where` is prefixed to each field path."""
-        return cls.of([cls(where=f"{where}{'.'.join(map(str, error['loc']))}", value=error.get("input"),
-                           why=error["msg"], fix=fix) for error in exc.errors(include_url=False)])
+    def from_validation(cls, exc: Any, *, where: str, fix: str, data: Any = None,
+                        fixes: Mapping[str, str] | None = None,
+                        quote: Callable[[Any], Any] = lambda value: value) -> SpecError:
+        """Every problem of a pydantic ValidationError, one per place (a union's members each report the same
+        place): `where` followed by its YAML path (list items named by their `name` or `id` in `data`), the input
+        as `quote` gives it, pydantic's reason, and the fix that `fixes` holds for its type, else `fix`."""
+        problems: dict[str, SpecError] = {}
+        for error in exc.errors(include_url=False):
+            loc = tuple(part for part in error["loc"] if part not in _UNION_MEMBER_TAGS)
+            place = f"{where}{yaml_path(loc, data)}"
+            if place not in problems:
+                value = "<missing>" if error["type"] == "missing" else quote(error.get("input"))
+                problems[place] = cls(where=place, value=value, why=error["msg"].removeprefix("Value error, "),
+                                      fix=(fixes or {}).get(error["type"], fix))
+        return cls.of(list(problems.values()))
+
+
+_UNION_MEMBER_TAGS = frozenset({"str", "dict[str,any]", "none"})
+"""The parts of a pydantic error's location that name the member of a union that was tried, not a field."""
+
+
+def yaml_path(loc: Sequence[Any], data: Any = None) -> str:
+    """('agents', 2, 'resources') -> 'agents[2].resources'; list items get their name when they have one."""
+    out, node = "", data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            label = (node.get("name") or node.get("id")) if isinstance(node, dict) else None
+            if label:
+                out += f"({label})"
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "<top level>"
 
 
 class SetupError(ControlPlaneError):

@@ -8,7 +8,7 @@ the autoscaler may grow to (the nodes it does not manage, plus every worker type
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +125,14 @@ def agent_bundles(spec: MissionSpec) -> dict[str, Bundle]:
 
 
 def check_resources(spec: MissionSpec, capacity: ClusterCapacity, *, source: str = "<mission>") -> None:
-    """Refuse a spec that no scale-up could place, before any actor starts; SpecError names the agent."""
+    """Refuse a spec that no scale-up could place, before any actor starts: one SpecError that names every
+    agent and resource that cannot be placed."""
+    problems = list(_resource_problems(spec, capacity, source))
+    if problems:
+        raise SpecError.of(problems)
+
+
+def _resource_problems(spec: MissionSpec, capacity: ClusterCapacity, source: str) -> Iterator[SpecError]:
     shapes = capacity.shapes()
     for i, agent in enumerate(spec.agents):
         where = f"{source}: agents[{i}]({agent.name}).resources"
@@ -133,7 +140,7 @@ def check_resources(spec: MissionSpec, capacity: ClusterCapacity, *, source: str
             want = getattr(agent.resources, field)
             largest = max((s.get(resource, 0.0) for s in shapes), default=0.0)
             if want > largest:
-                raise SpecError(
+                yield SpecError(
                     where=f"{where}.{field}", value=want,
                     why=f"agent {agent.name!r} asks for {field}={want:g} but no node has more than {largest:g} "
                         f"{resource}s (one agent must fit on one node); the cluster has {capacity.describe()}",
@@ -143,14 +150,14 @@ def check_resources(spec: MissionSpec, capacity: ClusterCapacity, *, source: str
         want = sum(getattr(a.resources, field) for a in spec.agents)
         have = capacity.total(resource)
         if want > have + 1e-9:
-            raise SpecError(where=f"{source}: agents[*].resources.{field}", value=want,
+            yield SpecError(where=f"{source}: agents[*].resources.{field}", value=want,
                             why=f"the agents ask for {want:g} {resource}s together but the cluster has "
                                 f"{capacity.describe()}",
                             fix=f"lower the agents' {field} so they sum to at most {have:g}, or raise max_workers "
                                 "of a node type with that resource")
     reserved = len(agent_bundles(spec))
     if spec.placement.strategy == "STRICT_SPREAD" and reserved > capacity.max_nodes():
-        raise SpecError(where=f"{source}: placement.strategy", value="STRICT_SPREAD",
+        yield SpecError(where=f"{source}: placement.strategy", value="STRICT_SPREAD",
                         why=f"it puts each of the {reserved} agents that reserve resources on its own node, but the "
                             f"cluster has at most {capacity.max_nodes()} nodes",
                         fix="use SPREAD (best effort) or PACK, or allow more nodes")

@@ -307,23 +307,8 @@ def parse_mission(data: dict[str, Any], *, source: str = "<mission>") -> Mission
     except SpecError as exc:
         raise exc.located(f"{source}: ") from None
     except ValidationError as exc:
-        raise _to_spec_error(exc, data, source) from None
-
-
-def yaml_path(loc: tuple[Any, ...], data: Any = None) -> str:
-    """('agents', 2, 'resources') -> 'agents[2].resources'; list items get their name when they have one."""
-    out, node = "", data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            label = (node.get("name") or node.get("id")) if isinstance(node, dict) else None
-            if label:
-                out += f"({label})"
-        else:
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out or "<top level>"
+        raise SpecError.from_validation(exc, where=f"{source}: ", data=data, fixes=_FIXES, quote=_quotable,
+                                        fix="correct the value") from None
 
 
 _MAPPING_FIX = "write a YAML mapping: `key: value` lines, or `{key: value}`"
@@ -362,16 +347,3 @@ def _quotable(value: Any) -> Any:
     if "url" in hidden:
         quoted["url"] = "<not shown>"
     return quoted
-
-
-def _to_spec_error(exc: ValidationError, data: dict[str, Any], source: str) -> SpecError:
-    """Every problem pydantic found, one per place (a union's members each report the same place)."""
-    problems: dict[str, SpecError] = {}
-    for error in exc.errors(include_url=False):
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "dict[str,any]", "none")))
-        where = f"{source}: {yaml_path(loc, data)}"
-        if where not in problems:
-            value = "<missing>" if error["type"] == "missing" else _quotable(error.get("input"))
-            problems[where] = SpecError(where=where, value=value, why=error["msg"].removeprefix("Value error, "),
-                                        fix=_FIXES.get(error["type"], "correct the value"))
-    return SpecError.of(list(problems.values()))

@@ -224,20 +224,23 @@ class ServingConfig(_Spec):
 
     @model_validator(mode="after")
     def _fallbacks(self) -> ServingConfig:
-        for name, spec in self.models.items():
-            if spec.fallback is not None and spec.fallback not in self.models:
-                raise ValueError(f"models.{name}.fallback={spec.fallback!r} names no model; "
-                                 f"known: {sorted(self.models)}")
-            if spec.fallback == name:
-                raise ValueError(f"models.{name}.fallback names the model itself")
+        problems = [f"models.{name}.fallback names the model itself" if spec.fallback == name
+                    else f"models.{name}.fallback={spec.fallback!r} names no model; known: {sorted(self.models)}"
+                    for name, spec in self.models.items()
+                    if spec.fallback is not None and (spec.fallback == name or spec.fallback not in self.models)]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def check_env(self) -> None:
-        """Raise SetupError naming each remote backend's missing API-key env var."""
-        for name, spec in self.models.items():
-            if isinstance(spec, OpenAIModelSpec) and spec.api_key_env and not os.environ.get(spec.api_key_env):
-                raise SetupError(what=f"models.{name} reads its API key from ${spec.api_key_env}, "
-                                 "which is not set", fix=f"export {spec.api_key_env}=<key> before starting")
+        """Raise SetupError naming every remote backend's API-key env var that is not set."""
+        missing = {name: spec.api_key_env for name, spec in self.models.items()
+                   if isinstance(spec, OpenAIModelSpec) and spec.api_key_env and not os.environ.get(spec.api_key_env)}
+        if missing:
+            exports = " ".join(f"{var}=<key>" for var in dict.fromkeys(missing.values()))
+            raise SetupError(what="; ".join(f"models.{name} reads its API key from ${var}, which is not set"
+                                            for name, var in missing.items()),
+                             fix=f"export {exports} before starting")
 
 
 def parse_serving_config(data: Any, *, where: str = "<config>") -> ServingConfig:

@@ -76,3 +76,34 @@ def test_spec_error_from_a_pydantic_error_names_the_field_path_and_value():
         error = SpecError.from_validation(exc, where="cfg.yaml: ", fix="give k a number")
     assert error.where == "cfg.yaml: inner.k" and error.value == "many"
     assert "Fix: give k a number" in str(error)
+
+
+def test_spec_error_from_a_pydantic_error_names_list_items_and_reports_each_place_once():
+    from typing import Any
+
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    class Item(BaseModel):
+        name: str
+        size: int
+
+        @field_validator("size")
+        @classmethod
+        def _positive(cls, size: int) -> int:
+            if size <= 0:
+                raise ValueError("a size is positive")
+            return size
+
+    class Box(BaseModel):
+        items: list[Item]
+        label: str | dict[str, Any]
+
+    data = {"items": [{"name": "cup", "size": 1}, {"name": "pan", "size": -2}], "label": 5}
+    try:
+        Box.model_validate(data)
+    except ValidationError as exc:
+        error = SpecError.from_validation(exc, where="box.yaml: ", fix="correct it", data=data,
+                                          fixes={"string_type": "write text"})
+    assert [(p.where, p.value, p.why, p.fix) for p in (error, *error.also)] == [
+        ("box.yaml: items[1](pan).size", -2, "a size is positive", "correct it"),
+        ("box.yaml: label", 5, "Input should be a valid string", "write text")]  # the union's two members: once

@@ -69,6 +69,17 @@ def test_strict_spread_needs_as_many_nodes_as_reserving_agents():
         check_resources(spec(0, 0, 0, 0, strategy="STRICT_SPREAD"), capacity)
 
 
+def test_every_resource_no_scale_up_could_give_is_named_at_once():
+    capacity = ClusterCapacity(nodes=[HEAD], fixed=[HEAD],
+                               node_types=[NodeType(name="cpu", resources={"CPU": 4}, max_workers=1)])
+    with pytest.raises(SpecError) as info:
+        check_resources(spec(0.5, 0, 0, cpus=9, strategy="STRICT_SPREAD"), capacity, source="m.yaml")
+    assert [info.value.where, *(problem.where for problem in info.value.also)] == [
+        "m.yaml: agents[0](a0).resources.num_gpus", "m.yaml: agents[0](a0).resources.num_cpus",
+        "m.yaml: agents[1](a1).resources.num_cpus", "m.yaml: agents[2](a2).resources.num_cpus",
+        "m.yaml: agents[*].resources.num_gpus", "m.yaml: agents[*].resources.num_cpus", "m.yaml: placement.strategy"]
+
+
 def test_bundles_leave_out_agents_that_ask_for_nothing():
     mission = spec(0.5, 0, cpus=0)
     assert agent_bundles(mission) == {"a0": {"GPU": 0.5}}

@@ -28,6 +28,15 @@ def test_fallback_must_name_a_model():
         parse_serving_config({"models": {"a": {"kind": "scripted", "fallback": "nope"}}})
 
 
+def test_every_bad_fallback_is_named_at_once():
+    with pytest.raises(SpecError) as info:
+        parse_serving_config({"models": {"a": {"kind": "scripted", "fallback": "nope"},
+                                         "b": {"kind": "scripted", "fallback": "b"}}})
+    assert info.value.where == "<config>: <top level>"
+    assert info.value.why == ("models.a.fallback='nope' names no model; known: ['a', 'b']; "
+                              "models.b.fallback names the model itself")
+
+
 def test_min_replicas_above_max_quotes_both():
     with pytest.raises(SpecError, match="min_replicas=3 exceeds max_replicas=2"):
         parse_serving_config({"models": {"a": {"kind": "vllm", "replicas": {"min_replicas": 3, "max_replicas": 2}}}})
@@ -45,14 +54,25 @@ def test_missing_file_bad_yaml_and_a_key_written_twice_are_spec_errors(tmp_path)
         load_serving_config(path)
 
 
-def test_missing_api_key_env_var_is_named(monkeypatch):
+def test_every_missing_api_key_env_var_is_named_at_once(monkeypatch):
     monkeypatch.delenv("CP_TEST_MISSING_KEY", raising=False)
-    config = ServingConfig.model_validate({"models": {"gpt": {
-        "kind": "openai", "base_url": "https://example.invalid/v1", "remote_model": "gpt-x",
-        "api_key_env": "CP_TEST_MISSING_KEY"}}})
-    with pytest.raises(SetupError, match=r"\$CP_TEST_MISSING_KEY"):
+    monkeypatch.delenv("CP_TEST_OTHER_KEY", raising=False)
+    remote = {"kind": "openai", "base_url": "https://example.invalid/v1", "remote_model": "gpt-x"}
+    config = ServingConfig.model_validate({"models": {
+        "gpt": {**remote, "api_key_env": "CP_TEST_MISSING_KEY"},
+        "mini": {**remote, "api_key_env": "CP_TEST_MISSING_KEY"},
+        "other": {**remote, "api_key_env": "CP_TEST_OTHER_KEY"}}})
+    with pytest.raises(SetupError) as info:
         config.check_env()
+    assert info.value.what == ("models.gpt reads its API key from $CP_TEST_MISSING_KEY, which is not set; "
+                               "models.mini reads its API key from $CP_TEST_MISSING_KEY, which is not set; "
+                               "models.other reads its API key from $CP_TEST_OTHER_KEY, which is not set")
+    assert info.value.fix == "export CP_TEST_MISSING_KEY=<key> CP_TEST_OTHER_KEY=<key> before starting"
     monkeypatch.setenv("CP_TEST_MISSING_KEY", "k")
+    with pytest.raises(SetupError) as info:
+        config.check_env()
+    assert info.value.what == "models.other reads its API key from $CP_TEST_OTHER_KEY, which is not set"
+    monkeypatch.setenv("CP_TEST_OTHER_KEY", "k")
     config.check_env()
 
 

@@ -3,7 +3,8 @@ import yaml
 
 from controlplane import MissionSpec, SpecError, load_mission
 from controlplane._core.placement import ClusterCapacity, check_resources
-from controlplane.config.mission import parse_mission, yaml_path
+from controlplane.config.mission import parse_mission
+from controlplane.errors import yaml_path
 from tests.helpers import mission
 
 
