@@ -6,7 +6,7 @@ Serve's port with an API key (`controlplane keys create`).
 """
 
 from serving._config import load_serving_config
-from serving._deploy import RouterClient, app_builder, build_app, deploy, mission_tokens
+from serving._deploy import RouterClient, app_builder, build_app, deploy, mission_tokens, serve_http_port
 from serving._fields import SAMPLING_KEYS
 from serving._types import ChatMessage, ChatRequest, ChatResult, Identity, Usage
 
@@ -23,4 +23,5 @@ __all__ = [
     "deploy",
     "load_serving_config",
     "mission_tokens",
+    "serve_http_port",
 ]

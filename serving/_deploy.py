@@ -209,10 +209,25 @@ def _deployment_label(name: str) -> str:
     return f"models.{model} ({name})" if model else name
 
 
+def serve_http_port() -> int | None:
+    """The HTTP port of the Serve instance running in this Ray cluster, which it keeps until it stops; None when
+    Serve is not running, or this process has not joined Ray."""
+    import ray
+    from ray.serve.context import _get_global_client  # Serve has no public getter of its HTTP options
+
+    if not ray.is_initialized():
+        return None
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return client.http_config.port if client else None
+
+
 def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
-    """`serve.start` in Serve's high-throughput mode (SERVE_CONTROLLER_ENV); a running Serve keeps its options.
-    First it stops the HAProxy processes a killed Serve left on this machine, which would keep their ports.
-    SetupError, with no Serve left running, when another process holds the HTTP port."""
+    """`serve.start` in Serve's high-throughput mode (SERVE_CONTROLLER_ENV), unless Serve runs already: a running
+    Serve keeps its options (`serve_http_port()` gives its port). First it stops the HAProxy processes a killed
+    Serve left on this machine, which would keep their ports. SetupError, with no Serve left running, when another
+    process holds the HTTP port."""
+    if serve_http_port() is not None:
+        return
     stopped = stop_orphaned_haproxies()
     if stopped:
         logger.warning("stopped %d HAProxy processes left by a Serve that was killed (pids %s)", len(stopped), stopped)

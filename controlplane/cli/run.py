@@ -84,7 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
     import ray
 
     from actors import find_supervisor, follow, new_mission_id, running_missions, start_mission
-    from serving import deploy
+    from serving import deploy, serve_http_port
 
     resuming = getattr(args, "command", "run") == "resume"
     if resuming:
@@ -97,20 +97,25 @@ def run_command(args: argparse.Namespace) -> int:
     local = init_ray(args.address, args.verbose)
     try:
         router = deploy(serving, http_port=args.http_port, missions_running=len(running_missions()))
+        port = serve_http_port()
+        if args.http_port and port != args.http_port:
+            print(f"serving: Serve already runs in this cluster with HTTP on port {port}, which it keeps until it "
+                  f"stops; --http-port {args.http_port} is not applied", flush=True)
         prefix = ""
         if router.app_name != "controlplane":
             prefix = f"/{router.app_name}"
             print(f"serving: another config runs under other missions; this one runs as app {router.app_name!r} "
                   f"(HTTP API under {prefix}/v1)", flush=True)
+        api_url = f"http://127.0.0.1:{port}{prefix}/v1"
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         keys_file = serving.router.auth.api_keys_file
         key_path, key_id = mission_api_key(keys_file, args.runs_dir, mission_id, spec.budgets.max_wall_s)
         print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
-              f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API key of the mission "
-              f"(revoked at its end): {key_path}", flush=True)
+              f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API {api_url}, with the "
+              f"mission's key (revoked at its end): {key_path}", flush=True)
         handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
-                               router_url=f"http://127.0.0.1:{args.http_port or 8000}{prefix}/v1", run_dir=run_dir,
+                               router_url=api_url, run_dir=run_dir,
                                resume=resuming, tracing=tracing)
         try:
             with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:

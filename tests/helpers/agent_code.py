@@ -44,6 +44,17 @@ async def sampled_chat(task: Any, ctx: Any) -> dict[str, Any]:
     return {"text": reply.text, "refused": refused}
 
 
+async def calls_over_http(task: Any, ctx: Any) -> dict[str, Any]:
+    """A `kind: python` agent whose outside client calls the router's HTTP API at `ctx.openai_base_url`."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=ctx.openai_base_url, api_key=ctx.openai_api_key,
+                                default_headers=ctx.openai_headers, max_retries=0)
+    reply = await client.chat.completions.create(
+        model=ctx.model, max_tokens=8, messages=[{"role": "user", "content": "What is the capital of France?"}])
+    return {"base_url": ctx.openai_base_url, "reply": reply.choices[0].message.content}
+
+
 async def context_echo(task: Any, ctx: Any) -> dict[str, Any]:
     """A `kind: python` agent whose output is the context it was given (its dependencies' outputs)."""
     return dict(ctx.context)

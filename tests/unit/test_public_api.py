@@ -22,7 +22,7 @@ PUBLIC = {
     "controlplane.cli": ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"],
     "serving": [
         "ChatMessage", "ChatRequest", "ChatResult", "Identity", "RouterClient", "SAMPLING_KEYS", "Usage", "app_builder",
-        "build_app", "deploy", "load_serving_config", "mission_tokens"],
+        "build_app", "deploy", "load_serving_config", "mission_tokens", "serve_http_port"],
     "memory": [
         "CONFLICT_TOPIC", "Conflict", "Entry", "Hit", "Judge", "MemoryActor", "MemoryConfig", "MemoryReader",
         "NewEntry", "PostEvent", "Receipt", "RouterJudge", "SearchFilters", "Verdict", "start_memory_actor"],
