@@ -224,12 +224,15 @@ class ServingConfig(_Spec):
 
     @model_validator(mode="after")
     def _fallbacks(self) -> ServingConfig:
-        problems = [f"models.{name}.fallback names the model itself" if spec.fallback == name
-                    else f"models.{name}.fallback={spec.fallback!r} names no model; known: {sorted(self.models)}"
+        known = ", ".join(self.models)
+        problems = [SpecError(where=f"models.{name}.fallback", value=spec.fallback,
+                              why="a model cannot fall back to itself" if spec.fallback == name
+                              else f"no model has that name; known models: {known}",
+                              fix="name another model of this config, or remove `fallback`")
                     for name, spec in self.models.items()
                     if spec.fallback is not None and (spec.fallback == name or spec.fallback not in self.models)]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise SpecError.of(problems)
         return self
 
     def check_env(self) -> None:
@@ -246,6 +249,8 @@ class ServingConfig(_Spec):
 def parse_serving_config(data: Any, *, where: str = "<config>") -> ServingConfig:
     try:
         return ServingConfig.model_validate(data)
+    except SpecError as exc:
+        raise exc.located(f"{where}: ") from None
     except ValidationError as exc:
         raise SpecError.from_validation(exc, where=f"{where}: ",
                                         fix="see the `serving` section of the README for the config fields") from None

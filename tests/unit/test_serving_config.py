@@ -31,10 +31,10 @@ def test_fallback_must_name_a_model():
 def test_every_bad_fallback_is_named_at_once():
     with pytest.raises(SpecError) as info:
         parse_serving_config({"models": {"a": {"kind": "scripted", "fallback": "nope"},
-                                         "b": {"kind": "scripted", "fallback": "b"}}})
-    assert info.value.where == "<config>: <top level>"
-    assert info.value.why == ("models.a.fallback='nope' names no model; known: ['a', 'b']; "
-                              "models.b.fallback names the model itself")
+                                         "b": {"kind": "scripted", "fallback": "b"}}}, where="s.yaml")
+    assert [(p.where, p.value, p.why) for p in (info.value, *info.value.also)] == [
+        ("s.yaml: models.a.fallback", "nope", "no model has that name; known models: a, b"),
+        ("s.yaml: models.b.fallback", "b", "a model cannot fall back to itself")]
 
 
 def test_min_replicas_above_max_quotes_both():
