@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,19 @@ def _no_ray(monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("unit tests must not start Ray; move this test to tests/integration")
     monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _ray_auth_mode_restored():
+    """The CLI's commands set RAY_AUTH_MODE (`use_token_auth`) for the cluster they join. A unit test that runs one in
+    this process must not leave it set: Ray reads it once, at import, so a Ray that a later test in the same session
+    starts would ask for a token its driver does not send."""
+    before = os.environ.get("RAY_AUTH_MODE")
+    yield
+    if before is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = before
 
 
 HERE = Path(__file__).parent
