@@ -16,6 +16,8 @@ from controlplane.cli import governance, keys
 from controlplane.cli._codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
+HTTP_PORT_HELP = "Serve's HTTP port, when Serve starts here (default 8000); a Serve that runs keeps its own"
+
 
 def port_number(text: str) -> int:
     """A TCP port, 1-65535, for argparse."""
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     run.add_argument("--runs-dir", default="runs", help="where <mission-id>/ is written (default: runs/)")
     run.add_argument("--mission-id", help="mission id (default: <name>-<date>-<time>-<random>)")
-    run.add_argument("--http-port", type=port_number, default=None, help="Serve HTTP port (default 8000)")
+    run.add_argument("--http-port", type=port_number, default=None, help=HTTP_PORT_HELP)
     run.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     run.add_argument("--state-uri", help="where <mission-id>/ with the mission log is kept: a directory or an fsspec "
                      "URL every node sees (default: --runs-dir)")
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run", help="the mission's run directory (or fsspec URL)")
     resume.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     resume.add_argument("--runs-dir", default="runs", help="where the cluster address is recorded (default: runs/)")
-    resume.add_argument("--http-port", type=port_number, default=None, help="Serve HTTP port (default 8000)")
+    resume.add_argument("--http-port", type=port_number, default=None, help=HTTP_PORT_HELP)
     resume.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     _storage_commands(sub)
     for name, text in (("status", "show where a mission stands"), ("cancel", "cancel a running mission")):
