@@ -64,6 +64,19 @@ def test_serve_starts_in_its_high_throughput_mode_unless_the_callers_environment
     assert {name: off[name] for name in mode} == dict.fromkeys(mode, "0")
 
 
+def test_a_running_serve_is_left_with_its_options(monkeypatch):
+    from ray import serve
+
+    from serving import _deploy
+
+    started: list[dict] = []
+    monkeypatch.setattr(serve, "start", lambda **options: started.append(options))
+    monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: started.append({"stopped": True}) or [])
+    monkeypatch.setattr(_deploy, "serve_http_port", lambda: 8123)
+    _deploy.start_serve(http_port=8000)
+    assert started == []
+
+
 def test_haproxy_gets_a_connection_limit_that_fits_the_hard_files_limit_unless_the_caller_set_one(monkeypatch):
     import resource
 
