@@ -99,6 +99,32 @@ def _vllm_deployment(name: str, spec: VLLMModelSpec, busy_at: int):
                                 override_serve_options=_serve_options(spec, busy_at))
 
 
+SERVE_JOIN_NOTICE = "Connecting to existing Serve app"
+
+
+@contextmanager
+def serve_join_notice_dropped() -> Iterator[None]:
+    """`serve.run` joins the Serve that `deploy` has just started, or found running, and Serve logs that "new
+    http_options/controller_options will not be applied": options `serve.run` is not given, a line that reads as
+    if `deploy`'s own had been dropped. Serve's logger leaves that line out while this runs."""
+    serve_logger = logging.getLogger("ray.serve")
+    drop = _MessageDropped(SERVE_JOIN_NOTICE)
+    serve_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        serve_logger.removeFilter(drop)
+
+
+class _MessageDropped(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
 @contextmanager
 def _root_logging_kept() -> Iterator[None]:
     """The first import of ray.serve.llm puts a JSON-lines handler in place of the root logger's handlers
@@ -178,7 +204,8 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
     start_serve(http_host, http_port or 8000)
     prefix = route_prefix if choice.name == app_name else f"/{choice.name}"
     try:
-        serve.run(application, name=choice.name, route_prefix=prefix)
+        with serve_join_notice_dropped():
+            serve.run(application, name=choice.name, route_prefix=prefix)
     except RuntimeError:  # Serve gave up on a deployment: say which model and why, and leave nothing half-started
         failure = deploy_failure(choice.name, serve.status().applications.get(choice.name))
         serve.delete(choice.name)

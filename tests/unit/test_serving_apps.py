@@ -77,6 +77,26 @@ def test_a_running_serve_is_left_with_its_options(monkeypatch):
     assert started == []
 
 
+def test_serves_notice_that_options_it_was_not_given_are_not_applied_is_left_out_while_deploy_runs_serve_run():
+    import logging
+
+    from serving._deploy import SERVE_JOIN_NOTICE, serve_join_notice_dropped
+
+    serve_logger, seen = logging.getLogger("ray.serve"), []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    serve_logger.addHandler(handler)
+    notice = f'{SERVE_JOIN_NOTICE} in namespace "serve". New http_options/controller_options will not be applied.'
+    try:
+        with serve_join_notice_dropped():
+            serve_logger.warning(notice)
+            serve_logger.warning("Application 'a' is ready")
+        serve_logger.warning(notice)
+    finally:
+        serve_logger.removeHandler(handler)
+    assert seen == ["Application 'a' is ready", notice]
+
+
 def test_haproxy_gets_a_connection_limit_that_fits_the_hard_files_limit_unless_the_caller_set_one(monkeypatch):
     import resource
 
