@@ -52,6 +52,7 @@ def test_serve_starts_in_its_high_throughput_mode_unless_the_callers_environment
     started: list[dict] = []
     monkeypatch.setattr(serve, "start", lambda **options: started.append(options))
     monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: [])
+    monkeypatch.setattr(_deploy, "serve_http_port", lambda: None)  # the integration tests' Serve may run
     mode = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
     for name in mode:
         monkeypatch.delenv(name, raising=False)
@@ -107,6 +108,7 @@ def test_haproxy_gets_a_connection_limit_that_fits_the_hard_files_limit_unless_t
     started: list[dict] = []
     monkeypatch.setattr(serve, "start", lambda **options: started.append(options))
     monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: [])
+    monkeypatch.setattr(_deploy, "serve_http_port", lambda: None)  # the integration tests' Serve may run
     monkeypatch.setattr(_deploy, "serve_haproxy_maxconn", lambda: 20000)  # Ray 2.58's default
     monkeypatch.setattr(resource, "getrlimit", lambda _: (20000, 20000))
     monkeypatch.delenv(_deploy.HAPROXY_MAXCONN_ENV, raising=False)
