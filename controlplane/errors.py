@@ -101,18 +101,22 @@ class SpecError(ControlPlaneError):
                         quote: Callable[[Any], Any] = lambda value: value) -> SpecError:
         """Every problem of a pydantic ValidationError, one per place (a union's members each report the same
         place): `where` followed by its YAML path (list items named by their `name` or `id` in `data`), the input
-        as `quote` gives it, pydantic's reason, and the fix that `fixes` holds for its type, else `fix`."""
+        as `quote` gives it (an unknown field's value is not shown), pydantic's reason, and the fix that `fixes`
+        holds for its type, else `fix`."""
         problems: dict[str, SpecError] = {}
         for error in exc.errors(include_url=False):
             loc = tuple(part for part in error["loc"] if part not in _UNION_MEMBER_TAGS)
             place = f"{where}{yaml_path(loc, data)}"
             if place not in problems:
-                value = "<missing>" if error["type"] == "missing" else quote(error.get("input"))
+                value = _UNQUOTED.get(error["type"]) or quote(error.get("input"))
                 problems[place] = cls(where=place, value=value, why=error["msg"].removeprefix("Value error, "),
                                       fix=(fixes or {}).get(error["type"], fix))
         return cls.of(list(problems.values()))
 
 
+_UNQUOTED = {"missing": "<missing>", "extra_forbidden": "<not shown>"}
+"""What a problem shows in place of the input: a missing field has none, and an unknown field's value is not
+quoted, as nothing says what it holds (a credential written as `api_key: ...`, say)."""
 _UNION_MEMBER_TAGS = frozenset({"str", "dict[str,any]", "none"})
 """The parts of a pydantic error's location that name the member of a union that was tried, not a field."""
 

@@ -37,6 +37,15 @@ def test_every_bad_fallback_is_named_at_once():
         ("s.yaml: models.b.fallback", "b", "a model cannot fall back to itself")]
 
 
+def test_an_unknown_fields_value_is_not_quoted_as_it_may_be_a_credential():
+    with pytest.raises(SpecError) as info:
+        parse_serving_config({"models": {"gpt": {"kind": "openai", "base_url": "https://example.invalid/v1",
+                                                 "remote_model": "gpt-x", "api_key": "sk-not-for-logs"}}},
+                             where="s.yaml")
+    assert info.value.where == "s.yaml: models.gpt.openai.api_key" and info.value.value == "<not shown>"
+    assert "sk-not-for-logs" not in str(info.value)
+
+
 def test_min_replicas_above_max_quotes_both():
     with pytest.raises(SpecError, match="min_replicas=3 exceeds max_replicas=2"):
         parse_serving_config({"models": {"a": {"kind": "vllm", "replicas": {"min_replicas": 3, "max_replicas": 2}}}})
