@@ -108,21 +108,15 @@ def serve_join_notice_dropped() -> Iterator[None]:
     http_options/controller_options will not be applied": options `serve.run` is not given, a line that reads as
     if `deploy`'s own had been dropped. Serve's logger leaves that line out while this runs."""
     serve_logger = logging.getLogger("ray.serve")
-    drop = _MessageDropped(SERVE_JOIN_NOTICE)
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(SERVE_JOIN_NOTICE)
+
     serve_logger.addFilter(drop)
     try:
         yield
     finally:
         serve_logger.removeFilter(drop)
-
-
-class _MessageDropped(logging.Filter):
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefix)
 
 
 @contextmanager
