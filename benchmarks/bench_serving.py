@@ -197,7 +197,8 @@ def build_router_app(model_dir: str):
     """The router app plus a second, handle-only router with batching off on the same replica."""
     from ray import serve
 
-    from serving._deploy import ROUTER_DEPLOYMENT, ROUTER_ENV, _vllm_deployment
+    from serving._client import ROUTER_DEPLOYMENT
+    from serving._deploy import ROUTER_ENV, _vllm_deployment
     from serving._router import Router
     from serving._secrets import secret_file_env
 

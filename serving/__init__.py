@@ -5,8 +5,9 @@ capability token their supervisor gave them. People and other frameworks use the
 Serve's port with an API key (`controlplane keys create`).
 """
 
+from serving._client import RouterClient, mission_tokens
 from serving._config import load_serving_config
-from serving._deploy import RouterClient, app_builder, build_app, deploy, mission_tokens, serve_http_port
+from serving._deploy import app_builder, build_app, deploy, serve_http_port
 from serving._fields import SAMPLING_KEYS
 from serving._types import ChatMessage, ChatRequest, ChatResult, Identity, Usage
 

@@ -343,7 +343,7 @@ def router_replicas(app_name: str) -> list[Any]:
     """The processes of an app's Router replicas (Ray titles them after their actor)."""
     import psutil
 
-    from serving._deploy import ROUTER_DEPLOYMENT
+    from serving._client import ROUTER_DEPLOYMENT
 
     title = f"ray::ServeReplica:{app_name}:{ROUTER_DEPLOYMENT}"
     return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == title]
