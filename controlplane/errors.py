@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from controlplane._pydantic_errors import read_error
+
 
 class ControlPlaneError(Exception):
     """Base of all controlplane errors. Subclasses set `fields` and a message template."""
@@ -98,43 +100,22 @@ class SpecError(ControlPlaneError):
     @classmethod
     def from_validation(cls, exc: Any, *, where: str, fix: str, data: Any = None,
                         fixes: Mapping[str, str] | None = None,
-                        quote: Callable[[Any], Any] = lambda value: value) -> SpecError:
+                        quote: Callable[[Any], Any] = lambda value: value, model: Any = None) -> SpecError:
         """Every problem of a pydantic ValidationError, one per place (a union's members each report the same
         place): `where` followed by its YAML path (list items named by their `name` or `id` in `data`), the input
-        as `quote` gives it (an unknown field's value is not shown), pydantic's reason, and the fix that `fixes`
-        holds for its type, else `fix`."""
+        as `quote` gives it (an unknown field's value is not shown), pydantic's reason, and a fix: the error's
+        own where it implies one (a bound, the allowed values; with `model`, the pydantic model validated, the
+        fields known at an unknown field's place and the one likeliest meant), else what `fixes` holds for its
+        type, else `fix`."""
         problems: dict[str, SpecError] = {}
         for error in exc.errors(include_url=False):
-            loc = tuple(part for part in error["loc"] if part not in _UNION_MEMBER_TAGS)
-            place = f"{where}{yaml_path(loc, data)}"
+            path, unquoted, own_fix = read_error(error, data=data, model=model)
+            place = f"{where}{path}"
             if place not in problems:
-                value = _UNQUOTED.get(error["type"]) or quote(error.get("input"))
-                problems[place] = cls(where=place, value=value, why=error["msg"].removeprefix("Value error, "),
-                                      fix=(fixes or {}).get(error["type"], fix))
+                problems[place] = cls(where=place, value=unquoted or quote(error.get("input")),
+                                      why=error["msg"].removeprefix("Value error, "),
+                                      fix=own_fix or (fixes or {}).get(error["type"], fix))
         return cls.of(list(problems.values()))
-
-
-_UNQUOTED = {"missing": "<missing>", "extra_forbidden": "<not shown>"}
-"""What a problem shows in place of the input: a missing field has none, and an unknown field's value is not
-quoted, as nothing says what it holds (a credential written as `api_key: ...`, say)."""
-_UNION_MEMBER_TAGS = frozenset({"str", "dict[str,any]", "none"})
-"""The parts of a pydantic error's location that name the member of a union that was tried, not a field."""
-
-
-def yaml_path(loc: Sequence[Any], data: Any = None) -> str:
-    """('agents', 2, 'resources') -> 'agents[2].resources'; list items get their name when they have one."""
-    out, node = "", data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            label = (node.get("name") or node.get("id")) if isinstance(node, dict) else None
-            if label:
-                out += f"({label})"
-        else:
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out or "<top level>"
 
 
 class SetupError(ControlPlaneError):

@@ -345,7 +345,8 @@ def _parse(model: Any, value: Any, where: str) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        raise SpecError.from_validation(exc, where=f"{where}.", fix=f"pass a valid {model.__name__}") from None
+        raise SpecError.from_validation(exc, where=f"{where}.", fix=f"pass a valid {model.__name__}",
+                                        model=model) from None
 
 
 def _filters(filters: SearchFilters | dict | None) -> SearchFilters | None:

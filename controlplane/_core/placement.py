@@ -102,7 +102,8 @@ def node_types_from_config(config: Any, *, source: str = "<autoscaler config>") 
     try:
         parsed = _AutoscalerConfig.model_validate(config)
     except ValidationError as exc:
-        raise SpecError.from_validation(exc, where=f"{source}: ", fix=f"write it in {_NODE_TYPES_FORMAT}") from None
+        raise SpecError.from_validation(exc, where=f"{source}: ", fix=f"write it in {_NODE_TYPES_FORMAT}",
+                                        data=config, model=_AutoscalerConfig) from None
     out, cap = [], parsed.max_workers
     for name, node in sorted((parsed.available_node_types or {}).items()):
         if name == parsed.head_node_type:

@@ -308,14 +308,13 @@ def parse_mission(data: dict[str, Any], *, source: str = "<mission>") -> Mission
         raise exc.located(f"{source}: ") from None
     except ValidationError as exc:
         raise SpecError.from_validation(exc, where=f"{source}: ", data=data, fixes=_FIXES, quote=_quotable,
-                                        fix="correct the value") from None
+                                        fix="correct the value", model=MissionSpec) from None
 
 
 _MAPPING_FIX = "write a YAML mapping: `key: value` lines, or `{key: value}`"
 _FIXES = {
     "missing": "add the field",
     "extra_forbidden": "remove it, or check its spelling against the mission spec in the README",
-    "literal_error": "use one of the allowed values",
     "string_pattern_mismatch": "use letters, digits, '_', '.' and '-' only, starting with a letter or digit",
     "reserved_name": "rename the agent (e.g. add a suffix: `-agent`) and the tasks that name it",
     "list_type": "write a YAML list: `[a, b]`, or one `- item` per line (a single item too: `[a]`)",
@@ -325,7 +324,6 @@ _FIXES = {
     "int_parsing": "write a whole number",
     "float_parsing": "write a number",
     "bool_parsing": "write true or false",
-    "too_short": "give at least one",
 }
 
 

@@ -252,5 +252,5 @@ def parse_serving_config(data: Any, *, where: str = "<config>") -> ServingConfig
     except SpecError as exc:
         raise exc.located(f"{where}: ") from None
     except ValidationError as exc:
-        raise SpecError.from_validation(exc, where=f"{where}: ",
+        raise SpecError.from_validation(exc, where=f"{where}: ", data=data, model=ServingConfig,
                                         fix="see the `serving` section of the README for the config fields") from None

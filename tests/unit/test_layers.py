@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
-    ("controlplane.errors",),
+    ("controlplane.errors", "controlplane._pydantic_errors"),
     ("controlplane.config",),
     ("controlplane._core", "controlplane._logfile", "controlplane._model_cache", "controlplane._rundir",
      "controlplane._setup",

@@ -129,20 +129,23 @@ def test_the_projects_cluster_yaml_lets_a_mission_ask_for_four_gpus():
     assert head.get(HEAD_RESOURCE) == 1
 
 
-@pytest.mark.parametrize(("config", "where", "why"), [
-    (None, "cfg.yaml", "an autoscaler config is a YAML mapping"),
-    ({"available_node_types": ["gpu_worker"]}, "cfg.yaml: available_node_types", "valid dictionary"),
+FORMAT = "available_node_types: {<type>: {resources:"
+
+
+@pytest.mark.parametrize(("config", "where", "why", "fix"), [
+    (None, "cfg.yaml", "an autoscaler config is a YAML mapping", FORMAT),
+    ({"available_node_types": ["gpu_worker"]}, "cfg.yaml: available_node_types", "valid dictionary", FORMAT),
     ({"available_node_types": {"gpu": {"resources": {"GPU": "one"}}}},
-     "cfg.yaml: available_node_types.gpu.resources.GPU", "valid number"),
+     "cfg.yaml: available_node_types.gpu.resources.GPU", "valid number", FORMAT),
     ({"available_node_types": {"gpu": {"max_workers": 1.5}}}, "cfg.yaml: available_node_types.gpu.max_workers",
-     "valid integer"),
-    ({"max_workers": -1}, "cfg.yaml: max_workers", "greater than or equal to 0"),
+     "valid integer", FORMAT),
+    ({"max_workers": -1}, "cfg.yaml: max_workers", "greater than or equal to 0", "use 0 or more"),
 ])
-def test_an_autoscaler_config_not_in_rays_format_is_a_spec_error_naming_the_file_and_field(config, where, why):
+def test_an_autoscaler_config_not_in_rays_format_is_a_spec_error_naming_the_file_and_field(config, where, why, fix):
     with pytest.raises(SpecError) as refused:
         node_types_from_config(config, source="cfg.yaml")
     assert refused.value.where == where and why in refused.value.why
-    assert "available_node_types: {<type>: {resources:" in refused.value.fix
+    assert fix in refused.value.fix
 
 
 def test_what_the_autoscaler_config_leaves_out_counts_as_nothing_to_add():

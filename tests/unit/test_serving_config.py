@@ -42,8 +42,18 @@ def test_an_unknown_fields_value_is_not_quoted_as_it_may_be_a_credential():
         parse_serving_config({"models": {"gpt": {"kind": "openai", "base_url": "https://example.invalid/v1",
                                                  "remote_model": "gpt-x", "api_key": "sk-not-for-logs"}}},
                              where="s.yaml")
-    assert info.value.where == "s.yaml: models.gpt.openai.api_key" and info.value.value == "<not shown>"
+    assert info.value.where == "s.yaml: models.gpt.api_key" and info.value.value == "<not shown>"
     assert "sk-not-for-logs" not in str(info.value)
+
+
+def test_a_models_problem_is_at_its_yaml_path_and_an_unknown_field_is_told_the_likeliest_meant():
+    with pytest.raises(SpecError) as info:
+        parse_serving_config({"models": {"default": {"kind": "vllm", "replica": {"min_replicas": 1}},
+                                         "other": {"kind": "vlm"}}}, where="s.yaml")
+    fixes = {problem.where: problem.fix for problem in (info.value, *info.value.also)}
+    assert fixes["s.yaml: models.default.replica"].startswith("did you mean `replicas`? Else remove it; the fields "
+                                                              "here are breaker, dtype, engine_kwargs")
+    assert fixes["s.yaml: models.other"] == "set 'kind' to one of 'vllm', 'scripted', 'openai'"
 
 
 def test_min_replicas_above_max_quotes_both():

@@ -3,8 +3,8 @@ import yaml
 
 from controlplane import MissionSpec, SpecError, load_mission
 from controlplane._core.placement import ClusterCapacity, check_resources
+from controlplane._pydantic_errors import yaml_path
 from controlplane.config.mission import parse_mission
-from controlplane.errors import yaml_path
 from tests.helpers import mission
 
 
@@ -68,6 +68,32 @@ def test_every_problem_of_a_spec_is_named_at_once_the_first_in_the_errors_fields
     assert lines[1].startswith("Also: m.yaml: tasks[1](review).depends_on[0]: 'nope' is invalid: no task")
     assert lines[2].startswith("Also: m.yaml: agents[0](writer).tools[0]: 'web.browse' is invalid")
     assert all("Fix: " in line for line in lines)
+
+
+def test_an_unknown_fields_fix_names_the_field_likeliest_meant_and_the_fields_known_there():
+    data = _with(("agents", 0, "num_gpus"), 0.5)  # belongs under resources
+    data["tasks"][1]["depend_on"] = ["draft"]  # a typo
+    data["budgets"] = {"max_tokns": 100}
+    with pytest.raises(SpecError) as info:
+        parse_mission(data, source="m.yaml")
+    fixes = {problem.where: problem.fix for problem in (info.value, *info.value.also)}
+    assert fixes["m.yaml: agents[0](writer).num_gpus"].startswith("did you mean `resources.num_gpus`? Else remove it")
+    assert fixes["m.yaml: tasks[1](review).depend_on"].startswith("did you mean `depends_on`?")
+    assert fixes["m.yaml: budgets.max_tokns"] == ("did you mean `max_tokens`? Else remove it; the fields here are "
+                                                  "max_llm_calls, max_tokens, max_usd, max_wall_s")
+    assert "description, expected_output, fallback_agent" in fixes["m.yaml: tasks[1](review).depend_on"]
+
+
+def test_a_value_out_of_its_bounds_is_told_the_bound_and_a_wrong_choice_the_choices():
+    data = _with(("tasks", 0, "timeout_s"), 0)
+    data["tasks"][1]["retries"] = 100
+    data["policies"] = {"on_failure": "panic"}
+    with pytest.raises(SpecError) as info:
+        parse_mission(data, source="m.yaml")
+    fixes = {problem.where: problem.fix for problem in (info.value, *info.value.also)}
+    assert fixes == {"m.yaml: tasks[0](draft).timeout_s": "use a number above 0",
+                     "m.yaml: tasks[1](review).retries": "use 10 or less",
+                     "m.yaml: policies.on_failure": "use 'fail_mission' or 'skip_dependents'"}
 
 
 def test_every_field_of_the_wrong_form_is_named_at_once():
