@@ -68,6 +68,15 @@ def read_result(run: str) -> dict[str, Any] | None:
     return json.loads(fs.cat_file(path)) if fs.exists(path) else None
 
 
+def recorded_runs(runs_dir: str) -> list[str]:
+    """The ids of the missions that ended with their results written under `runs_dir`."""
+    fs, root = fsspec.core.url_to_fs(str(runs_dir))
+    if not fs.isdir(root):
+        return []
+    return sorted(path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(root, detail=False)
+                  if fs.exists(f"{path}/{RESULT}"))
+
+
 def run_exists(run: str) -> bool:
     fs, root = fsspec.core.url_to_fs(str(run))
     return fs.exists(root)

@@ -173,13 +173,18 @@ class AccessDenied(ControlPlaneError):
 
 
 class MissionNotFound(ControlPlaneError):
-    """No running or recorded mission has this id."""
+    """No running or recorded mission has this id. `known` holds those that are; the message names the first
+    LISTED_MISSIONS of them."""
 
-    def __init__(self, *, mission_id: str, known: list[str]) -> None:
-        super().__init__(
-            f"No mission {mission_id!r} is running or recorded; known: {sorted(known) or 'none'}",
-            mission_id=mission_id, known=list(known),
-        )
+    def __init__(self, *, mission_id: str, known: Sequence[str], fix: str = "use one of the known ids") -> None:
+        names = sorted(set(known))
+        listed = ", ".join(names[:LISTED_MISSIONS]) or "none"
+        more = f" and {len(names) - LISTED_MISSIONS} more" if len(names) > LISTED_MISSIONS else ""
+        super().__init__(f"No mission {mission_id!r} is running or recorded; known: {listed}{more}. Fix: {fix}",
+                         mission_id=mission_id, known=names, fix=fix)
+
+
+LISTED_MISSIONS = 10
 
 
 class IdentityError(ControlPlaneError):

@@ -15,7 +15,7 @@ from controlplane._core.mission_log import FINAL_MISSION_STATUSES, Head, Record
 from controlplane._logfile import read_log, verify_log
 from controlplane._rundir import read_result, run_exists, run_uri
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
-from controlplane.errors import MissionNotFound
+from controlplane.cli.connect import not_found
 
 POLL_S = 0.5
 SUMMARY_FIELDS = ("task", "agent", "attempt", "status", "message", "tool", "outcome", "reason", "error")
@@ -26,7 +26,7 @@ def resolve_run(run: str, runs_dir: str) -> str:
     for candidate in (run, run_uri(runs_dir, run)):
         if run_exists(candidate):
             return candidate
-    raise MissionNotFound(mission_id=run, known=[])
+    raise not_found(run, runs_dir)
 
 
 def exit_code(status: str) -> int:

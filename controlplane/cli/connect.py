@@ -8,7 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from controlplane.errors import SetupError
+from controlplane._rundir import recorded_runs
+from controlplane.errors import MissionNotFound, SetupError
 
 LOCAL_MIN_CPUS = 16
 
@@ -103,6 +104,14 @@ def connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
     except ConnectionError:
         return False
     return True
+
+
+def not_found(mission_id: str, runs_dir: str) -> MissionNotFound:
+    """The error for a mission id that is neither running where the CLI looked nor recorded under `runs_dir`."""
+    return MissionNotFound(mission_id=mission_id, known=recorded_runs(runs_dir),
+                           fix=f"check the id against the known ones; a mission recorded outside {runs_dir}/ is "
+                               "found with --runs-dir DIR, and a running one on another cluster with --address "
+                               "HOST:PORT")
 
 
 def reachable(address: str) -> bool:

@@ -8,8 +8,7 @@ import time
 from typing import Any
 
 from controlplane.cli._codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from controlplane.cli.connect import check_address, connect, use_token_auth
-from controlplane.errors import MissionNotFound
+from controlplane.cli.connect import check_address, connect, not_found, use_token_auth
 
 
 def approvals_command(args: argparse.Namespace) -> int:
@@ -71,7 +70,7 @@ def _decide(args: argparse.Namespace, *, approve: bool) -> int:
 def _join(args: argparse.Namespace) -> None:
     use_token_auth()
     if not connect(args.address, args.runs_dir, args.mission_id):
-        raise MissionNotFound(mission_id=args.mission_id, known=[])
+        raise not_found(args.mission_id, args.runs_dir)
 
 
 def add_parsers(sub: Any) -> None:

@@ -7,19 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from controlplane._rundir import recorded_runs
 from controlplane.cli._codes import EXIT_OK
-from controlplane.cli.connect import connect, use_token_auth
-from controlplane.errors import MissionNotFound
+from controlplane.cli.connect import connect, not_found, use_token_auth
 
 
 def _recorded(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
     path = Path(runs_dir) / mission_id / "result.json"
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _recorded_ids(runs_dir: str) -> list[str]:
-    root = Path(runs_dir)
-    return sorted(p.name for p in root.iterdir() if (p / "result.json").is_file()) if root.is_dir() else []
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -47,8 +42,8 @@ def _watch(args: argparse.Namespace) -> int:
     from actors import find_supervisor
 
     if not connect(args.address, args.runs_dir, args.mission_id):
-        raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
-    handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
+        raise not_found(args.mission_id, args.runs_dir)
+    handle = find_supervisor(args.mission_id, recorded=recorded_runs(args.runs_dir))
     watch(handle, _format_summary, interval_s=args.interval)
     return EXIT_OK
 
@@ -76,8 +71,8 @@ def _live_summary(args: argparse.Namespace) -> dict[str, Any]:
         ended = _recorded_summary(args.runs_dir, args.mission_id)  # it may have ended meanwhile
         if ended is not None:
             return ended
-        raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
-    handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
+        raise not_found(args.mission_id, args.runs_dir)
+    handle = find_supervisor(args.mission_id, recorded=recorded_runs(args.runs_dir))
     return ray.get(handle.summary.remote())
 
 
@@ -101,8 +96,8 @@ def cancel_command(args: argparse.Namespace) -> int:
         if ended is not None:
             print(f"mission {args.mission_id} already ended: {ended['status']}")
             return EXIT_OK
-        raise MissionNotFound(mission_id=args.mission_id, known=_recorded_ids(args.runs_dir))
-    handle = find_supervisor(args.mission_id, recorded=_recorded_ids(args.runs_dir))
+        raise not_found(args.mission_id, args.runs_dir)
+    handle = find_supervisor(args.mission_id, recorded=recorded_runs(args.runs_dir))
     status = ray.get(handle.cancel.remote("cancelled by `controlplane cancel`"))
     print(f"mission {args.mission_id}: {status}")
     return EXIT_OK

@@ -11,7 +11,7 @@ from typing import Any
 from controlplane._rundir import per_agent, read_events, read_result, render_report, run_uri, write_report_html
 from controlplane._rundir import write_run_dir as _write
 from controlplane.cli._codes import EXIT_OK
-from controlplane.errors import MissionNotFound
+from controlplane.cli.connect import not_found
 
 __all__ = ["per_agent", "render_report", "report_command", "write_run_dir"]
 
@@ -22,9 +22,7 @@ def report_command(args: argparse.Namespace) -> int:
         if result is not None:
             print(f"wrote {write_report_html(run, result, read_events(run))}")
             return EXIT_OK
-    root = Path(args.runs_dir)
-    known = sorted(d.name for d in root.iterdir() if (d / "result.json").is_file()) if root.is_dir() else []
-    raise MissionNotFound(mission_id=args.run, known=known)
+    raise not_found(args.run, args.runs_dir)
 
 
 def write_run_dir(runs_dir: str | Path, result: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> Path:

@@ -34,6 +34,13 @@ def test_errors_survive_pickling_between_processes(error):
     assert isinstance(copy, ControlPlaneError)
 
 
+def test_a_mission_not_found_lists_the_first_known_ids_and_counts_the_rest():
+    error = MissionNotFound(mission_id="m-0", known=[f"m-{i:02d}" for i in range(25, 0, -1)])
+    assert str(error) == ("No mission 'm-0' is running or recorded; known: m-01, m-02, m-03, m-04, m-05, m-06, m-07, "
+                          "m-08, m-09, m-10 and 15 more. Fix: use one of the known ids")
+    assert len(error.known) == 25
+
+
 def test_a_spec_error_with_other_problems_keeps_them_across_processes():
     error = SpecError.of([SpecError(where="a", value=1, why="w1", fix="f1"),
                           SpecError(where="b", value=2, why="w2", fix="f2")]).located("m.yaml: ")

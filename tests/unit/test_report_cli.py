@@ -37,10 +37,12 @@ def test_report_renders_again_from_the_run_directory(run_dir, tmp_path, capsys, 
     assert str(folder / "report.html") in capsys.readouterr().out
 
 
-def test_report_of_an_unknown_run_names_the_known_ones(run_dir, tmp_path, capsys):
-    assert main(["report", "nope", "--runs-dir", str(tmp_path)]) == EXIT_FAILED
+@pytest.mark.parametrize("command", [["report"], ["result"], ["logs"], ["audit", "verify"]])
+def test_a_command_given_an_unknown_mission_names_the_recorded_ones_and_the_fix(run_dir, tmp_path, capsys, command):
+    assert main([*command, "nope", "--runs-dir", str(tmp_path)]) == EXIT_FAILED
     err = capsys.readouterr().err
-    assert "No mission 'nope'" in err and "m-synthetic" in err
+    assert f"No mission 'nope' is running or recorded; known: {run_dir[0].name}. Fix: " in err
+    assert f"recorded outside {tmp_path}/ is found with --runs-dir DIR" in err
 
 
 def test_watch_lines_show_the_critical_path_slowest_agent_and_bottleneck_live():
