@@ -24,13 +24,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controlplane._core.identity import RESERVED_AGENT_NAMES, narrow_priority
+from controlplane.config.mission import NAME_PATTERN
 from controlplane.errors import ScopeDenied, SpecError
 from serving._secrets import API_KEYS_ENV
 from serving._types import Identity, Priority
 
 KEY_PREFIX = "cp-"
 DEFAULT_API_KEYS_PATH = Path("~/.controlplane/api_keys.json")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(NAME_PATTERN)
 
 
 class KeyScope(BaseModel):

@@ -5,10 +5,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from typing import Any
 
 from controlplane.cli._codes import EXIT_OK
+from controlplane.config.mission import NAME_PATTERN
+
+
+def valid_name(text: str) -> str:
+    """A key's, mission's, team's or agent's name, for argparse."""
+    if not re.match(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a name: use letters, digits, '_', '.' and '-' only, "
+                                         "starting with a letter or digit")
+    return text
+
+
+def positive_number(text: str) -> float:
+    """A number above 0, for argparse."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = 0.0
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0: give one such as 600")
+    return number
 
 
 def add_parser(sub: Any) -> None:
@@ -17,16 +38,19 @@ def add_parser(sub: Any) -> None:
                       help="the key file (default: $CONTROLPLANE_API_KEYS_FILE, else ~/.controlplane/api_keys.json)")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="make a key; it is printed once")
-    create.add_argument("name", help="the key's name; also the agent id of its calls unless --agent is given")
+    create.add_argument("name", type=valid_name,
+                        help="the key's name; also the agent id of its calls unless --agent is given")
     scope = create.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--mission", help="the key acts in this mission only")
-    scope.add_argument("--team", help="the key acts as the team, and in any mission `<team>/<anything>`")
-    create.add_argument("--agent", action="append", default=None,
+    scope.add_argument("--mission", type=valid_name, help="the key acts in this mission only")
+    scope.add_argument("--team", type=valid_name,
+                       help="the key acts as the team, and in any mission `<team>/<anything>`")
+    create.add_argument("--agent", type=valid_name, action="append", default=None,
                         help="an agent id the key may act as (x-agent-id); repeat it; default: any")
-    create.add_argument("--rpm", type=float, default=None, help="requests per minute (default: unlimited)")
-    create.add_argument("--tpm", type=float, default=None, help="tokens per minute (default: unlimited)")
+    create.add_argument("--rpm", type=positive_number, default=None, help="requests per minute (default: unlimited)")
+    create.add_argument("--tpm", type=positive_number, default=None, help="tokens per minute (default: unlimited)")
     create.add_argument("--priority", choices=("normal", "bulk"), default="normal", help="the highest priority")
-    create.add_argument("--expires-in-s", type=float, default=None, help="seconds until it expires (default never)")
+    create.add_argument("--expires-in-s", type=positive_number, default=None,
+                        help="seconds until it expires (default never)")
     listing = actions.add_parser("list", help="every key, without secrets")
     listing.add_argument("--json", action="store_true", help="print the keys as JSON")
     revoke = actions.add_parser("revoke", help="revoke a key at once (a running router sees it on its next call)")

@@ -126,3 +126,17 @@ def test_keys_create_list_revoke_keeps_only_hashes_and_prints_the_key_once(tmp_p
     assert "no key has this id" in capsys.readouterr().err
     assert main(["keys", "--keys-file", keys_file, "create", "x", "--mission", "m", "--agent", "supervisor"]) == 2
     assert "reserved" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--expires-in-s", "-5"], "argument --expires-in-s: '-5' is not a number above 0"),  # a key born expired
+    (["--rpm", "0"], "argument --rpm: '0' is not a number above 0"),
+    (["--tpm", "many"], "argument --tpm: 'many' is not a number above 0"),
+    (["--agent", "a b"], "argument --agent: 'a b' is not a name: use letters, digits"),
+])
+def test_keys_create_refuses_a_bad_flag_naming_it_and_writes_no_key(tmp_path, capsys, flags, said):
+    keys_file = tmp_path / "keys.json"
+    with pytest.raises(SystemExit) as exited:
+        main(["keys", "--keys-file", str(keys_file), "create", "ci", "--mission", "launch", *flags])
+    assert exited.value.code == EXIT_USAGE and said in capsys.readouterr().err
+    assert not keys_file.exists()
