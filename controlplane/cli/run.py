@@ -60,12 +60,17 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
         wanted.append(("planner.model", spec.planner.model))
     if spec.memory.judge_model:
         wanted.append(("memory.judge_model", spec.memory.judge_model))
-    for where, model in wanted:
-        if model not in known:
-            raise SpecError(where=f"{path}: {where}", value=model,
-                            why=f"the serving config ({spec.serving or 'serving/default.yaml'}) has no such model; "
-                                f"known models: {', '.join(known)}",
-                            fix="use a known model, or add it to the serving config named by `serving:`")
+    problems = [SpecError(where=f"{path}: {where}", value=model,
+                          why=f"the serving config ({spec.serving or 'serving/default.yaml'}) has no such model; "
+                              f"known models: {', '.join(known)}",
+                          fix="use a known model, or add it to the serving config named by `serving:`")
+                for where, model in wanted if model not in known]
+    if spec.workspace and not Path(spec.workspace).is_dir():
+        problems.append(SpecError(where=f"{path}: workspace", value=spec.workspace, why="no such folder",
+                                  fix="create it, or point `workspace:` at the folder the file tools may read "
+                                      "(relative to the mission file)"))
+    if problems:
+        raise SpecError.of(problems)
     return spec, serving
 
 

@@ -18,13 +18,17 @@ def test_invalid_spec_exits_2_with_the_message_and_starts_nothing(tmp_path, caps
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_model_the_serving_config_lacks_is_refused(tmp_path, capsys):
+def test_models_the_serving_config_lacks_and_a_missing_workspace_are_refused_at_once(tmp_path, capsys):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(mission(agents=[{"name": "writer", "role": "w", "model": "gpt-9"},
-                                                   {"name": "checker", "role": "reviewer"}])))
-    assert main(["run", str(path)]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "agents[0](writer).model: 'gpt-9' is invalid" in err and "known models: default" in err
+                                                   {"name": "checker", "role": "reviewer", "model": "gpt-8"}],
+                                           workspace="no-such-folder")))
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == EXIT_USAGE
+    lines = capsys.readouterr().err.splitlines()
+    assert "agents[0](writer).model: 'gpt-9' is invalid" in lines[0] and "known models: default" in lines[0]
+    assert "agents[1](checker).model: 'gpt-8' is invalid" in lines[1]
+    assert f"m.yaml: workspace: '{tmp_path}/no-such-folder' is invalid: no such folder" in lines[2]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_trace_sampler_it_cannot_apply_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
