@@ -5,31 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from typing import Any
 
+from controlplane.cli._arg_types import positive_number, valid_name
 from controlplane.cli._codes import EXIT_OK
-from controlplane.config.mission import NAME_PATTERN
-
-
-def valid_name(text: str) -> str:
-    """A key's, mission's, team's or agent's name, for argparse."""
-    if not re.match(NAME_PATTERN, text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a name: use letters, digits, '_', '.' and '-' only, "
-                                         "starting with a letter or digit")
-    return text
-
-
-def positive_number(text: str) -> float:
-    """A number above 0, for argparse."""
-    try:
-        number = float(text)
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0: give one such as 600")
-    return number
 
 
 def add_parser(sub: Any) -> None:

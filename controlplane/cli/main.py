@@ -13,19 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from controlplane.cli import governance, keys
+from controlplane.cli._arg_types import port_number, positive_number, valid_name
 from controlplane.cli._codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
 HTTP_PORT_HELP = "Serve's HTTP port, when Serve starts here (default 8000); a Serve that runs keeps its own"
-
-
-def port_number(text: str) -> int:
-    """A TCP port, 1-65535, for argparse."""
-    port = int(text) if text.isdigit() else 0
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give a whole number from 1 to 65535, such "
-                                         "as 8000")
-    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("mission", help="mission YAML file, e.g. missions/product_launch.yaml")
     run.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     run.add_argument("--runs-dir", default="runs", help="where <mission-id>/ is written (default: runs/)")
-    run.add_argument("--mission-id", help="mission id (default: <name>-<date>-<time>-<random>)")
+    run.add_argument("--mission-id", type=valid_name, help="mission id (default: <name>-<date>-<time>-<random>)")
     run.add_argument("--http-port", type=port_number, default=None, help=HTTP_PORT_HELP)
     run.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     run.add_argument("--state-uri", help="where <mission-id>/ with the mission log is kept: a directory or an fsspec "
@@ -57,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
             cmd.add_argument("--watch", action="store_true",
                              help="follow the mission live: its critical path, slowest agent and bottleneck")
-            cmd.add_argument("--interval", type=float, default=2.0, help="seconds between --watch updates")
+            cmd.add_argument("--interval", type=positive_number, default=2.0,
+                             help="seconds between --watch updates")
     report = sub.add_parser("report", help="render a run's report.html again from its run directory")
     report.add_argument("run", help="a mission id under --runs-dir, or a run directory")
     report.add_argument("--runs-dir", default="runs", help="where <mission-id>/ was written (default: runs/)")
@@ -74,7 +67,7 @@ def _storage_commands(sub: argparse._SubParsersAction) -> None:
         return parser
 
     add(sub.add_parser("wait", help="wait for a mission to end and print its outcome")).add_argument(
-        "--timeout-s", type=float, default=None, help="give up after this long (exit 1)")
+        "--timeout-s", type=positive_number, default=None, help="give up after this long (exit 1)")
     add(sub.add_parser("result", help="print a finished mission's result.json"))
     add(sub.add_parser("logs", help="print the mission log")).add_argument(
         "-f", "--follow", action="store_true", help="keep printing until the mission ends")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
 from controlplane.cli.progress import make_progress
 from controlplane.config import MissionSpec, load_mission
-from controlplane.errors import SpecError
+from controlplane.errors import SetupError, SpecError
 
 logger = logging.getLogger(__name__)
 API_KEY_FILE = "api_key"
@@ -74,6 +76,39 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
     return spec, serving
 
 
+def check_storage(runs_dir: str, state_uri: str | None = None) -> None:
+    """SetupError, before anything starts, when `runs_dir` (a folder) cannot be written, or `state_uri` (a folder
+    or an fsspec URL) cannot be written or names a filesystem that is not installed."""
+    import fsspec
+
+    for flag, where in (("--runs-dir", runs_dir), ("--state-uri", state_uri)):
+        if where is not None and "://" in where:
+            try:
+                fsspec.core.url_to_fs(where)
+            except (ImportError, ValueError) as exc:
+                raise SetupError(what=f"{flag} {where!r} names a filesystem fsspec cannot open here: {exc}",
+                                 fix="install its fsspec package where `controlplane run` runs and on every node "
+                                     "(`pip install s3fs` for s3://, `gcsfs` for gs://), or give a folder every "
+                                     "node sees") from None
+        elif where is not None and not _writable_folder(Path(where).absolute()):
+            raise SetupError(what=f"{flag} {where!r} cannot be written", fix=f"give a folder you may write: {flag} DIR")
+
+
+def _writable_folder(path: Path) -> bool:
+    """Whether `path` is, or can be made, a folder this process writes in; it is left as it was found."""
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]  # the deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def mission_tracing_config(run_dir: str, spec: MissionSpec) -> TracingConfig:
     """Spans to `<run_dir>/traces.jsonl` (a local run directory; with a URL, OTLP only), and over OTLP/HTTP
     when OTEL_EXPORTER_OTLP_ENDPOINT is set; prompts and outputs in spans only with `policies.log_content`; the
@@ -98,6 +133,7 @@ def run_command(args: argparse.Namespace) -> int:
         spec, serving = preflight(args.mission)
         mission_id = args.mission_id or new_mission_id(spec.name)
         run_dir = run_uri(_local_or_url(args.state_uri or args.runs_dir), mission_id)
+    check_storage(args.runs_dir, getattr(args, "state_uri", None))
     tracing = mission_tracing_config(run_dir, spec)
     local = init_ray(args.address, args.verbose)
     try:

@@ -31,6 +31,25 @@ def test_models_the_serving_config_lacks_and_a_missing_workspace_are_refused_at_
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--mission-id", "bad id!"], "argument --mission-id: 'bad id!' is not a name"),  # refused once Serve ran
+    (["--runs-dir", "/proc/no-such"], "error: --runs-dir '/proc/no-such' cannot be written. Fix: give a folder "
+                                      "you may write"),  # a traceback once Serve ran
+    (["--state-uri", "nofs://bucket/runs"], "error: --state-uri 'nofs://bucket/runs' names a filesystem fsspec "
+                                            "cannot open here: Protocol not known: nofs. Fix: install"),
+])
+def test_a_run_directory_it_cannot_write_or_a_bad_mission_id_is_refused_before_anything_starts(
+        tmp_path, capsys, flags, said):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission()))
+    try:
+        code = main(["run", str(path), "--runs-dir", str(tmp_path / "runs"), *flags])
+    except SystemExit as exited:  # argparse's usage error
+        code = exited.code
+    assert code == EXIT_USAGE and said in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_trace_sampler_it_cannot_apply_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(mission()))
