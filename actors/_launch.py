@@ -59,6 +59,12 @@ def check_mission_id(mission_id: str, run_dir: str, *, resume: bool) -> None:
     if mission_id in running_missions():
         raise MissionIdInUse(mission_id=mission_id, why="a supervisor of that id is running on this cluster",
                              fix=f"follow it with `controlplane wait {mission_id}`, or pick another --mission-id")
+    check_mission_log(mission_id, run_dir, resume=resume)
+
+
+def check_mission_log(mission_id: str, run_dir: str, *, resume: bool) -> None:
+    """MissionIdInUse when the run directory's log says otherwise than `resume`: the mission there ended, or
+    an unfinished one is there and `resume` is False. Needs no Ray."""
     state = replay(read_log(run_dir))
     if state.finished:
         raise MissionIdInUse(mission_id=mission_id, why=f"the mission in {run_dir} already ended ({state.status})",

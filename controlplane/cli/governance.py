@@ -4,9 +4,11 @@ human approvals of a live mission, and the kill switch for every mission on a cl
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
+from controlplane._rundir import read_result, run_uri
 from controlplane.cli._codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from controlplane.cli.connect import check_address, connect, not_found, use_token_auth
 
@@ -14,6 +16,10 @@ from controlplane.cli.connect import check_address, connect, not_found, use_toke
 def approvals_command(args: argparse.Namespace) -> int:
     from actors import approvals
 
+    ended = _ended_status(args)
+    if ended is not None:
+        print(f"mission {args.mission_id} ended ({ended}): nothing waits for approval")
+        return EXIT_OK
     _join(args)
     waiting = approvals(args.mission_id)
     if not waiting:
@@ -59,12 +65,23 @@ def _decide(args: argparse.Namespace, *, approve: bool) -> int:
     from actors import approve as approve_call
     from actors import deny
 
+    ended = _ended_status(args)
+    if ended is not None:
+        print(f"error: mission {args.mission_id} ended ({ended}); what waited for approval was denied as it ended",
+              file=sys.stderr)
+        return EXIT_FAILED
     _join(args)
     decision: dict[str, Any] = (approve_call if approve else deny)(args.mission_id, args.approval_id,
                                                                   reason=args.reason)
     print(f"mission {args.mission_id}: {decision['id']} ({decision['tool']}) {decision['status']} "
           f"by {decision['decided_by']}")
     return EXIT_OK
+
+
+def _ended_status(args: argparse.Namespace) -> str | None:
+    """The status the mission ended with, from its result.json under --runs-dir; None while none is recorded."""
+    result = read_result(run_uri(args.runs_dir, args.mission_id))
+    return None if result is None else str(result["status"])
 
 
 def _join(args: argparse.Namespace) -> None:

@@ -123,7 +123,8 @@ def run_command(args: argparse.Namespace) -> int:
         use_token_auth()
     import ray
 
-    from actors import find_supervisor, follow, new_mission_id, running_missions, start_mission
+    from actors import new_mission_id, running_missions, start_mission
+    from actors._launch import check_mission_log
     from serving import deploy, serve_http_port
 
     resuming = getattr(args, "command", "run") == "resume"
@@ -134,6 +135,7 @@ def run_command(args: argparse.Namespace) -> int:
         mission_id = args.mission_id or new_mission_id(spec.name)
         run_dir = run_uri(_local_or_url(args.state_uri or args.runs_dir), mission_id)
     check_storage(args.runs_dir, getattr(args, "state_uri", None))
+    check_mission_log(mission_id, run_dir, resume=resuming)
     tracing = mission_tracing_config(run_dir, spec)
     local = init_ray(args.address, args.verbose)
     try:
@@ -152,19 +154,13 @@ def run_command(args: argparse.Namespace) -> int:
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         keys_file = serving.router.auth.api_keys_file
         key_path, key_id = mission_api_key(keys_file, args.runs_dir, mission_id, spec.budgets.max_wall_s)
-        print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
-              f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API {api_url}, with the "
-              f"mission's key (revoked at its end): {key_path}", flush=True)
-        handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
-                               router_url=api_url, run_dir=run_dir,
-                               resume=resuming, tracing=tracing)
         try:
-            with make_progress(f"mission {mission_id}", tty=False if args.plain else None) as progress:
-                result = follow(handle, progress.update)
-        except KeyboardInterrupt:
-            print("interrupted: cancelling the mission", flush=True)
-            ray.get(find_supervisor(mission_id).cancel.remote("interrupted by the driver (Ctrl-C)"))
-            result = follow(handle)
+            print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
+                  f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API {api_url}, with the "
+                  f"mission's key (revoked at its end): {key_path}", flush=True)
+            handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
+                                   router_url=api_url, run_dir=run_dir, resume=resuming, tracing=tracing)
+            result = _follow(handle, mission_id, plain=args.plain)
         finally:
             revoke_api_key(keys_file, key_path, key_id)
         result.pop("events")  # the supervisor wrote the run directory itself
@@ -179,6 +175,21 @@ def run_command(args: argparse.Namespace) -> int:
           "model calls, "
           f"{result['wall_s']:.1f} s; wrote {out}/", flush=True)
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(result["status"], EXIT_FAILED)
+
+
+def _follow(handle: Any, mission_id: str, *, plain: bool) -> dict[str, Any]:
+    """The mission's result, with its progress shown meanwhile; Ctrl-C cancels the mission and still waits for it."""
+    import ray
+
+    from actors import find_supervisor, follow
+
+    try:
+        with make_progress(f"mission {mission_id}", tty=False if plain else None) as progress:
+            return follow(handle, progress.update)
+    except KeyboardInterrupt:
+        print("interrupted: cancelling the mission", flush=True)
+        ray.get(find_supervisor(mission_id).cancel.remote("interrupted by the driver (Ctrl-C)"))
+        return follow(handle)
 
 
 def _local_or_url(where: str) -> str:

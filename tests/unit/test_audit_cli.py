@@ -1,17 +1,23 @@
-"""`controlplane wait|result|logs|audit` read a run directory without Ray; `audit verify` catches tampering."""
+"""`controlplane wait|result|logs|audit` read a run directory without Ray; `audit verify` catches tampering. The
+commands that act on a mission refuse an ended one from its run directory, before anything starts."""
 
 import json
 
+import pytest
+import yaml
+
 from actors._durable import Start, open_mission
 from controlplane._rundir import write_run_dir
+from controlplane.cli import EXIT_FAILED, EXIT_OK
 from controlplane.cli.main import main
+from tests.helpers import mission
 
 
-def write_mission(run, *, finish=True):
+def write_mission(run, *, finish=True, spec=None):
     opened = open_mission(str(run))
     assert opened.start == Start.FRESH
     writer = opened.writer
-    writer.append("mission.start", {"mission_id": "m-1", "name": "m", "spec": {}, "format": 1}, time_s=1.0)
+    writer.append("mission.start", {"mission_id": "m-1", "name": "m", "spec": spec or {}, "format": 1}, time_s=1.0)
     writer.append("task.dispatch", {"task": "a", "agent": "w", "attempt": 1, "attempt_key": "m-1/a/1"}, time_s=2.0)
     writer.append("task.succeeded", {"task": "a", "agent": "w", "attempt": 1, "attempt_key": "m-1/a/1",
                                      "output": "done"}, time_s=3.0)
@@ -82,3 +88,24 @@ def test_an_unfinished_mission_is_resumed_and_a_finished_one_served(tmp_path, ca
     opened = open_mission(str(finished))
     assert opened.start == Start.FINISHED and opened.result["status"] == "succeeded"
     opened.writer.close()
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_a_run_or_resume_of_a_mission_that_ended_is_refused_before_anything_starts(tmp_path, capsys, command):
+    """Both started Ray and Serve and made the mission's API key before the refusal (unit tests refuse ray.init)."""
+    write_mission(tmp_path / "m-1", spec=mission())
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission()))
+    argv = (["run", str(path), "--mission-id", "m-1", "--runs-dir", str(tmp_path)] if command == "run"
+            else ["resume", str(tmp_path / "m-1"), "--runs-dir", str(tmp_path)])
+    assert main(argv) == EXIT_FAILED
+    assert "Mission id 'm-1' cannot be used: the mission in" in capsys.readouterr().err
+    assert not (tmp_path / "m-1" / "api_key").exists()
+
+
+def test_approvals_of_a_mission_that_ended_say_so_from_its_record_without_a_cluster(tmp_path, capsys):
+    write_mission(tmp_path / "m-1")
+    assert main(["approvals", "m-1", "--runs-dir", str(tmp_path)]) == EXIT_OK
+    assert "mission m-1 ended (succeeded): nothing waits for approval" in capsys.readouterr().out
+    assert main(["approve", "m-1", "a-1", "--runs-dir", str(tmp_path)]) == EXIT_FAILED
+    assert "mission m-1 ended (succeeded); what waited for approval was denied as it ended" in capsys.readouterr().err
