@@ -292,8 +292,9 @@ def load_mission(path: str | Path) -> MissionSpec:
     path = Path(path)
     data = read_yaml(path, expected="a mission YAML file, e.g. missions/product_launch.yaml")
     if not isinstance(data, dict):
-        raise SpecError(where=str(path), value=type(data).__name__, why="a mission must be a YAML mapping",
-                        fix="start the file with `name:`, `goal:`, `agents:` and `tasks:`")
+        raise SpecError(where=str(path), value="<empty>" if data is None else type(data).__name__,
+                        why="a mission must be a YAML mapping", fix="start the file with `name:`, `goal:`, `agents:` "
+                        "and `tasks:`")
     spec = parse_mission(data, source=str(path))
     relative = {field: str((path.parent / value).resolve()) for field in ("serving", "workspace")
                 if (value := getattr(spec, field)) and not Path(value).is_absolute()}

@@ -148,6 +148,9 @@ def test_load_mission_bad_yaml_and_missing_file(tmp_path):
     path.write_text("- just a list\n")
     with pytest.raises(SpecError, match="must be a YAML mapping"):
         load_mission(path)
+    path.write_text("")
+    with pytest.raises(SpecError, match="'<empty>' is invalid: a mission must be a YAML mapping"):
+        load_mission(path)
 
 
 def test_a_key_written_twice_in_a_mission_is_refused_naming_its_lines(tmp_path):
