@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -138,6 +139,7 @@ def run_command(args: argparse.Namespace) -> int:
     check_mission_log(mission_id, run_dir, resume=resuming)
     tracing = mission_tracing_config(run_dir, spec)
     local = init_ray(args.address, args.verbose)
+    ray_on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which sets its own handler
     try:
         router = deploy(serving, http_port=args.http_port, missions_running=len(running_missions()))
         port = serve_http_port()
@@ -167,6 +169,7 @@ def run_command(args: argparse.Namespace) -> int:
         out = result.get("run_dir", run_dir)
         ray.kill(handle)
     finally:
+        signal.signal(signal.SIGTERM, ray_on_sigterm)
         if local:
             ray.shutdown()
     print(f"mission {mission_id} {result['status']}"
@@ -177,8 +180,15 @@ def run_command(args: argparse.Namespace) -> int:
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(result["status"], EXIT_FAILED)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM, which `ray job stop` sends, interrupts as Ctrl-C does: the mission is cancelled, not left running
+    without its driver."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def _follow(handle: Any, mission_id: str, *, plain: bool) -> dict[str, Any]:
-    """The mission's result, with its progress shown meanwhile; Ctrl-C cancels the mission and still waits for it."""
+    """The mission's result, with its progress shown meanwhile; Ctrl-C or SIGTERM cancels the mission and still
+    waits for it."""
     import ray
 
     from actors import find_supervisor, follow
@@ -186,9 +196,10 @@ def _follow(handle: Any, mission_id: str, *, plain: bool) -> dict[str, Any]:
     try:
         with make_progress(f"mission {mission_id}", tty=False if plain else None) as progress:
             return follow(handle, progress.update)
-    except KeyboardInterrupt:
-        print("interrupted: cancelling the mission", flush=True)
-        ray.get(find_supervisor(mission_id).cancel.remote("interrupted by the driver (Ctrl-C)"))
+    except KeyboardInterrupt as interrupt:
+        how = str(interrupt) or "Ctrl-C"
+        print(f"interrupted ({how}): cancelling the mission", flush=True)
+        ray.get(find_supervisor(mission_id).cancel.remote(f"interrupted by the driver ({how})"))
         return follow(handle)
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
 from controlplane.cli.connect import reachable
@@ -39,7 +40,8 @@ def local_run(mission: Path, runs: Path, output: Path, *args: str) -> subprocess
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job's SIGINT is ignored
 
 
-def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tmp_path):
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])  # SIGTERM: what `ray job stop` sends the job's driver
+def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tmp_path, how):
     mission, runs = tmp_path / "chain.yaml", tmp_path / "runs"
     mission.write_text(yaml.safe_dump(CHAIN))
     output = tmp_path / "run.out"
@@ -49,7 +51,10 @@ def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tm
                  timeout_s=240, interval_s=0.5, what="the mission's first tasks to succeed")
         gcs = (runs / "interrupted-1" / "ray_address").read_text().strip()
         interrupted = time.monotonic()
-        os.killpg(run.pid, signal.SIGINT)
+        if how == "Ctrl-C":  # the terminal sends it to the whole foreground group
+            os.killpg(run.pid, signal.SIGINT)
+        else:
+            os.kill(run.pid, signal.SIGTERM)
         run.wait(timeout=120)
         took_s = time.monotonic() - interrupted
     finally:
@@ -57,9 +62,9 @@ def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tm
             os.killpg(run.pid, signal.SIGKILL)
     out = output.read_text()
     assert run.returncode == 3, out[-3000:]  # EXIT_CANCELLED
-    assert "interrupted: cancelling the mission" in out and took_s < 30, (took_s, out[-3000:])
+    assert f"interrupted ({how}): cancelling the mission" in out and took_s < 30, (took_s, out[-3000:])
     result = json.loads((runs / "interrupted-1" / "result.json").read_text())
-    assert result["status"] == "cancelled" and "Ctrl-C" in result["reason"]
+    assert result["status"] == "cancelled" and result["reason"] == f"interrupted by the driver ({how})"
     done = [t for t in result["tasks"] if t["status"] == "succeeded"]
     assert 0 < len(done) < 200
     assert not (runs / "interrupted-1" / "api_key").exists()  # the mission's HTTP key was revoked

@@ -2,8 +2,8 @@
 
 The cluster has token auth on (Ray 2.60's default for `ray start`), so the client sets RAY_AUTH_MODE=token.
 It runs on non-default ports with its own temp dir, and only its own processes are stopped at the end. Its
-two jobs: a mission with fractional GPUs, and one whose MCP server's credential is given only in the job's
-`runtime_env` (`env_vars`), as a user passes a secret to a job.
+jobs: a mission with fractional GPUs, one whose MCP server's credential is given only in the job's
+`runtime_env` (`env_vars`), as a user passes a secret to a job, and one that `ray job stop` stops.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import yaml
 
 from controlplane._trace_file import read_spans
 from tests.fixtures.serving import TOOL_TRANSCRIPTS
-from tests.helpers import by_id, free_port, free_ports
+from tests.helpers import by_id, free_port, free_ports, wait_for
 from tests.helpers.agent_code import MCP_SERVER_TOKEN, MCP_SERVER_TOKEN_DIGEST
 from tests.helpers.fake_autoscaler import START_ATTEMPTS, stop_processes_of
 
@@ -106,3 +106,34 @@ def test_an_mcp_credential_given_in_the_jobs_runtime_env_reaches_the_server(head
     assert [(r["tool"], r["status"]) for r in call["loop"]["tool_records"]] == [("echo.credential", "ok")]
     assert call["output"] == "The server accepted the credential."
     assert token not in job.stdout + job.stderr
+
+
+def test_ray_job_stop_cancels_the_mission(head_cluster, tmp_path):
+    """`ray job stop` sends the job's `run` SIGTERM and kills it 3 s later; the mission must not outlive its job."""
+    env, dashboard = head_cluster
+    serving = tmp_path / "serving.yaml"
+    serving.write_text(yaml.safe_dump({"models": {"slow": {"kind": "scripted", "latency_s": 60}}}))
+    mission = tmp_path / "mission.yaml"
+    mission.write_text(yaml.safe_dump({
+        "name": "job-stop", "goal": "Be stopped", "serving": str(serving),
+        "agents": [{"name": "waiter", "role": "waiter", "model": "slow"}],
+        "tasks": [{"id": "wait", "agent": "waiter", "description": "Wait"}]}))
+    runs, job_id = tmp_path / "runs", f"jobstop-{uuid.uuid4().hex[:6]}"
+    submit = [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--no-wait",
+              "--submission-id", job_id, "--", "python", "-m", "controlplane", "run", str(mission), "--runs-dir",
+              str(runs), "--mission-id", "jobstop-1", "--plain", "--http-port", str(free_port())]
+    assert subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120).returncode == 0
+
+    def logs() -> str:
+        return subprocess.run([RAY, "job", "logs", job_id, "--address", dashboard], env=env, capture_output=True,
+                              text=True, timeout=60).stdout
+
+    wait_for(lambda: "task wait running" in logs(), timeout_s=240, interval_s=1.0, what="the job's task to run")
+    stop = subprocess.run([RAY, "job", "stop", job_id, "--address", dashboard], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "interrupted (SIGTERM): cancelling the mission" in logs()
+    ended = runs / "jobstop-1" / "result.json"  # the supervisor finishes the cancel if the job was killed first
+    wait_for(ended.exists, timeout_s=60, what="the mission's result")
+    result = json.loads(ended.read_text())
+    assert (result["status"], result["reason"]) == ("cancelled", "interrupted by the driver (SIGTERM)")
