@@ -7,14 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from controlplane._rundir import recorded_runs
+from controlplane._rundir import read_result, recorded_runs, run_uri
 from controlplane.cli._codes import EXIT_OK
 from controlplane.cli.connect import connect, not_found, use_token_auth
-
-
-def _recorded(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
-    path = Path(runs_dir) / mission_id / "result.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -33,7 +28,7 @@ def _watch(args: argparse.Namespace) -> int:
 
     ended = _recorded_summary(args.runs_dir, args.mission_id)
     if ended is not None:
-        recorded = _recorded(args.runs_dir, args.mission_id) or {}
+        recorded = read_result(run_uri(args.runs_dir, args.mission_id)) or {}
         path = Path(args.runs_dir) / args.mission_id / EVENTS_FILE
         events = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
         deps = {t["id"]: list(t.get("depends_on") or []) for t in recorded.get("tasks", []) if "id" in t}
@@ -50,7 +45,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 def _recorded_summary(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
     """The summary of a finished mission from its result.json, or None."""
-    recorded = _recorded(runs_dir, mission_id)
+    recorded = read_result(run_uri(runs_dir, mission_id))
     if recorded is None:
         return None
     counts: dict[str, int] = {}
