@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,8 +19,8 @@ from controlplane._core.placement import check_resources
 from controlplane._core.recovery import replay
 from controlplane._logfile import read_log
 from controlplane._tracing import TracingConfig
-from controlplane.config.mission import MissionSpec
-from controlplane.errors import MissionIdInUse, MissionNotFound
+from controlplane.config.mission import NAME_PATTERN, MissionSpec
+from controlplane.errors import MissionIdInUse, MissionNotFound, SpecError
 from serving._secrets import load_or_create_root_secret, secret_file_env
 
 
@@ -55,7 +56,12 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
 
 
 def check_mission_id(mission_id: str, run_dir: str, *, resume: bool) -> None:
-    """MissionIdInUse when a supervisor of that id runs, or the run directory's log says otherwise than `resume`."""
+    """SpecError when the id is not a name; MissionIdInUse when a supervisor of that id runs, or the run
+    directory's log says otherwise than `resume`."""
+    if not re.match(NAME_PATTERN, mission_id):
+        raise SpecError(where="mission_id", value=mission_id, why="it names the supervisor actor, the run directory "
+                        "and the mission's keys", fix="use letters, digits, '_', '.' and '-' only, starting with a "
+                        "letter or digit")
     if mission_id in running_missions():
         raise MissionIdInUse(mission_id=mission_id, why="a supervisor of that id is running on this cluster",
                              fix=f"follow it with `controlplane wait {mission_id}`, or pick another --mission-id")

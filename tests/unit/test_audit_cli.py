@@ -109,3 +109,12 @@ def test_approvals_of_a_mission_that_ended_say_so_from_its_record_without_a_clus
     assert "mission m-1 ended (succeeded): nothing waits for approval" in capsys.readouterr().out
     assert main(["approve", "m-1", "a-1", "--runs-dir", str(tmp_path)]) == EXIT_FAILED
     assert "mission m-1 ended (succeeded); what waited for approval was denied as it ended" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mission_id", ["bad id!", "team/q3", ""])
+def test_start_mission_refuses_a_mission_id_that_is_not_a_name_before_it_looks_at_the_cluster(tmp_path, mission_id):
+    from actors._launch import check_mission_id
+    from controlplane.errors import SpecError
+
+    with pytest.raises(SpecError, match="it names the supervisor actor, the run directory and the mission's keys"):
+        check_mission_id(mission_id, str(tmp_path / "run"), resume=False)  # unit tests refuse ray.init
