@@ -11,6 +11,7 @@ from typing import Any, get_args
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, ValidationError
 
+from controlplane._pydantic_errors import read_error
 from controlplane.errors import (
     AccessDenied,
     BackpressureError,
@@ -95,10 +96,10 @@ def parse_body(raw: bytes, cls: type[_Body]) -> _Body:
     try:
         body = cls.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        error = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
         raise SpecError(where=field, value=error.get("input"), why=error["msg"],
-                        fix="see https://platform.openai.com/docs/api-reference/chat") from None
+                        fix=read_error(error)[2] or "see https://platform.openai.com/docs/api-reference/chat") from None
     check_extra(body.model_extra or {})
     return body
 

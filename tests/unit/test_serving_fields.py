@@ -79,6 +79,18 @@ def test_tool_fields_reach_the_call_and_the_remote_body():
     assert remote["tools"] == call.body["tools"] and remote["parallel_tool_calls"] is False and remote["seed"] == 3
 
 
+@pytest.mark.parametrize(("fields", "where", "fix"), [
+    ({"temperature": 5}, "temperature", "use 2 or less"),
+    ({"max_tokens": -1}, "max_tokens", "use 1 or more"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role",
+     "use 'system', 'user', 'assistant' or 'tool'"),
+])
+def test_a_value_out_of_its_bounds_or_choices_gets_a_400_that_names_them(fields, where, fix):
+    with pytest.raises(SpecError) as info:
+        parse_body(chat(**fields), ChatBody)
+    assert (info.value.where, info.value.fix) == (where, fix)
+
+
 def test_tool_fields_on_a_completion_get_a_400():
     raw = json.dumps({"model": "m", "prompt": "p", "tools": WEATHER}).encode()
     with pytest.raises(SpecError, match="chat/completions") as info:
