@@ -22,6 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from controlplane._core.prompts import as_text
 from controlplane._core.report_html import render_report_html
+from controlplane.errors import RunRecordError
 
 OUTPUT_CHARS_IN_REPORT = 400
 RESULT = "result.json"
@@ -29,6 +30,7 @@ EVENTS = "events.jsonl"
 REPORT = "report.md"
 REPORT_HTML = "report.html"
 TRACES = "traces.jsonl"
+RESULT_KEYS = ("mission_id", "status", "reason", "tasks", "usage", "wall_s")
 
 
 def run_uri(state_uri: str, mission_id: str) -> str:
@@ -57,15 +59,38 @@ def write_report_html(run: str, result: Mapping[str, Any], events: Sequence[Mapp
 
 
 def read_events(run: str) -> list[dict[str, Any]]:
+    """The ended mission's events, or [] while they are not written; RunRecordError when a line is not JSON."""
     fs, root = fsspec.core.url_to_fs(str(run))
-    return [json.loads(line) for line in fs.cat_file(f"{root}/{EVENTS}").decode().splitlines() if line.strip()]
+    path = f"{root}/{EVENTS}"
+    if not fs.exists(path):
+        return []
+    lines = fs.cat_file(path).decode(errors="replace").splitlines()
+    return [_parse(run, EVENTS, line, number) for number, line in enumerate(lines, 1) if line.strip()]
 
 
 def read_result(run: str) -> dict[str, Any] | None:
-    """The finished mission's result.json, or None while it is not written."""
+    """The ended mission's result.json, or None while it is not written; RunRecordError when it is not a
+    mission's result."""
     fs, root = fsspec.core.url_to_fs(str(run))
     path = f"{root}/{RESULT}"
-    return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+    if not fs.exists(path):
+        return None
+    result = _parse(run, RESULT, fs.cat_file(path).decode(errors="replace"))
+    missing = [key for key in RESULT_KEYS if key not in result]
+    if missing:
+        raise RunRecordError(run=run, file=RESULT, why=f"it lacks {', '.join(missing)}")
+    return result
+
+
+def _parse(run: str, file: str, text: str, line: int | None = None) -> dict[str, Any]:
+    where = f"line {line}, " if line is not None else ""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunRecordError(run=run, file=file, why=f"it is not JSON ({where}{exc})") from None
+    if not isinstance(record, dict):
+        raise RunRecordError(run=run, file=file, why=f"{where}a JSON {type(record).__name__}, not an object")
+    return record
 
 
 def recorded_runs(runs_dir: str) -> list[str]:

@@ -14,6 +14,7 @@
     ├── OutputTruncated        a structured answer was cut off by max_tokens; retryable with more room
     ├── ToolCallInDoubt        a side-effecting call was in flight at a crash; it is not run again
     ├── MissionLogError        a mission log is corrupt or its hash chain is broken
+    ├── RunRecordError         a run directory's result.json or events.jsonl cannot be read
     ├── PlacementTimeout       a mission's agents could not be reserved together in time
     └── MissionNotFound        no mission of that id is running or recorded
 
@@ -259,6 +260,20 @@ class MissionLogError(ControlPlaneError):
                  fix: str = "run `controlplane audit verify` on the run to see the first bad record") -> None:
         where = f"record {seq}" if seq is not None else "the log"
         super().__init__(f"Mission log {uri}: {where} is bad: {why}. Fix: {fix}", uri=uri, seq=seq, why=why, fix=fix)
+
+
+class RunRecordError(ControlPlaneError):
+    """A file the supervisor wrote whole when its mission ended no longer reads as one; the log beside it is
+    the hash-chained record."""
+
+    file: str
+    why: str
+
+    def __init__(self, *, run: str, file: str, why: str) -> None:
+        fix = (f"it was changed after the mission wrote it: restore it, or read the mission's hash-chained log with "
+               f"`controlplane audit verify {run}` and `controlplane audit show {run}`")
+        super().__init__(f"Run record {str(run).rstrip('/')}/{file} cannot be read: {why}. Fix: {fix}",
+                         run=run, file=file, why=why, fix=fix)
 
 
 class MissionIdInUse(ControlPlaneError):

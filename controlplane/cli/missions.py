@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from controlplane._rundir import read_result, recorded_runs, run_uri
+from controlplane._rundir import read_events, read_result, recorded_runs, run_uri
 from controlplane.cli._codes import EXIT_OK
 from controlplane.cli.connect import connect, not_found, use_token_auth
 
@@ -23,16 +22,13 @@ def status_command(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     """Live: critical path, slowest agent and bottleneck until the mission ends; an ended one: the final ones."""
-    from controlplane._rundir import EVENTS as EVENTS_FILE
     from controlplane.cli.watch import live_lines, watch
 
-    ended = _recorded_summary(args.runs_dir, args.mission_id)
-    if ended is not None:
-        recorded = read_result(run_uri(args.runs_dir, args.mission_id)) or {}
-        path = Path(args.runs_dir) / args.mission_id / EVENTS_FILE
-        events = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-        deps = {t["id"]: list(t.get("depends_on") or []) for t in recorded.get("tasks", []) if "id" in t}
-        print("\n".join([_format_summary(ended), *live_lines(events, deps, now_s=None)]))
+    run = run_uri(args.runs_dir, args.mission_id)
+    recorded = read_result(run)
+    if recorded is not None:
+        deps = {t["id"]: list(t.get("depends_on") or []) for t in recorded["tasks"] if "id" in t}
+        print("\n".join([_format_summary(_summary_of(recorded)), *live_lines(read_events(run), deps, now_s=None)]))
         return EXIT_OK
     from actors import find_supervisor
 
@@ -46,8 +42,10 @@ def _watch(args: argparse.Namespace) -> int:
 def _recorded_summary(runs_dir: str, mission_id: str) -> dict[str, Any] | None:
     """The summary of a finished mission from its result.json, or None."""
     recorded = read_result(run_uri(runs_dir, mission_id))
-    if recorded is None:
-        return None
+    return None if recorded is None else _summary_of(recorded)
+
+
+def _summary_of(recorded: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for task in recorded["tasks"]:
         counts[task["status"]] = counts.get(task["status"], 0) + 1

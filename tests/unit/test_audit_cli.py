@@ -118,3 +118,24 @@ def test_start_mission_refuses_a_mission_id_that_is_not_a_name_before_it_looks_a
 
     with pytest.raises(SpecError, match="it names the supervisor actor, the run directory and the mission's keys"):
         check_mission_id(mission_id, str(tmp_path / "run"), resume=False)  # unit tests refuse ray.init
+
+
+@pytest.mark.parametrize("damage", ["{\"mission_id\": \"m-1\", \"stat", "[1, 2]", "{\"mission_id\": \"m-1\"}"])
+@pytest.mark.parametrize("command", [["result"], ["wait"], ["status"], ["report"], ["status", "--watch"]])
+def test_a_damaged_result_json_is_named_with_the_fix_and_audit_verify_still_checks_the_log(
+        tmp_path, capsys, damage, command):
+    write_mission(tmp_path / "m-1")
+    (tmp_path / "m-1" / "result.json").write_text(damage)
+    assert main([command[0], "m-1", "--runs-dir", str(tmp_path), *command[1:]]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/m-1/result.json cannot be read" in err
+    assert f"controlplane audit verify {tmp_path}/m-1" in err and "Traceback" not in err
+    assert main(["audit", "verify", "m-1", "--runs-dir", str(tmp_path)]) == EXIT_OK
+    assert "checked without the head it records" in capsys.readouterr().err
+
+
+def test_a_damaged_events_line_is_named_by_its_number(tmp_path, capsys):
+    write_mission(tmp_path / "m-1")
+    (tmp_path / "m-1" / "events.jsonl").write_text('{"kind": "task.running"}\nnot json\n')
+    assert main(["status", "m-1", "--runs-dir", str(tmp_path), "--watch"]) == EXIT_FAILED
+    assert "events.jsonl cannot be read: it is not JSON (line 2, " in capsys.readouterr().err

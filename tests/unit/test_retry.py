@@ -26,6 +26,7 @@ EXAMPLES = {
     errors.OutputTruncated: dict(task="t", max_tokens=256),
     errors.ToolCallInDoubt: dict(tool="t", call_key="k", args_digest="sha256:0"),
     errors.MissionLogError: dict(uri="u", seq=1, why="w"),
+    errors.RunRecordError: dict(run="r", file="result.json", why="w"),
     errors.MissionIdInUse: dict(mission_id="m", why="w", fix="f"),
     errors.ApprovalDenied: dict(subject="s", approval_id="ap-1", decided_by="timeout", reason=None),
     errors.IdentityError: dict(why="forged token", fix="f"),
