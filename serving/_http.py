@@ -66,6 +66,29 @@ def error_response(status: int, message: str, *, type_: str, param: str | None =
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+ENDPOINTS = (("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"))
+
+
+def not_served(method: str, path: str, root_path: str = "") -> JSONResponse:
+    """The 404 or 405 of a request no route takes, saying what the router serves and the fix of the common
+    misses: a base URL without /v1, the Responses API, the wrong method."""
+    route = path[len(root_path):] if root_path and path.startswith(root_path) else path
+    served = ", ".join(f"{verb} {root_path}{where}" for verb, where in ENDPOINTS)
+    methods = [verb for verb, where in ENDPOINTS if where == route.rstrip("/")]
+    if methods:
+        return error_response(405, f"{method} {path} is not served: use {methods[0]} {path}",
+                              type_="invalid_request_error", headers={"Allow": methods[0]})
+    if any(where == f"/v1{route}" for _, where in ENDPOINTS):
+        fix = f"end the client's base URL in /v1 (e.g. http://HOST:PORT{root_path}/v1)"
+    elif route.startswith("/v1/responses"):
+        fix = ("call the Chat Completions API; in the OpenAI Agents SDK, `set_default_openai_api(\"chat_completions\")`"
+               " or an `OpenAIChatCompletionsModel`")
+    else:
+        fix = "call one of those"
+    return error_response(404, f"{method} {path} is not served: the router serves {served}. Fix: {fix}",
+                          type_="not_found_error")
+
+
 def error_from_exception(exc: Exception) -> JSONResponse:
     if isinstance(exc, (ScopeDenied, AccessDenied)):
         return error_response(403, str(exc), type_="permission_error")

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.util import metrics
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controlplane._core.placement import head_pin
 from controlplane._priority import run_at_normal_priority
@@ -44,6 +45,12 @@ STREAM_HEARTBEAT_S = 0.2
 a client that has gone: HAProxy, once a response has started or while Serve reloads it, notices a client that
 closed only when it next writes to it (docs/serving.md)."""
 app = FastAPI(title="controlplane router")
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _not_served(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """No route took the request (FastAPI raises nothing else here): an OpenAI-shaped 404 or 405 with the fix."""
+    return _http.not_served(request.method, request.url.path, request.scope.get("root_path", ""))
 
 
 class _Metrics:

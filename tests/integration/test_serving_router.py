@@ -177,6 +177,16 @@ def test_models_and_completions_endpoints(router_base_url, api_key):
     assert reply["choices"][0]["text"] == "Paris" and reply["object"] == "text_completion"
 
 
+def test_a_client_whose_base_url_lacks_v1_or_that_calls_the_responses_api_is_told_the_fix(router_base_url, api_key):
+    key = api_key("it-routes", mission="it-routes")
+    without_v1 = openai.OpenAI(base_url=router_base_url.removesuffix("/v1"), api_key=key, max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="end the client's base URL in /v1"):
+        without_v1.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "x"}])
+    client = openai.OpenAI(base_url=router_base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="set_default_openai_api"):
+        client.responses.create(model="scripted", input="x")
+
+
 @pytest.mark.parametrize(("payload", "status", "needle"), [
     ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404, "no such model"),
     ({"model": "scripted", "messages": "not a list"}, 400, "messages"),
