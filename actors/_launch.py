@@ -20,7 +20,8 @@ from controlplane._core.recovery import replay
 from controlplane._logfile import read_log
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import NAME_PATTERN, MissionSpec
-from controlplane.errors import MissionIdInUse, MissionNotFound, SpecError
+from controlplane.errors import MissionIdInUse, MissionNotFound, SetupError, SpecError
+from serving._client import RouterClient
 from serving._secrets import load_or_create_root_secret, secret_file_env
 
 
@@ -40,6 +41,7 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     the mission's key, derived here from the cluster root secret, which never leaves this process. With
     `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
     file and OTLP endpoint (content in spans only with `policies.log_content`)."""
+    check_arguments(mission_id, router)
     check_resources(spec, read_capacity())
     mission_id = mission_id or new_mission_id(spec.name)
     run_dir = run_dir or default_run_dir(mission_id)
@@ -55,13 +57,26 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     return handle
 
 
-def check_mission_id(mission_id: str, run_dir: str, *, resume: bool) -> None:
-    """SpecError when the id is not a name; MissionIdInUse when a supervisor of that id runs, or the run
-    directory's log says otherwise than `resume`."""
-    if not re.match(NAME_PATTERN, mission_id):
+def check_arguments(mission_id: str | None, router: Any) -> None:
+    """Before anything starts (a mission with no router would start agents that all fail): SpecError when the
+    mission id is not a name, TypeError when `router` is not a router's client, SetupError when this process has
+    not started Ray."""
+    if mission_id is not None and not re.match(NAME_PATTERN, mission_id):
         raise SpecError(where="mission_id", value=mission_id, why="it names the supervisor actor, the run directory "
                         "and the mission's keys", fix="use letters, digits, '_', '.' and '-' only, starting with a "
                         "letter or digit")
+    if not isinstance(router, RouterClient):
+        raise TypeError(f"router={router!r} is not a router's client: the agents call every model through it. Fix: "
+                        "pass what serving.deploy(config) returns, or serving.RouterClient(app_name) for a router "
+                        "deployed already")
+    if not ray.is_initialized():
+        raise SetupError(what="Ray is not started in this process",
+                         fix="call ray.init() first, or ray.init(address=...) to join a cluster")
+
+
+def check_mission_id(mission_id: str, run_dir: str, *, resume: bool) -> None:
+    """MissionIdInUse when a supervisor of that id runs, or the run directory's log says otherwise than
+    `resume`."""
     if mission_id in running_missions():
         raise MissionIdInUse(mission_id=mission_id, why="a supervisor of that id is running on this cluster",
                              fix=f"follow it with `controlplane wait {mission_id}`, or pick another --mission-id")
@@ -107,4 +122,5 @@ def follow(handle: Any, on_events: Callable[[list[dict[str, Any]], dict[str, Any
         if done:
             return ray.get(handle.result.remote()) | {"events": ray.get(handle.events_since.remote(0))}
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"mission did not end within {timeout_s} s")
+            raise TimeoutError(f"the mission did not end within timeout_s={timeout_s:g}; it runs on. Fix: follow its "
+                               "handle again, or cancel it with handle.cancel.remote(reason)")

@@ -10,6 +10,7 @@ from actors import follow, start_mission
 from actors._cluster import read_capacity
 from controlplane import load_mission
 from controlplane._core.placement import check_resources
+from serving import RouterClient
 
 MISSION = Path(__file__).parents[2] / "missions" / "testing" / "scripted_gpus.yaml"
 
@@ -43,7 +44,7 @@ def test_more_gpus_than_the_cluster_has_are_refused_before_any_actor_starts(ray_
     spec = parse_mission({"name": "toomany", "goal": "g", "agents": agents,
                           "tasks": [{"id": "t", "role": "worker", "description": "d"}]})
     with pytest.raises(SpecError, match="1.25 GPUs together but the cluster has 1"):
-        start_mission(spec, router=None, mission_id="toomany-1")
+        start_mission(spec, router=RouterClient(), mission_id="toomany-1")
     assert "toomany-1" not in running_missions() and ray.cluster_resources()["GPU"] == 1
 
 
@@ -62,5 +63,5 @@ def test_an_autoscaler_config_ray_could_not_read_refuses_the_mission_naming_the_
     spec = parse_mission({"name": "scaled", "goal": "g", "agents": [{"name": "a", "role": "worker"}],
                           "tasks": [{"id": "t", "role": "worker", "description": "d"}]})
     with pytest.raises(SpecError, match=str(config)) as refused:
-        start_mission(spec, router=None, mission_id="scaled-1")
+        start_mission(spec, router=RouterClient(), mission_id="scaled-1")
     assert named in str(refused.value) and "scaled-1" not in running_missions()

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from actors._durable import Start, open_mission
+from controlplane import parse_mission
 from controlplane._rundir import write_run_dir
 from controlplane.cli import EXIT_FAILED, EXIT_OK
 from controlplane.cli.main import main
@@ -112,12 +113,27 @@ def test_approvals_of_a_mission_that_ended_say_so_from_its_record_without_a_clus
 
 
 @pytest.mark.parametrize("mission_id", ["bad id!", "team/q3", ""])
-def test_start_mission_refuses_a_mission_id_that_is_not_a_name_before_it_looks_at_the_cluster(tmp_path, mission_id):
-    from actors._launch import check_mission_id
+def test_start_mission_refuses_a_mission_id_that_is_not_a_name_before_it_looks_at_the_cluster(mission_id):
+    from actors import start_mission
     from controlplane.errors import SpecError
 
     with pytest.raises(SpecError, match="it names the supervisor actor, the run directory and the mission's keys"):
-        check_mission_id(mission_id, str(tmp_path / "run"), resume=False)  # unit tests refuse ray.init
+        start_mission(parse_mission(mission()), router=None, mission_id=mission_id)
+
+
+def test_start_mission_refuses_a_router_that_is_no_client_and_a_process_without_ray_before_anything_starts(
+        monkeypatch):
+    import ray
+
+    from actors import start_mission
+    from controlplane.errors import SetupError
+    from serving import RouterClient
+
+    with pytest.raises(TypeError, match=r"router=None is not a router's client.*Fix: pass what serving.deploy"):
+        start_mission(parse_mission(mission()), router=None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(SetupError, match=r"Ray is not started in this process. Fix: call ray.init\(\) first"):
+        start_mission(parse_mission(mission()), router=RouterClient())
 
 
 @pytest.mark.parametrize("damage", ["{\"mission_id\": \"m-1\", \"stat", "[1, 2]", "{\"mission_id\": \"m-1\"}"])
