@@ -29,7 +29,7 @@ def new_mission_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = None,
+def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | None = None,
                   memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
                   resume: bool = False, tracing: TracingConfig | None = None) -> Any:
     """Check the spec against what the cluster has or its autoscaler may add, then create the detached
@@ -43,6 +43,7 @@ def start_mission(spec: MissionSpec, *, router: Any, mission_id: str | None = No
     file and OTLP endpoint (content in spans only with `policies.log_content`)."""
     check_arguments(mission_id, router)
     check_resources(spec, read_capacity())
+    router.check_deployed()
     mission_id = mission_id or new_mission_id(spec.name)
     run_dir = run_dir or default_run_dir(mission_id)
     check_mission_id(mission_id, run_dir, resume=resume)

@@ -11,6 +11,7 @@ from ray import serve
 from ray.exceptions import RayTaskError
 
 from controlplane._core.identity import MissionTokens, mission_key
+from controlplane.errors import SetupError
 from serving._secrets import load_or_create_root_secret
 from serving._types import ChatRequest, ChatResult
 
@@ -44,6 +45,17 @@ class RouterClient:
         client = RouterClient(self.app_name)
         client._on_actor_loop = True
         return client
+
+    def check_deployed(self) -> None:
+        """SetupError when the connected cluster runs no Serve app of this name with a router in it."""
+        apps = serve.status().applications
+        if ROUTER_DEPLOYMENT in getattr(apps.get(self.app_name), "deployments", {}):
+            return
+        routers = sorted(name for name, app in apps.items() if ROUTER_DEPLOYMENT in app.deployments)
+        raise SetupError(what=f"no router runs as Serve app {self.app_name!r} on this cluster (routers: "
+                              f"{', '.join(map(repr, routers)) or 'none'})",
+                         fix="deploy one with serving.deploy(config), or give RouterClient the app name of a running "
+                             "router")
 
     @property
     def handle(self):

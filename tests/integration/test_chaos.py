@@ -174,6 +174,17 @@ def test_agent_killed_mid_mission_is_restarted_and_its_attempt_retried(chaos_rou
         ray.kill(handle)
 
 
+def test_a_mission_on_a_router_that_does_not_run_is_refused_before_anything_starts(chaos_router):
+    from actors import running_missions
+    from controlplane.errors import SetupError
+    from serving import RouterClient
+
+    with pytest.raises(SetupError, match=rf"no router runs as Serve app 'nope' on this cluster \(routers: .*"
+                                         rf"'{chaos_router.app_name}'.*Fix: deploy one with serving.deploy"):
+        start_mission(chain_spec("norouter", 2), router=RouterClient("nope"), mission_id="norouter-1")
+    assert "norouter-1" not in running_missions()
+
+
 def test_a_second_run_with_a_taken_id_is_refused(chaos_router, tmp_path):
     from controlplane.errors import MissionIdInUse
 
