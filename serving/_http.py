@@ -111,20 +111,34 @@ def error_from_exception(exc: Exception) -> JSONResponse:
 
 
 def parse_body(raw: bytes, cls: type[_Body]) -> _Body:
+    needs = "model and messages" if issubclass(cls, ChatBody) else "model and prompt"
+    if not raw.strip():
+        raise SpecError(where="body", value="<empty>", why="the request has no body",
+                        fix=f"send a JSON object with {needs}")
     try:
-        data = json.loads(raw or b"null")
+        data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SpecError(where="body", value=raw[:80].decode(errors="replace"), why=f"not JSON ({exc.msg})",
-                        fix="send a JSON object") from None
+                        fix=f"send a JSON object with {needs}") from None
+    if not isinstance(data, dict):
+        raise SpecError(where="body", value=raw[:80].decode(errors="replace"),
+                        why=f"it is a JSON {_JSON_KINDS[type(data)]}, not an object",
+                        fix=f"send a JSON object with {needs}")
     try:
         body = cls.model_validate(data)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise SpecError(where=field, value=error.get("input"), why=error["msg"],
-                        fix=read_error(error)[2] or "see https://platform.openai.com/docs/api-reference/chat") from None
+        _, unquoted, own_fix = read_error(error)
+        raise SpecError(where=".".join(str(part) for part in error["loc"]), value=unquoted or error.get("input"),
+                        why=error["msg"].removeprefix("Value error, "),
+                        fix=own_fix or _FIXES.get(error["type"], "see https://platform.openai.com/docs/api-reference/chat")
+                        ) from None
     check_extra(body.model_extra or {})
     return body
+
+
+_FIXES = {"missing": "add the field"}
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 def _constraints(body: _Body) -> dict[str, Any]:

@@ -90,3 +90,15 @@ def test_a_request_no_route_takes_gets_an_openai_error_saying_what_is_served_and
     response = not_served(method, path, root)
     error = json.loads(response.body)["error"]
     assert response.status_code == status and error["code"] == status and needle in error["message"]
+
+
+@pytest.mark.parametrize(("raw", "value", "why", "fix"), [
+    (b"", "<empty>", "the request has no body", "send a JSON object with model and messages"),
+    (b"[1, 2]", "[1, 2]", "it is a JSON array, not an object", "send a JSON object with model and messages"),
+    (b"null", "null", "it is a JSON null, not an object", "send a JSON object with model and messages"),
+    (json.dumps({"model": "m"}).encode(), "<missing>", "Field required", "add the field"),
+])
+def test_a_body_that_is_empty_not_an_object_or_lacks_a_field_is_told_so_and_the_fix(raw, value, why, fix):
+    with pytest.raises(SpecError) as info:
+        parse_body(raw, ChatBody)
+    assert (info.value.value, info.value.why, info.value.fix) == (value, why, fix)
