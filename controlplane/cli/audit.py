@@ -97,9 +97,15 @@ def audit_verify_command(args: argparse.Namespace) -> int:
 def audit_show_command(args: argparse.Namespace) -> int:
     """Print the records, filtered by kind (`task` or `task.dispatch`) and agent."""
     run = resolve_run(args.run, args.runs_dir)
-    for record in read_log(run):
-        if matches(record, kinds=args.kind or [], agent=args.agent):
-            print(json.dumps(record.to_dict(), default=str) if args.json else format_record(record))
+    records = read_log(run)
+    shown = [record for record in records if matches(record, kinds=args.kind or [], agent=args.agent)]
+    for record in shown:
+        print(json.dumps(record.to_dict(), default=str) if args.json else format_record(record))
+    if records and not shown:
+        kinds = sorted({record.kind for record in records})
+        agents = sorted({str(who) for record in records for who in (record.actor, record.data.get("agent")) if who})
+        print(f"no record matches; the kinds in this log: {', '.join(kinds)}; its agents: {', '.join(agents)}",
+              file=sys.stderr)
     return EXIT_OK
 
 

@@ -66,6 +66,14 @@ def test_audit_show_filters_by_kind_and_agent(tmp_path, capsys):
     assert "budget.charge" in capsys.readouterr().out
 
 
+def test_audit_show_that_matches_nothing_names_the_kinds_and_agents_the_log_holds(tmp_path, capsys):
+    write_mission(tmp_path / "m-1")
+    assert main(["audit", "show", "m-1", "--runs-dir", str(tmp_path), "--kind", "tasks"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert out == "" and ("no record matches; the kinds in this log: budget.charge, mission.start, mission.status, "
+                          "task.dispatch, task.succeeded; its agents: supervisor, w") in err
+
+
 def test_wait_result_and_logs_read_storage(tmp_path, capsys):
     run = tmp_path / "m-1"
     write_mission(run)
