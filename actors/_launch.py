@@ -16,7 +16,7 @@ from actors._names import MISSION_NAMESPACE
 from actors._supervisor import SupervisorActor
 from controlplane._core.identity import mission_key
 from controlplane._core.placement import check_resources
-from controlplane._core.recovery import replay
+from controlplane._core.recovery import RecoveredState, replay
 from controlplane._logfile import read_log
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import NAME_PATTERN, MissionSpec
@@ -84,10 +84,10 @@ def check_mission_id(mission_id: str, run_dir: str, *, resume: bool) -> None:
     check_mission_log(mission_id, run_dir, resume=resume)
 
 
-def check_mission_log(mission_id: str, run_dir: str, *, resume: bool) -> None:
-    """MissionIdInUse when the run directory's log says otherwise than `resume`: the mission there ended, or
-    an unfinished one is there and `resume` is False. Needs no Ray."""
-    state = replay(read_log(run_dir))
+def check_mission_log(mission_id: str, run_dir: str, *, resume: bool, state: RecoveredState | None = None) -> None:
+    """MissionIdInUse when the run directory's log (`state`, when the caller replayed it already) says otherwise
+    than `resume`: the mission there ended, or an unfinished one is there and `resume` is False. Needs no Ray."""
+    state = replay(read_log(run_dir)) if state is None else state
     if state.finished:
         raise MissionIdInUse(mission_id=mission_id, why=f"the mission in {run_dir} already ended ({state.status})",
                              fix=f"read it with `controlplane result {run_dir}`, or pick another --mission-id")

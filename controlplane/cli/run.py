@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controlplane._core.recovery import replay
+from controlplane._core.recovery import RecoveredState, replay
 from controlplane._logfile import read_log
 from controlplane._rundir import TRACES, run_uri
 from controlplane._tracing import TracingConfig, sample_ratio_from_env
@@ -129,14 +129,15 @@ def run_command(args: argparse.Namespace) -> int:
     from serving import deploy, serve_http_port
 
     resuming = getattr(args, "command", "run") == "resume"
+    logged = None
     if resuming:
-        spec, serving, mission_id, run_dir = _from_log(args.run)
+        spec, serving, mission_id, run_dir, logged = _from_log(args.run)
     else:
         spec, serving = preflight(args.mission)
         mission_id = args.mission_id or new_mission_id(spec.name)
         run_dir = run_uri(_local_or_url(args.state_uri or args.runs_dir), mission_id)
     check_storage(args.runs_dir, getattr(args, "state_uri", None))
-    check_mission_log(mission_id, run_dir, resume=resuming)
+    check_mission_log(mission_id, run_dir, resume=resuming, state=logged)
     tracing = mission_tracing_config(run_dir, spec)
     local = init_ray(args.address, args.verbose)
     ray_on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which sets its own handler
@@ -207,8 +208,8 @@ def _local_or_url(where: str) -> str:
     return where if "://" in where else str(Path(where).resolve())
 
 
-def _from_log(run: str) -> tuple[MissionSpec, Any, str, str]:
-    """The spec, serving config, mission id and run directory of the mission logged in `run`."""
+def _from_log(run: str) -> tuple[MissionSpec, Any, str, str, RecoveredState]:
+    """The spec, serving config, mission id, run directory and replayed log of the mission logged in `run`."""
     from serving import load_serving_config
 
     run_dir = _local_or_url(run)
@@ -217,4 +218,4 @@ def _from_log(run: str) -> tuple[MissionSpec, Any, str, str]:
         raise SpecError(where=run, value=run_dir, why="it holds no mission log with a mission.start record",
                         fix="pass the run directory of a mission started by this version of controlplane")
     spec = MissionSpec.model_validate(state.spec)
-    return spec, load_serving_config(spec.serving), state.mission_id, run_dir
+    return spec, load_serving_config(spec.serving), state.mission_id, run_dir, state
