@@ -17,6 +17,7 @@ from actors._supervisor import SupervisorActor
 from controlplane._core.identity import mission_key
 from controlplane._core.placement import check_resources
 from controlplane._core.recovery import RecoveredState, replay
+from controlplane._core.user_code import check_user_code
 from controlplane._logfile import read_log
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import NAME_PATTERN, MissionSpec
@@ -41,6 +42,7 @@ def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | 
     the mission's key, derived here from the cluster root secret, which never leaves this process. With
     `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
     file and OTLP endpoint (content in spans only with `policies.log_content`)."""
+    check_user_code(spec)
     check_arguments(mission_id, router)
     check_resources(spec, read_capacity())
     router.check_deployed()

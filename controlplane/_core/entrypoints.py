@@ -6,6 +6,7 @@ with a bad path fails before any actor starts.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable
@@ -31,11 +32,21 @@ def import_object(path: str, *, where: str) -> Any:
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):
-            names = sorted(n for n in dir(found) if not n.startswith("_"))[:12]
+            names = _defined_names(found)
+            meant = difflib.get_close_matches(part, names, n=1)
             raise SpecError(where=where, value=path, why=f"{module_name!r} has no attribute {attribute!r}",
-                            fix=f"use a name it defines (e.g. {', '.join(names) or 'none are public'})")
+                            fix=(f"did you mean {meant[0]!r}? Else use" if meant else "use") +
+                                f" a name it defines: {', '.join(names[:12]) or 'none'}")
         found = getattr(found, part)
     return found
+
+
+def _defined_names(holder: Any) -> list[str]:
+    """The public names a module defines itself (not those it imports), or a class's public attributes."""
+    names = sorted(name for name in dir(holder) if not name.startswith("_"))
+    if inspect.ismodule(holder):
+        names = [name for name in names if getattr(getattr(holder, name), "__module__", None) == holder.__name__]
+    return names
 
 
 def load_python_agent(path: str, *, where: str) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane._core.recovery import RecoveredState, replay
+from controlplane._core.user_code import user_code_problems
 from controlplane._logfile import read_log
 from controlplane._rundir import TRACES, run_uri
 from controlplane._tracing import TracingConfig, sample_ratio_from_env
@@ -52,7 +53,8 @@ def revoke_api_key(keys_file: str | None, path: Path, key_id: str) -> None:
 
 
 def preflight(path: str) -> tuple[MissionSpec, Any]:
-    """Load and check the mission and its serving config; nothing is started. Returns (spec, serving config)."""
+    """Load and check the mission, its serving config and the code it names; nothing is started. Returns (spec,
+    serving config)."""
     from serving import load_serving_config
 
     spec = load_mission(path)
@@ -68,6 +70,7 @@ def preflight(path: str) -> tuple[MissionSpec, Any]:
                               f"known models: {', '.join(known)}",
                           fix="use a known model, or add it to the serving config named by `serving:`")
                 for where, model in wanted if model not in known]
+    problems += user_code_problems(spec, source=f"{path}: ")
     if spec.workspace and not Path(spec.workspace).is_dir():
         problems.append(SpecError(where=f"{path}: workspace", value=spec.workspace, why="no such folder",
                                   fix="create it, or point `workspace:` at the folder the file tools may read "

@@ -129,6 +129,17 @@ def test_start_mission_refuses_a_mission_id_that_is_not_a_name_before_it_looks_a
         start_mission(parse_mission(mission()), router=None, mission_id=mission_id)
 
 
+def test_start_mission_refuses_a_tool_whose_function_does_not_load_before_it_looks_at_the_cluster():
+    from actors import start_mission
+    from controlplane.errors import SpecError
+
+    spec = parse_mission(mission(tools=[{"name": "calc", "function": "controlplane.builtin_tools:calculater"}],
+                                 agents=[{"name": "writer", "role": "copywriter", "tools": ["calc"]},
+                                         {"name": "checker", "role": "reviewer"}]))
+    with pytest.raises(SpecError, match=r"tools\[0\]\(calc\).function: .* did you mean 'calculator'"):
+        start_mission(spec, router=None)
+
+
 def test_start_mission_refuses_a_router_that_is_no_client_and_a_process_without_ray_before_anything_starts(
         monkeypatch):
     import ray

@@ -3,6 +3,8 @@
 import pytest
 import yaml
 
+from controlplane import parse_mission
+from controlplane._core.user_code import check_user_code
 from controlplane.cli import EXIT_USAGE, build_parser, main
 from tests.helpers import mission
 
@@ -29,6 +31,30 @@ def test_models_the_serving_config_lacks_and_a_missing_workspace_are_refused_at_
     assert "agents[1](checker).model: 'gpt-8' is invalid" in lines[1]
     assert f"m.yaml: workspace: '{tmp_path}/no-such-folder' is invalid: no such folder" in lines[2]
     assert not (tmp_path / "runs").exists()
+
+
+def test_tools_and_python_agents_whose_code_does_not_load_are_refused_at_once_before_anything_starts(tmp_path, capsys):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mission(
+        tools=[{"name": "calc", "function": "controlplane.builtin_tools:calculater"}],
+        agents=[{"name": "writer", "role": "copywriter", "tools": ["calc"]},
+                {"name": "checker", "role": "reviewer", "kind": "python", "entrypoint": "no_such_module_xyz:run"}])))
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == EXIT_USAGE
+    lines = capsys.readouterr().err.splitlines()
+    assert ("m.yaml: tools[0](calc).function: 'controlplane.builtin_tools:calculater' is invalid: "
+            "'controlplane.builtin_tools' has no attribute 'calculater'. Fix: did you mean 'calculator'? Else use a "
+            "name it defines: calculator, list_files, read_file, word_count") in lines[0]
+    assert ("m.yaml: agents[1](checker).entrypoint: 'no_such_module_xyz:run' is invalid: module "
+            "'no_such_module_xyz' does not import (ModuleNotFoundError") in lines[1]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_code_a_mission_names_imports_from_the_current_directory_as_on_rays_workers(tmp_path, monkeypatch):
+    (tmp_path / "my_agents_mod.py").write_text("async def run(task, ctx):\n    return 'ok'\n")
+    spec = parse_mission(mission(agents=[{"name": "writer", "role": "copywriter", "kind": "python",
+                                          "entrypoint": "my_agents_mod:run"}, {"name": "checker", "role": "reviewer"}]))
+    monkeypatch.chdir(tmp_path)
+    check_user_code(spec)
 
 
 @pytest.mark.parametrize(("flags", "said"), [
