@@ -18,6 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
+from ray.exceptions import RayTaskError
 
 from actors._agent_pool import AgentPool
 from actors._approvals import ApprovalGate
@@ -301,7 +302,8 @@ class SupervisorActor:
             self.final = (MissionStatus.CANCELLED, self._cancel_reason or "cancelled")
         except Exception as exc:
             logger.exception("mission %s failed outside a task", self.mission_id)
-            self.final = (MissionStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc  # not Ray's wrapper
+            self.final = (MissionStatus.FAILED, f"{type(cause).__name__}: {cause}")
         finally:
             self.ended_s = time.time()
             trace.end(str(self.final[0]) if self.final else "failed", self.final[1] if self.final else "")

@@ -464,7 +464,8 @@ def test_an_mcp_server_that_does_not_start_fails_the_mission_before_any_task(rou
     result = run_mission(router, {"mcp_servers": [server], "agents": [actor("caller", tools=["broken.*"])],
                                   "tasks": [task("t", "caller", "Shout hello")]})
     assert result["status"] == "failed"
-    assert "MCP server 'broken'" in result["reason"] and "did not start" in result["reason"]
+    assert result["reason"].startswith("SpecError: mcp_servers(broken): '/nonexistent/mcp-server' is invalid: MCP "
+                                       "server 'broken': it did not start")  # the cause, not Ray's wrapper
     assert result["tasks"] == []  # nothing was planned or dispatched
     from actors import MISSION_NAMESPACE
 
