@@ -102,10 +102,11 @@ class RouterCore:
                        for name, spec in config.models.items()}
 
     def breaker_state(self, model: str) -> str:
-        self._known(model)
+        self.check_model(model)
         return self._breakers[model].state(self._clock())
 
-    def _known(self, model: str) -> None:
+    def check_model(self, model: str) -> None:
+        """SpecError (the HTTP API answers 404) for a model the config lacks."""
         if model not in self.config.models:
             raise SpecError(where="model", value=model, why=f"no such model; known: {sorted(self.config.models)}",
                             fix="use one of the known model names")
@@ -135,7 +136,7 @@ class RouterCore:
 
     def check(self, call: Call) -> None:
         """Refuse a call that can never succeed: unknown model, absurd sizes."""
-        self._known(call.model)
+        self.check_model(call.model)
         check_tool_request(call.body)
         limit = self.config.models[call.model].max_context_tokens
         if call.body["max_tokens"] >= limit:

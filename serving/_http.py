@@ -66,7 +66,12 @@ def error_response(status: int, message: str, *, type_: str, param: str | None =
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-ENDPOINTS = (("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"))
+ENDPOINTS = (("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
+             ("GET", "/v1/models/{model}"))
+
+
+def model_json(name: str, kind: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "owned_by": kind}
 
 
 def not_served(method: str, path: str, root_path: str = "") -> JSONResponse:

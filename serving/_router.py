@@ -203,8 +203,17 @@ class Router:
             self._auth.for_http(_http.credentials(request.headers), now_s=time.time())
         except ControlPlaneError as exc:
             return _http.error_from_exception(exc)
-        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "owned_by": spec.kind}
+        return JSONResponse({"object": "list", "data": [_http.model_json(name, spec.kind)
                                                         for name, spec in self._config.models.items()]})
+
+    @app.get("/v1/models/{model:path}")
+    async def http_model(self, model: str, request: Request) -> JSONResponse:
+        try:
+            self._auth.for_http(_http.credentials(request.headers), now_s=time.time())
+            self._core.check_model(model)
+        except ControlPlaneError as exc:
+            return _http.error_from_exception(exc)
+        return JSONResponse(_http.model_json(model, self._config.models[model].kind))
 
     @app.post("/v1/chat/completions")
     async def http_chat(self, request: Request):

@@ -172,6 +172,11 @@ def test_models_and_completions_endpoints(router_base_url, api_key):
     headers = {"authorization": f"Bearer {api_key('it-endpoints', mission='it-endpoints')}"}
     models = httpx.get(f"{router_base_url}/models", headers=headers, timeout=30).json()
     assert {"default", "scripted", "remote"} <= {m["id"] for m in models["data"]}
+    client = openai.OpenAI(base_url=router_base_url, api_key=headers["authorization"].removeprefix("Bearer "))
+    model = client.models.retrieve("scripted")
+    assert (model.id, model.owned_by) == ("scripted", "scripted")
+    with pytest.raises(openai.NotFoundError, match="no such model"):
+        client.models.retrieve("gpt-9")
     reply = httpx.post(f"{router_base_url}/completions", timeout=30, headers=headers,
                        json={"model": "scripted", "prompt": "capital of France", "max_tokens": 4}).json()
     assert reply["choices"][0]["text"] == "Paris" and reply["object"] == "text_completion"

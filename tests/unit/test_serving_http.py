@@ -82,7 +82,8 @@ def test_bad_priority_header_names_the_header():
     ("POST", "/chat/completions", "", 404, "Fix: end the client's base URL in /v1 (e.g. http://HOST:PORT/v1)"),
     ("POST", "/other/chat/completions", "/other", 404, "in /v1 (e.g. http://HOST:PORT/other/v1)"),
     ("POST", "/v1/responses", "", 404, 'set_default_openai_api("chat_completions")'),
-    ("POST", "/v1/embeddings", "", 404, "serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models"),
+    ("POST", "/v1/embeddings", "", 404, "serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models, "
+                                        "GET /v1/models/{model}"),
     ("GET", "/other/v1/chat/completions", "/other", 405, "use POST /other/v1/chat/completions"),
 ])
 def test_a_request_no_route_takes_gets_an_openai_error_saying_what_is_served_and_the_fix(method, path, root, status,
