@@ -80,10 +80,15 @@ def check_arguments(mission_id: str | None, router: Any) -> None:
 def check_mission_id(mission_id: str, run_dir: str, *, resume: bool) -> None:
     """MissionIdInUse when a supervisor of that id runs, or the run directory's log says otherwise than
     `resume`."""
+    check_not_running(mission_id)
+    check_mission_log(mission_id, run_dir, resume=resume)
+
+
+def check_not_running(mission_id: str) -> None:
+    """MissionIdInUse when a supervisor of that id runs in this cluster."""
     if mission_id in running_missions():
         raise MissionIdInUse(mission_id=mission_id, why="a supervisor of that id is running on this cluster",
                              fix=f"follow it with `controlplane wait {mission_id}`, or pick another --mission-id")
-    check_mission_log(mission_id, run_dir, resume=resume)
 
 
 def check_mission_log(mission_id: str, run_dir: str, *, resume: bool, state: RecoveredState | None = None) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,16 @@ API_KEY_TTL_S = 24 * 3600.0
 def mission_api_key(keys_file: str | None, runs_dir: str, mission_id: str,
                     max_wall_s: float | None) -> tuple[Path, str]:
     """A key of the router's HTTP API for this mission only, written to runs/<id>/api_key (mode 0600), so other
-    tools can call models under the mission's budgets while it runs. Returns (path, key id); revoke it after."""
+    tools can call models under the mission's budgets while it runs. Returns (path, key id); revoke it after. An
+    active key an earlier driver of this mission left is revoked: call it once no supervisor of the id runs."""
     from serving._keys import ApiKeyStore
 
-    now_s = time.time()
-    clear_key, scope = ApiKeyStore(keys_file).create(f"run-{mission_id}", kind="mission", scope_id=mission_id,
-                                                     now_s=now_s, expires_at_s=now_s + (max_wall_s or API_KEY_TTL_S))
+    now_s, store, name = time.time(), ApiKeyStore(keys_file), f"run-{mission_id}"
+    for stale in store.list():
+        if stale.name == name and stale.active(now_s):  # a driver of this mission was killed before it revoked it
+            store.revoke(stale.id, now_s=now_s)
+    clear_key, scope = store.create(name, kind="mission", scope_id=mission_id, now_s=now_s,
+                                    expires_at_s=now_s + (max_wall_s or API_KEY_TTL_S))
     path = Path(runs_dir) / mission_id / API_KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -128,7 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
     import ray
 
     from actors import new_mission_id, running_missions, start_mission
-    from actors._launch import check_mission_log
+    from actors._launch import check_mission_log, check_not_running
     from serving import deploy, serve_http_port
 
     resuming = getattr(args, "command", "run") == "resume"
@@ -159,16 +165,18 @@ def run_command(args: argparse.Namespace) -> int:
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
         keys_file = serving.router.auth.api_keys_file
+        check_not_running(mission_id)
         key_path, key_id = mission_api_key(keys_file, args.runs_dir, mission_id, spec.budgets.max_wall_s)
+        revoke_key = functools.partial(revoke_api_key, keys_file, key_path, key_id)
         try:
             print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
                   f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API {api_url}, with the "
                   f"mission's key (revoked at its end): {key_path}", flush=True)
             handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
                                    router_url=api_url, run_dir=run_dir, resume=resuming, tracing=tracing)
-            result = _follow(handle, mission_id, plain=args.plain)
+            result = _follow(handle, mission_id, plain=args.plain, on_interrupt=revoke_key)
         finally:
-            revoke_api_key(keys_file, key_path, key_id)
+            revoke_key()
         result.pop("events")  # the supervisor wrote the run directory itself
         out = result.get("run_dir", run_dir)
         ray.kill(handle)
@@ -190,9 +198,10 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
-def _follow(handle: Any, mission_id: str, *, plain: bool) -> dict[str, Any]:
-    """The mission's result, with its progress shown meanwhile; Ctrl-C or SIGTERM cancels the mission and still
-    waits for it."""
+def _follow(handle: Any, mission_id: str, *, plain: bool, on_interrupt: Callable[[], None]) -> dict[str, Any]:
+    """The mission's result, with its progress shown meanwhile; Ctrl-C or SIGTERM calls `on_interrupt` (the key's
+    revocation, which must not wait: `ray job stop` kills the driver 3 s after its SIGTERM), then cancels the
+    mission and still waits for it."""
     import ray
 
     from actors import find_supervisor, follow
@@ -202,6 +211,7 @@ def _follow(handle: Any, mission_id: str, *, plain: bool) -> dict[str, Any]:
             return follow(handle, progress.update)
     except KeyboardInterrupt as interrupt:
         how = str(interrupt) or "Ctrl-C"
+        on_interrupt()
         print(f"interrupted ({how}): cancelling the mission", flush=True)
         ray.get(find_supervisor(mission_id).cancel.remote(f"interrupted by the driver ({how})"))
         return follow(handle)

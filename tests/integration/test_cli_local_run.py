@@ -3,11 +3,14 @@
 - Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group, which holds the CLI and the local
   Ray it started. The mission is cancelled, not lost: it ends `cancelled` with its reason and result.json, the
   mission's API key is revoked, the CLI exits 3, and the local Ray is gone;
+- a driver that `ray job stop` kills while it cancels has revoked the mission's API key already;
+- a driver and its local Ray killed outright: `controlplane resume` finishes the mission, running no task twice;
 - an HTTP port another process holds: the CLI exits 2 naming the port and the fix, and leaves no Ray running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,12 +18,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 
+from controlplane._logfile import read_log
 from controlplane.cli.connect import reachable
 from tests.helpers import free_port, wait_for
 
@@ -40,15 +45,38 @@ def local_run(mission: Path, runs: Path, output: Path, *args: str) -> subprocess
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job's SIGINT is ignored
 
 
-@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])  # SIGTERM: what `ray job stop` sends the job's driver
-def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tmp_path, how):
-    mission, runs = tmp_path / "chain.yaml", tmp_path / "runs"
-    mission.write_text(yaml.safe_dump(CHAIN))
-    output = tmp_path / "run.out"
-    run = local_run(mission, runs, output, "--mission-id", "interrupted-1", "--http-port", str(free_port()))
+def kill_outright(run: subprocess.Popen) -> None:
+    """SIGKILL for the driver and the local Ray it started, as the end of `ray job stop`'s grace, or the OOM killer."""
+    if run.poll() is not None:
+        return
+    local_ray = psutil.Process(run.pid).children(recursive=True)
+    os.killpg(run.pid, signal.SIGKILL)
+    for process in local_ray:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    run.wait(timeout=30)
+    psutil.wait_procs(local_ray, timeout=30)
+
+
+def started_chain(tmp_path: Path, mission_id: str, *, tasks: int = 200) -> tuple[subprocess.Popen, Path, Path]:
+    """`run` of a chain of scripted tasks, once its first two have succeeded: the process, the runs directory and
+    the file of its output."""
+    mission, runs, output = tmp_path / "chain.yaml", tmp_path / "runs", tmp_path / "run.out"
+    mission.write_text(yaml.safe_dump(CHAIN | {"tasks": CHAIN["tasks"][:tasks]}))
+    run = local_run(mission, runs, output, "--mission-id", mission_id, "--http-port", str(free_port()))
     try:
         wait_for(lambda: "task t1 succeeded" in output.read_text() or run.poll() is not None,
-                 timeout_s=240, interval_s=0.5, what="the mission's first tasks to succeed")
+                 timeout_s=240, interval_s=0.1, what="the mission's first tasks to succeed")
+    except BaseException:
+        kill_outright(run)
+        raise
+    return run, runs, output
+
+
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])  # SIGTERM: what `ray job stop` sends the job's driver
+def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tmp_path, how):
+    run, runs, output = started_chain(tmp_path, "interrupted-1")
+    try:
         gcs = (runs / "interrupted-1" / "ray_address").read_text().strip()
         interrupted = time.monotonic()
         if how == "Ctrl-C":  # the terminal sends it to the whole foreground group
@@ -70,6 +98,35 @@ def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tm
     assert not (runs / "interrupted-1" / "api_key").exists()  # the mission's HTTP key was revoked
     assert not reachable(gcs), f"the local Ray's GCS still answers at {gcs}"
     wait_for(lambda: not in_group(run.pid), timeout_s=20, what="the local Ray's processes to stop")
+
+
+def test_a_driver_killed_while_it_cancels_has_revoked_the_missions_key_already(tmp_path):
+    """`ray job stop` kills the driver 3 s after its SIGTERM, whether the cancel has ended or not."""
+    run, runs, output = started_chain(tmp_path, "killed-1")
+    try:
+        assert (runs / "killed-1" / "api_key").exists(), output.read_text()[-3000:]
+        os.kill(run.pid, signal.SIGTERM)
+        wait_for(lambda: "interrupted (SIGTERM): cancelling the mission" in output.read_text(), timeout_s=30,
+                 interval_s=0.02, what="the driver to start the cancel")
+    finally:
+        kill_outright(run)
+    assert not (runs / "killed-1" / "api_key").exists(), output.read_text()[-3000:]
+
+
+def test_a_mission_whose_driver_and_local_ray_were_killed_outright_is_finished_by_resume(tmp_path):
+    run, runs, output = started_chain(tmp_path, "crashed-1", tasks=20)
+    kill_outright(run)
+    run_dir = runs / "crashed-1"
+    assert (run_dir / "api_key").exists() and not (run_dir / "result.json").exists(), output.read_text()[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    resumed = subprocess.run([sys.executable, "-m", "controlplane", "resume", str(run_dir), "--runs-dir", str(runs),
+                              "--plain", "--http-port", str(free_port())],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "succeeded"
+    successes = Counter(r.data["task"] for r in read_log(str(run_dir)) if r.kind == "task.succeeded")
+    assert successes == Counter({f"t{i}": 1 for i in range(20)}), successes  # none lost, none run twice
+    assert not (run_dir / "api_key").exists()  # the key the killed driver left was revoked, and the new one too
 
 
 def test_an_http_port_another_process_holds_is_refused_naming_it_and_no_ray_is_left(tmp_path):

@@ -1,5 +1,7 @@
 """The CLI refuses a bad spec before anything starts (unit tests refuse ray.init, so starting would fail)."""
 
+import time
+
 import pytest
 import yaml
 
@@ -189,3 +191,15 @@ def test_keys_create_refuses_a_bad_flag_naming_it_and_writes_no_key(tmp_path, ca
         main(["keys", "--keys-file", str(keys_file), "create", "ci", "--mission", "launch", *flags])
     assert exited.value.code == EXIT_USAGE and said in capsys.readouterr().err
     assert not keys_file.exists()
+
+
+def test_a_missions_key_that_a_killed_driver_left_active_is_revoked_when_the_next_driver_makes_its_own(tmp_path):
+    from controlplane.cli.run import mission_api_key
+    from serving._keys import ApiKeyStore
+
+    keys, runs = str(tmp_path / "keys.json"), str(tmp_path / "runs")
+    _, left_id = mission_api_key(keys, runs, "m-1", None)  # its driver was killed before it could revoke it
+    path, new_id = mission_api_key(keys, runs, "m-1", None)
+    scopes = {scope.id: scope for scope in ApiKeyStore(keys).list()}
+    assert scopes[left_id].revoked_at_s is not None and scopes[new_id].revoked_at_s is None
+    assert ApiKeyStore(keys).lookup(path.read_text().strip(), now_s=time.time()).id == new_id
