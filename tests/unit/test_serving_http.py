@@ -91,6 +91,7 @@ def test_a_request_no_route_takes_gets_an_openai_error_saying_what_is_served_and
     response = not_served(method, path, root)
     error = json.loads(response.body)["error"]
     assert response.status_code == status and error["code"] == status and needle in error["message"]
+    assert response.headers.get("allow") == ("POST" if status == 405 else None)
 
 
 @pytest.mark.parametrize(("raw", "value", "why", "fix"), [
