@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
 from actors._budgets import BudgetDesk
 from actors._delegation import DelegationDesk
@@ -23,6 +23,7 @@ from controlplane._core.events import EventLog
 from controlplane._core.scheduler import Scheduler
 from controlplane._core.slack import TaskSlack
 from controlplane._core.task_record import Assignment
+from controlplane._ray_errors import cause_of
 from controlplane.config.mission import AgentSpec, MissionSpec
 from controlplane.errors import BudgetExceeded
 
@@ -99,7 +100,7 @@ class Attempts:
                 self._cancelled_refs.append(ref)
             raise
         except Exception as exc:
-            cause = exc.cause if isinstance(exc, RayTaskError) else exc
+            cause = cause_of(exc)
             self._record_model_calls(model_calls_of(cause))
             if isinstance(exc, RayActorError):
                 self._replace_agent(a.agent)

@@ -10,6 +10,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from actors._launch import find_supervisor, running_missions
+from controlplane._ray_errors import cause_of
 
 
 def approvals(mission_id: str) -> list[dict[str, Any]]:
@@ -46,4 +47,4 @@ def _get(ref: Any) -> Any:
     try:
         return ray.get(ref)
     except RayTaskError as exc:
-        raise (exc.cause or exc) from None
+        raise cause_of(exc) from None

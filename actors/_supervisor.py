@@ -18,7 +18,6 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayTaskError
 
 from actors._agent_pool import AgentPool
 from actors._approvals import ApprovalGate
@@ -43,6 +42,7 @@ from controlplane._core.recovery import rebuild_scheduler
 from controlplane._core.results import MissionResult, MissionSummary
 from controlplane._core.scheduler import Scheduler
 from controlplane._core.tick_guard import TickGuard
+from controlplane._ray_errors import cause_of
 from controlplane._rundir import write_run_dir
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
@@ -302,7 +302,7 @@ class SupervisorActor:
             self.final = (MissionStatus.CANCELLED, self._cancel_reason or "cancelled")
         except Exception as exc:
             logger.exception("mission %s failed outside a task", self.mission_id)
-            cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc  # not Ray's wrapper
+            cause = cause_of(exc)
             self.final = (MissionStatus.FAILED, f"{type(cause).__name__}: {cause}")
         finally:
             self.ended_s = time.time()

@@ -13,6 +13,7 @@ import ray
 
 from controlplane._core.loop_types import ToolCall, ToolResult
 from controlplane._core.tools import FunctionTool, ToolSpec
+from controlplane._ray_errors import cause_of
 from controlplane.errors import ToolCallInDoubt, ToolError
 
 Builtin = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -84,6 +85,6 @@ class ToolRunner:
             raise ToolError(tool=spec.name, why=f"its Ray task did not finish within timeout_s={spec.timeout_s:g}",
                             fix="raise the tool's timeout_s, or give it more resources") from None
         except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if exc.cause is not None else exc
+            cause = cause_of(exc)
             raise ToolError(tool=spec.name, why=f"it raised {type(cause).__name__}: {cause}",
                             fix="see the cause; the model was told and may call it differently") from None

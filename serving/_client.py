@@ -11,6 +11,7 @@ from ray import serve
 from ray.exceptions import RayTaskError
 
 from controlplane._core.identity import MissionTokens, mission_key
+from controlplane._ray_errors import cause_of
 from controlplane.errors import SetupError
 from serving._secrets import load_or_create_root_secret
 from serving._types import ChatRequest, ChatResult
@@ -79,7 +80,7 @@ class RouterClient:
             response.cancel()
             raise
         except RayTaskError as exc:
-            raise exc.cause from None
+            raise cause_of(exc) from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | ChatResult]:
         """Text deltas as they come, then the ChatResult (tool calls arrive in it, whole). Closing the stream early
@@ -90,7 +91,7 @@ class RouterClient:
                 finished = isinstance(item, ChatResult)
                 yield item
         except RayTaskError as exc:
-            raise exc.cause from None
+            raise cause_of(exc) from None
         finally:
             if not finished:
                 response.cancel()
@@ -111,7 +112,7 @@ class RouterClient:
         try:
             await self.handle.set_budget.remote(token, agent_id, max_tokens=max_tokens, max_usd=max_usd)
         except RayTaskError as exc:
-            raise exc.cause from None
+            raise cause_of(exc) from None
 
     async def set_mission_weight(self, mission_id: str, weight: float) -> None:
         """A mission's share of each model while calls queue (default 1; 4 gets four times a 1's share)."""

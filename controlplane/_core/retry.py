@@ -2,7 +2,7 @@
 
 The error class's `retryable` (controlplane.errors.is_retryable) is the one switch. Errors from outside the tree
 (a user's Python code, Ray's RayActorError for a dead agent) carry no `retryable` and are retried.
-A caller unwraps Ray's RayTaskError (`exc.cause`) before asking.
+A caller unwraps Ray's RayTaskError (`controlplane._ray_errors.cause_of`) before asking.
 
 - `BackpressureError`: wait at least its `retry_after_s`.
 - `OutputTruncated` (structured output cut off by max_tokens into invalid JSON): retry at once with

@@ -14,9 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("controlplane.errors", "controlplane._pydantic_errors"),
     ("controlplane.config",),
-    ("controlplane._core", "controlplane._logfile", "controlplane._model_cache", "controlplane._rundir",
-     "controlplane._setup",
-     "controlplane._trace_file", "controlplane._tracing"),
+    ("controlplane._core", "controlplane._logfile", "controlplane._model_cache", "controlplane._ray_errors",
+     "controlplane._rundir", "controlplane._setup", "controlplane._trace_file", "controlplane._tracing"),
     ("serving",),
     ("memory",),
     ("actors",),
