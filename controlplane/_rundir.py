@@ -20,6 +20,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from controlplane._core.json_kind import json_kind
 from controlplane._core.prompts import as_text
 from controlplane._core.report_html import render_report_html
 from controlplane.errors import RunRecordError
@@ -89,7 +90,7 @@ def _parse(run: str, file: str, text: str, line: int | None = None) -> dict[str,
     except json.JSONDecodeError as exc:
         raise RunRecordError(run=run, file=file, why=f"it is not JSON ({where}{exc})") from None
     if not isinstance(record, dict):
-        raise RunRecordError(run=run, file=file, why=f"{where}a JSON {type(record).__name__}, not an object")
+        raise RunRecordError(run=run, file=file, why=f"{where}a JSON {json_kind(record)}, not an object")
     return record
 
 

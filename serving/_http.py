@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, get_args
 
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import ConfigDict, Field, ValidationError
+from starlette.routing import BaseRoute
 
+from controlplane._core.json_kind import json_kind
 from controlplane._pydantic_errors import read_error
 from controlplane.errors import (
     AccessDenied,
@@ -66,24 +69,26 @@ def error_response(status: int, message: str, *, type_: str, param: str | None =
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-ENDPOINTS = (("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
-             ("GET", "/v1/models/{model}"))
+def endpoints_of(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
+    """(method, path) of each API route of an app, as a client writes them."""
+    return [(verb, route.path_format) for route in routes if isinstance(route, APIRoute)
+            for verb in sorted(route.methods)]
 
 
 def model_json(name: str, kind: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "owned_by": kind}
 
 
-def not_served(method: str, path: str, root_path: str = "") -> JSONResponse:
+def not_served(method: str, path: str, root_path: str, endpoints: list[tuple[str, str]]) -> JSONResponse:
     """The 404 or 405 of a request no route takes, saying what the router serves and the fix of the common
     misses: a base URL without /v1, the Responses API, the wrong method."""
     route = path[len(root_path):] if root_path and path.startswith(root_path) else path
-    served = ", ".join(f"{verb} {root_path}{where}" for verb, where in ENDPOINTS)
-    methods = [verb for verb, where in ENDPOINTS if where == route.rstrip("/")]
+    served = ", ".join(f"{verb} {root_path}{where}" for verb, where in endpoints)
+    methods = [verb for verb, where in endpoints if where == route.rstrip("/")]
     if methods:
         return error_response(405, f"{method} {path} is not served: use {methods[0]} {path}",
                               type_="invalid_request_error", headers={"Allow": methods[0]})
-    if any(where == f"/v1{route}" for _, where in ENDPOINTS):
+    if any(where == f"/v1{route}" for _, where in endpoints):
         fix = f"end the client's base URL in /v1 (e.g. http://HOST:PORT{root_path}/v1)"
     elif route.startswith("/v1/responses"):
         fix = ("call the Chat Completions API; in the OpenAI Agents SDK, `set_default_openai_api(\"chat_completions\")`"
@@ -127,7 +132,7 @@ def parse_body(raw: bytes, cls: type[_Body]) -> _Body:
                         fix=f"send a JSON object with {needs}") from None
     if not isinstance(data, dict):
         raise SpecError(where="body", value=raw[:80].decode(errors="replace"),
-                        why=f"it is a JSON {_JSON_KINDS[type(data)]}, not an object",
+                        why=f"it is a JSON {json_kind(data)}, not an object",
                         fix=f"send a JSON object with {needs}")
     try:
         body = cls.model_validate(data)
@@ -143,7 +148,6 @@ def parse_body(raw: bytes, cls: type[_Body]) -> _Body:
 
 
 _FIXES = {"missing": "add the field"}
-_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 def _constraints(body: _Body) -> dict[str, Any]:

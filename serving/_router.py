@@ -50,7 +50,8 @@ app = FastAPI(title="controlplane router")
 @app.exception_handler(StarletteHTTPException)
 async def _not_served(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """No route took the request (FastAPI raises nothing else here): an OpenAI-shaped 404 or 405 with the fix."""
-    return _http.not_served(request.method, request.url.path, request.scope.get("root_path", ""))
+    return _http.not_served(request.method, request.url.path, request.scope.get("root_path", ""),
+                            _http.endpoints_of(request.app.routes))
 
 
 class _Metrics:

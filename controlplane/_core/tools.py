@@ -21,6 +21,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 
 from controlplane._core.entrypoints import import_object
+from controlplane._core.json_kind import json_kind
 from controlplane.config._tools import TOOL_NAME_PATTERN, Approval, ToolDecl
 from controlplane.errors import SpecError, ToolError
 
@@ -255,7 +256,7 @@ def validate_arguments(tool: ToolSpec, arguments: Any) -> str | None:
     if isinstance(arguments, Mapping):
         why = schema_errors(tool.parameters, dict(arguments))
     else:
-        why = f"arguments must be a JSON object, not {type(arguments).__name__}"
+        why = f"arguments must be a JSON object, not a JSON {json_kind(arguments)}"
     if why is None:
         return None
     return (f"Invalid arguments for tool {tool.name!r}: {why}. "

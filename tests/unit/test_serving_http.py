@@ -6,7 +6,17 @@ import pytest
 
 from controlplane import BackpressureError, ReplicaUnavailable, SpecError
 from controlplane.errors import AccessDenied, IdentityError, ScopeDenied
-from serving._http import ChatBody, CompletionBody, credentials, error_from_exception, not_served, parse_body, to_call
+from serving._http import (
+    ChatBody,
+    CompletionBody,
+    credentials,
+    endpoints_of,
+    error_from_exception,
+    not_served,
+    parse_body,
+    to_call,
+)
+from serving._router import app
 from serving._types import Identity
 
 WHO = Identity(mission_id="m1", agent_id="writer")
@@ -82,13 +92,13 @@ def test_bad_priority_header_names_the_header():
     ("POST", "/chat/completions", "", 404, "Fix: end the client's base URL in /v1 (e.g. http://HOST:PORT/v1)"),
     ("POST", "/other/chat/completions", "/other", 404, "in /v1 (e.g. http://HOST:PORT/other/v1)"),
     ("POST", "/v1/responses", "", 404, 'set_default_openai_api("chat_completions")'),
-    ("POST", "/v1/embeddings", "", 404, "serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models, "
-                                        "GET /v1/models/{model}"),
+    ("POST", "/v1/embeddings", "", 404, "serves GET /v1/models, GET /v1/models/{model}, POST /v1/chat/completions, "
+                                        "POST /v1/completions. Fix: call one of those"),
     ("GET", "/other/v1/chat/completions", "/other", 405, "use POST /other/v1/chat/completions"),
 ])
 def test_a_request_no_route_takes_gets_an_openai_error_saying_what_is_served_and_the_fix(method, path, root, status,
                                                                                          needle):
-    response = not_served(method, path, root)
+    response = not_served(method, path, root, endpoints_of(app.routes))
     error = json.loads(response.body)["error"]
     assert response.status_code == status and error["code"] == status and needle in error["message"]
     assert response.headers.get("allow") == ("POST" if status == 405 else None)

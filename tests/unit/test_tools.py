@@ -173,7 +173,7 @@ def test_validate_arguments_explains_each_problem_and_shows_the_schema():
     assert error.startswith("Invalid arguments for tool 'ship': ")
     assert "'quantity' is a required property" in error and "at $.item: 3 is not of type 'string'" in error
     assert "'extra' was unexpected" in error and '"required":["item","quantity","to"]' in error
-    assert "must be a JSON object, not list" in validate_arguments(spec, [1])
+    assert "must be a JSON object, not a JSON array" in validate_arguments(spec, [1])
 
 
 def test_allow_list_globs():
