@@ -128,8 +128,9 @@ class ApiKeyStore:
     def create(self, name: str, *, kind: Literal["mission", "team"], scope_id: str, now_s: float,
                agents: list[str] | None = None, rpm: float | None = None, tpm: float | None = None,
                priority_ceiling: Literal["normal", "bulk"] = "normal",
-               expires_at_s: float | None = None) -> tuple[str, KeyScope]:
-        """A new key: the clear key (shown once, never stored) and its scope."""
+               expires_at_s: float | None = None, replace: bool = False) -> tuple[str, KeyScope]:
+        """A new key: the clear key (shown once, never stored) and its scope. An active key of the same name is
+        refused, or with `replace` revoked in the same write."""
         clear_key = new_clear_key()
         for agent in agents or ():
             if agent in RESERVED_AGENT_NAMES:
@@ -144,9 +145,12 @@ class ApiKeyStore:
             raise SpecError.from_validation(exc, where="keys create: ",
                                             fix="see `controlplane keys create --help`") from None
         with self._locked() as records:
-            if any(r.name == name and r.active(now_s) for r in records):
+            same_name = [n for n, r in enumerate(records) if r.name == name and r.active(now_s)]
+            if same_name and not replace:
                 raise SpecError(where="keys create", value=name, why="an active key already has this name",
                                 fix="pick another name, or revoke the old key first")
+            for n in same_name:
+                records[n] = records[n].model_copy(update={"revoked_at_s": now_s})
             records.append(record)
         return clear_key, _public(record)
 

@@ -37,12 +37,10 @@ def mission_api_key(keys_file: str | None, runs_dir: str, mission_id: str,
     active key an earlier driver of this mission left is revoked: call it once no supervisor of the id runs."""
     from serving._keys import ApiKeyStore
 
-    now_s, store, name = time.time(), ApiKeyStore(keys_file), f"run-{mission_id}"
-    for stale in store.list():
-        if stale.name == name and stale.active(now_s):  # a driver of this mission was killed before it revoked it
-            store.revoke(stale.id, now_s=now_s)
-    clear_key, scope = store.create(name, kind="mission", scope_id=mission_id, now_s=now_s,
-                                    expires_at_s=now_s + (max_wall_s or API_KEY_TTL_S))
+    now_s = time.time()
+    clear_key, scope = ApiKeyStore(keys_file).create(f"run-{mission_id}", kind="mission", scope_id=mission_id,
+                                                     now_s=now_s, expires_at_s=now_s + (max_wall_s or API_KEY_TTL_S),
+                                                     replace=True)
     path = Path(runs_dir) / mission_id / API_KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -73,6 +73,13 @@ def started_chain(tmp_path: Path, mission_id: str, *, tasks: int = 200) -> tuple
     return run, runs, output
 
 
+def active_keys(name: str) -> list[str]:
+    """The ids `controlplane keys list` shows active under `name`."""
+    listed = subprocess.run([sys.executable, "-m", "controlplane", "keys", "list"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    return [line.split()[0] for line in listed.splitlines() if line.split()[1:3] == [name, "active"]]
+
+
 @pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])  # SIGTERM: what `ray job stop` sends the job's driver
 def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tmp_path, how):
     run, runs, output = started_chain(tmp_path, "interrupted-1")
@@ -118,6 +125,8 @@ def test_a_mission_whose_driver_and_local_ray_were_killed_outright_is_finished_b
     kill_outright(run)
     run_dir = runs / "crashed-1"
     assert (run_dir / "api_key").exists() and not (run_dir / "result.json").exists(), output.read_text()[-3000:]
+    left_active = active_keys("run-crashed-1")  # what `keys list` shows the operator
+    assert len(left_active) == 1, left_active
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     resumed = subprocess.run([sys.executable, "-m", "controlplane", "resume", str(run_dir), "--runs-dir", str(runs),
                               "--plain", "--http-port", str(free_port())],
@@ -127,6 +136,7 @@ def test_a_mission_whose_driver_and_local_ray_were_killed_outright_is_finished_b
     successes = Counter(r.data["task"] for r in read_log(str(run_dir)) if r.kind == "task.succeeded")
     assert successes == Counter({f"t{i}": 1 for i in range(20)}), successes  # none lost, none run twice
     assert not (run_dir / "api_key").exists()  # the key the killed driver left was revoked, and the new one too
+    assert active_keys("run-crashed-1") == []
 
 
 def test_an_http_port_another_process_holds_is_refused_naming_it_and_no_ray_is_left(tmp_path):

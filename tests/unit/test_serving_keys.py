@@ -57,6 +57,13 @@ def test_a_revoke_by_another_process_reaches_a_running_lookup(store, tmp_path):
     assert store.lookup(clear, now_s=NOW) is None
 
 
+def test_a_replacing_create_revokes_the_active_key_of_its_name_in_the_same_write(store):
+    old_clear, old = store.create("run-m", kind="mission", scope_id="m", now_s=NOW)
+    new_clear, new = store.create("run-m", kind="mission", scope_id="m", now_s=NOW + 1, replace=True)
+    assert store.lookup(old_clear, now_s=NOW + 1) is None and store.lookup(new_clear, now_s=NOW + 1) == new
+    assert {k.id: k.revoked_at_s for k in store.list()} == {old.id: NOW + 1, new.id: None}
+
+
 def test_bad_creates_and_revokes_are_spec_errors(store):
     store.create("ci", kind="mission", scope_id="launch", now_s=NOW)
     with pytest.raises(SpecError, match="already has this name"):
