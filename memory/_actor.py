@@ -34,6 +34,7 @@ from controlplane.config.memory import MemoryConfig
 from controlplane.errors import AccessDenied, IdentityError, ScopeDenied, SpecError
 from memory._acl import SUPERVISOR, principal_of
 from memory._channel import READ_METHODS, ReadServer
+from memory._checks import check_names
 from memory._contradictions import Judge, RouterJudge, select_candidates
 from memory._embed import Embedder
 from memory._store import MemoryStore
@@ -116,7 +117,7 @@ class MemoryActor:
         if agent_id in RESERVED_AGENT_NAMES:
             raise SpecError(where="memory.grant: agent_id", value=agent_id, why="it is a control-plane identity",
                             fix="grant namespaces to the mission's agents")
-        self._store.grant(agent_id, list(read), list(write))
+        self._store.grant(agent_id, read, write)
 
     async def post(self, entries: list[NewEntry | dict], *, token: str, vectors: Any = None,
                    settle_checks: bool = False) -> list[Receipt]:
@@ -128,6 +129,9 @@ class MemoryActor:
         `settle_checks`: the receipts wait for the entries' contradiction checks, and for the delivery of any
         conflict they raise, so the supervisor knows of a conflict before the poster's task ends."""
         as_agent = self._caller(token)
+        if not isinstance(entries, list | tuple):
+            raise SpecError(where="memory.post: entries", value=type(entries).__name__,
+                            why="it must be a list of NewEntry (or dicts of their fields)", fix="pass [entry]")
         parsed = [_parse(NewEntry, e, f"memory.post: entries[{n}]") for n, e in enumerate(entries)]
         if not parsed:
             return []
@@ -149,13 +153,16 @@ class MemoryActor:
         """Mark entries as replaced by entry `by` after a conflict decision (see MemoryStore.supersede). Only
         the mission's supervisor may. Returns the ids superseded now."""
         require_supervisor(self._verified(token), action="memory.supersede")
-        return self._store.supersede(list(ids), by=by, now_s=time.time())
+        return self._store.supersede(ids, by=by, now_s=time.time())
 
     async def search(self, queries: str | list[str], *, k: int = 5, namespace: str, token: str,
                      filters: SearchFilters | dict | None = None, min_score: float | None = None) -> list[list[Hit]]:
         """Top-k hits per query text (one list per query, also for a single string), best first; with
         `min_score`, only hits whose cosine similarity to the query reaches it."""
         as_agent = self._caller(token)
+        if not isinstance(queries, str | list | tuple):
+            raise SpecError(where="memory.search: queries", value=queries, why="it is neither text nor a list of texts",
+                            fix="pass a string or a non-empty list of strings")
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts:
             raise SpecError(where="memory.search: queries", value=queries, why="there are no queries",
@@ -198,7 +205,7 @@ class MemoryActor:
 
     async def delete(self, ids: builtins.list[int], *, token: str) -> int:
         """Delete entries (all or none; the agent must be able to write each one's namespace)."""
-        return self._store.delete(list(ids), as_agent=self._caller(token), now_s=time.time())
+        return self._store.delete(ids, as_agent=self._caller(token), now_s=time.time())
 
     async def subscribe(self, actor_name: str, topics: builtins.list[str], *, token: str,
                         namespace: str | None = None) -> str:
@@ -207,9 +214,8 @@ class MemoryActor:
         namespaces the token's bearer may read. Idempotent per subscriber (a new call replaces its topics);
         survives a restart of this actor (the name is logged, never a pickled handle). Returns the key."""
         as_agent = self._caller(token)
-        if not topics or not all(isinstance(t, str) and t for t in topics):
-            raise SpecError(where="memory.subscribe: topics", value=topics, why="topics must be non-empty strings",
-                            fix="pass e.g. ['findings', 'conflicts'] or ['*']")
+        topics = check_names(topics, where="memory.subscribe: topics", example="['findings', 'conflicts'] or ['*']",
+                             empty_ok=False)
         namespace = namespace or ray.get_runtime_context().namespace
         handle = _lookup(actor_name, namespace)
         if handle is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Collection
 
 import numpy as np
@@ -43,6 +44,40 @@ def check_entries(entries: list[NewEntry], config: MemoryConfig, known: Collecti
             raise SpecError(where=f"{where}.metadata", value=_short(repr(entry.metadata)),
                             why=f"it is not JSON-serialisable ({exc})",
                             fix="use only str, int, float, bool, None, lists and dicts") from None
+
+
+def check_names(value: object, *, where: str, example: str, empty_ok: bool = True) -> list[str]:
+    """A list of non-empty strings. A bare string is refused: taken as a list, it would be its characters."""
+    if (isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset)
+            or not all(isinstance(name, str) and name for name in value) or not (value or empty_ok)):
+        raise SpecError(where=where, value=value, why=f"it must be a {'' if empty_ok else 'non-empty '}list of "
+                        "non-empty strings", fix=f"pass e.g. {example}")
+    return list(value)
+
+
+def check_ids(value: object, *, where: str) -> list[int]:
+    """A list of entry ids. A bare id is refused, so that a call never acts on less than the caller meant."""
+    if not isinstance(value, list | tuple | set | frozenset) or not all(_is_id(i) for i in value):
+        raise SpecError(where=where, value=value, why="it must be a list of entry ids (integers)",
+                        fix="pass e.g. [receipt.id for receipt in receipts]")
+    return [int(i) for i in value]
+
+
+def check_id(value: object, *, where: str) -> int:
+    if not _is_id(value):
+        raise SpecError(where=where, value=value, why="an entry id is an integer",
+                        fix="pass the id of a Receipt or an Entry")
+    return int(value)  # type: ignore[call-overload]
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_limit(limit: object) -> None:
+    if not _is_id(limit) or limit < 1:  # type: ignore[operator]
+        raise SpecError(where="memory.list: limit", value=limit, why="limit is how many entries to return, "
+                        "an integer from 1", fix="pass e.g. 100")
 
 
 def check_namespace(namespace: str, known: Collection[str], *, where: str) -> None:

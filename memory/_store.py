@@ -19,7 +19,17 @@ import numpy as np
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import AccessDenied, SpecError
 from memory._acl import SUPERVISOR, AccessControl
-from memory._checks import check_entries, check_k, check_min_score, check_namespace, check_vectors
+from memory._checks import (
+    check_entries,
+    check_id,
+    check_ids,
+    check_k,
+    check_limit,
+    check_min_score,
+    check_names,
+    check_namespace,
+    check_vectors,
+)
 from memory._durable import Durable
 from memory._filters import attrs_of
 from memory._index import NamespaceIndex
@@ -57,6 +67,9 @@ class MemoryStore:
 
     def grant(self, agent_id: str, read: list[str], write: list[str]) -> None:
         """Give an agent read and write namespaces (replacing earlier grants); names become known namespaces."""
+        example = "['shared']"
+        read = check_names(read, where=f"memory.grant({agent_id!r}): read", example=example)
+        write = check_names(write, where=f"memory.grant({agent_id!r}): write", example=example)
         for name in [*read, *write]:
             if not name or name == "*":
                 raise SpecError(where=f"memory.grant({agent_id!r})", value=name, why="it is not a namespace name",
@@ -119,6 +132,7 @@ class MemoryStore:
 
     def delete(self, ids: list[int], *, as_agent: str, now_s: float) -> int:
         """Delete entries the agent may write; all or none. Returns how many existed."""
+        ids = check_ids(ids, where="memory.delete: ids")
         self.expire(now_s)
         present = [i for i in ids if i in self.entries]
         for entry_id in present:
@@ -130,6 +144,7 @@ class MemoryStore:
     def supersede(self, ids: list[int], *, by: int, now_s: float) -> list[int]:
         """Mark entries as replaced by entry `by` (a conflict decision): they leave search, list and conflict
         checks; `get` returns them with `superseded_by`. Returns the ids that were live and are now superseded."""
+        ids, by = check_ids(ids, where="memory.supersede: ids"), check_id(by, where="memory.supersede: by")
         self.expire(now_s)
         if by not in self.entries:
             raise SpecError(where="memory.supersede: by", value=by, why="no live entry has this id",
@@ -201,6 +216,7 @@ class MemoryStore:
 
     def get(self, entry_id: int, *, as_agent: str, now_s: float) -> Entry | None:
         """The entry, or None when it does not exist (never written, deleted or expired)."""
+        entry_id = check_id(entry_id, where="memory.get: entry_id")
         self.expire(now_s)
         entry = self.entries.get(entry_id)
         if entry is not None:
@@ -210,6 +226,7 @@ class MemoryStore:
     def list_entries(self, *, namespace: str, as_agent: str, filters: SearchFilters | None,
                      limit: int, now_s: float) -> list[Entry]:
         """Entries of a namespace in id order (oldest first), up to `limit`."""
+        check_limit(limit)
         check_namespace(namespace, self.known_namespaces(), where="memory.list: namespace")
         self.acl.check_read(as_agent, namespace)
         self.expire(now_s)

@@ -152,6 +152,10 @@ def test_access_control_denies_with_a_typed_error_and_counts_it(mem):
     (lambda m: m.search.remote("q", namespace="nowhere", token=tok("supervisor")), "namespace"),
     (lambda m: m.search.remote("", namespace="alice", token=tok("alice")), "queries[0]"),
     (lambda m: m.search.remote("q", namespace="alice", token=tok("alice"), min_score=2), "min_score"),
+    (lambda m: m.post.remote(entry("one entry, not a list"), token=tok("alice")), "memory.post: entries"),
+    (lambda m: m.search.remote(5, namespace="alice", token=tok("alice")), "memory.search: queries"),
+    (lambda m: m.subscribe.remote("inbox", "topic", token=tok("alice")), "memory.subscribe: topics"),
+    (lambda m: m.grant.remote("bob", "alice", [], token=tok("supervisor")), "read"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(mem, call, field):
     before = ray.get(mem.stats.remote(token=tok("supervisor")))

@@ -172,6 +172,25 @@ def test_grant_rejects_the_wildcard(store):
     assert not store.acl.can_read("eve", "research")
 
 
+@pytest.mark.parametrize(("call", "where", "value"), [
+    (lambda s: s.grant("eve", read="research", write=[]), "memory.grant('eve'): read", "research"),
+    (lambda s: s.grant("eve", read=[], write=["research", 3]), "memory.grant('eve'): write", ["research", 3]),
+    (lambda s: s.delete(1, as_agent="alice", now_s=1.0), "memory.delete: ids", 1),
+    (lambda s: s.supersede(["1"], by=2, now_s=1.0), "memory.supersede: ids", ["1"]),
+    (lambda s: s.get("1", as_agent="alice", now_s=1.0), "memory.get: entry_id", "1"),
+    (lambda s: s.list_entries(namespace="research", as_agent="alice", filters=None, limit=-1, now_s=1.0),
+     "memory.list: limit", -1),
+])
+def test_a_bare_name_or_id_where_a_list_belongs_and_ids_that_are_no_integers_are_refused(store, call, where, value):
+    """A bare string taken as a list is its characters: grant("eve", read="research") granted 'r', 'e', 's'...;
+    a bare id raised TypeError, and get("1") said the entry was gone."""
+    store.post([new("a")], unit(1), as_agent="alice", now_s=0.0)
+    with pytest.raises(SpecError) as error:
+        call(store)
+    assert (error.value.where, error.value.value) == (where, value) and error.value.fix.startswith("pass ")
+    assert not store.acl.can_read("eve", "r") and store.get(1, as_agent="alice", now_s=1.0) is not None
+
+
 def test_recovery_from_log_only(store):
     vectors = unit(5)
     stored = store.post([new(str(i)) for i in range(5)], vectors, as_agent="alice", now_s=1.0)
