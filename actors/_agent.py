@@ -21,7 +21,7 @@ from actors._tools import Builtin, ToolRunner
 from controlplane import _tracing
 from controlplane._core.agent_loop import AgentLoop
 from controlplane._core.builtins import MEMORY_POST_TOOL, MEMORY_SEARCH_TOOL, delegate_tool
-from controlplane._core.entrypoints import load_python_agent, python_agent_run
+from controlplane._core.entrypoints import PythonAgentRun, build_python_agent
 from controlplane._core.loop_types import Finished, LoopEvent, LoopLimits, RunTools, Stopped, ToolCall, ToolResult
 from controlplane._core.mission_log import attempt_key
 from controlplane._core.prompts import StepResult, as_text, build_messages
@@ -90,8 +90,7 @@ class AgentActor:
         self._functions = {d.name: tool_from_decl(d, where=f"tools({d.name})") for d in tools or []
                            if allowed(agent.tools, d.name)}
         self._delegate_targets = list(delegate_targets or [])
-        self._python = python_agent_run(load_python_agent(agent.entrypoint, where=f"agents({agent.name}).entrypoint")
-                                        ) if agent.kind == "python" and agent.entrypoint else None
+        self._python: PythonAgentRun | None = None
         self._mcp_specs: dict[str, ToolSpec] = {}
         self._posts: dict[str, int] = {}  # attempt key -> the last memory post's sequence number
         self._memory_reads = _memory_reader(memory)
@@ -100,7 +99,11 @@ class AgentActor:
         """Where Ray placed this agent: node and GPU ids (logical GPUs included).
 
         Also warms this process's path to the router (a cheap call that runs no model), and learns the
-        mission's MCP tools, so the first task pays for neither."""
+        mission's MCP tools, so the first task pays for neither. A python agent is built here, so that a class
+        that fails to build fails the start with its own error (from __init__, Ray reports only the actor's death).
+        """
+        if self.agent.kind == "python":
+            self._python_agent()
         try:
             await self.router.breaker_state(self.agent.model)
         except Exception as exc:  # an unknown model or a router hiccup shows up on the first real call
@@ -128,7 +131,7 @@ class AgentActor:
         try:
             with observer:
                 runner = self._runner(task, attempt, token)
-                step = self._run_python if self._python is not None else self._run_loop
+                step = self._run_python if self.agent.kind == "python" else self._run_loop
                 result = await step(task, attempt, context, runner, started, token, observer)
                 if _cancel_swallowed():  # Ray reports the attempt cancelled and drops its result
                     raise asyncio.CancelledError
@@ -273,13 +276,18 @@ class AgentActor:
             self.supervisor.on_agent_events.remote([event.emit_fields() for event in events])
 
     # -- kind: python ----------------------------------------------------------------------------------
+    def _python_agent(self) -> PythonAgentRun:
+        if self._python is None:
+            assert self.agent.entrypoint is not None  # the spec requires one for kind python
+            self._python = build_python_agent(self.agent.entrypoint, where=f"agents({self.agent.name}).entrypoint")
+        return self._python
+
     async def _run_python(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,
                           started: float, token: str, observer: AttemptObserver) -> StepResult:
-        assert self._python is not None
         ctx = AgentContext(actor=self, task=task, attempt=attempt, context=context, runner=runner, token=token,
                            observer=observer)
         before = await self._router_spend()
-        output = await self._python(task, ctx)
+        output = await self._python_agent()(task, ctx)
         # Calls an outside client (LangGraph, the Agents SDK) made through ctx.openai_base_url reach the router
         # under this agent's identity: its ledger holds them, and ctx.chat's calls too.
         spent = {key: value - before.get(key, 0) for key, value in (await self._router_spend()).items()}

@@ -70,11 +70,21 @@ def load_python_agent(path: str, *, where: str) -> Any:
     return found
 
 
-def python_agent_run(found: Any) -> PythonAgentRun:
-    """The `run(task, ctx)` coroutine function of an object that `load_python_agent` accepted."""
+def build_python_agent(path: str, *, where: str) -> PythonAgentRun:
+    """The `run(task, ctx)` coroutine function of the python agent at `path`, its class built without arguments.
+    A class that raises as it is built is a SpecError with that exception, which Ray would report only as the
+    death of the actor."""
+    found = load_python_agent(path, where=where)
     if inspect.isfunction(found):
         return found
-    agent: Any = found() if inspect.isclass(found) else found
+    if not inspect.isclass(found):
+        return found.run
+    try:
+        agent: Any = found()
+    except Exception as exc:
+        raise SpecError(where=where, value=path, why=f"building class {found.__name__} raised {type(exc).__name__}: "
+                        f"{exc}", fix="make it build without arguments in the cluster's workers; they have the "
+                        "job's runtime_env, not the driver's shell environment") from exc
     return agent.run
 
 

@@ -82,6 +82,16 @@ async def memory_round_trip(task: Any, ctx: Any) -> dict[str, Any]:
     return {"found": [hit["text"] for hit in hits], "runtime_env": ray.get_runtime_context().get_runtime_env_string()}
 
 
+class NeedsAKey:
+    """A `kind: python` agent class whose constructor reads a variable no worker has."""
+
+    def __init__(self) -> None:
+        self.key = os.environ["AGENT_CODE_UNSET_KEY"]
+
+    async def run(self, task: Any, ctx: Any) -> str:
+        return self.key
+
+
 def gpu_ids() -> list[str]:
     """The GPUs Ray gave the process this tool runs in; raises when there are none."""
     import ray

@@ -147,6 +147,16 @@ def test_a_python_agent_acts_through_ctx_under_its_own_identity(router):
     assert any(e["status"] == "note" and e["agent"] == "coder" for e in result["events"])
 
 
+def test_a_python_agent_class_that_fails_to_build_fails_the_mission_start_with_its_own_error(router):
+    entrypoint = "tests.helpers.agent_code:NeedsAKey"
+    result = run_mission(router, {"agents": [actor("keyed", kind="python", entrypoint=entrypoint)],
+                                  "tasks": [task("t", "keyed", "Go")]})
+    assert result["status"] == "failed"
+    assert result["reason"].startswith(  # not Ray's "ActorDiedError: The actor died because of an error raised ..."
+        f"SpecError: agents(keyed).entrypoint: '{entrypoint}' is invalid: building class NeedsAKey raised "
+        "KeyError: 'AGENT_CODE_UNSET_KEY'. Fix: ")
+
+
 def test_a_python_agents_sampling_fields_reach_the_engine_and_nothing_else_passes(router):
     result = run_mission(router, {"agents": [
         actor("sampler", kind="python", entrypoint="tests.helpers.agent_code:sampled_chat")],

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from controlplane._core.entrypoints import load_python_agent, python_agent_run
+from controlplane._core.entrypoints import build_python_agent, load_python_agent
 from controlplane._core.tools import (
     ToolSpec,
     allowed,
@@ -252,10 +252,30 @@ def test_python_agent_entrypoints(tmp_path, monkeypatch):
         async def run(task, ctx):
             return f"ran {task}"
         """)
-    writer = load_python_agent("agents_ok_mod:Writer", where="agents[0].entrypoint")
-    assert asyncio.run(python_agent_run(writer)("t", None)) == "wrote t"
-    function = load_python_agent("agents_ok_mod:run", where="agents[0].entrypoint")
-    assert asyncio.run(python_agent_run(function)("t", None)) == "ran t"
+    writer = build_python_agent("agents_ok_mod:Writer", where="agents[0].entrypoint")
+    assert asyncio.run(writer("t", None)) == "wrote t"
+    function = build_python_agent("agents_ok_mod:run", where="agents[0].entrypoint")
+    assert asyncio.run(function("t", None)) == "ran t"
+
+
+def test_a_python_agent_class_that_raises_as_it_is_built_is_a_spec_error_with_its_cause(tmp_path, monkeypatch):
+    _write_module(tmp_path, monkeypatch, "agents_boom_mod", """
+        import os
+
+        class Agent:
+            def __init__(self):
+                self.key = os.environ["AGENTS_BOOM_MOD_KEY"]
+
+            async def run(self, task, ctx):
+                return self.key
+        """)
+    monkeypatch.delenv("AGENTS_BOOM_MOD_KEY", raising=False)
+    load_python_agent("agents_boom_mod:Agent", where="agents[0](a).entrypoint")  # the check before a start builds none
+    with pytest.raises(SpecError) as caught:
+        build_python_agent("agents_boom_mod:Agent", where="agents[0](a).entrypoint")
+    assert (caught.value.where, caught.value.value) == ("agents[0](a).entrypoint", "agents_boom_mod:Agent")
+    assert caught.value.why == "building class Agent raised KeyError: 'AGENTS_BOOM_MOD_KEY'"
+    assert "runtime_env" in caught.value.fix
 
 
 @pytest.mark.parametrize(("body", "why"), [
