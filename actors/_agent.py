@@ -25,7 +25,7 @@ from controlplane._core.entrypoints import PythonAgentRun, build_python_agent
 from controlplane._core.loop_types import Finished, LoopEvent, LoopLimits, RunTools, Stopped, ToolCall, ToolResult
 from controlplane._core.mission_log import attempt_key
 from controlplane._core.prompts import StepResult, as_text, build_messages
-from controlplane._core.tools import ToolSpec, allowed, tool_from_decl
+from controlplane._core.tools import FunctionTool, ToolSpec, allowed, tool_from_decl
 from controlplane._tracing import TracingConfig
 from controlplane.config._tools import ToolDecl
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
@@ -87,8 +87,8 @@ class AgentActor:
         if workspace:
             os.environ["CONTROLPLANE_WORKSPACE"] = workspace  # the file tools read it in this process
         self._workspace = workspace
-        self._functions = {d.name: tool_from_decl(d, where=f"tools({d.name})") for d in tools or []
-                           if allowed(agent.tools, d.name)}
+        self._tool_decls = [d for d in tools or [] if allowed(agent.tools, d.name)]
+        self._functions: dict[str, FunctionTool] | None = None
         self._delegate_targets = list(delegate_targets or [])
         self._python: PythonAgentRun | None = None
         self._mcp_specs: dict[str, ToolSpec] = {}
@@ -99,9 +99,10 @@ class AgentActor:
         """Where Ray placed this agent: node and GPU ids (logical GPUs included).
 
         Also warms this process's path to the router (a cheap call that runs no model), and learns the
-        mission's MCP tools, so the first task pays for neither. A python agent is built here, so that a class
-        that fails to build fails the start with its own error (from __init__, Ray reports only the actor's death).
-        """
+        mission's MCP tools, so the first task pays for neither. The user's code (tool functions, a python agent)
+        loads here, so that code that raises fails the start with its own error: from __init__, Ray reports only
+        the actor's death, with the error as text."""
+        self._tool_functions()
         if self.agent.kind == "python":
             self._python_agent()
         try:
@@ -275,6 +276,11 @@ class AgentActor:
         if events and self.supervisor is not None:
             self.supervisor.on_agent_events.remote([event.emit_fields() for event in events])
 
+    def _tool_functions(self) -> dict[str, FunctionTool]:
+        if self._functions is None:
+            self._functions = {d.name: tool_from_decl(d, where=f"tools({d.name})") for d in self._tool_decls}
+        return self._functions
+
     # -- kind: python ----------------------------------------------------------------------------------
     def _python_agent(self) -> PythonAgentRun:
         if self._python is None:
@@ -326,7 +332,7 @@ class AgentActor:
             by_supervisor[spec.name] = (spec, lambda args, intent: self.supervisor.delegate.remote(
                 task.id, args["to"], args["description"], intent=intent))
         return JournaledToolRunner(
-            functions=self._functions, builtins=builtins, supervisor_builtins=by_supervisor, mcp=self.mcp,
+            functions=self._tool_functions(), builtins=builtins, supervisor_builtins=by_supervisor, mcp=self.mcp,
             mcp_specs=self._mcp_specs, workspace=self._workspace, supervisor=self.supervisor, task=task.id,
             attempt_key=attempt_key(self.mission_id, task.id, attempt), call_prefix=f"{self.mission_id}/{task.id}")
 

@@ -28,7 +28,8 @@ def import_object(path: str, *, where: str) -> Any:
     except Exception as exc:  # any error while importing user code is the user's to fix
         raise SpecError(where=where, value=path, why=f"module {module_name!r} does not import "
                         f"({type(exc).__name__}: {exc})", fix="check the module name, and that its package is "
-                        "installed or inside the mission's working directory") from None
+                        "installed on every node (a job's runtime_env can install it) or inside the mission's "
+                        "working directory") from None
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):

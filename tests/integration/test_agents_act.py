@@ -157,6 +157,16 @@ def test_a_python_agent_class_that_fails_to_build_fails_the_mission_start_with_i
         "KeyError: 'AGENT_CODE_UNSET_KEY'. Fix: ")
 
 
+def test_a_tool_module_that_imports_in_the_driver_but_not_on_the_workers_fails_the_mission_start_naming_it(router):
+    function = "tests.helpers.driver_only_tool:shout"
+    result = run_mission(router, {"tools": [{"name": "shout", "function": function}],
+                                  "agents": [actor("caller", tools=["shout"])], "tasks": [task("t", "caller", "Go")]})
+    assert result["status"] == "failed"
+    assert result["reason"].startswith(
+        f"SpecError: tools(shout).function: '{function}' is invalid: module 'tests.helpers.driver_only_tool' does "
+        "not import (ModuleNotFoundError: No module named 'only_on_the_driver'). Fix: ")
+
+
 def test_a_python_agents_sampling_fields_reach_the_engine_and_nothing_else_passes(router):
     result = run_mission(router, {"agents": [
         actor("sampler", kind="python", entrypoint="tests.helpers.agent_code:sampled_chat")],
