@@ -97,7 +97,8 @@ def check_mission_log(mission_id: str, run_dir: str, *, resume: bool, state: Rec
     state = replay(read_log(run_dir)) if state is None else state
     if state.finished:
         raise MissionIdInUse(mission_id=mission_id, why=f"the mission in {run_dir} already ended ({state.status})",
-                             fix=f"read it with `controlplane result {run_dir}`, or pick another --mission-id")
+                             fix=f"read it with `controlplane result {run_dir}`"
+                                 + ("" if resume else ", or pick another --mission-id"))
     if state.spec is not None and not resume:
         raise MissionIdInUse(mission_id=mission_id, why=f"{run_dir} holds the log of an unfinished mission",
                              fix=f"continue it with `controlplane resume {run_dir}`, or pick another --mission-id")

@@ -23,6 +23,7 @@ from fsspec.implementations.local import LocalFileSystem
 from controlplane._core.json_kind import json_kind
 from controlplane._core.prompts import as_text
 from controlplane._core.report_html import render_report_html
+from controlplane._logfile import SEGMENTS
 from controlplane.errors import RunRecordError
 
 OUTPUT_CHARS_IN_REPORT = 400
@@ -101,6 +102,15 @@ def recorded_runs(runs_dir: str) -> list[str]:
         return []
     return sorted(path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(root, detail=False)
                   if fs.exists(f"{path}/{RESULT}"))
+
+
+def unfinished_runs(runs_dir: str) -> list[str]:
+    """The ids of the missions under `runs_dir` with a log and no result: running, or stopped before their end."""
+    fs, root = fsspec.core.url_to_fs(str(runs_dir))
+    if not fs.isdir(root):
+        return []
+    return sorted(path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(root, detail=False)
+                  if fs.exists(f"{path}/{SEGMENTS}") and not fs.exists(f"{path}/{RESULT}"))
 
 
 def run_exists(run: str) -> bool:

@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-uri", help="where <mission-id>/ with the mission log is kept: a directory or an fsspec "
                      "URL every node sees (default: --runs-dir)")
     resume = sub.add_parser("resume", help="continue a mission from its log (e.g. on a new cluster)")
-    resume.add_argument("run", help="the mission's run directory (or fsspec URL)")
+    resume.add_argument("run", help="the mission's run directory (or fsspec URL), or its id under --runs-dir")
     resume.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
-    resume.add_argument("--runs-dir", default="runs", help="where the cluster address is recorded (default: runs/)")
+    resume.add_argument("--runs-dir", default="runs",
+                        help="where a mission id is looked up and the cluster address recorded (default: runs/)")
     resume.add_argument("--http-port", type=port_number, default=None, help=HTTP_PORT_HELP)
     resume.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     _storage_commands(sub)

@@ -17,7 +17,7 @@ from typing import Any
 from controlplane._core.recovery import RecoveredState, replay
 from controlplane._core.user_code import user_code_problems
 from controlplane._logfile import read_log
-from controlplane._rundir import TRACES, run_uri
+from controlplane._rundir import TRACES, run_uri, unfinished_runs
 from controlplane._tracing import TracingConfig, sample_ratio_from_env
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
@@ -138,7 +138,7 @@ def run_command(args: argparse.Namespace) -> int:
     resuming = getattr(args, "command", "run") == "resume"
     logged = None
     if resuming:
-        spec, serving, mission_id, run_dir, logged = _from_log(args.run)
+        spec, serving, mission_id, run_dir, logged = _from_log(args.run, args.runs_dir)
     else:
         spec, serving = preflight(args.mission)
         mission_id = args.mission_id or new_mission_id(spec.name)
@@ -219,14 +219,21 @@ def _local_or_url(where: str) -> str:
     return where if "://" in where else str(Path(where).resolve())
 
 
-def _from_log(run: str) -> tuple[MissionSpec, Any, str, str, RecoveredState]:
-    """The spec, serving config, mission id, run directory and replayed log of the mission logged in `run`."""
+def _from_log(run: str, runs_dir: str) -> tuple[MissionSpec, Any, str, str, RecoveredState]:
+    """The spec, serving config, mission id, run directory and replayed log of the mission logged in `run`: a run
+    directory, or the id of a mission under `runs_dir`, as the other commands take."""
     from serving import load_serving_config
 
     run_dir = _local_or_url(run)
-    state = replay(read_log(run_dir))
+    records = read_log(run_dir)
+    if not records and "/" not in run:
+        run_dir = run_uri(_local_or_url(runs_dir), run)
+        records = read_log(run_dir)
+    state = replay(records)
     if state.spec is None or state.mission_id is None:
-        raise SpecError(where=run, value=run_dir, why="it holds no mission log with a mission.start record",
-                        fix="pass the run directory of a mission started by this version of controlplane")
+        unfinished = unfinished_runs(runs_dir)
+        raise SpecError(where="resume", value=run, why="it is neither a run directory with a mission log nor the id "
+                        f"of a mission under {runs_dir}", fix="pass a mission's run directory, or its id with "
+                        f"--runs-dir DIR; unfinished missions under {runs_dir}: {', '.join(unfinished) or 'none'}")
     spec = MissionSpec.model_validate(state.spec)
     return spec, load_serving_config(spec.serving), state.mission_id, run_dir, state

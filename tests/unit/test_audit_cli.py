@@ -99,17 +99,29 @@ def test_an_unfinished_mission_is_resumed_and_a_finished_one_served(tmp_path, ca
     opened.writer.close()
 
 
-@pytest.mark.parametrize("command", ["run", "resume"])
+@pytest.mark.parametrize("command", ["run", "resume", "resume by id"])
 def test_a_run_or_resume_of_a_mission_that_ended_is_refused_before_anything_starts(tmp_path, capsys, command):
     """Both started Ray and Serve and made the mission's API key before the refusal (unit tests refuse ray.init)."""
     write_mission(tmp_path / "m-1", spec=mission())
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(mission()))
-    argv = (["run", str(path), "--mission-id", "m-1", "--runs-dir", str(tmp_path)] if command == "run"
-            else ["resume", str(tmp_path / "m-1"), "--runs-dir", str(tmp_path)])
+    argv = {"run": ["run", str(path), "--mission-id", "m-1", "--runs-dir", str(tmp_path)],
+            "resume": ["resume", str(tmp_path / "m-1"), "--runs-dir", str(tmp_path)],
+            "resume by id": ["resume", "m-1", "--runs-dir", str(tmp_path)]}[command]
     assert main(argv) == EXIT_FAILED
-    assert "Mission id 'm-1' cannot be used: the mission in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Mission id 'm-1' cannot be used: the mission in" in err
+    assert ("--mission-id" in err) == (command == "run")  # resume has no such option
     assert not (tmp_path / "m-1" / "api_key").exists()
+
+
+def test_a_resume_of_what_is_no_run_directory_nor_mission_id_names_the_unfinished_missions(tmp_path, capsys):
+    write_mission(tmp_path / "m-1", spec=mission())
+    write_mission(tmp_path / "m-2", spec=mission(), finish=False)
+    assert main(["resume", "m-3", "--runs-dir", str(tmp_path)]) != EXIT_OK
+    assert (f"resume: 'm-3' is invalid: it is neither a run directory with a mission log nor the id of a mission "
+            f"under {tmp_path}. Fix: pass a mission's run directory, or its id with --runs-dir DIR; unfinished "
+            f"missions under {tmp_path}: m-2") in capsys.readouterr().err
 
 
 def test_approvals_of_a_mission_that_ended_say_so_from_its_record_without_a_cluster(tmp_path, capsys):
