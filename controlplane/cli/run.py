@@ -88,16 +88,21 @@ def check_storage(runs_dir: str, state_uri: str | None = None) -> None:
     """SetupError, before anything starts, when `runs_dir` (a folder) cannot be written, or `state_uri` (a folder
     or an fsspec URL) cannot be written or names a filesystem that is not installed."""
     import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
 
     for flag, where in (("--runs-dir", runs_dir), ("--state-uri", state_uri)):
         if where is not None and "://" in where:
             try:
-                fsspec.core.url_to_fs(where)
+                fs, _ = fsspec.core.url_to_fs(where)
             except (ImportError, ValueError) as exc:
                 raise SetupError(what=f"{flag} {where!r} names a filesystem fsspec cannot open here: {exc}",
                                  fix="install its fsspec package where `controlplane run` runs and on every node "
                                      "(`pip install s3fs` for s3://, `gcsfs` for gs://), or give a folder every "
                                      "node sees") from None
+            if isinstance(fs, MemoryFileSystem):
+                raise SetupError(what=f"{flag} {where!r} is fsspec's in-process memory: the supervisor would keep the "
+                                 "mission's log in its own process, where neither this command, `resume` nor another "
+                                 "node reads it", fix="give a folder, or an fsspec URL every node sees (s3://, gs://)")
         elif where is not None and not _writable_folder(Path(where).absolute()):
             raise SetupError(what=f"{flag} {where!r} cannot be written", fix=f"give a folder you may write: {flag} DIR")
 

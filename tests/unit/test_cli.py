@@ -65,6 +65,8 @@ def test_the_code_a_mission_names_imports_from_the_current_directory_as_on_rays_
                                       "you may write"),  # a traceback once Serve ran
     (["--state-uri", "nofs://bucket/runs"], "error: --state-uri 'nofs://bucket/runs' names a filesystem fsspec "
                                             "cannot open here: Protocol not known: nofs. Fix: install"),
+    (["--state-uri", "memory://runs"], "error: --state-uri 'memory://runs' is fsspec's in-process memory: the "
+                                       "supervisor would keep the mission's log in its own process"),  # "wrote" it
 ])
 def test_a_run_directory_it_cannot_write_or_a_bad_mission_id_is_refused_before_anything_starts(
         tmp_path, capsys, flags, said):
