@@ -33,7 +33,14 @@ def init_ray(address: str | None, verbose: bool) -> bool:
         print(dashboard_hint(context.dashboard_url, info.get("node_ip_address"), info.get("metrics_export_port")),
               flush=True)
     else:
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except ConnectionError:  # "auto" when no `ray start` ran on this machine
+            source = "--address" if address else "$RAY_ADDRESS"
+            raise SetupError(what=f"{address or os.environ['RAY_ADDRESS']!r} (from {source}) finds no Ray cluster "
+                             "started on this machine",
+                             fix="start one with `ray start --head`, give the head node's host:port, or leave out "
+                                 "--address and unset RAY_ADDRESS to start a local Ray") from None
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     return local
 

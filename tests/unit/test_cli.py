@@ -3,6 +3,7 @@
 import time
 
 import pytest
+import ray
 import yaml
 
 from controlplane import parse_mission
@@ -105,6 +106,14 @@ def test_an_address_where_no_cluster_answers_is_refused_before_anything_starts(t
     assert "(from $RAY_ADDRESS) is a dashboard's address" in err and "ray job submit --address" in err
     assert not (tmp_path / "runs").exists()
     monkeypatch.delenv("RAY_ADDRESS")
+
+    def no_cluster_here(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")  # what ray.init("auto") says then
+
+    monkeypatch.setattr(ray, "init", no_cluster_here)
+    assert main(["run", str(path), "--address", "auto", "--runs-dir", str(tmp_path / "runs")]) == EXIT_USAGE
+    assert "'auto' (from --address) finds no Ray cluster started on this machine. Fix: start one with `ray start " \
+        "--head`" in capsys.readouterr().err  # was ray.init's ConnectionError traceback
     runs = ["--runs-dir", str(tmp_path / "runs")]
     for command in (["status", "m-1", *runs], ["cancel", "m-1", *runs], ["approvals", "m-1", *runs], ["stop", "--all"]):
         assert main([*command, "--address", nobody]) == EXIT_USAGE, command
