@@ -171,6 +171,9 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
     import ray
 
     config = config or load_serving_config()
+    if not isinstance(config, ServingConfig):
+        raise TypeError(f"config={config!r} is not a ServingConfig. Fix: pass load_serving_config(path) for a serving "
+                        "YAML, or leave it out for serving/default.yaml")
     config.check_env()
     if not ray.is_initialized():
         ray.init()

@@ -152,3 +152,11 @@ def test_a_failed_deploy_whose_replica_said_what_to_do_gives_that_fix_not_the_mo
     failure = deploy_failure("controlplane", status)
     assert failure.what == f"the serving app 'controlplane' did not start: Router: {refusal.rstrip('.')}"
     assert "model" not in failure.fix and "traceback" in failure.fix
+
+
+def test_deploy_of_a_path_where_a_config_belongs_is_a_type_error_with_the_fix_before_ray_starts():
+    from serving import deploy
+
+    with pytest.raises(TypeError, match=r"config='serving/default.yaml' is not a ServingConfig. Fix: pass "
+                                        r"load_serving_config\(path\)"):
+        deploy("serving/default.yaml")  # was AttributeError: 'str' object has no attribute 'check_env'
