@@ -152,7 +152,7 @@ def test_start_mission_refuses_a_tool_whose_function_does_not_load_before_it_loo
         start_mission(spec, router=None)
 
 
-def test_start_mission_refuses_a_router_that_is_no_client_and_a_process_without_ray_before_anything_starts(
+def test_start_mission_refuses_a_spec_or_router_of_another_type_and_a_process_without_ray_before_anything_starts(
         monkeypatch):
     import ray
 
@@ -160,6 +160,9 @@ def test_start_mission_refuses_a_router_that_is_no_client_and_a_process_without_
     from controlplane.errors import SetupError
     from serving import RouterClient
 
+    with pytest.raises(TypeError, match=r"spec of type dict is not a MissionSpec. Fix: pass "
+                                        r"controlplane.parse_mission\(dict\)"):
+        start_mission(mission(), router=RouterClient())  # was AttributeError: 'dict' object has no attribute 'tools'
     with pytest.raises(TypeError, match=r"router=None is not a router's client.*Fix: pass what serving.deploy"):
         start_mission(parse_mission(mission()), router=None)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
