@@ -42,8 +42,11 @@ def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | 
     the mission's key, derived here from the cluster root secret, which never leaves this process. With
     `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
     file and OTLP endpoint (content in spans only with `policies.log_content`)."""
-    check_arguments(spec, mission_id, router)
+    if not isinstance(spec, MissionSpec):
+        raise TypeError(f"spec of type {type(spec).__name__} is not a MissionSpec. Fix: pass "
+                        "controlplane.parse_mission(dict) or controlplane.load_mission(path)")
     check_user_code(spec)
+    check_arguments(mission_id, router)
     check_resources(spec, read_capacity())
     router.check_deployed()
     mission_id = mission_id or new_mission_id(spec.name)
@@ -60,13 +63,10 @@ def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | 
     return handle
 
 
-def check_arguments(spec: Any, mission_id: str | None, router: Any) -> None:
-    """Before anything starts (a mission with no router would start agents that all fail): TypeError when `spec`
-    is not a MissionSpec, SpecError when the mission id is not a name, TypeError when `router` is not a router's
-    client, SetupError when this process has not started Ray."""
-    if not isinstance(spec, MissionSpec):
-        raise TypeError(f"spec of type {type(spec).__name__} is not a MissionSpec. Fix: pass "
-                        "controlplane.parse_mission(dict) or controlplane.load_mission(path)")
+def check_arguments(mission_id: str | None, router: Any) -> None:
+    """Before anything starts (a mission with no router would start agents that all fail): SpecError when the
+    mission id is not a name, TypeError when `router` is not a router's client, SetupError when this process has
+    not started Ray."""
     if mission_id is not None and not re.match(NAME_PATTERN, mission_id):
         raise SpecError(where="mission_id", value=mission_id, why="it names the supervisor actor, the run directory "
                         "and the mission's keys", fix="use letters, digits, '_', '.' and '-' only, starting with a "
