@@ -20,10 +20,11 @@ from controlplane._logfile import read_log
 from controlplane._rundir import TRACES, run_uri, unfinished_runs
 from controlplane._tracing import TracingConfig, sample_ratio_from_env
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
+from controlplane.cli.audit import resolve_run
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
 from controlplane.cli.progress import make_progress
 from controlplane.config import MissionSpec, load_mission
-from controlplane.errors import SetupError, SpecError
+from controlplane.errors import MissionNotFound, SetupError, SpecError
 
 logger = logging.getLogger(__name__)
 API_KEY_FILE = "api_key"
@@ -229,12 +230,10 @@ def _from_log(run: str, runs_dir: str) -> tuple[MissionSpec, Any, str, str, Reco
     directory, or the id of a mission under `runs_dir`, as the other commands take."""
     from serving import load_serving_config
 
-    run_dir = _local_or_url(run)
-    records = read_log(run_dir)
-    if not records and "/" not in run:
-        run_dir = run_uri(_local_or_url(runs_dir), run)
-        records = read_log(run_dir)
-    state = replay(records)
+    state, run_dir = RecoveredState(), run
+    with contextlib.suppress(MissionNotFound):
+        run_dir = _local_or_url(resolve_run(run, runs_dir))
+        state = replay(read_log(run_dir))
     if state.spec is None or state.mission_id is None:
         unfinished = unfinished_runs(runs_dir)
         raise SpecError(where="resume", value=run, why="it is neither a run directory with a mission log nor the id "
