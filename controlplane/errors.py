@@ -276,6 +276,15 @@ class RunRecordError(ControlPlaneError):
                          run=run, file=file, why=why, fix=fix)
 
 
+class MissionStopped(ControlPlaneError):
+    """A mission that has not ended will not end by itself: the cluster it ran on is gone. Its log holds what it
+    did, and `controlplane resume` continues it."""
+
+    def __init__(self, *, run: str, why: str) -> None:
+        fix = f"continue it with `controlplane resume {run}`"
+        super().__init__(f"The mission in {run} stopped before its end: {why}. Fix: {fix}", run=run, why=why, fix=fix)
+
+
 class MissionIdInUse(ControlPlaneError):
     """A mission id is taken: its mission is running, or its run directory holds a finished mission."""
 

@@ -15,7 +15,7 @@ from controlplane._core.mission_log import FINAL_MISSION_STATUSES, Head, Record
 from controlplane._logfile import read_log, verify_log
 from controlplane._rundir import read_result, run_exists, run_uri
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
-from controlplane.cli.connect import not_found
+from controlplane.cli.connect import check_not_stopped, not_found
 from controlplane.errors import RunRecordError
 
 POLL_S = 0.5
@@ -39,6 +39,7 @@ def wait_command(args: argparse.Namespace) -> int:
     run = resolve_run(args.run, args.runs_dir)
     deadline = None if args.timeout_s is None else time.monotonic() + args.timeout_s
     while (result := read_result(run)) is None:
+        check_not_stopped(run)
         if deadline is not None and time.monotonic() > deadline:
             print(f"mission in {run} has not ended after {args.timeout_s:g} s", file=sys.stderr)
             return EXIT_FAILED
@@ -53,6 +54,7 @@ def result_command(args: argparse.Namespace) -> int:
     run = resolve_run(args.run, args.runs_dir)
     result = read_result(run)
     if result is None:
+        check_not_stopped(run)
         print(f"mission in {run} has not ended; `controlplane wait {args.run}` blocks until it does",
               file=sys.stderr)
         return EXIT_FAILED

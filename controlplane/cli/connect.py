@@ -8,8 +8,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from controlplane._rundir import recorded_runs
-from controlplane.errors import MissionNotFound, SetupError
+from controlplane._logfile import SEGMENTS
+from controlplane._rundir import read_result, recorded_runs, run_uri
+from controlplane.errors import MissionNotFound, MissionStopped, SetupError
 
 LOCAL_MIN_CPUS = 16
 
@@ -85,6 +86,25 @@ def record_address(runs_dir: str, mission_id: str, address: str) -> None:
     (folder / ADDRESS_FILE).write_text(address + "\n")
 
 
+def check_not_stopped(run: str) -> None:
+    error = stopped(run)
+    if error is not None:
+        raise error
+
+
+def stopped(run: str) -> MissionStopped | None:
+    """The error of a mission in the run directory `run` that will not end by itself: it started (it has a log) on
+    the cluster it recorded, that cluster no longer answers, and the mission has no result. None otherwise."""
+    folder = Path(run)
+    recorded = folder / ADDRESS_FILE
+    if "://" in run or not recorded.is_file() or not (folder / SEGMENTS).is_dir():
+        return None
+    address = recorded.read_text().strip()
+    if reachable(address) or read_result(run) is not None:  # read after: a local Ray stops once `run` has it
+        return None
+    return MissionStopped(run=run, why=f"the Ray cluster it ran on ({address}) no longer answers")
+
+
 def use_token_auth() -> None:
     """Ray 2.60 clusters started by `ray start` or `ray.init()` require the token from Ray's token file;
     a joining client sends it only with RAY_AUTH_MODE=token, read when Ray is imported. Default to that
@@ -113,12 +133,13 @@ def connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
     return True
 
 
-def not_found(mission_id: str, runs_dir: str) -> MissionNotFound:
-    """The error for a mission id that is neither running where the CLI looked nor recorded under `runs_dir`."""
-    return MissionNotFound(mission_id=mission_id, known=recorded_runs(runs_dir),
-                           fix=f"check the id against the known ones; a mission recorded outside {runs_dir}/ is "
-                               "found with --runs-dir DIR, and a running one on another cluster with --address "
-                               "HOST:PORT")
+def not_found(mission_id: str, runs_dir: str) -> MissionNotFound | MissionStopped:
+    """The error for a mission id that is neither running where the CLI looked nor recorded under `runs_dir`:
+    MissionStopped when its run directory there holds a mission whose cluster is gone."""
+    return stopped(run_uri(runs_dir, mission_id)) or MissionNotFound(
+        mission_id=mission_id, known=recorded_runs(runs_dir),
+        fix=f"check the id against the known ones; a mission recorded outside {runs_dir}/ is found with --runs-dir "
+            "DIR, and a running one on another cluster with --address HOST:PORT")
 
 
 def reachable(address: str) -> bool:

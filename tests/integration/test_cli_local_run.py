@@ -128,6 +128,10 @@ def test_a_mission_whose_driver_and_local_ray_were_killed_outright_is_finished_b
     left_active = active_keys("run-crashed-1")  # what `keys list` shows the operator
     assert len(left_active) == 1, left_active
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    waited = subprocess.run([sys.executable, "-m", "controlplane", "wait", "crashed-1", "--runs-dir", str(runs),
+                             "--timeout-s", "30"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert waited.returncode == 1 and "stopped before its end" in waited.stderr, waited.stderr  # not a wait for ever
+    assert f"Fix: continue it with `controlplane resume {run_dir}`" in waited.stderr
     resumed = subprocess.run([sys.executable, "-m", "controlplane", "resume", str(run_dir), "--runs-dir", str(runs),
                               "--plain", "--http-port", str(free_port())],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -99,6 +99,23 @@ def test_an_unfinished_mission_is_resumed_and_a_finished_one_served(tmp_path, ca
     opened.writer.close()
 
 
+@pytest.mark.parametrize("command", [["wait", "--timeout-s", "5"], ["result"], ["status"], ["status", "--watch"],
+                                     ["cancel"], ["report"]])
+def test_a_mission_whose_cluster_is_gone_before_its_end_is_said_to_have_stopped_with_resume_as_the_fix(
+        tmp_path, capsys, command):
+    """`wait` waited for ever on it, `result` said `wait` would block until it ended, and the others said no such
+    mission was running or recorded."""
+    from tests.helpers import free_port
+
+    write_mission(tmp_path / "m-1", finish=False)
+    (tmp_path / "m-1" / "ray_address").write_text(f"127.0.0.1:{free_port()}\n")  # a local Ray that was killed
+    assert main([command[0], "m-1", "--runs-dir", str(tmp_path), *command[1:]]) == EXIT_FAILED
+    assert (f"The mission in {tmp_path}/m-1 stopped before its end: the Ray cluster it ran on (127.0.0.1:"
+            in capsys.readouterr().err)
+    assert main(["wait", "m-1", "--runs-dir", str(tmp_path), "--timeout-s", "5"]) == EXIT_FAILED
+    assert f"no longer answers. Fix: continue it with `controlplane resume {tmp_path}/m-1`" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["run", "resume", "resume by id"])
 def test_a_run_or_resume_of_a_mission_that_ended_is_refused_before_anything_starts(tmp_path, capsys, command):
     """Both started Ray and Serve and made the mission's API key before the refusal (unit tests refuse ray.init)."""

@@ -28,6 +28,7 @@ EXAMPLES = {
     errors.MissionLogError: dict(uri="u", seq=1, why="w"),
     errors.RunRecordError: dict(run="r", file="result.json", why="w"),
     errors.MissionIdInUse: dict(mission_id="m", why="w", fix="f"),
+    errors.MissionStopped: dict(run="runs/m", why="w"),
     errors.ApprovalDenied: dict(subject="s", approval_id="ap-1", decided_by="timeout", reason=None),
     errors.IdentityError: dict(why="forged token", fix="f"),
     errors.ScopeDenied: dict(why="x-agent-id outside the key's scope", fix="f"),
