@@ -74,6 +74,7 @@ def logs_command(args: argparse.Namespace) -> int:
                 return EXIT_OK
         if not args.follow:
             return EXIT_OK
+        check_not_stopped(run)
         time.sleep(POLL_S)
 
 

@@ -70,7 +70,8 @@ def _live_summary(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _format_summary(s: dict[str, Any]) -> str:
-    tasks = ", ".join(f"{n} {state}" for state, n in s["tasks"].items() if n) or "no tasks yet"
+    tasks = (", ".join(f"{n} {state}" for state, n in s["tasks"].items() if n)
+             or ("none ran" if s.get("done") else "no tasks yet"))
     busy = ", ".join(sorted(s["busy_agents"])) or "none"
     reason = f" ({s['reason']})" if s.get("reason") else ""
     return (f"mission {s['mission_id']}: {s['status']}{reason}\n  tasks: {tasks}\n  busy agents: {busy}\n"

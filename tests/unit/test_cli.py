@@ -170,6 +170,11 @@ def test_status_and_cancel_of_an_ended_mission_use_its_record_without_a_cluster(
     assert "m-9: cancelled (by user)" in capsys.readouterr().out
     assert main(["cancel", "m-9", "--runs-dir", str(tmp_path)]) == 0
     assert "already ended: cancelled" in capsys.readouterr().out
+    (folder / "result.json").write_text(json.dumps({  # one that failed as it started
+        "mission_id": "m-9", "status": "failed", "reason": "SpecError: ...", "wall_s": 1.0,
+        "usage": {"tokens": 0, "llm_calls": 0}, "tasks": []}))
+    assert main(["status", "m-9", "--runs-dir", str(tmp_path)]) == 0
+    assert "tasks: none ran\n" in capsys.readouterr().out  # not "no tasks yet"
 
 
 def test_keys_create_list_revoke_keeps_only_hashes_and_prints_the_key_once(tmp_path, capsys):
