@@ -123,7 +123,10 @@ def find_supervisor(mission_id: str, *, recorded: Sequence[str] = ()) -> Any:
 
 def follow(handle: Any, on_events: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None, *,
            poll_s: float = 0.25, timeout_s: float | None = None) -> dict[str, Any]:
-    """Stream events to `on_events(new_events, summary)` until the mission ends; return its result."""
+    """Stream events to `on_events(new_events, summary)` until the mission ends; return its result. `handle` is
+    what `start_mission` returned, or the mission's id."""
+    if isinstance(handle, str):
+        handle = find_supervisor(handle)
     cursor, deadline = 0, None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         done = ray.get(handle.wait.remote(poll_s))

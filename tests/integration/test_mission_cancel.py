@@ -31,7 +31,7 @@ def test_status_and_cancel_from_another_process(router, tmp_path):
         wait_for(lambda: ray.get(handle.summary.remote())["tasks"].get("succeeded", 0) >= 1, timeout_s=120,
                  what="the first task to finish")
         with pytest.raises(TimeoutError, match="it runs on"):
-            follow(handle, timeout_s=0.1)
+            follow("cancelme-1", timeout_s=0.1)  # by its id
         status = cli("status", "cancelme-1", "--json", "--runs-dir", str(tmp_path))
         assert status.returncode == 0, status.stderr
         summary = json.loads(status.stdout)
