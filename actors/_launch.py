@@ -32,7 +32,8 @@ def new_mission_id(name: str) -> str:
 
 def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | None = None,
                   memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
-                  resume: bool = False, tracing: TracingConfig | None = None) -> Any:
+                  resume: bool = False, tracing: TracingConfig | None = None,
+                  api_key: tuple[str, str] | None = None) -> Any:
     """Check the spec against what the cluster has or its autoscaler may add, then create the detached
     SupervisorActor (on the head, when it declares the head resource) named after the mission id and start it;
     returns its handle. `router_url` is the router's OpenAI base URL (`http://host:port/v1`, or
@@ -41,7 +42,9 @@ def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | 
     must not exist. Ray restarts the supervisor when it dies, and it continues from its log. The supervisor gets
     the mission's key, derived here from the cluster root secret, which never leaves this process. With
     `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
-    file and OTLP endpoint (content in spans only with `policies.log_content`)."""
+    file and OTLP endpoint (content in spans only with `policies.log_content`). `api_key`: (key file, key id) of
+    an HTTP API key made for this mission; the supervisor revokes it when the mission ends, when its node sees
+    that file."""
     if not isinstance(spec, MissionSpec):
         raise TypeError(f"spec of type {type(spec).__name__} is not a MissionSpec. Fix: pass "
                         "controlplane.parse_mission(dict) or controlplane.load_mission(path)")
@@ -57,7 +60,7 @@ def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | 
         name=mission_id, namespace=MISSION_NAMESPACE, lifetime="detached", max_restarts=-1, max_task_retries=-1,
         **head_options("supervisor"),
     ).remote(spec, mission_id=mission_id, router=router, namespace=MISSION_NAMESPACE, memory_dir=memory_dir,
-             router_url=router_url, run_dir=run_dir, mission_key=key, tracing=tracing,
+             router_url=router_url, run_dir=run_dir, mission_key=key, tracing=tracing, api_key=api_key,
              secret_files=secret_file_env())  # paths only: the memory actor finds the root secret the key came from
     ray.get(handle.start.remote())
     return handle

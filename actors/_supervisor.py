@@ -47,6 +47,7 @@ from controlplane._rundir import write_run_dir
 from controlplane._tracing import TracingConfig
 from controlplane.config.mission import AgentSpec, MissionSpec, TaskSpec
 from controlplane.errors import BudgetExceeded
+from serving._keys import revoke_if_seen
 
 logger = logging.getLogger(__name__)
 FINISHED_GRACE_S = 60.0  # a finished supervisor answers `result` this long, then ends itself
@@ -61,12 +62,15 @@ class SupervisorActor:
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str, mission_key: bytes,
                  memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
-                 tracing: TracingConfig | None = None, secret_files: dict[str, str] | None = None) -> None:
+                 tracing: TracingConfig | None = None, secret_files: dict[str, str] | None = None,
+                 api_key: tuple[str, str] | None = None) -> None:
         """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
         when it already holds a log, the mission continues from it (see actors._durable). `secret_files`: the
         driver's root secret and API key file paths (`secret_file_env()`), for the memory actor. They are an
         argument, not the supervisor's runtime_env, which its agents would inherit: an actor with a runtime_env
-        of its own cannot start on one of Ray's prestarted workers."""
+        of its own cannot start on one of Ray's prestarted workers. `api_key`: (key file, key id) of the HTTP
+        API key made for this mission, revoked when it ends, also when the driver that made it is gone."""
+        self._api_key = api_key
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.tracing = mission_tracing(tracing, log_content=spec.policies.log_content)
         configure_process(self.tracing, "controlplane.supervisor")
@@ -335,7 +339,9 @@ class SupervisorActor:
             self.attempts.launch(assignment)
 
     async def _finish(self) -> None:
-        """Make the log durable, write the run directory (result.json with the log's head), end in a while."""
+        """Revoke the mission's API key, make the log durable, write the run directory (result.json with the log's
+        head), end in a while."""
+        await asyncio.to_thread(self._revoke_api_key)
         try:
             await asyncio.to_thread(self.writer.flush)
             head = self.writer.head
@@ -349,6 +355,16 @@ class SupervisorActor:
         finally:
             self._done.set()
             asyncio.get_running_loop().call_later(FINISHED_GRACE_S, self._end_self)
+
+    def _revoke_api_key(self) -> None:
+        if self._api_key is None:
+            return
+        try:
+            if not revoke_if_seen(*self._api_key, now_s=time.time()):
+                logger.warning("mission %s: its API key file %s is not on this node; the driver revokes the key",
+                               self.mission_id, self._api_key[0])
+        except Exception:
+            logger.exception("mission %s: could not revoke its API key", self.mission_id)
 
     def _end_self(self) -> None:
         try:

@@ -209,5 +209,14 @@ class ApiKeyStore:
         os.replace(temp, self.path)
 
 
+def revoke_if_seen(keys_file: str, key_id: str, *, now_s: float) -> bool:
+    """Revoke a key in the key file at that path when this node sees the file; False when it does not (the file
+    is made nowhere else)."""
+    if not Path(keys_file).is_file():
+        return False
+    ApiKeyStore(keys_file).revoke(key_id, now_s=now_s)
+    return True
+
+
 def _public(record: _StoredKey) -> KeyScope:
     return KeyScope.model_validate(record.model_dump(exclude={"sha256"}))

@@ -140,6 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
     from actors import new_mission_id, running_missions, start_mission
     from actors._launch import check_mission_log, check_not_running
     from serving import deploy, serve_http_port
+    from serving._keys import ApiKeyStore
 
     resuming = getattr(args, "command", "run") == "resume"
     logged = None
@@ -177,7 +178,8 @@ def run_command(args: argparse.Namespace) -> int:
                   f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API {api_url}, with the "
                   f"mission's key (revoked at its end): {key_path}", flush=True)
             handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
-                                   router_url=api_url, run_dir=run_dir, resume=resuming, tracing=tracing)
+                                   router_url=api_url, run_dir=run_dir, resume=resuming, tracing=tracing,
+                                   api_key=(str(ApiKeyStore(keys_file).path), key_id))
             result = _follow(handle, mission_id, plain=args.plain, on_interrupt=revoke_key)
         finally:
             revoke_key()

@@ -3,7 +3,8 @@
 The cluster has token auth on (Ray 2.60's default for `ray start`), so the client sets RAY_AUTH_MODE=token.
 It runs on non-default ports with its own temp dir, and only its own processes are stopped at the end. Its
 jobs: a mission with fractional GPUs, one whose MCP server's credential is given only in the job's
-`runtime_env` (`env_vars`), as a user passes a secret to a job, and one that `ray job stop` stops.
+`runtime_env` (`env_vars`), as a user passes a secret to a job, and one that `ray job stop` stops. And a
+`controlplane run --address` whose driver is killed outright while its mission runs on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 import yaml
 
 from controlplane._trace_file import read_spans
+from serving._keys import ApiKeyStore
 from tests.fixtures.serving import TOOL_TRANSCRIPTS
 from tests.helpers import by_id, free_port, free_ports, wait_for
 from tests.helpers.agent_code import MCP_SERVER_TOKEN, MCP_SERVER_TOKEN_DIGEST
@@ -32,7 +35,7 @@ RAY = str(Path(os.sys.executable).parent / "ray")
 
 @pytest.fixture(scope="module")
 def head_cluster():
-    """A `ray start --head` cluster with one logical GPU; yields (env, dashboard URL)."""
+    """A `ray start --head` cluster with one logical GPU; yields (env, dashboard URL, GCS address)."""
     temp_dir = f"/tmp/cpjob-{uuid.uuid4().hex[:6]}"
     # As in an activated venv: the job's `python` is the project's.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
@@ -51,13 +54,13 @@ def head_cluster():
                 break
             stop_processes_of(temp_dir)  # a free port taken by another process meanwhile: try fresh ones
         assert started.returncode == 0, started.stdout + started.stderr
-        yield env, f"http://127.0.0.1:{ports['dashboard-port']}"
+        yield env, f"http://127.0.0.1:{ports['dashboard-port']}", f"127.0.0.1:{ports['port']}"
     finally:
         stop_processes_of(temp_dir)
 
 
 def test_ray_job_submit_runs_a_mission_with_fractional_gpus(head_cluster, tmp_path):
-    env, dashboard = head_cluster
+    env, dashboard, _ = head_cluster
     runs = tmp_path / "runs"
     cmd = [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
            "python", "-m", "controlplane", "run", "missions/testing/scripted_gpus.yaml", "--runs-dir", str(runs),
@@ -80,7 +83,7 @@ def test_ray_job_submit_runs_a_mission_with_fractional_gpus(head_cluster, tmp_pa
 
 
 def test_an_mcp_credential_given_in_the_jobs_runtime_env_reaches_the_server(head_cluster, tmp_path):
-    env, dashboard = head_cluster
+    env, dashboard, _ = head_cluster
     token, name = secrets.token_hex(16), "CONTROLPLANE_JOB_MCP_TOKEN"
     assert name not in env  # only the job's runtime_env has it
     serving = tmp_path / "serving.yaml"
@@ -110,7 +113,7 @@ def test_an_mcp_credential_given_in_the_jobs_runtime_env_reaches_the_server(head
 
 def test_ray_job_stop_cancels_the_mission(head_cluster, tmp_path):
     """`ray job stop` sends the job's `run` SIGTERM and kills it 3 s later; the mission must not outlive its job."""
-    env, dashboard = head_cluster
+    env, dashboard, _ = head_cluster
     serving = tmp_path / "serving.yaml"
     serving.write_text(yaml.safe_dump({"models": {"slow": {"kind": "scripted", "latency_s": 60}}}))
     mission = tmp_path / "mission.yaml"
@@ -137,3 +140,34 @@ def test_ray_job_stop_cancels_the_mission(head_cluster, tmp_path):
     wait_for(ended.exists, timeout_s=60, what="the mission's result")
     result = json.loads(ended.read_text())
     assert (result["status"], result["reason"]) == ("cancelled", "interrupted by the driver (SIGTERM)")
+
+
+def test_a_driver_killed_outright_while_its_mission_runs_on_leaves_no_active_key(head_cluster, tmp_path):
+    """`run --address HEAD` killed with SIGKILL: the detached supervisor finishes the mission and revokes its key,
+    which the driver could not."""
+    env, _, gcs = head_cluster
+    mission_id = f"orphaned-{uuid.uuid4().hex[:6]}"  # the key file outlives the test: a name of its own
+    mission = tmp_path / "chain.yaml"
+    mission.write_text(yaml.safe_dump({
+        "name": "orphaned", "goal": "Run on without its driver",
+        "serving": str(ROOT / "missions" / "testing" / "serving_scripted.yaml"),
+        "agents": [{"name": "a", "role": "worker", "model": "scripted-slow"}],
+        "tasks": [{"id": f"t{i}", "agent": "a", "description": "step", **({"depends_on": [f"t{i - 1}"]} if i else {})}
+                  for i in range(30)]}))
+    runs, output = tmp_path / "runs", tmp_path / "run.out"
+    run = subprocess.Popen([sys.executable, "-m", "controlplane", "run", str(mission), "--address", gcs, "--runs-dir",
+                            str(runs), "--mission-id", mission_id, "--plain", "--http-port", str(free_port())],
+                           cwd=ROOT, env=env, stdout=output.open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "task t1 succeeded" in output.read_text() or run.poll() is not None, timeout_s=240,
+                 interval_s=0.1, what="the mission's first tasks to succeed")
+        assert run.poll() is None, output.read_text()[-3000:]
+        run.kill()
+        run.wait(timeout=30)
+        assert [k.active(time.time()) for k in ApiKeyStore().list() if k.name == f"run-{mission_id}"] == [True]
+    finally:
+        run.kill()
+    ended = runs / mission_id / "result.json"
+    wait_for(ended.exists, timeout_s=120, what="the supervisor to finish the mission without its driver")
+    assert json.loads(ended.read_text())["status"] == "succeeded"
+    assert [k.active(time.time()) for k in ApiKeyStore().list() if k.name == f"run-{mission_id}"] == [False]

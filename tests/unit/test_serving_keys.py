@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from controlplane.errors import IdentityError, SpecError
-from serving._keys import KEY_PREFIX, ApiKeyStore, hash_key, narrow_identity
+from serving._keys import KEY_PREFIX, ApiKeyStore, hash_key, narrow_identity, revoke_if_seen
 from serving._types import Identity
 
 NOW = 1_000_000.0
@@ -62,6 +62,13 @@ def test_a_replacing_create_revokes_the_active_key_of_its_name_in_the_same_write
     new_clear, new = store.create("run-m", kind="mission", scope_id="m", now_s=NOW + 1, replace=True)
     assert store.lookup(old_clear, now_s=NOW + 1) is None and store.lookup(new_clear, now_s=NOW + 1) == new
     assert {k.id: k.revoked_at_s for k in store.list()} == {old.id: NOW + 1, new.id: None}
+
+
+def test_a_supervisor_revokes_a_key_only_in_a_key_file_its_node_sees_and_makes_none(store, tmp_path):
+    clear, scope = store.create("run-m", kind="mission", scope_id="m", now_s=NOW)
+    assert revoke_if_seen(str(store.path), scope.id, now_s=NOW + 1) and store.lookup(clear, now_s=NOW + 1) is None
+    elsewhere = tmp_path / "driver-only" / "api_keys.json"
+    assert not revoke_if_seen(str(elsewhere), scope.id, now_s=NOW + 1) and not elsewhere.parent.exists()
 
 
 def test_bad_creates_and_revokes_are_spec_errors(store):
