@@ -2,7 +2,8 @@
 
 - Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group, which holds the CLI and the local
   Ray it started. The mission is cancelled, not lost: it ends `cancelled` with its reason and result.json, the
-  mission's API key is revoked, the CLI exits 3, and the local Ray is gone;
+  mission's API key is revoked, the CLI exits 3, and the local Ray is gone. Before, a call with that key is
+  charged to the mission;
 - a driver that `ray job stop` kills while it cancels has revoked the mission's API key already;
 - a driver and its local Ray killed outright: `controlplane resume` finishes the mission, running no task twice;
 - an HTTP port another process holds: the CLI exits 2 naming the port and the fix, and leaves no Ray running.
@@ -13,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -73,6 +76,17 @@ def started_chain(tmp_path: Path, mission_id: str, *, tasks: int = 200) -> tuple
     return run, runs, output
 
 
+def call_with_the_missions_key(output: str, key_file: Path) -> int:
+    """The HTTP status of a chat call to the API that `run` printed, with the key it wrote for the mission."""
+    url = re.search(r"HTTP API (http://\S+/v1), with the mission's key", output).group(1)
+    request = urllib.request.Request(
+        f"{url}/chat/completions", method="POST",
+        data=json.dumps({"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"Authorization": f"Bearer {key_file.read_text().strip()}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return reply.status
+
+
 def active_keys(name: str) -> list[str]:
     """The ids `controlplane keys list` shows active under `name`."""
     listed = subprocess.run([sys.executable, "-m", "controlplane", "keys", "list"], cwd=ROOT, capture_output=True,
@@ -85,6 +99,8 @@ def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tm
     run, runs, output = started_chain(tmp_path, "interrupted-1")
     try:
         gcs = (runs / "interrupted-1" / "ray_address").read_text().strip()
+        if how == "Ctrl-C":  # another tool calls a model with the mission's key: the mission is charged
+            assert call_with_the_missions_key(output.read_text(), runs / "interrupted-1" / "api_key") == 200
         interrupted = time.monotonic()
         if how == "Ctrl-C":  # the terminal sends it to the whole foreground group
             os.killpg(run.pid, signal.SIGINT)
@@ -102,6 +118,8 @@ def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tm
     assert result["status"] == "cancelled" and result["reason"] == f"interrupted by the driver ({how})"
     done = [t for t in result["tasks"] if t["status"] == "succeeded"]
     assert 0 < len(done) < 200
+    if how == "Ctrl-C":
+        assert result["usage"]["by_agent"]["run-interrupted-1"]["llm_calls"] == 1, result["usage"]
     assert not (runs / "interrupted-1" / "api_key").exists()  # the mission's HTTP key was revoked
     assert not reachable(gcs), f"the local Ray's GCS still answers at {gcs}"
     wait_for(lambda: not in_group(run.pid), timeout_s=20, what="the local Ray's processes to stop")
