@@ -155,6 +155,10 @@ def test_a_python_agent_class_that_fails_to_build_fails_the_mission_start_with_i
     assert result["reason"].startswith(  # not Ray's "ActorDiedError: The actor died because of an error raised ..."
         f"SpecError: agents(keyed).entrypoint: '{entrypoint}' is invalid: building class NeedsAKey raised "
         "KeyError: 'AGENT_CODE_UNSET_KEY'. Fix: ")
+    from actors import MISSION_NAMESPACE
+
+    wait_for(lambda: not actor_alive(f"{result['mission_id']}:keyed", MISSION_NAMESPACE), timeout_s=30,
+             what="the agent's actor to go with the mission")  # nothing is left half-started
 
 
 def test_a_tool_module_that_imports_in_the_driver_but_not_on_the_workers_fails_the_mission_start_naming_it(router):
