@@ -94,15 +94,26 @@ def check_not_stopped(run: str) -> None:
 
 def stopped(run: str) -> MissionStopped | None:
     """The error of a mission in the run directory `run` that will not end by itself: it started (it has a log) on
-    the cluster it recorded, that cluster no longer answers, and the mission has no result. None otherwise."""
+    a cluster of this machine, that cluster no longer answers, and the mission has no result. None otherwise: a
+    cluster elsewhere that does not answer from here may still run it."""
     folder = Path(run)
     recorded = folder / ADDRESS_FILE
     if "://" in run or not recorded.is_file() or not (folder / SEGMENTS).is_dir():
         return None
     address = recorded.read_text().strip()
-    if reachable(address) or read_result(run) is not None:  # read after: a local Ray stops once `run` has it
+    if not _on_this_machine(address) or reachable(address):
         return None
-    return MissionStopped(run=run, why=f"the Ray cluster it ran on ({address}) no longer answers")
+    if read_result(run) is not None:  # read after the address: a local Ray stops once its `run` has the result
+        return None
+    return MissionStopped(run=run, why=f"the Ray cluster it ran on, on this machine ({address}), is gone")
+
+
+def _on_this_machine(address: str) -> bool:
+    import psutil
+
+    host = address.rpartition(":")[0]
+    return host == "localhost" or host in {entry.address for entries in psutil.net_if_addrs().values()
+                                           for entry in entries}
 
 
 def use_token_auth() -> None:

@@ -110,10 +110,19 @@ def test_a_mission_whose_cluster_is_gone_before_its_end_is_said_to_have_stopped_
     write_mission(tmp_path / "m-1", finish=False)
     (tmp_path / "m-1" / "ray_address").write_text(f"127.0.0.1:{free_port()}\n")  # a local Ray that was killed
     assert main([command[0], "m-1", "--runs-dir", str(tmp_path), *command[1:]]) == EXIT_FAILED
-    assert (f"The mission in {tmp_path}/m-1 stopped before its end: the Ray cluster it ran on (127.0.0.1:"
-            in capsys.readouterr().err)
+    assert (f"The mission in {tmp_path}/m-1 stopped before its end: the Ray cluster it ran on, on this machine "
+            "(127.0.0.1:" in capsys.readouterr().err)
     assert main(["wait", "m-1", "--runs-dir", str(tmp_path), "--timeout-s", "5"]) == EXIT_FAILED
-    assert f"no longer answers. Fix: continue it with `controlplane resume {tmp_path}/m-1`" in capsys.readouterr().err
+    assert f"is gone. Fix: continue it with `controlplane resume {tmp_path}/m-1`" in capsys.readouterr().err
+
+
+def test_a_mission_on_a_cluster_elsewhere_that_does_not_answer_from_here_is_waited_for(tmp_path, capsys):
+    """From a laptop that shares the runs directory, a cluster's private address may not answer while the cluster
+    runs the mission: `resume` there would run it twice."""
+    write_mission(tmp_path / "m-1", finish=False)
+    (tmp_path / "m-1" / "ray_address").write_text("203.0.113.7:6379\n")  # TEST-NET-3: not this machine
+    assert main(["wait", "m-1", "--runs-dir", str(tmp_path), "--timeout-s", "0.5"]) == EXIT_FAILED
+    assert "has not ended after 0.5 s" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["run", "resume", "resume by id"])
