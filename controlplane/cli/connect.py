@@ -146,7 +146,7 @@ def connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
 
 def not_found(mission_id: str, runs_dir: str) -> MissionNotFound | MissionStopped:
     """The error for a mission id that is neither running where the CLI looked nor recorded under `runs_dir`:
-    MissionStopped when its run directory there holds a mission whose cluster is gone."""
+    MissionStopped when its run directory there holds a mission whose cluster, on this machine, is gone."""
     return stopped(run_uri(runs_dir, mission_id)) or MissionNotFound(
         mission_id=mission_id, known=recorded_runs(runs_dir),
         fix=f"check the id against the known ones; a mission recorded outside {runs_dir}/ is found with --runs-dir "
