@@ -100,7 +100,7 @@ def test_an_unfinished_mission_is_resumed_and_a_finished_one_served(tmp_path, ca
 
 
 @pytest.mark.parametrize("command", [["wait", "--timeout-s", "5"], ["result"], ["status"], ["status", "--watch"],
-                                     ["cancel"], ["report"], ["logs", "--follow"]])
+                                     ["cancel"], ["report"], ["logs", "--follow"], ["approvals"]])
 def test_a_mission_whose_cluster_is_gone_before_its_end_is_said_to_have_stopped_with_resume_as_the_fix(
         tmp_path, capsys, command):
     """`wait` waited for ever on it, `result` said `wait` would block until it ended, and the others said no such
