@@ -14,7 +14,7 @@ here serve the storage-only CLI commands (`wait`, `result`, `logs`, `audit`): no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -97,20 +97,19 @@ def _parse(run: str, file: str, text: str, line: int | None = None) -> dict[str,
 
 def recorded_runs(runs_dir: str) -> list[str]:
     """The ids of the missions that ended with their results written under `runs_dir`."""
-    fs, root = fsspec.core.url_to_fs(str(runs_dir))
-    if not fs.isdir(root):
-        return []
-    return sorted(path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(root, detail=False)
-                  if fs.exists(f"{path}/{RESULT}"))
+    return _runs(runs_dir, lambda fs, path: fs.exists(f"{path}/{RESULT}"))
 
 
 def unfinished_runs(runs_dir: str) -> list[str]:
     """The ids of the missions under `runs_dir` with a log and no result: running, or stopped before their end."""
+    return _runs(runs_dir, lambda fs, path: fs.exists(f"{path}/{SEGMENTS}") and not fs.exists(f"{path}/{RESULT}"))
+
+
+def _runs(runs_dir: str, keep: Callable[[Any, str], bool]) -> list[str]:
     fs, root = fsspec.core.url_to_fs(str(runs_dir))
     if not fs.isdir(root):
         return []
-    return sorted(path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(root, detail=False)
-                  if fs.exists(f"{path}/{SEGMENTS}") and not fs.exists(f"{path}/{RESULT}"))
+    return sorted(path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(root, detail=False) if keep(fs, path))
 
 
 def run_exists(run: str) -> bool:

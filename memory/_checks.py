@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -48,8 +48,7 @@ def check_entries(entries: list[NewEntry], config: MemoryConfig, known: Collecti
 
 def check_names(value: object, *, where: str, example: str, empty_ok: bool = True) -> list[str]:
     """A list of non-empty strings. A bare string is refused: taken as a list, it would be its characters."""
-    if (isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset)
-            or not all(isinstance(name, str) and name for name in value) or not (value or empty_ok)):
+    if not _is_list_of(value, lambda name: isinstance(name, str) and bool(name)) or not (value or empty_ok):
         raise SpecError(where=where, value=value, why=f"it must be a {'' if empty_ok else 'non-empty '}list of "
                         "non-empty strings", fix=f"pass e.g. {example}")
     return list(value)
@@ -57,10 +56,14 @@ def check_names(value: object, *, where: str, example: str, empty_ok: bool = Tru
 
 def check_ids(value: object, *, where: str) -> list[int]:
     """A list of entry ids. A bare id is refused, so that a call never acts on less than the caller meant."""
-    if not isinstance(value, list | tuple | set | frozenset) or not all(_is_id(i) for i in value):
+    if not _is_list_of(value, _is_id):
         raise SpecError(where=where, value=value, why="it must be a list of entry ids (integers)",
                         fix="pass e.g. [receipt.id for receipt in receipts]")
     return [int(i) for i in value]
+
+
+def _is_list_of(value: object, item_ok: Callable[[object], bool]) -> bool:
+    return isinstance(value, list | tuple | set | frozenset) and all(item_ok(item) for item in value)
 
 
 def check_id(value: object, *, where: str) -> int:
