@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import numbers
 from collections.abc import Callable, Collection
+from typing import TypeGuard, TypeVar
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from controlplane.errors import SpecError
 from memory._types import CONFLICT_TOPIC, NewEntry
 
 UNIT_NORM_TOLERANCE = 1e-3
+T = TypeVar("T")
 
 
 def _short(text: str) -> str:
@@ -48,7 +50,7 @@ def check_entries(entries: list[NewEntry], config: MemoryConfig, known: Collecti
 
 def check_names(value: object, *, where: str, example: str, empty_ok: bool = True) -> list[str]:
     """A list of non-empty strings. A bare string is refused: taken as a list, it would be its characters."""
-    if not _is_list_of(value, lambda name: isinstance(name, str) and bool(name)) or not (value or empty_ok):
+    if not _is_list_of(value, _is_name) or not (value or empty_ok):
         raise SpecError(where=where, value=value, why=f"it must be a {'' if empty_ok else 'non-empty '}list of "
                         "non-empty strings", fix=f"pass e.g. {example}")
     return list(value)
@@ -62,23 +64,27 @@ def check_ids(value: object, *, where: str) -> list[int]:
     return [int(i) for i in value]
 
 
-def _is_list_of(value: object, item_ok: Callable[[object], bool]) -> bool:
+def _is_list_of(value: object, item_ok: Callable[[object], TypeGuard[T]]) -> TypeGuard[Collection[T]]:
     return isinstance(value, list | tuple | set | frozenset) and all(item_ok(item) for item in value)
+
+
+def _is_name(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value)
 
 
 def check_id(value: object, *, where: str) -> int:
     if not _is_id(value):
         raise SpecError(where=where, value=value, why="an entry id is an integer",
                         fix="pass the id of a Receipt or an Entry")
-    return int(value)  # type: ignore[call-overload]
+    return int(value)
 
 
-def _is_id(value: object) -> bool:
+def _is_id(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_limit(limit: object) -> None:
-    if not _is_id(limit) or limit < 1:  # type: ignore[operator]
+    if not _is_id(limit) or limit < 1:
         raise SpecError(where="memory.list: limit", value=limit, why="limit is how many entries to return, "
                         "an integer from 1", fix="pass e.g. 100")
 
