@@ -76,13 +76,14 @@ def started_chain(tmp_path: Path, mission_id: str, *, tasks: int = 200) -> tuple
     return run, runs, output
 
 
-def call_with_the_missions_key(output: str, key_file: Path) -> int:
+def call_with_the_missions_key(output: str, key_file: Path, **headers: str) -> int:
     """The HTTP status of a chat call to the API that `run` printed, with the key it wrote for the mission."""
     url = re.search(r"HTTP API (http://\S+/v1), with the mission's key", output).group(1)
     request = urllib.request.Request(
         f"{url}/chat/completions", method="POST",
         data=json.dumps({"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}).encode(),
-        headers={"Authorization": f"Bearer {key_file.read_text().strip()}", "Content-Type": "application/json"})
+        headers={"Authorization": f"Bearer {key_file.read_text().strip()}", "Content-Type": "application/json",
+                 **headers})
     with urllib.request.urlopen(request, timeout=30) as reply:
         return reply.status
 
@@ -99,8 +100,10 @@ def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tm
     run, runs, output = started_chain(tmp_path, "interrupted-1")
     try:
         gcs = (runs / "interrupted-1" / "ray_address").read_text().strip()
-        if how == "Ctrl-C":  # another tool calls a model with the mission's key: the mission is charged
-            assert call_with_the_missions_key(output.read_text(), runs / "interrupted-1" / "api_key") == 200
+        if how == "Ctrl-C":  # other tools call a model with the mission's key: the mission is charged
+            key = runs / "interrupted-1" / "api_key"
+            assert call_with_the_missions_key(output.read_text(), key) == 200
+            assert call_with_the_missions_key(output.read_text(), key, **{"x-agent-id": "outside-tool"}) == 200
         interrupted = time.monotonic()
         if how == "Ctrl-C":  # the terminal sends it to the whole foreground group
             os.killpg(run.pid, signal.SIGINT)
@@ -120,6 +123,7 @@ def test_ctrl_c_cancels_the_mission_writes_its_result_and_stops_the_local_ray(tm
     assert 0 < len(done) < 200
     if how == "Ctrl-C":
         assert result["usage"]["by_agent"]["run-interrupted-1"]["llm_calls"] == 1, result["usage"]
+        assert result["usage"]["by_agent"]["outside-tool"]["llm_calls"] == 1, result["usage"]
     assert not (runs / "interrupted-1" / "api_key").exists()  # the mission's HTTP key was revoked
     assert not reachable(gcs), f"the local Ray's GCS still answers at {gcs}"
     wait_for(lambda: not in_group(run.pid), timeout_s=20, what="the local Ray's processes to stop")
