@@ -33,7 +33,7 @@ def new_mission_id(name: str) -> str:
 def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | None = None,
                   memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
                   resume: bool = False, tracing: TracingConfig | None = None,
-                  api_key: tuple[str, str] | None = None) -> Any:
+                  api_key: tuple[str, ...] | None = None) -> Any:
     """Check the spec against what the cluster has or its autoscaler may add, then create the detached
     SupervisorActor (on the head, when it declares the head resource) named after the mission id and start it;
     returns its handle. `router_url` is the router's OpenAI base URL (`http://host:port/v1`, or
@@ -42,9 +42,9 @@ def start_mission(spec: MissionSpec, *, router: RouterClient, mission_id: str | 
     must not exist. Ray restarts the supervisor when it dies, and it continues from its log. The supervisor gets
     the mission's key, derived here from the cluster root secret, which never leaves this process. With
     `tracing`, the mission is one trace: its supervisor, agents and router calls send their spans to that config's
-    file and OTLP endpoint (content in spans only with `policies.log_content`). `api_key`: (key file, key id) of
-    an HTTP API key made for this mission; the supervisor revokes it when the mission ends, when its node sees
-    that file."""
+    file and OTLP endpoint (content in spans only with `policies.log_content`). `api_key`: (key file, key id, files
+    holding the key in clear...) of an HTTP API key made for this mission; the supervisor revokes it and deletes
+    those files when the mission ends, when its node sees the key file."""
     if not isinstance(spec, MissionSpec):
         raise TypeError(f"spec of type {type(spec).__name__} is not a MissionSpec. Fix: pass "
                         "controlplane.parse_mission(dict) or controlplane.load_mission(path)")

@@ -63,13 +63,14 @@ class SupervisorActor:
     def __init__(self, spec: MissionSpec, *, mission_id: str, router: Any, namespace: str, mission_key: bytes,
                  memory_dir: str | None = None, router_url: str | None = None, run_dir: str | None = None,
                  tracing: TracingConfig | None = None, secret_files: dict[str, str] | None = None,
-                 api_key: tuple[str, str] | None = None) -> None:
+                 api_key: tuple[str, ...] | None = None) -> None:
         """`run_dir`: the run directory (local path or fsspec URL every node sees) holding the mission log;
         when it already holds a log, the mission continues from it (see actors._durable). `secret_files`: the
         driver's root secret and API key file paths (`secret_file_env()`), for the memory actor. They are an
         argument, not the supervisor's runtime_env, which its agents would inherit: an actor with a runtime_env
-        of its own cannot start on one of Ray's prestarted workers. `api_key`: (key file, key id) of the HTTP
-        API key made for this mission, revoked when it ends, also when the driver that made it is gone."""
+        of its own cannot start on one of Ray's prestarted workers. `api_key`: (key file, key id, files holding the
+        key in clear...) of the HTTP API key made for this mission, revoked (and those files deleted) when it ends,
+        also when the driver that made it is gone."""
         self._api_key = api_key
         self.spec, self.mission_id, self.router, self.namespace = spec, mission_id, router, namespace
         self.tracing = mission_tracing(tracing, log_content=spec.policies.log_content)

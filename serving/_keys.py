@@ -209,12 +209,14 @@ class ApiKeyStore:
         os.replace(temp, self.path)
 
 
-def revoke_if_seen(keys_file: str, key_id: str, *, now_s: float) -> bool:
-    """Revoke a key in the key file at that path when this node sees the file; False when it does not (the file
-    is made nowhere else)."""
+def revoke_if_seen(keys_file: str, key_id: str, *clear_copies: str, now_s: float) -> bool:
+    """Revoke a key in the key file at that path when this node sees the file, and delete the files that hold the
+    key in clear; False when it does not see the key file (it is made nowhere else)."""
     if not Path(keys_file).is_file():
         return False
     ApiKeyStore(keys_file).revoke(key_id, now_s=now_s)
+    for copy in clear_copies:
+        Path(copy).unlink(missing_ok=True)
     return True
 
 

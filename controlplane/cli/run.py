@@ -179,7 +179,7 @@ def run_command(args: argparse.Namespace) -> int:
                   f"mission's key (revoked at its end): {key_path}", flush=True)
             handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
                                    router_url=api_url, run_dir=run_dir, resume=resuming, tracing=tracing,
-                                   api_key=(str(ApiKeyStore(keys_file).path), key_id))
+                                   api_key=(str(ApiKeyStore(keys_file).path), key_id, str(key_path)))
             result = _follow(handle, mission_id, plain=args.plain, on_interrupt=revoke_key)
         finally:
             revoke_key()

@@ -171,3 +171,4 @@ def test_a_driver_killed_outright_while_its_mission_runs_on_leaves_no_active_key
     wait_for(ended.exists, timeout_s=120, what="the supervisor to finish the mission without its driver")
     assert json.loads(ended.read_text())["status"] == "succeeded"
     assert [k.active(time.time()) for k in ApiKeyStore().list() if k.name == f"run-{mission_id}"] == [False]
+    assert not (runs / mission_id / "api_key").exists()  # nor is its clear text left on disk

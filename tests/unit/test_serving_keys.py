@@ -66,7 +66,10 @@ def test_a_replacing_create_revokes_the_active_key_of_its_name_in_the_same_write
 
 def test_a_supervisor_revokes_a_key_only_in_a_key_file_its_node_sees_and_makes_none(store, tmp_path):
     clear, scope = store.create("run-m", kind="mission", scope_id="m", now_s=NOW)
-    assert revoke_if_seen(str(store.path), scope.id, now_s=NOW + 1) and store.lookup(clear, now_s=NOW + 1) is None
+    copy, gone = tmp_path / "api_key", tmp_path / "never-written"
+    copy.write_text(clear)
+    assert revoke_if_seen(str(store.path), scope.id, str(copy), str(gone), now_s=NOW + 1)
+    assert store.lookup(clear, now_s=NOW + 1) is None and not copy.exists()
     elsewhere = tmp_path / "driver-only" / "api_keys.json"
     assert not revoke_if_seen(str(elsewhere), scope.id, now_s=NOW + 1) and not elsewhere.parent.exists()
 
