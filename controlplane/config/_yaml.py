@@ -3,6 +3,7 @@ by keeping the last, dropping the first without a word), is a SpecError naming t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                         problem_mark=key_node.start_mark)
             first_lines[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+
+
+def as_file_path(path: object, *, fix: str) -> Path:
+    """`path` as a Path; a TypeError with `fix` when it is not a path (a dict, say, where a file's path belongs)."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path of type {type(path).__name__} is not a file's path. Fix: {fix}")
+    return Path(path)
 
 
 def read_yaml(path: Path, *, expected: str) -> Any:

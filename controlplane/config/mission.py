@@ -6,7 +6,7 @@ Every problem becomes a `SpecError` whose `where` is the file and the YAML path
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from controlplane.config._tools import (
     credential_values,
     tool_problems,
 )
-from controlplane.config._yaml import read_yaml
+from controlplane.config._yaml import as_file_path, read_yaml
 from controlplane.config.memory import MemoryConfig
 from controlplane.errors import SpecError
 
@@ -289,7 +289,7 @@ def _unknown(where: str, value: str, kind: str, known: list[str]) -> SpecError:
 
 def load_mission(path: str | Path) -> MissionSpec:
     """Read and validate a mission YAML file; any problem raises `SpecError` naming file and YAML path."""
-    path = Path(path)
+    path = as_file_path(path, fix="pass the path of a mission YAML file, or pass a dict to parse_mission(dict)")
     data = read_yaml(path, expected="a mission YAML file, e.g. missions/product_launch.yaml")
     if not isinstance(data, dict):
         raise SpecError(where=str(path), value="<empty>" if data is None else type(data).__name__,
@@ -303,6 +303,9 @@ def load_mission(path: str | Path) -> MissionSpec:
 
 def parse_mission(data: dict[str, Any], *, source: str = "<mission>") -> MissionSpec:
     """Validate a mission given as a dict; errors name `source` and the YAML path."""
+    if not isinstance(data, Mapping | MissionSpec):
+        raise TypeError(f"data of type {type(data).__name__} is not a mission's mapping. Fix: pass a dict, or read "
+                        "a mission YAML file with load_mission(path)")
     try:
         return MissionSpec.model_validate(data)
     except SpecError as exc:

@@ -160,3 +160,11 @@ def test_deploy_of_a_path_where_a_config_belongs_is_a_type_error_with_the_fix_be
     with pytest.raises(TypeError, match=r"config='serving/default.yaml' is not a ServingConfig. Fix: pass "
                                         r"load_serving_config\(path\)"):
         deploy("serving/default.yaml")  # was AttributeError: 'str' object has no attribute 'check_env'
+
+
+def test_load_serving_config_of_a_dict_where_a_path_belongs_is_a_type_error_with_the_fix():
+    from serving import load_serving_config
+
+    with pytest.raises(TypeError, match=r"path of type dict is not a file's path. Fix: pass the path of a serving "
+                                        r"YAML file, or None for serving/default.yaml"):
+        load_serving_config({"models": []})  # was: expected str, bytes or os.PathLike object, not dict

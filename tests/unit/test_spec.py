@@ -153,6 +153,15 @@ def test_load_mission_bad_yaml_and_missing_file(tmp_path):
         load_mission(path)
 
 
+def test_a_dict_given_to_load_mission_or_a_path_to_parse_mission_is_a_type_error_naming_the_other():
+    with pytest.raises(TypeError, match=r"path of type dict is not a file's path. Fix: pass the path of a mission "
+                                        r"YAML file, or pass a dict to parse_mission\(dict\)"):
+        load_mission(mission())  # was: expected str, bytes or os.PathLike object, not dict
+    with pytest.raises(TypeError, match=r"data of type str is not a mission's mapping. Fix: pass a dict, or read a "
+                                        r"mission YAML file with load_mission\(path\)"):
+        parse_mission("missions/demo.yaml")  # was a SpecError whose fix said to write a YAML mapping
+
+
 def test_a_key_written_twice_in_a_mission_is_refused_naming_its_lines(tmp_path):
     """YAML loaders keep the last of two equal keys: the first `tasks:` list would be dropped without a word."""
     path = tmp_path / "twice.yaml"
