@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 
 from controlplane.config.mission import NAME_PATTERN
 
@@ -25,12 +26,14 @@ def valid_name(text: str) -> str:
     return text
 
 
-def positive_number(text: str) -> float:
-    """A number above 0."""
-    try:
-        number = float(text)
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0: give one such as 600")
-    return number
+def positive_number(example: str) -> Callable[[str], float]:
+    """The type of a flag that takes a number above 0; its error gives `example`."""
+    def parse(text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            number = 0.0
+        if not number > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0: give one such as {example}")
+        return number
+    return parse

@@ -26,10 +26,12 @@ def add_parser(sub: Any) -> None:
                        help="the key acts as the team, and in any mission `<team>/<anything>`")
     create.add_argument("--agent", type=valid_name, action="append", default=None,
                         help="an agent id the key may act as (x-agent-id); repeat it; default: any")
-    create.add_argument("--rpm", type=positive_number, default=None, help="requests per minute (default: unlimited)")
-    create.add_argument("--tpm", type=positive_number, default=None, help="tokens per minute (default: unlimited)")
+    create.add_argument("--rpm", type=positive_number("600"), default=None,
+                        help="requests per minute (default: unlimited)")
+    create.add_argument("--tpm", type=positive_number("100000"), default=None,
+                        help="tokens per minute (default: unlimited)")
     create.add_argument("--priority", choices=("normal", "bulk"), default="normal", help="the highest priority")
-    create.add_argument("--expires-in-s", type=positive_number, default=None,
+    create.add_argument("--expires-in-s", type=positive_number("86400"), default=None,
                         help="seconds until it expires (default never)")
     listing = actions.add_parser("list", help="every key, without secrets")
     listing.add_argument("--json", action="store_true", help="print the keys as JSON")

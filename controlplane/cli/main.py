@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
             cmd.add_argument("--watch", action="store_true",
                              help="follow the mission live: its critical path, slowest agent and bottleneck")
-            cmd.add_argument("--interval", type=positive_number, default=2.0,
+            cmd.add_argument("--interval", type=positive_number("2"), default=2.0,
                              help="seconds between --watch updates")
     report = sub.add_parser("report", help="render a run's report.html again from its run directory")
     report.add_argument("run", help="a mission id under --runs-dir, or a run directory")
@@ -68,7 +68,7 @@ def _storage_commands(sub: argparse._SubParsersAction) -> None:
         return parser
 
     add(sub.add_parser("wait", help="wait for a mission to end and print its outcome")).add_argument(
-        "--timeout-s", type=positive_number, default=None, help="give up after this long (exit 1)")
+        "--timeout-s", type=positive_number("600"), default=None, help="give up after this long (exit 1)")
     add(sub.add_parser("result", help="print a finished mission's result.json"))
     add(sub.add_parser("logs", help="print the mission log")).add_argument(
         "-f", "--follow", action="store_true", help="keep printing until the mission ends")

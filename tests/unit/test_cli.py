@@ -198,7 +198,7 @@ def test_keys_create_list_revoke_keeps_only_hashes_and_prints_the_key_once(tmp_p
 @pytest.mark.parametrize(("flags", "said"), [
     (["--expires-in-s", "-5"], "argument --expires-in-s: '-5' is not a number above 0"),  # a key born expired
     (["--rpm", "0"], "argument --rpm: '0' is not a number above 0"),
-    (["--tpm", "many"], "argument --tpm: 'many' is not a number above 0"),
+    (["--tpm", "many"], "argument --tpm: 'many' is not a number above 0: give one such as 100000"),
     (["--agent", "a b"], "argument --agent: 'a b' is not a name: use letters, digits"),
 ])
 def test_keys_create_refuses_a_bad_flag_naming_it_and_writes_no_key(tmp_path, capsys, flags, said):
