@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from controlplane.cli import governance, keys
 from controlplane.cli._arg_types import port_number, positive_number, valid_name
-from controlplane.cli._codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from controlplane.cli._codes import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from controlplane.cli.progress import drop_stdout
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
 HTTP_PORT_HELP = "Serve's HTTP port, when Serve starts here (default 8000); a Serve that runs keeps its own"
@@ -106,3 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # `status --watch`, `wait`, or `run` before its mission started: stop, no traceback
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        drop_stdout()
+        return EXIT_BROKEN_PIPE

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import deque
 from typing import Any, TextIO
+
+
+def drop_stdout() -> None:
+    """Send what is printed from now on nowhere: the reader of stdout went away (`controlplane logs m | head`).
+    Without it, even the flush at exit fails once more."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
 
 SHOWN_STATES = ("pending", "ready", "running", "retrying", "succeeded", "failed", "skipped", "cancelled")
 

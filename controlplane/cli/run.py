@@ -8,11 +8,12 @@ import functools
 import logging
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from controlplane._core.recovery import RecoveredState, replay
 from controlplane._core.user_code import user_code_problems
@@ -22,7 +23,7 @@ from controlplane._tracing import TracingConfig, sample_ratio_from_env
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.audit import resolve_run
 from controlplane.cli.connect import init_ray, record_address, use_token_auth
-from controlplane.cli.progress import make_progress
+from controlplane.cli.progress import drop_stdout, make_progress
 from controlplane.config import MissionSpec, load_mission
 from controlplane.errors import MissionNotFound, SetupError, SpecError
 
@@ -205,22 +206,31 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _follow(handle: Any, mission_id: str, *, plain: bool, on_interrupt: Callable[[], None]) -> dict[str, Any]:
-    """The mission's result, with its progress shown meanwhile; Ctrl-C or SIGTERM calls `on_interrupt` (the key's
-    revocation, which must not wait: `ray job stop` kills the driver 3 s after its SIGTERM), then cancels the
-    mission and still waits for it."""
-    import ray
-
-    from actors import find_supervisor, follow
+    """The mission's result, with its progress shown meanwhile; Ctrl-C, SIGTERM or the reader of stdout going away
+    (`run m.yaml | head`) calls `on_interrupt` (the key's revocation, which must not wait: `ray job stop` kills the
+    driver 3 s after its SIGTERM), then cancels the mission and still waits for it."""
+    from actors import follow
 
     try:
         with make_progress(f"mission {mission_id}", tty=False if plain else None) as progress:
             return follow(handle, progress.update)
     except KeyboardInterrupt as interrupt:
-        how = str(interrupt) or "Ctrl-C"
-        on_interrupt()
-        print(f"interrupted ({how}): cancelling the mission", flush=True)
-        ray.get(find_supervisor(mission_id).cancel.remote(f"interrupted by the driver ({how})"))
-        return follow(handle)
+        return _cancel(handle, mission_id, str(interrupt) or "Ctrl-C", on_interrupt, say_to=sys.stdout)
+    except BrokenPipeError:
+        drop_stdout()
+        return _cancel(handle, mission_id, "the reader of its output went away", on_interrupt, say_to=sys.stderr)
+
+
+def _cancel(handle: Any, mission_id: str, how: str, on_interrupt: Callable[[], None], *,
+            say_to: TextIO) -> dict[str, Any]:
+    import ray
+
+    from actors import find_supervisor, follow
+
+    on_interrupt()
+    print(f"interrupted ({how}): cancelling the mission", file=say_to, flush=True)
+    ray.get(find_supervisor(mission_id).cancel.remote(f"interrupted by the driver ({how})"))
+    return follow(handle)
 
 
 def _local_or_url(where: str) -> str:

@@ -5,6 +5,7 @@
   mission's API key is revoked, the CLI exits 3, and the local Ray is gone. Before, a call with that key is
   charged to the mission;
 - a driver that `ray job stop` kills while it cancels has revoked the mission's API key already;
+- a driver whose output's reader went away (`run m.yaml | head`) cancels the mission as Ctrl-C does;
 - a driver and its local Ray killed outright: `controlplane resume` finishes the mission, running no task twice;
 - an HTTP port another process holds: the CLI exits 2 naming the port and the fix, and leaves no Ray running.
 """
@@ -140,6 +141,34 @@ def test_a_driver_killed_while_it_cancels_has_revoked_the_missions_key_already(t
     finally:
         kill_outright(run)
     assert not (runs / "killed-1" / "api_key").exists(), output.read_text()[-3000:]
+
+
+def test_a_run_whose_output_reader_goes_away_cancels_the_mission_as_ctrl_c_does(tmp_path):
+    """`controlplane run m.yaml | head`: once `head` has its lines, the next line has no reader. The mission was
+    lost with the local Ray, and the CLI's traceback named a BrokenPipeError."""
+    mission, runs, errors = tmp_path / "chain.yaml", tmp_path / "runs", tmp_path / "run.err"
+    mission.write_text(yaml.safe_dump(CHAIN))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "controlplane", "run", str(mission), "--runs-dir", str(runs), "--plain",
+         "--mission-id", "piped-1", "--http-port", str(free_port())],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True, start_new_session=True)
+    try:
+        for line in run.stdout:  # `head`, up to the second task's success
+            if "task t1 succeeded" in line:
+                break
+        run.stdout.close()
+        run.wait(timeout=120)
+    finally:
+        kill_outright(run)
+    said = errors.read_text()
+    assert run.returncode == 3 and "Traceback" not in said, said[-3000:]  # EXIT_CANCELLED
+    assert "interrupted (the reader of its output went away): cancelling the mission" in said, said[-3000:]
+    result = json.loads((runs / "piped-1" / "result.json").read_text())
+    assert result["status"] == "cancelled", result["reason"]
+    assert result["reason"] == "interrupted by the driver (the reader of its output went away)"
+    assert not (runs / "piped-1" / "api_key").exists()
+    wait_for(lambda: not in_group(run.pid), timeout_s=20, what="the local Ray's processes to stop")
 
 
 def test_a_mission_whose_driver_and_local_ray_were_killed_outright_is_finished_by_resume(tmp_path):

@@ -2,6 +2,9 @@
 commands that act on a mission refuse an ended one from its run directory, before anything starts."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -10,6 +13,7 @@ from actors._durable import Start, open_mission
 from controlplane import parse_mission
 from controlplane._rundir import write_run_dir
 from controlplane.cli import EXIT_FAILED, EXIT_OK
+from controlplane.cli._codes import EXIT_BROKEN_PIPE
 from controlplane.cli.main import main
 from tests.helpers import mission
 
@@ -215,3 +219,16 @@ def test_a_damaged_events_line_is_named_by_its_number(tmp_path, capsys):
     (tmp_path / "m-1" / "events.jsonl").write_text('{"kind": "task.running"}\nnot json\n')
     assert main(["status", "m-1", "--runs-dir", str(tmp_path), "--watch"]) == EXIT_FAILED
     assert "events.jsonl cannot be read: it is not JSON (line 2, " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["logs", "result"])
+def test_a_reader_of_the_output_that_went_away_ends_the_command_with_141_and_no_traceback(tmp_path, command):
+    """`controlplane logs m | head`: the pipe's reader is gone before the first line. 141 is 128 + SIGPIPE."""
+    run = tmp_path / "m-1"
+    write_mission(run)
+    reader, writer = os.pipe()
+    os.close(reader)
+    with os.fdopen(writer, "w") as stdout:
+        done = subprocess.run([sys.executable, "-m", "controlplane", command, str(run)], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (EXIT_BROKEN_PIPE, "")
