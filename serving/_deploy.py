@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 ROUTER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", GRPC_ENV: grpc_setting(),
               "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 AFFINITY_ROUTER = "serving._affinity_router:AffinityRequestRouter"
+DEFAULT_HTTP_PORT = 8000
 # Ray Serve's high-throughput mode, for the Serve instance `deploy` starts (its controller, and through it every
 # proxy and replica): HTTP enters through HAProxy straight to the router replica (direct ingress, no Python proxy
 # hop), and replicas call each other over gRPC. An ingress replica that stops waits out a draining period for
@@ -186,7 +187,7 @@ def deploy(config: ServingConfig | None = None, *, app_name: str = "controlplane
         return RouterClient(choice.name)
     application = build_app(config)
     retire_stale(choice.name)  # no mission uses the app it (re)deploys
-    start_serve(http_host, http_port or 8000)
+    start_serve(http_host, http_port or DEFAULT_HTTP_PORT)
     prefix = route_prefix if choice.name == app_name else f"/{choice.name}"
     try:
         with serve_join_notice_dropped():
@@ -233,7 +234,7 @@ def serve_http_port() -> int | None:
     return client.http_config.port if client else None
 
 
-def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
+def start_serve(http_host: str = "127.0.0.1", http_port: int = DEFAULT_HTTP_PORT) -> None:
     """`serve.start` in Serve's high-throughput mode (SERVE_CONTROLLER_ENV), unless Serve runs already: a running
     Serve keeps its options (`serve_http_port()` gives its port). First it stops the HAProxy processes a killed
     Serve left on this machine, which would keep their ports. SetupError, with no Serve left running, when another
@@ -254,9 +255,23 @@ def start_serve(http_host: str = "127.0.0.1", http_port: int = 8000) -> None:
         if "address already in use" not in str(exc).lower():
             raise
         serve.shutdown()  # a Serve left running would keep this port in its options for the next try
-        raise SetupError(what=f"Serve's HTTP port {http_port} on {http_host} is in use by another process",
-                         fix=f"stop that process (`ss -ltnp 'sport = :{http_port}'` names it), or give Serve another "
-                             f"port: `controlplane run MISSION.yaml --http-port {http_port + 1}`") from None
+        raise _port_in_use(http_host, http_port) from None
+
+
+def check_http_port_free(http_host: str, http_port: int) -> None:
+    """SetupError, before Ray starts, when another process listens on the port a Serve started now would bind."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Serve's proxy binds: TIME_WAIT is no holder
+        try:
+            sock.bind((http_host, http_port))
+        except OSError:
+            raise _port_in_use(http_host, http_port) from None
+
+
+def _port_in_use(http_host: str, http_port: int) -> SetupError:
+    return SetupError(what=f"Serve's HTTP port {http_port} on {http_host} is in use by another process",
+                      fix=f"stop that process (`ss -ltnp 'sport = :{http_port}'` names it), or give Serve another "
+                          f"port: `controlplane run MISSION.yaml --http-port {http_port + 1}`")
 
 
 def haproxy_maxconn(serve_default: int, hard_files_limit: int) -> int:

@@ -26,7 +26,7 @@ def init_ray(address: str | None, verbose: bool) -> bool:
 
     common: dict[str, Any] = {"namespace": MISSION_NAMESPACE, "log_to_driver": verbose,
               "logging_config": ray.LoggingConfig(log_level="INFO")}
-    local = not (address or os.environ.get("RAY_ADDRESS"))
+    local = starts_local_ray(address)
     if local:  # include_dashboard=None: Ray starts its dashboard when its optional dependencies are installed
         context: Any = ray.init(num_cpus=max(LOCAL_MIN_CPUS, 4 * (os.cpu_count() or 1)), include_dashboard=None,
                            resources={HEAD_RESOURCE: 1}, **common)
@@ -44,6 +44,11 @@ def init_ray(address: str | None, verbose: bool) -> bool:
                                  "--address and unset RAY_ADDRESS to start a local Ray") from None
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     return local
+
+
+def starts_local_ray(address: str | None) -> bool:
+    """Whether `init_ray(address)` starts a local Ray, not joining a cluster."""
+    return not (address or os.environ.get("RAY_ADDRESS"))
 
 
 def check_address(address: str | None) -> None:

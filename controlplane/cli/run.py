@@ -22,7 +22,7 @@ from controlplane._rundir import TRACES, run_uri, unfinished_runs
 from controlplane._tracing import TracingConfig, sample_ratio_from_env
 from controlplane.cli._codes import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from controlplane.cli.audit import resolve_run
-from controlplane.cli.connect import init_ray, record_address, use_token_auth
+from controlplane.cli.connect import init_ray, record_address, starts_local_ray, use_token_auth
 from controlplane.cli.progress import drop_stdout, make_progress
 from controlplane.config import MissionSpec, load_mission
 from controlplane.errors import MissionNotFound, SetupError, SpecError
@@ -141,6 +141,7 @@ def run_command(args: argparse.Namespace) -> int:
     from actors import new_mission_id, running_missions, start_mission
     from actors._launch import check_mission_log, check_not_running
     from serving import deploy, serve_http_port
+    from serving._deploy import DEFAULT_HTTP_PORT, check_http_port_free
     from serving._keys import ApiKeyStore
 
     resuming = getattr(args, "command", "run") == "resume"
@@ -154,6 +155,8 @@ def run_command(args: argparse.Namespace) -> int:
     check_storage(args.runs_dir, getattr(args, "state_uri", None))
     check_mission_log(mission_id, run_dir, resume=resuming, state=logged)
     tracing = mission_tracing_config(run_dir, spec)
+    if starts_local_ray(args.address):  # its new Serve binds the port: a holder is refused before Ray starts
+        check_http_port_free("127.0.0.1", args.http_port or DEFAULT_HTTP_PORT)
     local = init_ray(args.address, args.verbose)
     ray_on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which sets its own handler
     try:

@@ -7,7 +7,7 @@
 - a driver that `ray job stop` kills while it cancels has revoked the mission's API key already;
 - a driver whose output's reader went away (`run m.yaml | head`) cancels the mission as Ctrl-C does;
 - a driver and its local Ray killed outright: `controlplane resume` finishes the mission, running no task twice;
-- an HTTP port another process holds: the CLI exits 2 naming the port and the fix, and leaves no Ray running.
+- an HTTP port another process holds: the CLI exits 2 naming the port and the fix, before a local Ray starts.
 """
 
 from __future__ import annotations
@@ -210,6 +210,7 @@ def test_an_http_port_another_process_holds_is_refused_naming_it_and_no_ray_is_l
     out = output.read_text()
     assert run.returncode == 2, out[-3000:]
     assert f"error: Serve's HTTP port {port} on 127.0.0.1 is in use by another process. Fix: stop that process" in out
+    assert "Started a local Ray instance" not in out, out[-3000:]  # refused before Ray starts
     assert not (runs / "blocked-1" / "result.json").exists()  # no mission started
     # the local Ray's processes share the CLI's group; its dashboard's may take a moment after the CLI exits
     wait_for(lambda: not in_group(run.pid), timeout_s=20, what="the local Ray's processes to stop")

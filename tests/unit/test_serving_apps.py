@@ -2,7 +2,7 @@
 
 import pytest
 
-from controlplane import SpecError
+from controlplane import SetupError, SpecError
 from serving._apps import choose_app, config_app_name
 
 A, B = {"models": {"a": {"kind": "scripted"}}}, {"models": {"b": {"kind": "scripted"}}}
@@ -76,6 +76,35 @@ def test_a_running_serve_is_left_with_its_options(monkeypatch):
     monkeypatch.setattr(_deploy, "serve_http_port", lambda: 8123)
     _deploy.start_serve(http_port=8000)
     assert started == []
+
+
+def test_a_port_held_by_another_process_is_a_setup_error_before_ray_starts_and_when_serves_proxy_cannot_bind(
+        monkeypatch):
+    import socket
+
+    from ray import serve
+
+    from serving import _deploy
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(SetupError, match=f"Serve's HTTP port {port} on 127.0.0.1 is in use by another process"):
+            _deploy.check_http_port_free("127.0.0.1", port)
+    _deploy.check_http_port_free("127.0.0.1", port)  # free again: no error
+
+    def bind_fails(**options):  # a cluster joined with --address: the port is held on its head
+        raise RuntimeError(f"Failed to bind to address 127.0.0.1:{port}: address already in use")
+
+    shut: list[bool] = []
+    monkeypatch.setattr(serve, "start", bind_fails)
+    monkeypatch.setattr(serve, "shutdown", lambda: shut.append(True))
+    monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: [])
+    monkeypatch.setattr(_deploy, "serve_http_port", lambda: None)
+    with pytest.raises(SetupError, match=f"port {port} on 127.0.0.1 is in use.*--http-port {port + 1}"):
+        _deploy.start_serve(http_port=port)
+    assert shut == [True]  # no Serve is left holding the port in its options
 
 
 def test_serves_notice_that_options_it_was_not_given_are_not_applied_is_left_out_while_deploy_runs_serve_run():
