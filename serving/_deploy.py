@@ -6,6 +6,7 @@ import logging
 import os
 import resource
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +37,7 @@ ROUTER_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", GRPC_ENV: grpc_setti
               "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 AFFINITY_ROUTER = "serving._affinity_router:AffinityRequestRouter"
 DEFAULT_HTTP_PORT = 8000
+PORT_RELEASE_S = 5.0
 # Ray Serve's high-throughput mode, for the Serve instance `deploy` starts (its controller, and through it every
 # proxy and replica): HTTP enters through HAProxy straight to the router replica (direct ingress, no Python proxy
 # hop), and replicas call each other over gRPC. An ingress replica that stops waits out a draining period for
@@ -241,9 +243,7 @@ def start_serve(http_host: str = "127.0.0.1", http_port: int = DEFAULT_HTTP_PORT
     process holds the HTTP port."""
     if serve_http_port() is not None:
         return
-    stopped = stop_orphaned_haproxies()
-    if stopped:
-        logger.warning("stopped %d HAProxy processes left by a Serve that was killed (pids %s)", len(stopped), stopped)
+    _stop_orphaned_haproxies()
     env = {name: os.environ.get(name, value) for name, value in SERVE_CONTROLLER_ENV.items()}
     env.update({name: os.environ.get(name) or str(_port_or_free(port)) for name, port in HAPROXY_PORTS.items()})
     env[HAPROXY_MAXCONN_ENV] = os.environ.get(HAPROXY_MAXCONN_ENV) or str(
@@ -258,14 +258,32 @@ def start_serve(http_host: str = "127.0.0.1", http_port: int = DEFAULT_HTTP_PORT
         raise _port_in_use(http_host, http_port) from None
 
 
-def check_http_port_free(http_host: str, http_port: int) -> None:
-    """SetupError, before Ray starts, when another process listens on the port a Serve started now would bind."""
+def check_http_port_free(http_host: str, http_port: int, *, release_s: float = PORT_RELEASE_S) -> None:
+    """SetupError, before Ray starts, when another process listens on the port a Serve started now would bind. The
+    HAProxy processes a killed Serve left holding it are stopped first, as `start_serve` does, and their port is
+    waited for up to `release_s`: one has been seen to hold it a moment after it ended."""
+    deadline = time.monotonic() + (release_s if _stop_orphaned_haproxies() else 0.0)
+    while not _binds(http_host, http_port):
+        if time.monotonic() >= deadline:
+            raise _port_in_use(http_host, http_port)
+        time.sleep(0.1)
+
+
+def _binds(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Serve's proxy binds: TIME_WAIT is no holder
         try:
-            sock.bind((http_host, http_port))
+            sock.bind((host, port))
         except OSError:
-            raise _port_in_use(http_host, http_port) from None
+            return False
+        return True
+
+
+def _stop_orphaned_haproxies() -> list[int]:
+    stopped = stop_orphaned_haproxies()
+    if stopped:
+        logger.warning("stopped %d HAProxy processes left by a Serve that was killed (pids %s)", len(stopped), stopped)
+    return stopped
 
 
 def _port_in_use(http_host: str, http_port: int) -> SetupError:

@@ -81,11 +81,13 @@ def test_a_running_serve_is_left_with_its_options(monkeypatch):
 def test_a_port_held_by_another_process_is_a_setup_error_before_ray_starts_and_when_serves_proxy_cannot_bind(
         monkeypatch):
     import socket
+    import threading
 
     from ray import serve
 
     from serving import _deploy
 
+    monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: [])
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -94,13 +96,19 @@ def test_a_port_held_by_another_process_is_a_setup_error_before_ray_starts_and_w
             _deploy.check_http_port_free("127.0.0.1", port)
     _deploy.check_http_port_free("127.0.0.1", port)  # free again: no error
 
+    orphan = socket.socket()  # the HAProxy a killed Serve left: stopped, and its port waited for
+    orphan.bind(("127.0.0.1", port))
+    orphan.listen()
+    monkeypatch.setattr(_deploy, "stop_orphaned_haproxies",
+                        lambda: threading.Timer(0.3, orphan.close).start() or [4242])
+    _deploy.check_http_port_free("127.0.0.1", port, release_s=5.0)
+
     def bind_fails(**options):  # a cluster joined with --address: the port is held on its head
         raise RuntimeError(f"Failed to bind to address 127.0.0.1:{port}: address already in use")
 
     shut: list[bool] = []
     monkeypatch.setattr(serve, "start", bind_fails)
     monkeypatch.setattr(serve, "shutdown", lambda: shut.append(True))
-    monkeypatch.setattr(_deploy, "stop_orphaned_haproxies", lambda: [])
     monkeypatch.setattr(_deploy, "serve_http_port", lambda: None)
     with pytest.raises(SetupError, match=f"port {port} on 127.0.0.1 is in use.*--http-port {port + 1}"):
         _deploy.start_serve(http_port=port)
