@@ -10,7 +10,7 @@ from typing import Any
 
 from controlplane._rundir import read_result, run_uri
 from controlplane.cli._codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from controlplane.cli.connect import check_address, connect, not_found, use_token_auth
+from controlplane.cli.connect import check_address, connect, not_found
 
 
 def approvals_command(args: argparse.Namespace) -> int:
@@ -44,7 +44,6 @@ def stop_command(args: argparse.Namespace) -> int:
         print("error: `controlplane stop` needs --all (to stop one mission: `controlplane cancel RUN`)")
         return EXIT_USAGE
     check_address(args.address)
-    use_token_auth()
     import ray
 
     from actors import MISSION_NAMESPACE, stop_all
@@ -85,7 +84,6 @@ def _ended_status(args: argparse.Namespace) -> str | None:
 
 
 def _join(args: argparse.Namespace) -> None:
-    use_token_auth()
     if not connect(args.address, args.runs_dir, args.mission_id):
         raise not_found(args.mission_id, args.runs_dir)
 

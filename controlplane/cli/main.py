@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from controlplane.cli import governance, keys
 from controlplane.cli._arg_types import port_number, positive_number, valid_name
 from controlplane.cli._codes import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from controlplane.cli.connect import use_token_auth
 from controlplane.cli.progress import drop_stdout
 from controlplane.errors import ControlPlaneError, SetupError, SpecError
 
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run":  # `run` gets Ray's logging config (driver and actors) in connect.init_ray
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command not in ("run", "resume"):  # before anything imports Ray; `run` decides once it knows where
+        use_token_auth()
     from controlplane.cli import audit, missions, report, run
 
     handlers = {"run": run.run_command, "resume": run.run_command, "status": missions.status_command,

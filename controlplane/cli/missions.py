@@ -8,11 +8,10 @@ from typing import Any
 
 from controlplane._rundir import read_events, read_result, recorded_runs, run_uri
 from controlplane.cli._codes import EXIT_OK
-from controlplane.cli.connect import connect, not_found, use_token_auth
+from controlplane.cli.connect import connect, not_found
 
 
 def status_command(args: argparse.Namespace) -> int:
-    use_token_auth()
     if getattr(args, "watch", False):
         return _watch(args)
     summary = _recorded_summary(args.runs_dir, args.mission_id) or _live_summary(args)
@@ -80,7 +79,6 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 
 def cancel_command(args: argparse.Namespace) -> int:
-    use_token_auth()
     import ray
 
     from actors import find_supervisor

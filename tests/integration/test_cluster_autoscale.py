@@ -3,9 +3,9 @@
 A mission whose agents ask for GPUs, on a cluster that starts with none, passes the pre-flight check (it counts
 the GPU nodes the autoscaler may add), waits while fake GPU nodes come up, runs on them, and the nodes go away
 after it; both times are measured. `controlplane status` follows it from another process, and `controlplane
-cancel` stops a second mission. The cluster is a `ray start --head` of its own with token auth on (Ray 2.60's
-default); the CLI processes get no RAY_AUTH_MODE and must turn it on themselves. Only the cluster's own
-processes are stopped at the end.
+approvals` and `cancel` reach a second mission. The cluster is a `ray start --head` of its own with token auth
+on (Ray 2.60's default); the CLI processes get no RAY_AUTH_MODE and must turn it on themselves. Only the
+cluster's own processes are stopped at the end.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def _cancel_a_running_mission(cluster, tmp_path: Path, runs: Path) -> None:
     run = _cli(cluster, "run", str(path), "--runs-dir", str(runs), "--mission-id", "slow-1", "--plain", wait=False)
     wait_for(lambda: "tasks: " in _status(cluster, runs, "slow-1") and "succeeded" in _status(cluster, runs, "slow-1")
              or run.poll() is not None, timeout_s=240, interval_s=2, what="the slow mission to run")
+    listed = _cli(cluster, "approvals", "slow-1", "--runs-dir", str(runs))  # imports Ray before it joins
+    assert listed.returncode == 0 and "mission slow-1: nothing waits for approval" in listed.stdout, listed.stderr
     started = time.monotonic()
     cancel = _cli(cluster, "cancel", "slow-1", "--runs-dir", str(runs))
     out, err = run.communicate(timeout=120)
