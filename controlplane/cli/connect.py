@@ -131,10 +131,6 @@ def use_token_auth() -> None:
 
 def connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
     """Join the mission's cluster (--address, else the one `run` recorded, else auto); False when none."""
-    import ray
-
-    from actors import MISSION_NAMESPACE
-
     recorded = Path(runs_dir) / mission_id / ADDRESS_FILE
     if address is None and recorded.is_file():
         address = recorded.read_text().strip()
@@ -142,8 +138,19 @@ def connect(address: str | None, runs_dir: str, mission_id: str) -> bool:
             return False
     else:
         check_address(address)
+    return join_cluster(address)
+
+
+def join_cluster(address: str | None) -> bool:
+    """Join the cluster at `address`, else the one `ray start` started on this machine; False when none answers.
+    Ray's own INFO lines ("Connecting to existing Ray cluster ...") show with -v only."""
+    import ray
+
+    from actors import MISSION_NAMESPACE
+
     try:
-        ray.init(address=address or "auto", namespace=MISSION_NAMESPACE, log_to_driver=False)
+        ray.init(address=address or "auto", namespace=MISSION_NAMESPACE, log_to_driver=False,
+                 logging_level=logging.getLogger().getEffectiveLevel())
     except ConnectionError:
         return False
     return True

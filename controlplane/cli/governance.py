@@ -10,7 +10,7 @@ from typing import Any
 
 from controlplane._rundir import read_result, run_uri
 from controlplane.cli._codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from controlplane.cli.connect import check_address, connect, not_found
+from controlplane.cli.connect import check_address, connect, join_cluster, not_found
 
 
 def approvals_command(args: argparse.Namespace) -> int:
@@ -44,13 +44,9 @@ def stop_command(args: argparse.Namespace) -> int:
         print("error: `controlplane stop` needs --all (to stop one mission: `controlplane cancel RUN`)")
         return EXIT_USAGE
     check_address(args.address)
-    import ray
+    from actors import stop_all
 
-    from actors import MISSION_NAMESPACE, stop_all
-
-    try:
-        ray.init(address=args.address or "auto", namespace=MISSION_NAMESPACE, log_to_driver=False)
-    except ConnectionError:
+    if not join_cluster(args.address):
         print("no Ray cluster to stop (pass --address)")
         return EXIT_FAILED
     stopped = stop_all(args.reason or "stopped by `controlplane stop --all`")

@@ -78,6 +78,7 @@ def _cancel_a_running_mission(cluster, tmp_path: Path, runs: Path) -> None:
              or run.poll() is not None, timeout_s=240, interval_s=2, what="the slow mission to run")
     listed = _cli(cluster, "approvals", "slow-1", "--runs-dir", str(runs))  # imports Ray before it joins
     assert listed.returncode == 0 and "mission slow-1: nothing waits for approval" in listed.stdout, listed.stderr
+    assert "Connecting to existing Ray cluster" not in listed.stderr  # Ray's INFO lines come with -v only
     started = time.monotonic()
     cancel = _cli(cluster, "cancel", "slow-1", "--runs-dir", str(runs))
     out, err = run.communicate(timeout=120)
