@@ -265,7 +265,7 @@ class AgentActor:
             return f"tool {call.name!r} needs a human approval and this agent has no supervisor to ask"
         approval = await self.supervisor.request_approval.remote(
             call.id, agent=self.agent.name, tool=call.name, arg_digest=call.authorization.arguments_digest,
-            task=task.id, attempt=attempt)
+            task=task.id, attempt=attempt, arguments=call.arguments)
         if approval["status"] == "approved":
             return None
         return (f"tool {call.name!r} was not approved (approval {approval['id']} denied by {approval['decided_by']}: "

@@ -1,7 +1,8 @@
 """The supervisor's approval gate: pending approvals wait here for a person's decision, or their timeout.
 
 The decisions live in the pure `ApprovalDesk`; this shell parks each waiting caller on a future, wakes it when
-someone decides (or when the deadline passes), and emits every request and decision as a mission event.
+someone decides (or when the deadline passes), and emits every request and decision as a mission event. The
+call's arguments, which the person reads to decide, are held here while it waits and are in no event.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ class ApprovalGate:
         self.desk = ApprovalDesk()
         self._emit, self._timeout_s = emit, timeout_s
         self._waiters: dict[str, asyncio.Future] = {}
+        self._arguments: dict[str, Any] = {}
 
-    async def wait(self, call_id: str, *, agent: str, tool: str, arg_digest: str, task: str | None = None) -> Approval:
+    async def wait(self, call_id: str, *, agent: str, tool: str, arg_digest: str, arguments: Any = None,
+                   task: str | None = None) -> Approval:
         """Request an approval and wait for its decision; a timeout comes back as a denial by `timeout`."""
         approval = self.desk.request(call_id, agent=agent, tool=tool, arg_digest=arg_digest, now_s=time.time(),
                                      timeout_s=self._timeout_s)
         if approval.status != "pending":
             return approval
+        self._arguments[approval.id] = arguments
         waiter = self._waiters.get(approval.id)
         if waiter is None:
             waiter = self._waiters[approval.id] = asyncio.get_running_loop().create_future()
@@ -56,9 +60,10 @@ class ApprovalGate:
         return approval
 
     def pending(self) -> list[dict[str, Any]]:
+        """What waits, oldest first: `Approval` fields and the call's `arguments`."""
         for expired in self.desk.expire(time.time()):
             self._settled(expired)
-        return [asdict(a) for a in self.desk.pending()]
+        return [{**asdict(a), "arguments": self._arguments.get(a.id)} for a in self.desk.pending()]
 
     def deny_all(self, reason: str) -> None:
         """The mission stops: every waiting call is denied, so nothing waits on a mission that is gone."""
@@ -69,6 +74,7 @@ class ApprovalGate:
         self._emit(approval.decided_at_s or time.time(), "approval", approval.status, agent=approval.agent,
                    message=f"{approval.tool} {approval.id} {approval.status} by {approval.decided_by}"
                            + (f": {approval.reason}" if approval.reason else ""), data=_data(approval))
+        self._arguments.pop(approval.id, None)
         waiter = self._waiters.pop(approval.id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(approval)

@@ -51,7 +51,7 @@ async def approve_plan(plan_info: dict[str, Any], approvals: ApprovalGate) -> No
     """No task runs before a person approves the plan (`controlplane approvals RUN` shows it); the approval is
     added to `plan_info`."""
     approval = await approvals.wait("plan", agent="planner", tool="plan",
-                                    arg_digest=arguments_digest(plan_info["tasks"]))
+                                    arg_digest=arguments_digest(plan_info["tasks"]), arguments=plan_info["tasks"])
     plan_info["approval"] = asdict(approval)
     if approval.status != "approved":
         raise ApprovalDenied(subject="the plan", approval_id=approval.id, decided_by=approval.decided_by or "",

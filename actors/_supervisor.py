@@ -236,21 +236,22 @@ class SupervisorActor:
                                         actor=self._agent_of(intent["attempt_key"]))
 
     async def request_approval(self, call_id: str, *, agent: str, tool: str, arg_digest: str, task: str,
-                               attempt: int) -> dict[str, Any]:
+                               attempt: int, arguments: Any = None) -> dict[str, Any]:
         """Called by an agent whose tool call needs a human approval; returns the decided `Approval` as a dict.
+        `arguments`, the call's, are shown to whoever lists the approvals, and kept in no log.
 
         The task's timeout does not run while it waits; a timeout of the approval itself is a denial."""
         self._extend_deadline(task, attempt, self.spec.policies.approval_timeout_s)
         asked = time.time()
         try:
             approval = await self.approvals.wait(f"{task}#{attempt}:{call_id}", agent=agent, tool=tool,
-                                                 arg_digest=arg_digest, task=task)
+                                                 arg_digest=arg_digest, arguments=arguments, task=task)
         finally:
             self._extend_deadline(task, attempt, (time.time() - asked) - self.spec.policies.approval_timeout_s)
         return asdict(approval)
 
     async def approvals_pending(self) -> list[dict[str, Any]]:
-        """What waits for a decision, oldest first."""
+        """What waits for a decision, oldest first, with each call's arguments."""
         return self.approvals.pending()
 
     async def decide_approval(self, approval_id: str, approve: bool, by: str, reason: str | None = None

@@ -28,7 +28,7 @@ class Approval:
     agent: str
     tool: str
     arg_digest: str
-    """A digest of the call's arguments: what is approved, without its content."""
+    """A digest of the call's arguments: names what is approved in the log, without its content."""
     requested_at_s: float
     deadline_s: float
     status: Status = "pending"

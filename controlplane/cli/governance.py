@@ -4,6 +4,7 @@ human approvals of a live mission, and the kill switch for every mission on a cl
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from controlplane._rundir import read_result, run_uri
 from controlplane.cli._codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from controlplane.cli.connect import check_address, connect, join_cluster, not_found
+
+ARGUMENTS_SHOWN_CHARS = 400
 
 
 def approvals_command(args: argparse.Namespace) -> int:
@@ -22,12 +25,22 @@ def approvals_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     _join(args)
     waiting = approvals(args.mission_id)
+    if args.json:
+        print(json.dumps(waiting, indent=2, default=str))
+        return EXIT_OK
     if not waiting:
         print(f"mission {args.mission_id}: nothing waits for approval")
     for a in waiting:
-        print(f"{a['id']}  {a['tool']}  agent={a['agent']}  call={a['call_id']}  args={a['arg_digest'][:12]}  "
+        print(f"{a['id']}  {a['tool']}  agent={a['agent']}  call={a['call_id']}  digest={a['arg_digest'][:12]}  "
               f"times out in {max(0.0, a['deadline_s'] - time.time()):.0f} s")
+        print(f"  arguments: {_shortened(json.dumps(a['arguments'], default=str))}")
     return EXIT_OK
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= ARGUMENTS_SHOWN_CHARS:
+        return text
+    return f"{text[:ARGUMENTS_SHOWN_CHARS]}... ({len(text)} characters; --json prints them whole)"
 
 
 def approve_command(args: argparse.Namespace) -> int:
@@ -88,6 +101,7 @@ def add_parsers(sub: Any) -> None:
     """The governance subcommands, on `controlplane`'s subparsers."""
     listing = sub.add_parser("approvals", help="list what waits for a human approval in a running mission")
     _common(listing)
+    listing.add_argument("--json", action="store_true", help="print the approvals as JSON, arguments whole")
     for name, text in (("approve", "approve a waiting tool call or plan"), ("deny", "deny a waiting call or plan")):
         cmd = sub.add_parser(name, help=text)
         _common(cmd)

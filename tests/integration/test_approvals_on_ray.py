@@ -4,6 +4,7 @@ tool error; `approve_plan` holds the planner's tasks until the plan is approved.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -40,8 +41,10 @@ def test_an_approved_call_runs_and_a_denied_one_returns_a_tool_error(scripted_ro
                            what="both calls to wait for approval")
         ids = {a["call_id"].split("#")[0]: a["id"] for a in waiting}
         assert {a["tool"] for a in waiting} == {"calculator"} and all(a["arg_digest"] for a in waiting)
+        assert [a["arguments"] for a in waiting] == [{"expression": "6*7"}] * 2  # what the person decides on
         listed = cli("approvals", "approvals-1")
         assert listed.returncode == 0 and ids["yes"] in listed.stdout and ids["no"] in listed.stdout, listed.stderr
+        assert listed.stdout.count('arguments: {"expression": "6*7"}') == 2, listed.stdout
 
         decided = approve("approvals-1", ids["yes"], reason="fine")
         assert decided["status"] == "approved" and decided["reason"] == "fine"
@@ -60,6 +63,7 @@ def test_an_approved_call_runs_and_a_denied_one_returns_a_tool_error(scripted_ro
                  and e["status"] in ("approved", "denied")}
     assert decisions[ids["no"]]["data"]["reason"] == "too risky" and decisions[ids["yes"]]["status"] == "approved"
     assert [e["status"] for e in result["events"] if e["kind"] == "approval"].count("requested") == 2
+    assert "6*7" not in json.dumps([e for e in result["events"] if e["kind"] == "approval"])  # the digest only
 
 
 def test_an_approval_that_times_out_is_a_denial(scripted_router):
@@ -91,5 +95,8 @@ def test_an_auto_plan_waits_for_approval_before_any_task_runs_and_its_agents_sta
         ray.kill(handle)
     approval = result["plan"]["approval"]
     assert approval["status"] == "approved" and result["tasks"]
+    shown = waiting[0]["arguments"]  # the plan, for the person to read
+    assert shown == result["plan"]["tasks"] and {t["id"] for t in shown} == {t["id"] for t in result["tasks"]}
+    assert all(t["description"] for t in shown)
     assert all(t["started_at"] >= approval["decided_at_s"] for t in result["tasks"] if t["started_at"])
     assert any(t["started_at"] for t in result["tasks"])  # the approved plan's tasks ran

@@ -37,6 +37,25 @@ def test_a_waiting_call_wakes_on_the_decision_and_both_are_events():
     assert events[0][2]["data"]["arg_digest"] == "d1" and events[0][2]["task"] == "t"
 
 
+def test_the_person_who_decides_reads_the_calls_arguments_which_no_event_holds():
+    events: list = []
+    arguments = {"to": "ceo@example.com", "body": "Q3 numbers"}
+
+    async def scenario():
+        desk = gate(events)
+        waiting = asyncio.ensure_future(desk.wait("c", agent="a", tool="send", arg_digest="d", arguments=arguments))
+        await asyncio.sleep(0)
+        [pending] = desk.pending()
+        assert pending["arguments"] == arguments  # what `controlplane approvals` shows
+        desk.decide(pending["id"], approve=False, by="ana", reason="wrong recipient")
+        await waiting
+        return desk
+
+    desk = asyncio.run(scenario())
+    assert desk.pending() == [] and desk._arguments == {}  # dropped once decided
+    assert "ceo@example.com" not in repr(events)  # the mission log holds the digest only
+
+
 def test_no_decision_in_time_is_a_denial_by_timeout():
     events: list = []
     decided = asyncio.run(gate(events, timeout_s=0.01).wait("c", agent="a", tool="send", arg_digest="d"))
