@@ -98,6 +98,9 @@ def test_an_unfinished_mission_is_resumed_and_a_finished_one_served(tmp_path, ca
     opened.writer.close()
     assert main(["wait", str(unfinished), "--timeout-s", "0.1"]) == 1
     assert main(["result", str(unfinished)]) == 1
+    capsys.readouterr()
+    assert main(["report", str(unfinished)]) == 1  # was "No mission ... is running or recorded"
+    assert "has not ended, and its report is written when it does" in capsys.readouterr().err
     opened = open_mission(str(finished))
     assert opened.start == Start.FINISHED and opened.result["status"] == "succeeded"
     opened.writer.close()
