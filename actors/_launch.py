@@ -78,6 +78,12 @@ def check_arguments(mission_id: str | None, router: Any) -> None:
         raise TypeError(f"router={router!r} is not a router's client: the agents call every model through it. Fix: "
                         "pass what serving.deploy(config) returns, or serving.RouterClient(app_name) for a router "
                         "deployed already")
+    check_ray_started()
+
+
+def check_ray_started() -> None:
+    """SetupError when this process has not called ray.init(): Ray's own auto-init would start a new, empty local
+    Ray, where no mission runs."""
     if not ray.is_initialized():
         raise SetupError(what="Ray is not started in this process",
                          fix="call ray.init() first, or ray.init(address=...) to join a cluster")
@@ -112,12 +118,14 @@ def check_mission_log(mission_id: str, run_dir: str, *, resume: bool, state: Rec
 
 def running_missions() -> list[str]:
     """Ids of the supervisors alive in this cluster."""
+    check_ray_started()
     actors = ray.util.list_named_actors(all_namespaces=True)
     return sorted(a["name"] for a in actors if a["namespace"] == MISSION_NAMESPACE and ":" not in a["name"])
 
 
 def find_supervisor(mission_id: str, *, recorded: Sequence[str] = ()) -> Any:
     """The live supervisor of `mission_id`; MissionNotFound listing the known ones otherwise."""
+    check_ray_started()
     try:
         return ray.get_actor(mission_id, namespace=MISSION_NAMESPACE)
     except ValueError:

@@ -203,6 +203,21 @@ def test_start_mission_refuses_a_spec_or_router_of_another_type_and_a_process_wi
         start_mission(parse_mission(mission()), router=RouterClient())
 
 
+@pytest.mark.parametrize("call", ["approvals", "approve", "deny", "follow", "find_supervisor", "stop_all",
+                                  "running_missions"])
+def test_a_mission_looked_up_from_a_process_without_ray_is_a_setup_error_not_a_new_empty_ray(monkeypatch, call):
+    """Ray's auto-init would start a local Ray of its own, then say that no such mission runs."""
+    import ray
+
+    import actors
+    from controlplane.errors import SetupError
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    arguments = {"approve": ("m-1", "ap-1"), "deny": ("m-1", "ap-1"), "stop_all": (), "running_missions": ()}
+    with pytest.raises(SetupError, match=r"Ray is not started in this process. Fix: call ray.init\(\) first"):
+        getattr(actors, call)(*arguments.get(call, ("m-1",)))
+
+
 @pytest.mark.parametrize("damage", ["{\"mission_id\": \"m-1\", \"stat", "[1, 2]", "{\"mission_id\": \"m-1\"}"])
 @pytest.mark.parametrize("command", [["result"], ["wait"], ["status"], ["report"], ["status", "--watch"]])
 def test_a_damaged_result_json_is_named_with_the_fix_and_audit_verify_still_checks_the_log(
