@@ -32,6 +32,8 @@ class MissionSummary:
     elapsed_s: float
     done: bool
     """True once the run directory is written."""
+    approvals_waiting: int = 0
+    """Tool calls (or the plan) that wait for a person's decision."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -73,7 +73,9 @@ def _format_summary(s: dict[str, Any]) -> str:
              or ("none ran" if s.get("done") else "no tasks yet"))
     busy = ", ".join(sorted(s["busy_agents"])) or "none"
     reason = f" ({s['reason']})" if s.get("reason") else ""
-    return (f"mission {s['mission_id']}: {s['status']}{reason}\n  tasks: {tasks}\n  busy agents: {busy}\n"
+    waiting = s.get("approvals_waiting")
+    approvals = f"\n  waiting for approval: {waiting} (`controlplane approvals {s['mission_id']}`)" if waiting else ""
+    return (f"mission {s['mission_id']}: {s['status']}{reason}\n  tasks: {tasks}\n  busy agents: {busy}{approvals}\n"
             f"  tokens: {s['tokens']} (${s.get('usd', 0.0):.4f}) in {s['llm_calls']} model calls; "
             f"elapsed {s['elapsed_s']:.1f} s")
 

@@ -45,6 +45,8 @@ def test_an_approved_call_runs_and_a_denied_one_returns_a_tool_error(scripted_ro
         listed = cli("approvals", "approvals-1")
         assert listed.returncode == 0 and ids["yes"] in listed.stdout and ids["no"] in listed.stdout, listed.stderr
         assert listed.stdout.count('arguments: {"expression": "6*7"}') == 2, listed.stdout
+        status = cli("status", "approvals-1")
+        assert "waiting for approval: 2 (`controlplane approvals approvals-1`)" in status.stdout, status.stderr
 
         decided = approve("approvals-1", ids["yes"], reason="fine")
         assert decided["status"] == "approved" and decided["reason"] == "fine"

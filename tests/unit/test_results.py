@@ -23,4 +23,4 @@ def test_the_summary_dict_is_its_fields():
                              busy_agents={"a": 1}, tokens=5, usd=0.0, llm_calls=1, elapsed_s=0.5, done=False)
     assert summary.to_dict() == {"mission_id": "m", "name": "n", "status": "running", "reason": "",
                                  "tasks": {"running": 1}, "busy_agents": {"a": 1}, "tokens": 5, "usd": 0.0,
-                                 "llm_calls": 1, "elapsed_s": 0.5, "done": False}
+                                 "llm_calls": 1, "elapsed_s": 0.5, "done": False, "approvals_waiting": 0}
