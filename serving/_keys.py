@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controlplane._core.identity import RESERVED_AGENT_NAMES, narrow_priority
+from controlplane._core.json_kind import json_kind
 from controlplane.config.mission import NAME_PATTERN
 from controlplane.errors import ScopeDenied, SpecError
 from serving._secrets import API_KEYS_ENV
@@ -184,8 +185,12 @@ class ApiKeyStore:
 
     def _parse(self, text: str) -> builtins.list[_StoredKey]:
         try:
-            return [_StoredKey.model_validate(raw) for raw in json.loads(text)["keys"]]
-        except (ValueError, KeyError, TypeError) as exc:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("keys"), builtins.list):
+                found = f"a JSON {json_kind(data)}" if not isinstance(data, dict) else "an object without one"
+                raise ValueError(f"a JSON object with a `keys` array belongs there, and it holds {found}")
+            return [_StoredKey.model_validate(raw) for raw in data["keys"]]
+        except ValueError as exc:
             raise SpecError(where=str(self.path), value="<key file>", why=f"it is not a valid key file ({exc})",
                             fix="restore it from a backup, or delete it and create new keys") from None
 

@@ -135,3 +135,17 @@ def test_priority_is_never_widened_and_control_never_granted(store):
     with pytest.raises(IdentityError, match="'normal' is above this identity's ceiling 'bulk'"):
         narrow_identity(bulk, None, "normal")
     assert narrow_identity(bulk, None, None).priority == "bulk"
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    ("[]", "a JSON object with a `keys` array belongs there, and it holds a JSON array"),  # was "list indices must
+    ("{}", "a JSON object with a `keys` array belongs there, and it holds an object without one"),  # be integers"
+    ('{"keys": 5}', "and it holds an object without one"),
+    ("{bad", "Expecting property name"),
+])
+def test_a_damaged_key_file_is_named_with_what_it_holds_and_the_fix(tmp_path, body, said):
+    path = tmp_path / "api_keys.json"
+    path.write_text(body)
+    with pytest.raises(SpecError, match="it is not a valid key file") as refused:
+        ApiKeyStore(path).list()
+    assert said in str(refused.value) and "delete it and create new keys" in str(refused.value)
