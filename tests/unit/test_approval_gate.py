@@ -88,3 +88,23 @@ def test_the_governance_commands_parse():
     assert (args.command, args.mission_id, args.approval_id, args.reason) == ("deny", "RUN", "ap-2", "too risky")
     assert parser.parse_args(["approvals", "RUN"]).mission_id == "RUN"
     assert parser.parse_args(["stop", "--all"]).all
+
+
+def test_approvals_prints_long_arguments_shortened_and_json_prints_them_whole(monkeypatch, capsys, tmp_path):
+    import json
+    import time
+
+    import actors
+    from controlplane.cli import governance, main
+
+    waiting = [{"id": "ap-1", "tool": "send", "agent": "a", "call_id": "t#1:c1", "arg_digest": "d" * 64,
+                "deadline_s": time.time() + 60, "arguments": {"body": "x" * 1000}}]
+    monkeypatch.setattr(governance, "connect", lambda *args: True)
+    monkeypatch.setattr(actors, "approvals", lambda mission_id: waiting)
+    runs = ["--runs-dir", str(tmp_path)]
+    assert main(["approvals", "m-1", *runs]) == 0
+    shown = capsys.readouterr().out
+    assert f'arguments: {{"body": "{"x" * (governance.ARGUMENTS_SHOWN_CHARS - 10)}' in shown
+    assert "... (1012 characters; --json prints them whole)" in shown
+    assert main(["approvals", "m-1", "--json", *runs]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["arguments"] == {"body": "x" * 1000}
