@@ -271,7 +271,7 @@ def check_http_port_free(http_host: str, http_port: int, *, release_s: float = P
 
 def _binds(host: str, port: int) -> bool:
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Serve's proxy binds: TIME_WAIT is no holder
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Serve and HAProxy bind: TIME_WAIT holds nothing
         try:
             sock.bind((host, port))
         except OSError:
@@ -312,11 +312,7 @@ def _port_or_free(port: int) -> int:
     """`port` if it is free on all interfaces here, else the next free one above it. Not an ephemeral port from the
     kernel: Ray's own processes take those at random, and one could take it before HAProxy binds it."""
     for candidate in range(port, port + 1000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("", candidate))
-            except OSError:
-                continue
+        if _binds("", candidate):
             return candidate
     raise RuntimeError(f"no free port in {port}..{port + 999} for HAProxy; set RAY_SERVE_HAPROXY_STATS_PORT and "
                        "RAY_SERVE_HAPROXY_METRICS_PORT to free ports")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -33,14 +32,16 @@ API_KEY_TTL_S = 24 * 3600.0
 
 
 def mission_api_key(keys_file: str | None, runs_dir: str, mission_id: str,
-                    max_wall_s: float | None) -> tuple[Path, str]:
+                    max_wall_s: float | None) -> tuple[str, str, str]:
     """A key of the router's HTTP API for this mission only, written to runs/<id>/api_key (mode 0600), so other
-    tools can call models under the mission's budgets while it runs. Returns (path, key id); revoke it after. An
-    active key an earlier driver of this mission left is revoked: call it once no supervisor of the id runs."""
+    tools can call models under the mission's budgets while it runs. Returns (key file, key id, path of the key in
+    clear), as `revoke_if_seen` takes them; revoke it after. An active key an earlier driver of this mission left is
+    revoked: call it once no supervisor of the id runs."""
     from serving._keys import ApiKeyStore
 
     now_s = time.time()
-    clear_key, scope = ApiKeyStore(keys_file).create(f"run-{mission_id}", kind="mission", scope_id=mission_id,
+    store = ApiKeyStore(keys_file)
+    clear_key, scope = store.create(f"run-{mission_id}", kind="mission", scope_id=mission_id,
                                                      now_s=now_s, expires_at_s=now_s + (max_wall_s or API_KEY_TTL_S),
                                                      replace=True)
     path = Path(runs_dir) / mission_id / API_KEY_FILE
@@ -48,14 +49,7 @@ def mission_api_key(keys_file: str | None, runs_dir: str, mission_id: str,
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(clear_key + "\n")
-    return path, scope.id
-
-
-def revoke_api_key(keys_file: str | None, path: Path, key_id: str) -> None:
-    from serving._keys import ApiKeyStore
-
-    ApiKeyStore(keys_file).revoke(key_id, now_s=time.time())
-    path.unlink(missing_ok=True)
+    return str(store.path), scope.id, str(path)
 
 
 def preflight(path: str) -> tuple[MissionSpec, Any]:
@@ -142,7 +136,7 @@ def run_command(args: argparse.Namespace) -> int:
     from actors._launch import check_mission_log, check_not_running
     from serving import deploy, serve_http_port
     from serving._deploy import DEFAULT_HTTP_PORT, check_http_port_free
-    from serving._keys import ApiKeyStore
+    from serving._keys import revoke_if_seen
 
     resuming = getattr(args, "command", "run") == "resume"
     logged = None
@@ -173,17 +167,20 @@ def run_command(args: argparse.Namespace) -> int:
         api_url = f"http://127.0.0.1:{port}{prefix}/v1"
         memory_dir = str((Path(args.runs_dir) / mission_id / "memory").resolve())
         record_address(args.runs_dir, mission_id, ray.get_runtime_context().gcs_address)
-        keys_file = serving.router.auth.api_keys_file
         check_not_running(mission_id)
-        key_path, key_id = mission_api_key(keys_file, args.runs_dir, mission_id, spec.budgets.max_wall_s)
-        revoke_key = functools.partial(revoke_api_key, keys_file, key_path, key_id)
+        api_key = mission_api_key(serving.router.auth.api_keys_file, args.runs_dir, mission_id,
+                                  spec.budgets.max_wall_s)
+
+        def revoke_key() -> None:
+            revoke_if_seen(*api_key, now_s=time.time())
+
         try:
             print(f"mission {mission_id}: {len(spec.agents)} agents; status: `controlplane status {mission_id}`, "
                   f"cancel: `controlplane cancel {mission_id}`, log: {run_dir}; HTTP API {api_url}, with the "
-                  f"mission's key (revoked at its end): {key_path}", flush=True)
+                  f"mission's key (revoked at its end): {api_key[2]}", flush=True)
             handle = start_mission(spec, router=router, mission_id=mission_id, memory_dir=memory_dir,
                                    router_url=api_url, run_dir=run_dir, resume=resuming, tracing=tracing,
-                                   api_key=(str(ApiKeyStore(keys_file).path), key_id, str(key_path)))
+                                   api_key=api_key)
             result = _follow(handle, mission_id, plain=args.plain, on_interrupt=revoke_key)
         finally:
             revoke_key()

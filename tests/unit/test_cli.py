@@ -1,6 +1,7 @@
 """The CLI refuses a bad spec before anything starts (unit tests refuse ray.init, so starting would fail)."""
 
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -214,8 +215,8 @@ def test_a_missions_key_that_a_killed_driver_left_active_is_revoked_when_the_nex
     from serving._keys import ApiKeyStore
 
     keys, runs = str(tmp_path / "keys.json"), str(tmp_path / "runs")
-    _, left_id = mission_api_key(keys, runs, "m-1", None)  # its driver was killed before it could revoke it
-    path, new_id = mission_api_key(keys, runs, "m-1", None)
+    _, left_id, _ = mission_api_key(keys, runs, "m-1", None)  # its driver was killed before it could revoke it
+    _, new_id, path = mission_api_key(keys, runs, "m-1", None)
     scopes = {scope.id: scope for scope in ApiKeyStore(keys).list()}
     assert scopes[left_id].revoked_at_s is not None and scopes[new_id].revoked_at_s is None
-    assert ApiKeyStore(keys).lookup(path.read_text().strip(), now_s=time.time()).id == new_id
+    assert ApiKeyStore(keys).lookup(Path(path).read_text().strip(), now_s=time.time()).id == new_id
