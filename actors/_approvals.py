@@ -50,8 +50,7 @@ class ApprovalGate:
 
     def decide(self, approval_id: str, *, approve: bool, by: str, reason: str | None = None) -> Approval:
         """Approve or deny a pending approval (SpecError for an unknown id or a changed decision)."""
-        for expired in self.desk.expire(time.time()):
-            self._settled(expired)
+        self._expire()
         decide = self.desk.approve if approve else self.desk.deny
         before = self.desk.get(approval_id).status
         approval = decide(approval_id, by=by, now_s=time.time(), reason=reason)
@@ -61,14 +60,22 @@ class ApprovalGate:
 
     def pending(self) -> list[dict[str, Any]]:
         """What waits, oldest first: `Approval` fields and the call's `arguments`."""
-        for expired in self.desk.expire(time.time()):
-            self._settled(expired)
+        self._expire()
         return [{**asdict(a), "arguments": self._arguments.get(a.id)} for a in self.desk.pending()]
+
+    def waiting(self) -> int:
+        """How many calls wait for a decision."""
+        self._expire()
+        return len(self.desk.pending())
 
     def deny_all(self, reason: str) -> None:
         """The mission stops: every waiting call is denied, so nothing waits on a mission that is gone."""
         for approval in self.desk.pending():
             self.decide(approval.id, approve=False, by="control-plane", reason=reason)
+
+    def _expire(self) -> None:
+        for expired in self.desk.expire(time.time()):
+            self._settled(expired)
 
     def _settled(self, approval: Approval) -> None:
         self._emit(approval.decided_at_s or time.time(), "approval", approval.status, agent=approval.agent,

@@ -182,7 +182,7 @@ class SupervisorActor:
             busy_agents={a: n for a, n in (self.sched.slots.running if self.sched else {}).items() if n},
             tokens=usage["tokens"], usd=usage["usd"], llm_calls=usage["llm_calls"],
             elapsed_s=round((self.ended_s or time.time()) - self.started_s, 3), done=self._done.is_set(),
-            approvals_waiting=len(self.approvals.pending())).to_dict()
+            approvals_waiting=self.approvals.waiting()).to_dict()
 
     async def events_since(self, cursor: int) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.log.since(cursor)]

@@ -28,7 +28,9 @@ def test_a_waiting_call_wakes_on_the_decision_and_both_are_events():
         await asyncio.sleep(0)
         [pending] = desk.pending()
         assert not waiting.done() and pending["id"] == "ap-1" and pending["tool"] == "send"
+        assert desk.waiting() == 1  # what `controlplane status` counts
         desk.decide("ap-1", approve=True, by="ana", reason="ok")
+        assert desk.waiting() == 0
         return await waiting
 
     decided = asyncio.run(scenario())
@@ -61,6 +63,22 @@ def test_no_decision_in_time_is_a_denial_by_timeout():
     decided = asyncio.run(gate(events, timeout_s=0.01).wait("c", agent="a", tool="send", arg_digest="d"))
     assert (decided.status, decided.decided_by) == ("denied", "timeout")
     assert events[-1][1] == "denied"
+
+
+def test_a_call_past_its_deadline_is_no_longer_counted_as_waiting_and_its_denial_is_an_event():
+    events: list = []
+
+    async def scenario():
+        desk = gate(events, timeout_s=0.05)
+        waiting = asyncio.ensure_future(desk.wait("c", agent="a", tool="send", arg_digest="d"))
+        await asyncio.sleep(0)
+        counted = desk.waiting()
+        waiting.cancel()  # the caller went away; only the deadline settles the approval now
+        await asyncio.sleep(0.06)
+        return counted, desk.waiting()
+
+    assert asyncio.run(scenario()) == (1, 0)
+    assert [status for _, status, _ in events] == ["requested", "denied"]
 
 
 def test_a_stopping_mission_denies_what_waits_and_decisions_cannot_flip():
