@@ -2,14 +2,15 @@
 
 The decisions live in the pure `ApprovalDesk`; this shell parks each waiting caller on a future, wakes it when
 someone decides (or when the deadline passes), and emits every request and decision as a mission event. The
-call's arguments, which the person reads to decide, are held here while it waits and are in no event.
+call's arguments, which the person reads to decide, are held here while it waits and are in no event; after a
+restart, a call that waited shows them again once its request, which Ray retries, reaches the new supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -21,8 +22,9 @@ Emit = Callable[..., Any]
 class ApprovalGate:
     """One mission's approvals: `wait` blocks a caller until approved, denied or timed out."""
 
-    def __init__(self, *, emit: Emit, timeout_s: float) -> None:
-        self.desk = ApprovalDesk()
+    def __init__(self, *, emit: Emit, timeout_s: float, recorded: Iterable[Mapping[str, Any]] = ()) -> None:
+        """`recorded`: the approvals of the mission log, for a supervisor that continues a mission."""
+        self.desk = ApprovalDesk(recorded)
         self._emit, self._timeout_s = emit, timeout_s
         self._waiters: dict[str, asyncio.Future] = {}
         self._arguments: dict[str, Any] = {}
@@ -30,6 +32,7 @@ class ApprovalGate:
     async def wait(self, call_id: str, *, agent: str, tool: str, arg_digest: str, arguments: Any = None,
                    task: str | None = None) -> Approval:
         """Request an approval and wait for its decision; a timeout comes back as a denial by `timeout`."""
+        asked_before = self.desk.for_call(call_id) is not None
         approval = self.desk.request(call_id, agent=agent, tool=tool, arg_digest=arg_digest, now_s=time.time(),
                                      timeout_s=self._timeout_s)
         if approval.status != "pending":
@@ -38,6 +41,7 @@ class ApprovalGate:
         waiter = self._waiters.get(approval.id)
         if waiter is None:
             waiter = self._waiters[approval.id] = asyncio.get_running_loop().create_future()
+        if not asked_before:
             self._emit(approval.requested_at_s, "approval", "requested", agent=agent, task=task,
                        message=f"{tool} waits for approval {approval.id} "
                                f"(`controlplane approve RUN {approval.id}`)", data=_data(approval))

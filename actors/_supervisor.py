@@ -107,7 +107,8 @@ class SupervisorActor:
                                  log=self.log, budgets=self.budgets, metrics=self.metrics, delegation=self.delegation,
                                  record_model_calls=self.on_model_calls, mission_over_budget=self._over_budget,
                                  wake=self._wake_loop)
-        self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s)
+        self.approvals = ApprovalGate(emit=self.log.emit, timeout_s=spec.policies.approval_timeout_s,
+                                      recorded=self.opened.state.approvals.values())
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -257,8 +258,12 @@ class SupervisorActor:
 
     async def decide_approval(self, approval_id: str, approve: bool, by: str, reason: str | None = None
                               ) -> dict[str, Any]:
-        """Approve or deny `approval_id` (`ap-<n>`); deciding twice the same way is a no-op."""
-        return asdict(self.approvals.decide(approval_id, approve=approve, by=by, reason=reason))
+        """Approve or deny `approval_id` (`ap-<n>`); deciding twice the same way is a no-op. The decision is
+        durable before it is answered: a supervisor that restarts keeps it."""
+        decided = self.approvals.decide(approval_id, approve=approve, by=by, reason=reason)
+        if self.writer.last is not None:
+            await self.writer.durable(self.writer.last)
+        return asdict(decided)
 
     def _extend_deadline(self, task: str, attempt: int, seconds: float) -> None:
         record = self.sched.tasks.get(task) if self.sched is not None else None

@@ -1,15 +1,17 @@
 """Human approvals: a tool call (or a plan) that waits for a person's yes or no. Pure logic, time passed in.
 
 A request waits until someone approves or denies it, or until its deadline, when `expire` turns it into a
-denial. Ids are assigned in request order (`ap-1`, `ap-2`, ...), so replaying the same requests rebuilds
-the same desk. Deciding twice the same way is a no-op; changing a decision is refused.
+denial. Ids are assigned in request order (`ap-1`, `ap-2`, ...). A desk rebuilt from the mission log's records
+(after a restart) goes on from them: its ids continue, a decision stands, and a request waits to its first
+deadline. Deciding twice the same way is a no-op; changing a decision is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from controlplane.errors import SpecError
 
@@ -41,9 +43,20 @@ class Approval:
 class ApprovalDesk:
     """The approvals of one mission."""
 
-    def __init__(self) -> None:
+    def __init__(self, recorded: Iterable[Mapping[str, Any]] = ()) -> None:
+        """`recorded`: the approvals of the mission log, in request order (`RecoveredState.approvals`)."""
+        fields = {f.name for f in dataclasses.fields(Approval)}
         self._by_id: dict[str, Approval] = {}
         self._by_call: dict[str, str] = {}
+        for record in recorded:
+            approval = Approval(**{key: value for key, value in record.items() if key in fields})
+            self._by_id[approval.id] = approval
+            self._by_call[approval.call_id] = approval.id
+
+    def for_call(self, call_id: str) -> Approval | None:
+        """The call's approval, if it has asked."""
+        approval_id = self._by_call.get(call_id)
+        return None if approval_id is None else self._by_id[approval_id]
 
     def request(self, call_id: str, *, agent: str, tool: str, arg_digest: str, now_s: float,
                 timeout_s: float) -> Approval:

@@ -33,7 +33,9 @@ def approvals_command(args: argparse.Namespace) -> int:
     for a in waiting:
         print(f"{a['id']}  {a['tool']}  agent={a['agent']}  call={a['call_id']}  digest={a['arg_digest'][:12]}  "
               f"times out in {max(0.0, a['deadline_s'] - time.time()):.0f} s")
-        print(f"  arguments: {_shortened(json.dumps(a['arguments'], default=str))}")
+        shown = (_shortened(json.dumps(a["arguments"], default=str)) if a["arguments"] is not None
+                 else "not known yet: the mission's supervisor restarted, and they show once the call asks again")
+        print(f"  arguments: {shown}")
     return EXIT_OK
 
 

@@ -12,7 +12,8 @@ import ray
 
 from actors import approvals, approve, follow, start_mission
 from controlplane import parse_mission
-from tests.helpers import agent, by_id, task, wait_for
+from controlplane._logfile import read_log
+from tests.helpers import actor_pid, agent, by_id, task, wait_for
 
 CALCULATOR = {"name": "calculator", "function": "controlplane.builtin_tools:calculator"}
 
@@ -23,9 +24,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)
 
 
-def start(router, mission_id: str, **data) -> object:
+def start(router, mission_id: str, run_dir: str | None = None, **data) -> object:
     spec = parse_mission({"name": "approvals", "goal": "Test approvals", **data})
-    return start_mission(spec, router=router, mission_id=mission_id)
+    return start_mission(spec, router=router, mission_id=mission_id, run_dir=run_dir)
 
 
 def analyst() -> dict:
@@ -66,6 +67,34 @@ def test_an_approved_call_runs_and_a_denied_one_returns_a_tool_error(scripted_ro
     assert decisions[ids["no"]]["data"]["reason"] == "too risky" and decisions[ids["yes"]]["status"] == "approved"
     assert [e["status"] for e in result["events"] if e["kind"] == "approval"].count("requested") == 2
     assert "6*7" not in json.dumps([e for e in result["events"] if e["kind"] == "approval"])  # the digest only
+
+
+def test_a_call_that_waits_when_the_supervisor_restarts_still_waits_with_its_arguments_and_the_approval_holds(
+        scripted_router, tmp_path):
+    run_dir = str(tmp_path / "approvals-4")
+    handle = start(scripted_router, "approvals-4", run_dir, tools=[{**CALCULATOR, "approval": "required"}],
+                   agents=[analyst()], tasks=[task("t", "analyst", "Compute the total of the order")])
+    try:
+        [before] = wait_for(lambda: approvals("approvals-4"), timeout_s=120, what="the call to wait for approval")
+        killed_pid = actor_pid(handle)
+        ray.kill(handle, no_restart=False)  # Ray restarts it; it continues from its log
+        wait_for(lambda: actor_pid(handle) not in (None, killed_pid), timeout_s=120, what="the supervisor's restart")
+        [after] = wait_for(lambda: _listed("approvals-4"), timeout_s=120, what="the call to wait again")
+        assert after["id"] == before["id"] and after["arguments"] == {"expression": "6*7"}
+        approve("approvals-4", after["id"], reason="checked")
+        result = follow(handle, timeout_s=120)
+    finally:
+        ray.kill(handle)
+    assert by_id(result)["t"]["output"] == "The total is 42."
+    logged = [(r.data["id"], r.data["status"]) for r in read_log(run_dir) if r.kind.startswith("approval")]
+    assert logged == [(before["id"], "pending"), (before["id"], "approved")]
+
+
+def _listed(mission_id: str) -> list[dict]:
+    try:
+        return approvals(mission_id)
+    except Exception:  # the supervisor is restarting
+        return []
 
 
 def test_an_approval_that_times_out_is_a_denial(scripted_router):

@@ -100,6 +100,44 @@ def test_a_stopping_mission_denies_what_waits_and_decisions_cannot_flip():
     assert [status for _, status, _ in events] == ["requested", "denied"]
 
 
+def test_a_gate_rebuilt_from_the_log_goes_on_where_the_dead_supervisors_left_off():
+    events: list = []
+
+    async def before_the_crash():
+        desk = gate(events)
+        decided = asyncio.ensure_future(desk.wait("t#1:c1", agent="a", tool="send", arg_digest="d1"))
+        waiting = asyncio.ensure_future(desk.wait("t#1:c2", agent="a", tool="send", arg_digest="d2"))
+        await asyncio.sleep(0)
+        desk.decide("ap-1", approve=True, by="ana")
+        await decided
+        waiting.cancel()
+
+    asyncio.run(before_the_crash())
+    recorded: dict = {}  # as the log's replay merges them (controlplane._core.recovery)
+    for _, _, fields in events:
+        recorded[fields["data"]["id"]] = {**recorded.get(fields["data"]["id"], {}), **fields["data"]}
+    after: list = []
+
+    async def after_the_restart():
+        desk = ApprovalGate(emit=lambda now_s, kind, status, **fields: after.append((status, fields["data"]["id"])),
+                            timeout_s=60.0, recorded=recorded.values())
+        again = await desk.wait("t#1:c1", agent="a", tool="send", arg_digest="d1")  # Ray retried the request
+        waiting = asyncio.ensure_future(desk.wait("t#1:c2", agent="a", tool="send", arg_digest="d2",
+                                                  arguments={"to": "ana"}))
+        fresh = asyncio.ensure_future(desk.wait("t#1:c3", agent="a", tool="send", arg_digest="d3"))
+        await asyncio.sleep(0)
+        listed = desk.pending()
+        desk.deny_all("the mission ended")
+        await asyncio.gather(waiting, fresh)
+        return again, listed
+
+    again, listed = asyncio.run(after_the_restart())
+    assert (again.id, again.status, again.decided_by) == ("ap-1", "approved", "ana")  # the decision stands
+    assert [(a["id"], a["arguments"]) for a in listed] == [("ap-2", {"to": "ana"}), ("ap-3", None)]
+    assert listed[0]["deadline_s"] == recorded["ap-2"]["deadline_s"]  # it waits to its first deadline
+    assert after == [("requested", "ap-3"), ("denied", "ap-2"), ("denied", "ap-3")]  # ids go on; none asked twice
+
+
 def test_the_governance_commands_parse():
     parser = build_parser()
     args = parser.parse_args(["deny", "RUN", "ap-2", "--reason", "too risky"])
@@ -108,7 +146,8 @@ def test_the_governance_commands_parse():
     assert parser.parse_args(["stop", "--all"]).all
 
 
-def test_approvals_prints_long_arguments_shortened_and_json_prints_them_whole(monkeypatch, capsys, tmp_path):
+def test_approvals_prints_long_arguments_shortened_json_prints_them_whole_and_unknown_ones_say_why(
+        monkeypatch, capsys, tmp_path):
     import json
     import time
 
@@ -116,7 +155,9 @@ def test_approvals_prints_long_arguments_shortened_and_json_prints_them_whole(mo
     from controlplane.cli import governance, main
 
     waiting = [{"id": "ap-1", "tool": "send", "agent": "a", "call_id": "t#1:c1", "arg_digest": "d" * 64,
-                "deadline_s": time.time() + 60, "arguments": {"body": "x" * 1000}}]
+                "deadline_s": time.time() + 60, "arguments": {"body": "x" * 1000}},
+               {"id": "ap-2", "tool": "send", "agent": "a", "call_id": "t#1:c2", "arg_digest": "e" * 64,
+                "deadline_s": time.time() + 60, "arguments": None}]  # asked of a supervisor that since restarted
     monkeypatch.setattr(governance, "connect", lambda *args: True)
     monkeypatch.setattr(actors, "approvals", lambda mission_id: waiting)
     runs = ["--runs-dir", str(tmp_path)]
@@ -124,5 +165,6 @@ def test_approvals_prints_long_arguments_shortened_and_json_prints_them_whole(mo
     shown = capsys.readouterr().out
     assert f'arguments: {{"body": "{"x" * (governance.ARGUMENTS_SHOWN_CHARS - 10)}' in shown
     assert "... (1012 characters; --json prints them whole)" in shown
+    assert "arguments: not known yet: the mission's supervisor restarted" in shown
     assert main(["approvals", "m-1", "--json", *runs]) == 0
     assert json.loads(capsys.readouterr().out)[0]["arguments"] == {"body": "x" * 1000}
