@@ -298,10 +298,12 @@ class SupervisorActor:
         trace = MissionTrace(self.mission_id, self.spec.name)
         self.tracing = trace.handed_on(self.tracing)
         try:
-            if resuming:
-                await at_once(self.budgets.arm(self._control_token()), self._start_actors())
+            if resuming and (self.spec.plan == "declared" or self.opened.state.plan is not None):
+                await at_once(self.budgets.arm(self._control_token()), self._start_actors(),
+                              self._approve_recorded_plan())
                 self._resume()
-            else:
+            else:  # fresh, or it died while planning: the plan is made (again)
+                self.budgets.tracker.llm_calls = self.opened.state.budget.llm_calls
                 tasks, _ = await at_once(self._plan(), self._start_actors())  # caps and the planner while agents start
                 self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
                 self.phase = MissionStatus.RUNNING
@@ -328,13 +330,22 @@ class SupervisorActor:
                           message=self.final[1] if self.final else "")
             await self._finish()
 
+    async def _approve_recorded_plan(self) -> None:
+        """The plan the log holds, whose approval a restart never skips: one that waited for its approval waits on
+        (one approved or denied before stays so)."""
+        plan = self.opened.state.plan
+        if plan is None:
+            return
+        self.plan_info = {"mode": "auto", "repairs": [], "fallback": False, "tasks": plan, "resumed": True}
+        if self.spec.policies.approve_plan and self._cancel_reason is None:
+            self.phase = MissionStatus.PLANNING
+            await approve_plan(self.plan_info, self.approvals)
+
     def _resume(self) -> None:
         """Continue from the log: finished tasks keep their outputs, in-flight attempts run again under their
         attempt numbers, budget used and conflict decisions carry over."""
         state = self.opened.state
         tasks = state.task_specs(self.spec.tasks)
-        if state.plan is not None:
-            self.plan_info = {"mode": "auto", "repairs": [], "fallback": False, "tasks": state.plan, "resumed": True}
         self.sched, relaunch = rebuild_scheduler(state, tasks, self.spec.agents, self.spec.policies, self.log,
                                                  time.time())
         self.budgets.tracker.llm_calls = state.budget.llm_calls

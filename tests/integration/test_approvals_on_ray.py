@@ -79,7 +79,8 @@ def test_a_call_that_waits_when_the_supervisor_restarts_still_waits_with_its_arg
         killed_pid = actor_pid(handle)
         ray.kill(handle, no_restart=False)  # Ray restarts it; it continues from its log
         wait_for(lambda: actor_pid(handle) not in (None, killed_pid), timeout_s=120, what="the supervisor's restart")
-        [after] = wait_for(lambda: _listed("approvals-4"), timeout_s=120, what="the call to wait again")
+        [after] = wait_for(lambda: [a for a in _listed("approvals-4") if a["arguments"]], timeout_s=120,
+                           what="the call to wait again, shown")
         assert after["id"] == before["id"] and after["arguments"] == {"expression": "6*7"}
         approve("approvals-4", after["id"], reason="checked")
         result = follow(handle, timeout_s=120)
@@ -131,3 +132,27 @@ def test_an_auto_plan_waits_for_approval_before_any_task_runs_and_its_agents_sta
     assert all(t["description"] for t in shown)
     assert all(t["started_at"] >= approval["decided_at_s"] for t in result["tasks"] if t["started_at"])
     assert any(t["started_at"] for t in result["tasks"])  # the approved plan's tasks ran
+
+
+def test_a_plan_that_waits_for_approval_when_the_supervisor_restarts_still_waits_and_no_task_runs_before_it(
+        scripted_router, tmp_path):
+    run_dir = str(tmp_path / "approvals-5")
+    handle = start(scripted_router, "approvals-5", run_dir, plan="auto", planner={"model": "scripted"},
+                   policies={"approve_plan": True}, agents=[agent("solo", model="scripted")])
+    try:
+        [before] = wait_for(lambda: approvals("approvals-5"), timeout_s=120, what="the plan to wait")
+        killed_pid = actor_pid(handle)
+        ray.kill(handle, no_restart=False)
+        wait_for(lambda: actor_pid(handle) not in (None, killed_pid), timeout_s=120, what="the supervisor's restart")
+        [after] = wait_for(lambda: [a for a in _listed("approvals-5") if a["arguments"]], timeout_s=120,
+                           what="the plan to wait again, shown")
+        assert (after["id"], after["tool"]) == (before["id"], "plan") and after["arguments"] == before["arguments"]
+        summary = ray.get(handle.summary.remote())
+        assert summary["status"] == "planning" and not summary["tasks"]  # the restart skipped no approval
+        approve("approvals-5", after["id"])
+        result = follow(handle, timeout_s=120)
+    finally:
+        ray.kill(handle)
+    assert result["status"] == "succeeded", result["reason"]
+    assert result["plan"]["approval"]["status"] == "approved"
+    assert all(t["started_at"] >= result["plan"]["approval"]["decided_at_s"] for t in result["tasks"])

@@ -35,7 +35,8 @@ def chaos_router(ray_cluster, http_port):
               "models": {"scripted-slow": {"kind": "scripted", "latency_s": 0.3, "replies": [
                   {"match": r"Result of echo\.shout", "text": '{"final": "The server shouted back."}'},
                   {"match": "(?i)shout hello", "text": '{"tool": "echo.shout", "arguments": {"text": "hello"}}'},
-                  {"match": ".", "text": '{"final": "done"}'}]}}}
+                  {"match": ".", "text": '{"final": "done"}'}]},
+              "scripted-thinking": {"kind": "scripted", "latency_s": 3.0}}}
     # Serve's HTTP proxy is the session's (one per cluster): the app joins it under its own route, and only it
     # goes at the end (serve.shutdown would take the session's shared app down with it).
     client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=http_port, route_prefix="/chaos")
@@ -57,9 +58,13 @@ def succeeded_count(run_dir: str) -> int:
 
 
 def assert_exactly_once(run_dir: str, n: int) -> None:
+    assert_exactly_once_each(run_dir, [f"t{i}" for i in range(n)])
+
+
+def assert_exactly_once_each(run_dir: str, task_ids: list[str]) -> None:
     records = read_log(run_dir)
     successes = Counter(r.data["task"] for r in records if r.kind == "task.succeeded")
-    assert successes == Counter({f"t{i}": 1 for i in range(n)}), successes  # none lost, none twice
+    assert successes == Counter(task_ids), successes  # none lost, none twice
     done: set[str] = set()
     for record in records:
         if record.kind == "task.dispatch":
@@ -108,6 +113,25 @@ def test_supervisor_killed_mid_mission_resumes_without_rerunning_completed_tasks
                  timeout_s=60, what="one placement group of the agents, removed")
     finally:
         ray.kill(handle)
+
+
+def test_supervisor_killed_while_its_planner_thinks_plans_again_and_runs_the_plan(chaos_router, tmp_path):
+    run_dir = str(tmp_path / "plan-kill")
+    spec = parse_mission({"name": "plankill", "goal": "Survive planning", "plan": "auto",
+                          "planner": {"model": "scripted-thinking"}, "agents": [agent("a", model="scripted-slow")]})
+    handle = start_mission(spec, router=chaos_router, mission_id="plankill-1", run_dir=run_dir)
+    try:
+        wait_for(lambda: ray.get(handle.summary.remote())["status"] == "planning", timeout_s=120,
+                 what="the planner's call")
+        ray.kill(handle, no_restart=False)  # before the plan is in the log
+        waited = collect_with_cli(run_dir)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        ray.kill(handle)
+    result = read_result(run_dir)
+    assert result["status"] == "succeeded" and result["tasks"], result  # not an empty mission that "succeeded"
+    assert [r.kind for r in read_log(run_dir)].count("mission.plan") == 1
+    assert_exactly_once_each(run_dir, [t["id"] for t in result["tasks"]])
 
 
 def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_server(chaos_router, tmp_path):
