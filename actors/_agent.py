@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 POST_CHARS = 2000
 GRAMMAR_SLACK_TOKENS = 32
 MODEL_CALLS_DELIVERY_S = 0.5
+DROP_WAIT_S = 10.0
 """How long a cancelled attempt waits for the supervisor to take its model-call records (below the
 supervisor's CANCEL_GRACE_S, after which it kills its agents)."""
 
@@ -93,6 +94,7 @@ class AgentActor:
         self._python: PythonAgentRun | None = None
         self._mcp_specs: dict[str, ToolSpec] = {}
         self._posts: dict[str, int] = {}  # attempt key -> the last memory post's sequence number
+        self._runs: dict[str, asyncio.Task] = {}  # attempt key -> the run of it under way here
         self._memory_reads = _memory_reader(memory)
 
     async def ready(self) -> dict[str, Any]:
@@ -126,6 +128,10 @@ class AgentActor:
         its router calls carry `slack_s` (the task's slack in the DAG: the router's queue serves less first).
         Raises on failure (the supervisor retries or falls back); the exception carries the attempt's detail."""
         started = time.time()
+        key = attempt_key(self.mission_id, task.id, attempt)
+        this_run = asyncio.current_task()
+        assert this_run is not None  # Ray runs each call of an async actor as a task
+        self._runs[key] = this_run
         observer = AttemptObserver(agent=self.agent.name, mission_id=self.mission_id, task_id=task.id,
                                    attempt=attempt, trace=trace, sink=self.tracing, slack_s=slack_s,
                                    send_model_calls=self._send_model_calls)
@@ -140,6 +146,20 @@ class AgentActor:
         except asyncio.CancelledError:
             await self._model_calls_delivered(observer.sent_model_calls)
             raise
+        finally:
+            if self._runs.get(key) is this_run:
+                del self._runs[key]
+
+    async def drop_attempts(self, keys: list[str]) -> list[str]:
+        """Cancel the runs of these attempts, and wait for them to end: a supervisor that restarted dispatches
+        again what its dead self had dispatched, and nothing waits for the old runs' results. Returns the keys
+        of those that were still running here."""
+        runs = {key: self._runs[key] for key in keys if key in self._runs}
+        for run in runs.values():
+            run.cancel()
+        if runs:
+            await asyncio.wait(runs.values(), timeout=DROP_WAIT_S)
+        return list(runs)
 
     # -- kind: llm -------------------------------------------------------------------------------------
     async def _run_loop(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,

@@ -27,6 +27,9 @@ from controlplane.config.mission import AgentSpec, MissionSpec
 logger = logging.getLogger(__name__)
 AGENT_START_TIMEOUT_S = 300.0
 AGENT_RESTART_POLL_S = 0.2
+CONTROL_CALLS = 4
+"""Calls an agent answers beyond its `max_concurrency` tasks (the scheduler bounds those): `ready`,
+`drop_attempts`, memory events and trace flushes do not wait for its running tasks to end."""
 
 
 class AgentPool:
@@ -95,7 +98,7 @@ class AgentPool:
         spec = self.spec
         return AgentActor.options(  # type: ignore[attr-defined]
             name=f"{self.mission_id}:{a.name}", namespace=self.namespace, num_cpus=a.resources.num_cpus,
-            num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency, lifetime="detached",
+            num_gpus=a.resources.num_gpus, max_concurrency=a.max_concurrency + CONTROL_CALLS, lifetime="detached",
             get_if_exists=True, max_restarts=-1, max_task_retries=0, **placement,
         ).remote(mission_id=self.mission_id, goal=spec.goal, agent=a, tools=list(spec.tools),
                  workspace=spec.workspace, delegate_targets=delegate_targets(spec, a),

@@ -20,6 +20,7 @@ from actors._metrics import MissionMetrics
 from actors._observe import detail_of, late_model_calls, model_calls_of
 from controlplane import _tracing
 from controlplane._core.events import EventLog
+from controlplane._core.mission_log import attempt_key
 from controlplane._core.scheduler import Scheduler
 from controlplane._core.slack import TaskSlack
 from controlplane._core.task_record import Assignment
@@ -47,6 +48,25 @@ class Attempts:
         self._running: dict[str, tuple[int, asyncio.Future]] = {}
         self._cancelled_refs: list[Any] = []
         self._slack = TaskSlack()
+
+    async def relaunch(self, assignments: list[Assignment]) -> None:
+        """Send again the attempts that a supervisor that since restarted had sent, once their agents have stopped
+        the old runs: nothing waits for those runs' results, and they would spend on, and hold the agent's slots."""
+        keys: dict[str, list[str]] = {}
+        for a in assignments:
+            keys.setdefault(a.agent, []).append(attempt_key(self._mission_id, a.task, a.attempt))
+        answers = await asyncio.gather(*(self._agent(name).drop_attempts.remote(agent_keys)
+                                         for name, agent_keys in keys.items()), return_exceptions=True)
+        for name, answer in zip(keys, answers, strict=True):
+            if isinstance(answer, BaseException):  # a dead agent runs nothing; Ray restarts it for the launch
+                logger.warning("mission %s: agent %s could not drop the attempts it ran before the restart: %s",
+                               self._mission_id, name, answer)
+            elif answer:
+                self._log.emit(time.time(), "agent", "dropped", agent=name,
+                               message=f"stopped {len(answer)} attempts the supervisor had sent before it "
+                                       f"restarted ({', '.join(answer)}); they run again")
+        for a in assignments:
+            self.launch(a)
 
     def launch(self, a: Assignment) -> None:
         """Send the attempt to its agent. One that cannot be sent (an argument that does not serialise, a broken

@@ -301,7 +301,7 @@ class SupervisorActor:
             if resuming and (self.spec.plan == "declared" or self.opened.state.plan is not None):
                 await at_once(self.budgets.arm(self._control_token()), self._start_actors(),
                               self._approve_recorded_plan())
-                self._resume()
+                await self._resume()
             else:  # fresh, or it died while planning: the plan is made (again)
                 self.budgets.tracker.llm_calls = self.opened.state.budget.llm_calls
                 tasks, _ = await at_once(self._plan(), self._start_actors())  # caps and the planner while agents start
@@ -341,7 +341,7 @@ class SupervisorActor:
             self.phase = MissionStatus.PLANNING
             await approve_plan(self.plan_info, self.approvals)
 
-    def _resume(self) -> None:
+    async def _resume(self) -> None:
         """Continue from the log: finished tasks keep their outputs, in-flight attempts run again under their
         attempt numbers, budget used and conflict decisions carry over."""
         state = self.opened.state
@@ -354,8 +354,7 @@ class SupervisorActor:
         self.log.emit(time.time(), "mission", MissionStatus.RUNNING,
                       message=f"resumed: {len(state.completed())} of {len(tasks)} tasks already done, "
                               f"{len(relaunch)} relaunched")
-        for assignment in relaunch:
-            self.attempts.launch(assignment)
+        await self.attempts.relaunch(relaunch)
 
     async def _finish(self) -> None:
         """Revoke the mission's API key, make the log durable, write the run directory (result.json with the log's

@@ -36,7 +36,8 @@ def chaos_router(ray_cluster, http_port):
                   {"match": r"Result of echo\.shout", "text": '{"final": "The server shouted back."}'},
                   {"match": "(?i)shout hello", "text": '{"tool": "echo.shout", "arguments": {"text": "hello"}}'},
                   {"match": ".", "text": '{"final": "done"}'}]},
-              "scripted-thinking": {"kind": "scripted", "latency_s": 3.0}}}
+              "scripted-thinking": {"kind": "scripted", "latency_s": 3.0},
+              "scripted-long": {"kind": "scripted", "latency_s": 15.0}}}
     # Serve's HTTP proxy is the session's (one per cluster): the app joins it under its own route, and only it
     # goes at the end (serve.shutdown would take the session's shared app down with it).
     client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=http_port, route_prefix="/chaos")
@@ -132,6 +133,28 @@ def test_supervisor_killed_while_its_planner_thinks_plans_again_and_runs_the_pla
     assert result["status"] == "succeeded" and result["tasks"], result  # not an empty mission that "succeeded"
     assert [r.kind for r in read_log(run_dir)].count("mission.plan") == 1
     assert_exactly_once_each(run_dir, [t["id"] for t in result["tasks"]])
+
+
+def test_a_restarted_supervisor_stops_the_attempts_its_dead_self_sent_instead_of_waiting_behind_them(chaos_router,
+                                                                                                    tmp_path):
+    run_dir = str(tmp_path / "orphan")
+    spec = parse_mission({"name": "orphan", "goal": "Survive", "tasks": [task("t0", "a")],
+                          "agents": [agent("a", model="scripted-long")]})  # max_concurrency 1; a 15 s model call
+    handle = start_mission(spec, router=chaos_router, mission_id="orphan-1", run_dir=run_dir)
+    try:
+        wait_for(lambda: any(r.kind == "task.dispatch" for r in read_log(run_dir)), timeout_s=120, what="the attempt")
+        ray.kill(handle, no_restart=False)
+        waited = collect_with_cli(run_dir)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        ray.kill(handle)
+    records = read_log(run_dir)
+    restarted = next(r for r in records if "resumed from the mission log" in r.data.get("message", ""))
+    placed = next(r for r in records if r.seq > restarted.seq and r.data.get("status") == "placed")
+    assert placed.time_s - restarted.time_s < 6.0  # its agent answered at once, not after the old call's 15 s
+    [dropped] = [r for r in records if r.kind == "agent.dropped"]
+    assert "orphan-1/t0/1" in dropped.data["message"]
+    assert read_result(run_dir)["status"] == "succeeded"
 
 
 def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_server(chaos_router, tmp_path):
