@@ -80,6 +80,7 @@ class SupervisorActor:
         self.opened = open_mission(self.run_dir)
         self.writer = self.opened.writer
         self.log: EventLog = MissionJournal(mission_id, self.writer)
+        self.log.resume(self.opened.state.events)  # a restarted supervisor's stream goes on, as its log does
         self.started_s = self.opened.state.started_s or time.time()
         self.ended_s: float | None = None
         self.budgets = BudgetDesk(spec, mission_id=mission_id, router=router, writer=self.writer,

@@ -5,6 +5,7 @@ Progress, metrics, events.jsonl and (in later waves) checkpoints and the audit l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -72,6 +73,10 @@ class EventLog:
         event = Event(seq=len(self.events), time_s=now_s, kind=kind, status=str(status), **fields)
         self.events.append(event)
         return event
+
+    def resume(self, events: Sequence[Event]) -> None:
+        """Go on after `events`, the stream of an earlier process (already in the log: not emitted again)."""
+        self.events.extend(events)
 
     def since(self, cursor: int) -> list[Event]:
         return self.events[cursor:]

@@ -236,6 +236,33 @@ _EVENT_KINDS = {("task", "running"): "task.dispatch", ("task", "retrying"): "tas
                 ("task", "delegated"): "task.delegate"}
 
 
+# Records that no event made: the supervisor, budget book, and tool journal append them to the log directly.
+NOT_EVENTS = frozenset({"mission.start", "mission.cancel", "budget.charge", "model.call", "tool.intent",
+                        "tool.result"})
+_RECORD_EVENTS = {record_kind: event for event, record_kind in _EVENT_KINDS.items()}
+
+
+def record_event(record: Record, seq: int) -> Event | None:
+    """The event that made this record (`event_record`'s inverse), as number `seq` of the stream; None for a
+    record that no event made. A restarted supervisor's stream goes on from these."""
+    if record.kind in NOT_EVENTS:
+        return None
+    data = dict(record.data)
+    if record.kind == "mission.status":
+        kind, status = "mission", str(data.pop("status"))
+    else:
+        kind, status = _RECORD_EVENTS.get(record.kind) or tuple(record.kind.split(".", 1))
+    task, agent, attempt, message = (data.pop(name, None) for name in ("task", "agent", "attempt", "message"))
+    if task is not None and attempt is not None:
+        data.pop("attempt_key", None)
+    added = {"task.failed": "error", "task.fallback": "error", "task.skipped": "reason",
+             "task.cancelled": "reason"}.get(record.kind)
+    if added is not None and data.get(added) == message:
+        del data[added]
+    return Event(seq=seq, time_s=record.time_s, kind=kind, status=status, task=task, agent=agent, attempt=attempt,
+                 message=message or "", data=data)
+
+
 def event_record(event: Event, *, mission_id: str) -> tuple[str, dict[str, Any]]:
     """The (kind, data) of the log record for one in-memory event (scheduler and supervisor transitions)."""
     kind = "mission.status" if event.kind == "mission" else _EVENT_KINDS.get(

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane._core.events import EventLog, TaskStatus
-from controlplane._core.mission_log import FINAL_MISSION_STATUSES, Record
+from controlplane._core.events import Event, EventLog, TaskStatus
+from controlplane._core.mission_log import FINAL_MISSION_STATUSES, Record, record_event
 from controlplane._core.scheduler import Scheduler
 from controlplane._core.task_record import Assignment, TaskRecord
 from controlplane.config.mission import AgentSpec, Policies, TaskSpec
@@ -167,6 +167,8 @@ class RecoveredState:
     """Approval id -> its latest record (`Approval` fields, controlplane._core.approvals), in request order."""
     budget: Budget = field(default_factory=Budget)
     tools: ToolCallJournal = field(default_factory=ToolCallJournal)
+    events: list[Event] = field(default_factory=list)
+    """The mission's event stream so far, as its records hold it (`record_event`)."""
     last: Record | None = None
     """The last record replayed: a continuing writer chains onto it."""
 
@@ -193,6 +195,9 @@ def replay(records: Iterable[Record]) -> RecoveredState:
 def apply(state: RecoveredState, record: Record) -> None:
     """Advance `state` by one record (the live supervisor may use it to keep a mirror)."""
     area = record.kind.split(".", 1)[0]
+    event = record_event(record, len(state.events))
+    if event is not None:
+        state.events.append(event)
     if area == "task":
         _apply_task(state, record)
     elif area == "tool":

@@ -17,7 +17,7 @@ import ray
 from actors import MISSION_NAMESPACE, start_mission
 from controlplane import parse_mission
 from controlplane._logfile import read_log, verify_log
-from controlplane._rundir import read_result
+from controlplane._rundir import read_events, read_result
 from tests.helpers import actor_pid, agent, processes_running, task, wait_for
 
 MCP_SERVER = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
@@ -108,6 +108,10 @@ def test_supervisor_killed_mid_mission_resumes_without_rerunning_completed_tasks
         assert read_result(run_dir)["status"] == "succeeded"
         assert_exactly_once(run_dir, n)
         assert any(r.kind == "mission.status" and "resumed" in r.data.get("message", "") for r in read_log(run_dir))
+        events = read_events(run_dir)  # the stream goes on across the restart: the report's timeline has it all
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        assert Counter(e["task"] for e in events if (e["kind"], e["status"]) == ("task", "succeeded")) == Counter(
+            {f"t{i}": 1 for i in range(n)})
         # The restarted supervisor found its agents' placement group again (no second one), and removed it.
         wait_for(lambda: [g["state"] for g in ray.util.placement_group_table().values()
                           if g["name"] == "supkill-1:agents"] == ["REMOVED"],

@@ -14,6 +14,7 @@ from controlplane._core.mission_log import (
     digest,
     event_record,
     make_record,
+    record_event,
     record_hash,
     verify,
 )
@@ -147,6 +148,32 @@ def test_scheduler_events_become_records_with_their_attempt_key():
                                                                          "message": "3 succeeded"})
     plan = log.emit(0.5, "plan", "planned", agent="planner", data={"tasks": []})
     assert event_record(plan, mission_id="m1")[0] == "mission.plan"
+
+
+def test_a_restarted_supervisor_reads_its_event_stream_back_from_the_records_the_events_made():
+    log, records, prev = EventLog("m1"), [], None
+    for fields in [dict(kind="mission", status="running", message="2 tasks"),
+                   dict(kind="plan", status="planned", agent="planner", data={"tasks": [{"id": "t1"}]}),
+                   dict(kind="task", status="running", task="t1", agent="a", attempt=1, data={"deadline_s": 9.0}),
+                   dict(kind="task", status="retrying", task="t1", agent="a", attempt=1, message="boom",
+                        data={"error": "ValueError: boom", "retry_at_s": 3.0}),
+                   dict(kind="task", status="failed", task="t1", agent="a", attempt=2, message="boom"),
+                   dict(kind="task", status="skipped", task="t2", message="t1 failed"),
+                   dict(kind="task", status="delegated", task="t3", agent="a", data={"parent": "t1"}),
+                   dict(kind="conflict", status="resolved", data={"topic": "x", "policy": "judge", "winner": "a",
+                                                                  "text": "y", "reason": "z", "agents": ["a", "b"]}),
+                   dict(kind="approval", status="requested", agent="a", task="t1", data={"id": "ap-1"}),
+                   dict(kind="budget", status="exceeded", data={"budget": "tokens", "limit": 1, "used": 2})]:
+        event = log.emit(float(len(log.events)), **fields)
+        kind, data = event_record(event, mission_id="m1")
+        prev = make_record(prev, time_s=event.time_s, actor="supervisor", kind=kind, data=data)
+        records.append(prev)
+        prev = make_record(prev, time_s=event.time_s, actor="a", kind="budget.charge", data={"agent": "a",
+                                                                                             "tokens": 1})
+        records.append(prev)  # no event made it
+    read_back = [record_event(r, seq) for seq, r in enumerate(r for r in records if r.kind != "budget.charge")]
+    assert read_back == log.events
+    assert record_event(records[1], 0) is None
 
 
 def test_the_hash_is_over_the_canonical_body_whatever_the_inputs_look_like():
