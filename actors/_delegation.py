@@ -1,11 +1,12 @@
 """The supervisor's delegation desk: an agent's `delegate` tool adds a child task to the running DAG and waits
-for its outcome, within the mission's `delegation` limits (depth and task count)."""
+for its outcome, within the mission's `delegation` limits (depth and task count). The same call made again (its
+attempt relaunched after a supervisor restart) waits for the child it added, rather than adding another."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane._core.builtins import check_delegation
@@ -20,22 +21,33 @@ class DelegationDesk:
     from a role, `wake()` wakes the supervisor's loop once a child task is added."""
 
     def __init__(self, spec: MissionSpec, *, scheduler: Callable[[], Scheduler | None],
-                 is_agent: Callable[[str], bool], wake: Callable[[], None]) -> None:
+                 is_agent: Callable[[str], bool], wake: Callable[[], None],
+                 recorded: Mapping[str, str] | None = None) -> None:
+        """`recorded`: the log's `delegate` calls, call key -> the task each added."""
         self._spec, self._scheduler, self._is_agent, self._wake = spec, scheduler, is_agent, wake
-        self._depth: dict[str, int] = {}
+        self._children: dict[str, str] = dict(recorded or {})
         self._waiting: dict[str, asyncio.Future] = {}
 
-    async def delegate(self, parent: str, to: str, description: str) -> Any:
+    async def delegate(self, parent: str, to: str, description: str, *, call_key: str) -> Any:
         """Add a child task of `parent` for agent or role `to`, wait for it, and return its output. A refusal or
         the child's failure raises a `ToolError`, which the calling model reads as the tool's error."""
         sched = self._scheduler()
         if sched is None or parent not in sched.tasks:
             raise ToolError(tool="delegate", why=f"task {parent!r} is not running in this mission",
                             fix="delegate only from a running task")
-        depth = self._depth.get(parent, 0)
+        child_id = self._children.get(call_key)
+        if child_id is None or child_id not in sched.tasks:
+            child_id = self._children[call_key] = self._add_child(sched, parent, to, description, call_key)
+        waiter = self._waiting.get(child_id)
+        if waiter is None:
+            waiter = self._waiting[child_id] = asyncio.get_running_loop().create_future()
+        self.settle(child_id)  # a child that ended before a restart answers at once
+        return await asyncio.shield(waiter)
+
+    def _add_child(self, sched: Scheduler, parent: str, to: str, description: str, call_key: str) -> str:
         limits = self._spec.delegation
-        refused = check_delegation(depth=depth, max_depth=limits.max_depth, task_count=len(sched.tasks),
-                                   max_tasks=limits.max_tasks)
+        refused = check_delegation(depth=_depth(sched, parent), max_depth=limits.max_depth,
+                                   task_count=len(sched.tasks), max_tasks=limits.max_tasks)
         if refused:
             raise ToolError(tool="delegate", why=refused, fix="do this part yourself")
         parent_spec = sched.tasks[parent].spec
@@ -43,12 +55,9 @@ class DelegationDesk:
         target = {"agent": to} if self._is_agent(to) else {"role": to}
         child = TaskSpec(id=child_id, description=description, timeout_s=parent_spec.timeout_s,
                          topic=f"{parent_spec.topic or parent}-{child_id}", **target)
-        sched.add_task(child, delegated_by=parent, now_s=time.time())
-        self._depth[child_id] = depth + 1
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting[child_id] = waiter
+        sched.add_task(child, delegated_by=parent, now_s=time.time(), call_key=call_key)
         self._wake()
-        return await waiter
+        return child_id
 
     def settle(self, task_id: str) -> None:
         """Hand a finished child task's outcome to the agent that delegated it (a no-op for other tasks)."""
@@ -69,3 +78,11 @@ class DelegationDesk:
         """The mission ends: every delegating agent's wait is cancelled."""
         for waiter in self._waiting.values():
             waiter.cancel()
+
+
+def _depth(sched: Scheduler, task_id: str) -> int:
+    """How many delegations down from a declared task `task_id` is."""
+    depth, parent = 0, sched.tasks[task_id].delegated_by
+    while parent is not None:
+        depth, parent = depth + 1, sched.tasks[parent].delegated_by
+    return depth

@@ -102,7 +102,7 @@ class SupervisorActor:
                                                                                            timeout_s),
                                       scheduler=lambda: self.sched, wake=self._wake_loop, mission_id=mission_id)
         self.delegation = DelegationDesk(spec, scheduler=lambda: self.sched, is_agent=lambda name: name in self.agents,
-                                         wake=self._wake_loop)
+                                         wake=self._wake_loop, recorded=self.opened.state.delegations)
         self.attempts = Attempts(spec, mission_id=mission_id, scheduler=lambda: self.scheduler, agent=self._agent,
                                  replace_agent=lambda name: self.agents.replace(name), agent_token=self._agent_token,
                                  log=self.log, budgets=self.budgets, metrics=self.metrics, delegation=self.delegation,
@@ -113,6 +113,7 @@ class SupervisorActor:
         self._cancel_reason: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
+        self._scheduled = asyncio.Event()  # set once self.sched holds the mission's tasks
         self._main: asyncio.Task | None = None
         self._metrics_at = 0.0
         self._ticks = TickGuard()
@@ -235,7 +236,9 @@ class SupervisorActor:
         """Add a child task for agent or role `to` to the running DAG, wait for it, and return its output
         (called by an agent's `delegate` tool; see actors._delegation). The call is journaled here, under the
         agent's `intent`, as a side-effecting tool is: an attempt that runs again gets the recorded output."""
-        return await self.tool_desk.run(intent, lambda: self.delegation.delegate(parent, to, description),
+        await self._scheduled.wait()  # a call that Ray retried onto a restarted supervisor waits for its resume
+        return await self.tool_desk.run(intent, lambda: self.delegation.delegate(parent, to, description,
+                                                                                 call_key=intent["call_key"]),
                                         actor=self._agent_of(intent["attempt_key"]))
 
     async def request_approval(self, call_id: str, *, agent: str, tool: str, arg_digest: str, task: str,
@@ -307,6 +310,7 @@ class SupervisorActor:
                 self.budgets.tracker.llm_calls = self.opened.state.budget.llm_calls
                 tasks, _ = await at_once(self._plan(), self._start_actors())  # caps and the planner while agents start
                 self.sched = Scheduler(tasks, self.spec.agents, self.spec.policies, self.log, time.time())
+                self._scheduled.set()
                 self.phase = MissionStatus.RUNNING
                 self.log.emit(time.time(), "mission", MissionStatus.RUNNING, message=f"{len(tasks)} tasks")
             await self._loop()
@@ -349,6 +353,7 @@ class SupervisorActor:
         tasks = state.task_specs(self.spec.tasks)
         self.sched, relaunch = rebuild_scheduler(state, tasks, self.spec.agents, self.spec.policies, self.log,
                                                  time.time())
+        self._scheduled.set()
         self.budgets.tracker.llm_calls = state.budget.llm_calls
         self.conflicts.resume(state.conflicts)
         self.phase = MissionStatus.RUNNING

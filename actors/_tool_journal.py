@@ -112,6 +112,7 @@ class ToolJournalDesk:
     def __init__(self, writer: MissionLogWriter, journal: ToolCallJournal) -> None:
         """`journal` holds the calls recorded so far (a resumed mission's come from the log)."""
         self.writer, self.journal = writer, journal
+        self._running: dict[str, asyncio.Future] = {}  # call key -> a call `run` runs now
 
     async def intent(self, *, actor: str, durable: bool = True, **intent: Any) -> dict[str, Any]:
         """Replay a recorded result, refuse a call in doubt, or record the intent (durably) and let it run."""
@@ -126,10 +127,17 @@ class ToolJournalDesk:
     async def run(self, intent: dict[str, Any], execute: Callable[[], Awaitable[Any]], *, actor: str) -> Any:
         """A side-effecting call the supervisor runs itself (a delegation), journaled here as an agent's call is.
         Its two records are not waited for: whatever the call causes is recorded after them in the same log, and
-        the log is made durable in order, so no effect of it outlives a crash that loses them."""
-        return await run_journaled(intent, ask=lambda: self.intent(actor=actor, durable=False, **intent),
-                                   execute=execute, record=lambda result: self.result(actor="agent", durable=False,
-                                                                                      **result))
+        the log is made durable in order, so no effect of it outlives a crash that loses them. The same call made
+        again while it runs (Ray retried a dead supervisor's call, and the attempt that made it was relaunched)
+        waits for that run."""
+        key = intent["call_key"]
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(run_journaled(
+                intent, ask=lambda: self.intent(actor=actor, durable=False, **intent), execute=execute,
+                record=lambda result: self.result(actor="agent", durable=False, **result)))
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        return await asyncio.shield(running)
 
     async def _record(self, kind: str, data: dict[str, Any], *, actor: str, durable: bool) -> None:
         record = self.writer.append(kind, data, actor=actor, wait=False)

@@ -39,7 +39,7 @@ def delegate_tool(targets: Sequence[str]) -> ToolSpec:
                         "to": {"type": "string", "enum": sorted(set(targets)), "description": "Agent or role."},
                         "description": {"type": "string", "maxLength": 1000,
                                         "description": "What they must do, self-contained."}}},
-        timeout_s=600.0, side_effects=True, idempotent=False, max_result_chars=4000)
+        timeout_s=600.0, side_effects=True, idempotent=True, max_result_chars=4000)  # a repeat finds its child
 
 
 def builtin_tools(*, delegate_targets: Sequence[str] = ()) -> dict[str, ToolSpec]:

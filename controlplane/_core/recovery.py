@@ -154,6 +154,8 @@ class RecoveredState:
     """Task specs of the plan (`mission.plan`); None: the spec's declared tasks."""
     delegated: list[dict[str, Any]] = field(default_factory=list)
     """Task specs added by delegation, in order."""
+    delegations: dict[str, str] = field(default_factory=dict)
+    """The call key of each `delegate` call -> the id of the task it added."""
     tasks: dict[str, TaskState] = field(default_factory=dict)
     status: str | None = None
     """The last mission status recorded."""
@@ -231,6 +233,8 @@ def _apply_task(state: RecoveredState, record: Record) -> None:
     data, kind = record.data, record.kind
     if kind == "task.delegate":
         state.delegated.append(dict(data["task"]))
+        if "call_key" in data:
+            state.delegations[data["call_key"]] = data["task"]["id"]
         return
     task = state.tasks.setdefault(data["task"], TaskState(task=data["task"]))
     if kind == "task.ready":

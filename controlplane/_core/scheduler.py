@@ -225,8 +225,9 @@ class Scheduler:
     def release_agent(self, agent: str) -> None:
         self.slots.release(agent)
 
-    def add_task(self, spec: TaskSpec, *, delegated_by: str, now_s: float) -> None:
-        """Add a delegated task to the running DAG; it needs nothing, so it is ready at once.
+    def add_task(self, spec: TaskSpec, *, delegated_by: str, now_s: float, call_key: str | None = None) -> None:
+        """Add a delegated task to the running DAG; it needs nothing, so it is ready at once. `call_key`: the
+        `delegate` call that adds it, recorded so that the same call made again finds it.
 
         Raises ValueError for an id in use or a target no agent serves (the caller checks delegation bounds)."""
         if spec.id in self.tasks:
@@ -242,7 +243,8 @@ class Scheduler:
         self._open += 1
         self.events.emit(now_s, "task", "delegated", task=spec.id, agent=spec.agent,
                          message=f"added by {delegated_by}" + ("" if spec.agent else f" for role {spec.role!r}"),
-                         data={"parent": delegated_by, "task": spec.model_dump(mode="json")})
+                         data={"parent": delegated_by, "task": spec.model_dump(mode="json"),
+                               **({"call_key": call_key} if call_key else {})})
         self._make_ready(spec.id, now_s)
 
     def stop(self, status: MissionStatus, reason: str, now_s: float) -> list[str]:

@@ -37,7 +37,11 @@ def chaos_router(ray_cluster, http_port):
                   {"match": "(?i)shout hello", "text": '{"tool": "echo.shout", "arguments": {"text": "hello"}}'},
                   {"match": ".", "text": '{"final": "done"}'}]},
               "scripted-thinking": {"kind": "scripted", "latency_s": 3.0},
-              "scripted-long": {"kind": "scripted", "latency_s": 15.0}}}
+              "scripted-long": {"kind": "scripted", "latency_s": 15.0},
+              "scripted-lead": {"kind": "scripted", "replies": [
+                  {"match": r"Result of delegate", "text": '{"final": "The reviewer answered."}'},
+                  {"match": "(?i)ask the reviewer", "text": '{"tool": "delegate", "arguments": {"to": "reviewer", '
+                                                            '"description": "Check the tagline"}}'}]}}}
     # Serve's HTTP proxy is the session's (one per cluster): the app joins it under its own route, and only it
     # goes at the end (serve.shutdown would take the session's shared app down with it).
     client = deploy(ServingConfig.model_validate(config), app_name="chaos", http_port=http_port, route_prefix="/chaos")
@@ -158,6 +162,27 @@ def test_a_restarted_supervisor_stops_the_attempts_its_dead_self_sent_instead_of
     restarted = next(r for r in records if "resumed from the mission log" in r.data.get("message", ""))
     placed = next(r for r in records if r.seq > restarted.seq and r.data.get("status") == "placed")
     assert placed.time_s - restarted.time_s < 6.0  # its agent answered at once, not after the old call's 15 s
+
+
+def test_a_supervisor_killed_while_a_task_waits_for_its_delegated_child_rejoins_that_child(chaos_router, tmp_path):
+    run_dir = str(tmp_path / "delegate-kill")
+    spec = parse_mission({"name": "delegatekill", "goal": "Survive", "tasks": [
+        task("edit", "lead", "Ask the reviewer about the tagline")], "agents": [
+        agent("lead", role="editor", model="scripted-lead", tools=["delegate"]),
+        agent("rev", role="reviewer", model="scripted-thinking")]})  # the child takes 3 s
+    handle = start_mission(spec, router=chaos_router, mission_id="delegatekill-1", run_dir=run_dir)
+    try:
+        wait_for(lambda: any(r.kind == "task.delegate" for r in read_log(run_dir)), timeout_s=120, what="the child")
+        ray.kill(handle, no_restart=False)
+        waited = collect_with_cli(run_dir)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        ray.kill(handle)
+    tasks = {t["id"]: t for t in read_result(run_dir)["tasks"]}
+    assert sorted(tasks) == ["edit", "edit.d1"]  # the relaunched call found its child: no second one
+    assert tasks["edit"]["output"] == "The reviewer answered." and tasks["edit"]["ended_at"] >= tasks["edit.d1"][
+        "ended_at"]  # it waited for the child, and read its result
+    assert [r.data["outcome"] for r in read_log(run_dir) if r.kind == "tool.result"] == ["ok"]
 
 
 def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_server(chaos_router, tmp_path):

@@ -148,3 +148,24 @@ def test_a_delegation_is_journaled_by_the_supervisor_in_one_call_and_replayed_on
     writer.close()
     assert children == ["bob"] and calls == ["delegate", "delegate"]
     assert [r.kind for r in read_log(str(tmp_path))] == ["tool.intent", "tool.result"]
+
+
+def test_the_same_supervisor_run_call_made_twice_at_once_runs_once_and_both_callers_get_its_result(tmp_path):
+    """A dead supervisor's `delegate` call that Ray retried, and the same call from the relaunched attempt."""
+    writer = MissionLogWriter(str(tmp_path))
+    desk = ToolJournalDesk(writer, replay([]).tools)
+    intent = {"call_key": "m/t/1/call/0", "tool": "delegate", "task": "t", "attempt_key": "m/t/1", "call_index": 0,
+              "args_digest": "d", "side_effects": True, "idempotent": True}
+    runs = []
+
+    async def child_output() -> str:
+        runs.append(1)
+        await asyncio.sleep(0.01)
+        return "done"
+
+    async def both():
+        return await asyncio.gather(*(desk.run(intent, child_output, actor="a") for _ in range(2)))
+
+    assert asyncio.run(both()) == ["done", "done"] and runs == [1]
+    writer.close()
+    assert [r.kind for r in read_log(str(tmp_path))] == ["tool.intent", "tool.result"]
