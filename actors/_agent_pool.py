@@ -10,6 +10,7 @@ the scheduler's choice until it answers again, and records where it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -84,8 +85,17 @@ class AgentPool:
             asyncio.ensure_future(self._replaced(name))
 
     def stop(self) -> None:
-        """Kill every agent at once (a sync in-process tool's thread dies with its process)."""
-        kill_actors(self.handles.values(), self.mission_id)
+        """Kill every agent at once (a sync in-process tool's thread dies with its process), those that a dead
+        supervisor started and this one has not re-attached yet included."""
+        kill_actors([*self.handles.values(), *self._unattached()], self.mission_id)
+
+    def _unattached(self) -> list[Any]:
+        found = []
+        for a in self.spec.agents:
+            if a.name not in self.handles:
+                with contextlib.suppress(ValueError):  # none runs under that name
+                    found.append(ray.get_actor(f"{self.mission_id}:{a.name}", namespace=self.namespace))
+        return found
 
     def release_reservation(self) -> None:
         if self.gang is not None:

@@ -185,6 +185,29 @@ def test_a_supervisor_killed_while_a_task_waits_for_its_delegated_child_rejoins_
     assert [r.data["outcome"] for r in read_log(run_dir) if r.kind == "tool.result"] == ["ok"]
 
 
+def test_a_mission_cancelled_while_its_supervisor_restarts_leaves_no_agent_running(chaos_router, tmp_path):
+    run_dir = str(tmp_path / "cancel-restart")
+    spec = parse_mission({"name": "cancelrestart", "goal": "Stop", "tasks": [task("t0", "a")],
+                          "agents": [agent("a", model="scripted-long")]})
+    handle = start_mission(spec, router=chaos_router, mission_id="cancelrestart-1", run_dir=run_dir)
+    try:
+        wait_for(lambda: any(r.kind == "task.dispatch" for r in read_log(run_dir)), timeout_s=120, what="the attempt")
+        ray.kill(handle, no_restart=False)
+        assert ray.get(handle.cancel.remote("stop it"), timeout=120) == "cancelled"  # reaches it as it restarts
+    finally:
+        ray.kill(handle)
+    wait_for(lambda: not named_actor_alive("cancelrestart-1:a"), timeout_s=30,
+             what="the agent its dead self started, mid-call, to go too")
+
+
+def named_actor_alive(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=MISSION_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
 def test_a_mission_with_an_mcp_server_resumes_and_its_agents_still_call_the_server(chaos_router, tmp_path):
     run_dir, n = str(tmp_path / "mcp-kill"), 8
     handle = start_mission(parse_mission(mcp_chain("mcpkill", n)), router=chaos_router, mission_id="mcpkill-1",
