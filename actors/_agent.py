@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 POST_CHARS = 2000
 GRAMMAR_SLACK_TOKENS = 32
 MODEL_CALLS_DELIVERY_S = 0.5
-DROP_WAIT_S = 10.0
 """How long a cancelled attempt waits for the supervisor to take its model-call records (below the
 supervisor's CANCEL_GRACE_S, after which it kills its agents)."""
+DROP_WAIT_S = 10.0
+"""How long `drop_attempts` waits for the runs it cancelled to end (they deliver their model-call records)."""
 
 
 def delegate_targets(spec: MissionSpec, agent: AgentSpec) -> list[str]:

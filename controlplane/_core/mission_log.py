@@ -253,6 +253,8 @@ def record_event(record: Record, seq: int) -> Event | None:
     else:
         kind, status = _RECORD_EVENTS.get(record.kind) or tuple(record.kind.split(".", 1))
     task, agent, attempt, message = (data.pop(name, None) for name in ("task", "agent", "attempt", "message"))
+    if isinstance(task, dict):  # a delegation's data holds the child's spec under `task`, over its id
+        data["task"], task = task, task["id"]
     if task is not None and attempt is not None:
         data.pop("attempt_key", None)
     added = {"task.failed": "error", "task.fallback": "error", "task.skipped": "reason",
