@@ -51,6 +51,15 @@ def processes_running(script: str | Path) -> list[Any]:
     return [p for p in psutil.process_iter(["cmdline"]) if str(script) in " ".join(p.info["cmdline"] or [])]
 
 
+def actor_processes(title: str) -> list[Any]:
+    """The processes of Ray actors titled `title` (`ray::ServeReplica:<app>:<deployment>`): Ray titles an actor's
+    process `title` while it idles and `title.<method>` while a call runs."""
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [""])[0].split(".", 1)[0] == title]
+
+
 def listening_pids(port: int) -> set[int]:
     """The pids of the processes listening on TCP `port` on this machine."""
     import psutil

@@ -341,12 +341,10 @@ def _killed_under_a_cap(label: str, router: Any, root: str, app_name: str, *, ro
 
 def router_replicas(app_name: str) -> list[Any]:
     """The processes of an app's Router replicas (Ray titles them after their actor)."""
-    import psutil
-
     from serving._client import ROUTER_DEPLOYMENT
+    from tests.helpers import actor_processes
 
-    title = f"ray::ServeReplica:{app_name}:{ROUTER_DEPLOYMENT}"
-    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == title]
+    return actor_processes(f"ray::ServeReplica:{app_name}:{ROUTER_DEPLOYMENT}")
 
 
 def _wait(condition: Any, *, what: str, timeout_s: float = 600.0) -> None:

@@ -14,7 +14,7 @@ from ray import serve
 from controlplane.config import ServingConfig
 from serving import ChatMessage, ChatRequest
 from serving._engine_cores import ENGINE_WORKER, node_processes
-from tests.helpers import agent_token, wait_for
+from tests.helpers import actor_processes, agent_token, wait_for
 
 CORES = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
 APP = "cores-app"
@@ -22,8 +22,7 @@ pytestmark = pytest.mark.skipif(len(CORES) < 2, reason="vLLM's CPU worker takes 
 
 
 def replica_of(app: str) -> psutil.Process:
-    title = f"ray::ServeReplica:{app}:vllm:default"
-    replicas = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == title]
+    replicas = actor_processes(f"ray::ServeReplica:{app}:vllm:default")
     assert len(replicas) == 1, replicas
     return replicas[0]
 

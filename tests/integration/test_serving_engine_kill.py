@@ -10,13 +10,12 @@ import signal
 import psutil
 
 from serving._orphans import TERM_GRACE_S, alive
-from tests.helpers import wait_for
+from tests.helpers import actor_processes, wait_for
 
 
 def vllm_replica() -> psutil.Process:
     """The process of the session's vLLM replica (Ray titles it after its actor)."""
-    replicas = [p for p in psutil.process_iter(["cmdline"])
-                if (p.info["cmdline"] or [""])[0] == "ray::ServeReplica:controlplane:vllm:default"]
+    replicas = actor_processes("ray::ServeReplica:controlplane:vllm:default")
     assert len(replicas) == 1, replicas
     return replicas[0]
 
