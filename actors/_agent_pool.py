@@ -30,7 +30,7 @@ AGENT_START_TIMEOUT_S = 300.0
 AGENT_RESTART_POLL_S = 0.2
 CONTROL_CALLS = 4
 """Calls an agent answers beyond its `max_concurrency` tasks (the scheduler bounds those): `ready`,
-`drop_attempts`, memory events and trace flushes do not wait for its running tasks to end."""
+`cancel_attempts`, `drop_attempts`, memory events and trace flushes do not wait for its running tasks to end."""
 
 
 class AgentPool:

@@ -103,7 +103,7 @@ class Attempts:
 
     async def drain(self) -> None:
         """Give the cancelled agent steps CANCEL_GRACE_S to stop their tool and model calls."""
-        await asyncio.sleep(0)  # the cancelled _await tasks run their ray.cancel
+        await asyncio.sleep(0)  # the cancelled _await tasks send their cancellations
         if self._cancelled_refs:
             outcomes = [asyncio.wrap_future(ref.future()) for ref in self._cancelled_refs]
             await asyncio.wait(outcomes, timeout=CANCEL_GRACE_S)
@@ -116,7 +116,7 @@ class Attempts:
             result = await ref
         except asyncio.CancelledError:
             if isinstance(ref, ray.ObjectRef):
-                ray.cancel(ref)  # raises CancelledError inside the agent's step: its tool and model calls stop
+                self._agent(a.agent).cancel_attempts.remote([attempt_key(self._mission_id, a.task, a.attempt)])
                 self._cancelled_refs.append(ref)
             raise
         except Exception as exc:

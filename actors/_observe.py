@@ -115,10 +115,11 @@ class AttemptObserver:
         detail = self.detail()
         self.span.set_attributes({"controlplane.queue_s": detail.queue_s, "controlplane.model_s": detail.model_s,
                                   "controlplane.usage.usd": detail.usd})
-        if isinstance(error, Exception):
-            attach_detail(error, detail, self.model_calls)
-        elif error is not None and self.model_calls and self._send_model_calls is not None:
+        sent = error is not None and (not isinstance(error, Exception) or cancel_requested())
+        if sent and self.model_calls and self._send_model_calls is not None:
             self.sent_model_calls = self._send_model_calls(self.model_calls)
+        if isinstance(error, Exception):
+            attach_detail(error, detail, [] if sent else self.model_calls)
         self._span_cm.__exit__(kind, error, tb)
 
     def request_fields(self) -> dict[str, Any]:
@@ -164,6 +165,16 @@ def detail_of(error: BaseException) -> dict[str, Any] | None:
 def model_calls_of(error: BaseException) -> list[dict[str, Any]]:
     """The `model.call` audit records a failed attempt's exception carries."""
     return getattr(error, MODEL_CALLS_ATTRIBUTE, None) or []
+
+
+def cancel_requested() -> bool:
+    """Whether the attempt that runs in this asyncio task was cancelled, though its code (a python agent's, say)
+    may have caught the cancellation and then returned or raised something else."""
+    try:
+        current = asyncio.current_task()
+    except RuntimeError:  # no event loop runs here
+        return False
+    return current is not None and current.cancelling() > 0
 
 
 def late_model_calls(outcome: asyncio.Future) -> list[dict[str, Any]]:

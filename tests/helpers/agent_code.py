@@ -34,6 +34,17 @@ async def finishes_despite_cancel(task: Any, ctx: Any) -> str:
     return "finished after all"
 
 
+async def fails_despite_cancel(task: Any, ctx: Any) -> str:
+    """A `kind: python` agent that makes one router call, then meets its step's cancellation with an error of its
+    own: its attempt ends with an error the supervisor no longer awaits."""
+    await ctx.chat([{"role": "user", "content": "hello"}])
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        raise RuntimeError("cleanup failed") from None
+    return "not reached"
+
+
 async def sampled_chat(task: Any, ctx: Any) -> dict[str, Any]:
     """A `kind: python` agent whose router call carries sampling fields; a keyword that is not one is refused."""
     reply = await ctx.chat([{"role": "user", "content": "hello"}], stop=[" to"], seed=7)

@@ -168,11 +168,14 @@ def test_a_model_call_cut_off_by_the_tasks_timeout_is_in_the_audit_log(router, t
     assert calls in ([("quick", "ok"), ("slow", "CancelledError")], [("quick", "ok"), ("slow", "DeadlineExceeded")])
 
 
-def test_a_model_call_of_an_attempt_that_ends_after_its_cancellation_is_in_the_audit_log(router, tmp_path):
-    """The attempt outlives its timeout and returns: its result carries the records, and only teardown sees it."""
+@pytest.mark.parametrize("code", ["finishes_despite_cancel", "fails_despite_cancel"])
+def test_a_model_call_of_an_attempt_that_ends_after_its_cancellation_is_in_the_audit_log(router, tmp_path, code):
+    """The attempt's code outlives its timeout and returns or raises an error of its own: the agent sends its
+    records itself. (Under `ray.cancel`, Ray reported such an attempt cancelled and dropped the error that
+    carried them.)"""
     from controlplane._logfile import read_log
 
-    data = {"agents": [agent("stubborn", kind="python", entrypoint="tests.helpers.agent_code:finishes_despite_cancel"),
+    data = {"agents": [agent("stubborn", kind="python", entrypoint=f"tests.helpers.agent_code:{code}"),
                        agent("quick")],
             "tasks": [task("t", "stubborn", timeout_s=1, retries=0, fallback_agent="quick")]}
     result = run_mission(router, data, mission_id="it-gov-audit-late", run_dir=str(tmp_path / "run"))

@@ -117,6 +117,36 @@ def test_an_attempts_model_call_records_are_sent_on_their_own_only_when_it_is_ca
     assert [o.sent_model_calls for o in observers] == [None, None, "delivery-1", "delivery-2"]
 
 
+def test_an_attempt_whose_code_meets_its_cancellation_with_an_error_sends_its_records():
+    """Nobody awaits the outcome of a cancelled attempt, whatever its code raised instead."""
+    sent: list[list[dict]] = []
+    record = {"agent": "w", "task": "t", "outcome": "ok"}
+
+    async def attempt() -> tuple[AttemptObserver, BaseException]:
+        observer = AttemptObserver(agent="w", mission_id="m", task_id="t", attempt=1, trace=None, sink=None,
+                                   send_model_calls=lambda records: sent.append(records) or "delivery")
+        try:
+            with observer:
+                observer.model_calls.append(record)
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    raise RuntimeError("cleanup failed") from None
+        except RuntimeError as error:
+            return observer, error
+        raise AssertionError("the attempt did not fail")
+
+    async def cancelled() -> tuple[AttemptObserver, BaseException]:
+        run = asyncio.create_task(attempt())
+        await asyncio.sleep(0)
+        run.cancel()
+        return await run
+
+    observer, error = asyncio.run(cancelled())
+    assert sent == [[record]] and observer.sent_model_calls == "delivery"
+    assert model_calls_of(error) == []  # sent once, not also on the error
+
+
 def test_without_tracing_nothing_is_added_to_requests():
     assert request_trace(None) == {}
     assert mission_tracing(None, log_content=True) is None
