@@ -68,5 +68,5 @@ def test_a_benchmark_stopped_by_sigterm_runs_its_cleanup(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert proc.wait(120) == 128 + signal.SIGTERM  # the child imports Ray Serve; its exit once took over 30 s in CI
     assert marker.read_text() == "yes"
