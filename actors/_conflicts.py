@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors._observe import model_calls_of
 from controlplane._core.conflicts import (
     ConflictDecision,
     Finding,
@@ -25,7 +26,9 @@ from controlplane._core.conflicts import (
     decide_resolver,
     resolver_task,
 )
+from controlplane._core.mission_log import attempt_key
 from controlplane._core.scheduler import Scheduler
+from controlplane._ray_errors import cause_of
 from controlplane.config import MissionSpec, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -36,16 +39,19 @@ class ConflictDesk:
     """Queue of conflict events; each is settled in its own asyncio task so the loop never waits on it."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, emit: Callable[..., Any], agent: Callable[[str], Any],
-                 memory: Callable[[], Any], count_call: Callable[[], None], supervisor_token: Callable[[], str],
+                 memory: Callable[[], Any], count_call: Callable[[], None],
+                 record_model_calls: Callable[[list[dict[str, Any]]], None], supervisor_token: Callable[[], str],
                  agent_token: Callable[[str, float], str], scheduler: Callable[[], Scheduler | None],
                  wake: Callable[[], None]) -> None:
         """`emit` records an event, `agent(name)` gives an agent's handle, `memory()` the memory actor's,
-        `count_call()` counts a resolver's model call, `supervisor_token()` and `agent_token(name, timeout_s)`
+        `count_call()` counts a resolver's task, `record_model_calls` puts its model calls in the audit log,
+        `supervisor_token()` and `agent_token(name, timeout_s)`
         mint the tokens for the supervisor's memory calls and the resolver's task (the router charges both
         to the mission), `scheduler()` is the mission's scheduler (None before the plan), `wake()` wakes the
         supervisor's loop once held tasks may start."""
         self._spec, self._mission_id = spec, mission_id
         self._emit, self._agent, self._memory, self._count_call = emit, agent, memory, count_call
+        self._record_model_calls = record_model_calls
         self._supervisor_token, self._agent_token = supervisor_token, agent_token
         self._scheduler, self._wake = scheduler, wake
         self.decisions: list[dict[str, Any]] = []
@@ -167,9 +173,17 @@ class ConflictDesk:
         n = len(self.decisions) + len(self._running)
         task = TaskSpec(id=f"resolve-{n}", agent=resolver, description=resolver_task(topic, existing, new),
                         retries=0, topic=f"{topic}-resolution")
-        result = await asyncio.wait_for(
-            self._agent(resolver).run.remote(task, 1, {}, self._agent_token(resolver, task.timeout_s)),
-            task.timeout_s)
+        try:
+            result = await asyncio.wait_for(
+                self._agent(resolver).run.remote(task, 1, {}, self._agent_token(resolver, task.timeout_s)),
+                task.timeout_s)
+        except (TimeoutError, asyncio.CancelledError):  # the agent sends the records of the calls it stops
+            self._agent(resolver).cancel_attempts.remote([attempt_key(self._mission_id, task.id, 1)])
+            raise
+        except Exception as exc:
+            self._record_model_calls(model_calls_of(cause_of(exc)))
+            raise
+        self._record_model_calls(result.model_call_records)
         self._count_call()
         return decide_resolver(topic, existing, new, resolver=resolver, synthesis=str(result.output))
 

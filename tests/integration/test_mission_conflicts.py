@@ -13,6 +13,7 @@ import ray
 
 from actors import MISSION_NAMESPACE, follow, start_mission
 from controlplane import parse_mission
+from controlplane._logfile import read_log
 from memory import Conflict
 from tests.helpers import agent, supervisor_token, task, wait_for
 
@@ -80,7 +81,7 @@ def _succeeded(handle, count: int) -> bool:
 def test_supervisor_settles_a_reported_conflict_and_records_why(router, policy, tmp_path):
     mission_id = f"conflicts-{policy['policy']}"
     handle = start_mission(parse_mission(mission(policy)), router=router, mission_id=mission_id,
-                           memory_dir=str(tmp_path / "memory"))
+                           memory_dir=str(tmp_path / "memory"), run_dir=str(tmp_path / "run"))
     try:  # the keepers wait for the findings, so the first four to succeed are the findings
         wait_for(lambda: _succeeded(handle, 4), timeout_s=300, what="the four findings")
         memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)
@@ -103,5 +104,8 @@ def test_supervisor_settles_a_reported_conflict_and_records_why(router, policy, 
     else:
         assert decision["winner"] is None and "Two agents disagree" in decision["text"]
         assert "resolver agent 'c'" in decision["reason"]
+        resolver_calls = [r.data for r in read_log(str(tmp_path / "run"))
+                          if r.kind == "model.call" and r.data["task"].startswith("resolve-")]
+        assert [(c["agent"], c["outcome"]) for c in resolver_calls] == [("c", "ok")]  # in the audit log too
     kinds = [(e["kind"], e["status"]) for e in result["events"] if e["kind"] == "conflict"]
     assert kinds == [("conflict", "detected"), ("conflict", "resolved")]
