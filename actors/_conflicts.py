@@ -39,18 +39,18 @@ class ConflictDesk:
     """Queue of conflict events; each is settled in its own asyncio task so the loop never waits on it."""
 
     def __init__(self, spec: MissionSpec, *, mission_id: str, emit: Callable[..., Any], agent: Callable[[str], Any],
-                 memory: Callable[[], Any], count_call: Callable[[], None],
+                 memory: Callable[[], Any], count_calls: Callable[..., None],
                  record_model_calls: Callable[[list[dict[str, Any]]], None], supervisor_token: Callable[[], str],
                  agent_token: Callable[[str, float], str], scheduler: Callable[[], Scheduler | None],
                  wake: Callable[[], None]) -> None:
         """`emit` records an event, `agent(name)` gives an agent's handle, `memory()` the memory actor's,
-        `count_call()` counts a resolver's task, `record_model_calls` puts its model calls in the audit log,
-        `supervisor_token()` and `agent_token(name, timeout_s)`
+        `count_calls(agent, calls=, tokens=)` counts a resolver's model calls against the mission's budget and
+        `record_model_calls` puts them in the audit log, `supervisor_token()` and `agent_token(name, timeout_s)`
         mint the tokens for the supervisor's memory calls and the resolver's task (the router charges both
         to the mission), `scheduler()` is the mission's scheduler (None before the plan), `wake()` wakes the
         supervisor's loop once held tasks may start."""
         self._spec, self._mission_id = spec, mission_id
-        self._emit, self._agent, self._memory, self._count_call = emit, agent, memory, count_call
+        self._emit, self._agent, self._memory, self._count_calls = emit, agent, memory, count_calls
         self._record_model_calls = record_model_calls
         self._supervisor_token, self._agent_token = supervisor_token, agent_token
         self._scheduler, self._wake = scheduler, wake
@@ -184,7 +184,7 @@ class ConflictDesk:
             self._record_model_calls(model_calls_of(cause_of(exc)))
             raise
         self._record_model_calls(result.model_call_records)
-        self._count_call()
+        self._count_calls(resolver, calls=result.model_calls, tokens=result.prompt_tokens + result.completion_tokens)
         return decide_resolver(topic, existing, new, resolver=resolver, synthesis=str(result.output))
 
 

@@ -96,7 +96,7 @@ class SupervisorActor:
         self.crew = Crew(spec, mission_id, namespace, self.log, self.agents, memory_dir=memory_dir,
                          secret_files=secret_files)
         self.conflicts = ConflictDesk(spec, emit=self.log.emit, agent=self._agent, memory=self._memory,
-                                      count_call=lambda: self.budgets.count_calls("control-plane"),
+                                      count_calls=self.budgets.count_calls,
                                       record_model_calls=self.on_model_calls,
                                       supervisor_token=self._control_token,
                                       agent_token=lambda name, timeout_s: self._agent_token(spec.agent(name),

@@ -104,8 +104,10 @@ def test_supervisor_settles_a_reported_conflict_and_records_why(router, policy, 
     else:
         assert decision["winner"] is None and "Two agents disagree" in decision["text"]
         assert "resolver agent 'c'" in decision["reason"]
-        resolver_calls = [r.data for r in read_log(str(tmp_path / "run"))
-                          if r.kind == "model.call" and r.data["task"].startswith("resolve-")]
+        records = read_log(str(tmp_path / "run"))
+        resolver_calls = [r.data for r in records if r.kind == "model.call" and r.data["task"].startswith("resolve-")]
         assert [(c["agent"], c["outcome"]) for c in resolver_calls] == [("c", "ok")]  # in the audit log too
+        charged = [r.data["calls"] for r in records if r.kind == "budget.charge" and r.data["agent"] == "c"]
+        assert charged == [1, 1]  # its own task's call, then the resolver's, against max_llm_calls
     kinds = [(e["kind"], e["status"]) for e in result["events"] if e["kind"] == "conflict"]
     assert kinds == [("conflict", "detected"), ("conflict", "resolved")]
