@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from actors._attempt_runs import AttemptRuns
 from actors._context import AgentContext
 from actors._observe import AttemptObserver, cancel_requested, configure_process
 from actors._tool_journal import JournaledToolRunner, SupervisorBuiltin
@@ -95,8 +96,7 @@ class AgentActor:
         self._python: PythonAgentRun | None = None
         self._mcp_specs: dict[str, ToolSpec] = {}
         self._posts: dict[str, int] = {}  # attempt key -> the last memory post's sequence number
-        self._runs: dict[str, asyncio.Task] = {}  # attempt key -> the run of it under way here
-        self._cancelled: set[str] = set()  # keys cancelled while not running here (an agent serves one mission)
+        self._runs = AttemptRuns()
         self._memory_reads = _memory_reader(memory)
 
     async def ready(self) -> dict[str, Any]:
@@ -131,12 +131,9 @@ class AgentActor:
         Raises on failure (the supervisor retries or falls back); the exception carries the attempt's detail."""
         started = time.time()
         key = attempt_key(self.mission_id, task.id, attempt)
-        if key in self._cancelled:
-            self._cancelled.remove(key)
-            raise asyncio.CancelledError
         this_run = asyncio.current_task()
         assert this_run is not None  # Ray runs each call of an async actor as a task
-        self._runs[key] = this_run
+        self._runs.begin(key, this_run)
         observer = AttemptObserver(agent=self.agent.name, mission_id=self.mission_id, task_id=task.id,
                                    attempt=attempt, trace=trace, sink=self.tracing, slack_s=slack_s,
                                    send_model_calls=self._send_model_calls)
@@ -152,32 +149,22 @@ class AgentActor:
             await self._model_calls_delivered(observer.sent_model_calls)
             raise
         finally:
-            if self._runs.get(key) is this_run:
-                del self._runs[key]
+            self._runs.end(key, this_run)
 
     async def cancel_attempts(self, keys: list[str]) -> None:
         """Cancel the runs of these attempts (the supervisor timed them out or stops): each stops its tool and
-        model calls and sends its model-call records; one whose call has not begun here will not run. The
-        supervisor does not `ray.cancel` them: Ray reports a task it cancelled as cancelled whatever the task
-        then returned or raised, and a run that had just ended would lose the records its outcome carries."""
-        runs = self._cancel_runs(keys)
-        self._cancelled.update(set(keys) - runs.keys())
+        model calls and sends its model-call records; one whose call has not begun here will not run (not
+        `ray.cancel`, see `AttemptRuns`)."""
+        self._runs.cancel(keys)
 
     async def drop_attempts(self, keys: list[str]) -> list[str]:
         """Cancel the runs of these attempts, and wait for them to end: a supervisor that restarted dispatches
         again what its dead self had dispatched, and nothing waits for the old runs' results. Returns the keys
         of those that were still running here. The restarted supervisor sends the same keys again: they may run."""
-        runs = self._cancel_runs(keys)
-        self._cancelled.difference_update(keys)
+        runs = self._runs.drop(keys)
         if runs:
             await asyncio.wait(runs.values(), timeout=DROP_WAIT_S)
         return list(runs)
-
-    def _cancel_runs(self, keys: list[str]) -> dict[str, asyncio.Task]:
-        runs = {key: self._runs[key] for key in keys if key in self._runs}
-        for run in runs.values():
-            run.cancel()
-        return runs
 
     # -- kind: llm -------------------------------------------------------------------------------------
     async def _run_loop(self, task: TaskSpec, attempt: int, context: dict[str, Any], runner: ToolRunner,
