@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from actors._observe import model_calls_of
@@ -55,12 +55,12 @@ class ConflictDesk:
         self._supervisor_token, self._agent_token = supervisor_token, agent_token
         self._scheduler, self._wake = scheduler, wake
         self.decisions: list[dict[str, Any]] = []
-        self._queued: list[Any] = []
-        self._running: set[asyncio.Task] = set()
+        self._queued: list[tuple[Any, bool]] = []  # (conflict, whether a supervisor before a restart detected it)
+        self._running: dict[asyncio.Task, Any] = {}
 
-    def queue(self, conflict: Any) -> None:
+    def queue(self, conflict: Any, *, reopened: bool = False) -> None:
         """Take a conflict; the dependents of both tasks wait until it is settled (when the policy says so)."""
-        self._queued.append(conflict)
+        self._queued.append((conflict, reopened))
         sched = self._scheduler()
         if sched is not None and self._spec.policies.conflicts.settle_before_dependents:
             for task_id in _tasks_of(conflict):
@@ -75,15 +75,37 @@ class ConflictDesk:
                 if sched is not None:
                     sched.replace_context(task_id, finding)
 
+    async def reopen(self, detected: Iterable[dict[str, Any]]) -> None:
+        """Settle the conflicts that the supervisor detected before it restarted and had not settled (their
+        `conflict.detected` records' data); their findings come back from memory."""
+        from memory import Conflict
+
+        memory, token = self._memory(), self._supervisor_token()
+        for data in detected:
+            existing, new = await asyncio.gather(*(memory.get.remote(i, token=token) for i in data["entries"]))
+            if existing is None or new is None:
+                self._emit(time.time(), "conflict", "unresolved", message="its findings are no longer in memory",
+                           data={"entries": data["entries"]})
+            else:
+                self.queue(Conflict(topic=data["topic"], existing=existing, new=new, similarity=data["similarity"],
+                                    verdict="contradict"), reopened=True)
+
     def settle(self, now_s: float) -> None:
         while self._queued:
-            conflict = self._queued.pop(0)
-            self._emit(now_s, "conflict", "detected", agent=conflict.new.agent_id,
-                              message=f"topic {conflict.topic!r}: {conflict.existing.agent_id} vs "
-                                      f"{conflict.new.agent_id} (similarity {conflict.similarity:.2f})")
+            conflict, reopened = self._queued.pop(0)
+            if reopened:
+                self._emit(now_s, "conflict", "reopened", agent=conflict.new.agent_id,
+                           message=f"topic {conflict.topic!r}: settled again after the supervisor restarted",
+                           data={"entries": _entries(conflict)})
+            else:
+                self._emit(now_s, "conflict", "detected", agent=conflict.new.agent_id,
+                           message=f"topic {conflict.topic!r}: {conflict.existing.agent_id} vs "
+                                   f"{conflict.new.agent_id} (similarity {conflict.similarity:.2f})",
+                           data={"topic": conflict.topic, "entries": _entries(conflict),
+                                 "similarity": conflict.similarity})
             task = asyncio.ensure_future(self._resolve(conflict))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running[task] = conflict
+            task.add_done_callback(lambda done: self._running.pop(done, None))
 
     async def drain(self, timeout_s: float) -> None:
         """Settle what is queued and wait for the checks running; those still running after `timeout_s` are
@@ -91,10 +113,11 @@ class ConflictDesk:
         self.settle(time.time())
         if self._running:
             await asyncio.wait(set(self._running), timeout=timeout_s)
-        for task in list(self._running):
+        for task, conflict in list(self._running.items()):
             task.cancel()
             self._emit(time.time(), "conflict", "unresolved",
-                       message=f"still being settled when the mission ended (after {timeout_s:g} s)")
+                       message=f"still being settled when the mission ended (after {timeout_s:g} s)",
+                       data={"entries": _entries(conflict)})
 
     def _finding(self, entry: Any) -> Finding:
         roles = {a.name: a.role for a in self._spec.agents}
@@ -115,11 +138,12 @@ class ConflictDesk:
             applied = await self._apply(conflict, decision)
         except Exception as exc:
             logger.exception("mission %s: conflict on %r not settled", self._mission_id, conflict.topic)
-            self._emit(time.time(), "conflict", "unresolved", message=f"{type(exc).__name__}: {exc}")
+            self._emit(time.time(), "conflict", "unresolved", message=f"{type(exc).__name__}: {exc}",
+                       data={"entries": _entries(conflict)})
             return
         finally:
             self._release(conflict)
-        self._record({**decision.to_dict(), "applied": applied})
+        self._record({**decision.to_dict(), "applied": applied, "entries": _entries(conflict)})
 
     async def _apply(self, conflict: Any, decision: ConflictDecision) -> dict[str, Any]:
         """Supersede the overruled finding(s) in memory and give their tasks' dependents the one that stands."""
@@ -186,6 +210,11 @@ class ConflictDesk:
         self._record_model_calls(result.model_call_records)
         self._count_calls(resolver, calls=result.model_calls, tokens=result.prompt_tokens + result.completion_tokens)
         return decide_resolver(topic, existing, new, resolver=resolver, synthesis=str(result.output))
+
+
+def _entries(conflict: Any) -> list[int]:
+    """The conflict's two memory entries (existing, new): its key in the mission log."""
+    return [conflict.existing.id, conflict.new.id]
 
 
 def _tasks_of(conflict: Any) -> list[str]:

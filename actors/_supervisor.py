@@ -357,6 +357,7 @@ class SupervisorActor:
         self._scheduled.set()
         self.budgets.tracker.llm_calls = state.budget.llm_calls
         self.conflicts.resume(state.conflicts)
+        await self.conflicts.reopen(state.open_conflicts.values())
         self.phase = MissionStatus.RUNNING
         self.log.emit(time.time(), "mission", MissionStatus.RUNNING,
                       message=f"resumed: {len(state.completed())} of {len(tasks)} tasks already done, "

@@ -65,8 +65,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 # Records the writer makes durable before `append` returns: each one is acted on at once, outside the log.
 COMMIT_KINDS = frozenset({
     "mission.start", "mission.plan", "mission.cancel", "task.succeeded", "task.retry", "task.fallback",
-    "task.failed", "task.delegate", "conflict.decision", "budget.exceeded", "tool.intent", "tool.result",
-    "approval.request", "approval.decision"})
+    "task.failed", "task.delegate", "conflict.detected", "conflict.decision", "budget.exceeded", "tool.intent",
+    "tool.result", "approval.request", "approval.decision"})
 FINAL_MISSION_STATUSES = frozenset({"succeeded", "failed", "cancelled", "budget_exceeded"})
 
 

@@ -165,6 +165,9 @@ class RecoveredState:
     cancel_reason: str | None = None
     """Set when a cancel was recorded: finish stopping, do not resume the work."""
     conflicts: list[dict[str, Any]] = field(default_factory=list)
+    open_conflicts: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    """Conflicts detected and not yet settled, by their two memory entries' ids (existing, new): the
+    `conflict.detected` record's data."""
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Approval id -> its latest record (`Approval` fields, controlplane._core.approvals), in request order."""
     budget: Budget = field(default_factory=Budget)
@@ -206,13 +209,26 @@ def apply(state: RecoveredState, record: Record) -> None:
         state.tools.apply(record)
     elif area == "mission":
         _apply_mission(state, record)
-    elif record.kind == "conflict.decision":
-        state.conflicts.append(dict(record.data))
+    elif area == "conflict":
+        _apply_conflict(state, record)
     elif record.kind == "budget.charge":
         _charge(state.budget, record.data)
     elif area == "approval":
         state.approvals[record.data["id"]] = {**state.approvals.get(record.data["id"], {}), **record.data}
     state.last = record
+
+
+def _apply_conflict(state: RecoveredState, record: Record) -> None:
+    if record.kind == "conflict.decision":
+        state.conflicts.append(dict(record.data))
+    entries = record.data.get("entries")
+    if not entries:  # a log written before conflicts named their entries
+        return
+    key = (int(entries[0]), int(entries[1]))
+    if record.kind == "conflict.detected":
+        state.open_conflicts[key] = dict(record.data)
+    elif record.kind in ("conflict.decision", "conflict.unresolved"):
+        state.open_conflicts.pop(key, None)
 
 
 def _apply_mission(state: RecoveredState, record: Record) -> None:

@@ -18,7 +18,7 @@ from actors import MISSION_NAMESPACE, start_mission
 from controlplane import parse_mission
 from controlplane._logfile import read_log, verify_log
 from controlplane._rundir import read_events, read_result
-from tests.helpers import actor_pid, agent, processes_running, task, wait_for
+from tests.helpers import actor_pid, agent, processes_running, supervisor_token, task, wait_for
 
 MCP_SERVER = Path(__file__).resolve().parents[1] / "helpers" / "agent_code.py"
 
@@ -141,6 +141,45 @@ def test_supervisor_killed_while_its_planner_thinks_plans_again_and_runs_the_pla
     assert result["status"] == "succeeded" and result["tasks"], result  # not an empty mission that "succeeded"
     assert [r.kind for r in read_log(run_dir)].count("mission.plan") == 1
     assert_exactly_once_each(run_dir, [t["id"] for t in result["tasks"]])
+
+
+def test_a_conflict_being_settled_when_the_supervisor_dies_is_settled_after_the_restart(chaos_router, tmp_path):
+    from memory import Conflict
+
+    run_dir, mission_id = str(tmp_path / "conflict-kill"), "conflictkill-1"
+    finder = {"model": "scripted-slow", "fixed_memory": True}
+    spec = parse_mission({"name": "conflictkill", "goal": "Agree on a launch month",
+                          "policies": {"conflicts": {"policy": "resolver", "resolver_agent": "judge"}},
+                          "agents": [agent("a", **finder), agent("b", **finder),
+                                     agent("judge", model="scripted-thinking"), agent("keeper", model="scripted-slow")],
+                          "tasks": [task("ta", "a", topic="launch"), task("tb", "b", topic="launch"),
+                                    task("k0", "keeper", deps=("ta", "tb"))]
+                          + [task(f"k{i}", "keeper", deps=(f"k{i - 1}",)) for i in range(1, 20)]})
+    handle = start_mission(spec, router=chaos_router, mission_id=mission_id, run_dir=run_dir,
+                           memory_dir=str(tmp_path / "memory"))
+    try:
+        wait_for(lambda: succeeded_count(run_dir) >= 2, timeout_s=300, what="both findings")
+        memory = ray.get_actor(f"{mission_id}:memory", namespace=MISSION_NAMESPACE)
+
+        def findings() -> dict:
+            entries = ray.get(memory.list.remote(namespace="shared", token=supervisor_token(mission_id),
+                                                 filters={"topic": "launch"}))
+            return {e.agent_id: e for e in entries} if len(entries) == 2 else {}
+
+        posted = wait_for(findings, timeout_s=60, what="both findings in memory")
+        ray.get(handle.on_memory_event.remote(Conflict(topic="launch", existing=posted["a"], new=posted["b"],
+                                                       similarity=0.9, verdict="contradict")))
+        wait_for(lambda: any(r.kind == "conflict.detected" for r in read_log(run_dir)), timeout_s=60,
+                 what="the conflict in the log")
+        ray.kill(handle, no_restart=False)  # its resolver thinks for 3 s
+        waited = collect_with_cli(run_dir)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        ray.kill(handle)
+    [decision] = read_result(run_dir)["conflicts"]
+    assert decision["entries"] == [posted["a"].id, posted["b"].id] and decision["winner"] is None
+    kinds = [r.kind for r in read_log(run_dir) if r.kind.startswith("conflict.")]
+    assert kinds == ["conflict.detected", "conflict.reopened", "conflict.decision"]
 
 
 def test_a_restarted_supervisor_stops_the_attempts_its_dead_self_sent_instead_of_waiting_behind_them(chaos_router,

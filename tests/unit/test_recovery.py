@@ -106,6 +106,20 @@ def test_a_log_cut_anywhere_resumes_without_rerunning_finished_tasks(seed):
                 record.attempts, record.round_attempts, record.output, str(record.status))
 
 
+def test_replay_keeps_the_conflicts_detected_and_not_yet_settled():
+    writer = ListWriter()
+    for entries in ([1, 2], [3, 4], [5, 6]):
+        writer.append("conflict.detected", {"topic": "t", "entries": entries, "similarity": 0.9}, time_s=1.0)
+    writer.append("conflict.decision", {"topic": "t", "policy": "priority", "winner": "a0", "text": "x",
+                                        "reason": "r", "agents": ["a0", "a1"], "entries": [1, 2]}, time_s=2.0)
+    writer.append("conflict.unresolved", {"message": "boom", "entries": [5, 6]}, time_s=2.0)
+    writer.append("conflict.decision", {"topic": "t", "policy": "priority", "winner": "a0", "text": "x",
+                                        "reason": "r", "agents": ["a0", "a1"]}, time_s=2.0)  # an older log's
+    state = replay(writer.records)
+    assert list(state.open_conflicts) == [(3, 4)] and state.open_conflicts[(3, 4)]["similarity"] == 0.9
+    assert len(state.conflicts) == 2
+
+
 def test_replay_keeps_counters_times_fallback_and_budget():
     spec = spec_of()
     writer = ListWriter()
