@@ -82,6 +82,7 @@ class ConflictDesk:
 
         memory, token = self._memory(), self._supervisor_token()
         for data in detected:
+            await self._drop_resolver_run(data["entries"])
             existing, new = await asyncio.gather(*(memory.get.remote(i, token=token) for i in data["entries"]))
             if existing is None or new is None:
                 self._emit(time.time(), "conflict", "unresolved", message="its findings are no longer in memory",
@@ -89,6 +90,18 @@ class ConflictDesk:
             else:
                 self.queue(Conflict(topic=data["topic"], existing=existing, new=new, similarity=data["similarity"],
                                     verdict="contradict"), reopened=True)
+
+    async def _drop_resolver_run(self, entries: list[int]) -> None:
+        """Stop the resolver's run that the supervisor before the restart started for this conflict: nothing waits
+        for its answer, and it would hold the resolver while the conflict is settled again."""
+        resolver = self._spec.policies.conflicts.resolver_agent
+        if self._spec.policies.conflicts.policy != "resolver" or resolver is None:
+            return
+        key = attempt_key(self._mission_id, _resolver_task(entries), 1)
+        try:
+            await self._agent(resolver).drop_attempts.remote([key])
+        except Exception as exc:  # a dead agent runs nothing; Ray restarts it for the new run
+            logger.warning("mission %s: resolver %s could not drop %s: %s", self._mission_id, resolver, key, exc)
 
     def settle(self, now_s: float) -> None:
         while self._queued:
@@ -134,7 +147,7 @@ class ConflictDesk:
                 sides = await self._sides(conflict)
                 decision = decide_majority(conflict.topic, existing, new, sides, policy.role_priority)
             else:
-                decision = await self._ask_resolver(conflict.topic, existing, new, policy.resolver_agent or "")
+                decision = await self._ask_resolver(conflict, existing, new, policy.resolver_agent or "")
             applied = await self._apply(conflict, decision)
         except Exception as exc:
             logger.exception("mission %s: conflict on %r not settled", self._mission_id, conflict.topic)
@@ -193,10 +206,9 @@ class ConflictDesk:
                 scores[entry.agent_id] = (near_old.get(entry.id, -1.0), near_new.get(entry.id, -1.0))
         return assign_sides(scores)
 
-    async def _ask_resolver(self, topic: str, existing: Finding, new: Finding, resolver: str) -> ConflictDecision:
-        n = len(self.decisions) + len(self._running)
-        task = TaskSpec(id=f"resolve-{n}", agent=resolver, description=resolver_task(topic, existing, new),
-                        retries=0, topic=f"{topic}-resolution")
+    async def _ask_resolver(self, conflict: Any, existing: Finding, new: Finding, resolver: str) -> ConflictDecision:
+        task = TaskSpec(id=_resolver_task(_entries(conflict)), agent=resolver, retries=0,
+                        description=resolver_task(conflict.topic, existing, new), topic=f"{conflict.topic}-resolution")
         try:
             result = await asyncio.wait_for(
                 self._agent(resolver).run.remote(task, 1, {}, self._agent_token(resolver, task.timeout_s)),
@@ -209,12 +221,17 @@ class ConflictDesk:
             raise
         self._record_model_calls(result.model_call_records)
         self._count_calls(resolver, calls=result.model_calls, tokens=result.prompt_tokens + result.completion_tokens)
-        return decide_resolver(topic, existing, new, resolver=resolver, synthesis=str(result.output))
+        return decide_resolver(conflict.topic, existing, new, resolver=resolver, synthesis=str(result.output))
 
 
 def _entries(conflict: Any) -> list[int]:
     """The conflict's two memory entries (existing, new): its key in the mission log."""
     return [conflict.existing.id, conflict.new.id]
+
+
+def _resolver_task(entries: list[int]) -> str:
+    """The id of the resolver's task for the conflict of these entries: the same after a restart of the supervisor."""
+    return f"resolve-{entries[0]}-{entries[1]}"
 
 
 def _tasks_of(conflict: Any) -> list[str]:
