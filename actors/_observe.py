@@ -178,9 +178,9 @@ def cancel_requested() -> bool:
 
 
 def late_model_calls(outcome: asyncio.Future) -> list[dict[str, Any]]:
-    """The records of an attempt the supervisor cancelled but that ended anyway (it finished or failed before the
-    cancellation reached it, or its code swallowed it): the result or the error carries them, and nobody awaited
-    it. An attempt the cancellation did stop sent its records itself, and its error carries none."""
+    """The records of an attempt the supervisor cancelled that had finished or failed before the cancellation
+    reached it: the result or the error carries them, and nobody awaited it. An attempt the cancellation reached
+    sent its records itself (whether its code stopped, swallowed it or raised), and its outcome carries none."""
     if not outcome.done() or outcome.cancelled():
         return []
     error = outcome.exception()
