@@ -248,13 +248,14 @@ class SupervisorActor:
         `arguments`, the call's, are shown to whoever lists the approvals, and kept in no log.
 
         The task's timeout does not run while it waits; a timeout of the approval itself is a denial."""
-        self._extend_deadline(task, attempt, self.spec.policies.approval_timeout_s)
+        paused = self._extend_deadline(task, attempt, self.spec.policies.approval_timeout_s)
         asked = time.time()
         try:
             approval = await self.approvals.wait(f"{task}#{attempt}:{call_id}", agent=agent, tool=tool,
                                                  arg_digest=arg_digest, arguments=arguments, task=task)
         finally:
-            self._extend_deadline(task, attempt, (time.time() - asked) - self.spec.policies.approval_timeout_s)
+            if paused:  # a call that Ray retried onto a restarted supervisor before its resume paused nothing
+                self._extend_deadline(task, attempt, (time.time() - asked) - self.spec.policies.approval_timeout_s)
         return asdict(approval)
 
     async def approvals_pending(self) -> list[dict[str, Any]]:
@@ -270,11 +271,14 @@ class SupervisorActor:
             await self.writer.durable(self.writer.last)
         return asdict(decided)
 
-    def _extend_deadline(self, task: str, attempt: int, seconds: float) -> None:
+    def _extend_deadline(self, task: str, attempt: int, seconds: float) -> bool:
+        """Move the running attempt's deadline; False when that attempt is not running here."""
         record = self.sched.tasks.get(task) if self.sched is not None else None
-        if record is not None and record.attempts == attempt:
-            record.deadline_s += seconds
-            self._wake.set()
+        if record is None or record.attempts != attempt:
+            return False
+        record.deadline_s += seconds
+        self._wake.set()
+        return True
 
     async def on_memory_event(self, event: Any) -> None:
         """Called by the memory actor; conflicts are queued and settled by the loop."""
